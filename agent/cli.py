@@ -1,0 +1,265 @@
+"""The `snapshot-agent` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from snapshot_agent import __version__
+from snapshot_agent.config import LoadedConfig, default_config_path, load_config
+from snapshot_agent.errors import Interrupted, UsageError
+from snapshot_agent.priority import lower_priority
+from snapshot_agent.registry import all_checks, select, split_patterns
+from snapshot_agent.verify import verify_archive
+
+DESCRIPTION = """\
+Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
+disks, kernel settings and more in parallel (each check in its own process with a
+timeout), and writes one ZIP: report.html (open it in a browser), report.json,
+manifest.json and the raw evidence under raw/.
+"""
+
+STATUS_HELP = """\
+check statuses:
+  pass     looked, found nothing wrong
+  warn     needs attention soon
+  fail     something is wrong now (exit code 1)
+  error    the check itself broke; its traceback is in raw/<id>/traceback.txt
+  timeout  the check did not finish in time and was killed (the node may be hung)
+  skipped  not applicable here (missing tool, not root, no systemd); reason given
+
+exit codes: 0 no check failed, 1 some check failed, 2 no snapshot could be made
+(bad input, unwritable output, disk full), 130 interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = _Parser(
+        prog="snapshot-agent",
+        description=DESCRIPTION,
+        epilog=STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _version(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run the checks and write a snapshot archive",
+        description="Run the checks and write snapshot-YYYYMMDD-HHMMSS.zip (UTC). "
+        "Prints the archive path on stdout; progress and the summary go to stderr.",
+        epilog=STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _version(run)
+    run.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="directory for the archive (default: current directory)",
+    )
+    _config_arg(run)
+    run.add_argument(
+        "--no-redact",
+        dest="redact",
+        action="store_false",
+        help="record that secrets should not be masked (supervisor option)",
+    )
+    iggy = run.add_mutually_exclusive_group()
+    iggy.add_argument(
+        "--include-iggy",
+        dest="include_iggy",
+        action="store_true",
+        default=True,
+        help="bundle the Iggy data directory as iggy-data.zip (default)",
+    )
+    iggy.add_argument(
+        "--no-include-iggy",
+        dest="include_iggy",
+        action="store_false",
+        help="do not bundle the Iggy data directory",
+    )
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="IDS",
+        help="run only these checks: ids, categories or globs, comma-separated "
+        "(e.g. cpu.load,sysctl or 'cpu.*')",
+    )
+    run.add_argument(
+        "--skip",
+        action="append",
+        metavar="IDS",
+        help="do not run these checks (same forms as --only)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object (path, name, status, verdict, summary) on stdout",
+    )
+    run.add_argument(
+        "--no-low-priority",
+        dest="low_priority",
+        action="store_false",
+        help="do not lower the agent's CPU (nice 10) and I/O priority",
+    )
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+
+    checks = sub.add_parser(
+        "checks",
+        help="list the available checks",
+        description="List every check: id, category, title, description, requirements.",
+    )
+    _version(checks)
+    _config_arg(checks)
+    checks.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    verify = sub.add_parser(
+        "verify",
+        help="check an archive against its manifest",
+        description="Recompute the size and sha256 of every member of a snapshot archive "
+        "and compare them with manifest.json. Exit 0 when all match, 1 otherwise.",
+    )
+    _version(verify)
+    verify.add_argument("archive", type=Path, metavar="ARCHIVE", help="a snapshot-*.zip file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    handlers = {"run": cmd_run, "checks": cmd_checks, "verify": cmd_verify}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"status": "failed", "error": str(exc)}))
+        print(f"snapshot-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, Interrupted):
+        print("snapshot-agent: interrupted; no archive was written", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`snapshot-agent run`."""
+    from snapshot_agent.progress import make_progress, print_summary
+    from snapshot_agent.snapshot import SnapshotOptions, take_snapshot
+
+    loaded = _load(args)
+    only, skip = split_patterns(args.only), split_patterns(args.skip)
+    checks = select(all_checks(loaded), only, skip)
+    options = SnapshotOptions(
+        redact=args.redact,
+        include_iggy=args.include_iggy,
+        only=tuple(only),
+        skip=tuple(skip),
+        low_priority=args.low_priority,
+    )
+    if args.low_priority:
+        lower_priority()
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    progress = make_progress(len(checks), quiet=args.quiet)
+    try:
+        result = take_snapshot(loaded, checks, args.output, options, progress)
+    finally:
+        if progress:
+            progress.close()
+    if not args.quiet:
+        print_summary([(o.check, o.result) for o in result.outcomes], str(result.path))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": str(result.path.resolve()),
+                    "name": result.name,
+                    "status": "completed",
+                    "verdict": str(result.verdict),
+                    "summary": result.summary,
+                    "failed": [o.check.id for o in result.outcomes if o.result.status == "fail"],
+                }
+            )
+        )
+    else:
+        print(result.path)
+    return 1 if result.failed else 0
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    """`snapshot-agent checks`."""
+    checks = all_checks(_load(args))
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "category", "title", "description", "needs"):
+        table.add_column(column, overflow="fold")
+    for c in checks:
+        table.add_row(c.id, c.category, c.title, c.description, ", ".join(c.requires.describe()))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"{len(checks)} checks in {len({c.category for c in checks})} categories")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """`snapshot-agent verify ARCHIVE`."""
+    result = verify_archive(args.archive)
+    for problem in result.problems:
+        print(f"MISMATCH {problem}")
+    if result.ok:
+        print(f"OK: {result.checked} members match the manifest ({args.archive})")
+        return 0
+    print(f"FAILED: {len(result.problems)} problem(s) in {args.archive}", file=sys.stderr)
+    return 1
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    explicit = args.config is not None
+    return load_config(args.config if explicit else default_config_path(), explicit=explicit)
+
+
+def _version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"snapshot-agent {__version__}")
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        metavar="FILE",
+        help="YAML config (default: /etc/snapshot-agent/config.yaml when it exists; "
+        "$SNAPSHOT_AGENT_CONFIG overrides). No config is needed.",
+    )
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Custom command checks declared in the config (`checks.commands`)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from snapshot_agent.check import Check, Requirements
+from snapshot_agent.config import CommandCheckConfig
+from snapshot_agent.context import Context
+from snapshot_agent.results import Finding, Result, Severity, Status
+
+#: Time the runner allows past the command's own timeout, so the command is killed by
+#: the check (keeping its partial output) rather than the check by the runner.
+GRACE_S = 2.0
+
+
+def command_check(spec: CommandCheckConfig) -> Check:
+    """A Check that runs `spec.command`; non-zero exit fails, output is kept as evidence."""
+    program = spec.command[0]
+    requires = (
+        Requirements(paths=(program,))
+        if program.startswith("/")
+        else Requirements(binaries=(program,))
+    )
+    return Check(
+        id=spec.id,
+        category=spec.id.split(".", 1)[0],
+        title=spec.title,
+        description=spec.description or f"Runs `{' '.join(spec.command)}` (from the config).",
+        run=partial(_run, spec),
+        requires=requires,
+        timeout_s=spec.timeout_s + GRACE_S,
+        source="config",
+    )
+
+
+def _run(spec: CommandCheckConfig, ctx: Context) -> Result:
+    result = ctx.run(spec.command, timeout_s=spec.timeout_s, save_as="output.txt")
+    data = {"argv": result.argv, "exit_code": result.exit_code, "duration_ms": result.duration_ms}
+    if result.timed_out:
+        return Result(
+            Status.TIMEOUT,
+            f"{result.describe()} after {spec.timeout_s:g} s",
+            [Finding(Severity.FAIL, result.describe(), _hint(spec), " ".join(spec.command))],
+            data,
+        )
+    if result.ok:
+        return Result(Status.PASS, result.describe(), data=data)
+    last = _last_line(result.stderr) or _last_line(result.stdout)
+    message = result.describe() + (f": {last}" if last else "")
+    return Result(
+        Status.FAIL,
+        message,
+        [
+            Finding(
+                Severity.FAIL, message, "See raw/" + spec.id + "/output.txt for the full output."
+            )
+        ],
+        data,
+    )
+
+
+def _hint(spec: CommandCheckConfig) -> str:
+    return (
+        f"Run `{' '.join(spec.command)}` by hand to see where it blocks; raise timeout_s "
+        "for this command in the config if it is just slow."
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""

@@ -1,0 +1,384 @@
+"""Running checks concurrently, each in its own killable child process.
+
+Why a process per check: a check can hang where no Python code can interrupt it
+(`statvfs` on a dead NFS mount, `open()` on a FIFO, a wedged command). A thread stuck
+in such a syscall can never be cancelled and can even keep the agent from exiting.
+A child process in its own process group can always be sent SIGKILL, along with every
+command it started, and the runner never waits on it again. So the snapshot completes
+on time whatever the checks do.
+
+Each child gets a pipe for its pickled `Result` and a pipe for anything it prints
+(kept to a bounded tail); artifacts are written by the child straight into the spool
+directory under the cap. The parent is a single-threaded select loop, which is what
+makes `fork` safe here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import selectors
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from snapshot_agent.check import Check
+from snapshot_agent.config import Config
+from snapshot_agent.context import Context, map_path
+from snapshot_agent.results import ArtifactInfo, Finding, Result, Severity, Status
+from snapshot_agent.tail import TailBuffer
+
+STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
+MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
+MAX_FINDINGS = 200
+MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
+MAX_FD = 65536
+
+
+class Observer(Protocol):
+    """Progress callbacks; the terminal display implements this."""
+
+    def started(self, check: Check) -> None: ...
+
+    def finished(self, check: Check, result: Result) -> None: ...
+
+    def tick(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """A check and what came of it."""
+
+    check: Check
+    result: Result
+
+
+@dataclass
+class _Running:
+    check: Check
+    pid: int
+    result_fd: int
+    output_fd: int | None
+    started: float
+    deadline: float
+    artifact_dir: Path
+    payload: bytearray = field(default_factory=bytearray)
+    output: TailBuffer = field(default_factory=lambda: TailBuffer(STRAY_OUTPUT_CAP))
+    result_eof: bool = False
+
+
+class Runner:
+    """Runs a list of checks with bounded concurrency, per-check timeouts and a deadline."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: Path,
+        thresholds: Callable[[Check], dict[str, Any]],
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.thresholds = thresholds
+        self.observer = observer
+        self.concurrency = config.checks.concurrency
+        self.deadline_s = config.checks.deadline_s
+
+    def timeout_for(self, check: Check) -> float:
+        """The check's own timeout, or the config's default."""
+        return check.timeout_s or self.config.checks.timeout_s
+
+    def run(self, checks: Sequence[Check]) -> list[Outcome]:
+        """Run every check; always returns one outcome per check, in the given order."""
+        start = time.monotonic()
+        deadline = start + self.deadline_s
+        pending = deque(checks)
+        running: dict[int, _Running] = {}  # by result fd
+        results: dict[str, Result] = {}
+        sel = selectors.DefaultSelector()
+        try:
+            while pending or running:
+                now = time.monotonic()
+                while pending and len(running) < self.concurrency and now < deadline:
+                    run = self._start(pending.popleft(), now, deadline)
+                    running[run.result_fd] = run
+                    sel.register(run.result_fd, selectors.EVENT_READ, run)
+                    if run.output_fd is not None:
+                        sel.register(run.output_fd, selectors.EVENT_READ, run)
+                if now >= deadline:
+                    for check in pending:
+                        results[check.id] = self._finish_unstarted(check)
+                    pending.clear()
+                wake = min([r.deadline for r in running.values()], default=now)
+                for key, _ in sel.select(timeout=max(0.0, min(wake - now, 0.1))):
+                    self._read(key.data, key.fd, sel)
+                now = time.monotonic()
+                for fd, run in list(running.items()):
+                    if run.result_eof:
+                        results[run.check.id] = self._collect(run, sel)
+                        del running[fd]
+                    elif now >= run.deadline:
+                        results[run.check.id] = self._kill(run, sel, overall=now >= deadline)
+                        del running[fd]
+                if self.observer:
+                    self.observer.tick()
+        finally:
+            for run in running.values():  # Ctrl-C or a bug: leave nothing behind
+                _killpg(run.pid)
+                _close(run, sel)
+            sel.close()
+        return [Outcome(c, results[c.id]) for c in checks]
+
+    # -- starting -----------------------------------------------------------------
+
+    def _start(self, check: Check, now: float, overall_deadline: float) -> _Running:
+        deadline = min(now + self.timeout_for(check), overall_deadline)
+        artifact_dir = self.spool / check.id
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        ctx = Context(
+            check_id=check.id,
+            config=self.config,
+            thresholds=self.thresholds(check),
+            artifact_dir=artifact_dir,
+            artifact_cap=self.config.checks.artifact_cap_bytes,
+            deadline=deadline,
+        )
+        result_r, result_w = os.pipe()
+        output_r, output_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            os.close(result_r)
+            os.close(output_r)
+            _child_main(check, ctx, result_w, output_w)
+        with contextlib.suppress(OSError):  # the child does this too; whoever is first wins
+            os.setpgid(pid, pid)
+        os.close(result_w)
+        os.close(output_w)
+        os.set_blocking(result_r, False)
+        os.set_blocking(output_r, False)
+        if self.observer:
+            self.observer.started(check)
+        return _Running(check, pid, result_r, output_r, now, deadline, artifact_dir)
+
+    # -- reading ------------------------------------------------------------------
+
+    def _read(self, run: _Running, fd: int, sel: selectors.BaseSelector) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if fd == run.result_fd:
+            if chunk and len(run.payload) + len(chunk) <= MAX_RESULT_BYTES:
+                run.payload += chunk
+            elif chunk:
+                run.payload = bytearray(b"\0oversize")
+            else:
+                run.result_eof = True
+                sel.unregister(fd)
+        elif chunk:
+            run.output.write(chunk)
+        else:
+            sel.unregister(fd)
+            os.close(fd)
+            run.output_fd = None
+
+    # -- finishing ----------------------------------------------------------------
+
+    def _collect(self, run: _Running, sel: selectors.BaseSelector) -> Result:
+        """The child closed its result pipe: decode the result, or explain its death."""
+        self._drain_output(run)
+        _killpg(run.pid)  # anything the check left running in its group
+        status = _reap(run.pid, wait_s=2.0)
+        _close(run, sel)
+        result: Result
+        if run.payload.startswith(b"\0oversize"):
+            result = Result(Status.ERROR, "check returned an oversized result (over 32 MiB)")
+        elif run.payload:
+            try:
+                result = pickle.loads(bytes(run.payload))
+            except Exception as exc:
+                result = Result(Status.ERROR, f"check returned an unreadable result: {exc}")
+        else:
+            result = Result(Status.ERROR, f"check process died: {_describe_exit(status)}")
+        return self._finalize(run, result)
+
+    def _kill(self, run: _Running, sel: selectors.BaseSelector, *, overall: bool) -> Result:
+        """The check ran out of time: SIGKILL its process group and move on."""
+        _killpg(run.pid)
+        self._drain_output(run)
+        _reap(run.pid, wait_s=0.2)  # a process stuck in the kernel is left to init
+        _close(run, sel)
+        took = time.monotonic() - run.started
+        if overall:
+            summary = f"stopped at the snapshot deadline ({self.deadline_s:g} s) after {took:.1f} s"
+        else:
+            summary = f"did not finish within {self.timeout_for(run.check):g} s and was killed"
+        hint = (
+            "A check that hangs often points at the node itself: a hung mount, a stuck "
+            "command or a saturated disk. Look at the partial evidence, then run the check "
+            "alone with `snapshot-agent run --only " + run.check.id + "`."
+        )
+        result = Result(
+            Status.TIMEOUT, summary, [Finding(Severity.FAIL, summary, hint, run.check.id)]
+        )
+        return self._finalize(run, result)
+
+    def _finish_unstarted(self, check: Check) -> Result:
+        result = Result(
+            Status.TIMEOUT,
+            f"not started: the snapshot deadline ({self.deadline_s:g} s) was reached first",
+        )
+        if self.observer:
+            self.observer.finished(check, result)
+        return result
+
+    def _finalize(self, run: _Running, result: Result) -> Result:
+        result.duration_ms = int((time.monotonic() - run.started) * 1000)
+        if run.output.total:
+            name = "check-output.txt"
+            data = run.output.getvalue()
+            (run.artifact_dir / name).write_bytes(data)
+            result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
+        if result.status in (Status.TIMEOUT, Status.ERROR):
+            result.artifacts = _scan_artifacts(run.artifact_dir, result.artifacts)
+        if self.observer:
+            self.observer.finished(run.check, result)
+        return result
+
+    def _drain_output(self, run: _Running) -> None:
+        if run.output_fd is None:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(run.output_fd, 1 << 16):
+                run.output.write(chunk)
+
+
+# -- the child side ---------------------------------------------------------------
+
+
+def _child_main(check: Check, ctx: Context, result_fd: int, output_fd: int) -> None:
+    """Run one check in the forked child and write its pickled Result; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        # Nothing else of the parent's (selector, other checks' pipes) leaks into checks.
+        os.closerange(3, result_fd)
+        os.closerange(result_fd + 1, MAX_FD)
+        result = _run_check(check, ctx)
+        payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(result_fd, "wb") as fh:
+            fh.write(payload)
+    except BaseException:
+        code = 70
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _run_check(check: Check, ctx: Context) -> Result:
+    """Requirements, then the check; exceptions become `error` with the traceback kept."""
+    try:
+        reason = check.requires.unmet(lambda p: map_path(ctx.roots, p))
+        if reason:
+            return Result.skipped(reason)
+        result = check.run(ctx)
+        if not isinstance(result, Result):
+            raise TypeError(f"check returned {type(result).__name__}, not Result")
+    except BaseException as exc:  # SystemExit from a check is a bug in the check too
+        ctx.artifact("traceback.txt", traceback.format_exc())
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        result = Result(
+            Status.ERROR,
+            f"check crashed: {type(exc).__name__}" + (f": {first}" if first else ""),
+            [],
+        )
+    if ctx.commands:
+        ctx.json_artifact("commands.json", ctx.commands)
+    _bound(result, ctx)
+    result.artifacts = ctx.artifacts + result.artifacts
+    return result
+
+
+def _bound(result: Result, ctx: Context) -> None:
+    """Keep a result small enough to travel and to read: excess goes to artifacts."""
+    if len(result.findings) > MAX_FINDINGS:
+        extra = len(result.findings) - MAX_FINDINGS
+        ctx.json_artifact("findings-all.json", [f.to_dict() for f in result.findings])
+        result.findings = result.findings[:MAX_FINDINGS]
+        result.summary += f" ({extra} more findings in findings-all.json)"
+    encoded = json.dumps(result.data, default=str)
+    if len(encoded) > MAX_DATA_BYTES:
+        ctx.artifact("data.json", encoded)
+        result.data = {"note": f"data too large to inline ({len(encoded)} bytes); see data.json"}
+
+
+# -- process helpers --------------------------------------------------------------
+
+
+def _killpg(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _reap(pid: int, wait_s: float) -> int | None:
+    """waitpid without blocking for more than `wait_s`; None when still not gone."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.005)
+
+
+def _close(run: _Running, sel: selectors.BaseSelector) -> None:
+    for fd in (run.result_fd, run.output_fd):
+        if fd is None:
+            continue
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    run.output_fd = None
+
+
+def _describe_exit(status: int | None) -> str:
+    if status is None:
+        return "it did not exit"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+        hint = " (killed: out of memory?)" if sig == signal.SIGKILL else ""
+        return f"killed by signal {name}{hint}"
+    return f"exited with code {os.WEXITSTATUS(status)} without a result"
+
+
+def _scan_artifacts(directory: Path, known: list[ArtifactInfo]) -> list[ArtifactInfo]:
+    """List what a killed or crashed check left in its spool (partial evidence)."""
+    names = {a.name for a in known}
+    found = list(known)
+    if directory.is_dir():
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            name = path.relative_to(directory).as_posix()
+            if name not in names:
+                size = path.stat().st_size
+                found.append(ArtifactInfo(name, size, size))
+    return found
