@@ -72,6 +72,11 @@ class ArchiveWriter:
         """Write the central directory."""
         self._zip.close()
 
+    def abandon(self) -> None:
+        """Stop after a failure; the sink's owner deletes what was written. Never raises."""
+        with contextlib.suppress(Exception):
+            self._zip.close()
+
 
 class _HashingWriter:
     """Write-through wrapper that counts and hashes what passes."""

@@ -225,7 +225,8 @@ def _format_error(
     where = f"config {path}" if path else "config"
     if line is not None:
         where += f" line {line}"
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    key = key or "(top level)"
     return f"{where}: {key}: {message}"
 
 

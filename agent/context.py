@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from snapshot_agent.commands import CommandResult, run_command
 from snapshot_agent.config import Config, RootsConfig
@@ -49,6 +49,7 @@ class Context:
     deadline: float  # time.monotonic() by which the check is killed
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    unsaved: list[str] = field(default_factory=list)  # evidence that could not be written
 
     @property
     def roots(self) -> RootsConfig:
@@ -118,40 +119,52 @@ class Context:
         return self.artifact(name, json.dumps(value, indent=2, sort_keys=True, default=str))
 
     def copy_file(self, node_path: str, name: str | None = None) -> ArtifactInfo:
-        """Copy a node file into the evidence, keeping its last `artifact_cap` bytes."""
-        src = self.path(node_path)
+        """Copy a node file into the evidence, keeping its last `artifact_cap` bytes.
+
+        Errors opening the node file raise (the check decides what that means);
+        errors saving the copy are recorded in `unsaved` like any artifact's.
+        """
         dest_name = name or ("files" + node_path)
-        with src.open("rb") as fh:
+        with self.path(node_path).open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            if size > self.artifact_cap:
-                fh.seek(size - self.artifact_cap)
-            dest = self._dest(dest_name)
-            written = 0
-            with dest.open("wb") as out:
-                if size > self.artifact_cap:
-                    note = truncation_note(size - self.artifact_cap, self.artifact_cap)
-                    out.write(note)
-                    written += len(note)
-                # /proc files report size 0; still never copy more than the cap.
-                budget = self.artifact_cap
-                while budget > 0 and (chunk := fh.read(min(COPY_CHUNK, budget))):
-                    out.write(chunk)
-                    written += len(chunk)
-                    budget -= len(chunk)
+            try:
+                written = self._copy_tail(fh, size, self._dest(dest_name))
+            except OSError as exc:
+                return self._unsaved(dest_name, size, exc)
         info = ArtifactInfo(dest_name, written, max(size, written))
         self.artifacts.append(info)
         return info
 
+    def _copy_tail(self, fh: BinaryIO, size: int, dest: Path) -> int:
+        written = 0
+        with dest.open("wb") as out:
+            if size > self.artifact_cap:
+                fh.seek(size - self.artifact_cap)
+                note = truncation_note(size - self.artifact_cap, self.artifact_cap)
+                written += out.write(note)
+            # /proc files report size 0; still never copy more than the cap.
+            budget = self.artifact_cap
+            while budget > 0 and (chunk := fh.read(min(COPY_CHUNK, budget))):
+                written += out.write(chunk)
+                budget -= len(chunk)
+        return written
+
     def _write(self, name: str, data: bytes, original_size: int) -> ArtifactInfo:
-        original = original_size
         if len(data) > self.artifact_cap:
             kept = data[-self.artifact_cap :]
             data = truncation_note(len(data) - len(kept), len(kept)) + kept
-        dest = self._dest(name)
-        dest.write_bytes(data)
-        info = ArtifactInfo(name, len(data), max(original, len(data)))
+        try:
+            self._dest(name).write_bytes(data)
+        except OSError as exc:
+            return self._unsaved(name, original_size, exc)
+        info = ArtifactInfo(name, len(data), max(original_size, len(data)))
         self.artifacts.append(info)
         return info
+
+    def _unsaved(self, name: str, size: int, exc: OSError) -> ArtifactInfo:
+        """Evidence that could not be written (disk full...): the verdict still counts."""
+        self.unsaved.append(f"{name}: {exc.strerror or exc}")
+        return ArtifactInfo(name, 0, size)
 
     def _dest(self, name: str) -> Path:
         """Where artifact `name` lives in the spool; refuses names escaping the check's dir."""

@@ -21,6 +21,7 @@ import os
 import pickle
 import selectors
 import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -141,7 +142,8 @@ class Runner:
     def _start(self, check: Check, now: float, overall_deadline: float) -> _Running:
         deadline = min(now + self.timeout_for(check), overall_deadline)
         artifact_dir = self.spool / check.id
-        artifact_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # full disk: the check still runs, unsaved noted
+            artifact_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(
             check_id=check.id,
             config=self.config,
@@ -244,8 +246,9 @@ class Runner:
         if run.output.total:
             name = "check-output.txt"
             data = run.output.getvalue()
-            (run.artifact_dir / name).write_bytes(data)
-            result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
+            with contextlib.suppress(OSError):  # a full disk loses this, not the verdict
+                (run.artifact_dir / name).write_bytes(data)
+                result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
         if result.status in (Status.TIMEOUT, Status.ERROR):
             result.artifacts = _scan_artifacts(run.artifact_dir, result.artifacts)
         if self.observer:
@@ -277,7 +280,14 @@ def _child_main(check: Check, ctx: Context, result_fd: int, output_fd: int) -> N
         # Nothing else of the parent's (selector, other checks' pipes) leaks into checks.
         os.closerange(3, result_fd)
         os.closerange(result_fd + 1, MAX_FD)
+        # Whatever sys.stdout was in the parent (a terminal, a test's capture), a check's
+        # print() now goes into the pipe the parent keeps a tail of.
+        sys.stdout = open(1, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
         result = _run_check(check, ctx)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(result_fd, "wb") as fh:
             fh.write(payload)
@@ -299,7 +309,7 @@ def _run_check(check: Check, ctx: Context) -> Result:
         if not isinstance(result, Result):
             raise TypeError(f"check returned {type(result).__name__}, not Result")
     except BaseException as exc:  # SystemExit from a check is a bug in the check too
-        ctx.artifact("traceback.txt", traceback.format_exc())
+        ctx.artifact("traceback.txt", traceback.format_exc())  # never raises
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         result = Result(
             Status.ERROR,
@@ -309,6 +319,14 @@ def _run_check(check: Check, ctx: Context) -> Result:
     if ctx.commands:
         ctx.json_artifact("commands.json", ctx.commands)
     _bound(result, ctx)
+    for problem in ctx.unsaved:
+        result.findings.append(
+            Finding(
+                Severity.INFO,
+                f"evidence not saved: {problem}",
+                "Free space where the snapshot is written (--output) and run it again.",
+            )
+        )
     result.artifacts = ctx.artifacts + result.artifacts
     return result
 

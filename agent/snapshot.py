@@ -117,7 +117,13 @@ def take_snapshot(
     archive = prepare_output(output_dir, started)
     spool = None
     try:
-        spool = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=output_dir))
+        try:
+            spool = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=output_dir))
+        except OSError as exc:
+            raise UsageError(
+                f"--output {output_dir}: cannot create a working directory there "
+                f"({exc.strerror}); free space or pass another directory"
+            ) from None
         runner = Runner(config, spool, lambda c: thresholds_for(c, loaded), observer)
         outcomes = runner.run(checks)
         completed = datetime.now(UTC)
@@ -154,16 +160,20 @@ def _write_archive(
     """raw/ evidence, then report.json and report.html, then the manifest of them all."""
     assert archive.sink is not None
     writer = ArchiveWriter(archive.sink)
-    for outcome in outcomes:
-        for artifact in outcome.result.artifacts:
-            source = spool / outcome.check.id / artifact.name
-            if source.is_file():
-                writer.add_file(f"raw/{outcome.check.id}/{artifact.name}", source)
-    report = build_report(meta, outcomes)
-    writer.add_json("report.json", report)
-    writer.add_bytes("report.html", render_html(report).encode())
-    writer.add_json(MANIFEST, _manifest(meta, writer, outcomes, skipped))
-    writer.close()
+    try:
+        for outcome in outcomes:
+            for artifact in outcome.result.artifacts:
+                source = spool / outcome.check.id / artifact.name
+                if source.is_file():
+                    writer.add_file(f"raw/{outcome.check.id}/{artifact.name}", source)
+        report = build_report(meta, outcomes)
+        writer.add_json("report.json", report)
+        writer.add_bytes("report.html", render_html(report).encode())
+        writer.add_json(MANIFEST, _manifest(meta, writer, outcomes, skipped))
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
 
 
 def _manifest(

@@ -1,0 +1,91 @@
+"""Shared test helpers: the real CLI as a subprocess, fixture node trees, check contexts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapshot_agent.config import ChecksConfig, Config, RootsConfig
+from snapshot_agent.context import Context
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `snapshot-agent` CLI in a child process."""
+    full_env = {**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent/snapshot-agent.yaml"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "snapshot_agent", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
+    """Create files under `root` (paths relative, e.g. 'proc/loadavg')."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return root
+
+
+def fixture_roots(root: Path) -> RootsConfig:
+    """Roots that point every node tree into `root` (root/proc, root/sys, root/etc...)."""
+    return RootsConfig(
+        root=str(root),
+        proc=str(root / "proc"),
+        sys=str(root / "sys"),
+        etc=str(root / "etc"),
+        run=str(root / "run"),
+        var_log=str(root / "var/log"),
+    )
+
+
+def make_context(
+    tmp_path: Path,
+    *,
+    roots: RootsConfig | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    cap: int = 10 * 1024 * 1024,
+    seconds: float = 30,
+) -> Context:
+    """A Context for calling a check function directly (unit tests of one check)."""
+    config = Config(checks=ChecksConfig(roots=roots or RootsConfig()))
+    art = tmp_path / "artifacts"
+    art.mkdir(exist_ok=True)
+    return Context(
+        check_id="test.check",
+        config=config,
+        thresholds=dict(thresholds or {}),
+        artifact_dir=art,
+        artifact_cap=cap,
+        deadline=time.monotonic() + seconds,
+    )
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Path:
+    """An empty fixture node tree."""
+    root = tmp_path / "node"
+    root.mkdir()
+    return root
