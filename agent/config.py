@@ -51,6 +51,24 @@ class CertificatesConfig(_Section):
     ca_bundle: str | None = None
 
 
+class CloudConfig(_Section):
+    """Cloud metadata: queried only when local DMI data says AWS or GCP (no blind probes)."""
+
+    enabled: bool = True
+    aws_url: str = "http://169.254.169.254"
+    gcp_url: str = "http://metadata.google.internal"
+    timeout_s: PositiveFloat = 1.0
+
+
+class NetworkChecksConfig(_Section):
+    dns_names: list[str] = []  # names network.dns resolves (none: resolv.conf only)
+    endpoints: list[str] = []  # host:port that network.reachability connects to
+
+
+class LogsConfig(_Section):
+    files: list[str] = []  # log files or globs that logs.files reads (tails only)
+
+
 class RootsConfig(_Section):
     """Where the node's trees are; tests and chroots point these at other directories."""
 
@@ -70,6 +88,9 @@ class ChecksConfig(_Section):
     thresholds: dict[str, dict[str, float | int | str | bool]] = {}
     commands: list[CommandCheckConfig] = []
     certificates: CertificatesConfig = CertificatesConfig()
+    cloud: CloudConfig = CloudConfig()
+    network: NetworkChecksConfig = NetworkChecksConfig()
+    logs: LogsConfig = LogsConfig()
     roots: RootsConfig = RootsConfig()
 
 

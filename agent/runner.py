@@ -38,6 +38,7 @@ from snapshot_agent.tail import TailBuffer
 
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
+HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
@@ -73,6 +74,21 @@ class _Running:
     payload: bytearray = field(default_factory=bytearray)
     output: TailBuffer = field(default_factory=lambda: TailBuffer(STRAY_OUTPUT_CAP))
     result_eof: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """The whole framed result arrived, or the pipe closed: time to collect.
+
+        Not waiting for EOF matters: a check thread stuck in the kernel (statvfs on a
+        dead NFS mount) keeps the child, and so its end of the pipe, alive after
+        the result was written.
+        """
+        if self.result_eof:
+            return True
+        if len(self.payload) < HEADER:
+            return False
+        size = int.from_bytes(self.payload[:HEADER], "big")
+        return size > MAX_RESULT_BYTES or len(self.payload) >= HEADER + size
 
 
 class Runner:
@@ -122,7 +138,7 @@ class Runner:
                     self._read(key.data, key.fd, sel)
                 now = time.monotonic()
                 for fd, run in list(running.items()):
-                    if run.result_eof:
+                    if run.complete:
                         results[run.check.id] = self._collect(run, sel)
                         del running[fd]
                     elif now >= run.deadline:
@@ -177,13 +193,11 @@ class Runner:
         except BlockingIOError:
             return
         if fd == run.result_fd:
-            if chunk and len(run.payload) + len(chunk) <= MAX_RESULT_BYTES:
-                run.payload += chunk
-            elif chunk:
-                run.payload = bytearray(b"\0oversize")
-            else:
+            if not chunk:
                 run.result_eof = True
                 sel.unregister(fd)
+            elif not run.complete:
+                run.payload += chunk
         elif chunk:
             run.output.write(chunk)
         else:
@@ -194,21 +208,22 @@ class Runner:
     # -- finishing ----------------------------------------------------------------
 
     def _collect(self, run: _Running, sel: selectors.BaseSelector) -> Result:
-        """The child closed its result pipe: decode the result, or explain its death."""
+        """The result arrived or the pipe closed: decode the result, or explain its death."""
         self._drain_output(run)
         _killpg(run.pid)  # anything the check left running in its group
-        status = _reap(run.pid, wait_s=2.0)
+        status = _reap(run.pid, wait_s=0.5)
         _close(run, sel)
+        size = int.from_bytes(run.payload[:HEADER], "big") if len(run.payload) >= HEADER else -1
         result: Result
-        if run.payload.startswith(b"\0oversize"):
+        if size > MAX_RESULT_BYTES:
             result = Result(Status.ERROR, "check returned an oversized result (over 32 MiB)")
-        elif run.payload:
+        elif size < 0 or len(run.payload) < HEADER + size:
+            result = Result(Status.ERROR, f"check process died: {_describe_exit(status)}")
+        else:
             try:
-                result = pickle.loads(bytes(run.payload))
+                result = pickle.loads(bytes(run.payload[HEADER : HEADER + size]))
             except Exception as exc:
                 result = Result(Status.ERROR, f"check returned an unreadable result: {exc}")
-        else:
-            result = Result(Status.ERROR, f"check process died: {_describe_exit(status)}")
         return self._finalize(run, result)
 
     def _kill(self, run: _Running, sel: selectors.BaseSelector, *, overall: bool) -> Result:
@@ -290,7 +305,7 @@ def _child_main(check: Check, ctx: Context, result_fd: int, output_fd: int) -> N
             sys.stderr.flush()
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(result_fd, "wb") as fh:
-            fh.write(payload)
+            fh.write(len(payload).to_bytes(HEADER, "big") + payload)
     except BaseException:
         code = 70
         with contextlib.suppress(Exception):

@@ -252,3 +252,28 @@ def test_huge_findings_and_data_are_bounded(tmp_path: Path) -> None:
     assert "800 more findings" in outcome.result.summary
     assert "data.json" in outcome.result.data["note"]
     assert {"findings-all.json", "data.json"} <= {a.name for a in outcome.result.artifacts}
+
+
+def test_result_counts_even_if_the_pipe_stays_open(tmp_path: Path) -> None:
+    """Like a statvfs thread wedged on a dead NFS mount, which keeps the child (and its
+    end of the result pipe) alive after the result is written: here a forked sleeper
+    holds the pipe open. The result must still count, and the sleeper must die."""
+    pidfile = tmp_path / "pid"
+
+    def keeps_pipe_open(ctx: Context) -> Result:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        pidfile.write_text(str(pid))
+        return Result(Status.WARN, "one mount did not answer")
+
+    start = time.monotonic()
+    [outcome] = run_checks(tmp_path, [make_check(keeps_pipe_open, timeout_s=5)])
+    assert outcome.result.status == Status.WARN
+    assert time.monotonic() - start < 3
+    sleeper = int(pidfile.read_text())
+    end = time.monotonic() + 5
+    while psutil.pid_exists(sleeper) and psutil.Process(sleeper).status() != "zombie":
+        assert time.monotonic() < end, "the forked sleeper survived"
+        time.sleep(0.05)
