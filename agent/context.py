@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob as globmod
 import json
 import os
 import time
@@ -64,6 +65,17 @@ class Context:
     def path(self, node_path: str) -> Path:
         """Map an absolute node path into the configured roots (fixture trees in tests)."""
         return map_path(self.roots, node_path)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Node paths matching an absolute glob, looked up through the roots, sorted."""
+        parts = PurePosixPath(pattern).parts
+        fixed = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))
+        base = PurePosixPath(*parts[:fixed]) if fixed else PurePosixPath("/")
+        rest = str(PurePosixPath(*parts[fixed:])) if fixed < len(parts) else ""
+        if not rest:
+            return [str(base)] if self.path(str(base)).exists() else []
+        found = globmod.glob(rest, root_dir=self.path(str(base)))
+        return sorted(str(base / hit) for hit in found)
 
     def remaining(self) -> float:
         """Seconds left before the runner kills this check."""

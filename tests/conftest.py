@@ -68,9 +68,11 @@ def make_context(
     thresholds: Mapping[str, Any] | None = None,
     cap: int = 10 * 1024 * 1024,
     seconds: float = 30,
+    config: Config | None = None,
 ) -> Context:
     """A Context for calling a check function directly (unit tests of one check)."""
-    config = Config(checks=ChecksConfig(roots=roots or RootsConfig()))
+    if config is None:
+        config = Config(checks=ChecksConfig(roots=roots or RootsConfig()))
     art = tmp_path / "artifacts"
     art.mkdir(exist_ok=True)
     return Context(

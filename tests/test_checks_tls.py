@@ -1,0 +1,496 @@
+"""Certificates and TLS against certificates made at test time, and live listeners on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from snapshot_agent.checks.tls import tls_certificates, tls_endpoints
+from snapshot_agent.config import ApiConfig, CertificatesConfig, ChecksConfig, Config, IggyConfig
+from snapshot_agent.results import Result, Severity, Status
+
+from .conftest import make_context
+
+HOST = socket.gethostname()
+NOW = dt.datetime.now(dt.UTC)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "iggy-dev-certs"
+
+
+# -- certificate factory (cryptography builder, for cases trustme cannot make) ----------
+
+
+def new_key(kind: str = "ec", bits: int = 2048):
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def make_cert(
+    subject: str,
+    key,
+    *,
+    issuer: tuple[str, object] | None = None,
+    names: tuple[str, ...] = (HOST, "localhost"),
+    days: tuple[float, float] = (-1, 365),
+    ca: bool = False,
+    digest=None,
+) -> x509.Certificate:
+    """A certificate signed by `issuer` (name, key), or self-signed."""
+    issuer_name, issuer_key = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + dt.timedelta(days=days[0]))
+        .not_valid_after(NOW + dt.timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if names and not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(issuer_key, digest or hashes.SHA256())
+
+
+def pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def key_pem(key, password: bytes | None = None) -> bytes:
+    enc = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+class Pki:
+    """A private root CA with an intermediate, trusted via checks.certificates.ca_bundle."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.root_key = new_key()
+        self.root = make_cert("Test Root CA", self.root_key, ca=True, days=(-10, 3650))
+        self.int_key = new_key()
+        self.intermediate = make_cert(
+            "Test Intermediate CA",
+            self.int_key,
+            issuer=("Test Root CA", self.root_key),
+            ca=True,
+            days=(-10, 1825),
+        )
+        self.bundle = self.write("ca.pem", pem(self.root))
+
+    def leaf(self, key=None, **kw) -> x509.Certificate:
+        return make_cert(
+            HOST, key or new_key(), issuer=("Test Intermediate CA", self.int_key), **kw
+        )
+
+    def write(self, name: str, data: bytes, mode: int = 0o600) -> Path:
+        path = self.tmp / name
+        path.write_bytes(data)
+        path.chmod(mode)
+        return path
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+def run_certs(tmp_path: Path, pki: Pki, paths: list[Path], **iggy) -> Result:
+    config = Config(
+        iggy=IggyConfig(**iggy),
+        checks=ChecksConfig(
+            certificates=CertificatesConfig(
+                paths=[str(p) for p in paths], ca_bundle=str(pki.bundle)
+            )
+        ),
+    )
+    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+
+
+def tls_thresholds() -> dict:
+    return dict(tls_certificates.thresholds)
+
+
+def messages(result: Result, severity: Severity | None = None) -> str:
+    return "\n".join(
+        f.message for f in result.findings if severity is None or f.severity == severity
+    )
+
+
+def iggy_toml(tmp: Path, cert: Path, key: Path, address: str = "127.0.0.1:8090") -> Path:
+    path = tmp / "server.toml"
+    path.write_text(
+        f'[tcp]\nenabled = true\naddress = "{address}"\n[tcp.tls]\nenabled = true\n'
+        f'cert_file = "{cert}"\nkey_file = "{key}"\n'
+        '[http]\nenabled = true\naddress = "0.0.0.0:3000"\n[http.tls]\nenabled = false\n'
+        'cert_file = "certs/unused.pem"\nkey_file = "certs/unused_key.pem"\n'
+    )
+    return path
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def test_good_chain_with_matching_key_passes(tmp_path: Path, pki: Pki) -> None:
+    key = new_key()
+    cert = pki.write("server.pem", pem(pki.leaf(key), pki.intermediate), 0o644)
+    key_file = pki.write("server.key", key_pem(key))
+    result = run_certs(tmp_path, pki, [], config_path=str(iggy_toml(tmp_path, cert, key_file)))
+    assert result.status == Status.PASS, messages(result)
+    assert "next expiry in 365 days" in result.summary
+    [first] = result.data["files"]
+    assert first["origin"] == "iggy [tcp] TLS" and first["key"] == str(key_file)
+    assert [r["days_left"] for r in result.data["expiry"]] == sorted(
+        r["days_left"] for r in result.data["expiry"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("days", "severity", "text"),
+    [
+        ((-400, -5), Severity.FAIL, "expired on"),
+        ((3, 300), Severity.FAIL, "not valid yet"),
+        ((-1, 5), Severity.FAIL, "expires in 5 days"),
+        ((-1, 20), Severity.WARN, "expires in 20 days"),
+    ],
+)
+def test_validity_window(tmp_path: Path, pki: Pki, days, severity: Severity, text: str) -> None:
+    path = pki.write("leaf.pem", pem(pki.leaf(days=days), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    [finding] = [f for f in result.findings if text in f.message]
+    assert finding.severity == severity
+    assert finding.subject == str(path)
+    assert result.status == (Status.FAIL if severity == Severity.FAIL else Status.WARN)
+
+
+def openssl_sha1_leaf(pki: Pki) -> bytes:
+    """A leaf signed by the intermediate with SHA-1 (cryptography refuses to make one)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    t = pki.tmp
+    pki.write("int.key", key_pem(pki.int_key))
+    pki.write("int.pem", pem(pki.intermediate))
+    pki.write("leaf.key", key_pem(new_key()))
+    (t / "ext.cnf").write_text(
+        f"subjectAltName=DNS:{HOST},DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+        "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"
+    )
+    for argv in (
+        ["openssl", "req", "-new", "-key", "leaf.key", "-subj", f"/CN={HOST}", "-out", "leaf.csr"],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "int.pem",
+            "-CAkey",
+            "int.key",
+            "-CAcreateserial",
+            "-sha1",
+            "-days",
+            "90",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "sha1.pem",
+        ],
+    ):
+        subprocess.run(argv, cwd=t, check=True, capture_output=True)
+    return (t / "sha1.pem").read_bytes()
+
+
+def test_sha1_signature_fails(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("sha1-chain.pem", openssl_sha1_leaf(pki) + pem(pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.FAIL
+    assert "signed with SHA1" in messages(result, Severity.FAIL)
+
+
+def test_rsa_1024_fails(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("weak.pem", pem(pki.leaf(new_key("rsa", 1024)), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert "weak RSA 1024-bit key" in messages(result, Severity.FAIL)
+
+
+def test_key_that_does_not_match(tmp_path: Path, pki: Pki) -> None:
+    cert = pki.write("server.pem", pem(pki.leaf(new_key()), pki.intermediate))
+    key = pki.write("other.key", key_pem(new_key()))
+    result = run_certs(tmp_path, pki, [], config_path=str(iggy_toml(tmp_path, cert, key)))
+    assert result.status == Status.FAIL
+    [f] = [f for f in result.findings if "does not match" in f.message]
+    assert f.subject == str(key)
+
+
+def test_encrypted_key_is_reported_and_never_copied(tmp_path: Path, pki: Pki) -> None:
+    key = new_key()
+    cert = pki.write("server.pem", pem(pki.leaf(key), pki.intermediate))
+    key_file = pki.write("enc.key", key_pem(key, b"s3cret"))
+    ctx_result = run_certs(tmp_path, pki, [], config_path=str(iggy_toml(tmp_path, cert, key_file)))
+    assert "is encrypted" in messages(ctx_result, Severity.INFO)
+    assert ctx_result.status == Status.PASS
+    artifacts = tmp_path / "artifacts"
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in artifacts.rglob("*") if p.is_file())
+
+
+def test_world_readable_key_fails(tmp_path: Path, pki: Pki) -> None:
+    key = new_key()
+    cert = pki.write("server.pem", pem(pki.leaf(key), pki.intermediate))
+    key_file = pki.write("open.key", key_pem(key), mode=0o644)
+    result = run_certs(tmp_path, pki, [], config_path=str(iggy_toml(tmp_path, cert, key_file)))
+    [f] = [f for f in result.findings if "readable by group/others" in f.message]
+    assert f.severity == Severity.FAIL and f.subject == str(key_file) and "0644" in f.message
+
+
+def test_missing_intermediate(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("noint.pem", pem(pki.leaf(), pki.root))  # leaf + root, no intermediate
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.FAIL
+    assert "missing intermediate" in messages(result, Severity.FAIL)
+    assert "Test Intermediate CA" in messages(result, Severity.FAIL)
+
+
+def test_unknown_issuer(tmp_path: Path, pki: Pki) -> None:
+    stranger_key = new_key()
+    leaf = make_cert(HOST, new_key(), issuer=("Stranger CA", stranger_key))
+    path = pki.write("stranger.pem", pem(leaf))
+    result = run_certs(tmp_path, pki, [path])
+    text = messages(result, Severity.WARN)
+    assert "unknown issuer CN=Stranger CA" in text and "missing intermediate" not in text
+
+
+def test_self_signed_leaf(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("self.pem", pem(make_cert(HOST, new_key())))
+    result = run_certs(tmp_path, pki, [path])
+    assert "self-signed" in messages(result, Severity.WARN)
+    assert result.status == Status.WARN
+
+
+def test_wrong_hostname(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("other.pem", pem(pki.leaf(names=("other.example",)), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.WARN
+    assert f"none of this node's names ({HOST}" in messages(result, Severity.WARN)
+
+
+def test_chain_out_of_order(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("order.pem", pem(pki.leaf(), pki.root, pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert "out of order" in messages(result, Severity.WARN)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty"),
+        (b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", "PEM"),
+        (b"\x00\x01garbage", "neither PEM nor DER"),
+    ],
+)
+def test_garbage_and_empty_files(tmp_path: Path, pki: Pki, content: bytes, reason: str) -> None:
+    path = pki.write("bad.pem", content)
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.FAIL
+    [f] = result.findings
+    assert reason in f.message and f.subject == str(path)
+
+
+def test_der_certificate(tmp_path: Path, pki: Pki) -> None:
+    der = pki.leaf(days=(-1, 3)).public_bytes(serialization.Encoding.DER)
+    path = pki.write("leaf.der", der)
+    result = run_certs(tmp_path, pki, [path])
+    assert "expires in 3 days" in messages(result, Severity.FAIL)
+
+
+def test_ca_file_gets_no_server_checks(tmp_path: Path, pki: Pki) -> None:
+    result = run_certs(tmp_path, pki, [pki.bundle])
+    assert result.status == Status.PASS, messages(result)
+
+
+def test_iggy_development_certificates_are_flagged(tmp_path: Path, pki: Pki) -> None:
+    result = run_certs(tmp_path, pki, [SHARED / "iggy_cert.pem", SHARED / "iggy_ca_cert.pem"])
+    text = messages(result, Severity.FAIL)
+    assert "development certificate (iggy_cert.pem)" in text
+    assert "development certificate (iggy_ca_cert.pem)" in text
+
+
+def test_glob_without_match_and_no_sources(tmp_path: Path, pki: Pki) -> None:
+    result = run_certs(tmp_path, pki, [tmp_path / "certs" / "*.pem"])
+    assert result.status == Status.WARN and "no file matches" in result.summary
+    config = Config()
+    empty = tls_certificates.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+    assert empty.status == Status.SKIPPED
+
+
+def test_garbage_iggy_config_is_a_finding(tmp_path: Path, pki: Pki) -> None:
+    bad = tmp_path / "server.toml"
+    bad.write_text("[tcp\nenabled = ")
+    result = run_certs(tmp_path, pki, [], config_path=str(bad))
+    assert "not valid TOML" in messages(result, Severity.WARN)
+
+
+def test_agent_api_certificates_are_examined(tmp_path: Path, pki: Pki) -> None:
+    key = new_key()
+    cert = pki.write("api.pem", pem(pki.leaf(key, days=(-1, 6)), pki.intermediate))
+    config = Config(
+        api=ApiConfig(tls={"cert": str(cert), "key": str(pki.write("api.key", key_pem(key)))}),
+        checks=ChecksConfig(certificates=CertificatesConfig(ca_bundle=str(pki.bundle))),
+    )
+    result = tls_certificates.run(
+        make_context(tmp_path, config=config, thresholds=tls_thresholds())
+    )
+    assert result.data["files"][0]["origin"] == "snapshot-agent API"
+    assert "expires in 6 days" in messages(result, Severity.FAIL)
+
+
+# -- live endpoints ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator:
+    """Start TLS servers on 127.0.0.1 serving a given trustme certificate."""
+    servers: list[tuple[socket.socket, threading.Thread]] = []
+    stop = threading.Event()
+
+    def start(cert: trustme.LeafCert, legacy: bool = False) -> int:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(context)
+        if legacy:  # an old-fashioned listener that still takes TLS 1.0/1.1
+            context.set_ciphers("ALL:@SECLEVEL=0")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = ssl.TLSVersion.TLSv1
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.2)
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                try:
+                    with context.wrap_socket(conn, server_side=True) as tls:
+                        tls.settimeout(1)
+                        tls.recv(1)
+                except (OSError, ssl.SSLError):
+                    pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        servers.append((listener, thread))
+        return listener.getsockname()[1]
+
+    yield start
+    stop.set()
+    for listener, thread in servers:
+        listener.close()
+        thread.join(timeout=2)
+
+
+def write_trustme(tmp: Path, name: str, cert: trustme.LeafCert) -> tuple[Path, Path]:
+    cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert_path.write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    key_path.write_bytes(cert.private_key_pem.bytes())
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def run_endpoints(tmp_path: Path, ca: trustme.CA, config_path: Path | None, endpoints=()) -> Result:
+    bundle = tmp_path / "trust.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    config = Config(
+        iggy=IggyConfig(config_path=str(config_path) if config_path else None),
+        checks=ChecksConfig(
+            certificates=CertificatesConfig(endpoints=list(endpoints), ca_bundle=str(bundle))
+        ),
+    )
+    return tls_endpoints.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+
+
+def test_live_listener_serving_the_file_on_disk_passes(tmp_path: Path, tls_server) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST, "localhost")
+    port = tls_server(cert)
+    cert_path, key_path = write_trustme(tmp_path, "live", cert)
+    toml = iggy_toml(tmp_path, cert_path, key_path, f"0.0.0.0:{port}")
+    result = run_endpoints(tmp_path, ca, toml)
+    assert result.status == Status.PASS, messages(result)
+    [row] = result.data["endpoints"]
+    assert row["endpoint"] == f"127.0.0.1:{port}" and row["protocol"].startswith("TLSv1.")
+    assert row["handshake_ms"] > 0
+    assert "accepted" not in row["legacy"]
+
+
+def test_live_listener_serving_an_old_certificate_warns(tmp_path: Path, tls_server) -> None:
+    ca = trustme.CA()
+    served = ca.issue_cert(HOST, "localhost")
+    port = tls_server(served)
+    renewed = ca.issue_cert(HOST, "localhost")
+    cert_path, key_path = write_trustme(tmp_path, "renewed", renewed)
+    toml = iggy_toml(tmp_path, cert_path, key_path, f"127.0.0.1:{port}")
+    result = run_endpoints(tmp_path, ca, toml)
+    assert result.status == Status.WARN
+    [f] = result.findings
+    assert f"serves a different certificate than {cert_path}" in f.message
+    assert f.subject == f"127.0.0.1:{port}" and "restart" in f.remediation.lower()
+
+
+def test_closed_port_fails_and_nothing_configured_skips(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    result = run_endpoints(tmp_path, trustme.CA(), None, [f"127.0.0.1:{port}"])
+    assert result.status == Status.FAIL and "handshake failed" in result.summary
+    assert run_endpoints(tmp_path, trustme.CA(), None).status == Status.SKIPPED
+
+
+def test_legacy_protocols_still_accepted_warn(tmp_path: Path, tls_server) -> None:
+    ca = trustme.CA()
+    port = tls_server(ca.issue_cert(HOST, "localhost"), legacy=True)
+    result = run_endpoints(tmp_path, ca, None, [f"127.0.0.1:{port}"])
+    assert result.status == Status.WARN
+    assert "still accepts TLSv1 and TLSv1.1" in messages(result, Severity.WARN)
