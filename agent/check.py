@@ -89,6 +89,7 @@ class Check:
     timeout_s: float | None = None  # None: the config's checks.timeout_s
     thresholds: dict[str, ThresholdValue] = field(default_factory=dict, compare=False)
     source: str = "builtin"  # builtin | entry point name | config
+    view: str | None = None  # a report partial for the data (templates/views/<view>.html)
 
     def __post_init__(self) -> None:
         if not ID_PATTERN.match(self.id):
@@ -107,6 +108,7 @@ class Check:
             "requires": self.requires.describe(),
             "thresholds": dict(self.thresholds),
             "source": self.source,
+            "view": self.view,
         }
 
 
@@ -119,6 +121,7 @@ def check(
     requires: Requirements | None = None,
     timeout_s: float | None = None,
     thresholds: dict[str, ThresholdValue] | None = None,
+    view: str | None = None,
 ) -> Callable[[Callable[[Context], Result]], Check]:
     """Declare a check; the decorated function becomes a `Check` the registry finds."""
 
@@ -132,6 +135,7 @@ def check(
             requires=requires or Requirements(),
             timeout_s=timeout_s,
             thresholds=dict(thresholds or {}),
+            view=view,
         )
 
     return wrap

@@ -54,6 +54,7 @@ def build_report(meta: SnapshotMeta, outcomes: Sequence[Outcome]) -> dict[str, A
                 "category": o.check.category,
                 "title": o.check.title,
                 "description": o.check.description,
+                "view": o.check.view,
             }
             | o.result.to_dict()
             for o in outcomes

@@ -615,6 +615,7 @@ def _sha256() -> hashes.HashAlgorithm:
     "the Iggy config, the agent and checks.certificates.paths name.",
     timeout_s=15,
     thresholds=dict(THRESHOLDS),
+    view="expiry",
 )
 def tls_certificates(ctx: Context) -> Result:
     """Judge every certificate and key file found."""

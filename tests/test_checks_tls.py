@@ -494,3 +494,22 @@ def test_legacy_protocols_still_accepted_warn(tmp_path: Path, tls_server) -> Non
     result = run_endpoints(tmp_path, ca, None, [f"127.0.0.1:{port}"])
     assert result.status == Status.WARN
     assert "still accepts TLSv1 and TLSv1.1" in messages(result, Severity.WARN)
+
+
+def test_report_shows_the_expiry_timeline(tmp_path: Path, pki: Pki) -> None:
+    import zipfile
+
+    from .conftest import run_cli
+
+    soon = pki.write("soon.pem", pem(pki.leaf(days=(-1, 5)), pki.intermediate))
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "checks:\n  certificates:\n"
+        f"    paths: ['{soon}', '{SHARED}/*.pem']\n    ca_bundle: '{pki.bundle}'\n"
+    )
+    proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "tls", "-q")
+    assert proc.returncode == 1, proc.stderr
+    html = zipfile.ZipFile(proc.stdout.strip()).read("report.html").decode()
+    assert "Certificate expiry (days left)" in html
+    assert html.count('class="timeline-row"') == 4  # soon + intermediate, 2 Iggy dev certs
+    assert 'class="timeline-days fail">5 d' in html
