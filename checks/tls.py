@@ -292,7 +292,7 @@ def judge_files(
             )
         else:
             findings += _judge_certs(f, roots, names, now, thresholds)
-            rows += [_row(path, c, now) for c in f.certs]
+            rows += [_row(path, c, now, thresholds) for c in f.certs]
         if f.has_key_block and f.mode is not None and f.mode & 0o044:
             findings.append(
                 Finding(
@@ -588,14 +588,23 @@ def _judge_key(f: CertFile, key: KeyFile) -> list[Finding]:
     return out
 
 
-def _row(path: str, c: CertFacts, now: datetime) -> dict[str, Any]:
+def _row(path: str, c: CertFacts, now: datetime, th: dict[str, Any]) -> dict[str, Any]:
+    days = c.days_left(now)
+    level = (
+        "fail"
+        if days <= float(th["fail_days"])
+        else "warn"
+        if days <= float(th["warn_days"])
+        else "pass"
+    )
     return {
         "path": path,
         "subject": c.subject,
         "issuer": c.issuer,
         "names": ", ".join(c.dns_names + c.ip_addresses),
         "not_after": c.not_after.strftime("%Y-%m-%d"),
-        "days_left": round(c.days_left(now), 1),
+        "days_left": round(days, 1),
+        "level": level,
         "key": f"{c.key_type} {c.key_bits}",
         "signature": c.signature_hash,
         "serial": c.serial,
