@@ -220,6 +220,8 @@ def cmd_checks(args: argparse.Namespace) -> int:
     for c in checks:
         table.add_row(c.id, c.category, c.title, c.description, ", ".join(c.requires.describe()))
     console = Console(highlight=False)
+    if not console.is_terminal:  # piped into grep or less: one line per check, never wrapped
+        console = Console(highlight=False, width=1000)
     console.print(table)
     console.print(f"{len(checks)} checks in {len({c.category for c in checks})} categories")
     return 0
