@@ -1,0 +1,793 @@
+"""Memory checks: usage, swap, huge pages and NUMA layout.
+
+The OOM killer's history is memory.oom, in checks/kernel.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapshot_agent.check import Requirements, check
+from snapshot_agent.context import Context
+from snapshot_agent.results import Finding, Result, Severity
+
+_NUMBER_UNIT = re.compile(r"^(\d+)(?:\s*kB)?$")
+_NODE_DIR = re.compile(r"^node(\d+)$")
+
+#: How many processes memory.swap looks at when it names the biggest swap users.
+MAX_PROCESSES = 5000
+TOP_SWAP_USERS = 5
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """`Key:   123 kB` lines -> {key: 123}; kB values stay in KiB, counts stay counts.
+
+    Also takes the per-node form `Node 0 MemFree:   123 kB`.
+    """
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key.startswith("Node "):
+            key = key.split(None, 2)[-1]
+        if m := _NUMBER_UNIT.match(value.strip()):
+            out[key] = int(m.group(1))
+    return out
+
+
+def format_kib(kib: float) -> str:
+    """Human size from KiB: 512 KiB, 12.3 MiB, 23.5 GiB, 1.2 TiB."""
+    value = float(kib)
+    for unit in ("KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "KiB" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _pct(part: float, whole: float) -> float:
+    """part/whole in percent, rounded; 0 when whole is 0."""
+    return round(100.0 * part / whole, 1) if whole > 0 else 0.0
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """A /proc/sys integer, or None when missing or garbage."""
+    try:
+        return int((text or "").split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _sysctl_remedy(key: str, value: int | str, why: str) -> str:
+    """The runtime command, the persistent /etc/sysctl.d line, and why."""
+    return (
+        f"Run `sysctl -w {key}={value}` now and add the line `{key} = {value}` to "
+        f"/etc/sysctl.d/90-iggy.conf so it survives a reboot. {why}"
+    )
+
+
+# --- memory.usage ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """The /proc/meminfo breakdown (KiB) plus the overcommit and dirty-page settings."""
+
+    info: dict[str, int]
+    overcommit_memory: int | None = None
+    dirty_ratio: int | None = None
+    dirty_bytes: int | None = None
+
+
+#: Fields shown in the breakdown table, in /proc/meminfo order.
+BREAKDOWN = (
+    "MemTotal",
+    "MemFree",
+    "MemAvailable",
+    "Buffers",
+    "Cached",
+    "Dirty",
+    "Writeback",
+    "AnonPages",
+    "Shmem",
+    "Slab",
+    "SReclaimable",
+    "SUnreclaim",
+    "CommitLimit",
+    "Committed_AS",
+)
+
+
+def read_memory(ctx: Context) -> MemoryFacts:
+    """Read /proc/meminfo and the vm sysctls that decide how it is judged."""
+    text = ctx.read_text("/proc/meminfo")
+    ctx.artifact("meminfo.txt", text)
+    return MemoryFacts(
+        info=parse_meminfo(text),
+        overcommit_memory=_int_or_none(ctx.read_optional("/proc/sys/vm/overcommit_memory")),
+        dirty_ratio=_int_or_none(ctx.read_optional("/proc/sys/vm/dirty_ratio")),
+        dirty_bytes=_int_or_none(ctx.read_optional("/proc/sys/vm/dirty_bytes")),
+    )
+
+
+def available_kib(info: dict[str, int]) -> tuple[int, bool]:
+    """MemAvailable, or an estimate (free + buffers + cache) on kernels before 3.14."""
+    if "MemAvailable" in info:
+        return info["MemAvailable"], False
+    return info.get("MemFree", 0) + info.get("Buffers", 0) + info.get("Cached", 0), True
+
+
+def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge MemAvailable, dirty/writeback pages and (in strict mode) the commit charge."""
+    info = facts.info
+    total = info.get("MemTotal", 0)
+    if total <= 0:
+        return Result.skipped("/proc/meminfo has no usable MemTotal line")
+    avail, estimated = available_kib(info)
+    avail_pct = _pct(avail, total)
+    dirty = info.get("Dirty", 0) + info.get("Writeback", 0)
+    dirty_pct = _pct(dirty, total)
+    findings: list[Finding] = []
+
+    warn, fail = float(thresholds["warn_available_pct"]), float(thresholds["fail_available_pct"])
+    if avail_pct < warn:
+        severity, limit = (Severity.FAIL, fail) if avail_pct < fail else (Severity.WARN, warn)
+        findings.append(
+            Finding(
+                severity,
+                f"only {format_kib(avail)} of {format_kib(total)} memory is available "
+                f"({avail_pct:g}%, {severity} below {limit:g}%)",
+                "Find the largest consumers with `ps -eo pid,rss,comm --sort=-rss | head` "
+                f"(anonymous memory here: {format_kib(info.get('AnonPages', 0))}; tmpfs/shmem: "
+                f"{format_kib(info.get('Shmem', 0))}, see `df -h -t tmpfs`; unreclaimable slab: "
+                f"{format_kib(info.get('SUnreclaim', 0))}, see `slabtop -o`). For iggy-server "
+                "compare its RSS with [system.memory_pool] size (4 GiB by default) and its "
+                "caches; move co-located services away or add RAM. Little available memory "
+                "means no page cache for recent segments (consumers read from disk) and, "
+                "next, the OOM killer (see memory.oom).",
+                "/proc/meminfo",
+            )
+        )
+
+    warn, fail = float(thresholds["warn_dirty_pct"]), float(thresholds["fail_dirty_pct"])
+    if dirty_pct >= warn:
+        severity, limit = (Severity.FAIL, fail) if dirty_pct >= fail else (Severity.WARN, warn)
+        limit_text = (
+            f"vm.dirty_bytes {format_kib(facts.dirty_bytes / 1024)}"
+            if facts.dirty_bytes
+            else f"vm.dirty_ratio {facts.dirty_ratio}%"
+            if facts.dirty_ratio is not None
+            else "the dirty limit"
+        )
+        findings.append(
+            Finding(
+                severity,
+                f"{format_kib(dirty)} of memory is dirty or under writeback ({dirty_pct:g}% of "
+                f"RAM, {severity} at {limit:g}%)",
+                "Writeback is not keeping up with writes: check the disk with `iostat -x 1 5`. "
+                f"When dirty pages reach {limit_text} every writer, the broker's appends "
+                "included, is throttled until the disk catches up. Iggy's tuning guide "
+                "suggests byte limits so writeback starts early and in small batches, for example "
+                "`sysctl -w vm.dirty_background_bytes=268435456 vm.dirty_bytes=1073741824` "
+                "and the same two lines (`vm.dirty_background_bytes = 268435456`, "
+                "`vm.dirty_bytes = 1073741824`) in /etc/sysctl.d/90-iggy.conf; size them to "
+                "what the disk writes in about a second.",
+                "/proc/meminfo",
+            )
+        )
+
+    limit_kib, committed = info.get("CommitLimit", 0), info.get("Committed_AS", 0)
+    commit_pct = _pct(committed, limit_kib)
+    if facts.overcommit_memory == 2 and limit_kib > 0:
+        # Only strict overcommit refuses allocations at CommitLimit; otherwise it is a hint.
+        warn, fail = float(thresholds["warn_commit_pct"]), float(thresholds["fail_commit_pct"])
+        if commit_pct >= warn:
+            severity, limit = (Severity.FAIL, fail) if commit_pct >= fail else (Severity.WARN, warn)
+            findings.append(
+                Finding(
+                    severity,
+                    f"strict overcommit (vm.overcommit_memory=2) and {commit_pct:g}% of the "
+                    f"commit limit is used ({format_kib(committed)} of {format_kib(limit_kib)}; "
+                    f"{severity} at {limit:g}%)",
+                    "At 100% every new allocation fails (malloc returns NULL, thread creation "
+                    "fails) even with free RAM. Raise vm.overcommit_ratio (or set "
+                    "vm.overcommit_kbytes), add swap, or go back to the default heuristic "
+                    "overcommit: "
+                    + _sysctl_remedy(
+                        "vm.overcommit_memory",
+                        0,
+                        "A broker that cannot allocate a buffer drops connections or crashes.",
+                    ),
+                    "/proc/sys/vm/overcommit_memory",
+                )
+            )
+
+    breakdown = [
+        {
+            "field": key,
+            "kib": info[key],
+            "size": format_kib(info[key]),
+            "pct_of_total": _pct(info[key], total),
+        }
+        for key in BREAKDOWN
+        if key in info
+    ]
+    data = {
+        "total_kib": total,
+        "available_kib": avail,
+        "available_pct": avail_pct,
+        "available_estimated": estimated,
+        "dirty_writeback_kib": dirty,
+        "dirty_writeback_pct": dirty_pct,
+        "commit_pct_of_limit": commit_pct,
+        "overcommit_memory": facts.overcommit_memory,
+        "dirty_ratio": facts.dirty_ratio,
+        "dirty_bytes": facts.dirty_bytes,
+        "breakdown": breakdown,
+    }
+    ok = (
+        f"{format_kib(avail)} of {format_kib(total)} available ({avail_pct:g}%"
+        f"{', estimated' if estimated else ''}); cache {format_kib(info.get('Cached', 0))}, "
+        f"anon {format_kib(info.get('AnonPages', 0))}, dirty+writeback {format_kib(dirty)}"
+    )
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="memory.usage",
+    category="memory",
+    title="Memory usage",
+    description="The /proc/meminfo breakdown; available memory, dirty pages and commit charge.",
+    requires=Requirements(paths=("/proc/meminfo",)),
+    timeout_s=5,
+    thresholds={
+        "warn_available_pct": 15.0,
+        "fail_available_pct": 5.0,
+        "warn_dirty_pct": 10.0,
+        "fail_dirty_pct": 20.0,
+        "warn_commit_pct": 90.0,
+        "fail_commit_pct": 98.0,
+    },
+)
+def memory_usage(ctx: Context) -> Result:
+    """How much memory is available, and what holds the rest."""
+    return judge_memory(read_memory(ctx), ctx.thresholds)
+
+
+# --- memory.swap -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwapDevice:
+    """One line of /proc/swaps (sizes in KiB)."""
+
+    name: str
+    kind: str
+    size_kib: int
+    used_kib: int
+    priority: int
+
+
+@dataclass
+class SwapFacts:
+    """Swap space, how it is used, and the kernel's eagerness to use it."""
+
+    total_kib: int
+    free_kib: int
+    cached_kib: int = 0
+    devices: list[SwapDevice] = field(default_factory=list)
+    swappiness: int | None = None
+    pswpin: int | None = None  # pages swapped in since boot
+    pswpout: int | None = None
+    top_users: list[dict[str, Any]] = field(default_factory=list)  # pid, name, swap_kib
+
+    @property
+    def used_kib(self) -> int:
+        """Swap in use."""
+        return max(0, self.total_kib - self.free_kib)
+
+
+def parse_swaps(text: str) -> list[SwapDevice]:
+    """Parse /proc/swaps (header line, then name type size used priority)."""
+    out: list[SwapDevice] = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        # The name may contain spaces (escaped as \040 by the kernel, but be lenient).
+        name = " ".join(parts[:-4])
+        try:
+            out.append(SwapDevice(name, parts[-4], int(parts[-3]), int(parts[-2]), int(parts[-1])))
+        except ValueError:
+            continue
+    return out
+
+
+def parse_vmstat(text: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """The requested counters from /proc/vmstat (`name value` lines)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in keys and value.strip().isdigit():
+            out[name] = int(value)
+    return out
+
+
+def parse_status_swap(text: str) -> tuple[str, int] | None:
+    """(Name, VmSwap KiB) from a /proc/PID/status; None for kernel threads."""
+    name, swap = "", None
+    for line in text.splitlines():
+        if line.startswith("Name:"):
+            name = line.partition(":")[2].strip()
+        elif line.startswith("VmSwap:"):
+            m = _NUMBER_UNIT.match(line.partition(":")[2].strip())
+            swap = int(m.group(1)) if m else None
+    return (name, swap) if swap is not None else None
+
+
+def read_swap(ctx: Context) -> SwapFacts:
+    """Swap totals, devices, swappiness and, when swap is used, its biggest users."""
+    info = parse_meminfo(ctx.read_text("/proc/meminfo"))
+    facts = SwapFacts(
+        total_kib=info.get("SwapTotal", 0),
+        free_kib=info.get("SwapFree", 0),
+        cached_kib=info.get("SwapCached", 0),
+        swappiness=_int_or_none(ctx.read_optional("/proc/sys/vm/swappiness")),
+    )
+    if (swaps := ctx.read_optional("/proc/swaps", max_bytes=64 * 1024)) is not None:
+        ctx.artifact("swaps.txt", swaps)
+        facts.devices = parse_swaps(swaps)
+    vmstat = parse_vmstat(ctx.read_optional("/proc/vmstat") or "", ("pswpin", "pswpout"))
+    facts.pswpin, facts.pswpout = vmstat.get("pswpin"), vmstat.get("pswpout")
+    if facts.used_kib > 0:
+        facts.top_users = _top_swap_users(ctx)
+    return facts
+
+
+def _top_swap_users(ctx: Context) -> list[dict[str, Any]]:
+    """The processes with the most swapped-out memory (VmSwap in /proc/PID/status)."""
+    users: list[dict[str, Any]] = []
+    try:
+        pids = [e.name for e in ctx.path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for pid in pids[:MAX_PROCESSES]:
+        status = ctx.read_optional(f"/proc/{pid}/status", max_bytes=8192)
+        parsed = parse_status_swap(status or "")
+        if parsed and parsed[1] > 0:
+            users.append({"pid": int(pid), "name": parsed[0], "swap_kib": parsed[1]})
+    users.sort(key=lambda u: u["swap_kib"], reverse=True)
+    return users[:TOP_SWAP_USERS]
+
+
+def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge swap in use and vm.swappiness when swap is enabled."""
+    swappiness = "unknown" if facts.swappiness is None else str(facts.swappiness)
+    data = {
+        "total_kib": facts.total_kib,
+        "used_kib": facts.used_kib,
+        "used_pct": _pct(facts.used_kib, facts.total_kib),
+        "swap_cached_kib": facts.cached_kib,
+        "swappiness": facts.swappiness,
+        "pages_swapped_in_since_boot": facts.pswpin,
+        "pages_swapped_out_since_boot": facts.pswpout,
+        "devices": [
+            {
+                "name": d.name,
+                "type": d.kind,
+                "size": format_kib(d.size_kib),
+                "used": format_kib(d.used_kib),
+                "priority": d.priority,
+            }
+            for d in facts.devices
+        ],
+        "top_users": facts.top_users,
+    }
+    if facts.total_kib <= 0:
+        return Result.from_findings(
+            [],
+            ok=f"no swap configured (vm.swappiness {swappiness} has no effect without swap)",
+            data=data,
+        )
+    used_pct = _pct(facts.used_kib, facts.total_kib)
+    findings: list[Finding] = []
+    warn, fail = float(thresholds["warn_used_pct"]), float(thresholds["fail_used_pct"])
+    if used_pct >= warn:
+        severity, limit = (Severity.FAIL, fail) if used_pct >= fail else (Severity.WARN, warn)
+        who = ", ".join(
+            f"{u['name']} ({u['pid']}) {format_kib(u['swap_kib'])}" for u in facts.top_users
+        )
+        findings.append(
+            Finding(
+                severity,
+                f"{format_kib(facts.used_kib)} of {format_kib(facts.total_kib)} swap in use "
+                f"({used_pct:g}%, {severity} at {limit:g}%)"
+                + (f"; most swapped: {who}" if who else ""),
+                "Memory ran short and pages went to disk; every touch of a swapped page is a "
+                "disk read that stalls the thread, for the broker a whole shard. Find the "
+                "owners with `grep VmSwap /proc/[0-9]*/status | sort -k2 -n | tail`, reduce "
+                "memory use or add RAM (see memory.usage); once MemAvailable exceeds the swap "
+                "in use, `swapoff -a && swapon -a` brings the pages back. Keep vm.swappiness=10 "
+                "(Iggy's recommendation) so this does not recur.",
+                "/proc/swaps",
+            )
+        )
+    max_swappiness = int(thresholds["max_swappiness"])
+    if facts.swappiness is not None and facts.swappiness > max_swappiness:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"vm.swappiness is {facts.swappiness} with {format_kib(facts.total_kib)} of swap "
+                f"enabled (Iggy recommends {max_swappiness})",
+                _sysctl_remedy(
+                    "vm.swappiness",
+                    max_swappiness,
+                    "A high swappiness lets the kernel swap out the broker's anonymous memory "
+                    "(its memory pool, indexes, client buffers) to keep more page cache, and "
+                    "the next access to it stalls on the disk.",
+                ),
+                "/proc/sys/vm/swappiness",
+            )
+        )
+    ok = (
+        f"{format_kib(facts.used_kib)} of {format_kib(facts.total_kib)} swap in use "
+        f"({used_pct:g}%) on {len(facts.devices)} device(s); vm.swappiness {swappiness}"
+    )
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="memory.swap",
+    category="memory",
+    title="Swap",
+    description="Swap space in use, its biggest users, and vm.swappiness (Iggy recommends 10).",
+    requires=Requirements(paths=("/proc/meminfo",)),
+    timeout_s=5,
+    thresholds={"warn_used_pct": 10.0, "fail_used_pct": 50.0, "max_swappiness": 10},
+)
+def memory_swap(ctx: Context) -> Result:
+    """Whether the node swaps, and whether it is inclined to."""
+    return judge_swap(read_swap(ctx), ctx.thresholds)
+
+
+# --- memory.hugepages ------------------------------------------------------------------
+
+THP_DIR = "/sys/kernel/mm/transparent_hugepage"
+
+
+@dataclass(frozen=True)
+class HugePageFacts:
+    """Transparent huge page modes and the HugeTLB pool."""
+
+    thp_enabled: str | None  # the bracketed choice, None when THP is not built in
+    thp_defrag: str | None
+    info: dict[str, int]  # /proc/meminfo (HugePages_* are page counts, the rest KiB)
+
+
+def selected_mode(text: str | None) -> str | None:
+    """'always [madvise] never' -> 'madvise'; a bare value is returned as is."""
+    if text is None:
+        return None
+    if m := re.search(r"\[([^\]]+)\]", text):
+        return m.group(1)
+    return text.strip() or None
+
+
+def read_hugepages(ctx: Context) -> HugePageFacts:
+    """THP settings from sysfs and the HugeTLB counters from /proc/meminfo."""
+    return HugePageFacts(
+        thp_enabled=selected_mode(ctx.read_optional(f"{THP_DIR}/enabled", 256)),
+        thp_defrag=selected_mode(ctx.read_optional(f"{THP_DIR}/defrag", 256)),
+        info=parse_meminfo(ctx.read_text("/proc/meminfo")),
+    )
+
+
+def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
+    """THP always+defrag always stalls faults; an unused HugeTLB pool wastes memory."""
+    info = facts.info
+    findings: list[Finding] = []
+    if facts.thp_enabled == "always" and facts.thp_defrag == "always":
+        findings.append(
+            Finding(
+                Severity.WARN,
+                "transparent huge pages are `always` with defrag `always`: page faults "
+                "stall on synchronous memory compaction",
+                "Run `echo madvise > /sys/kernel/mm/transparent_hugepage/defrag` now (or "
+                "`defer+madvise`); make it permanent with the systemd-tmpfiles line "
+                "`w /sys/kernel/mm/transparent_hugepage/defrag - - - - madvise` in "
+                "/etc/tmpfiles.d/thp.conf, or switch THP itself to madvise with "
+                "`transparent_hugepage=madvise` in GRUB_CMDLINE_LINUX (then update-grub). "
+                "Why: with defrag `always` a fault that finds no free 2 MiB block "
+                "compacts memory before returning, which can stall an Iggy shard thread for "
+                "milliseconds to seconds once memory is fragmented by the page cache; "
+                "`madvise` keeps huge pages for programs that ask for them and leaves "
+                "background collapsing to khugepaged.",
+                f"{THP_DIR}/defrag",
+            )
+        )
+    elif facts.thp_enabled == "always":
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"transparent huge pages are `always` (defrag `{facts.thp_defrag}`)",
+                "Acceptable for latency because faults do not compact synchronously; "
+                "`madvise` is the conservative setting for a broker (less memory bloat from "
+                "sparse allocations).",
+                f"{THP_DIR}/enabled",
+            )
+        )
+
+    page_kib = info.get("Hugepagesize", 0)
+    total, free = info.get("HugePages_Total", 0), info.get("HugePages_Free", 0)
+    reserved, surplus = info.get("HugePages_Rsvd", 0), info.get("HugePages_Surp", 0)
+    # Free pages already reserved by a mapping will be used; the rest is idle.
+    unused_kib = max(0, free - reserved) * page_kib
+    mem_total = info.get("MemTotal", 0)
+    unused_pct = _pct(unused_kib, mem_total)
+    warn, fail = (
+        float(thresholds["warn_unused_hugetlb_pct"]),
+        float(thresholds["fail_unused_hugetlb_pct"]),
+    )
+    if total > 0 and unused_pct >= warn:
+        severity, limit = (Severity.FAIL, fail) if unused_pct >= fail else (Severity.WARN, warn)
+        in_use = total - free + reserved
+        findings.append(
+            Finding(
+                severity,
+                f"{free - reserved} of {total} HugeTLB pages ({format_kib(unused_kib)}, "
+                f"{unused_pct:g}% of RAM) are reserved in the pool but unused ({severity} at "
+                f"{limit:g}%)",
+                "The HugeTLB pool is set aside at boot or by vm.nr_hugepages and is usable only "
+                "through hugetlbfs or MAP_HUGETLB; Iggy's page cache and heap cannot use it. "
+                "If nothing needs it (check `findmnt -t hugetlbfs` and "
+                "`grep -l anon_hugepage /proc/[0-9]*/maps`), shrink it: "
+                + _sysctl_remedy(
+                    "vm.nr_hugepages",
+                    in_use,
+                    "Also remove any `hugepages=` kernel parameter that sets it at boot.",
+                ),
+                "/proc/sys/vm/nr_hugepages",
+            )
+        )
+    data = {
+        "thp_enabled": facts.thp_enabled,
+        "thp_defrag": facts.thp_defrag,
+        "hugetlb_page_kib": page_kib,
+        "hugetlb_total": total,
+        "hugetlb_free": free,
+        "hugetlb_reserved": reserved,
+        "hugetlb_surplus": surplus,
+        "hugetlb_unused_kib": unused_kib,
+        "anon_huge_kib": info.get("AnonHugePages", 0),
+        "judgement": (
+            "THP `always` with defrag `always` warns (synchronous compaction stalls); "
+            "`madvise` or `never` passes. A HugeTLB pool that nobody uses warns by size."
+        ),
+    }
+    thp = (
+        f"THP {facts.thp_enabled} (defrag {facts.thp_defrag})"
+        if facts.thp_enabled
+        else "THP not available"
+    )
+    pool = (
+        f"HugeTLB {total} x {format_kib(page_kib)} ({total - free} used, {reserved} reserved)"
+        if total
+        else "no HugeTLB pool"
+    )
+    ok = f"{thp}; {pool}; THP-backed anonymous memory {format_kib(info.get('AnonHugePages', 0))}"
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="memory.hugepages",
+    category="memory",
+    title="Huge pages",
+    description="Transparent huge page modes and the HugeTLB pool from /proc/meminfo.",
+    requires=Requirements(paths=("/proc/meminfo",)),
+    timeout_s=5,
+    thresholds={"warn_unused_hugetlb_pct": 5.0, "fail_unused_hugetlb_pct": 25.0},
+)
+def memory_hugepages(ctx: Context) -> Result:
+    """THP and HugeTLB settings judged for a latency-sensitive broker."""
+    return judge_hugepages(read_hugepages(ctx), ctx.thresholds)
+
+
+# --- memory.numa -----------------------------------------------------------------------
+
+NODE_DIR = "/sys/devices/system/node"
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    """One NUMA node: its CPUs, memory (KiB) and allocation counters."""
+
+    node: int
+    cpulist: str
+    total_kib: int
+    free_kib: int
+    file_kib: int  # page cache, reclaimable
+    slab_reclaimable_kib: int
+    numa_hit: int | None = None
+    numa_miss: int | None = None
+
+    @property
+    def available_kib(self) -> int:
+        """Free plus what the kernel can reclaim easily (page cache, reclaimable slab)."""
+        return min(self.total_kib, self.free_kib + self.file_kib + self.slab_reclaimable_kib)
+
+    @property
+    def available_pct(self) -> float:
+        """available_kib as percent of the node's memory."""
+        return _pct(self.available_kib, self.total_kib)
+
+
+@dataclass
+class NumaFacts:
+    """Every node, and the sysctls that change how NUMA allocation behaves."""
+
+    nodes: list[NumaNode] = field(default_factory=list)
+    zone_reclaim_mode: int | None = None
+    numa_balancing: int | None = None
+
+
+def read_numa(ctx: Context) -> NumaFacts:
+    """Nodes from /sys/devices/system/node/node*/ (cpulist, meminfo, numastat)."""
+    facts = NumaFacts(
+        zone_reclaim_mode=_int_or_none(ctx.read_optional("/proc/sys/vm/zone_reclaim_mode")),
+        numa_balancing=_int_or_none(ctx.read_optional("/proc/sys/kernel/numa_balancing")),
+    )
+    try:
+        entries = list(ctx.path(NODE_DIR).iterdir())
+    except OSError:
+        return facts
+    for n in sorted(int(m.group(1)) for e in entries if (m := _NODE_DIR.match(e.name))):
+        base = f"{NODE_DIR}/node{n}"
+        meminfo = ctx.read_optional(f"{base}/meminfo", max_bytes=64 * 1024)
+        if meminfo is None:
+            continue
+        ctx.artifact(f"node{n}-meminfo.txt", meminfo)
+        info = parse_meminfo(meminfo)
+        stat = parse_vmstat(
+            (ctx.read_optional(f"{base}/numastat", max_bytes=4096) or ""),
+            ("numa_hit", "numa_miss"),
+        )
+        facts.nodes.append(
+            NumaNode(
+                node=n,
+                cpulist=(ctx.read_optional(f"{base}/cpulist", max_bytes=4096) or "").strip(),
+                total_kib=info.get("MemTotal", 0),
+                free_kib=info.get("MemFree", 0),
+                file_kib=info.get("Active(file)", 0) + info.get("Inactive(file)", 0),
+                slab_reclaimable_kib=info.get("SReclaimable", 0),
+                numa_hit=stat.get("numa_hit"),
+                numa_miss=stat.get("numa_miss"),
+            )
+        )
+    return facts
+
+
+def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
+    """Single node passes; on NUMA, judge memory imbalance, zone reclaim and misses."""
+    rows = [
+        {
+            "node": n.node,
+            "cpus": n.cpulist or "none",
+            "total": format_kib(n.total_kib),
+            "free": format_kib(n.free_kib),
+            "available_est": format_kib(n.available_kib),
+            "available_pct": n.available_pct,
+            "numa_hit": n.numa_hit,
+            "numa_miss": n.numa_miss,
+        }
+        for n in facts.nodes
+    ]
+    data: dict[str, Any] = {
+        "numa": len(facts.nodes) > 1,
+        "nodes": rows,
+        "zone_reclaim_mode": facts.zone_reclaim_mode,
+        "numa_balancing": facts.numa_balancing,
+        "note": "available_est = MemFree + file pages + reclaimable slab of the node",
+    }
+    if len(facts.nodes) <= 1:
+        if facts.nodes:
+            n = facts.nodes[0]
+            ok = (
+                f"not a NUMA machine: 1 node with CPUs {n.cpulist or 'none'} and "
+                f"{format_kib(n.total_kib)}; Iggy's numa:auto allocation sees a single node"
+            )
+        else:
+            ok = f"not a NUMA machine: the kernel exposes no {NODE_DIR}/node* (no NUMA support)"
+        return Result.from_findings([], ok=ok, data=data)
+
+    findings: list[Finding] = []
+    with_memory = [n for n in facts.nodes if n.total_kib > 0]
+    warn, fail = (
+        float(thresholds["warn_node_available_pct"]),
+        float(thresholds["fail_node_available_pct"]),
+    )
+    plenty = float(thresholds["plenty_node_available_pct"])
+    roomy = max(with_memory, key=lambda n: n.available_pct, default=None)
+    if roomy is not None and roomy.available_pct >= plenty:
+        for n in with_memory:
+            if n.available_pct >= warn:
+                continue
+            severity, limit = (
+                (Severity.FAIL, fail) if n.available_pct < fail else (Severity.WARN, warn)
+            )
+            findings.append(
+                Finding(
+                    severity,
+                    f"NUMA node {n.node} has only {format_kib(n.available_kib)} "
+                    f"({n.available_pct:g}%) of its {format_kib(n.total_kib)} free or "
+                    f"reclaimable while node {roomy.node} has {roomy.available_pct:g}% "
+                    f"({severity} below {limit:g}%)",
+                    f"Allocations for CPUs {n.cpulist or '(none)'} now reclaim or spill to a "
+                    "remote node (slower memory). Find what fills the node with `numastat -m` "
+                    "and `numastat -p iggy-server` (package numactl): a process bound with "
+                    "`numactl --membind` or a cpuset, a tmpfs or a HugeTLB pool on that node are "
+                    "the usual causes. Iggy's default cpu_allocation `numa:auto` places shards "
+                    "on every node, so the shards on this node pay for it; rebalance the bound "
+                    "workloads or pin Iggy with `numa:nodes=..;cores=..` to the node with room.",
+                    f"{NODE_DIR}/node{n.node}",
+                )
+            )
+    if facts.zone_reclaim_mode:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"vm.zone_reclaim_mode is {facts.zone_reclaim_mode} on a "
+                f"{len(facts.nodes)}-node machine",
+                _sysctl_remedy(
+                    "vm.zone_reclaim_mode",
+                    0,
+                    "With zone reclaim on, a node that runs short evicts its own page cache "
+                    "(recent segments consumers are about to read) and stalls the allocating "
+                    "thread instead of using free memory on the other node.",
+                ),
+                "/proc/sys/vm/zone_reclaim_mode",
+            )
+        )
+    hits = sum(n.numa_hit or 0 for n in facts.nodes)
+    misses = sum(n.numa_miss or 0 for n in facts.nodes)
+    miss_pct = _pct(misses, hits + misses)
+    data["miss_pct_since_boot"] = miss_pct
+    if miss_pct >= float(thresholds["warn_miss_pct"]):
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"{miss_pct:g}% of page allocations since boot landed on a node other than the "
+                f"one asked for (warn at {float(thresholds['warn_miss_pct']):g}%)",
+                "Nodes have been running out of local memory: see the per-node table and "
+                "`numastat -m`. Remote memory costs every access latency; keep each node's "
+                "load (Iggy shards under numa:auto, other pinned services) within its memory.",
+                f"{NODE_DIR}/node*/numastat",
+            )
+        )
+    ok = f"{len(facts.nodes)} NUMA nodes: " + "; ".join(
+        f"node{n.node} CPUs {n.cpulist or 'none'}, {n.available_pct:g}% of "
+        f"{format_kib(n.total_kib)} available"
+        for n in facts.nodes
+    )
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="memory.numa",
+    category="memory",
+    title="NUMA layout",
+    description="NUMA nodes with their CPUs and memory; imbalance between nodes, zone reclaim.",
+    timeout_s=5,
+    thresholds={
+        "warn_node_available_pct": 10.0,
+        "fail_node_available_pct": 3.0,
+        "plenty_node_available_pct": 30.0,
+        "warn_miss_pct": 10.0,
+    },
+)
+def memory_numa(ctx: Context) -> Result:
+    """Whether this is a NUMA machine and whether its nodes are balanced."""
+    return judge_numa(read_numa(ctx), ctx.thresholds)

@@ -1,0 +1,616 @@
+"""cpu.usage, cpu.pressure, cpu.frequency and memory.* against fixture node trees."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapshot_agent.checks import cpu as cpu_mod
+from snapshot_agent.checks.cpu import (
+    cpu_frequency,
+    cpu_pressure,
+    cpu_usage,
+    format_cpu_ids,
+    judge_usage,
+    parse_proc_stat,
+    parse_psi,
+    usage_between,
+)
+from snapshot_agent.checks.memory import (
+    format_kib,
+    memory_hugepages,
+    memory_numa,
+    memory_swap,
+    memory_usage,
+    parse_meminfo,
+    parse_status_swap,
+    parse_swaps,
+    selected_mode,
+)
+from snapshot_agent.results import Result, Severity, Status
+
+from .conftest import fixture_roots, make_context, write_tree
+
+
+def run(check: Any, tmp_path: Path, node: Path, files: dict[str, str]) -> Result:
+    """Run a check against a fixture tree with its declared thresholds."""
+    write_tree(node, files)
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=check.thresholds)
+    return check.run(ctx)
+
+
+def severities(result: Result) -> list[Severity]:
+    """The severities of a result's findings, in order."""
+    return [f.severity for f in result.findings]
+
+
+# --- cpu.usage -------------------------------------------------------------------------
+
+# Real /proc/stat layout (Linux 6.x): user nice system idle iowait irq softirq steal guest gnice
+STAT_BEFORE = """\
+cpu  14815 645 8666 225929 519 0 67 18 0 0
+cpu0 4654 183 3380 117074 27 0 10 5 0 0
+cpu1 10160 461 5286 108855 491 0 57 12 0 0
+intr 362028 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+ctxt 639965
+btime 1795442656
+processes 16534
+procs_running 12
+procs_blocked 0
+softirq 264068 0 35318 12 3827 88135 0 2 58765 0 78009
+"""
+
+
+def stat_after(cpu0: tuple[int, ...], cpu1: tuple[int, ...]) -> str:
+    """STAT_BEFORE advanced by per-field tick deltas for each core."""
+    base0 = (4654, 183, 3380, 117074, 27, 0, 10, 5)
+    base1 = (10160, 461, 5286, 108855, 491, 0, 57, 12)
+    c0 = [b + d for b, d in zip(base0, cpu0, strict=True)]
+    c1 = [b + d for b, d in zip(base1, cpu1, strict=True)]
+    base = (14815, 645, 8666, 225929, 519, 0, 67, 18)
+    total = [t + a + b for t, a, b in zip(base, cpu0, cpu1, strict=True)]
+
+    def line(name: str, values: list[int]) -> str:
+        """One cpu line with zero guest columns."""
+        return name + " " + " ".join(map(str, values)) + " 0 0\n"
+
+    return line("cpu ", total) + line("cpu0", c0) + line("cpu1", c1) + "intr 1 0\nctxt 2\n"
+
+
+def usage(cpu0: tuple[int, ...], cpu1: tuple[int, ...]) -> Result:
+    """Judge a 50-tick sample per core with the declared thresholds."""
+    facts = usage_between(
+        parse_proc_stat(STAT_BEFORE), parse_proc_stat(stat_after(cpu0, cpu1)), 0.5
+    )
+    assert facts is not None
+    return judge_usage(facts, cpu_usage.thresholds)
+
+
+def test_parse_proc_stat_reads_cpu_lines_only() -> None:
+    parsed = parse_proc_stat(STAT_BEFORE + "cpu2 garbage\ncpu3 1 2\n")
+    assert set(parsed) == {"cpu", "cpu0", "cpu1"}
+    assert parsed["cpu1"].iowait == 491 and parsed["cpu"].steal == 18
+
+
+def test_cpu_usage_pass_excludes_niced_time() -> None:
+    # cpu0: 5 user, 20 nice (this agent), 25 idle; cpu1: 2 system, 48 idle.
+    result = usage((5, 20, 0, 25, 0, 0, 0, 0), (0, 0, 2, 48, 0, 0, 0, 0))
+    assert result.status == Status.PASS, result.summary
+    overall = result.data["overall"]
+    assert overall["busy_pct"] == 7.0 and overall["nice_pct"] == 20.0
+    assert result.data["hottest"][0] == "cpu0"
+    assert "busy 7%" in result.summary and "hottest cpu0 10%" in result.summary
+
+
+def test_cpu_usage_warns_on_one_saturated_core() -> None:
+    result = usage((50, 0, 0, 0, 0, 0, 0, 0), (2, 0, 1, 47, 0, 0, 0, 0))
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert finding.subject == "cpu0" and "cpu0 100%" in finding.message
+    assert "shard" in finding.remediation
+
+
+def test_cpu_usage_fails_when_all_cores_busy() -> None:
+    result = usage((40, 0, 10, 0, 0, 0, 0, 0), (45, 0, 5, 0, 0, 0, 0, 0))
+    assert result.status == Status.FAIL
+    assert severities(result)[0] == Severity.FAIL
+    assert "100% busy overall" in result.findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("delta", "status", "word"),
+    [
+        ((5, 0, 5, 30, 10, 0, 0, 0), Status.WARN, "disk I/O"),  # iowait 10%
+        ((5, 0, 5, 20, 20, 0, 0, 0), Status.FAIL, "disk I/O"),  # iowait 20%+20% -> 40%
+        ((5, 0, 5, 36, 0, 0, 0, 4), Status.WARN, "stole"),  # steal 8%
+        ((5, 0, 5, 30, 0, 0, 0, 10), Status.FAIL, "stole"),  # steal 20%
+    ],
+)
+def test_cpu_usage_iowait_and_steal(delta: tuple[int, ...], status: Status, word: str) -> None:
+    result = usage(delta, delta)
+    assert result.status == status
+    assert word in result.summary
+    assert result.findings[0].remediation
+
+
+def test_cpu_usage_counters_going_backwards_are_clamped() -> None:
+    before = parse_proc_stat("cpu 100 0 100 1000 50 0 0 0\ncpu0 100 0 100 1000 50 0 0 0\n")
+    after = parse_proc_stat("cpu 110 0 110 1080 40 0 0 0\ncpu0 110 0 110 1080 40 0 0 0\n")
+    facts = usage_between(before, after, 0.5)
+    assert facts is not None and facts.overall.iowait == 0.0 and facts.overall.busy == 20.0
+
+
+def test_cpu_usage_samples_the_node_twice(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpu_mod, "SAMPLE_S", 0.3)
+    write_tree(node, {"proc/stat": STAT_BEFORE})
+    later = stat_after((45, 0, 5, 0, 0, 0, 0, 0), (5, 0, 0, 45, 0, 0, 0, 0))
+    # The fixture changes while the check sleeps between its two reads.
+    timer = threading.Timer(0.1, (node / "proc/stat").write_text, args=(later,))
+    timer.start()
+    try:
+        ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_usage.thresholds)
+        result = cpu_usage.run(ctx)
+    finally:
+        timer.join()
+    assert result.status == Status.WARN  # cpu0 at 100%
+    assert result.data["overall"]["busy_pct"] == 55.0
+    evidence = (tmp_path / "artifacts/proc-stat-samples.txt").read_text()
+    assert "s later ---" in evidence and "intr" not in evidence
+
+
+def test_cpu_usage_skips_when_no_time_elapsed(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpu_mod, "SAMPLE_S", 0.01)
+    result = run(cpu_usage, tmp_path, node, {"proc/stat": STAT_BEFORE})
+    assert result.status == Status.SKIPPED and "no elapsed CPU time" in result.summary
+
+
+# --- cpu.pressure ----------------------------------------------------------------------
+
+PSI_QUIET = """\
+some avg10=0.00 avg60=0.12 avg300=0.05 total=1234567
+full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+"""
+
+
+def psi(avg10: float, avg60: float, full10: float = 0.0, full60: float = 0.0) -> str:
+    """A /proc/pressure file with the given averages."""
+    return (
+        f"some avg10={avg10:.2f} avg60={avg60:.2f} avg300=1.00 total=29957980\n"
+        f"full avg10={full10:.2f} avg60={full60:.2f} avg300=0.00 total=4922707\n"
+    )
+
+
+def pressure_tree(cpu: str = PSI_QUIET, io: str = PSI_QUIET, memory: str = PSI_QUIET) -> dict:
+    """The three PSI files."""
+    return {"proc/pressure/cpu": cpu, "proc/pressure/io": io, "proc/pressure/memory": memory}
+
+
+def test_parse_psi() -> None:
+    parsed = parse_psi(psi(18.23, 17.07, 0.01, 0.98) + "\nbogus line\n")
+    assert parsed["some"].avg10 == 18.23 and parsed["full"].avg60 == 0.98
+    assert parsed["some"].total_us == 29957980 and "bogus" not in parsed
+
+
+def test_cpu_pressure_pass(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_pressure, tmp_path, node, pressure_tree())
+    assert result.status == Status.PASS
+    assert result.summary.startswith("PSI avg10/avg60: cpu some 0/0.12%")
+    assert (tmp_path / "artifacts/pressure-io.txt").read_text() == PSI_QUIET
+
+
+def test_cpu_pressure_warns_on_a_spike_only(tmp_path: Path, node: Path) -> None:
+    # 80% over 10 s but only 15% over a minute: a spike warns, it does not fail.
+    result = run(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(80, 15)))
+    assert result.status == Status.WARN
+    assert result.findings[0].subject == "/proc/pressure/cpu"
+
+
+def test_cpu_pressure_fails_on_sustained_memory_stalls(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_pressure, tmp_path, node, pressure_tree(memory=psi(30, 25, 12, 11)))
+    assert result.status == Status.FAIL
+    assert severities(result) == [Severity.FAIL, Severity.FAIL]  # some and full
+    assert "swappiness" in result.findings[0].remediation
+
+
+def test_cpu_pressure_io_full_warns(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_pressure, tmp_path, node, pressure_tree(io=psi(12, 12, 11, 11)))
+    assert result.status == Status.WARN
+    assert "every non-idle task" in result.summary
+
+
+def test_cpu_pressure_cpu_full_is_not_judged(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(1, 1, 99, 99)))
+    assert result.status == Status.PASS
+
+
+def test_cpu_pressure_skips_without_psi(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_pressure, tmp_path, node, {"proc/stat": STAT_BEFORE})
+    assert result.status == Status.SKIPPED and "CONFIG_PSI" in result.summary
+    (node / "proc/pressure").mkdir()
+    result = cpu_pressure.run(make_context(tmp_path, roots=fixture_roots(node)))
+    assert result.status == Status.SKIPPED and "psi=1" in result.summary
+
+
+# --- cpu.frequency ---------------------------------------------------------------------
+
+
+def freq_tree(governors: list[str], max_khz: int = 3_500_000) -> dict[str, str]:
+    """cpufreq files for one CPU per governor (plus a non-CPU directory and file)."""
+    files = {"sys/devices/system/cpu/online": f"0-{len(governors) - 1}\n"}
+    for n, governor in enumerate(governors):
+        base = f"sys/devices/system/cpu/cpu{n}/cpufreq"
+        files |= {
+            f"{base}/scaling_governor": governor + "\n",
+            f"{base}/scaling_driver": "intel_pstate\n",
+            f"{base}/scaling_cur_freq": "2100000\n",
+            f"{base}/scaling_max_freq": f"{max_khz}\n",
+            f"{base}/cpuinfo_max_freq": "3500000\n",
+            f"{base}/energy_performance_preference": "balance_performance\n",
+        }
+    files["sys/devices/system/cpu/cpuidle/current_driver"] = "intel_idle\n"
+    return files
+
+
+def test_cpu_frequency_pass(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 4))
+    assert result.status == Status.PASS
+    assert result.summary == "governor performance on CPUs 0-3 (driver intel_pstate)"
+    assert result.data["cpus"][0]["hardware_max_mhz"] == 3500
+
+
+def test_cpu_frequency_warns_on_powersave(tmp_path: Path, node: Path) -> None:
+    governors = ["performance", "powersave", "powersave", "performance"] + ["powersave"] * 8
+    result = run(cpu_frequency, tmp_path, node, freq_tree(governors))
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert "10 of 12 CPUs use the `powersave` governor" in finding.message
+    assert "(CPUs 1-2,4-11)" in finding.message
+    assert "cpupower frequency-set -g performance" in finding.remediation
+
+
+def test_cpu_frequency_fails_on_a_capped_clock(tmp_path: Path, node: Path) -> None:
+    result = run(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 2, 1_400_000))
+    assert result.status == Status.FAIL
+    assert "1400 MHz of 3500 MHz, 60% below" in result.summary
+
+
+def test_cpu_frequency_expected_governor_is_configurable(tmp_path: Path, node: Path) -> None:
+    write_tree(node, freq_tree(["schedutil"] * 2))
+    thresholds = cpu_frequency.thresholds | {"expected_governor": "schedutil"}
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds)
+    assert cpu_frequency.run(ctx).status == Status.PASS
+
+
+def test_cpu_frequency_skips_without_cpufreq(tmp_path: Path, node: Path) -> None:
+    files = {"sys/devices/system/cpu/cpu0/topology/core_id": "0\n"}
+    result = run(cpu_frequency, tmp_path, node, files)
+    assert result.status == Status.SKIPPED and "VMs" in result.summary
+
+
+def test_format_cpu_ids() -> None:
+    assert format_cpu_ids([3, 0, 1, 2, 8, 10, 11]) == "0-3,8,10-11"
+    assert format_cpu_ids([5]) == "5"
+
+
+# --- memory.usage ----------------------------------------------------------------------
+
+
+def meminfo(
+    total: int = 16_000_000,
+    available: int | None = 12_000_000,
+    dirty: int = 9_704,
+    swap_total: int = 0,
+    swap_free: int = 0,
+    huge: tuple[int, int, int] = (0, 0, 0),
+    committed: int = 360_916,
+) -> str:
+    """A /proc/meminfo in the kernel's layout (values in kB)."""
+    lines = [("MemTotal", total), ("MemFree", 2_000_000)]
+    if available is not None:
+        lines.append(("MemAvailable", available))
+    lines += [
+        ("Buffers", 175_380),
+        ("Cached", 8_000_000),
+        ("SwapCached", 0),
+        ("Active(file)", 467_908),
+        ("SwapTotal", swap_total),
+        ("SwapFree", swap_free),
+        ("Dirty", dirty),
+        ("Writeback", 0),
+        ("AnonPages", 3_000_000),
+        ("Shmem", 8_856),
+        ("Slab", 625_076),
+        ("SReclaimable", 581_808),
+        ("SUnreclaim", 43_268),
+        ("CommitLimit", 8_000_000),
+        ("Committed_AS", committed),
+        ("AnonHugePages", 0),
+    ]
+    text = "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in lines)
+    text += "".join(
+        f"{k + ':':<16}{v:>8}\n"
+        for k, v in zip(("HugePages_Total", "HugePages_Free", "HugePages_Rsvd"), huge, strict=True)
+    )
+    text += "HugePages_Surp:        0\nHugepagesize:       2048 kB\nHugetlb:               0 kB\n"
+    return text
+
+
+def test_parse_meminfo_and_format() -> None:
+    parsed = parse_meminfo(meminfo() + "Node 0 MemFree:  5 kB\ngarbage\n")
+    assert parsed["MemTotal"] == 16_000_000 and parsed["HugePages_Total"] == 0
+    assert parsed["Active(file)"] == 467_908 and parsed["MemFree"] == 5
+    assert format_kib(512) == "512 KiB" and format_kib(24_684_092) == "23.5 GiB"
+
+
+@pytest.mark.parametrize(
+    ("available", "status"),
+    [(12_000_000, Status.PASS), (2_000_000, Status.WARN), (400_000, Status.FAIL)],
+)
+def test_memory_usage_available(tmp_path: Path, node: Path, available: int, status: Status) -> None:
+    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
+    assert result.status == status
+    assert result.data["available_kib"] == available
+    if status != Status.PASS:
+        assert "memory is available" in result.summary
+        assert "memory_pool" in result.findings[0].remediation
+    else:
+        assert result.summary.startswith("11.4 GiB of 15.3 GiB available (75%)")
+    assert any(row["field"] == "Committed_AS" for row in result.data["breakdown"])
+
+
+@pytest.mark.parametrize(("dirty", "status"), [(2_000_000, Status.WARN), (3_500_000, Status.FAIL)])
+def test_memory_usage_dirty(tmp_path: Path, node: Path, dirty: int, status: Status) -> None:
+    files = {"proc/meminfo": meminfo(dirty=dirty), "proc/sys/vm/dirty_ratio": "20\n"}
+    result = run(memory_usage, tmp_path, node, files)
+    assert result.status == status
+    assert "vm.dirty_ratio 20%" in result.findings[0].remediation
+    assert "vm.dirty_bytes = 1073741824" in result.findings[0].remediation
+
+
+def test_memory_usage_commit_limit_only_in_strict_mode(tmp_path: Path, node: Path) -> None:
+    files = {"proc/meminfo": meminfo(committed=7_900_000), "proc/sys/vm/overcommit_memory": "0\n"}
+    assert run(memory_usage, tmp_path, node, files).status == Status.PASS
+    (node / "proc/sys/vm/overcommit_memory").write_text("2\n")
+    result = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert result.status == Status.FAIL and "strict overcommit" in result.summary
+
+
+def test_memory_usage_estimates_on_old_kernels(tmp_path: Path, node: Path) -> None:
+    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=None)})
+    assert result.data["available_estimated"] is True and "estimated" in result.summary
+
+
+# --- memory.swap -----------------------------------------------------------------------
+
+SWAPS = """\
+Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
+/dev/dm-1                               partition\t8388604\t\t0\t\t-2
+/swapfile                               file\t\t2097148\t\t524288\t\t-3
+"""
+
+
+def status_file(name: str, swap_kib: int | None) -> str:
+    """A trimmed /proc/PID/status (kernel threads have no VmSwap line)."""
+    text = f"Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nVmRSS:\t    1804 kB\n"
+    if swap_kib is not None:
+        text += f"VmSwap:\t{swap_kib:>8} kB\n"
+    return text + "Threads:\t1\n"
+
+
+def test_parse_swaps_and_status() -> None:
+    first, second = parse_swaps(SWAPS)
+    assert (first.name, first.kind, first.size_kib, first.priority) == (
+        "/dev/dm-1",
+        "partition",
+        8388604,
+        -2,
+    )
+    assert second.used_kib == 524288
+    assert parse_status_swap(status_file("iggy-server", 2048)) == ("iggy-server", 2048)
+    assert parse_status_swap(status_file("kworker/0:1", None)) is None
+
+
+def test_memory_swap_without_swap_passes(tmp_path: Path, node: Path) -> None:
+    files = {
+        "proc/meminfo": meminfo(),
+        "proc/swaps": SWAPS.splitlines()[0] + "\n",
+        "proc/sys/vm/swappiness": "60\n",
+    }
+    result = run(memory_swap, tmp_path, node, files)
+    assert result.status == Status.PASS
+    assert result.summary == "no swap configured (vm.swappiness 60 has no effect without swap)"
+
+
+def test_memory_swap_pass_with_low_swappiness(tmp_path: Path, node: Path) -> None:
+    files = {
+        "proc/meminfo": meminfo(swap_total=10_485_752, swap_free=10_485_752),
+        "proc/swaps": SWAPS.replace("524288", "0"),
+        "proc/sys/vm/swappiness": "10\n",
+    }
+    result = run(memory_swap, tmp_path, node, files)
+    assert result.status == Status.PASS
+    assert result.summary == "0 KiB of 10.0 GiB swap in use (0%) on 2 device(s); vm.swappiness 10"
+
+
+def test_memory_swap_warns_on_swappiness(tmp_path: Path, node: Path) -> None:
+    files = {
+        "proc/meminfo": meminfo(swap_total=10_485_752, swap_free=10_485_752),
+        "proc/sys/vm/swappiness": "60\n",
+    }
+    result = run(memory_swap, tmp_path, node, files)
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert "sysctl -w vm.swappiness=10" in finding.remediation
+    assert "`vm.swappiness = 10` to /etc/sysctl.d/" in finding.remediation
+
+
+@pytest.mark.parametrize(("free", "status"), [(8_000_000, Status.WARN), (4_000_000, Status.FAIL)])
+def test_memory_swap_in_use_names_the_users(
+    tmp_path: Path, node: Path, free: int, status: Status
+) -> None:
+    files = {
+        "proc/meminfo": meminfo(swap_total=10_485_752, swap_free=free),
+        "proc/swaps": SWAPS,
+        "proc/sys/vm/swappiness": "10\n",
+        "proc/vmstat": "nr_free_pages 1\npswpin 1234\npswpout 56789\n",
+        "proc/4242/status": status_file("iggy-server", 1_048_576),
+        "proc/77/status": status_file("java", 2_048),
+        "proc/2/status": status_file("kthreadd", None),
+        "proc/100/status": status_file("sshd", 0),
+    }
+    result = run(memory_swap, tmp_path, node, files)
+    assert result.status == status
+    assert [u["pid"] for u in result.data["top_users"]] == [4242, 77]
+    assert "most swapped: iggy-server (4242) 1.0 GiB" in result.summary
+    assert result.data["pages_swapped_out_since_boot"] == 56789
+
+
+# --- memory.hugepages ------------------------------------------------------------------
+
+THP = "sys/kernel/mm/transparent_hugepage"
+
+
+def thp_tree(enabled: str, defrag: str, huge: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    """THP sysfs files and a matching /proc/meminfo."""
+    return {
+        f"{THP}/enabled": enabled + "\n",
+        f"{THP}/defrag": defrag + "\n",
+        "proc/meminfo": meminfo(huge=huge),
+    }
+
+
+def test_selected_mode() -> None:
+    assert selected_mode("always defer defer+madvise [madvise] never\n") == "madvise"
+    assert selected_mode("never") == "never" and selected_mode(None) is None
+
+
+def test_memory_hugepages_pass(tmp_path: Path, node: Path) -> None:
+    tree = thp_tree("always [madvise] never", "always defer defer+madvise [madvise] never")
+    result = run(memory_hugepages, tmp_path, node, tree)
+    assert result.status == Status.PASS
+    assert result.summary.startswith("THP madvise (defrag madvise); no HugeTLB pool")
+
+
+def test_memory_hugepages_warns_on_always_always(tmp_path: Path, node: Path) -> None:
+    tree = thp_tree("[always] madvise never", "[always] defer defer+madvise madvise never")
+    result = run(memory_hugepages, tmp_path, node, tree)
+    assert result.status == Status.WARN
+    assert "compaction" in result.summary
+    assert "madvise > /sys/kernel/mm/transparent_hugepage/defrag" in (
+        result.findings[0].remediation
+    )
+
+
+def test_memory_hugepages_always_with_deferred_defrag_is_info(tmp_path: Path, node: Path) -> None:
+    tree = thp_tree("[always] madvise never", "always defer [defer+madvise] madvise never")
+    result = run(memory_hugepages, tmp_path, node, tree)
+    assert result.status == Status.PASS and severities(result) == [Severity.INFO]
+
+
+@pytest.mark.parametrize(
+    ("huge", "status"),
+    [
+        ((1024, 1024, 1024), Status.PASS),  # 2 GiB pool, all reserved by a mapping
+        ((1024, 1000, 0), Status.WARN),  # ~2 GiB idle of 15 GiB
+        ((4096, 4096, 0), Status.FAIL),  # 8 GiB idle: half the RAM
+    ],
+)
+def test_memory_hugepages_unused_pool(
+    tmp_path: Path, node: Path, huge: tuple[int, int, int], status: Status
+) -> None:
+    tree = thp_tree("always madvise [never]", "always defer defer+madvise madvise [never]", huge)
+    result = run(memory_hugepages, tmp_path, node, tree)
+    assert result.status == status
+    if status != Status.PASS:
+        assert f"sysctl -w vm.nr_hugepages={huge[0] - huge[1]}" in result.findings[0].remediation
+
+
+def test_memory_hugepages_without_thp(tmp_path: Path, node: Path) -> None:
+    result = run(memory_hugepages, tmp_path, node, {"proc/meminfo": meminfo()})
+    assert result.status == Status.PASS and result.summary.startswith("THP not available")
+
+
+# --- memory.numa -----------------------------------------------------------------------
+
+
+def node_meminfo(n: int, total: int, free: int, file: int = 0) -> str:
+    """A /sys/devices/system/node/nodeN/meminfo in the kernel's layout."""
+    rows = [
+        ("MemTotal", total),
+        ("MemFree", free),
+        ("MemUsed", total - free),
+        ("Active(file)", file // 2),
+        ("Inactive(file)", file - file // 2),
+        ("SReclaimable", 0),
+    ]
+    return "".join(f"Node {n} {k + ':':<16}{v:>8} kB\n" for k, v in rows)
+
+
+def numa_tree(nodes: list[tuple[str, int, int, int]], miss: int = 0) -> dict[str, str]:
+    """Node directories from (cpulist, total, free, file) tuples."""
+    files = {"sys/devices/system/node/online": f"0-{len(nodes) - 1}\n"}
+    for n, (cpus, total, free, file) in enumerate(nodes):
+        base = f"sys/devices/system/node/node{n}"
+        files |= {
+            f"{base}/cpulist": cpus + "\n",
+            f"{base}/meminfo": node_meminfo(n, total, free, file),
+            f"{base}/numastat": f"numa_hit 1000000\nnuma_miss {miss}\nnuma_foreign 0\n",
+        }
+    files["proc/sys/vm/zone_reclaim_mode"] = "0\n"
+    return files
+
+
+GIB = 1024 * 1024
+
+
+def test_memory_numa_single_node(tmp_path: Path, node: Path) -> None:
+    result = run(memory_numa, tmp_path, node, numa_tree([("0-1", 4 * GIB, 3 * GIB, 0)]))
+    assert result.status == Status.PASS
+    assert result.summary.startswith("not a NUMA machine: 1 node with CPUs 0-1 and 4.0 GiB")
+    assert result.data["numa"] is False
+
+
+def test_memory_numa_without_node_directory(tmp_path: Path, node: Path) -> None:
+    result = run(memory_numa, tmp_path, node, {"proc/meminfo": meminfo()})
+    assert result.status == Status.PASS and "no NUMA support" in result.summary
+
+
+def test_memory_numa_balanced(tmp_path: Path, node: Path) -> None:
+    tree = numa_tree([("0-7", 64 * GIB, 2 * GIB, 40 * GIB), ("8-15", 64 * GIB, 3 * GIB, 41 * GIB)])
+    result = run(memory_numa, tmp_path, node, tree)
+    assert result.status == Status.PASS
+    assert result.summary.startswith("2 NUMA nodes: node0 CPUs 0-7, 65.6% of 64.0 GiB")
+
+
+@pytest.mark.parametrize(("free_gib", "status"), [(4, Status.WARN), (1, Status.FAIL)])
+def test_memory_numa_imbalance(tmp_path: Path, node: Path, free_gib: int, status: Status) -> None:
+    tree = numa_tree([("0-7", 64 * GIB, 40 * GIB, 0), ("8-15", 64 * GIB, free_gib * GIB, 0)])
+    result = run(memory_numa, tmp_path, node, tree)
+    assert result.status == status
+    [finding] = result.findings
+    assert finding.subject == "/sys/devices/system/node/node1"
+    assert "while node 0 has 62.5%" in finding.message and "numa:auto" in finding.remediation
+
+
+def test_memory_numa_all_nodes_low_is_not_imbalance(tmp_path: Path, node: Path) -> None:
+    tree = numa_tree([("0-7", 64 * GIB, GIB, 0), ("8-15", 64 * GIB, GIB, 0)])
+    assert run(memory_numa, tmp_path, node, tree).status == Status.PASS
+
+
+def test_memory_numa_zone_reclaim_and_misses(tmp_path: Path, node: Path) -> None:
+    tree = numa_tree([("0-7", 64 * GIB, 40 * GIB, 0), ("8-15", 64 * GIB, 40 * GIB, 0)], 300_000)
+    tree["proc/sys/vm/zone_reclaim_mode"] = "1\n"
+    result = run(memory_numa, tmp_path, node, tree)
+    assert result.status == Status.WARN
+    assert severities(result) == [Severity.WARN, Severity.WARN]
+    assert "sysctl -w vm.zone_reclaim_mode=0" in result.findings[0].remediation
+    assert result.data["miss_pct_since_boot"] == 23.1
