@@ -1,0 +1,771 @@
+"""Log checks: the systemd journal's recent errors and the tails of the broker's log files."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import stat
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from snapshot_agent.check import Requirements, check
+from snapshot_agent.checks.runtime import NodeProcess, find_processes
+from snapshot_agent.context import Context
+from snapshot_agent.results import Finding, Result, Severity
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: tracing's default format, which Iggy uses: `<timestamp> <LEVEL> <thread> <target>: <msg>`.
+_TRACING_LEVEL = re.compile(r"^\s*(\d{4}-\d\d-\d\dT\S+)\s+(TRACE|DEBUG|INFO|WARN|ERROR)\b")
+_GENERIC_ERROR = re.compile(r"\b(ERROR|ERR|CRIT|CRITICAL|FATAL|ALERT|EMERG|PANIC)\b")
+_GENERIC_WARN = re.compile(r"\b(WARN|WARNING)\b")
+_KV_LEVEL = re.compile(r"\blevel\"?\s*[=:]\s*\"?(error|fatal|critical|warn|warning)\b", re.I)
+_PANIC = "panicked at"
+_OOM_KILL = re.compile(r"Killed process (\d+) \((iggy[\w-]*)\)")
+_RESOURCE_FIELD = re.compile(r"(\w+):\s*([^,]+)")
+_COMPRESSED = (".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip")
+
+JOURNAL_FIELDS = "MESSAGE,PRIORITY,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER,_COMM,_PID,UNIT,_TRANSPORT"
+TAIL_BYTES = 512 * 1024  # read at most this much from the end of each log file
+MAX_LINE = 2000  # longer lines are cut in the artifact (a binary file is not a log)
+IGGY_LOG_NAME = "iggy-server.log"
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal colour codes (Iggy colours its stdout, which journald keeps)."""
+    return _ANSI.sub("", text)
+
+
+def classify_line(line: str) -> str:
+    """'error', 'warn', 'panic' or '' for one log line (tracing format first, then generic)."""
+    if _PANIC in line:
+        return "panic"
+    match = _TRACING_LEVEL.match(line)
+    if match:
+        level = match.group(2)
+        return "error" if level == "ERROR" else "warn" if level == "WARN" else ""
+    head = line[:200]
+    kv = _KV_LEVEL.search(head)
+    if kv:
+        return "warn" if kv.group(1).lower().startswith("warn") else "error"
+    if _GENERIC_ERROR.search(head):
+        return "error"
+    if _GENERIC_WARN.search(head):
+        return "warn"
+    return ""
+
+
+def line_timestamp(line: str) -> str:
+    """The leading ISO timestamp of a tracing-format line, or ''."""
+    match = _TRACING_LEVEL.match(line)
+    return match.group(1) if match else ""
+
+
+# -- logs.journal -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journal record, reduced to what the judge needs."""
+
+    time_us: int
+    priority: int
+    unit: str  # _SYSTEMD_UNIT, else SYSLOG_IDENTIFIER, else _COMM
+    message: str
+    pid: str = ""
+    about_unit: str = ""  # UNIT=: systemd's own messages about a unit
+    comm: str = ""
+    identifier: str = ""
+
+    def format(self) -> str:
+        """`2026-05-20T03:12:09Z unit[pid]: message`, one line."""
+        when = datetime.fromtimestamp(self.time_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        pid = f"[{self.pid}]" if self.pid else ""
+        msg = self.message.replace("\n", " ")[:MAX_LINE]
+        return f"{when} p{self.priority} {self.unit}{pid}: {msg}"
+
+
+def _field_text(value: Any) -> str:
+    """A journal JSON field: a string, a byte array (non-UTF-8 or control chars) or null."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if all(isinstance(v, int) for v in value):
+            return bytes(v & 0xFF for v in value).decode("utf-8", "replace")
+        return _field_text(value[0]) if value else ""  # a field repeated in one record
+    if value is None:
+        return "[field too large to show]"
+    return str(value)
+
+
+def parse_journal_json(text: str) -> tuple[list[JournalEntry], int]:
+    """Parse `journalctl -o json` output; returns the entries and the count of bad lines."""
+    entries: list[JournalEntry] = []
+    bad = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            bad += 1  # the head of the output may be cut mid-record by the output cap
+            continue
+        if not isinstance(rec, dict):
+            bad += 1
+            continue
+        ident = _field_text(rec.get("SYSLOG_IDENTIFIER", ""))
+        comm = _field_text(rec.get("_COMM", ""))
+        unit = _field_text(rec.get("_SYSTEMD_UNIT", "")) or ident or comm or "unknown"
+        try:
+            when = int(_field_text(rec.get("__REALTIME_TIMESTAMP", "0")))
+        except ValueError:
+            when = 0
+        try:
+            prio = int(_field_text(rec.get("PRIORITY", "6")))
+        except ValueError:
+            prio = 6
+        entries.append(
+            JournalEntry(
+                time_us=when,
+                priority=prio,
+                unit=unit,
+                message=strip_ansi(_field_text(rec.get("MESSAGE", ""))),
+                pid=_field_text(rec.get("_PID", "")),
+                about_unit=_field_text(rec.get("UNIT", "")),
+                comm=comm,
+                identifier=ident,
+            )
+        )
+    return entries, bad
+
+
+def is_broker_entry(entry: JournalEntry, service: str) -> bool:
+    """Written by the broker, by systemd about the broker's unit, or the kernel killing it."""
+    stem = service.removesuffix(".service")
+    if service in (entry.unit, entry.about_unit):
+        return True
+    if stem in (entry.identifier, entry.comm) or "iggy-server" in (entry.identifier, entry.comm):
+        return True
+    return bool(_OOM_KILL.search(entry.message))
+
+
+@dataclass
+class JournalFacts:
+    """Error-priority journal entries of the window, and the broker unit's own lines."""
+
+    service: str
+    window_hours: float
+    max_entries: int
+    errors: list[JournalEntry] = field(default_factory=list)  # priority <= err
+    broker_lines: list[JournalEntry] = field(default_factory=list)  # the unit, any priority
+    bad_lines: int = 0
+    notes: list[str] = field(default_factory=list)  # partial reads, permission hints
+
+
+def _journal_has_data(ctx: Context) -> bool:
+    """journald runs (its socket exists) or journal files exist to read."""
+    if ctx.path("/run/systemd/journal/socket").exists():
+        return True
+    for base in ("/var/log/journal", "/run/log/journal"):
+        root = ctx.path(base)
+        if glob.glob(str(root / "*.journal")) or glob.glob(str(root / "*" / "*.journal")):
+            return True
+    return False
+
+
+def _journal_dir_arg(ctx: Context) -> list[str]:
+    """On a fixture tree or chroot, read its journal files, never the host's."""
+    if ctx.live:
+        return []
+    for base in ("/var/log/journal", "/run/log/journal"):
+        root = ctx.path(base)
+        if root.is_dir():
+            return [f"--directory={root}"]
+    return [f"--directory={ctx.path('/var/log/journal')}"]
+
+
+def _journalctl(ctx: Context, args: list[str], facts: JournalFacts) -> list[JournalEntry] | str:
+    """Run journalctl with `args`; entries, or a reason string when nothing can be read."""
+    base = ["journalctl", *_journal_dir_arg(ctx), "--no-pager", "-o", "json"]
+    window = ["--since", f"-{facts.window_hours:g}h", "-n", str(facts.max_entries)]
+    result = ctx.run([*base, f"--output-fields={JOURNAL_FIELDS}", *window, *args], timeout_s=6)
+    if not result.ok and "output-fields" in result.stderr:
+        # journalctl older than systemd 236 lacks --output-fields; records are just larger.
+        result = ctx.run([*base, *window, *args], timeout_s=6)
+    if "No journal files were found" in result.stderr:
+        return "journalctl found no journal files (journald is not storing logs here)"
+    if result.timed_out:
+        facts.notes.append(f"{result.describe()}; counts are from the part it printed")
+    elif not result.ok:
+        first = (result.stderr.strip().splitlines() or [""])[0][:200]
+        return result.describe() + (f": {first}" if first else "")
+    if "not seeing messages from other users" in result.stderr:
+        facts.notes.append("journalctl shows only this user's messages; run as root")
+    entries, bad = parse_journal_json(result.stdout)
+    facts.bad_lines += bad
+    return entries
+
+
+def read_journal(ctx: Context) -> JournalFacts | str:
+    """Error entries of the last hours, and the broker unit's lines; a reason to skip."""
+    if not _journal_has_data(ctx):
+        pid1 = (ctx.read_optional("/proc/1/comm", max_bytes=64) or "?").strip()
+        return (
+            f"journald is not running (no /run/systemd/journal/socket; PID 1 is {pid1}) and "
+            "there are no journal files under /var/log/journal or /run/log/journal; the "
+            "broker's own log is read by logs.files"
+        )
+    facts = JournalFacts(
+        service=ctx.config.iggy.service,
+        window_hours=float(ctx.thresholds["window_hours"]),
+        max_entries=int(ctx.thresholds["max_entries"]),
+    )
+    errors = _journalctl(ctx, ["-p", "err"], facts)
+    if isinstance(errors, str):
+        return errors
+    facts.errors = errors
+    # The broker logs through stdout, which journald stores at priority info whatever
+    # the line's level: its ERROR lines are only found by reading the unit's lines.
+    broker = _journalctl(ctx, ["-u", facts.service], facts)
+    if isinstance(broker, list):
+        facts.broker_lines = broker
+    else:
+        facts.notes.append(f"the {facts.service} lines could not be read: {broker}")
+    return facts
+
+
+def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
+    """Errors from the broker warn (fail above a count); many errors overall warn."""
+    window = f"{facts.window_hours:g} h"
+    by_unit = Counter(e.unit for e in facts.errors)
+    broker_prio = [e for e in facts.errors if is_broker_entry(e, facts.service)]
+    broker_levels = Counter(classify_line(e.message) for e in facts.broker_lines)
+    # Priority-err entries of the unit are also among its lines; count each record once.
+    seen = {(e.time_us, e.message) for e in broker_prio}
+    broker_text_errors = [
+        e
+        for e in facts.broker_lines
+        if classify_line(e.message) in ("error", "panic") and (e.time_us, e.message) not in seen
+    ]
+    broker_errors = len(broker_prio) + len(broker_text_errors)
+    oom = [e for e in facts.errors if _OOM_KILL.search(e.message)]
+    panics = broker_levels["panic"]
+    # systemd's own note each time the unit dies (priority warning, so only in -u lines).
+    failures = [e for e in facts.broker_lines if "Failed with result" in e.message]
+    findings: list[Finding] = []
+    subject = facts.service
+    read_more = (
+        f"Read them: `journalctl -u {facts.service} --since -{facts.window_hours:g}h "
+        "| grep -E 'ERROR|panicked'` (newest lines are in raw/logs.journal/); "
+        "correlate with restarts (`systemctl status "
+        f"{facts.service}`), disk-full and connection errors."
+    )
+    if oom:
+        pids = ", ".join(sorted({m.group(1) for e in oom if (m := _OOM_KILL.search(e.message))}))
+        findings.append(
+            Finding(
+                Severity.FAIL,
+                f"the kernel OOM killer killed the broker (pid {pids}) in the last {window}",
+                "The node or the broker's cgroup ran out of memory. Compare the broker's "
+                "memory ([system.memory_pool] size, caches) with the RAM or the cgroup's "
+                "memory.max (system.virtualization), and read `journalctl -k | grep -i oom`.",
+                subject,
+            )
+        )
+    if panics:
+        findings.append(
+            Finding(
+                Severity.FAIL,
+                f"the broker panicked {panics} time(s) in the last {window}",
+                "A panic kills a shard or the process. Save the panic message and backtrace "
+                f"(`journalctl -u {facts.service} | grep -A20 panicked`) for the Iggy "
+                "maintainers, then check that the broker restarted cleanly.",
+                subject,
+            )
+        )
+    if failures:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"{facts.service} failed {len(failures)} time(s) in the last {window} "
+                f"(newest: {failures[-1].message[:160]})",
+                "Every failure restarts the broker (clients reconnect, shards reload). "
+                f"Read why: `journalctl -u {facts.service} -n 200 --no-pager` around each "
+                "'Failed with result' line (exit code, signal, oom-kill, timeout).",
+                subject,
+            )
+        )
+    warn_b, fail_b = int(thresholds["broker_warn_errors"]), int(thresholds["broker_fail_errors"])
+    if broker_errors >= fail_b or (broker_errors >= warn_b and broker_errors > 0):
+        findings.append(
+            Finding(
+                Severity.FAIL if broker_errors >= fail_b else Severity.WARN,
+                f"{broker_errors} error line(s) from the broker ({facts.service}) in the last "
+                f"{window} (warn at {warn_b}, fail at {fail_b})",
+                read_more,
+                subject,
+            )
+        )
+    total = len(facts.errors)
+    warn_t = int(thresholds["total_warn_errors"])
+    if total >= warn_t:
+        top = ", ".join(f"{unit} {n}" for unit, n in by_unit.most_common(5))
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"{total} error-priority journal entries in the last {window} "
+                f"(warn at {warn_t}; top: {top})",
+                "Something on the node is failing repeatedly; read the busiest unit's "
+                "errors (`journalctl -p err --since -24h -u <unit>`) and judge whether it "
+                "affects the broker (disks, network, time sync).",
+                "journal",
+            )
+        )
+    capped = total >= facts.max_entries
+    for note in facts.notes:
+        findings.append(Finding(Severity.INFO, note, "", "journalctl"))
+    if capped:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"only the newest {facts.max_entries} error entries were read",
+                "Raise checks.thresholds.logs.journal.max_entries to count further back.",
+                "journalctl",
+            )
+        )
+    ok = (
+        f"{total} error-priority entries in the last {window}"
+        + (f" from {len(by_unit)} units" if by_unit else "")
+        + f"; {broker_errors} from the broker"
+    )
+    newest = sorted(facts.errors, key=lambda e: e.time_us)[-10:]
+    data = {
+        "window_hours": facts.window_hours,
+        "error_entries": total,
+        "capped": capped,
+        "broker_unit": facts.service,
+        "broker_errors": broker_errors,
+        "broker_lines_read": len(facts.broker_lines),
+        "broker_warnings": broker_levels["warn"],
+        "broker_panics": panics,
+        "broker_unit_failures": len(failures),
+        "by_unit": [{"unit": u, "errors": n} for u, n in by_unit.most_common(20)],
+        "newest": [e.format() for e in newest],
+        "unparsable_lines": facts.bad_lines,
+    }
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="logs.journal",
+    category="logs",
+    title="Journal errors",
+    description="Error-priority journal entries of the last day by unit; the broker unit's errors.",
+    requires=Requirements(binaries=("journalctl",)),
+    timeout_s=10,
+    thresholds={
+        "window_hours": 24,
+        "max_entries": 5000,
+        "broker_warn_errors": 1,
+        "broker_fail_errors": 100,
+        "total_warn_errors": 200,
+    },
+)
+def logs_journal(ctx: Context) -> Result:
+    """Recent errors in the systemd journal, the broker's first."""
+    facts = read_journal(ctx)
+    if isinstance(facts, str):
+        return Result.skipped(facts)
+    lines = sorted(facts.errors, key=lambda e: e.time_us)
+    ctx.artifact("errors.txt", "".join(e.format() + "\n" for e in lines))
+    if facts.broker_lines:
+        broker = sorted(facts.broker_lines, key=lambda e: e.time_us)
+        ctx.artifact("broker.txt", "".join(e.format() + "\n" for e in broker))
+    return judge_journal(facts, ctx.thresholds)
+
+
+# -- logs.files ---------------------------------------------------------------------
+
+
+@dataclass
+class LogTail:
+    """The end of one log (for the broker: across its newest rotated files)."""
+
+    name: str  # display path
+    kind: str  # "iggy" or "configured"
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, size, mtime
+    lines: list[str] = field(default_factory=list)
+    mtime: float | None = None  # newest write of the newest file
+    errors: int = 0
+    warnings: int = 0
+    panics: int = 0
+    last_error: str = ""
+    resource_line: str = ""
+
+
+@dataclass
+class LogFacts:
+    """Log tails plus whatever could not be read."""
+
+    tails: list[LogTail] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    unmatched: list[str] = field(default_factory=list)  # configured globs matching nothing
+    iggy_dir: str = ""
+    iggy_dir_source: str = ""
+    broker: list[NodeProcess] = field(default_factory=list)
+    now: float = 0.0
+
+
+def read_tail_lines(path: Path, max_lines: int, max_bytes: int = TAIL_BYTES) -> list[str]:
+    """The last `max_lines` lines of a regular file, reading only its last `max_bytes`."""
+    # O_NONBLOCK: a FIFO or device that slipped through must not hang the check.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "not a regular file")
+        start = max(0, info.st_size - max_bytes)
+        fh.seek(start)
+        data = fh.read(max_bytes)
+    lines = data.decode("utf-8", "replace").splitlines()
+    if start > 0 and lines:
+        lines = lines[1:]  # the first line was cut by the seek
+    return [strip_ansi(line)[:MAX_LINE] for line in lines[-max_lines:]]
+
+
+def _node_display(ctx: Context, mapped: str, node_pattern: str) -> str:
+    """The node path of a mapped path (fixture roots only differ by a prefix)."""
+    probe = str(ctx.path(node_pattern))
+    prefix = probe[: len(probe) - len(node_pattern)] if probe.endswith(node_pattern) else ""
+    return mapped[len(prefix) :] if prefix and mapped.startswith(prefix) else mapped
+
+
+def iggy_log_dir(ctx: Context, broker: list[NodeProcess]) -> tuple[str, str]:
+    """Where the broker writes its log (node path) and how we know; ('', '') if unknown."""
+    iggy = ctx.config.iggy
+    if iggy.logs_dir:
+        return iggy.logs_dir, "config iggy.logs_dir"
+    if iggy.data_dir:
+        return os.path.join(iggy.data_dir, "logs"), "config iggy.data_dir + /logs"
+    for proc in broker:
+        env = ctx.read_optional(f"/proc/{proc.pid}/environ", max_bytes=256 * 1024) or ""
+        data_dir = "local_data"  # Iggy's default system.path, relative to its working dir
+        logs = "logs"  # [system.logging] path, relative to the data dir
+        for item in env.split("\0"):
+            key, _, value = item.partition("=")
+            if key in ("IGGY_SYSTEM_PATH", "IGGY_PATH") and value:
+                data_dir = value
+            elif key in ("IGGY_SYSTEM_LOGGING_PATH", "IGGY_LOGGING_PATH") and value:
+                logs = value
+        if not (proc.cwd or data_dir.startswith("/")):
+            continue
+        found = os.path.join(proc.cwd or "/", data_dir, logs)
+        source = f"the running iggy-server (pid {proc.pid})"
+        # A broker in a container sees its own mount namespace: reach it via /proc/PID/root.
+        inside = f"/proc/{proc.pid}/root{found}"
+        if not ctx.path(found).is_dir() and ctx.path(inside).is_dir():
+            return inside, source + ", inside its container"
+        return found, source
+    if ctx.path("/app/local_data/logs").is_dir():
+        return "/app/local_data/logs", "the official container image's default"
+    return "", ""
+
+
+def _file_entry(ctx: Context, node_path: str) -> tuple[dict[str, Any], float]:
+    """Size and mtime of a node file (raises OSError)."""
+    st = os.stat(ctx.path(node_path))
+    entry = {
+        "path": node_path,
+        "size": st.st_size,
+        "mtime": datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds"),
+    }
+    return entry, st.st_mtime
+
+
+def _scan(tail: LogTail) -> None:
+    """Count error/warn/panic lines and find the newest resource line in the tail."""
+    for line in tail.lines:
+        kind = classify_line(line)
+        if kind == "panic":
+            tail.panics += 1
+            tail.last_error = line
+        elif kind == "error":
+            tail.errors += 1
+            tail.last_error = line
+        elif kind == "warn":
+            tail.warnings += 1
+        if "CPU:" in line and ("OpenFDs:" in line or "Mem:" in line):
+            tail.resource_line = line
+
+
+def _read_iggy(ctx: Context, facts: LogFacts, max_lines: int, max_files: int) -> None:
+    """The broker's log window: the newest lines across iggy-server.log and its rotations."""
+    pattern = os.path.join(facts.iggy_dir, IGGY_LOG_NAME + "*")
+    mapped = sorted(glob.glob(str(ctx.path(pattern))))[:max_files]
+    if not mapped:
+        return
+    stamped: list[tuple[float, str, dict[str, Any]]] = []
+    for m in mapped:
+        node_path = _node_display(ctx, m, pattern)
+        try:
+            entry, mtime = _file_entry(ctx, node_path)
+        except OSError as exc:
+            facts.problems.append((node_path, exc.strerror or str(exc)))
+            continue
+        stamped.append((mtime, node_path, entry))
+    stamped.sort(key=lambda s: s[0], reverse=True)
+    if not stamped:
+        return
+    tail = LogTail(name=os.path.join(facts.iggy_dir, IGGY_LOG_NAME), kind="iggy")
+    tail.files = [s[2] for s in stamped]
+    tail.mtime = stamped[0][0]
+    # Rotation is hourly: the newest file alone may hold only minutes of history.
+    for _, node_path, _ in stamped[:3]:
+        if len(tail.lines) >= max_lines:
+            break
+        try:
+            older = read_tail_lines(ctx.path(node_path), max_lines - len(tail.lines))
+        except OSError as exc:
+            facts.problems.append((node_path, exc.strerror or str(exc)))
+            continue
+        tail.lines = older + tail.lines
+    _scan(tail)
+    facts.tails.append(tail)
+
+
+def _read_configured(ctx: Context, facts: LogFacts, max_lines: int, max_files: int) -> None:
+    """Tails of the files the config names (globs allowed)."""
+    seen: set[str] = set()
+    for pattern in ctx.config.checks.logs.files:
+        mapped = sorted(glob.glob(str(ctx.path(pattern))))
+        if not mapped:
+            facts.unmatched.append(pattern)
+            continue
+        for m in mapped:
+            if len(seen) >= max_files:
+                facts.problems.append((pattern, f"more than {max_files} files; rest not read"))
+                return
+            node_path = _node_display(ctx, m, pattern)
+            if node_path in seen:
+                continue
+            seen.add(node_path)
+            if node_path.endswith(_COMPRESSED):
+                continue  # rotated and compressed: old news, and not text
+            try:
+                entry, mtime = _file_entry(ctx, node_path)
+                lines = read_tail_lines(ctx.path(node_path), max_lines)
+            except OSError as exc:
+                facts.problems.append((node_path, exc.strerror or str(exc)))
+                continue
+            tail = LogTail(node_path, "configured", [entry], lines, mtime)
+            _scan(tail)
+            facts.tails.append(tail)
+
+
+def read_logs(ctx: Context) -> LogFacts:
+    """Tails of the broker's log and of the configured files."""
+    max_lines = int(ctx.thresholds["tail_lines"])
+    max_files = int(ctx.thresholds["max_files"])
+    facts = LogFacts(broker=find_processes(ctx), now=time.time())
+    facts.iggy_dir, facts.iggy_dir_source = iggy_log_dir(ctx, facts.broker)
+    if facts.iggy_dir:
+        _read_iggy(ctx, facts, max_lines, max_files)
+    _read_configured(ctx, facts, max_lines, max_files)
+    return facts
+
+
+def parse_resource_line(line: str) -> dict[str, str]:
+    """Fields of Iggy's periodic `CPU: ..%/..% (IggyUsage/Total), Mem: ..., OpenFDs: N` line."""
+    start = line.find("CPU:")
+    if start < 0:
+        return {}
+    return {k: v.strip() for k, v in _RESOURCE_FIELD.findall(line[start:])}
+
+
+def _age(seconds: float) -> str:
+    """'3 h', '12 min', '2 d'."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
+    """Errors and panics in each tail; a stale broker log; unreadable files."""
+    warn_e, fail_e = int(thresholds["warn_errors"]), int(thresholds["fail_errors"])
+    fail_p = int(thresholds["fail_panics"])
+    info_w = int(thresholds["info_warnings"])
+    stale_s = float(thresholds["stale_minutes"]) * 60
+    findings: list[Finding] = []
+    rows: list[dict[str, Any]] = []
+    for tail in facts.tails:
+        window = f"the last {len(tail.lines)} lines of {tail.name}"
+        last = f"; newest: {tail.last_error[:200]}" if tail.last_error else ""
+        how = (
+            f"Read the tail in raw/logs.files/ or run `grep -nE ' ERROR |panicked' {tail.name} "
+            "| tail -50`; "
+        )
+        if tail.kind == "iggy":
+            how += (
+                "for the broker, correlate with restarts, disk-full and connection errors, "
+                "and raise [system.logging] level only while investigating."
+            )
+        else:
+            how += "decide whether the failing component affects the broker."
+        if fail_p > 0 and tail.panics >= fail_p:
+            findings.append(
+                Finding(
+                    Severity.FAIL,
+                    f"{tail.panics} panic(s) in {window}{last}",
+                    "A Rust panic kills a thread (a broker shard) or the process: save the "
+                    "panic message and the lines before it for the Iggy maintainers, and "
+                    "check that the broker restarted and serves (`curl -s "
+                    "http://127.0.0.1:3000/ping`). " + how,
+                    tail.name,
+                )
+            )
+        if tail.errors >= fail_e:
+            sev: Severity | None = Severity.FAIL
+        elif tail.errors >= warn_e and tail.errors > 0:
+            sev = Severity.WARN
+        else:
+            sev = None
+        if sev:
+            findings.append(
+                Finding(
+                    sev,
+                    f"{tail.errors} ERROR lines in {window} (warn at {warn_e}, fail at "
+                    f"{fail_e}){last}",
+                    how,
+                    tail.name,
+                )
+            )
+        if info_w > 0 and tail.warnings >= info_w:
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"{tail.warnings} WARN lines in {window}",
+                    "Many warnings often precede errors; skim them for a repeating one.",
+                    tail.name,
+                )
+            )
+        age = facts.now - tail.mtime if tail.mtime is not None else None
+        if tail.kind == "iggy" and facts.broker and age is not None and age >= stale_s:
+            pid = facts.broker[0].pid
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"{tail.name} was last written {_age(age)} ago while iggy-server "
+                    f"(pid {pid}) runs",
+                    "The broker normally logs a resource line every few seconds at info "
+                    "level: it may log elsewhere now ([system.logging] path, file_enabled), "
+                    "at a higher level, or it is stuck (`top -H -p "
+                    f"{pid}`, the process checks).",
+                    tail.name,
+                )
+            )
+        rows.append(
+            {
+                "log": tail.name,
+                "files": len(tail.files),
+                "size": sum(int(f["size"]) for f in tail.files),
+                "last_write_age_s": round(age) if age is not None else None,
+                "lines_read": len(tail.lines),
+                "errors": tail.errors,
+                "warnings": tail.warnings,
+                "panics": tail.panics,
+                "last_error_at": line_timestamp(tail.last_error),
+            }
+        )
+    for path, why in facts.problems:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"could not read {path}: {why}",
+                "Run snapshot-agent as root (or in the group that owns the logs, e.g. adm) "
+                "so the log can be judged.",
+                path,
+            )
+        )
+    for pattern in facts.unmatched:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"no file matches the configured log {pattern}",
+                "Fix checks.logs.files in the agent's config, or remove the entry.",
+                pattern,
+            )
+        )
+    resource: dict[str, Any] = {}
+    for tail in facts.tails:
+        if tail.kind == "iggy" and tail.resource_line:
+            resource = {
+                "line": tail.resource_line[:500],
+                "at": line_timestamp(tail.resource_line),
+                "fields": parse_resource_line(tail.resource_line),
+            }
+    total_err = sum(t.errors for t in facts.tails)
+    ok = f"{len(facts.tails)} log(s) read, {total_err} ERROR lines in their tails"
+    if resource.get("fields", {}).get("OpenFDs"):
+        ok += f"; broker OpenFDs {resource['fields']['OpenFDs']}"
+    data: dict[str, Any] = {
+        "logs": rows,
+        "files": [f for t in facts.tails for f in t.files],
+        "iggy_log_dir": facts.iggy_dir,
+        "iggy_log_dir_source": facts.iggy_dir_source,
+        "broker_running": bool(facts.broker),
+    }
+    if resource:
+        data["broker_resources"] = resource
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+def _artifact_name(node_path: str) -> str:
+    """`tail/var/log/app.log` for /var/log/app.log."""
+    return "tail/" + node_path.lstrip("/").replace("..", "__")
+
+
+@check(
+    id="logs.files",
+    category="logs",
+    title="Log file tails",
+    description="The tails of the broker's log and configured logs: errors, panics, staleness.",
+    timeout_s=10,
+    thresholds={
+        "tail_lines": 2000,
+        "max_files": 20,
+        "warn_errors": 10,
+        "fail_errors": 100,
+        "fail_panics": 1,
+        "info_warnings": 200,
+        "stale_minutes": 60,
+    },
+)
+def logs_files(ctx: Context) -> Result:
+    """Errors near the end of the broker's log and of the configured log files."""
+    facts = read_logs(ctx)
+    if not facts.tails and not facts.problems:
+        if facts.iggy_dir:
+            iggy = f"{facts.iggy_dir} (from {facts.iggy_dir_source}) has no {IGGY_LOG_NAME}*"
+        else:
+            iggy = (
+                "the Iggy log directory is unknown (no iggy-server process runs; set "
+                "iggy.logs_dir or iggy.data_dir in the config)"
+            )
+        patterns = ctx.config.checks.logs.files
+        extra = (
+            f"no file matches checks.logs.files ({', '.join(patterns)})"
+            if patterns
+            else "checks.logs.files is empty"
+        )
+        return Result.skipped(f"no log files to read: {iggy}, and {extra}")
+    for tail in facts.tails:
+        ctx.artifact(_artifact_name(tail.name), "".join(line + "\n" for line in tail.lines))
+    return judge_logs(facts, ctx.thresholds)

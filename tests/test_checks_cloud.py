@@ -1,0 +1,429 @@
+"""system.cloud against local IMDSv2 / GCP metadata servers; system.virtualization on cgroups."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from snapshot_agent.checks.cloud import (
+    detect_cloud,
+    parse_cpu_max,
+    parse_limit,
+    parse_proc_cgroup,
+    system_cloud,
+    system_virtualization,
+)
+from snapshot_agent.config import ChecksConfig, CloudConfig, Config
+from snapshot_agent.context import Context
+from snapshot_agent.results import Severity, Status
+
+from .conftest import fixture_roots, make_context, write_tree
+
+TOKEN = "AQAEAFakeTokenForTests=="
+AWS_DMI = {
+    "sys/class/dmi/id/sys_vendor": "Amazon EC2\n",
+    "sys/class/dmi/id/product_name": "m6i.2xlarge\n",
+    "sys/class/dmi/id/bios_vendor": "Amazon EC2\n",
+    "sys/class/dmi/id/board_asset_tag": "i-0abc123def4567890\n",
+}
+GCP_DMI = {
+    "sys/class/dmi/id/sys_vendor": "Google\n",
+    "sys/class/dmi/id/product_name": "Google Compute Engine\n",
+    "sys/class/dmi/id/bios_vendor": "Google\n",
+}
+QEMU_DMI = {
+    "sys/class/dmi/id/sys_vendor": "QEMU\n",
+    "sys/class/dmi/id/product_name": "Standard PC (i440FX + PIIX, 1996)\n",
+    "sys/class/dmi/id/bios_vendor": "SeaBIOS\n",
+}
+
+
+class MetadataHandler(BaseHTTPRequestHandler):
+    """IMDSv2 (token by PUT, GETs must carry it) and GCP (Metadata-Flavor required)."""
+
+    aws: ClassVar[dict[str, str]] = {}
+    gcp: ClassVar[dict[str, str]] = {}
+    requests: ClassVar[list[tuple[str, str]]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read `requests` instead."""
+
+    def _send(self, code: int, body: str = "") -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self) -> None:
+        self.requests.append(("PUT", self.path))
+        ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+        if self.path != "/latest/api/token" or not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+            self._send(400, "Bad Request")
+        else:
+            self._send(200, TOKEN)
+
+    def do_GET(self) -> None:
+        self.requests.append(("GET", self.path))
+        if self.path.startswith("/latest/meta-data/"):
+            if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+                self._send(401, "Unauthorized")  # IMDSv2 only: no token, no data
+                return
+            item = self.path.removeprefix("/latest/meta-data/")
+            if item in self.aws:
+                self._send(200, self.aws[item])
+            else:
+                self._send(404, "Not Found")
+        elif self.path.startswith("/computeMetadata/v1/instance/"):
+            if self.headers.get("Metadata-Flavor") != "Google":
+                self._send(403, "Missing Metadata-Flavor:Google header")
+                return
+            item = self.path.removeprefix("/computeMetadata/v1/instance/")
+            if item in self.gcp:
+                self._send(200, self.gcp[item])
+            else:
+                self._send(404, "Not Found")
+        else:
+            self._send(404, "Not Found")
+
+
+AWS_OK = {
+    "instance-id": "i-0abc123def4567890",
+    "instance-type": "m6i.2xlarge",
+    "placement/availability-zone": "eu-west-1b",
+    "placement/region": "eu-west-1",
+    "ami-id": "ami-0123456789abcdef0",
+    "instance-life-cycle": "on-demand",
+    "events/maintenance/scheduled": "[]",
+}
+GCP_OK = {
+    "id": "4520031799277582919",
+    "machine-type": "projects/123456789/machineTypes/n2-standard-8",
+    "zone": "projects/123456789/zones/europe-west1-b",
+    "scheduling/preemptible": "FALSE",
+    "maintenance-event": "NONE",
+    "preempted": "FALSE",
+}
+
+
+@pytest.fixture
+def metadata() -> Iterator[str]:
+    """A metadata server on 127.0.0.1; yields its base URL."""
+    MetadataHandler.aws = dict(AWS_OK)
+    MetadataHandler.gcp = dict(GCP_OK)
+    MetadataHandler.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MetadataHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (connection refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def cloud_ctx(tmp_path: Path, node: Path, url: str, *, enabled: bool = True) -> Context:
+    """A context whose AWS and GCP metadata URLs point at `url`."""
+    ctx = make_context(tmp_path, roots=fixture_roots(node))
+    cloud = CloudConfig(enabled=enabled, aws_url=url, gcp_url=url, timeout_s=1.0)
+    ctx.config = Config(checks=ChecksConfig(roots=fixture_roots(node), cloud=cloud))
+    return ctx
+
+
+def test_server_rejects_gets_without_the_token(metadata: str) -> None:
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        no_proxy.open(f"{metadata}/latest/meta-data/instance-id", timeout=2)
+    assert err.value.code == 401
+
+
+def test_aws_imdsv2_pass(tmp_path: Path, node: Path, metadata: str) -> None:
+    write_tree(node, AWS_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.PASS
+    assert result.summary == "AWS i-0abc123def4567890, m6i.2xlarge, eu-west-1b"
+    assert result.data["instance"]["region"] == "eu-west-1"
+    assert MetadataHandler.requests[0] == ("PUT", "/latest/api/token")
+    assert "spot/instance-action" in result.data["missing"]  # 404: no interruption
+    assert TOKEN not in json.dumps(result.data)
+
+
+def test_aws_scheduled_maintenance_warns(tmp_path: Path, node: Path, metadata: str) -> None:
+    MetadataHandler.aws["events/maintenance/scheduled"] = json.dumps(
+        [
+            {
+                "NotBefore": "21 Jan 2027 09:00:43 GMT",
+                "Code": "system-reboot",
+                "Description": "scheduled reboot",
+                "EventId": "instance-event-0d59937288b749b32",
+                "NotAfter": "21 Jan 2027 09:17:23 GMT",
+                "State": "active",
+            }
+        ]
+    )
+    write_tree(node, AWS_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.WARN
+    assert "AWS scheduled system-reboot for this instance" in result.summary
+    assert "i-0abc123def4567890" in result.findings[0].remediation
+
+
+def test_aws_spot_interruption_fails(tmp_path: Path, node: Path, metadata: str) -> None:
+    MetadataHandler.aws["instance-life-cycle"] = "spot"
+    MetadataHandler.aws["spot/instance-action"] = (
+        '{"action": "terminate", "time": "2027-01-21T09:17:23Z"}'
+    )
+    write_tree(node, AWS_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.FAIL
+    assert result.summary == "AWS will terminate this spot instance at 2027-01-21T09:17:23Z"
+
+
+def test_aws_unreachable_imds_warns(tmp_path: Path, node: Path) -> None:
+    write_tree(node, AWS_DMI)
+    url = closed_port_url()
+    result = system_cloud.run(cloud_ctx(tmp_path, node, url))
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert finding.message.startswith(f"DMI says AWS but its metadata service ({url})")
+    assert "--http-put-response-hop-limit 2" in finding.remediation
+    assert finding.subject == url
+
+
+def test_gcp_pass_and_header(tmp_path: Path, node: Path, metadata: str) -> None:
+    write_tree(node, GCP_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.PASS
+    assert result.summary == "GCP 4520031799277582919, n2-standard-8, europe-west1-b"
+    assert all(path.startswith("/computeMetadata/v1/") for _, path in MetadataHandler.requests)
+
+
+def test_gcp_maintenance_warns_and_preemption_fails(
+    tmp_path: Path, node: Path, metadata: str
+) -> None:
+    write_tree(node, GCP_DMI)
+    MetadataHandler.gcp["maintenance-event"] = "MIGRATE_ON_HOST_MAINTENANCE"
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.WARN and "MIGRATE_ON_HOST_MAINTENANCE" in result.summary
+    MetadataHandler.gcp["preempted"] = "TRUE"
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.FAIL and "preempting" in result.summary
+
+
+def test_gcp_unreachable_warns(tmp_path: Path, node: Path) -> None:
+    write_tree(node, GCP_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, closed_port_url()))
+    assert result.status == Status.WARN and "DMI says GCP" in result.summary
+
+
+def test_not_a_cloud_sends_no_traffic(tmp_path: Path, node: Path, metadata: str) -> None:
+    write_tree(node, QEMU_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.SKIPPED
+    assert result.summary == (
+        "not on AWS or GCP (DMI: QEMU Standard PC (i440FX + PIIX, 1996)); "
+        "no metadata service was contacted"
+    )
+    assert MetadataHandler.requests == []
+    empty = system_cloud.run(cloud_ctx(tmp_path, tmp_path / "nothing", metadata))
+    assert "no DMI data" in empty.summary and MetadataHandler.requests == []
+
+
+def test_disabled_skips(tmp_path: Path, node: Path, metadata: str) -> None:
+    write_tree(node, AWS_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata, enabled=False))
+    assert result.status == Status.SKIPPED and "checks.cloud.enabled" in result.summary
+    assert MetadataHandler.requests == []
+
+
+def test_detect_cloud() -> None:
+    assert detect_cloud({"sys_vendor": "Xen", "bios_version": "4.11.amazon"}) == "aws"
+    assert detect_cloud({"hypervisor_uuid": "ec2e1916-9099-7caf-fd21-012345abcdef"}) == "aws"
+    assert detect_cloud({"product_name": "Google Compute Engine"}) == "gcp"
+    azure = {
+        "sys_vendor": "Microsoft Corporation",
+        "chassis_asset_tag": "7783-7084-3265-9085-8269-3286-77",
+    }
+    assert detect_cloud(azure) == "azure"
+    assert detect_cloud({"sys_vendor": "QEMU"}) == ""
+
+
+# -- system.virtualization -----------------------------------------------------------
+
+VIRT_T = dict(system_virtualization.thresholds)
+GIB = 2**30
+
+
+def v2_node(node: Path, files: dict[str, str], cgroup: str = "0::/\n") -> Path:
+    """A cgroup v2 container node with 8 online cores and 32 GiB of RAM."""
+    base = {
+        "proc/self/cgroup": cgroup,
+        "proc/1/cgroup": "0::/\n",
+        "proc/meminfo": f"MemTotal:       {32 * GIB // 1024} kB\nMemFree: 1 kB\n",
+        "sys/devices/system/cpu/online": "0-7\n",
+        "sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory pids\n",
+        ".dockerenv": "",
+    }
+    return write_tree(node, base | files)
+
+
+def test_virtualization_pass_without_limits(tmp_path: Path, node: Path) -> None:
+    v2_node(
+        node,
+        {
+            "sys/fs/cgroup/memory.max": "max\n",
+            "sys/fs/cgroup/memory.current": f"{3 * GIB}\n",
+            "sys/fs/cgroup/cpu.max": "max 100000\n",
+            "sys/fs/cgroup/pids.max": "max\n",
+            "sys/fs/cgroup/pids.current": "40\n",
+            "sys/class/dmi/id/sys_vendor": "QEMU\n",
+        },
+    )
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    )
+    assert result.status == Status.PASS
+    assert result.data["container"] == "docker" and result.data["virtualization"] == "qemu"
+    assert result.summary.startswith("VM (qemu), container (docker); memory 3.0 GiB, no limit")
+    assert "no CPU quota (8 cores)" in result.summary
+    assert not result.findings
+
+
+@pytest.mark.parametrize(
+    ("current", "status"),
+    [(2 * GIB, Status.PASS), (int(3.5 * GIB), Status.WARN), (int(3.9 * GIB), Status.FAIL)],
+)
+def test_virtualization_memory_verdicts(
+    tmp_path: Path, node: Path, current: int, status: Status
+) -> None:
+    v2_node(
+        node,
+        {
+            "sys/fs/cgroup/memory.max": f"{4 * GIB}\n",
+            "sys/fs/cgroup/memory.current": f"{current + 100 * 2**20}\n",
+            # Reclaimable page cache does not count as pressure.
+            "sys/fs/cgroup/memory.stat": f"anon {current}\ninactive_file {100 * 2**20}\n",
+        },
+    )
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    )
+    assert result.status == status
+    assert result.data["cgroup"]["memory_working_set"] == current
+    if status != Status.PASS:
+        assert "MemoryMax=" in result.findings[0].remediation
+        assert result.findings[0].subject == "/sys/fs/cgroup"
+
+
+def test_virtualization_limit_from_an_ancestor_cgroup(tmp_path: Path, node: Path) -> None:
+    # A Kubernetes pod: the container's own memory.max is unlimited, the pod's is 4 GiB.
+    pod = "sys/fs/cgroup/kubepods.slice/pod1"
+    v2_node(
+        node,
+        {
+            f"{pod}/memory.max": f"{4 * GIB}\n",
+            f"{pod}/memory.current": f"{int(3.9 * GIB)}\n",
+            f"{pod}/ctr/memory.max": "max\n",
+            f"{pod}/ctr/memory.current": f"{1 * GIB}\n",
+            f"{pod}/ctr/cpu.max": "200000 100000\n",
+            f"{pod}/ctr/cpu.stat": "usage_usec 1\nnr_periods 1000\nnr_throttled 300\n",
+            f"{pod}/ctr/pids.max": "100\n",
+            f"{pod}/ctr/pids.current": "85\n",
+            f"{pod}/ctr/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+        },
+        cgroup="0::/kubepods.slice/pod1/ctr\n",
+    )
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    )
+    assert result.status == Status.FAIL
+    by_sev = {(f.severity, f.subject) for f in result.findings}
+    assert (Severity.FAIL, "/sys/fs/cgroup/kubepods.slice/pod1") in by_sev  # memory
+    messages = " | ".join(f.message for f in result.findings)
+    assert "the broker sees 8 cores but may use 2 (CPU quota)" in messages
+    assert "CPU-throttled in 30% of its scheduling periods" in messages
+    assert "85 tasks of a pids.max of 100 (85%" in messages
+    assert "OOM killer fired 1 time(s)" in messages
+    info = [f for f in result.findings if f.severity == Severity.INFO]
+    assert "cpu_allocation to 2" in info[0].remediation
+
+
+def test_virtualization_cgroup_v1(tmp_path: Path, node: Path) -> None:
+    path = "/docker/4f2a"
+    write_tree(
+        node,
+        {
+            "proc/self/cgroup": (
+                f"12:pids:{path}\n11:memory:{path}\n4:cpu,cpuacct:{path}\n0::/system.slice\n"
+            ),
+            "proc/1/cgroup": f"11:memory:{path}\n",
+            "sys/devices/system/cpu/online": "0-3\n",
+            f"sys/fs/cgroup/memory{path}/memory.limit_in_bytes": f"{2 * GIB}\n",
+            f"sys/fs/cgroup/memory{path}/memory.usage_in_bytes": f"{GIB}\n",
+            f"sys/fs/cgroup/memory{path}/memory.stat": "total_inactive_file 0\n",
+            "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+            f"sys/fs/cgroup/cpu,cpuacct{path}/cpu.cfs_quota_us": "-1\n",
+            f"sys/fs/cgroup/cpu,cpuacct{path}/cpu.cfs_period_us": "100000\n",
+            f"sys/fs/cgroup/pids{path}/pids.max": "max\n",
+            f"sys/fs/cgroup/pids{path}/pids.current": "12\n",
+        },
+    )
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    )
+    assert result.status == Status.PASS
+    assert result.data["container"] == "docker"
+    cg = result.data["cgroup"]
+    assert cg["version"] == "v1" and cg["memory_max"] == 2 * GIB and cg["cpu_quota_cores"] is None
+    assert "memory 1.0 GiB of 2.0 GiB (50%)" in result.summary
+
+
+def test_virtualization_uses_the_broker_cgroup(tmp_path: Path, node: Path) -> None:
+    v2_node(
+        node,
+        {
+            "proc/812/comm": "iggy-server\n",
+            "proc/812/cgroup": "0::/system.slice/iggy-server.service\n",
+            "sys/fs/cgroup/system.slice/iggy-server.service/memory.max": f"{GIB}\n",
+            "sys/fs/cgroup/system.slice/iggy-server.service/memory.current": f"{GIB // 2}\n",
+        },
+        cgroup="0::/system.slice/snapshot-agent.service\n",
+    )
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    )
+    assert result.data["cgroup"]["of"] == "iggy-server (pid 812)"
+    assert "memory 512 MiB of 1.0 GiB (50%)" in result.summary
+    assert result.summary.endswith("(cgroup v2 of iggy-server)")
+
+
+def test_cgroup_parsers() -> None:
+    assert parse_proc_cgroup("12:pids:/a\n4:cpu,cpuacct:/b\n1:name=systemd:/c\n0::/d\n") == {
+        "pids": "/a",
+        "cpu": "/b",
+        "cpuacct": "/b",
+        "systemd": "/c",
+        "": "/d",
+    }
+    assert parse_limit("max\n") is None and parse_limit("9223372036854771712") is None
+    assert parse_limit("1073741824\n") == GIB and parse_limit("garbage") is None
+    assert parse_cpu_max("150000 100000\n") == 1.5 and parse_cpu_max("max 100000") is None
