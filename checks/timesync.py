@@ -1,0 +1,574 @@
+"""Time checks: is the clock synchronised, and is the node on UTC.
+
+(The module is not called `time` so it never shadows the standard library.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapshot_agent.check import Requirements, check
+from snapshot_agent.checks.process import find_broker, read_processes
+from snapshot_agent.context import Context
+from snapshot_agent.results import Finding, Result, Severity
+
+#: Process names (comm, at most 15 characters) of time synchronisation daemons.
+TIME_DAEMONS = {
+    "chronyd": "chrony",
+    "ntpd": "ntpd",  # classic ntp, ntpsec and OpenNTPD all call their daemon ntpd
+    "systemd-timesyn": "systemd-timesyncd",
+    "ptp4l": "ptp4l",
+    "phc2sys": "phc2sys",
+    "timemaster": "timemaster",
+}
+
+#: Why time matters on a broker node; appended to remediations.
+WHY_TIME = (
+    " A wrong clock breaks TLS certificate validity checks and JWT expiry (Iggy's HTTP "
+    "tokens), puts wrong timestamps on messages, and makes logs impossible to correlate "
+    "across nodes."
+)
+
+
+@dataclass
+class SyncReport:
+    """What one time source says about the clock."""
+
+    source: str  # chrony | ntpd | systemd-timesyncd | kernel (timedatectl)
+    synchronized: bool | None
+    offset_ms: float | None = None
+    server: str = ""
+    stratum: int | None = None
+    detail: str = ""  # leap status or the reason it could not be read
+
+
+@dataclass
+class SyncFacts:
+    """Running daemons and what the readable sources report."""
+
+    daemons: list[str] = field(default_factory=list)
+    reports: list[SyncReport] = field(default_factory=list)
+    container: str = ""  # container technology when inside one
+    unreadable: list[str] = field(default_factory=list)  # daemon -> why its state is unknown
+
+
+# -- parsers -----------------------------------------------------------------------
+
+
+def _fields(text: str, sep: str) -> dict[str, str]:
+    """'Key : value' or 'Key=value' lines into a dict (keys stripped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, found, value = line.partition(sep)
+        if found:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_chronyc_tracking(text: str) -> SyncReport | None:
+    """Parse `chronyc -n tracking`; None when it is not tracking output."""
+    f = _fields(text, ":")
+    if "Leap status" not in f and "Reference ID" not in f:
+        return None
+    leap = f.get("Leap status", "")
+    offset = None
+    # "System time     : 0.000012345 seconds fast of NTP time": fast = clock ahead.
+    m = re.match(r"([\d.]+) seconds (fast|slow)", f.get("System time", ""))
+    if m:
+        offset = float(m.group(1)) * 1000 * (1 if m.group(2) == "fast" else -1)
+    ref = f.get("Reference ID", "")
+    m = re.match(r"([0-9A-Fa-f]+)\s*\((.*)\)", ref)
+    ref_id, server = (m.group(1), m.group(2)) if m else (ref, "")
+    stratum = int(f["Stratum"]) if f.get("Stratum", "").isdigit() else None
+    synced = leap.lower() != "not synchronised" and ref_id.strip("0") != "" and stratum != 0
+    return SyncReport("chrony", synced, offset, server, stratum, f"leap status {leap or '?'}")
+
+
+def parse_ntpq_peers(text: str) -> SyncReport | None:
+    """Parse `ntpq -pn`: synchronised when a peer is selected ('*' or 'o' tally)."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("====")) + 1
+    except StopIteration:
+        return None
+    peers: list[tuple[str, list[str]]] = []
+    pending = ""
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        if pending:  # a long remote (IPv6) pushes the numbers onto the next line
+            line = pending + " " + line.strip()
+            pending = ""
+        tally, rest = line[0], line[1:].split()
+        if len(rest) == 1:
+            pending = line
+            continue
+        if len(rest) >= 10:
+            peers.append((tally, rest))
+    if not peers:
+        return SyncReport("ntpd", False, detail="no peers configured")
+    selected = next((r for t, r in peers if t in "*o"), None)
+    if selected is None:
+        reachable = sum(1 for _, r in peers if r[6] != "0")
+        return SyncReport("ntpd", False, detail=f"no peer selected ({reachable} reachable)")
+    try:
+        offset = float(selected[8])
+    except ValueError:
+        offset = None
+    stratum = int(selected[2]) if selected[2].isdigit() else None
+    return SyncReport("ntpd", True, offset, selected[0], stratum, f"{len(peers)} peers")
+
+
+def parse_timedatectl_show(text: str) -> dict[str, str]:
+    """`timedatectl show` Key=value lines."""
+    return _fields(text, "=")
+
+
+_SPAN_UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "min": 60000.0}
+
+
+def parse_timespan_ms(text: str) -> float | None:
+    """systemd time span such as '+1.132ms', '-250us', '1min 2.5s' -> milliseconds."""
+    text = text.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    parts = re.findall(r"([\d.]+)\s*(ns|us|µs|ms|min|s)\b", text.lstrip("+-"))
+    if not parts:
+        return None
+    return sign * sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+
+
+def parse_timesync_status(text: str) -> SyncReport | None:
+    """Parse `timedatectl timesync-status` (systemd-timesyncd's view)."""
+    f = _fields(text, ":")
+    if "Server" not in f and "Offset" not in f:
+        return None
+    offset = parse_timespan_ms(f["Offset"]) if "Offset" in f else None
+    stratum = int(f["Stratum"]) if f.get("Stratum", "").isdigit() else None
+    leap = f.get("Leap", "")
+    synced = None if offset is None else not re.search(r"unsync|not sync", leap, re.I)
+    return SyncReport("systemd-timesyncd", synced, offset, f.get("Server", ""), stratum, leap)
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def detect_container(ctx: Context) -> str:
+    """The container technology when this node is a container, else ''."""
+    marker = (ctx.read_optional("/run/systemd/container", 256) or "").strip()
+    if marker:
+        return marker
+    cgroup = (ctx.read_optional("/proc/1/cgroup", 65536) or "").lower()
+    for needle in ("kubepods", "docker", "containerd", "lxc", "libpod"):
+        if needle in cgroup:
+            return needle
+    for path, name in (("/.dockerenv", "docker"), ("/run/.containerenv", "podman")):
+        if ctx.path(path).exists():
+            return name
+    return ""
+
+
+def _run_parse(ctx: Context, argv: list[str], save_as: str, parser: Any) -> SyncReport | str:
+    """Run a time tool and parse it; a string says why there is no report."""
+    res = ctx.run(argv, timeout_s=3, save_as=save_as)
+    if res.ok and (report := parser(res.stdout)) is not None:
+        return report
+    err = (res.stderr.strip().splitlines() or [""])[0]
+    return f"{res.describe()}{': ' + err if err else ''}"
+
+
+def read_sync(ctx: Context) -> SyncFacts:
+    """Find running time daemons and ask each one (and the kernel via timedatectl)."""
+    facts = SyncFacts()
+    names = {p.name for p in read_processes(ctx).values() if p.state != "Z"}
+    facts.daemons = sorted({label for comm, label in TIME_DAEMONS.items() if comm in names})
+    facts.container = detect_container(ctx)
+    queries = [
+        ("chrony", "chronyc", ["chronyc", "-n", "tracking"], "chronyc-tracking.txt"),
+        ("ntpd", "ntpq", ["ntpq", "-pn"], "ntpq-peers.txt"),
+    ]
+    parsers = {"chrony": parse_chronyc_tracking, "ntpd": parse_ntpq_peers}
+    for daemon, tool, argv, save_as in queries:
+        if daemon not in facts.daemons:
+            continue
+        if shutil.which(tool) is None:
+            facts.unreadable.append(f"{daemon} runs but `{tool}` is not installed")
+            continue
+        got = _run_parse(ctx, argv, save_as, parsers[daemon])
+        if isinstance(got, SyncReport):
+            facts.reports.append(got)
+        else:
+            facts.unreadable.append(f"{daemon}: {got}")
+    systemd = ctx.path("/run/systemd/system").is_dir() and shutil.which("timedatectl")
+    if systemd:
+        res = ctx.run(["timedatectl", "show"], timeout_s=3, save_as="timedatectl-show.txt")
+        show = parse_timedatectl_show(res.stdout) if res.ok else {}
+        if "NTPSynchronized" in show:
+            # The kernel's own flag (adjtimex STA_UNSYNC), set by whichever daemon disciplines
+            # the clock: a daemon-independent second opinion.
+            facts.reports.append(
+                SyncReport(
+                    "kernel",
+                    show["NTPSynchronized"] == "yes",
+                    detail=f"timedatectl: NTP={show.get('NTP', '?')}",
+                )
+            )
+        if "systemd-timesyncd" in facts.daemons:
+            got = _run_parse(
+                ctx,
+                ["timedatectl", "timesync-status"],
+                "timesync-status.txt",
+                parse_timesync_status,
+            )
+            if isinstance(got, SyncReport):
+                facts.reports.append(got)
+            else:
+                facts.unreadable.append(f"systemd-timesyncd: {got}")
+    elif "systemd-timesyncd" in facts.daemons:
+        flag = ctx.path("/run/systemd/timesync/synchronized").exists()
+        # timesyncd touches this file once it has synchronised; absent proves little.
+        facts.reports.append(
+            SyncReport(
+                "systemd-timesyncd",
+                True if flag else None,
+                detail="/run/systemd/timesync/synchronized " + ("exists" if flag else "absent"),
+            )
+        )
+    return facts
+
+
+# -- judging -----------------------------------------------------------------------
+
+_REMEDY = {
+    "chrony": (
+        "Run `chronyc sources -v`: no source marked `*` means none is usable. Check the "
+        "`server`/`pool` lines in /etc/chrony/chrony.conf and that UDP 123 egress is open; "
+        "step the clock once with `chronyc makestep`, then `systemctl restart chrony`."
+    ),
+    "ntpd": (
+        "Run `ntpq -pn`: no peer marked `*` means none is selected, and a `reach` of 0 "
+        "means the server is unreachable (UDP 123 egress). Fix the `server`/`pool` lines in "
+        "/etc/ntpsec/ntp.conf (or /etc/ntp.conf), then `systemctl restart ntpsec` (or ntp)."
+    ),
+    "systemd-timesyncd": (
+        "Run `timedatectl timesync-status` and `journalctl -u systemd-timesyncd -b`; set "
+        "`NTP=` servers in /etc/systemd/timesyncd.conf, make sure UDP 123 egress is open, "
+        "then `timedatectl set-ntp true` and `systemctl restart systemd-timesyncd`."
+    ),
+    "kernel": (
+        "The kernel says no daemon keeps the clock in sync: `timedatectl` shows which "
+        "service should; enable one (`timedatectl set-ntp true`, or install chrony)."
+    ),
+}
+_INSTALL = (
+    "Install and enable a time daemon: `apt install chrony` (or `dnf install chrony`) then "
+    "`systemctl enable --now chrony`; on cloud VMs point it at the provider's time service "
+    "(AWS 169.254.169.123, GCP metadata.google.internal)."
+)
+
+
+def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
+    """Fail when unsynchronised or far off; warn on a large offset or no daemon at all."""
+    warn, fail = float(thresholds["warn_offset_ms"]), float(thresholds["fail_offset_ms"])
+    findings: list[Finding] = []
+    data: dict[str, Any] = {
+        "daemons": facts.daemons,
+        "container": facts.container or None,
+        "sources": [
+            {
+                "source": r.source,
+                "synchronized": r.synchronized,
+                "offset_ms": round(r.offset_ms, 3) if r.offset_ms is not None else None,
+                "server": r.server,
+                "stratum": r.stratum,
+                "detail": r.detail,
+            }
+            for r in facts.reports
+        ],
+        "unreadable": facts.unreadable,
+    }
+    ntp_daemons = [d for d in facts.daemons if d in ("chrony", "ntpd", "systemd-timesyncd")]
+    if len(ntp_daemons) > 1:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"{len(ntp_daemons)} time daemons run at once ({', '.join(ntp_daemons)}) and "
+                "fight over the clock",
+                "Keep one: e.g. `systemctl disable --now systemd-timesyncd` when chrony runs.",
+                ", ".join(ntp_daemons),
+            )
+        )
+    if not facts.reports:
+        if facts.daemons:
+            return Result.skipped(
+                f"{', '.join(facts.daemons)} running, but its state could not be read: "
+                + "; ".join(facts.unreadable or ["no tool to ask"])
+            )
+        if facts.container:
+            return Result.skipped(
+                "no time sync daemon found (chrony, ntpd, systemd-timesyncd); this is a "
+                f"container ({facts.container}), whose clock is the host's: check the host"
+            )
+        findings.append(
+            Finding(
+                Severity.WARN,
+                "no time sync daemon runs (chrony, ntpd, systemd-timesyncd): nothing keeps "
+                "this clock from drifting",
+                _INSTALL + WHY_TIME,
+                "time sync",
+            )
+        )
+        return Result.from_findings(findings, ok="", data=data)
+    daemon_reports = [r for r in facts.reports if r.source != "kernel"]
+    # The daemon's own view decides; the kernel flag only when no daemon could be asked.
+    judged = [r for r in daemon_reports if r.synchronized is not None] or [
+        r for r in facts.reports if r.synchronized is not None
+    ]
+    for r in judged:
+        if not r.synchronized:
+            findings.append(
+                Finding(
+                    Severity.FAIL,
+                    f"the clock is not synchronised ({r.source}: {r.detail or 'unsynchronised'})",
+                    _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
+                    r.source,
+                )
+            )
+            continue
+        if r.offset_ms is None:
+            continue
+        off = abs(r.offset_ms)
+        if off >= warn:
+            severity = Severity.FAIL if off >= fail else Severity.WARN
+            limit = fail if severity == Severity.FAIL else warn
+            findings.append(
+                Finding(
+                    severity,
+                    f"the clock is {off:.1f} ms {'ahead of' if r.offset_ms > 0 else 'behind'} "
+                    f"{r.server or 'its time source'} ({r.source}; at or over {limit:g} ms)",
+                    _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
+                    r.source,
+                )
+            )
+    if not judged:
+        return Result.skipped(
+            f"{', '.join(facts.daemons) or 'no daemon'} found, but no source says whether "
+            "the clock is synchronised"
+        )
+    best = next((r for r in judged if r.synchronized), judged[0])
+    ok = f"synchronised by {best.source}"
+    if best.source == "kernel":
+        ok = "the kernel reports the clock synchronised (timedatectl NTPSynchronized=yes)"
+    if best.server:
+        ok += f" to {best.server}"
+    if best.offset_ms is not None:
+        ok += f", offset {best.offset_ms:+.3f} ms"
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="time.sync",
+    category="time",
+    title="Clock synchronisation",
+    description="Whether chrony, ntpd or systemd-timesyncd keeps the clock synchronised; offset.",
+    requires=Requirements(paths=("/proc",)),
+    timeout_s=8,
+    thresholds={"warn_offset_ms": 100, "fail_offset_ms": 1000},
+)
+def time_sync(ctx: Context) -> Result:
+    """Ask whichever time daemon runs; no daemon on a host (not a container) warns."""
+    return judge_sync(read_sync(ctx), ctx.thresholds)
+
+
+# -- time.timezone -----------------------------------------------------------------
+
+#: Zone names that are UTC under another name (offset 0, never a daylight saving shift).
+UTC_NAMES = {
+    "UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich",
+}  # fmt: skip
+
+
+@dataclass
+class ZoneFacts:
+    """Where the node and the broker say their time zone is."""
+
+    etc_timezone: str | None = None  # /etc/timezone (Debian)
+    localtime_link: str | None = None  # zone name from the /etc/localtime symlink
+    localtime_footer: str | None = None  # POSIX TZ string at the end of a copied TZif file
+    localtime_exists: bool = False
+    broker_tz: str | None = None  # TZ in the broker's environment; None when unset
+    broker_pid: int | None = None
+    broker_env_note: str = ""
+    unit: str = "iggy-server.service"
+
+
+def zone_from_path(target: str) -> str:
+    """'/usr/share/zoneinfo/Europe/Berlin' or '../usr/share/zoneinfo/Etc/UTC' -> zone name."""
+    _, found, zone = target.partition("zoneinfo/")
+    zone = zone if found else target
+    for prefix in ("posix/", "right/"):
+        zone = zone.removeprefix(prefix)
+    return zone
+
+
+def tzif_footer(data: bytes) -> str | None:
+    """The POSIX TZ string a TZif v2+ file ends with ('UTC0', 'CET-1CEST,M3.5.0,M10.5.0/3')."""
+    if not data.startswith(b"TZif") or not data.endswith(b"\n"):
+        return None
+    body = data[:-1]
+    start = body.rfind(b"\n")
+    if start < 0:
+        return None
+    footer = body[start + 1 :].decode("ascii", "replace")
+    return footer if footer and len(footer) < 100 else None
+
+
+def is_utc(zone: str) -> bool:
+    """True for UTC under any name: 'Etc/UTC', 'UTC0', ':UTC', '<UTC>0', 'Etc/GMT+0'."""
+    name = zone_from_path(zone.strip().lstrip(":"))
+    name = name.removeprefix("Etc/")
+    if name in UTC_NAMES:
+        return True
+    # POSIX TZ strings: a UTC/GMT abbreviation with a zero offset and no DST part.
+    return re.fullmatch(r"<?(UTC|UCT|GMT|Z)>?([+-]?0+(:0+){0,2})?", name) is not None
+
+
+def parse_environ_tz(raw: str) -> str | None:
+    """TZ from a NUL-separated /proc/<pid>/environ, None when unset."""
+    for item in raw.split("\0"):
+        if item.startswith("TZ="):
+            return item[3:]
+    return None
+
+
+def read_zone(ctx: Context) -> ZoneFacts:
+    """Read /etc/timezone, /etc/localtime and the broker's TZ."""
+    facts = ZoneFacts(unit=ctx.config.iggy.service)
+    tz = ctx.read_optional("/etc/timezone", 256)
+    if tz is not None and tz.strip():
+        facts.etc_timezone = tz.strip().splitlines()[0].strip()
+    local = ctx.path("/etc/localtime")
+    facts.localtime_exists = local.is_symlink() or local.exists()
+    if local.is_symlink():
+        with contextlib.suppress(OSError):
+            facts.localtime_link = zone_from_path(os.readlink(local))
+    if facts.localtime_exists:
+        with contextlib.suppress(OSError), local.open("rb") as fh:
+            facts.localtime_footer = tzif_footer(fh.read(256 * 1024))
+    broker = find_broker(ctx)
+    if broker is not None:
+        facts.broker_pid = broker.pid
+        env = ctx.read_optional(f"/proc/{broker.pid}/environ", 256 * 1024)
+        if env is None:
+            facts.broker_env_note = f"cannot read /proc/{broker.pid}/environ (not root?)"
+        else:
+            facts.broker_tz = parse_environ_tz(env)
+    return facts
+
+
+def system_zone(facts: ZoneFacts) -> tuple[str, str]:
+    """The zone glibc uses and where that came from."""
+    if facts.localtime_link:
+        return facts.localtime_link, "/etc/localtime"
+    if facts.localtime_footer:
+        return facts.localtime_footer, "/etc/localtime (copied file)"
+    if facts.localtime_exists:
+        return "unknown", "/etc/localtime (unreadable)"
+    # Without /etc/localtime glibc falls back to UTC whatever /etc/timezone says.
+    return "UTC", "default (no /etc/localtime)"
+
+
+def judge_zone(facts: ZoneFacts, thresholds: dict[str, Any]) -> Result:
+    """Warn when the node or the broker is not on UTC, or when the zone files disagree."""
+    require_utc = bool(thresholds["require_utc"])
+    zone, source = system_zone(facts)
+    findings: list[Finding] = []
+    why = (
+        " Every node of a cluster on UTC keeps journald, syslog and tool timestamps "
+        "comparable with each other and with Iggy's own (UTC) log lines, and no daylight "
+        "saving jump doubles or skips an hour of logs."
+    )
+    set_utc = (
+        "`timedatectl set-timezone Etc/UTC` (without systemd: "
+        "`ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime && echo Etc/UTC > /etc/timezone`)"
+    )
+    if require_utc and zone != "unknown" and not is_utc(zone):
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"the node's time zone is {zone} (from {source}), not UTC",
+                f"Set UTC with {set_utc}; restart services so they pick it up." + why,
+                "/etc/localtime",
+            )
+        )
+    if (
+        facts.etc_timezone
+        and zone != "unknown"
+        and source.startswith("/etc/localtime")
+        and zone_from_path(facts.etc_timezone) != zone
+        and not (is_utc(facts.etc_timezone) and is_utc(zone))
+        and facts.localtime_link  # a copied file's footer is not a zone name to compare
+    ):
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"/etc/timezone says {facts.etc_timezone} but /etc/localtime is {zone}: "
+                "programs disagree about local time",
+                f"Make them agree: {set_utc}.",
+                "/etc/timezone",
+            )
+        )
+    if facts.broker_tz is not None:
+        broker_zone = facts.broker_tz or "UTC"  # TZ= (empty) means UTC to glibc
+        if require_utc and not is_utc(broker_zone):
+            findings.append(
+                Finding(
+                    Severity.WARN,
+                    f"the broker (pid {facts.broker_pid}) runs with TZ={facts.broker_tz}, not UTC",
+                    "Remove `Environment=TZ=...` from the broker's unit (`systemctl cat "
+                    f"{facts.unit}`) or its container environment, or set `TZ=UTC`." + why,
+                    f"pid {facts.broker_pid}",
+                )
+            )
+        elif not require_utc and is_utc(broker_zone) != is_utc(zone):
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"the broker runs with TZ={facts.broker_tz} while the node is on {zone}",
+                    "",
+                    f"pid {facts.broker_pid}",
+                )
+            )
+    if facts.broker_env_note:
+        findings.append(Finding(Severity.INFO, facts.broker_env_note, "", "broker environment"))
+    ok = f"time zone {zone} (from {source})"
+    if facts.broker_tz is not None:
+        ok += f", broker TZ={facts.broker_tz}"
+    data = {
+        "zone": zone,
+        "source": source,
+        "is_utc": is_utc(zone) if zone != "unknown" else None,
+        "etc_timezone": facts.etc_timezone,
+        "localtime_link": facts.localtime_link,
+        "localtime_footer": facts.localtime_footer,
+        "broker_pid": facts.broker_pid,
+        "broker_tz": facts.broker_tz,
+    }
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="time.timezone",
+    category="time",
+    title="Time zone",
+    description="The node's time zone (/etc/localtime, /etc/timezone) and the broker's TZ; UTC?",
+    timeout_s=5,
+    thresholds={"require_utc": True},
+)
+def time_timezone(ctx: Context) -> Result:
+    """Which time zone the node and the broker use."""
+    return judge_zone(read_zone(ctx), ctx.thresholds)
