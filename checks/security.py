@@ -1,0 +1,516 @@
+"""Security posture checks: Linux security modules around the broker, and sshd settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from snapshot_agent.check import Requirements, check
+from snapshot_agent.checks.kernel import (
+    BROKER_NAME,
+    EXAMPLE_CHARS,
+    BrokerProcess,
+    find_brokers,
+    parse_label,
+    read_file_tail,
+    read_kernel_log,
+)
+from snapshot_agent.context import Context
+from snapshot_agent.results import Finding, Result, Severity
+
+AUDIT_LOG = "/var/log/audit/audit.log"
+AUDIT_TAIL_BYTES = 2 * 1024 * 1024
+# --------------------------------------------------------------------------------------
+# security.lsm
+# --------------------------------------------------------------------------------------
+
+
+def parse_apparmor_profiles(text: str) -> list[tuple[str, str]]:
+    """/sys/kernel/security/apparmor/profiles: 'name (mode)' lines."""
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        match = re.match(r"(.+?)\s*\((\w+)\)\s*$", line)
+        if match:
+            out.append((match[1], match[2]))
+    return out
+
+
+def parse_selinux_config(text: str) -> str | None:
+    """SELINUX= from /etc/selinux/config (enforcing, permissive, disabled)."""
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() == "SELINUX":
+            return value.strip().strip("\"'").lower()
+    return None
+
+
+_DENIAL = re.compile(r'apparmor="DENIED"|avc:\s+denied')
+_COMM = re.compile(r'comm="([^"]*)"')
+_PID = re.compile(r"\bpid=(\d+)")
+_PROFILE = re.compile(r'profile="([^"]*)"')
+_URING_WORKER = re.compile(r"^iou-(?:wrk|sqp)-(\d+)$")
+_AUDIT_TIME = re.compile(r"audit\((\d+)(?:\.\d+)?:\d+\)")
+
+
+def denial_concerns_broker(line: str, brokers: Sequence[BrokerProcess]) -> bool:
+    """True when an LSM denial line is about the broker (by name, thread, io_uring worker)."""
+    comm = _COMM.search(line)
+    name = comm[1] if comm else ""
+    if name == BROKER_NAME:
+        return True
+    profile = _PROFILE.search(line)
+    if profile and "iggy" in profile[1].lower():
+        return True
+    pids = {b.pid for b in brokers}
+    tids = {t for b in brokers for t in b.threads} | pids
+    pid = _PID.search(line)
+    if pid and int(pid[1]) in tids:
+        return True
+    worker = _URING_WORKER.match(name)
+    return bool(worker and int(worker[1]) in pids)
+
+
+def audit_lines_within(text: str, since: datetime) -> list[str]:
+    """audit.log lines at or after `since` (they carry 'audit(<epoch>.<ms>:<serial>)')."""
+    floor = since.timestamp()
+    out = []
+    for line in text.splitlines():
+        match = _AUDIT_TIME.search(line)
+        if match and int(match[1]) >= floor:
+            out.append(line)
+    return out
+
+
+@dataclass
+class LsmFacts:
+    """SELinux and AppArmor state, the broker's confinement, and recent denials."""
+
+    selinux_enforce: str | None = None  # /sys/fs/selinux/enforce: '1', '0'; None: no SELinux
+    selinux_config: str | None = None  # SELINUX= of /etc/selinux/config
+    apparmor_enabled: str | None = None  # 'Y' / 'N'; None: AppArmor not built in
+    apparmor_profiles: list[tuple[str, str]] | None = None  # None when not readable
+    brokers: list[BrokerProcess] = field(default_factory=list)
+    denials: list[str] = field(default_factory=list)  # broker denials, oldest first
+    other_denials: int = 0
+    log_sources: list[str] = field(default_factory=list)
+    window_hours: float = 24.0
+
+
+def read_lsm(ctx: Context, window_hours: float, now: datetime | None = None) -> LsmFacts:
+    """Read LSM state from /sys and /etc, and denials from the kernel and audit logs."""
+    facts = LsmFacts(window_hours=window_hours)
+    enforce = ctx.read_optional("/sys/fs/selinux/enforce")
+    facts.selinux_enforce = enforce.strip() if enforce is not None else None
+    config = ctx.read_optional("/etc/selinux/config")
+    facts.selinux_config = parse_selinux_config(config) if config is not None else None
+    enabled = ctx.read_optional("/sys/module/apparmor/parameters/enabled")
+    facts.apparmor_enabled = enabled.strip() if enabled is not None else None
+    profiles = ctx.read_optional("/sys/kernel/security/apparmor/profiles")
+    facts.apparmor_profiles = parse_apparmor_profiles(profiles) if profiles is not None else None
+    facts.brokers = find_brokers(ctx)
+    if facts.selinux_enforce is None and facts.apparmor_enabled != "Y":
+        return facts  # no LSM that could deny anything: do not read the logs
+    now = now or datetime.now().astimezone()
+    lines: list[str] = []
+    log = read_kernel_log(ctx, window_hours, now)
+    if log.source:
+        facts.log_sources.append(log.source)
+        lines += [line for line in log.lines if _DENIAL.search(line)]
+    audit = read_file_tail(ctx, AUDIT_LOG, AUDIT_TAIL_BYTES)
+    if audit is not None:
+        facts.log_sources.append(AUDIT_LOG)
+        since = now - timedelta(hours=window_hours)
+        lines += [line for line in audit_lines_within(audit, since) if _DENIAL.search(line)]
+    for line in lines:
+        if denial_concerns_broker(line, facts.brokers):
+            facts.denials.append(line.strip())
+        else:
+            facts.other_denials += 1
+    return facts
+
+
+def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
+    """Mostly informational; denials hitting the broker warn.
+
+    A profile that confines iggy-server in enforce mode is reported as INFO, not WARN:
+    a deliberately written profile is not a fault, and a running broker proves its rings
+    were allowed. What shows a real problem is a denial in the logs, which warns.
+    """
+    findings: list[Finding] = []
+    enforcing = None if facts.selinux_enforce is None else facts.selinux_enforce == "1"
+    parts: list[str] = []
+    if facts.selinux_enforce is None:
+        parts.append("SELinux off")
+    else:
+        mode = "enforcing" if enforcing else "permissive"
+        parts.append(f"SELinux {mode}")
+        if facts.selinux_config and facts.selinux_config != mode:
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"SELinux runs {mode} but /etc/selinux/config says {facts.selinux_config}: "
+                    "the mode changes at the next reboot",
+                    "Make them agree (`setenforce`, and SELINUX= in /etc/selinux/config) so a "
+                    "reboot does not change what the broker may do.",
+                    "/etc/selinux/config",
+                )
+            )
+    iggy_profiles: list[tuple[str, str]] = []
+    if facts.apparmor_enabled == "Y":
+        if facts.apparmor_profiles is None:
+            parts.append("AppArmor enabled (profiles not readable; not root?)")
+        else:
+            iggy_profiles = [p for p in facts.apparmor_profiles if "iggy" in p[0].lower()]
+            parts.append(
+                f"AppArmor enabled ({len(facts.apparmor_profiles)} profiles, "
+                f"{len(iggy_profiles) or 'none'} for iggy)"
+            )
+    else:
+        parts.append("AppArmor off")
+    for name, mode in iggy_profiles:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"AppArmor profile {name!r} for the broker is loaded in {mode} mode",
+                "A profile must allow the data directory, the listening ports, memlock and "
+                "io_uring (AppArmor 4 mediates io_uring); denials appear in the kernel log as "
+                'apparmor="DENIED".',
+                "/sys/kernel/security/apparmor/profiles",
+            )
+        )
+    brokers = []
+    for broker in facts.brokers:
+        conf = parse_label(broker.label, enforcing)
+        brokers.append(
+            {
+                "pid": broker.pid,
+                "label": broker.label or "(none)",
+                "lsm": conf.lsm,
+                "domain": conf.name,
+                "mode": conf.mode,
+                "confined": conf.confined,
+            }
+        )
+        if conf.confined and conf.mode in ("enforce", "enforcing", "kill"):
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"{BROKER_NAME} (pid {broker.pid}) is confined by {conf.lsm} "
+                    f"{conf.name!r} in {conf.mode} mode; its rules can block io_uring, memlock "
+                    "or data-directory access",
+                    "Nothing to do while no denials show; if the broker fails with "
+                    "'Permission denied' or 'Operation not permitted', look for denials "
+                    "(`journalctl -k | grep -E 'apparmor=\"DENIED\"|avc: +denied'`, "
+                    f"`ausearch -m avc -c {BROKER_NAME}`) and extend the policy.",
+                    f"/proc/{broker.pid}/attr/current",
+                )
+            )
+    if facts.denials and len(facts.denials) >= float(thresholds["warn_broker_denials"]):
+        permissive_only = all("permissive=1" in line for line in facts.denials)
+        findings.append(
+            Finding(
+                Severity.INFO if permissive_only else Severity.WARN,
+                f"{len(facts.denials)} LSM denial(s) for {BROKER_NAME} in the last "
+                f"{facts.window_hours:g} h"
+                + (" (permissive: logged, not enforced)" if permissive_only else "")
+                + f"; newest: {facts.denials[-1][:EXAMPLE_CHARS]}",
+                "Each denial names the operation and path: extend the profile/policy for "
+                "them (`aa-logprof` for AppArmor, `audit2allow -a -M iggy` for SELinux) "
+                "rather than disabling the LSM; io_uring denials stop the broker from starting.",
+                BROKER_NAME,
+            )
+        )
+    data = {
+        "selinux_enforce": facts.selinux_enforce,
+        "selinux_config": facts.selinux_config,
+        "apparmor_enabled": facts.apparmor_enabled,
+        "apparmor_profile_count": (
+            len(facts.apparmor_profiles) if facts.apparmor_profiles is not None else None
+        ),
+        "iggy_profiles": [{"profile": n, "mode": m} for n, m in iggy_profiles],
+        "brokers": brokers,
+        "broker_denials": [line[:EXAMPLE_CHARS] for line in facts.denials[-10:]],
+        "other_denials": facts.other_denials,
+        "logs_read": facts.log_sources,
+    }
+    if facts.brokers:
+        confined = [b for b in brokers if b["confined"]]
+        parts.append(
+            f"{BROKER_NAME} confined by {confined[0]['domain']}"
+            if confined
+            else f"{BROKER_NAME} unconfined"
+        )
+    else:
+        parts.append(f"{BROKER_NAME} not running")
+    if facts.log_sources:
+        parts.append(f"no broker denials in {', '.join(facts.log_sources)}")
+    return Result.from_findings(findings, ok="; ".join(parts), data=data)
+
+
+@check(
+    id="security.lsm",
+    category="security",
+    title="SELinux and AppArmor",
+    description="SELinux mode and AppArmor profiles, how iggy-server is confined, and LSM "
+    "denials against it in the kernel and audit logs.",
+    timeout_s=10,
+    thresholds={"window_hours": 24, "warn_broker_denials": 1},
+)
+def security_lsm(ctx: Context) -> Result:
+    """Which LSM confines the broker, and whether it denied it anything."""
+    return judge_lsm(read_lsm(ctx, float(ctx.thresholds["window_hours"])), ctx.thresholds)
+
+
+# --------------------------------------------------------------------------------------
+# security.ssh
+# --------------------------------------------------------------------------------------
+
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+MAX_INCLUDE_DEPTH = 16
+#: Keywords sshd treats as the same setting (deprecated alias -> current name).
+SSHD_ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication"}
+#: OpenSSH's built-in defaults for the settings judged here.
+SSHD_DEFAULTS = {
+    "permitrootlogin": "prohibit-password",
+    "passwordauthentication": "yes",
+    "permitemptypasswords": "no",
+    "kbdinteractiveauthentication": "yes",
+    "usepam": "no",
+}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class SshdConfig:
+    """Effective global sshd settings (first value wins) and the Match-block overrides."""
+
+    settings: dict[str, tuple[str, str]] = field(default_factory=dict)  # kw -> (value, file)
+    matches: list[dict[str, str]] = field(default_factory=list)  # match, keyword, value, file
+    files: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def value(self, keyword: str) -> tuple[str, str]:
+        """(value, where) for a keyword, falling back to OpenSSH's default."""
+        if keyword in self.settings:
+            return self.settings[keyword]
+        return SSHD_DEFAULTS.get(keyword, ""), "default"
+
+
+_LINE = re.compile(r"(\S+?)(?:\s*=\s*|\s+)(.*)$")
+
+
+def split_directive(line: str) -> tuple[str, str] | None:
+    """'PermitRootLogin no' / 'PermitRootLogin=no' -> ('permitrootlogin', 'no')."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    match = _LINE.match(line)
+    if not match:
+        return None
+    keyword = match[1].lower()
+    return SSHD_ALIASES.get(keyword, keyword), match[2].strip()
+
+
+def first_arg(value: str) -> str:
+    """The first argument of a directive, unquoted and lower-cased."""
+    parts = value.split()
+    return parts[0].strip("\"'").lower() if parts else ""
+
+
+def parse_sshd_config(
+    read: Callable[[str], str | None],
+    expand: Callable[[str], list[str]],
+    path: str = SSHD_CONFIG,
+) -> SshdConfig:
+    """Follow sshd_config and its Include files in order, as sshd does.
+
+    `read(node_path)` gives a file's text (None when unreadable); `expand(pattern)` gives
+    the sorted node paths a glob matches. A Match block lasts until the next Match or
+    the end of its file (approximation: sshd also ends it at the end of the whole config).
+    """
+    config = SshdConfig()
+
+    def walk(node_path: str, match: str, depth: int) -> None:
+        """Read one file; `match` is the Match condition in force ('' for global)."""
+        if depth > MAX_INCLUDE_DEPTH:
+            config.problems.append(f"{node_path}: Include nested deeper than {MAX_INCLUDE_DEPTH}")
+            return
+        text = read(node_path)
+        if text is None:
+            config.problems.append(f"{node_path}: not readable")
+            return
+        if node_path not in config.files:
+            config.files.append(node_path)
+        current = match
+        for line in text.splitlines():
+            directive = split_directive(line)
+            if directive is None:
+                continue
+            keyword, value = directive
+            if keyword == "match":
+                current = "" if value.strip().lower() == "all" else value
+                continue
+            if keyword == "include":
+                for pattern in value.split():
+                    pattern = pattern.strip("\"'")
+                    if not pattern.startswith("/"):
+                        pattern = "/etc/ssh/" + pattern
+                    for included in expand(pattern):
+                        walk(included, current, depth + 1)
+                continue
+            if current:
+                config.matches.append(
+                    {"match": current, "keyword": keyword, "value": value, "file": node_path}
+                )
+            else:
+                config.settings.setdefault(keyword, (value, node_path))
+
+    walk(path, "", 0)
+    return config
+
+
+def expand_glob(ctx: Context, pattern: str) -> list[str]:
+    """Node paths matching an absolute glob, resolved through the context roots."""
+    if not _GLOB_CHARS.search(pattern):
+        return [pattern] if ctx.path(pattern).is_file() else []
+    parts = PurePosixPath(pattern).parts
+    fixed = next(i for i, p in enumerate(parts) if _GLOB_CHARS.search(p))
+    base = str(PurePosixPath(*parts[:fixed]))
+    rest = str(PurePosixPath(*parts[fixed:]))
+    root = ctx.path(base)
+    try:
+        found = sorted(str(p.relative_to(root)) for p in root.glob(rest) if p.is_file())
+    except (OSError, ValueError):
+        return []
+    return [f"{base.rstrip('/')}/{rel}" for rel in found]
+
+
+SSH_REMEDY_TAIL = (
+    " Put it in a drop-in such as /etc/ssh/sshd_config.d/10-hardening.conf (Debian and Ubuntu "
+    "include sshd_config.d/*.conf at the top, and sshd keeps the first value it reads), then "
+    "`sshd -t && systemctl reload ssh` (sshd on RHEL). Keep a second session open while you "
+    "test."
+)
+
+
+def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
+    """Root login with a password and password logins warn; empty passwords fail."""
+    findings: list[Finding] = []
+
+    def where(source: str) -> str:
+        """Where a value came from, in words."""
+        return "OpenSSH default, not set" if source == "default" else f"set in {source}"
+
+    def subject(source: str) -> str:
+        """The file a finding is about (sshd_config when the value is a default)."""
+        return SSHD_CONFIG if source == "default" else source
+
+    root, root_src = config.value("permitrootlogin")
+    password, password_src = config.value("passwordauthentication")
+    empty, empty_src = config.value("permitemptypasswords")
+    kbd, kbd_src = config.value("kbdinteractiveauthentication")
+    pam, _ = config.value("usepam")
+    if first_arg(root) == "yes":
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"PermitRootLogin yes ({where(root_src)}): root can log in over SSH with a "
+                "password",
+                "Set `PermitRootLogin prohibit-password` (keys only) or `no` and use sudo."
+                + SSH_REMEDY_TAIL,
+                subject(root_src),
+            )
+        )
+    password_on = first_arg(password) == "yes"
+    if password_on:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"PasswordAuthentication yes ({where(password_src)}): SSH accepts passwords, "
+                "which can be guessed or reused",
+                "Set `PasswordAuthentication no` once every operator has a key installed."
+                + SSH_REMEDY_TAIL,
+                subject(password_src),
+            )
+        )
+    if password_on and first_arg(empty) == "yes":
+        findings.append(
+            Finding(
+                Severity.FAIL,
+                f"PermitEmptyPasswords yes ({where(empty_src)}) with password logins on: an "
+                "account without a password can log in over SSH",
+                "Set `PermitEmptyPasswords no`." + SSH_REMEDY_TAIL,
+                subject(empty_src),
+            )
+        )
+    if first_arg(kbd) == "yes" and first_arg(pam) == "yes":
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"KbdInteractiveAuthentication yes ({where(kbd_src)}) with UsePAM yes: PAM "
+                "still asks for passwords"
+                + (" even though PasswordAuthentication is no" if not password_on else ""),
+                "Set `KbdInteractiveAuthentication no` unless you use PAM for one-time "
+                "passwords." + SSH_REMEDY_TAIL,
+                subject(kbd_src),
+            )
+        )
+    risky = {
+        ("permitrootlogin", "yes"),
+        ("passwordauthentication", "yes"),
+        ("permitemptypasswords", "yes"),
+    }
+    for item in config.matches:
+        if (item["keyword"], first_arg(item["value"])) in risky:
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"`Match {item['match']}` sets {item['keyword']} {item['value']} "
+                    f"({item['file']})",
+                    "Check that the Match block is as narrow as intended (a user or address "
+                    "range), since it overrides the global setting for those connections.",
+                    item["file"],
+                )
+            )
+    for problem in config.problems:
+        findings.append(Finding(Severity.INFO, f"sshd config include: {problem}", "", SSHD_CONFIG))
+    effective = [
+        {"keyword": kw, "value": config.value(kw)[0], "source": config.value(kw)[1]}
+        for kw in SSHD_DEFAULTS
+    ]
+    data = {
+        "effective": effective,
+        "match_overrides": config.matches[:50],
+        "files": config.files,
+    }
+    ok = (
+        f"PermitRootLogin {first_arg(root)}, PasswordAuthentication {first_arg(password)}, "
+        f"KbdInteractiveAuthentication {first_arg(kbd)} ({len(config.files)} config file(s))"
+    )
+    return Result.from_findings(findings, ok=ok, data=data)
+
+
+@check(
+    id="security.ssh",
+    category="security",
+    title="SSH daemon settings",
+    description="Root and password logins allowed by sshd_config and its Include files "
+    "(first value wins, as sshd reads them).",
+    requires=Requirements(paths=(SSHD_CONFIG,)),
+    timeout_s=5,
+)
+def security_ssh(ctx: Context) -> Result:
+    """Judge sshd's root and password login settings; copies the config files, never keys."""
+    config = parse_sshd_config(
+        lambda p: ctx.read_optional(p, 256 * 1024), lambda g: expand_glob(ctx, g)
+    )
+    for path in config.files:
+        try:
+            ctx.copy_file(path)
+        except OSError:
+            continue
+    return judge_sshd(config, ctx.thresholds)
