@@ -90,6 +90,7 @@ class Check:
     thresholds: dict[str, ThresholdValue] = field(default_factory=dict, compare=False)
     source: str = "builtin"  # builtin | entry point name | config
     view: str | None = None  # a report partial for the data (templates/views/<view>.html)
+    sampling_s: float = 0.0  # time the check deliberately waits to sample; started first
 
     def __post_init__(self) -> None:
         if not ID_PATTERN.match(self.id):
@@ -122,6 +123,7 @@ def check(
     timeout_s: float | None = None,
     thresholds: dict[str, ThresholdValue] | None = None,
     view: str | None = None,
+    sampling_s: float = 0.0,
 ) -> Callable[[Callable[[Context], Result]], Check]:
     """Declare a check; the decorated function becomes a `Check` the registry finds."""
 
@@ -136,6 +138,7 @@ def check(
             timeout_s=timeout_s,
             thresholds=dict(thresholds or {}),
             view=view,
+            sampling_s=sampling_s,
         )
 
     return wrap

@@ -116,7 +116,9 @@ class Runner:
         """Run every check; always returns one outcome per check, in the given order."""
         start = time.monotonic()
         deadline = start + self.deadline_s
-        pending = deque(checks)
+        # Checks that sample over time start first, so their windows overlap the rest.
+        pending = deque(sorted(checks, key=lambda c: c.sampling_s <= 0))
+        self._unreaped: list[int] = []
         running: dict[int, _Running] = {}  # by result fd
         results: dict[str, Result] = {}
         sel = selectors.DefaultSelector()
@@ -144,13 +146,18 @@ class Runner:
                     elif now >= run.deadline:
                         results[run.check.id] = self._kill(run, sel, overall=now >= deadline)
                         del running[fd]
+                self._unreaped = [p for p in self._unreaped if _reap(p, wait_s=0) is None]
                 if self.observer:
                     self.observer.tick()
         finally:
             for run in running.values():  # Ctrl-C or a bug: leave nothing behind
                 _killpg(run.pid)
                 _close(run, sel)
+                self._unreaped.append(run.pid)
             sel.close()
+            end = time.monotonic() + 0.3  # a child stuck in the kernel is left to init
+            for pid in self._unreaped:
+                _reap(pid, wait_s=max(0.0, end - time.monotonic()))
         return [Outcome(c, results[c.id]) for c in checks]
 
     # -- starting -----------------------------------------------------------------
@@ -211,15 +218,17 @@ class Runner:
         """The result arrived or the pipe closed: decode the result, or explain its death."""
         self._drain_output(run)
         _killpg(run.pid)  # anything the check left running in its group
-        status = _reap(run.pid, wait_s=0.5)
         _close(run, sel)
         size = int.from_bytes(run.payload[:HEADER], "big") if len(run.payload) >= HEADER else -1
         result: Result
         if size > MAX_RESULT_BYTES:
+            self._unreaped.append(run.pid)
             result = Result(Status.ERROR, "check returned an oversized result (over 32 MiB)")
         elif size < 0 or len(run.payload) < HEADER + size:
+            status = _reap(run.pid, wait_s=0.5)  # why it died is worth a short wait
             result = Result(Status.ERROR, f"check process died: {_describe_exit(status)}")
         else:
+            self._unreaped.append(run.pid)  # reaped later: never wait on a finished check
             try:
                 result = pickle.loads(bytes(run.payload[HEADER : HEADER + size]))
             except Exception as exc:
@@ -230,7 +239,7 @@ class Runner:
         """The check ran out of time: SIGKILL its process group and move on."""
         _killpg(run.pid)
         self._drain_output(run)
-        _reap(run.pid, wait_s=0.2)  # a process stuck in the kernel is left to init
+        self._unreaped.append(run.pid)
         _close(run, sel)
         took = time.monotonic() - run.started
         if overall:
@@ -370,7 +379,7 @@ def _killpg(pid: int) -> None:
 def _reap(pid: int, wait_s: float) -> int | None:
     """waitpid without blocking for more than `wait_s`; None when still not gone."""
     end = time.monotonic() + wait_s
-    while True:
+    while True:  # WNOHANG in a loop: a child in D state must not block the runner
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:

@@ -354,6 +354,7 @@ def _level(
         "fail_steal_pct": 15.0,
         "warn_core_busy_pct": 95.0,
     },
+    sampling_s=0.5,
 )
 def cpu_usage(ctx: Context) -> Result:
     """Utilisation over a short sample, overall and per core."""

@@ -1004,6 +1004,7 @@ def judge_io(facts: IOFacts, thresholds: dict[str, Any]) -> Result:
         "min_ios": 5,
         "sample_s": 0.5,
     },
+    sampling_s=0.5,
 )
 def disk_io(ctx: Context) -> Result:
     """iostat -x over half a second, judged."""

@@ -1684,6 +1684,7 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
         "time_wait_pct": 50.0,
         "sample_s": 0.5,
     },
+    sampling_s=0.5,
 )
 def network_tcp(ctx: Context) -> Result:
     """Socket state counts and TCP counters sampled over a short interval."""

@@ -428,6 +428,7 @@ def _process_listing(facts: TopFacts) -> str:
     requires=Requirements(paths=("/proc",)),
     timeout_s=5,
     thresholds={"sample_s": 0.5, "warn_rss_percent": 50, "fail_rss_percent": 90},
+    sampling_s=0.5,
 )
 def process_top(ctx: Context) -> Result:
     """Who uses the CPU and the memory, judged on any single process's memory share."""
