@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta
 
 from snapshot_agent.errors import UsageError
 
 DEFAULT_CONFIG_PATH = Path("/etc/snapshot-agent/config.yaml")
 MAX_CONFIG_BYTES = 1024 * 1024
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
 
 
-class _Section(BaseModel):
-    """Every section refuses unknown keys and silent type coercion."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Every section refuses unknown keys; values are converted strictly (no "5" for 5)."""
 
 
 class NodeConfig(_Section):
@@ -38,9 +38,9 @@ class IggyConfig(_Section):
 
 
 class CommandCheckConfig(_Section):
-    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+$")]
+    id: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+$")]
     title: str
-    command: Annotated[list[str], Field(min_length=1)]
+    command: Annotated[list[str], Meta(min_length=1)]
     timeout_s: PositiveFloat = 10.0
     description: str = ""
 
@@ -83,8 +83,8 @@ class RootsConfig(_Section):
 class ChecksConfig(_Section):
     deadline_s: PositiveFloat = 60.0
     timeout_s: PositiveFloat = 10.0
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
-    artifact_cap_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
+    artifact_cap_bytes: Annotated[int, Meta(ge=1024)] = 10 * 1024 * 1024
     thresholds: dict[str, dict[str, float | int | str | bool]] = {}
     commands: list[CommandCheckConfig] = []
     certificates: CertificatesConfig = CertificatesConfig()
@@ -102,7 +102,7 @@ class RedactionConfig(_Section):
 
 class ArchiveConfig(_Section):
     iggy_mode: Literal["metadata", "full"] = "metadata"
-    iggy_max_bytes: Annotated[int, Field(ge=0)] = 1024 * 1024 * 1024
+    iggy_max_bytes: Annotated[int, Meta(ge=0)] = 1024 * 1024 * 1024
 
 
 class S3Config(_Section):
@@ -119,8 +119,8 @@ class StorageConfig(_Section):
 
 class RetentionConfig(_Section):
     plan: Literal["basic", "pro", "enterprise"] | None = "pro"
-    max_count: Annotated[int, Field(ge=1)] | None = None
-    max_age_days: Annotated[int, Field(ge=1)] | None = None
+    max_count: Annotated[int, Meta(ge=1)] | None = None
+    max_age_days: Annotated[int, Meta(ge=1)] | None = None
 
 
 class ApiTlsConfig(_Section):
@@ -132,7 +132,7 @@ class ApiTlsConfig(_Section):
 class ApiToken(_Section):
     name: str
     scope: Literal["read", "manage"]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ApiConfig(_Section):
@@ -195,14 +195,14 @@ def load_config(path: Path | None, *, explicit: bool) -> LoadedConfig:
             f"config {path}: the top level must be a mapping of keys (got {type(raw).__name__})"
         )
     try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        loc = tuple(first["loc"])
-        message = _explain(first)
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem(s))"
+        config = msgspec.convert(raw, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        loc, message = _explain(str(exc))
+        got = _value_at(raw, loc)
+        shown = not isinstance(got, dict | list) and got is not _MISSING
+        if shown and "unknown key" not in message and repr(got) not in message:
+            # "expected float, got str" -> "expected float, got str 'soon'"
+            message += f" {got!r}" if re.search(r"got \w+$", message) else f" (got {got!r})"
         raise UsageError(_format_error(path, _line_of(root, loc), loc, message)) from None
     return LoadedConfig(config, path, root)
 
@@ -230,14 +230,41 @@ def _read(path: Path) -> str:
         raise UsageError(f"config {path}: not UTF-8 text; is this the right file?") from None
 
 
-def _explain(error: Any) -> str:
-    """Turn a pydantic error into plain words."""
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key; remove it or check its spelling (see the README's config section)"
-    got = error.get("input")
-    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {shown})"
+_ERROR_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[(?:'|\")(.*?)(?:'|\")\]")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+
+
+def _explain(error: str) -> tuple[tuple[str | int, ...], str]:
+    """msgspec's 'Expected `float` > 0.0 - at `$.checks.timeout_s`' -> (key path, plain words)."""
+    match = _ERROR_AT.match(error.strip())
+    message, path = (match["message"], match["path"] or "") if match else (error, "")
+    loc: list[str | int] = []
+    for key, index, quoted in _PATH_PART.findall(path):
+        loc.append(int(index) if index else (key or quoted))
+    if unknown := _UNKNOWN.match(message):
+        loc.append(unknown["key"])
+        return tuple(loc), (
+            "unknown key; remove it or check its spelling (see packaging/config.example.yaml)"
+        )
+    # In YAML words: a list, not an "array"; a mapping, not an "object".
+    message = message.replace("`", "").replace("array", "list").replace("object", "mapping")
+    return tuple(loc), message[0].lower() + message[1:]
+
+
+_MISSING = object()
+
+
+def _value_at(raw: object, loc: tuple[str | int, ...]) -> object:
+    """The raw YAML value at `loc`, to show the user what was refused."""
+    for part in loc:
+        if (isinstance(raw, dict) and part in raw) or (
+            isinstance(raw, list) and isinstance(part, int) and part < len(raw)
+        ):
+            raw = raw[part]
+        else:
+            return _MISSING
+    return raw
 
 
 def _format_error(

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from snapshot_agent.checks.tls import tls_certificates, tls_endpoints
-from snapshot_agent.config import ApiConfig, CertificatesConfig, ChecksConfig, Config, IggyConfig
+from snapshot_agent.config import (
+    ApiConfig,
+    ApiTlsConfig,
+    CertificatesConfig,
+    ChecksConfig,
+    Config,
+    IggyConfig,
+)
 from snapshot_agent.results import Result, Severity, Status
 
 from .conftest import make_context
@@ -373,7 +380,9 @@ def test_agent_api_certificates_are_examined(tmp_path: Path, pki: Pki) -> None:
     key = new_key()
     cert = pki.write("api.pem", pem(pki.leaf(key, days=(-1, 6)), pki.intermediate))
     config = Config(
-        api=ApiConfig(tls={"cert": str(cert), "key": str(pki.write("api.key", key_pem(key)))}),
+        api=ApiConfig(
+            tls=ApiTlsConfig(cert=str(cert), key=str(pki.write("api.key", key_pem(key))))
+        ),
         checks=ChecksConfig(certificates=CertificatesConfig(ca_bundle=str(pki.bundle))),
     )
     result = tls_certificates.run(

@@ -13,6 +13,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
@@ -164,7 +165,8 @@ def test_fixture_roots_from_config(tmp_path: Path) -> None:
     roots = fixture_roots(node)
     config = write_config(
         tmp_path,
-        "checks:\n  roots:\n" + "".join(f"    {k}: {v}\n" for k, v in roots.model_dump().items()),
+        "checks:\n  roots:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in msgspec.structs.asdict(roots).items()),
     )
     proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "cpu.load", "--json")
     assert proc.returncode == 1

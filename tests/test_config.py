@@ -67,7 +67,7 @@ def test_wrong_type_in_a_list_item(tmp_path: Path) -> None:
 
 def test_negative_timeout_refused(tmp_path: Path) -> None:
     msg = error_of(tmp_path, "checks:\n  timeout_s: -1\n")
-    assert "checks.timeout_s" in msg and "greater than 0" in msg
+    assert "checks.timeout_s" in msg and "> 0" in msg and "(got -1)" in msg
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
