@@ -163,7 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`snapshot-agent run`."""
-    from snapshot_agent.progress import make_progress, print_summary
     from snapshot_agent.snapshot import SnapshotOptions, take_snapshot
 
     loaded = _load(args)
@@ -179,13 +178,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.low_priority:
         lower_priority()
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    progress = make_progress(len(checks), quiet=args.quiet)
+    progress = None
+    if not args.quiet:  # rich is imported only when something is shown
+        from snapshot_agent.progress import make_progress
+
+        progress = make_progress(len(checks))
     try:
         result = take_snapshot(loaded, checks, args.output, options, progress)
     finally:
         if progress:
             progress.close()
     if not args.quiet:
+        from snapshot_agent.progress import print_summary
+
         print_summary([(o.check, o.result) for o in result.outcomes], str(result.path))
     if args.json:
         print(

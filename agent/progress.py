@@ -109,10 +109,8 @@ class LiveProgress:
         return Group(head, *lines)
 
 
-def make_progress(total: int, *, quiet: bool) -> PlainProgress | LiveProgress | None:
-    """Live panel on a terminal, plain lines otherwise, nothing when quiet."""
-    if quiet:
-        return None
+def make_progress(total: int) -> PlainProgress | LiveProgress:
+    """Live panel on a terminal, plain lines otherwise."""
     console = Console(stderr=True)
     if console.is_terminal:
         return LiveProgress(total, console)
