@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,6 +24,9 @@ PROBE = (
 )
 
 
+SKIP = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
+
+
 def sh(*argv: str | Path, cwd: Path | None = None) -> str:
     proc = subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, cwd=cwd, timeout=600
@@ -36,7 +40,10 @@ def top_level(site_packages: Path) -> set[str]:
 
 
 def test_wheel_then_editable_install(tmp_path: Path) -> None:
-    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", REPO)
+    # Build from a copy: an in-tree build leaves build/ in the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*SKIP))
+    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", src)
     [wheel] = (tmp_path / "dist").glob("snapshot_agent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     roots = {n.split("/")[0] for n in names}
