@@ -351,3 +351,24 @@ def test_third_party_plugin_via_entry_point(tmp_path: Path) -> None:
     report = read_member(Path(json.loads(proc.stdout)["path"]), "report.json")
     statuses = {c["id"]: c["status"] for c in report["checks"]}
     assert statuses == {"acme.hello": "warn", "plugin.broken": "error"}
+
+
+@pytest.mark.parametrize(("flags", "expected"), [((), "10"), (("--no-low-priority",), "0")])
+def test_runs_at_low_priority_unless_told(tmp_path: Path, flags: tuple, expected: str) -> None:
+    """`nice` with no arguments prints the niceness it inherited from the check."""
+    if os.getpriority(os.PRIO_PROCESS, 0) != 0:
+        pytest.skip("the test runner itself is niced")
+    config = write_config(
+        tmp_path,
+        "checks:\n  commands:\n"
+        "    - {id: custom.nice, title: Niceness, command: [nice]}\n"
+        "    - {id: custom.ionice, title: I/O class, command: [ionice]}\n",
+    )
+    proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "custom", "-q", *flags)
+    with zipfile.ZipFile(proc.stdout.strip()) as zf:
+        assert zf.read("raw/custom.nice/output.txt").decode().strip() == expected
+        ionice = zf.read("raw/custom.ionice/output.txt").decode().strip()
+    if flags:
+        assert ionice != "best-effort: prio 7"  # the kernel's default, whatever it prints
+    else:
+        assert ionice == "best-effort: prio 7"
