@@ -60,6 +60,16 @@ class CommandResult:
             return f"`{cmd}` was killed by signal {-self.exit_code}"
         return f"`{cmd}` exited {self.exit_code}"
 
+    def first_error_line(self, max_chars: int | None = None) -> str:
+        """The first non-empty line of stderr, stripped and cut to `max_chars` ('' if none)."""
+        line = next((ln.strip() for ln in self.stderr.splitlines() if ln.strip()), "")
+        return line[:max_chars]
+
+    def explain(self, max_chars: int | None = None) -> str:
+        """describe() plus the first line of stderr: why a command gave nothing usable."""
+        err = self.first_error_line(max_chars)
+        return self.describe() + (f": {err}" if err else "")
+
     def record(self) -> dict[str, Any]:
         """What the archive keeps about the command (output goes to its own artifact)."""
         return {

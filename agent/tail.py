@@ -1,6 +1,10 @@
-"""A bounded buffer that keeps the last N bytes of a stream (the tail is where errors are)."""
+"""Tails: the last N bytes of a stream or of a file (the tail is where errors are)."""
 
 from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
 
 
 class TailBuffer:
@@ -41,3 +45,22 @@ def truncation_note(dropped: int, kept: int) -> bytes:
         f"[snapshot-agent: output capped; the first {dropped} bytes were dropped, "
         f"the last {kept} bytes follow]\n"
     ).encode()
+
+
+def read_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a regular file as text, from its first whole line.
+
+    Raises OSError like open(); a FIFO or device is refused (opened non-blocking, so it
+    cannot hang the reader first).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "not a regular file")
+        start = max(0, info.st_size - max_bytes)
+        fh.seek(start)
+        raw = fh.read(max_bytes)
+    if start > 0:
+        raw = raw.partition(b"\n")[2]  # the first line was cut by the seek
+    return raw.decode("utf-8", "replace")

@@ -12,10 +12,12 @@ from typing import Any
 
 from snapshot_agent.check import check
 from snapshot_agent.checks.cpu import parse_cpu_list
-from snapshot_agent.checks.runtime import find_processes
 from snapshot_agent.checks.system import read_system
 from snapshot_agent.context import Context
+from snapshot_agent.processes import find_brokers
+from snapshot_agent.procfs import parse_kv, read_mem_total
 from snapshot_agent.results import Finding, Result, Severity, Status
+from snapshot_agent.units import mib_or_gib
 
 DMI_FIELDS = (
     "sys_vendor",
@@ -410,18 +412,6 @@ def parse_limit(text: str | None) -> int | None:
     return None if number < 0 or number >= V1_UNLIMITED else number
 
 
-def parse_kv(text: str | None) -> dict[str, int]:
-    """`key value` lines (memory.stat, cpu.stat, memory.events) as ints."""
-    out: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        try:
-            out[key] = int(value.strip())
-        except ValueError:
-            continue
-    return out
-
-
 def parse_cpu_max(text: str | None) -> float | None:
     """cgroup v2 `cpu.max` ('200000 100000' or 'max 100000') as cores, None = unlimited."""
     parts = (text or "").split()
@@ -496,7 +486,7 @@ def _existing(ctx: Context, dirs: list[str]) -> list[str]:
 def read_cgroup(ctx: Context) -> CgroupFacts:
     """The broker's cgroup (else the agent's), limits min'ed over its ancestors."""
     facts = CgroupFacts()
-    broker = find_processes(ctx)
+    broker = find_brokers(ctx)
     text = None
     if broker:
         text = ctx.read_optional(f"/proc/{broker[0].pid}/cgroup", max_bytes=16 * 1024)
@@ -587,26 +577,14 @@ def read_virtualization(ctx: Context) -> VirtFacts:
         cores = parse_cpu_list(online) if online else os.cpu_count() or 1
     except ValueError:
         cores = os.cpu_count() or 1
-    mem_total = None
-    for line in (ctx.read_optional("/proc/meminfo", max_bytes=16 * 1024) or "").splitlines():
-        if line.startswith("MemTotal:"):
-            try:
-                mem_total = int(line.split()[1]) * 1024
-            except (IndexError, ValueError):
-                mem_total = None
     return VirtFacts(
         virtualization=system.virtualization,
         container=system.container,
         detected_by=list(system.evidence),
         host_cores=cores,
-        mem_total=mem_total,
+        mem_total=read_mem_total(ctx),
         cgroup=read_cgroup(ctx),
     )
-
-
-def _mib(n: int | float) -> str:
-    """Bytes as MiB or GiB."""
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result:
@@ -630,13 +608,14 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
     if limit is not None and working is not None:
         pct = 100 * working / limit
         warn, fail = float(thresholds["mem_warn_pct"]), float(thresholds["mem_fail_pct"])
-        parts.append(f"memory {_mib(working)} of {_mib(limit)} ({pct:.0f}%)")
+        parts.append(f"memory {mib_or_gib(working)} of {mib_or_gib(limit)} ({pct:.0f}%)")
         if pct >= warn:
             findings.append(
                 Finding(
                     Severity.FAIL if pct >= fail else Severity.WARN,
-                    f"the cgroup uses {_mib(working)} of its {_mib(limit)} memory limit "
-                    f"({pct:.0f}%, page cache excluded; warn at {warn:g}%, fail at {fail:g}%)",
+                    f"the cgroup uses {mib_or_gib(working)} of its {mib_or_gib(limit)} "
+                    f"memory limit ({pct:.0f}%, page cache excluded; warn at {warn:g}%, "
+                    f"fail at {fail:g}%)",
                     "At the limit the kernel OOM-kills the broker. Raise the limit (docker "
                     "`--memory`, Kubernetes resources.limits.memory, or a systemd drop-in "
                     "`[Service] MemoryMax=`) or shrink the broker's memory "
@@ -645,14 +624,14 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
                 )
             )
     elif working is not None:
-        parts.append(f"memory {_mib(working)}, no limit")
+        parts.append(f"memory {mib_or_gib(working)}, no limit")
     high = cg.memory_high if cg.version == "v2" else None
     if high is not None and working is not None and working >= high:
         findings.append(
             Finding(
                 Severity.WARN,
-                f"the cgroup uses {_mib(working)}, over its memory.high of "
-                f"{_mib(high)}: the kernel throttles it and reclaims hard",
+                f"the cgroup uses {mib_or_gib(working)}, over its memory.high of "
+                f"{mib_or_gib(high)}: the kernel throttles it and reclaims hard",
                 "memory.high slows every allocation of the broker; raise it "
                 "(systemd `MemoryHigh=`) or reduce the broker's memory use.",
                 "memory.high",

@@ -34,9 +34,8 @@ from snapshot_agent.check import Requirements, check
 from snapshot_agent.commands import CommandResult
 from snapshot_agent.context import Context
 from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.units import GIB, MIB, mib_or_gib
 
-GIB = 1024**3
-MIB = 1024**2
 MAX_MOUNTS = 1000  # more than this is a pathological mount table; the rest are not probed
 MAX_ROWS = 300  # rows kept in `data` tables
 DEFAULT_DATA_DIR = "/var/lib/iggy/local_data"
@@ -353,11 +352,6 @@ def read_usage(
     return facts
 
 
-def _fmt_bytes(n: float) -> str:
-    """Human size: 12.3 GiB, 512 MiB."""
-    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
-
-
 def _space_remedy(u: MountUsage) -> str:
     """What to do about a filesystem filling up, depending on its kind."""
     mp = u.mount.mountpoint
@@ -436,8 +430,8 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
             findings.append(
                 Finding(
                     sev,
-                    f"{m.mountpoint} is {pct:.0f} % full ({_fmt_bytes(u.avail)} free of "
-                    f"{_fmt_bytes(u.size)}), at or over {limit:g} %",
+                    f"{m.mountpoint} is {pct:.0f} % full ({mib_or_gib(u.avail)} free of "
+                    f"{mib_or_gib(u.size)}), at or over {limit:g} %",
                     _space_remedy(u),
                     m.mountpoint,
                 )
@@ -476,7 +470,7 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         ok = (
             f"{len(judged)} filesystems below {warn:g} % space and {iwarn:g} % inodes; fullest "
             f"{fullest.mount.mountpoint} at {fullest.used_pct:.0f} % "
-            f"({_fmt_bytes(fullest.avail)} free)"
+            f"({mib_or_gib(fullest.avail)} free)"
         )
     else:
         ok = "no writable filesystems with a size to judge"

@@ -6,26 +6,26 @@ import re
 import shutil
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatch
 from typing import Any
 
 from snapshot_agent.check import check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers, is_broker
+from snapshot_agent.procfs import read_int
+from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.tail import read_tail
+from snapshot_agent.units import mib_or_gib
 
-#: The broker's process name (its comm, as /proc/<pid>/comm shows it).
-BROKER_NAME = "iggy-server"
 #: Upper bounds that keep the checks fast on a node with a huge log or process table.
 MAX_LOG_LINES = 20000
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 LOG_LINE_CHARS = 2000  # a single kernel line longer than this is cut
 EXAMPLE_CHARS = 300
 EXAMPLES_PER_CATEGORY = 3
-MAX_PROCS = 65536
-MAX_THREADS = 4096
-CAP_SYS_ADMIN = 21
 
 # --------------------------------------------------------------------------------------
 # Kernel version
@@ -132,27 +132,8 @@ def kernel_version(ctx: Context) -> Result:
 
 
 # --------------------------------------------------------------------------------------
-# The broker process (shared with security.py and sysctl.py)
+# LSM confinement of the broker (shared with security.py)
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BrokerProcess:
-    """What /proc says about one running iggy-server process."""
-
-    pid: int
-    uid: int | None = None
-    gids: tuple[int, ...] = ()  # real gid and supplementary groups
-    seccomp: int | None = None  # 0 none, 1 strict, 2 filter
-    no_new_privs: int | None = None
-    cap_eff: int | None = None  # effective capability bitmask
-    label: str = ""  # LSM label (AppArmor profile or SELinux context), '' when none/unknown
-    threads: tuple[int, ...] = ()
-
-    @property
-    def has_sys_admin(self) -> bool:
-        """True when the process holds CAP_SYS_ADMIN in its effective set."""
-        return self.cap_eff is not None and bool(self.cap_eff >> CAP_SYS_ADMIN & 1)
 
 
 #: SELinux domains that are not confined in practice.
@@ -191,75 +172,6 @@ def parse_label(label: str, selinux_enforcing: bool | None) -> Confinement:
     match = re.match(r"(.+?)\s*\((\w+)\)$", label)
     name, mode = (match[1], match[2]) if match else (label, "")
     return Confinement("apparmor", name, mode, mode not in ("unconfined", ""))
-
-
-def parse_proc_status(text: str) -> dict[str, str]:
-    """/proc/<pid>/status as key -> raw value."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _int_or_none(text: str | None, base: int = 10) -> int | None:
-    """int(text) or None for missing or garbage values."""
-    try:
-        return int(text.split()[0], base) if text and text.split() else None
-    except ValueError:
-        return None
-
-
-def broker_from_status(pid: int, status: str, label: str = "") -> BrokerProcess:
-    """Build a BrokerProcess from a /proc/<pid>/status text."""
-    fields = parse_proc_status(status)
-    gids: list[int] = []
-    for raw in (fields.get("Gid", "").split()[:1]) + fields.get("Groups", "").split():
-        value = _int_or_none(raw)
-        if value is not None and value not in gids:
-            gids.append(value)
-    return BrokerProcess(
-        pid=pid,
-        uid=_int_or_none(fields.get("Uid")),
-        gids=tuple(gids),
-        seccomp=_int_or_none(fields.get("Seccomp")),
-        no_new_privs=_int_or_none(fields.get("NoNewPrivs")),
-        cap_eff=_int_or_none(fields.get("CapEff"), 16),
-        label=label,
-    )
-
-
-def clean_label(raw: str | None) -> str:
-    """An LSM label as /proc/<pid>/attr/current gives it, without NULs and newlines."""
-    return (raw or "").replace("\x00", "").strip()
-
-
-def find_brokers(ctx: Context, name: str = BROKER_NAME) -> list[BrokerProcess]:
-    """Every process whose comm is `name`, read from /proc through the context."""
-    proc = ctx.path("/proc")
-    try:
-        pids = sorted(int(e.name) for e in proc.iterdir() if e.name.isdigit())[:MAX_PROCS]
-    except OSError:
-        return []
-    found: list[BrokerProcess] = []
-    for pid in pids:
-        if (ctx.read_optional(f"/proc/{pid}/comm", 256) or "").strip() != name:
-            continue
-        status = ctx.read_optional(f"/proc/{pid}/status", 64 * 1024)
-        if status is None:
-            continue  # exited meanwhile
-        label = clean_label(
-            ctx.read_optional(f"/proc/{pid}/attr/apparmor/current", 4096)
-            or ctx.read_optional(f"/proc/{pid}/attr/current", 4096)
-        )
-        try:
-            tasks = sorted(int(t.name) for t in (proc / str(pid) / "task").iterdir())
-        except (OSError, ValueError):
-            tasks = [pid]
-        broker = broker_from_status(pid, status, label)
-        found.append(replace(broker, threads=tuple(tasks[:MAX_THREADS])))
-    return found
 
 
 # --------------------------------------------------------------------------------------
@@ -320,7 +232,7 @@ def read_io_uring(ctx: Context) -> IoUringFacts:
     facts = IoUringFacts()
     raw = ctx.read_optional("/proc/sys/kernel/io_uring_disabled")
     facts.disabled = raw.strip() if raw is not None else None
-    facts.group = _int_or_none(ctx.read_optional("/proc/sys/kernel/io_uring_group"))
+    facts.group = read_int(ctx, "/proc/sys/kernel/io_uring_group")
     if facts.group is not None and facts.group >= 0:
         groups = parse_group_file(ctx.read_optional("/etc/group") or "")
         facts.group_name = groups.get(facts.group, "")
@@ -328,11 +240,6 @@ def read_io_uring(ctx: Context) -> IoUringFacts:
     facts.kernel_config, facts.config_source = _read_kernel_config(ctx, release)
     facts.brokers = find_brokers(ctx)
     return facts
-
-
-def _sysctl_fix(key: str, value: str) -> str:
-    """The runtime command and the persistent line for one sysctl."""
-    return f"`sysctl -w {key}={value}` now and `{key} = {value}` in /etc/sysctl.d/99-iggy.conf"
 
 
 def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
@@ -372,10 +279,14 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
                 Severity.FAIL,
                 "kernel.io_uring_disabled = 2: io_uring is disabled for every process, so "
                 "Iggy >= 0.6 cannot create its rings and will not start",
-                f"Allow it: {_sysctl_fix('kernel.io_uring_disabled', '0')}; or set 1 with "
-                "`kernel.io_uring_group` = the broker's group to allow only the broker. Check "
-                "first which hardening baseline set 2 (grep -r io_uring /etc/sysctl.d "
-                "/usr/lib/sysctl.d).",
+                "Allow it: "
+                + sysctl_fix(
+                    "kernel.io_uring_disabled",
+                    0,
+                    "Or set 1 with `kernel.io_uring_group` = the broker's group to allow only "
+                    "the broker. Check first which hardening baseline set 2 (grep -r io_uring "
+                    "/etc/sysctl.d /usr/lib/sysctl.d).",
+                ),
                 subject,
             )
         )
@@ -397,9 +308,10 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
                 f"kernel.io_uring_disabled = 1: only {group_text} may create io_uring rings"
                 + (f"; {BROKER_NAME} " + "; ".join(who) if who else f"; {BROKER_NAME} not running"),
                 "Make sure the broker's service user is in that group (`usermod -aG GROUP "
-                "iggy` and `SupplementaryGroups=GROUP` in the unit) and set "
-                f"{_sysctl_fix('kernel.io_uring_group', '<gid>')}; or allow everyone with "
-                f"{_sysctl_fix('kernel.io_uring_disabled', '0')}.",
+                "iggy` and `SupplementaryGroups=GROUP` in the unit) and set the group: "
+                + sysctl_fix("kernel.io_uring_group", "<gid>")
+                + " Or allow everyone: "
+                + sysctl_fix("kernel.io_uring_disabled", 0),
                 subject,
             )
         )
@@ -569,21 +481,9 @@ def journal_lines(text: str) -> list[str]:
 def read_file_tail(ctx: Context, node_path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
     """The last `max_bytes` of a node file, starting at a whole line; None when unreadable."""
     try:
-        with ctx.path(node_path).open("rb") as fh:
-            size = fh.seek(0, 2)
-            start = max(0, size - max_bytes)
-            fh.seek(start)
-            raw = fh.read(max_bytes)
+        return read_tail(ctx.path(node_path), max_bytes)
     except OSError:
         return None
-    if start > 0:
-        raw = raw.partition(b"\n")[2]
-    return raw.decode("utf-8", "replace")
-
-
-def _first_line(text: str) -> str:
-    """The first non-empty line of a command's stderr, for attempt notes."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def read_kernel_log(
@@ -621,7 +521,7 @@ def read_kernel_log(
             return log
         log.attempts.append(
             f"journalctl: {'no kernel entries in the journal' if res.ok else res.describe()}"
-            + (f" ({_first_line(res.stderr)})" if _first_line(res.stderr) else "")
+            + (f" ({res.first_error_line()})" if res.first_error_line() else "")
         )
     if ctx.live and shutil.which("dmesg"):
         # ISO time instead of -T: unambiguous and carries the UTC offset.
@@ -633,7 +533,7 @@ def read_kernel_log(
             return log
         log.attempts.append(
             f"dmesg: {res.describe()}"
-            + (f" ({_first_line(res.stderr)})" if _first_line(res.stderr) else "")
+            + (f" ({res.first_error_line()})" if res.first_error_line() else "")
         )
     for path, kernel_only in (
         ("/var/log/kern.log", False),
@@ -978,7 +878,7 @@ def kernel_log(ctx: Context) -> Result:
         return Result.skipped(kernel_log_unavailable(log))
     header = f"# kernel log from {log.source}, last {log.window_hours:g} h\n"
     ctx.artifact("kernel.log", header + "\n".join(log.lines) + ("\n" if log.lines else ""))
-    taint = _int_or_none(ctx.read_optional("/proc/sys/kernel/tainted"))
+    taint = read_int(ctx, "/proc/sys/kernel/tainted")
     return judge_kernel_log(log, ctx.thresholds, taint)
 
 
@@ -1082,14 +982,7 @@ def oom_report_lines(lines: Iterable[str], cap: int = 5000) -> list[str]:
 
 def _mib(kb: int | None) -> str:
     """kB as a short MiB/GiB text."""
-    if kb is None:
-        return "?"
-    return f"{kb / 1048576:.1f} GiB" if kb >= 1048576 else f"{kb / 1024:.0f} MiB"
-
-
-def is_broker(name: str) -> bool:
-    """True when an OOM victim's process name is the broker's."""
-    return name == BROKER_NAME
+    return "?" if kb is None else mib_or_gib(kb * 1024)
 
 
 def judge_oom(kills: Sequence[OomKill], window: str, thresholds: dict[str, Any]) -> Result:

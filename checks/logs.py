@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import re
-import stat
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
-from snapshot_agent.checks.runtime import NodeProcess, find_processes
 from snapshot_agent.context import Context
+from snapshot_agent.processes import BrokerProcess, find_brokers
 from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.tail import read_tail
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: tracing's default format, which Iggy uses: `<timestamp> <LEVEL> <thread> <target>: <msg>`.
@@ -203,8 +203,7 @@ def _journalctl(ctx: Context, args: list[str], facts: JournalFacts) -> list[Jour
     if result.timed_out:
         facts.notes.append(f"{result.describe()}; counts are from the part it printed")
     elif not result.ok:
-        first = (result.stderr.strip().splitlines() or [""])[0][:200]
-        return result.describe() + (f": {first}" if first else "")
+        return result.explain(200)
     if "not seeing messages from other users" in result.stderr:
         facts.notes.append("journalctl shows only this user's messages; run as root")
     entries, bad = parse_journal_json(result.stdout)
@@ -418,35 +417,17 @@ class LogFacts:
     unmatched: list[str] = field(default_factory=list)  # configured globs matching nothing
     iggy_dir: str = ""
     iggy_dir_source: str = ""
-    broker: list[NodeProcess] = field(default_factory=list)
+    broker: list[BrokerProcess] = field(default_factory=list)
     now: float = 0.0
 
 
 def read_tail_lines(path: Path, max_lines: int, max_bytes: int = TAIL_BYTES) -> list[str]:
     """The last `max_lines` lines of a regular file, reading only its last `max_bytes`."""
-    # O_NONBLOCK: a FIFO or device that slipped through must not hang the check.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(0, "not a regular file")
-        start = max(0, info.st_size - max_bytes)
-        fh.seek(start)
-        data = fh.read(max_bytes)
-    lines = data.decode("utf-8", "replace").splitlines()
-    if start > 0 and lines:
-        lines = lines[1:]  # the first line was cut by the seek
+    lines = read_tail(path, max_bytes).splitlines()
     return [strip_ansi(line)[:MAX_LINE] for line in lines[-max_lines:]]
 
 
-def _node_display(ctx: Context, mapped: str, node_pattern: str) -> str:
-    """The node path of a mapped path (fixture roots only differ by a prefix)."""
-    probe = str(ctx.path(node_pattern))
-    prefix = probe[: len(probe) - len(node_pattern)] if probe.endswith(node_pattern) else ""
-    return mapped[len(prefix) :] if prefix and mapped.startswith(prefix) else mapped
-
-
-def iggy_log_dir(ctx: Context, broker: list[NodeProcess]) -> tuple[str, str]:
+def iggy_log_dir(ctx: Context, broker: list[BrokerProcess]) -> tuple[str, str]:
     """Where the broker writes its log (node path) and how we know; ('', '') if unknown."""
     iggy = ctx.config.iggy
     if iggy.logs_dir:
@@ -507,12 +488,11 @@ def _scan(tail: LogTail) -> None:
 def _read_iggy(ctx: Context, facts: LogFacts, max_lines: int, max_files: int) -> None:
     """The broker's log window: the newest lines across iggy-server.log and its rotations."""
     pattern = os.path.join(facts.iggy_dir, IGGY_LOG_NAME + "*")
-    mapped = sorted(glob.glob(str(ctx.path(pattern))))[:max_files]
-    if not mapped:
+    found = ctx.glob(pattern)[:max_files]
+    if not found:
         return
     stamped: list[tuple[float, str, dict[str, Any]]] = []
-    for m in mapped:
-        node_path = _node_display(ctx, m, pattern)
+    for node_path in found:
         try:
             entry, mtime = _file_entry(ctx, node_path)
         except OSError as exc:
@@ -543,15 +523,14 @@ def _read_configured(ctx: Context, facts: LogFacts, max_lines: int, max_files: i
     """Tails of the files the config names (globs allowed)."""
     seen: set[str] = set()
     for pattern in ctx.config.checks.logs.files:
-        mapped = sorted(glob.glob(str(ctx.path(pattern))))
-        if not mapped:
+        found = ctx.glob(pattern)
+        if not found:
             facts.unmatched.append(pattern)
             continue
-        for m in mapped:
+        for node_path in found:
             if len(seen) >= max_files:
                 facts.problems.append((pattern, f"more than {max_files} files; rest not read"))
                 return
-            node_path = _node_display(ctx, m, pattern)
             if node_path in seen:
                 continue
             seen.add(node_path)
@@ -572,7 +551,7 @@ def read_logs(ctx: Context) -> LogFacts:
     """Tails of the broker's log and of the configured files."""
     max_lines = int(ctx.thresholds["tail_lines"])
     max_files = int(ctx.thresholds["max_files"])
-    facts = LogFacts(broker=find_processes(ctx), now=time.time())
+    facts = LogFacts(broker=find_brokers(ctx), now=time.time())
     facts.iggy_dir, facts.iggy_dir_source = iggy_log_dir(ctx, facts.broker)
     if facts.iggy_dir:
         _read_iggy(ctx, facts, max_lines, max_files)

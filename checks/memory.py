@@ -11,32 +11,23 @@ from typing import Any
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import list_pids, parse_proc_status
+from snapshot_agent.procfs import (
+    SwapDevice,
+    parse_kib,
+    parse_kv,
+    parse_meminfo,
+    parse_swaps,
+    read_int,
+)
+from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Finding, Result, Severity
 
-_NUMBER_UNIT = re.compile(r"^(\d+)(?:\s*kB)?$")
 _NODE_DIR = re.compile(r"^node(\d+)$")
 
 #: How many processes memory.swap looks at when it names the biggest swap users.
 MAX_PROCESSES = 5000
 TOP_SWAP_USERS = 5
-
-
-def parse_meminfo(text: str) -> dict[str, int]:
-    """`Key:   123 kB` lines -> {key: 123}; kB values stay in KiB, counts stay counts.
-
-    Also takes the per-node form `Node 0 MemFree:   123 kB`.
-    """
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip()
-        if key.startswith("Node "):
-            key = key.split(None, 2)[-1]
-        if m := _NUMBER_UNIT.match(value.strip()):
-            out[key] = int(m.group(1))
-    return out
 
 
 def format_kib(kib: float) -> str:
@@ -52,22 +43,6 @@ def format_kib(kib: float) -> str:
 def _pct(part: float, whole: float) -> float:
     """part/whole in percent, rounded; 0 when whole is 0."""
     return round(100.0 * part / whole, 1) if whole > 0 else 0.0
-
-
-def _int_or_none(text: str | None) -> int | None:
-    """A /proc/sys integer, or None when missing or garbage."""
-    try:
-        return int((text or "").split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _sysctl_remedy(key: str, value: int | str, why: str) -> str:
-    """The runtime command, the persistent /etc/sysctl.d line, and why."""
-    return (
-        f"Run `sysctl -w {key}={value}` now and add the line `{key} = {value}` to "
-        f"/etc/sysctl.d/90-iggy.conf so it survives a reboot. {why}"
-    )
 
 
 # --- memory.usage ----------------------------------------------------------------------
@@ -108,9 +83,9 @@ def read_memory(ctx: Context) -> MemoryFacts:
     ctx.artifact("meminfo.txt", text)
     return MemoryFacts(
         info=parse_meminfo(text),
-        overcommit_memory=_int_or_none(ctx.read_optional("/proc/sys/vm/overcommit_memory")),
-        dirty_ratio=_int_or_none(ctx.read_optional("/proc/sys/vm/dirty_ratio")),
-        dirty_bytes=_int_or_none(ctx.read_optional("/proc/sys/vm/dirty_bytes")),
+        overcommit_memory=read_int(ctx, "/proc/sys/vm/overcommit_memory"),
+        dirty_ratio=read_int(ctx, "/proc/sys/vm/dirty_ratio"),
+        dirty_bytes=read_int(ctx, "/proc/sys/vm/dirty_bytes"),
     )
 
 
@@ -171,11 +146,15 @@ def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
                 "Writeback is not keeping up with writes: check the disk with `iostat -x 1 5`. "
                 f"When dirty pages reach {limit_text} every writer, the broker's appends "
                 "included, is throttled until the disk catches up. Iggy's tuning guide "
-                "suggests byte limits so writeback starts early and in small batches, for example "
-                "`sysctl -w vm.dirty_background_bytes=268435456 vm.dirty_bytes=1073741824` "
-                "and the same two lines (`vm.dirty_background_bytes = 268435456`, "
-                "`vm.dirty_bytes = 1073741824`) in /etc/sysctl.d/90-iggy.conf; size them to "
-                "what the disk writes in about a second.",
+                "suggests byte limits so writeback starts early and in small batches, for "
+                "example: "
+                + sysctl_fix("vm.dirty_background_bytes", 268435456)
+                + " "
+                + sysctl_fix(
+                    "vm.dirty_bytes",
+                    1073741824,
+                    "Size them to what the disk writes in about a second.",
+                ),
                 "/proc/meminfo",
             )
         )
@@ -197,7 +176,7 @@ def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
                     "fails) even with free RAM. Raise vm.overcommit_ratio (or set "
                     "vm.overcommit_kbytes), add swap, or go back to the default heuristic "
                     "overcommit: "
-                    + _sysctl_remedy(
+                    + sysctl_fix(
                         "vm.overcommit_memory",
                         0,
                         "A broker that cannot allocate a buffer drops connections or crashes.",
@@ -261,17 +240,6 @@ def memory_usage(ctx: Context) -> Result:
 # --- memory.swap -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SwapDevice:
-    """One line of /proc/swaps (sizes in KiB)."""
-
-    name: str
-    kind: str
-    size_kib: int
-    used_kib: int
-    priority: int
-
-
 @dataclass
 class SwapFacts:
     """Swap space, how it is used, and the kernel's eagerness to use it."""
@@ -291,42 +259,11 @@ class SwapFacts:
         return max(0, self.total_kib - self.free_kib)
 
 
-def parse_swaps(text: str) -> list[SwapDevice]:
-    """Parse /proc/swaps (header line, then name type size used priority)."""
-    out: list[SwapDevice] = []
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 5:
-            continue
-        # The name may contain spaces (escaped as \040 by the kernel, but be lenient).
-        name = " ".join(parts[:-4])
-        try:
-            out.append(SwapDevice(name, parts[-4], int(parts[-3]), int(parts[-2]), int(parts[-1])))
-        except ValueError:
-            continue
-    return out
-
-
-def parse_vmstat(text: str, keys: tuple[str, ...]) -> dict[str, int]:
-    """The requested counters from /proc/vmstat (`name value` lines)."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in keys and value.strip().isdigit():
-            out[name] = int(value)
-    return out
-
-
 def parse_status_swap(text: str) -> tuple[str, int] | None:
     """(Name, VmSwap KiB) from a /proc/PID/status; None for kernel threads."""
-    name, swap = "", None
-    for line in text.splitlines():
-        if line.startswith("Name:"):
-            name = line.partition(":")[2].strip()
-        elif line.startswith("VmSwap:"):
-            m = _NUMBER_UNIT.match(line.partition(":")[2].strip())
-            swap = int(m.group(1)) if m else None
-    return (name, swap) if swap is not None else None
+    fields = parse_proc_status(text)
+    swap = parse_kib(fields.get("VmSwap", ""))
+    return (fields.get("Name", ""), swap) if swap is not None else None
 
 
 def read_swap(ctx: Context) -> SwapFacts:
@@ -336,12 +273,12 @@ def read_swap(ctx: Context) -> SwapFacts:
         total_kib=info.get("SwapTotal", 0),
         free_kib=info.get("SwapFree", 0),
         cached_kib=info.get("SwapCached", 0),
-        swappiness=_int_or_none(ctx.read_optional("/proc/sys/vm/swappiness")),
+        swappiness=read_int(ctx, "/proc/sys/vm/swappiness"),
     )
     if (swaps := ctx.read_optional("/proc/swaps", max_bytes=64 * 1024)) is not None:
         ctx.artifact("swaps.txt", swaps)
         facts.devices = parse_swaps(swaps)
-    vmstat = parse_vmstat(ctx.read_optional("/proc/vmstat") or "", ("pswpin", "pswpout"))
+    vmstat = parse_kv(ctx.read_optional("/proc/vmstat"))
     facts.pswpin, facts.pswpout = vmstat.get("pswpin"), vmstat.get("pswpout")
     if facts.used_kib > 0:
         facts.top_users = _top_swap_users(ctx)
@@ -351,15 +288,11 @@ def read_swap(ctx: Context) -> SwapFacts:
 def _top_swap_users(ctx: Context) -> list[dict[str, Any]]:
     """The processes with the most swapped-out memory (VmSwap in /proc/PID/status)."""
     users: list[dict[str, Any]] = []
-    try:
-        pids = [e.name for e in ctx.path("/proc").iterdir() if e.name.isdigit()]
-    except OSError:
-        return []
-    for pid in pids[:MAX_PROCESSES]:
+    for pid in list_pids(ctx)[:MAX_PROCESSES]:
         status = ctx.read_optional(f"/proc/{pid}/status", max_bytes=8192)
         parsed = parse_status_swap(status or "")
         if parsed and parsed[1] > 0:
-            users.append({"pid": int(pid), "name": parsed[0], "swap_kib": parsed[1]})
+            users.append({"pid": pid, "name": parsed[0], "swap_kib": parsed[1]})
     users.sort(key=lambda u: u["swap_kib"], reverse=True)
     return users[:TOP_SWAP_USERS]
 
@@ -423,7 +356,7 @@ def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
                 Severity.WARN,
                 f"vm.swappiness is {facts.swappiness} with {format_kib(facts.total_kib)} of swap "
                 f"enabled (Iggy recommends {max_swappiness})",
-                _sysctl_remedy(
+                sysctl_fix(
                     "vm.swappiness",
                     max_swappiness,
                     "A high swappiness lets the kernel swap out the broker's anonymous memory "
@@ -545,7 +478,7 @@ def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
                 "through hugetlbfs or MAP_HUGETLB; Iggy's page cache and heap cannot use it. "
                 "If nothing needs it (check `findmnt -t hugetlbfs` and "
                 "`grep -l anon_hugepage /proc/[0-9]*/maps`), shrink it: "
-                + _sysctl_remedy(
+                + sysctl_fix(
                     "vm.nr_hugepages",
                     in_use,
                     "Also remove any `hugepages=` kernel parameter that sets it at boot.",
@@ -637,8 +570,8 @@ class NumaFacts:
 def read_numa(ctx: Context) -> NumaFacts:
     """Nodes from /sys/devices/system/node/node*/ (cpulist, meminfo, numastat)."""
     facts = NumaFacts(
-        zone_reclaim_mode=_int_or_none(ctx.read_optional("/proc/sys/vm/zone_reclaim_mode")),
-        numa_balancing=_int_or_none(ctx.read_optional("/proc/sys/kernel/numa_balancing")),
+        zone_reclaim_mode=read_int(ctx, "/proc/sys/vm/zone_reclaim_mode"),
+        numa_balancing=read_int(ctx, "/proc/sys/kernel/numa_balancing"),
     )
     try:
         entries = list(ctx.path(NODE_DIR).iterdir())
@@ -651,10 +584,7 @@ def read_numa(ctx: Context) -> NumaFacts:
             continue
         ctx.artifact(f"node{n}-meminfo.txt", meminfo)
         info = parse_meminfo(meminfo)
-        stat = parse_vmstat(
-            (ctx.read_optional(f"{base}/numastat", max_bytes=4096) or ""),
-            ("numa_hit", "numa_miss"),
-        )
+        stat = parse_kv(ctx.read_optional(f"{base}/numastat", max_bytes=4096))
         facts.nodes.append(
             NumaNode(
                 node=n,
@@ -741,7 +671,7 @@ def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
                 Severity.WARN,
                 f"vm.zone_reclaim_mode is {facts.zone_reclaim_mode} on a "
                 f"{len(facts.nodes)}-node machine",
-                _sysctl_remedy(
+                sysctl_fix(
                     "vm.zone_reclaim_mode",
                     0,
                     "With zone reclaim on, a node that runs short evicts its own page cache "

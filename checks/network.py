@@ -26,6 +26,9 @@ import psutil
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import find_brokers, list_pids, process_name
+from snapshot_agent.procfs import parse_int, parse_snmp, read_int
+from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Finding, Result, Severity
 
 #: Upper bound of /proc/net/{tcp,udp}* lines read per file (a busy broker has many sockets).
@@ -73,16 +76,6 @@ ARPHRD_LOOPBACK = 772
 
 
 # -- small shared helpers ----------------------------------------------------------------
-
-
-def _int(text: str | None, base: int = 10) -> int | None:
-    """An integer from a /proc or /sys value, or None when absent or not a number."""
-    if text is None:
-        return None
-    try:
-        return int(text.strip(), base)
-    except ValueError:
-        return None
 
 
 def _iter_lines(ctx: Context, node_path: str, max_lines: int = MAX_SOCKET_LINES) -> Iterator[str]:
@@ -259,24 +252,17 @@ def scan_processes(
 ) -> ProcessScan:
     """Find processes named `broker_name`, then map socket inodes to (pid, comm).
 
-    Names first (cheap, two small reads per process) so the broker is never missed;
+    The broker's processes first (by comm or argv[0], so the broker is never missed);
     then file descriptors, broker processes first, within `budget_s`.
     """
     scan = ProcessScan()
     proc = ctx.path("/proc")
-    try:
-        pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
-    except OSError:
+    if not proc.is_dir():
         scan.complete = False
         return scan
-    names: dict[int, str] = {}
-    for pid in pids:
-        comm = (ctx.read_optional(f"/proc/{pid}/comm", 256) or "").strip()
-        cmdline = ctx.read_optional(f"/proc/{pid}/cmdline", 4096) or ""
-        argv0 = os.path.basename(cmdline.split("\0", 1)[0]) if cmdline else ""
-        names[pid] = comm or argv0 or "?"
-        if broker_name and broker_name in (comm, argv0):
-            scan.broker_pids.append(pid)
+    pids = list_pids(ctx)
+    if broker_name:
+        scan.broker_pids = [b.pid for b in find_brokers(ctx, broker_name)]
     wanted = set(inodes)
     deadline = time.monotonic() + budget_s
     order = scan.broker_pids + [p for p in pids if p not in set(scan.broker_pids)]
@@ -292,15 +278,17 @@ def scan_processes(
         except OSError:
             scan.unreadable += 1
             continue
+        name = ""
         for fd in fds:
             try:
                 target = os.readlink(fd_dir / fd)
             except OSError:
                 continue
             if target.startswith("socket:[") and target.endswith("]"):
-                inode = _int(target[8:-1])
+                inode = parse_int(target[8:-1])
                 if inode in wanted:
-                    scan.owners[inode] = (pid, names.get(pid, "?"))
+                    name = name or process_name(ctx, pid)
+                    scan.owners[inode] = (pid, name)
                     wanted.discard(inode)
     if wanted and scan.unreadable:
         scan.complete = False
@@ -438,12 +426,12 @@ def read_interfaces(ctx: Context) -> tuple[list[Interface], str]:
         sys_dir = f"/sys/class/net/{name}"
         iface = Interface(name=name)
         iface.operstate = (ctx.read_optional(f"{sys_dir}/operstate") or "unknown").strip()
-        iface.flags = _int(ctx.read_optional(f"{sys_dir}/flags"), 16) or 0
-        iface.mtu = _int(ctx.read_optional(f"{sys_dir}/mtu"))
-        speed = _int(ctx.read_optional(f"{sys_dir}/speed"))
+        iface.flags = read_int(ctx, f"{sys_dir}/flags", 16) or 0
+        iface.mtu = read_int(ctx, f"{sys_dir}/mtu")
+        speed = read_int(ctx, f"{sys_dir}/speed")
         iface.speed_mbps = speed if speed is not None and speed > 0 else None
-        iface.type = _int(ctx.read_optional(f"{sys_dir}/type"))
-        iface.carrier_changes = _int(ctx.read_optional(f"{sys_dir}/carrier_changes"))
+        iface.type = read_int(ctx, f"{sys_dir}/type")
+        iface.carrier_changes = read_int(ctx, f"{sys_dir}/carrier_changes")
         iface.virtual = ctx.path(f"/sys/devices/virtual/net/{name}").exists()
         brif = ctx.path(f"{sys_dir}/brif")
         if brif.is_dir():
@@ -452,7 +440,7 @@ def read_interfaces(ctx: Context) -> tuple[list[Interface], str]:
             except OSError:
                 iface.bridge_ports = None
         for stat in STAT_NAMES:
-            value = _int(ctx.read_optional(f"{sys_dir}/statistics/{stat}"))
+            value = read_int(ctx, f"{sys_dir}/statistics/{stat}")
             if value is not None:
                 iface.stats[stat] = value
         for addr, prefix, scope in addresses.get(name, []):
@@ -868,7 +856,7 @@ class ResolvConf:
 
     def option_int(self, name: str, default: int) -> int:
         """Numeric option such as timeout:2 (glibc's default when absent or bad)."""
-        value = _int(self.options.get(name))
+        value = parse_int(self.options.get(name))
         return value if value is not None else default
 
 
@@ -1119,7 +1107,7 @@ def parse_port_list(text: str) -> tuple[list[tuple[str, int]], list[str]]:
         if not entry:
             continue
         proto, _, port = entry.lower().partition(":")
-        number = _int(port)
+        number = parse_int(port)
         if proto in ("tcp", "udp") and number is not None and 0 < number < 65536:
             ports.append((proto, number))
         else:
@@ -1352,23 +1340,6 @@ def network_listening(ctx: Context) -> Result:
 # -- network.tcp ---------------------------------------------------------------------------
 
 
-def parse_snmp_table(text: str) -> dict[str, dict[str, int]]:
-    """/proc/net/snmp or /proc/net/netstat: header/value line pairs -> {"Tcp": {...}}."""
-    out: dict[str, dict[str, int]] = {}
-    lines = text.splitlines()
-    for header, values in zip(lines[::2], lines[1::2], strict=False):
-        h_name, _, h_rest = header.partition(":")
-        v_name, _, v_rest = values.partition(":")
-        if h_name != v_name:
-            continue
-        table = out.setdefault(h_name.strip(), {})
-        for key, value in zip(h_rest.split(), v_rest.split(), strict=False):
-            number = _int(value)
-            if number is not None:
-                table[key] = number
-    return out
-
-
 @dataclass
 class TcpTally:
     """Socket state counts and the things worth naming from /proc/net/tcp[6]."""
@@ -1384,7 +1355,7 @@ def tally_tcp(lines: Iterable[str], proto: str, tally: TcpTally) -> TcpTally:
         fields = line.split(None, 4)
         if len(fields) < 5 or not fields[0].endswith(":"):
             continue
-        state = _int(fields[3], 16)
+        state = parse_int(fields[3], 16)
         if state is None:
             continue
         tally.states[TCP_STATES.get(state, f"0x{state:02X}")] += 1
@@ -1413,8 +1384,8 @@ class Counters:
 
 def read_counters(ctx: Context) -> Counters:
     """Tcp OutSegs/RetransSegs from /proc/net/snmp, TcpExt Listen* from /proc/net/netstat."""
-    snmp = parse_snmp_table(ctx.read_optional("/proc/net/snmp") or "").get("Tcp", {})
-    ext = parse_snmp_table(ctx.read_optional("/proc/net/netstat") or "").get("TcpExt", {})
+    snmp = parse_snmp(ctx.read_optional("/proc/net/snmp") or "").get("Tcp", {})
+    ext = parse_snmp(ctx.read_optional("/proc/net/netstat") or "").get("TcpExt", {})
     return Counters(
         snmp.get("OutSegs"),
         snmp.get("RetransSegs"),
@@ -1452,7 +1423,7 @@ def parse_ss_listen(text: str) -> list[ListenQueue]:
         fields = line.split()
         if len(fields) < 4 or fields[0] != "LISTEN":
             continue
-        queued, backlog = _int(fields[1]), _int(fields[2])
+        queued, backlog = parse_int(fields[1]), parse_int(fields[2])
         if queued is not None and backlog is not None:
             out.append(ListenQueue(fields[3], queued, backlog))
     return out
@@ -1537,9 +1508,9 @@ def judge_tcp(facts: TcpFacts, thresholds: dict[str, Any]) -> Result:
                 f"{time_wait} sockets in TIME_WAIT, {100 * time_wait / facts.port_range:.0f}% "
                 f"of the {facts.port_range} local ports: outgoing connections to one "
                 "destination may run out of ports",
-                "Reuse connections (client pools) rather than reconnecting; "
-                "`sysctl -w net.ipv4.tcp_tw_reuse=1` and a wider "
-                "net.ipv4.ip_local_port_range help (persist in /etc/sysctl.d/90-net.conf).",
+                "Reuse connections (client pools) rather than reconnecting; a wider "
+                "net.ipv4.ip_local_port_range and reusing TIME_WAIT ports for outgoing "
+                "connections help: " + sysctl_fix("net.ipv4.tcp_tw_reuse", 1),
                 "/proc/net/tcp",
             )
         )
@@ -1629,9 +1600,10 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
         "A listener's accept queue was full, so new connections were dropped: the "
         "application does not accept() fast enough, or its backlog (min(listen() backlog, "
         "net.core.somaxconn)) is too small. `ss -ltn` shows Recv-Q (queued) against Send-Q "
-        "(backlog); raise the limit with `sysctl -w net.core.somaxconn=4096` and "
-        "`net.ipv4.tcp_max_syn_backlog=8192` (persist in /etc/sysctl.d/90-net.conf), and "
-        "check the broker's CPU (cpu.load)."
+        "(backlog). Check the broker's CPU (cpu.load), and raise the limits: "
+        + sysctl_fix("net.core.somaxconn", 4096)
+        + " "
+        + sysctl_fix("net.ipv4.tcp_max_syn_backlog", 8192)
     )
     overflow = _delta(facts.before.listen_overflows, facts.after.listen_overflows)
     drops = _delta(facts.before.listen_drops, facts.after.listen_drops)
@@ -1704,7 +1676,7 @@ def parse_conntrack_stat(text: str) -> dict[str, int]:
     totals: dict[str, int] = dict.fromkeys(names, 0)
     for line in lines[1:]:
         for name, value in zip(names, line.split(), strict=False):
-            number = _int(value, 16)
+            number = parse_int(value, 16)
             if number is not None and name != "entries":  # entries is global, not per CPU
                 totals[name] += number
     return totals
@@ -1721,8 +1693,8 @@ class ConntrackFacts:
 
 def read_conntrack(ctx: Context) -> ConntrackFacts | None:
     """None when nf_conntrack is not loaded."""
-    count = _int(ctx.read_optional("/proc/sys/net/netfilter/nf_conntrack_count"))
-    maximum = _int(ctx.read_optional("/proc/sys/net/netfilter/nf_conntrack_max"))
+    count = read_int(ctx, "/proc/sys/net/netfilter/nf_conntrack_count")
+    maximum = read_int(ctx, "/proc/sys/net/netfilter/nf_conntrack_max")
     if count is None and maximum is None:
         return None
     stats = parse_conntrack_stat(ctx.read_optional("/proc/net/stat/nf_conntrack") or "")
@@ -1741,11 +1713,13 @@ def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result
     message = f"conntrack table {pct:.0f}% full ({facts.count} of {facts.maximum} entries)"
     remedy = (
         "When the table is full the kernel drops packets of new connections ('nf_conntrack: "
-        "table full, dropping packet' in dmesg). Raise it now with `sysctl -w "
-        f"net.netfilter.nf_conntrack_max={facts.maximum * 2}` and persist "
-        f"`net.netfilter.nf_conntrack_max = {facts.maximum * 2}` in "
-        "/etc/sysctl.d/90-conntrack.conf (each entry costs ~300 bytes of kernel memory); "
-        "or exempt the broker's ports from tracking with an nftables `notrack` rule."
+        "table full, dropping packet' in dmesg). Raise it (each entry costs ~300 bytes of "
+        "kernel memory): "
+        + sysctl_fix(
+            "net.netfilter.nf_conntrack_max",
+            facts.maximum * 2,
+            "Or exempt the broker's ports from tracking with an nftables `notrack` rule.",
+        )
     )
     subject = "/proc/sys/net/netfilter/nf_conntrack_count"
     if pct >= fail:
@@ -1966,7 +1940,7 @@ def _ipt_ports(text: str) -> PortRanges | None:
     out: PortRanges = []
     for part in text.split(","):
         lo, _, hi = part.partition(":")
-        a, b = _int(lo), _int(hi) if hi else _int(lo)
+        a, b = parse_int(lo), parse_int(hi) if hi else parse_int(lo)
         if a is None or b is None:
             return None
         out.append((a, b))

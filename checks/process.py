@@ -1,7 +1,7 @@
 """Process checks: who uses the CPU and memory, the broker's limits, zombies, open files.
 
-Also home of `find_broker(ctx)` and `agent_pid(ctx)`, which other checks use to find
-the Iggy server process and the agent's own process. Everything is read from /proc
+The processes themselves (and the broker) are read by snapshot_agent.processes;
+`agent_pid(ctx)` here finds the agent's own process. Everything is read from /proc
 through the context, so fixture trees work the same as a live node.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,39 +17,24 @@ from typing import Any
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import (
+    BROKER_NAME,
+    BrokerProcess,
+    ProcStat,
+    find_broker,
+    read_cmdline,
+    read_processes,
+    read_stat,
+    read_threads,
+)
+from snapshot_agent.procfs import read_mem_total
 from snapshot_agent.results import Finding, Result, Severity
 
-BROKER_NAME = "iggy-server"
-CMDLINE_LIMIT = 4096  # bytes of /proc/<pid>/cmdline read; enough to name a process
 SHOWN_CMDLINE = 200  # characters of a command line shown in tables
 TOP_N = 10
 FD_SCAN_LIMIT = 20000  # fds whose target is read for the by-type breakdown
 TASK_SCAN_LIMIT = 1024  # threads looked at to tell an io_uring (0.6+) broker
 ZOMBIE_CONFIRM_S = 0.2  # a zombie must still be there this much later to count
-
-
-@dataclass(frozen=True)
-class BrokerProcess:
-    """The Iggy server process and how it was identified."""
-
-    pid: int
-    name: str
-    cmdline: str
-    found_by: str  # "systemd MainPID of iggy-server.service" or "process name iggy-server"
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    """One line of /proc/<pid>/stat, the fields the checks use."""
-
-    pid: int
-    name: str  # comm, at most 15 characters
-    state: str  # R, S, D, Z, T, I...
-    ppid: int
-    ticks: int  # utime + stime, in clock ticks
-    threads: int
-    start_ticks: int  # start time after boot; tells a reused pid apart
-    rss_pages: int
 
 
 @dataclass(frozen=True)
@@ -63,57 +47,6 @@ class Limit:
 
 
 # -- reading /proc -----------------------------------------------------------------
-
-
-def parse_stat(text: str) -> ProcStat | None:
-    """Parse /proc/<pid>/stat; None when the line is malformed.
-
-    The command name sits in parentheses and may itself contain spaces and ')',
-    so the fields are split after the last ')'.
-    """
-    head, sep, tail = text.rpartition(")")
-    pid_text, _, name = head.partition(" (")
-    rest = tail.split()
-    if not sep or len(rest) < 22:
-        return None
-    try:
-        return ProcStat(
-            pid=int(pid_text),
-            name=name,
-            state=rest[0],
-            ppid=int(rest[1]),
-            ticks=int(rest[11]) + int(rest[12]),
-            threads=int(rest[17]),
-            start_ticks=int(rest[19]),
-            rss_pages=int(rest[21]),
-        )
-    except ValueError:
-        return None
-
-
-def list_pids(ctx: Context) -> list[int]:
-    """Process ids under /proc (thread group leaders only, as the kernel lists them)."""
-    try:
-        names = os.listdir(ctx.path("/proc"))
-    except OSError:
-        return []
-    return sorted(int(n) for n in names if n.isdigit())
-
-
-def read_processes(ctx: Context) -> dict[int, ProcStat]:
-    """Every process's stat line; processes that vanish while we read are left out."""
-    table: dict[int, ProcStat] = {}
-    for pid in list_pids(ctx):
-        text = ctx.read_optional(f"/proc/{pid}/stat", 4096)
-        if text and (stat := parse_stat(text)):
-            table[pid] = stat
-    return table
-
-
-def read_cmdline(ctx: Context, pid: int) -> str:
-    """A process's command line with NULs as spaces ('' for kernel threads or when gone)."""
-    raw = ctx.read_optional(f"/proc/{pid}/cmdline", CMDLINE_LIMIT) or ""
-    return raw.replace("\0", " ").strip()
 
 
 def parse_limits(text: str) -> dict[str, Limit]:
@@ -146,46 +79,6 @@ def read_limits(ctx: Context, pid: int) -> dict[str, Limit] | None:
     return parse_limits(text) if text is not None else None
 
 
-def _systemd_main_pid(ctx: Context, unit: str) -> int:
-    """The unit's MainPID (0 when not running, not installed or not asked)."""
-    if not ctx.path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
-        return 0
-    res = ctx.run(["systemctl", "show", "-p", "MainPID", "--value", unit], timeout_s=3)
-    text = res.stdout.strip()
-    return int(text) if res.ok and text.isdigit() else 0
-
-
-def find_broker(ctx: Context) -> BrokerProcess | None:
-    """The Iggy server process: the systemd unit's MainPID, else a process named iggy-server.
-
-    The unit comes from the config (`iggy.service`); without systemd (containers,
-    hand-started brokers) the oldest process whose name or argv[0] is iggy-server wins.
-    """
-    unit = ctx.config.iggy.service
-    pid = _systemd_main_pid(ctx, unit)
-    if pid > 0 and (text := ctx.read_optional(f"/proc/{pid}/stat", 4096)):
-        stat = parse_stat(text)
-        if stat is not None:
-            return BrokerProcess(
-                pid, stat.name, read_cmdline(ctx, pid), f"systemd MainPID of {unit}"
-            )
-    candidates: list[tuple[int, int, str, str]] = []
-    for pid in list_pids(ctx):
-        text = ctx.read_optional(f"/proc/{pid}/stat", 4096)
-        stat = parse_stat(text) if text else None
-        if stat is None or stat.state == "Z":
-            continue
-        # comm can be renamed by the process (prctl); argv[0] catches those.
-        cmdline = read_cmdline(ctx, pid)
-        argv0 = os.path.basename(cmdline.split(" ", 1)[0]) if cmdline else ""
-        if stat.name == BROKER_NAME or argv0 == BROKER_NAME:
-            candidates.append((stat.start_ticks, pid, stat.name, cmdline))
-    if not candidates:
-        return None
-    _, pid, name, cmdline = min(candidates)
-    return BrokerProcess(pid, name, cmdline, f"process name {BROKER_NAME}")
-
-
 def agent_pid(ctx: Context) -> int | None:
     """The agent's own process: the parent of this forked check child.
 
@@ -203,16 +96,6 @@ def agent_pid(ctx: Context) -> int | None:
     if "snapshot-agent" in cmdline or "snapshot_agent" in cmdline:
         return parent
     return os.getpid()
-
-
-def read_mem_total(ctx: Context) -> int:
-    """MemTotal from /proc/meminfo in bytes (0 when unknown)."""
-    for line in (ctx.read_optional("/proc/meminfo", 65536) or "").splitlines():
-        if line.startswith("MemTotal:"):
-            parts = line.split()
-            if len(parts) >= 2 and parts[1].isdigit():
-                return int(parts[1]) * 1024
-    return 0
 
 
 def format_bytes(n: float) -> str:
@@ -304,7 +187,7 @@ def read_top(ctx: Context, interval_s: float) -> TopFacts:
             p.cmdline = read_cmdline(ctx, p.pid)
     agent = agent_pid(ctx)
     agent_pids = {p.pid for p in samples if agent is not None and agent in (p.pid, p.ppid)}
-    return TopFacts(samples, read_mem_total(ctx), round(elapsed, 3), broker, agent_pids)
+    return TopFacts(samples, read_mem_total(ctx) or 0, round(elapsed, 3), broker, agent_pids)
 
 
 def _top(samples: list[ProcSample], key: str) -> list[ProcSample]:
@@ -467,12 +350,8 @@ def detect_io_uring(ctx: Context, pid: int) -> bool | None:
             with contextlib.suppress(OSError):
                 if os.readlink(entry.path) == "anon_inode:[io_uring]":
                     return True
-    try:
-        tids = os.listdir(ctx.path(f"/proc/{pid}/task"))
-    except OSError:
-        return None
     seen = 0
-    for tid in tids[:TASK_SCAN_LIMIT]:
+    for tid in read_threads(ctx, pid)[:TASK_SCAN_LIMIT]:
         comm = ctx.read_optional(f"/proc/{pid}/task/{tid}/comm", 64)
         if comm is None:
             continue
@@ -791,8 +670,7 @@ def classify_fd(target: str) -> str:
 
 def read_fd_usage(ctx: Context, role: str, pid: int) -> FdUsage:
     """Count /proc/<pid>/fd and break the first FD_SCAN_LIMIT down by type."""
-    stat_text = ctx.read_optional(f"/proc/{pid}/stat", 4096)
-    stat = parse_stat(stat_text) if stat_text else None
+    stat = read_stat(ctx, pid)
     name = stat.name if stat else "?"
     limits = read_limits(ctx, pid) or {}
     nofile = limits.get(NOFILE)
@@ -831,7 +709,7 @@ def parse_file_nr(text: str) -> tuple[int, int] | None:
 
 
 def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
-    """Warn or fail when a process or the system nears its open-file limit."""
+    """Warn or fail when a process nears its open-file limit; report the system total."""
     warn, fail = float(thresholds["warn_percent"]), float(thresholds["fail_percent"])
     findings: list[Finding] = []
     rows = []
@@ -886,23 +764,10 @@ def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
                 f"{BROKER_NAME}); only the agent and the system totals were checked",
             )
         )
+    # The system-wide table is reported, not judged: sysctl.fs owns fs.file-nr's verdict.
     sys_pct = None
     if facts.system_allocated is not None and facts.system_max:
         sys_pct = facts.system_allocated / facts.system_max * 100
-        if sys_pct >= warn:
-            severity = Severity.FAIL if sys_pct >= fail else Severity.WARN
-            findings.append(
-                Finding(
-                    severity,
-                    f"the kernel has {facts.system_allocated} of {facts.system_max} file handles "
-                    f"allocated ({sys_pct:.0f}%)",
-                    "Find the process holding them (`ls /proc/*/fd | wc -l` per pid, or "
-                    "`lsof -n | awk '{print $2}' | sort | uniq -c | sort -rn | head`); raise "
-                    "the ceiling with `sysctl -w fs.file-max=2097152` and persist it as "
-                    "`fs.file-max = 2097152` in /etc/sysctl.d/90-iggy.conf.",
-                    "/proc/sys/fs/file-nr",
-                )
-            )
     parts = [
         f"{r['role']} {r['open_fds']}/{r['soft_limit']} fds"
         for r in rows

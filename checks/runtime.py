@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import platform
 import re
 import shutil
@@ -13,73 +12,11 @@ from typing import Any
 import snapshot_agent
 from snapshot_agent.check import check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import BrokerProcess, find_brokers
 from snapshot_agent.results import Finding, Result, Severity
 
-BROKER_NAMES = ("iggy-server",)
-MAX_PIDS = 20000  # a /proc with more entries than this is not scanned further
 VERSION_TIMEOUT_S = 3.0
 _VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+(?:\.\d+)?(?:[-+.][0-9A-Za-z.+-]*)?)")
-_DELETED = " (deleted)"
-
-
-# -- processes (shared with checks.logs and checks.cloud) ---------------------------
-
-
-@dataclass(frozen=True)
-class NodeProcess:
-    """A running process found under /proc, by name."""
-
-    pid: int
-    name: str  # comm, or the basename of argv[0] when comm was renamed
-    exe: str = ""  # target of /proc/PID/exe ("" when unreadable, e.g. not root)
-    cwd: str = ""  # target of /proc/PID/cwd
-    exe_deleted: bool = False  # the binary was replaced or removed since it started
-    argv: tuple[str, ...] = ()
-
-
-def _readlink(ctx: Context, node_path: str) -> str:
-    """Target of a /proc symlink, "" when it cannot be read."""
-    try:
-        return os.readlink(ctx.path(node_path))
-    except OSError:
-        return ""
-
-
-def find_processes(ctx: Context, names: tuple[str, ...] = BROKER_NAMES) -> list[NodeProcess]:
-    """Processes whose comm or argv[0] basename is one of `names`, read through ctx's /proc."""
-    try:
-        entries = [e for e in os.listdir(ctx.path("/proc")) if e.isdigit()]
-    except OSError:
-        return []
-    found: list[NodeProcess] = []
-    for entry in sorted(entries, key=int)[:MAX_PIDS]:
-        comm = (ctx.read_optional(f"/proc/{entry}/comm", max_bytes=64) or "").strip()
-        name = comm if comm in names else ""
-        argv: tuple[str, ...] = ()
-        if not name:
-            # The main thread may have renamed itself (e.g. to a shard name): ask argv[0].
-            raw = ctx.read_optional(f"/proc/{entry}/cmdline", max_bytes=4096) or ""
-            argv = tuple(a for a in raw.split("\0") if a)
-            base = os.path.basename(argv[0]) if argv else ""
-            name = base if base in names else ""
-        if not name:
-            continue
-        if not argv:
-            raw = ctx.read_optional(f"/proc/{entry}/cmdline", max_bytes=4096) or ""
-            argv = tuple(a for a in raw.split("\0") if a)
-        exe = _readlink(ctx, f"/proc/{entry}/exe")
-        deleted = exe.endswith(_DELETED)
-        found.append(
-            NodeProcess(
-                pid=int(entry),
-                name=name,
-                exe=exe.removesuffix(_DELETED),
-                cwd=_readlink(ctx, f"/proc/{entry}/cwd"),
-                exe_deleted=deleted,
-                argv=argv,
-            )
-        )
-    return found
 
 
 # -- runtime.versions ---------------------------------------------------------------
@@ -100,7 +37,7 @@ class VersionFacts:
     """Versions of what runs on the node, plus the broker's running processes."""
 
     components: list[ComponentVersion] = field(default_factory=list)
-    broker_processes: list[NodeProcess] = field(default_factory=list)
+    broker_processes: list[BrokerProcess] = field(default_factory=list)
     running_broker_version: str = ""  # from the running process's own binary
     path_broker_version: str = ""  # from iggy-server on PATH
 
@@ -139,7 +76,7 @@ def read_versions(ctx: Context) -> VersionFacts:
             "python", platform.python_version(), f"{platform.python_implementation()} module"
         )
     )
-    facts.broker_processes = find_processes(ctx)
+    facts.broker_processes = find_brokers(ctx)
     # Prefer the running broker's own binary: through /proc/PID/exe it is the one that
     # runs even when the file on disk was replaced by an upgrade since it started.
     for proc in facts.broker_processes:
@@ -335,8 +272,7 @@ def read_packages(ctx: Context) -> PackageFacts | str:
         return "neither dpkg-query nor rpm is installed; package versions are unknown"
     result = ctx.run(argv, timeout_s=8)
     if not result.ok:
-        first = (result.stderr.strip().splitlines() or [""])[0][:200]
-        return f"{result.describe()}" + (f": {first}" if first else "")
+        return result.explain(200)
     facts = PackageFacts(manager, parse_package_list(result.stdout), raw=result.stdout)
     marker = ctx.read_optional("/run/reboot-required", max_bytes=4096)
     if marker is not None:

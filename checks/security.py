@@ -6,20 +6,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import PurePosixPath
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.kernel import (
-    BROKER_NAME,
     EXAMPLE_CHARS,
-    BrokerProcess,
-    find_brokers,
     parse_label,
     read_file_tail,
     read_kernel_log,
 )
 from snapshot_agent.context import Context
+from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers
 from snapshot_agent.results import Finding, Result, Severity
 
 AUDIT_LOG = "/var/log/audit/audit.log"
@@ -281,7 +278,6 @@ SSHD_DEFAULTS = {
     "kbdinteractiveauthentication": "yes",
     "usepam": "no",
 }
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass
@@ -371,22 +367,6 @@ def parse_sshd_config(
 
     walk(path, "", 0)
     return config
-
-
-def expand_glob(ctx: Context, pattern: str) -> list[str]:
-    """Node paths matching an absolute glob, resolved through the context roots."""
-    if not _GLOB_CHARS.search(pattern):
-        return [pattern] if ctx.path(pattern).is_file() else []
-    parts = PurePosixPath(pattern).parts
-    fixed = next(i for i, p in enumerate(parts) if _GLOB_CHARS.search(p))
-    base = str(PurePosixPath(*parts[:fixed]))
-    rest = str(PurePosixPath(*parts[fixed:]))
-    root = ctx.path(base)
-    try:
-        found = sorted(str(p.relative_to(root)) for p in root.glob(rest) if p.is_file())
-    except (OSError, ValueError):
-        return []
-    return [f"{base.rstrip('/')}/{rel}" for rel in found]
 
 
 SSH_REMEDY_TAIL = (
@@ -506,7 +486,8 @@ def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
 def security_ssh(ctx: Context) -> Result:
     """Judge sshd's root and password login settings; copies the config files, never keys."""
     config = parse_sshd_config(
-        lambda p: ctx.read_optional(p, 256 * 1024), lambda g: expand_glob(ctx, g)
+        lambda p: ctx.read_optional(p, 256 * 1024),
+        lambda g: [p for p in ctx.glob(g) if ctx.path(p).is_file()],
     )
     for path in config.files:
         try:

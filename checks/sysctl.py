@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
-from snapshot_agent.checks.kernel import find_brokers
 from snapshot_agent.context import Context
+from snapshot_agent.processes import find_brokers
+from snapshot_agent.procfs import SwapDevice, parse_meminfo, parse_snmp, parse_swaps
+from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Finding, Result, Severity, Status
 
 MAX_KEYS = 20000
@@ -85,7 +87,6 @@ def sysctl_all(ctx: Context) -> Result:
 # Judged parameters: sysctl.network, sysctl.vm, sysctl.fs
 # --------------------------------------------------------------------------------------
 
-SYSCTL_CONF = "/etc/sysctl.d/99-iggy.conf"
 MAPS_READ_LIMIT = 64 * 1024 * 1024
 
 
@@ -119,40 +120,12 @@ def as_int(value: str | None) -> int | None:
     return ints[0] if ints else None
 
 
-def sysctl_fix(key: str, value: int | str) -> str:
-    """The exact runtime command and persistent line for one setting."""
-    text = str(value)
-    shown = f'"{text}"' if " " in text else text
-    return (
-        f"`sysctl -w {key}={shown}` now, and `{key} = {text}` in {SYSCTL_CONF} "
-        "(then `sysctl --system`) to keep it across reboots."
-    )
-
-
 def human_bytes(n: float) -> str:
     """1073741824 -> '1 GiB', 212992 -> '208 KiB'."""
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:.0f} B"
-
-
-def parse_snmp(text: str) -> dict[str, dict[str, int]]:
-    """/proc/net/netstat or /proc/net/snmp: 'Proto: names' / 'Proto: values' line pairs."""
-    out: dict[str, dict[str, int]] = {}
-    lines = text.splitlines()
-    for head, values in zip(lines[::2], lines[1::2], strict=False):
-        proto, _, names = head.partition(":")
-        vproto, _, nums = values.partition(":")
-        if proto != vproto:
-            continue
-        table = out.setdefault(proto.strip(), {})
-        for name, num in zip(names.split(), nums.split(), strict=False):
-            try:
-                table[name] = int(num)
-            except ValueError:
-                continue
-    return out
 
 
 def softnet_dropped(text: str) -> int:
@@ -478,42 +451,6 @@ VM_KEYS = (
 )
 
 
-def parse_meminfo(text: str) -> dict[str, int]:
-    """/proc/meminfo in kB (HugePages_* counts as given)."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            out[key.strip()] = int(parts[0])
-    return out
-
-
-@dataclass(frozen=True)
-class SwapDevice:
-    """One line of /proc/swaps."""
-
-    name: str
-    kind: str
-    size_kb: int
-    used_kb: int
-
-    @property
-    def disk_backed(self) -> bool:
-        """zram is compressed RAM, not a disk."""
-        return not self.name.startswith("/dev/zram")
-
-
-def parse_swaps(text: str) -> list[SwapDevice]:
-    """/proc/swaps without its header."""
-    out: list[SwapDevice] = []
-    for line in text.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) >= 4 and cols[2].isdigit() and cols[3].isdigit():
-            out.append(SwapDevice(cols[0], cols[1], int(cols[2]), int(cols[3])))
-    return out
-
-
 @dataclass
 class VmFacts:
     """VM sysctls, memory figures and the broker's memory-map counts."""
@@ -581,7 +518,7 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
     disk_swap = [s for s in facts.swaps if s.disk_backed]
     max_swappiness = int(t["max_swappiness"])
     if swappiness is not None and disk_swap and swappiness > max_swappiness:
-        used_kb = sum(s.used_kb for s in disk_swap)
+        used_kb = sum(s.used_kib for s in disk_swap)
         devices = ", ".join(s.name for s in disk_swap)
         message = f"vm.swappiness = {swappiness} with disk-backed swap ({devices})"
         remedy = (
@@ -620,10 +557,13 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
                     "Use byte limits sized from the disk's write throughput (a few seconds' "
                     "worth): "
                     + sysctl_fix("vm.dirty_background_bytes", want_bg)
-                    + " and "
-                    + sysctl_fix("vm.dirty_bytes", want_fg)
-                    + " Setting the _bytes form turns the _ratio form off. Compare broker p99 "
-                    "latency before and after.",
+                    + " "
+                    + sysctl_fix(
+                        "vm.dirty_bytes",
+                        want_fg,
+                        "Setting the _bytes form turns the _ratio form off. Compare broker p99 "
+                        "latency before and after.",
+                    ),
                     sysctl_path("vm.dirty_bytes"),
                 )
             )
@@ -683,8 +623,9 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
                 "Every reservation counts: the broker's memory pool ([system.memory_pool] size, "
                 "default 4 GiB), thread stacks and allocator arenas, whether used or not; an "
                 "allocation failure aborts the broker. Unless a policy requires 2: "
-                + sysctl_fix("vm.overcommit_memory", 0)
-                + " Otherwise raise vm.overcommit_ratio or add swap.",
+                + sysctl_fix(
+                    "vm.overcommit_memory", 0, "Otherwise raise vm.overcommit_ratio or add swap."
+                ),
                 sysctl_path("vm.overcommit_memory"),
             )
         )
@@ -702,7 +643,16 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
     table = [{"key": k, "value": val if val is not None else "(absent)"} for k, val in v.items()]
     data: dict[str, Any] = {
         "values": table,
-        "swap": [s.__dict__ | {"disk_backed": s.disk_backed} for s in facts.swaps],
+        "swap": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "size_kb": s.size_kib,
+                "used_kb": s.used_kib,
+                "disk_backed": s.disk_backed,
+            }
+            for s in facts.swaps
+        ],
         "dirty_background_limit_bytes": limits[0] if limits else None,
         "dirty_limit_bytes": limits[1] if limits else None,
         "dirty_now_kb": mem.get("Dirty"),
@@ -712,7 +662,7 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
         "committed_as_kb": mem.get("Committed_AS"),
     }
     swap_text = (
-        f"swap {human_bytes(sum(s.size_kb for s in facts.swaps) * 1024)}"
+        f"swap {human_bytes(sum(s.size_kib for s in facts.swaps) * 1024)}"
         if facts.swaps
         else "no swap"
     )

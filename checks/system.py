@@ -79,29 +79,41 @@ def read_system(ctx: Context) -> SystemFacts:
     return facts
 
 
-def _detect_virtualization(ctx: Context, facts: SystemFacts) -> None:
+def detect_container(ctx: Context) -> tuple[str, list[str]]:
+    """The container technology this node runs in ('none' on a host), and the evidence.
+
+    systemd-detect-virt on a live node, then what systemd, the runtimes and the cgroup of
+    PID 1 leave behind (those work in fixture trees and without systemd too).
+    """
+    container, evidence = "none", []
     if ctx.live and shutil.which("systemd-detect-virt"):
-        vm = ctx.run(["systemd-detect-virt", "--vm"], timeout_s=3)
         ct = ctx.run(["systemd-detect-virt", "--container"], timeout_s=3)
-        if vm.exit_code is not None and vm.stdout.strip():
-            facts.virtualization = vm.stdout.strip()
-            facts.evidence.append("systemd-detect-virt --vm")
         if ct.exit_code is not None and ct.stdout.strip():
-            facts.container = ct.stdout.strip()
-            facts.evidence.append("systemd-detect-virt --container")
-    if facts.container == "none":
+            container = ct.stdout.strip()
+            evidence.append("systemd-detect-virt --container")
+    if container == "none":
+        marker = (ctx.read_optional("/run/systemd/container", 256) or "").strip()
+        if marker:
+            return marker, [*evidence, "/run/systemd/container"]
         cgroup = (ctx.read_optional("/proc/1/cgroup") or "").lower()
         for needle, name in _CGROUP_CONTAINERS:
             if needle in cgroup:
-                facts.container = name
-                facts.evidence.append(f"/proc/1/cgroup mentions {needle}")
-                break
-        else:
-            for marker, name in (("/run/.containerenv", "podman"), ("/.dockerenv", "docker")):
-                if ctx.path(marker).exists():
-                    facts.container = name
-                    facts.evidence.append(marker)
-                    break
+                return name, [*evidence, f"/proc/1/cgroup mentions {needle}"]
+        for marker, name in (("/run/.containerenv", "podman"), ("/.dockerenv", "docker")):
+            if ctx.path(marker).exists():
+                return name, [*evidence, marker]
+    return container, evidence
+
+
+def _detect_virtualization(ctx: Context, facts: SystemFacts) -> None:
+    """Fill in the hypervisor and the container, with the evidence for each."""
+    if ctx.live and shutil.which("systemd-detect-virt"):
+        vm = ctx.run(["systemd-detect-virt", "--vm"], timeout_s=3)
+        if vm.exit_code is not None and vm.stdout.strip():
+            facts.virtualization = vm.stdout.strip()
+            facts.evidence.append("systemd-detect-virt --vm")
+    facts.container, evidence = detect_container(ctx)
+    facts.evidence += evidence
     if facts.virtualization == "none":
         dmi = " ".join(
             (ctx.read_optional(f"/sys/class/dmi/id/{name}") or "").strip().lower()

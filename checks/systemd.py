@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
-from snapshot_agent.checks.process import find_broker
-from snapshot_agent.commands import CommandResult
 from snapshot_agent.context import Context
+from snapshot_agent.processes import find_broker
 from snapshot_agent.results import Finding, Result, Severity
 
 AGENT_UNIT = "snapshot-agent.service"
@@ -22,12 +21,6 @@ STATUS_EVIDENCE_UNITS = 5  # failed units whose `systemctl status` is saved
 MAX_TIMERS = 200
 JOURNAL_LINES = 5000  # newest PID 1 messages about the units read for the 24 h count
 SYSTEMD_REQS = Requirements(systemd=True, binaries=("systemctl",))
-
-
-def _why_not(res: CommandResult) -> str:
-    """'`systemctl ...` exited 1: Failed to connect to bus' for a skip reason."""
-    err = (res.stderr.strip().splitlines() or [""])[0]
-    return res.describe() + (f": {err}" if err else "")
 
 
 def _short(unit: str) -> str:
@@ -259,7 +252,7 @@ def systemd_failed(ctx: Context) -> Result:
         save_as="failed-units.txt",
     )
     if not res.ok:
-        return Result.skipped(f"cannot list units: {_why_not(res)}")
+        return Result.skipped(f"cannot list units: {res.explain()}")
     rows = parse_list_units(res.stdout)
     broker_unit = ctx.config.iggy.service
     ordered = sorted(rows, key=lambda r: (r.unit != broker_unit, r.unit))
@@ -459,7 +452,7 @@ def systemd_units(ctx: Context) -> Result:
     )
     blocks = parse_show(res.stdout) if res.ok else []
     if len(blocks) != len(names):
-        return Result.skipped(f"cannot read the units' state: {_why_not(res)}")
+        return Result.skipped(f"cannot read the units' state: {res.explain()}")
     facts = UnitsFacts()
     # PID 1's messages about a unit carry UNIT=; same-field matches are ORed, _PID=1 ANDed.
     jres = ctx.run(
@@ -480,7 +473,7 @@ def systemd_units(ctx: Context) -> Result:
     )
     counts = parse_journal_json(jres.stdout) if jres.ok else None
     if counts is None:
-        facts.journal_note = f"restarts in the last 24 h unknown: {_why_not(jres)}"
+        facts.journal_note = f"restarts in the last 24 h unknown: {jres.explain()}"
     elif "not seeing messages" in jres.stderr:
         # Not root and not in group systemd-journal: PID 1's messages are hidden, so a
         # count of 0 would be a lie.
@@ -582,7 +575,7 @@ def systemd_timers(ctx: Context) -> Result:
             save_as="list-timers.txt",
         )
         if not res.ok:
-            return Result.skipped(f"cannot list timers: {_why_not(res)}")
+            return Result.skipped(f"cannot list timers: {res.explain()}")
         timers, fmt = parse_timers_text(res.stdout), "text"
     timers = timers[:MAX_TIMERS]
     facts = TimersFacts(timers, format=fmt)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
-from snapshot_agent.checks.process import find_broker, read_processes
+from snapshot_agent.checks.system import detect_container
 from snapshot_agent.context import Context
+from snapshot_agent.processes import find_broker, read_processes
 from snapshot_agent.results import Finding, Result, Severity
 
 #: Process names (comm, at most 15 characters) of time synchronisation daemons.
@@ -157,28 +158,12 @@ def parse_timesync_status(text: str) -> SyncReport | None:
 # -- reading -----------------------------------------------------------------------
 
 
-def detect_container(ctx: Context) -> str:
-    """The container technology when this node is a container, else ''."""
-    marker = (ctx.read_optional("/run/systemd/container", 256) or "").strip()
-    if marker:
-        return marker
-    cgroup = (ctx.read_optional("/proc/1/cgroup", 65536) or "").lower()
-    for needle in ("kubepods", "docker", "containerd", "lxc", "libpod"):
-        if needle in cgroup:
-            return needle
-    for path, name in (("/.dockerenv", "docker"), ("/run/.containerenv", "podman")):
-        if ctx.path(path).exists():
-            return name
-    return ""
-
-
 def _run_parse(ctx: Context, argv: list[str], save_as: str, parser: Any) -> SyncReport | str:
     """Run a time tool and parse it; a string says why there is no report."""
     res = ctx.run(argv, timeout_s=3, save_as=save_as)
     if res.ok and (report := parser(res.stdout)) is not None:
         return report
-    err = (res.stderr.strip().splitlines() or [""])[0]
-    return f"{res.describe()}{': ' + err if err else ''}"
+    return res.explain()
 
 
 def read_sync(ctx: Context) -> SyncFacts:
@@ -186,7 +171,8 @@ def read_sync(ctx: Context) -> SyncFacts:
     facts = SyncFacts()
     names = {p.name for p in read_processes(ctx).values() if p.state != "Z"}
     facts.daemons = sorted({label for comm, label in TIME_DAEMONS.items() if comm in names})
-    facts.container = detect_container(ctx)
+    container, _ = detect_container(ctx)
+    facts.container = "" if container == "none" else container
     queries = [
         ("chrony", "chronyc", ["chronyc", "-n", "tracking"], "chronyc-tracking.txt"),
         ("ntpd", "ntpq", ["ntpq", "-pn"], "ntpq-peers.txt"),

@@ -85,6 +85,33 @@ def make_context(
     )
 
 
+#: The body of every fake tool: RULES is a list of (needles, stdout, exit code).
+FAKE_BODY = """
+args = sys.argv[1:]
+for needles, out, code in RULES:
+    if all(n in args for n in needles):
+        sys.stdout.write(out)
+        sys.exit(code)
+sys.stderr.write("fake: no rule for %r\\n" % (args,))
+sys.exit(1)
+"""
+
+
+def fake_tools(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tools: dict[str, list[tuple[tuple[str, ...], str, int]]],
+) -> None:
+    """Put fake commands first on PATH: each prints the output of its first matching rule."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    for name, rules in tools.items():
+        script = bindir / name
+        script.write_text(f"#!{sys.executable}\nimport sys\nRULES = {rules!r}\n{FAKE_BODY}")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Path:
     """An empty fixture node tree."""

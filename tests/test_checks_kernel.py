@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from snapshot_agent.checks.kernel import (
-    BrokerProcess,
     KernelLog,
-    broker_from_status,
     categorize,
     config_io_uring,
     decode_taint,
@@ -28,6 +26,7 @@ from snapshot_agent.checks.kernel import (
     summarize_log,
     within_window,
 )
+from snapshot_agent.processes import BrokerProcess, broker_from_status
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree

@@ -47,13 +47,13 @@ from snapshot_agent.checks.network import (
     parse_port_list,
     parse_proc_route,
     parse_resolv_conf,
-    parse_snmp_table,
     parse_socket_line,
     parse_sockets,
     parse_ss_listen,
 )
 from snapshot_agent.config import ChecksConfig, Config, NetworkChecksConfig, RootsConfig
 from snapshot_agent.context import Context
+from snapshot_agent.procfs import parse_snmp
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
@@ -280,10 +280,10 @@ IpExt: 0 0 0
 """  # noqa: E501
 
 
-def test_parse_snmp_table() -> None:
-    tables = parse_snmp_table(SNMP)
+def test_parse_snmp() -> None:
+    tables = parse_snmp(SNMP)
     assert tables["Tcp"]["RetransSegs"] == 3000 and tables["Tcp"]["MaxConn"] == -1
-    assert parse_snmp_table(NETSTAT)["TcpExt"]["ListenOverflows"] == 12
+    assert parse_snmp(NETSTAT)["TcpExt"]["ListenOverflows"] == 12
 
 
 def tcp_node(node: Path, tcp: str = PROC_TCP) -> Path:

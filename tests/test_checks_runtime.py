@@ -9,13 +9,13 @@ import pytest
 
 import snapshot_agent
 from snapshot_agent.checks.runtime import (
-    find_processes,
     parse_package_list,
     parse_version,
     relevant,
     runtime_packages,
     runtime_versions,
 )
+from snapshot_agent.processes import find_brokers
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
@@ -43,13 +43,13 @@ def test_parse_version_samples() -> None:
     assert parse_version("no version here") == ""
 
 
-def test_find_processes_by_comm_or_argv0(tmp_path: Path, node: Path) -> None:
+def test_find_brokers_by_comm_or_argv0(tmp_path: Path, node: Path) -> None:
     broker_proc(node, 812, "/usr/bin/iggy-server")
     # A main thread renamed to its shard: found by argv[0].
     broker_proc(node, 900, "/opt/iggy/iggy-server", comm="shard-0")
     write_tree(node, {"proc/1/comm": "systemd\n", "proc/1/cmdline": "/sbin/init\0"})
     ctx = make_context(tmp_path, roots=fixture_roots(node))
-    procs = find_processes(ctx)
+    procs = find_brokers(ctx)
     assert [(p.pid, p.exe, p.cwd) for p in procs] == [
         (812, "/usr/bin/iggy-server", "/srv/iggy"),
         (900, "/opt/iggy/iggy-server", "/srv/iggy"),

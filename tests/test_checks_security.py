@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_agent.checks.kernel import BrokerProcess
 from snapshot_agent.checks.security import (
     audit_lines_within,
     denial_concerns_broker,
@@ -20,6 +19,7 @@ from snapshot_agent.checks.security import (
     security_ssh,
     split_directive,
 )
+from snapshot_agent.processes import BrokerProcess
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree

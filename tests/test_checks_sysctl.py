@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from snapshot_agent.checks.sysctl import (
     as_ints,
     dirty_limits,
-    parse_meminfo,
     parse_port_list,
-    parse_snmp,
-    parse_swaps,
     softnet_dropped,
-    sysctl_fix,
     sysctl_fs,
     sysctl_network,
     sysctl_vm,
 )
+from snapshot_agent.procfs import parse_meminfo, parse_snmp, parse_swaps
+from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
@@ -85,7 +85,7 @@ def test_parsers() -> None:
     assert sysctl_fix("net.ipv4.tcp_rmem", "4096 131072 16777216").startswith(
         '`sysctl -w net.ipv4.tcp_rmem="4096 131072 16777216"`'
     )
-    assert "`vm.swappiness = 10` in /etc/sysctl.d/99-iggy.conf" in sysctl_fix("vm.swappiness", 10)
+    assert "`vm.swappiness = 10` to /etc/sysctl.d/99-iggy.conf" in sysctl_fix("vm.swappiness", 10)
 
 
 # ---------------------------------------------------------------- sysctl.network
@@ -114,7 +114,7 @@ def test_network_low_somaxconn_with_overflows_warns(tmp_path: Path, node: Path) 
     warn = next(f for f in result.findings if f.severity == Severity.WARN)
     assert warn.subject == "/proc/sys/net/core/somaxconn"
     assert "ListenOverflows 500" in warn.message
-    assert "net.core.somaxconn = 4096` in /etc/sysctl.d/99-iggy.conf" in warn.remediation
+    assert "net.core.somaxconn = 4096` to /etc/sysctl.d/99-iggy.conf" in warn.remediation
 
 
 def test_network_udp_buffer_errors_warn(tmp_path: Path, node: Path) -> None:
@@ -204,7 +204,7 @@ def vm_node(
 
 def test_vm_parsers() -> None:
     [swap] = parse_swaps(SWAPS_DISK.format(used=1024))
-    assert swap.name == "/dev/dm-1" and swap.used_kb == 1024 and swap.disk_backed
+    assert swap.name == "/dev/dm-1" and swap.used_kib == 1024 and swap.disk_backed
     assert not parse_swaps("F T S U P\n/dev/zram0 partition 100 0 100\n")[0].disk_backed
     mem = parse_meminfo(meminfo(16))
     values = {k.replace("/", "."): v for k, v in VM_DEFAULTS.items()}
@@ -322,6 +322,37 @@ def test_fs_file_table_nearly_full_fails(tmp_path: Path, node: Path) -> None:
     fail = next(f for f in result.findings if f.severity == Severity.FAIL)
     assert "195000 of fs.file-max 200000" in fail.message
     assert any("aio-nr = 65000" in f.message for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    ("allocated", "status"),
+    [(150000, Status.PASS), (170000, Status.WARN), (195000, Status.FAIL)],
+)
+def test_fs_file_table_usage_verdicts(
+    tmp_path: Path, node: Path, allocated: int, status: Status
+) -> None:
+    # sysctl.fs owns the verdict on fs.file-nr; process.fds only reports the numbers.
+    fs_node(node, {"file-max": "200000", "file-nr": f"{allocated}\t0\t200000"})
+    result = sysctl_fs.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=FS_T))
+    assert result.status == status
+    usage = [f for f in result.findings if f.subject == "/proc/sys/fs/file-nr"]
+    if status == Status.PASS:
+        assert not usage
+    else:
+        [finding] = usage
+        assert finding.severity == (Severity.FAIL if status == Status.FAIL else Severity.WARN)
+        assert f"{allocated} of fs.file-max 200000 file handles are in use" in finding.message
+        assert "sysctl -w fs.file-max=400000" in finding.remediation
+
+
+def test_fs_file_table_full_at_the_fail_level(tmp_path: Path, node: Path) -> None:
+    # The case process.fds used to judge as well: 95000 of 100000 handles allocated.
+    fs_node(node, {"file-max": "100000", "file-nr": "95000\t0\t100000"})
+    result = sysctl_fs.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=FS_T))
+    assert result.status == Status.FAIL
+    assert "95000 of fs.file-max 100000 file handles" in result.summary
+    usage = next(f for f in result.findings if f.subject == "/proc/sys/fs/file-nr")
+    assert usage.severity == Severity.FAIL and "fs.file-max" in usage.remediation
 
 
 def test_fs_garbage_values_do_not_crash(tmp_path: Path, node: Path) -> None:

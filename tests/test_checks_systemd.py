@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from snapshot_agent.checks.systemd import (
 from snapshot_agent.context import map_path
 from snapshot_agent.results import Severity, Status
 
-from .conftest import fixture_roots, make_context
+from .conftest import fake_tools, fixture_roots, make_context
 
 FAILED_PLAIN = """\
 iggy-server.service loaded failed failed Apache Iggy message streaming server
@@ -82,31 +80,6 @@ CRASH = [
     ("iggy-server.service", "Stopped iggy-server.service - Apache Iggy server."),
     ("iggy-server.service", "Started iggy-server.service - Apache Iggy server."),
 ]
-
-FAKE_BODY = """
-args = sys.argv[1:]
-for needles, out, code in RULES:
-    if all(n in args for n in needles):
-        sys.stdout.write(out)
-        sys.exit(code)
-sys.stderr.write("fake: no rule for %r\\n" % (args,))
-sys.exit(1)
-"""
-
-
-def fake_tools(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tools: dict[str, list[tuple[tuple[str, ...], str, int]]],
-) -> None:
-    """Put fake commands first on PATH: each prints the output of its first matching rule."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    for name, rules in tools.items():
-        script = bindir / name
-        script.write_text(f"#!{sys.executable}\nimport sys\nRULES = {rules!r}\n{FAKE_BODY}")
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def ctx_for(tmp_path: Path, node: Path, thresholds: dict[str, Any] | None = None) -> Any:

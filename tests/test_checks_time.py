@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from snapshot_agent.checks.timesync import (
 )
 from snapshot_agent.results import Status
 
-from .conftest import fixture_roots, make_context, write_tree
+from .conftest import fake_tools, fixture_roots, make_context, write_tree
 
 CHRONY_SYNCED = """\
 Reference ID    : A9FEA97B (169.254.169.123)
@@ -107,31 +106,6 @@ Root distance: 1.021ms (max: 5s)
  Packet count: 263
     Frequency: -16.064ppm
 """
-
-FAKE_BODY = """
-args = sys.argv[1:]
-for needles, out, code in RULES:
-    if all(n in args for n in needles):
-        sys.stdout.write(out)
-        sys.exit(code)
-sys.stderr.write("fake: no rule for %r\\n" % (args,))
-sys.exit(1)
-"""
-
-
-def fake_tools(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tools: dict[str, list[tuple[tuple[str, ...], str, int]]],
-) -> None:
-    """Put fake commands first on PATH: each prints the output of its first matching rule."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    for name, rules in tools.items():
-        script = bindir / name
-        script.write_text(f"#!{sys.executable}\nimport sys\nRULES = {rules!r}\n{FAKE_BODY}")
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def daemon(node: Path, pid: int, comm: str) -> None:
