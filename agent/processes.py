@@ -41,6 +41,11 @@ class ProcStat:
     threads: int
     start_ticks: int  # start time after boot; tells a reused pid apart
     rss_pages: int
+    user_ticks: int = 0  # utime
+    system_ticks: int = 0  # stime
+    reaped_user_ticks: int = 0  # cutime: children it has waited for
+    reaped_system_ticks: int = 0  # cstime
+    nice: int = 0
 
 
 def parse_stat(text: str) -> ProcStat | None:
@@ -64,6 +69,11 @@ def parse_stat(text: str) -> ProcStat | None:
             threads=int(rest[17]),
             start_ticks=int(rest[19]),
             rss_pages=int(rest[21]),
+            user_ticks=int(rest[11]),
+            system_ticks=int(rest[12]),
+            reaped_user_ticks=int(rest[13]),
+            reaped_system_ticks=int(rest[14]),
+            nice=int(rest[16]),
         )
     except ValueError:
         return None
@@ -94,6 +104,26 @@ def read_processes(ctx: Context) -> dict[int, ProcStat]:
 
 
 # -- comm, cmdline, status, links ------------------------------------------------------
+
+
+def agent_pid(ctx: Context) -> int | None:
+    """The agent's own process: the parent of this forked check child.
+
+    Each check runs in a child forked from the agent, so the agent is our parent;
+    when a check is called in-process (a test, a script) we are the agent ourselves.
+    In a fixture tree, `proc/self` (a symlink to a pid) names the agent.
+    """
+    if not ctx.live:
+        try:
+            return int(os.readlink(ctx.path("/proc/self")))
+        except (OSError, ValueError):
+            return None
+    parent = os.getppid()
+    cmdline = read_cmdline(ctx, parent)
+    if "snapshot-agent" in cmdline or "snapshot_agent" in cmdline:
+        return parent
+    return os.getpid()
+
 
 
 def read_comm(ctx: Context, pid: int) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.context import Context
+from snapshot_agent.processes import agent_pid, read_processes
 from snapshot_agent.results import Finding, Result, Severity
 
 
@@ -149,11 +150,13 @@ class CpuShare:
     iowait: float
     steal: float
     idle: float
+    agent: float = 0.0  # this snapshot's own CPU, taken out of user/nice/system
 
     def to_dict(self) -> dict[str, Any]:
         """One table row for the report."""
         return {
             "cpu": self.name,
+            "agent_pct": self.agent,
             "busy_pct": self.busy,
             "user_pct": self.user,
             "nice_pct": self.nice,
@@ -190,13 +193,37 @@ def parse_proc_stat(text: str) -> dict[str, CpuTimes]:
     return out
 
 
-def cpu_share(name: str, before: CpuTimes, after: CpuTimes) -> CpuShare | None:
-    """Percentages between two readings; None when no tick elapsed (or counters reset)."""
+@dataclass(frozen=True)
+class OwnTicks:
+    """CPU this snapshot itself used during the sample: the agent, its checks, their commands."""
+
+    user: int
+    system: int
+    niced: bool  # the agent's user time shows as `nice` in /proc/stat when it is niced
+
+
+def cpu_share(
+    name: str, before: CpuTimes, after: CpuTimes, own: OwnTicks | None = None
+) -> CpuShare | None:
+    """Percentages between two readings; None when no tick elapsed (or counters reset).
+
+    `own` ticks move out of user (or nice) and system into `agent`: a snapshot must
+    not report its own load as the node's.
+    """
     # Per-CPU iowait may go backwards on some kernels: clamp every delta at zero.
     delta = {f: max(0, getattr(after, f) - getattr(before, f)) for f in STAT_FIELDS}
     total = sum(delta.values())
     if total <= 0:
         return None
+    agent = 0
+    if own is not None:
+        for field_name, ticks in (
+            ("nice" if own.niced else "user", own.user),
+            ("system", own.system),
+        ):
+            moved = min(delta[field_name], max(0, ticks))
+            delta[field_name] -= moved
+            agent += moved
 
     def pct(*fields: str) -> float:
         """Share of the elapsed ticks spent in `fields`."""
@@ -211,16 +238,24 @@ def cpu_share(name: str, before: CpuTimes, after: CpuTimes) -> CpuShare | None:
         iowait=pct("iowait"),
         steal=pct("steal"),
         idle=pct("idle"),
+        agent=round(100.0 * agent / total, 1),
     )
 
 
 def usage_between(
-    before: dict[str, CpuTimes], after: dict[str, CpuTimes], interval_s: float
+    before: dict[str, CpuTimes],
+    after: dict[str, CpuTimes],
+    interval_s: float,
+    own: OwnTicks | None = None,
 ) -> UsageFacts | None:
-    """Shares overall and per core; None when the readings show no elapsed time."""
+    """Shares overall and per core; None when the readings show no elapsed time.
+
+    The agent's own ticks (`own`) are taken out of the overall share only: the
+    kernel does not say on which cores they ran.
+    """
     if "cpu" not in before or "cpu" not in after:
         return None
-    overall = cpu_share("cpu", before["cpu"], after["cpu"])
+    overall = cpu_share("cpu", before["cpu"], after["cpu"], own)
     if overall is None:
         return None
     cores = []
@@ -237,15 +272,42 @@ def _cpu_number(name: str) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
+def own_ticks(ctx: Context) -> tuple[int, int, bool] | None:
+    """(user, system, niced) ticks used so far by the agent's process tree; None if unknown.
+
+    Children it already reaped count through its cutime/cstime, so a check that ran
+    and ended inside the sample window is counted too.
+    """
+    agent = agent_pid(ctx)
+    table = read_processes(ctx)
+    if agent is None or agent not in table:
+        return None
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    tree, todo = [], [agent]
+    while todo:
+        pid = todo.pop()
+        tree.append(table[pid])
+        todo += children.get(pid, [])
+    user = sum(p.user_ticks + p.reaped_user_ticks for p in tree)
+    system = sum(p.system_ticks + p.reaped_system_ticks for p in tree)
+    return user, system, table[agent].nice > 0
+
+
 def read_usage(ctx: Context) -> tuple[UsageFacts | None, str]:
     """Read /proc/stat twice, SAMPLE_S apart; also return both readings as evidence."""
-    first = ctx.read_text("/proc/stat")
+    first, own_first = ctx.read_text("/proc/stat"), own_ticks(ctx)
     start = time.monotonic()
     time.sleep(SAMPLE_S)
-    second = ctx.read_text("/proc/stat")
+    second, own_second = ctx.read_text("/proc/stat"), own_ticks(ctx)
     interval = time.monotonic() - start
     evidence = _cpu_lines(first) + f"\n--- {interval:.3f} s later ---\n" + _cpu_lines(second)
-    return usage_between(parse_proc_stat(first), parse_proc_stat(second), interval), evidence
+    own = None
+    if own_first and own_second:
+        own = OwnTicks(own_second[0] - own_first[0], own_second[1] - own_first[1], own_second[2])
+    usage = usage_between(parse_proc_stat(first), parse_proc_stat(second), interval, own)
+    return usage, evidence
 
 
 def _cpu_lines(text: str) -> str:
@@ -263,6 +325,8 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         f"steal {o.steal:g}%, niced {o.nice:g}%) over {facts.interval_s:.2f} s "
         f"on {len(facts.cores) or 1} CPUs"
     )
+    if o.agent:
+        ok += f"; this snapshot's own {o.agent:g}% left out"
     if hot_text:
         ok += f"; hottest {hot_text}"
     findings: list[Finding] = []
@@ -322,7 +386,8 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         "overall": o.to_dict(),
         "hottest": [c.name for c in hottest[:3]],
         "per_core": [c.to_dict() for c in facts.cores],
-        "note": "busy excludes niced time; this agent runs at nice 10",
+        "note": "busy excludes niced time and this snapshot's own CPU (agent_pct, overall "
+        "only: per-core figures include it); the agent runs at nice 10",
     }
     return Result.from_findings(findings, ok=ok, data=data)
 

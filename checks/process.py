@@ -1,8 +1,8 @@
 """Process checks: who uses the CPU and memory, the broker's limits, zombies, open files.
 
-The processes themselves (and the broker) are read by snapshot_agent.processes;
-`agent_pid(ctx)` here finds the agent's own process. Everything is read from /proc
-through the context, so fixture trees work the same as a live node.
+The processes themselves, the broker and the agent's own process are read by
+snapshot_agent.processes. Everything is read from /proc through the context, so
+fixture trees work the same as a live node.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from snapshot_agent.processes import (
     BROKER_NAME,
     BrokerProcess,
     ProcStat,
+    agent_pid,
     find_broker,
     read_cmdline,
     read_processes,
@@ -77,25 +78,6 @@ def read_limits(ctx: Context, pid: int) -> dict[str, Limit] | None:
     """The resource limits of `pid`, or None when /proc/<pid>/limits cannot be read."""
     text = ctx.read_optional(f"/proc/{pid}/limits", 16384)
     return parse_limits(text) if text is not None else None
-
-
-def agent_pid(ctx: Context) -> int | None:
-    """The agent's own process: the parent of this forked check child.
-
-    Each check runs in a child forked from the agent, so the agent is our parent;
-    when a check is called in-process (a test, a script) we are the agent ourselves.
-    In a fixture tree, `proc/self` (a symlink to a pid) names the agent.
-    """
-    if not ctx.live:
-        try:
-            return int(os.readlink(ctx.path("/proc/self")))
-        except (OSError, ValueError):
-            return None
-    parent = os.getppid()
-    cmdline = read_cmdline(ctx, parent)
-    if "snapshot-agent" in cmdline or "snapshot_agent" in cmdline:
-        return parent
-    return os.getpid()
 
 
 def format_bytes(n: float) -> str:

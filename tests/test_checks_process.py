@@ -130,6 +130,11 @@ def test_parse_stat_real_line() -> None:
         threads=13,
         start_ticks=24,
         rss_pages=3583,
+        user_ticks=137,
+        system_ticks=472,
+        reaped_user_ticks=13961,
+        reaped_system_ticks=12888,
+        nice=0,
     )
 
 
