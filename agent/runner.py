@@ -39,6 +39,7 @@ from snapshot_agent.tail import TailBuffer
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
 HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
@@ -126,11 +127,7 @@ class Runner:
             while pending or running:
                 now = time.monotonic()
                 while pending and len(running) < self.concurrency and now < deadline:
-                    run = self._start(pending.popleft(), now, deadline)
-                    running[run.result_fd] = run
-                    sel.register(run.result_fd, selectors.EVENT_READ, run)
-                    if run.output_fd is not None:
-                        sel.register(run.output_fd, selectors.EVENT_READ, run)
+                    self._start(pending.popleft(), now, deadline, running, sel)
                 if now >= deadline:
                     for check in pending:
                         results[check.id] = self._finish_unstarted(check)
@@ -162,7 +159,15 @@ class Runner:
 
     # -- starting -----------------------------------------------------------------
 
-    def _start(self, check: Check, now: float, overall_deadline: float) -> _Running:
+    def _start(
+        self,
+        check: Check,
+        now: float,
+        overall_deadline: float,
+        running: dict[int, _Running],
+        sel: selectors.BaseSelector,
+    ) -> None:
+        """Fork the check's child and register it, so that Ctrl-C can never orphan it."""
         deadline = min(now + self.timeout_for(check), overall_deadline)
         artifact_dir = self.spool / check.id
         with contextlib.suppress(OSError):  # full disk: the check still runs, unsaved noted
@@ -177,20 +182,29 @@ class Runner:
         )
         result_r, result_w = os.pipe()
         output_r, output_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never returns
-            os.close(result_r)
-            os.close(output_r)
-            _child_main(check, ctx, result_w, output_w)
-        with contextlib.suppress(OSError):  # the child does this too; whoever is first wins
-            os.setpgid(pid, pid)
-        os.close(result_w)
-        os.close(output_w)
-        os.set_blocking(result_r, False)
-        os.set_blocking(output_r, False)
+        # Ctrl-C or SIGTERM between fork and registration would orphan a child that
+        # keeps writing into the spool: hold them until the child is in `running`.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # child: never returns
+                os.close(result_r)
+                os.close(output_r)
+                _child_main(check, ctx, result_w, output_w, old_mask)
+            with contextlib.suppress(OSError):  # the child does this too; first one wins
+                os.setpgid(pid, pid)
+            os.close(result_w)
+            os.close(output_w)
+            os.set_blocking(result_r, False)
+            os.set_blocking(output_r, False)
+            run = _Running(check, pid, result_r, output_r, now, deadline, artifact_dir)
+            running[result_r] = run
+            sel.register(result_r, selectors.EVENT_READ, run)
+            sel.register(output_r, selectors.EVENT_READ, run)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if self.observer:
             self.observer.started(check)
-        return _Running(check, pid, result_r, output_r, now, deadline, artifact_dir)
 
     # -- reading ------------------------------------------------------------------
 
@@ -290,13 +304,16 @@ class Runner:
 # -- the child side ---------------------------------------------------------------
 
 
-def _child_main(check: Check, ctx: Context, result_fd: int, output_fd: int) -> None:
+def _child_main(
+    check: Check, ctx: Context, result_fd: int, output_fd: int, mask: set[signal.Signals]
+) -> None:
     """Run one check in the forked child and write its pickled Result; never returns."""
     code = 0
     try:
         os.setpgid(0, 0)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(output_fd, 1)

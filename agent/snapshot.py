@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,7 +148,16 @@ def take_snapshot(
     finally:
         archive.abort()  # no-op after a successful commit
         if spool is not None:
-            shutil.rmtree(spool, ignore_errors=True)
+            _remove_spool(spool)
+
+
+def _remove_spool(spool: Path) -> None:
+    """Delete the working directory; a check killed a moment ago may still add a file."""
+    for _ in range(20):
+        shutil.rmtree(spool, ignore_errors=True)
+        if not spool.exists():
+            return
+        time.sleep(0.05)
 
 
 def _write_archive(
