@@ -125,7 +125,6 @@ def agent_pid(ctx: Context) -> int | None:
     return os.getpid()
 
 
-
 def read_comm(ctx: Context, pid: int) -> str:
     """A process's comm (its name, at most 15 characters); '' when unreadable."""
     return (ctx.read_optional(f"/proc/{pid}/comm", COMM_LIMIT) or "").strip()
