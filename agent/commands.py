@@ -17,6 +17,7 @@ import psutil
 from snapshot_agent.tail import TailBuffer
 
 DEFAULT_CAP = 10 * 1024 * 1024
+EXIT_GRACE_S = 0.2  # after the command exits, how long its pipes are still drained
 
 #: Commands run with a plain, parsable, non-interactive environment.
 QUIET_ENV = {
@@ -133,12 +134,18 @@ def _pump(proc: subprocess.Popen[bytes], out: TailBuffer, err: TailBuffer, deadl
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, out)
     sel.register(proc.stderr, selectors.EVENT_READ, err)
+    exited_at: float | None = None
     try:
         while sel.get_map():
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return True
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > EXIT_GRACE_S:
+                break  # it exited; whatever still holds its pipes (a daemon it left) is not it
+            for key, _ in sel.select(timeout=min(remaining, 0.1)):
                 chunk = os.read(key.fd, 65536)
                 if chunk:
                     key.data.write(chunk)

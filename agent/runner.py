@@ -16,6 +16,7 @@ makes `fork` safe here.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import pickle
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from snapshot_agent.check import Check
 from snapshot_agent.config import Config
 from snapshot_agent.context import Context, map_path
@@ -40,6 +43,7 @@ STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should 
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
 HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
@@ -250,7 +254,8 @@ class Runner:
         return self._finalize(run, result)
 
     def _kill(self, run: _Running, sel: selectors.BaseSelector, *, overall: bool) -> Result:
-        """The check ran out of time: SIGKILL its process group and move on."""
+        """The check ran out of time: SIGKILL it and everything it started, and move on."""
+        _kill_descendants(run.pid)
         _killpg(run.pid)
         self._drain_output(run)
         self._unreaped.append(run.pid)
@@ -325,7 +330,9 @@ def _child_main(
         # print() now goes into the pipe the parent keeps a tail of.
         sys.stdout = open(1, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
+        _become_subreaper()
         result = _run_check(check, ctx)
+        _kill_descendants(os.getpid())  # a command that daemonised itself dies with the check
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
@@ -386,6 +393,28 @@ def _bound(result: Result, ctx: Context) -> None:
 
 
 # -- process helpers --------------------------------------------------------------
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER).
+
+    A command that detaches itself (`setsid cmd &`) leaves both our process group
+    and our process tree; as a subreaper the check stays its parent, so it can be
+    found and killed when the check ends or times out.
+    """
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of `pid` (not `pid` itself); never raises."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _killpg(pid: int) -> None:

@@ -82,3 +82,16 @@ def test_tail_buffer_bounds_memory() -> None:
         assert len(buf._buf) <= 20
     assert buf.getvalue() == b"9709980999"
     assert buf.total == 4000 and buf.dropped == 3990
+
+
+def test_a_daemon_holding_the_pipes_does_not_stretch_the_command() -> None:
+    """The command exits at once; the process it left behind keeps stdout open."""
+    start = time.monotonic()
+    res = run_command(["sh", "-c", "sleep 603 & echo started; exit 4"], timeout_s=5)
+    try:
+        assert time.monotonic() - start < 2
+        assert res.exit_code == 4 and not res.timed_out and res.stdout == "started\n"
+    finally:
+        for p in psutil.process_iter(["cmdline"]):
+            if p.info["cmdline"] == ["sleep", "603"]:
+                p.kill()

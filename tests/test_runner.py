@@ -277,3 +277,35 @@ def test_result_counts_even_if_the_pipe_stays_open(tmp_path: Path) -> None:
     while psutil.pid_exists(sleeper) and psutil.Process(sleeper).status() != "zombie":
         assert time.monotonic() < end, "the forked sleeper survived"
         time.sleep(0.05)
+
+
+def _gone(pid: int, seconds: float = 5) -> bool:
+    end = time.monotonic() + seconds
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_detached_commands_die_with_the_check(tmp_path: Path) -> None:
+    """`setsid cmd &` leaves the check's process group; the check still reaps it."""
+    pids = tmp_path / "pids"
+
+    def detaches(ctx: Context) -> Result:
+        ctx.run(["sh", "-c", f"setsid sleep 601 & echo $! > {pids}"], timeout_s=5)
+        return Result(Status.PASS, "started a daemon")
+
+    def detaches_and_hangs(ctx: Context) -> Result:
+        ctx.run(["sh", "-c", f"setsid sleep 602 & echo $! > {pids}-hang"], timeout_s=5)
+        time.sleep(600)
+        return Result(Status.PASS, "unreachable")
+
+    checks = [
+        make_check(detaches, id="t.detach"),
+        make_check(detaches_and_hangs, id="t.detach_hang", timeout_s=1.5),
+    ]
+    a, b = run_checks(tmp_path, checks)
+    assert a.result.status == Status.PASS and b.result.status == Status.TIMEOUT
+    for path in (pids, Path(f"{pids}-hang")):
+        assert _gone(int(path.read_text())), f"{path.name}: the detached sleep survived"
