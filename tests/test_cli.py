@@ -122,6 +122,8 @@ checks:
     report = read_member(Path(json.loads(proc.stdout)["path"]), "report.json")
     checks = {c["id"]: c for c in report["checks"]}
     assert checks["custom.hang"]["status"] == "timeout"
+    assert json.loads(proc.stdout)["timed_out"] == ["custom.hang"]
+    assert json.loads(proc.stdout)["errors"] == []
     assert checks["custom.hang"]["duration_ms"] < 6000
     assert checks["custom.ok"]["status"] == "pass"
     assert "timeout" in proc.stderr and "custom.hang" in proc.stderr  # progress + summary
