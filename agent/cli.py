@@ -202,10 +202,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "verdict": str(result.verdict),
                     "summary": result.summary,
                     "failed": [o.check.id for o in result.outcomes if o.result.status == "fail"],
-            # Not part of the exit code (that is for the node's verdict), but a wedged
-            # or broken check is worth a script's attention too.
-            "timed_out": [o.check.id for o in result.outcomes if o.result.status == "timeout"],
-            "errors": [o.check.id for o in result.outcomes if o.result.status == "error"],
+                    # Not part of the exit code (that is for the node's verdict), but a wedged
+                    # or broken check is worth a script's attention too.
+                    "timed_out": [
+                        o.check.id for o in result.outcomes if o.result.status == "timeout"
+                    ],
+                    "errors": [o.check.id for o in result.outcomes if o.result.status == "error"],
                 }
             )
         )
