@@ -49,6 +49,7 @@ class CertificatesConfig(_Section):
     paths: list[str] = []
     endpoints: list[str] = []
     ca_bundle: str | None = None
+    names: list[str] = []  # names clients use besides the hostname (service, load balancer)
 
 
 class CloudConfig(_Section):

@@ -100,6 +100,7 @@ class Context:
         timeout_s: float | None = None,
         save_as: str | None = None,
         env: dict[str, str] | None = None,
+        cwd: str | None = None,
     ) -> CommandResult:
         """Run argv (no shell) within this check's time; record it; optionally save output."""
         budget = max(0.1, self.remaining() - 0.5)
@@ -108,6 +109,7 @@ class Context:
             timeout_s=min(timeout_s, budget) if timeout_s else budget,
             cap=self.artifact_cap,
             env=env,
+            cwd=cwd,
         )
         self.commands.append(result.record() | {"output": save_as})
         if save_as:

@@ -26,7 +26,7 @@ TLS_SECTIONS = (
     ("tcp", "tls", "enabled"),
     ("http", "tls", "enabled"),
     ("websocket", "tls", "enabled"),
-    ("quic", "certificate", None),  # QUIC always uses TLS; self_signed=true means no files
+    ("quic", "certificate", None),  # QUIC always uses TLS
 )
 
 
@@ -37,8 +37,16 @@ class TlsMaterial:
     transport: str  # tcp | http | websocket | quic
     cert_file: str | None
     key_file: str | None
-    enabled: bool
+    enabled: bool  # the transport is on and speaks TLS
     address: str | None  # the transport's listen address, e.g. 0.0.0.0:8090
+    # self_signed = true: QUIC always makes a throwaway certificate and ignores the
+    # files; TCP makes one only while cert_file does not exist (Iggy's config.toml).
+    self_signed: bool = False
+
+    @property
+    def files_ignored(self) -> bool:
+        """True when the broker never reads cert_file/key_file (QUIC with self_signed)."""
+        return self.transport == "quic" and self.self_signed
 
 
 @dataclass
@@ -60,10 +68,9 @@ class IggyConfig:
             if not isinstance(tls, dict):
                 continue
             cert, key = tls.get("cert_file"), tls.get("key_file")
-            if transport == "quic":
-                enabled = bool(section.get("enabled", True)) and not tls.get("self_signed", False)
-            else:
-                enabled = bool(tls.get(enabled_key, False)) and bool(section.get("enabled", True))
+            enabled = bool(section.get("enabled", True))
+            if enabled_key is not None:
+                enabled = enabled and bool(tls.get(enabled_key, False))
             address = section.get("address")
             found.append(
                 TlsMaterial(
@@ -72,6 +79,7 @@ class IggyConfig:
                     key if isinstance(key, str) and key else None,
                     enabled,
                     address if isinstance(address, str) else None,
+                    self_signed=tls.get("self_signed") is True,
                 )
             )
         return found
@@ -106,12 +114,61 @@ def load_iggy_config(ctx: Context) -> IggyConfig:
         return IggyConfig(node_path, problem=f"not valid TOML ({exc})")
 
 
-def resolve(config_path: Path | None, file: str) -> str:
-    """An absolute node path for a file named in the config.
+def locate(ctx: Context, config_path: Path | None, file: str, broker_cwd: str = "") -> str:
+    """The node path of a file the config names (relative paths are the broker's).
 
-    Iggy resolves relative paths against its working directory, which is unknown
-    here; the config's own directory is the best guess for packaged installs.
+    Iggy resolves relative paths against its working directory: the running
+    broker's when known, else the config's directory and the two above it (a
+    source checkout keeps core/certs/ two levels above core/server/config.toml).
+    The first that exists wins; when none does, the most likely one is returned,
+    so the finding names a concrete path.
     """
-    if file.startswith("/") or config_path is None:
+    if file.startswith("/"):
         return file
-    return str(config_path.parent / file)
+    bases = [broker_cwd] if broker_cwd else []
+    if config_path is not None:
+        bases += [str(p) for p in (config_path.parent, *config_path.parent.parents[:2])]
+    candidates = [str(Path(base) / file) for base in bases] or [file]
+    return next((c for c in candidates if ctx.path(c).exists()), candidates[0])
+
+
+# -- client transports (used by network.listening and network.firewall) -------------
+
+#: Client transport sections: name -> (protocol, default port) (iggy-facts.md, Network).
+TRANSPORT_DEFAULTS = {
+    "tcp": ("tcp", 8090),
+    "quic": ("udp", 8080),
+    "http": ("tcp", 3000),
+    "websocket": ("tcp", 8092),
+}
+
+
+@dataclass
+class Transport:
+    """A client transport section of the config: whether it is on and where it binds."""
+
+    name: str  # tcp | quic | http | websocket
+    proto: str  # tcp | udp (QUIC)
+    enabled: bool  # `enabled`, true when absent
+    address: str | None  # as written, e.g. "0.0.0.0:8090"; None when the section has none
+    port: int | None  # from `address`, the default port without one, None when unparseable
+
+
+def transports(config: IggyConfig) -> list[Transport]:
+    """The [tcp], [quic], [http] and [websocket] sections the config has.
+
+    A missing section is left out (a 0.5.x config has no [websocket]).
+    """
+    found: list[Transport] = []
+    for name, (proto, default_port) in TRANSPORT_DEFAULTS.items():
+        section = config.data.get(name)
+        if not isinstance(section, dict):
+            continue
+        address = section.get("address")
+        address = address if isinstance(address, str) else None
+        port: int | None = default_port
+        if address is not None:
+            _, sep, tail = address.strip().rpartition(":")
+            port = int(tail) if sep and tail.isdigit() and 0 < int(tail) < 65536 else None
+        found.append(Transport(name, proto, bool(section.get("enabled", True)), address, port))
+    return found

@@ -9,6 +9,7 @@ import ssl
 import stat
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,8 @@ from snapshot_agent.certificates import (
 )
 from snapshot_agent.check import check
 from snapshot_agent.context import Context
-from snapshot_agent.iggy_config import load_iggy_config, resolve
+from snapshot_agent.iggy_config import TlsMaterial, load_iggy_config, locate
+from snapshot_agent.processes import find_broker
 from snapshot_agent.results import Finding, Result, Severity
 
 MAX_PEM_BYTES = 1024 * 1024
@@ -108,13 +110,23 @@ def discover(ctx: Context) -> Discovery:
                 str(iggy.path),
             )
         )
+    broker = find_broker(ctx) if iggy.tls_material() else None
+    cwd = broker.cwd if broker else ""
     for material in iggy.tls_material():
+        if not material.enabled:
+            continue  # TLS off on this transport: its files are not used
         origin = f"iggy [{material.transport}] TLS"
-        cert = resolve(iggy.path, material.cert_file) if material.cert_file else None
-        key = resolve(iggy.path, material.key_file) if material.key_file else None
-        if cert and (material.enabled or ctx.path(cert).exists()):
+        cert = locate(ctx, iggy.path, material.cert_file, cwd) if material.cert_file else None
+        key = locate(ctx, iggy.path, material.key_file, cwd) if material.key_file else None
+        ephemeral = material.files_ignored or (
+            material.self_signed and (cert is None or not ctx.path(cert).exists())
+        )
+        if ephemeral:
+            found.notes.append(_ephemeral_note(material, origin, cert))
+            cert = key = None
+        elif cert:
             found.sources.append(CertSource(cert, origin, key))
-        if material.enabled and material.address and material.transport != "quic":
+        if material.address and material.transport != "quic":
             endpoint = _loopback_endpoint(material.address, origin, cert)
             if endpoint:
                 found.endpoints.append(endpoint)
@@ -152,6 +164,25 @@ def discover(ctx: Context) -> Discovery:
     found.sources = _dedupe(found.sources, lambda s: s.path)
     found.endpoints = _dedupe(found.endpoints, lambda e: (e.host, e.port))
     return found
+
+
+def _ephemeral_note(material: TlsMaterial, origin: str, cert: str | None) -> Finding:
+    """The broker makes a throwaway self-signed certificate: fine on loopback only."""
+    why = (
+        "self_signed = true ignores the files"
+        if material.files_ignored
+        else f"self_signed = true and cert_file {cert} does not exist"
+    )
+    host = (material.address or "").rpartition(":")[0].strip("[]")
+    local = host in ("127.0.0.1", "::1", "localhost")
+    return Finding(
+        Severity.INFO if local else Severity.WARN,
+        f"{origin}: the broker serves a throwaway self-signed certificate ({why})"
+        + ("" if local else f" on {material.address}, which remote clients cannot verify"),
+        "For clients on other hosts, issue a certificate from your CA, set cert_file/key_file "
+        "and self_signed = false so a missing file fails loudly instead of silently.",
+        origin,
+    )
 
 
 def _parse_endpoint(text: str, origin: str, cert: str | None = None) -> Endpoint | None:
@@ -262,9 +293,10 @@ def _reason(exc: Exception) -> str:
 
 
 def node_names(ctx: Context) -> list[str]:
-    """Names clients may use for this node: hostname, /etc/hostname, the config's name."""
+    """Names clients use for this node: hostname, /etc/hostname, node.name, configured names."""
     names = [socket.gethostname(), (ctx.read_optional("/etc/hostname") or "").strip()]
     names.append(ctx.config.node.name or "")
+    names += ctx.config.checks.certificates.names  # service or load-balancer names
     return [n for n in dict.fromkeys(names) if n]
 
 
@@ -467,9 +499,18 @@ def _judge_order(path: str, certs: list[CertFacts]) -> list[Finding]:
 
 
 def _judge_chain(path: str, certs: list[CertFacts], roots: list, now: datetime) -> list[Finding]:
-    """Validate like a client; when it fails, say which of the usual causes it is."""
+    """Validate like a client; when it fails, say which of the usual causes it is.
+
+    Expiry is judged on its own: when a certificate is out of its validity window
+    now, the chain is checked at a moment when all of them were valid, so an
+    expired certificate is not reported a second time as a broken chain.
+    """
     leaf = certs[0]
-    problem = verify_server_chain(leaf.cert, [c.cert for c in certs[1:]], roots, now)
+    start, end = max(c.not_before for c in certs), min(c.not_after for c in certs)
+    when = now if start <= now <= end else start + (end - start) / 2
+    if start > end:
+        return []  # never all valid at once: the validity findings already say so
+    problem = verify_server_chain(leaf.cert, [c.cert for c in certs[1:]], roots, when)
     if problem is None:
         return []
     trusted = {r.fingerprint(_sha256()) for r in roots}
@@ -631,7 +672,8 @@ def tls_certificates(ctx: Context) -> Result:
     found = discover(ctx)
     if not found.sources:
         if found.notes:
-            return Result.from_findings(found.notes, ok="")
+            ok = "no certificate files to examine: " + found.notes[0].message
+            return Result.from_findings(found.notes, ok=ok)
         return Result.skipped(
             "no certificates configured: TLS is off in the Iggy config (or none was found) "
             "and checks.certificates.paths is empty"
@@ -701,6 +743,26 @@ def probe(endpoint: Endpoint, sni: str, timeout_s: float) -> Probe:
     for name, version in (("TLSv1", ssl.TLSVersion.TLSv1), ("TLSv1.1", ssl.TLSVersion.TLSv1_1)):
         result.legacy[name] = _try_legacy(endpoint, sni, version, timeout_s)
     return result
+
+
+def probe_all(
+    endpoints: list[Endpoint], sni: str, timeout_s: float, budget_s: float
+) -> list[Probe]:
+    """Probe every endpoint at once; one that does not answer within the budget says so.
+
+    A hung listener (accepts TCP, never finishes the handshake) is exactly what this
+    check exists to find, so one must not eat the time of all the others.
+    """
+    pool = ThreadPoolExecutor(max_workers=min(8, len(endpoints)))
+    futures = [pool.submit(probe, e, sni, timeout_s) for e in endpoints]
+    done, _ = wait(futures, timeout=max(0.5, budget_s))
+    pool.shutdown(wait=False, cancel_futures=True)  # a stuck thread dies with the check
+    return [
+        f.result()
+        if f in done
+        else Probe(e, error=f"no answer within {budget_s:.0f} s (hung listener?)")
+        for e, f in zip(endpoints, futures, strict=True)
+    ]
 
 
 def _client_context() -> ssl.SSLContext:
@@ -824,7 +886,7 @@ def tls_endpoints(ctx: Context) -> Result:
         )
     sni = (node_names(ctx) or ["localhost"])[0]
     timeout_s = float(ctx.thresholds["connect_timeout_s"])
-    probes = [probe(e, sni, timeout_s) for e in found.endpoints]
+    probes = probe_all(found.endpoints, sni, timeout_s, budget_s=ctx.remaining() - 1.0)
     on_disk = {
         f.source.path: {c.fingerprint for c in f.certs}
         for f in (read_cert_file(ctx, s) for s in found.sources)

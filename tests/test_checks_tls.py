@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -529,3 +530,100 @@ def test_report_shows_the_expiry_timeline(tmp_path: Path, pki: Pki) -> None:
     assert "Certificate expiry (days left)" in html
     assert html.count('class="timeline-row"') == 4  # soon + intermediate, 2 Iggy dev certs
     assert 'class="timeline-days fail">5 d' in html
+
+
+def shipped_toml(tmp: Path, address: str, cert_file: str = "core/certs/iggy_cert.pem") -> Path:
+    """Iggy's shipped [tcp.tls] layout: self_signed, a relative cert_file; QUIC self-signed."""
+    path = tmp / "core" / "server" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'[tcp]\nenabled = true\naddress = "{address}"\n'
+        f'[tcp.tls]\nenabled = true\nself_signed = true\ncert_file = "{cert_file}"\n'
+        'key_file = "core/certs/iggy_key.pem"\n'
+        '[quic]\nenabled = true\naddress = "127.0.0.1:8080"\n'
+        '[quic.certificate]\nself_signed = true\ncert_file = ""\nkey_file = ""\n'
+    )
+    return path
+
+
+def test_self_signed_without_files_is_not_a_failure(tmp_path: Path, pki: Pki) -> None:
+    toml = shipped_toml(tmp_path, "127.0.0.1:8090")
+    result = run_certs(tmp_path, pki, [], config_path=str(toml))
+    assert result.status == Status.PASS, messages(result)
+    tcp, quic = result.findings
+    assert tcp.severity == Severity.INFO and "throwaway self-signed" in tcp.message
+    assert "cert_file" in tcp.message and tcp.subject == "iggy [tcp] TLS"
+    assert quic.severity == Severity.INFO and "ignores the files" in quic.message
+    assert result.summary.startswith("no certificate files to examine")
+    remote = run_certs(tmp_path, pki, [], config_path=str(shipped_toml(tmp_path, "0.0.0.0:8090")))
+    assert remote.status == Status.WARN and "remote clients cannot verify" in remote.summary
+
+
+def test_relative_cert_file_is_found_like_the_broker_would(tmp_path: Path, pki: Pki) -> None:
+    """A source layout: core/server/config.toml names core/certs/... from the checkout root."""
+    key = new_key()
+    (tmp_path / "core" / "certs").mkdir(parents=True)
+    pki.write("core/certs/iggy_cert.pem", pem(pki.leaf(key, days=(-1, 4)), pki.intermediate))
+    pki.write("core/certs/iggy_key.pem", key_pem(key))
+    result = run_certs(tmp_path, pki, [], config_path=str(shipped_toml(tmp_path, "127.0.0.1:1")))
+    [f] = [f for f in result.findings if "expires in 4 days" in f.message]
+    assert f.subject == str(tmp_path / "core" / "certs" / "iggy_cert.pem")
+    assert not [f for f in result.findings if f.subject == "iggy [tcp] TLS"]  # files used
+
+
+def test_missing_cert_without_self_signed_fails(tmp_path: Path, pki: Pki) -> None:
+    toml = tmp_path / "server.toml"
+    toml.write_text(
+        '[tcp]\naddress = "127.0.0.1:8090"\n[tcp.tls]\nenabled = true\nself_signed = false\n'
+        'cert_file = "certs/server.pem"\nkey_file = "certs/server.key"\n'
+    )
+    result = run_certs(tmp_path, pki, [], config_path=str(toml))
+    assert result.status == Status.FAIL
+    assert f"{tmp_path}/certs/server.pem: cannot use it" in messages(result, Severity.FAIL)
+
+
+def test_expired_certificate_is_not_also_a_broken_chain(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("old.pem", pem(pki.leaf(days=(-400, -5)), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert [f.message for f in result.findings if f.severity == Severity.FAIL] == [
+        f"{path}: CN={HOST} expired on {(NOW - dt.timedelta(days=5)):%Y-%m-%d} (5 days ago)"
+    ]
+
+
+def test_configured_names_count_for_the_hostname_match(tmp_path: Path, pki: Pki) -> None:
+    path = pki.write("svc.pem", pem(pki.leaf(names=("iggy.example.com",)), pki.intermediate))
+    config = Config(
+        checks=ChecksConfig(
+            certificates=CertificatesConfig(
+                paths=[str(path)], ca_bundle=str(pki.bundle), names=["iggy.example.com"]
+            )
+        )
+    )
+    result = tls_certificates.run(
+        make_context(tmp_path, config=config, thresholds=tls_thresholds())
+    )
+    assert result.status == Status.PASS, messages(result)
+
+
+def test_hung_listeners_are_probed_at_once_within_the_budget(tmp_path: Path) -> None:
+    """Listeners that accept TCP but never answer the handshake, like a wedged broker."""
+    hung = [socket.create_server(("127.0.0.1", 0)) for _ in range(4)]
+    try:
+        endpoints = [f"127.0.0.1:{s.getsockname()[1]}" for s in hung]
+        bundle = tmp_path / "trust.pem"
+        trustme.CA().cert_pem.write_to_path(str(bundle))
+        config = Config(
+            checks=ChecksConfig(
+                certificates=CertificatesConfig(endpoints=endpoints, ca_bundle=str(bundle))
+            )
+        )
+        thresholds = tls_thresholds() | {"connect_timeout_s": 1.0}
+        ctx = make_context(tmp_path, config=config, thresholds=thresholds)
+        start = time.monotonic()
+        result = tls_endpoints.run(ctx)
+        assert time.monotonic() - start < 2.5  # one after the other would take 4 s
+        assert result.status == Status.FAIL
+        assert len([f for f in result.findings if "handshake failed" in f.message]) == 4
+    finally:
+        for s in hung:
+            s.close()
