@@ -26,6 +26,7 @@ import psutil
 
 from snapshot_agent.check import Requirements, check
 from snapshot_agent.context import Context
+from snapshot_agent.iggy_config import IggyConfig, load_iggy_config, transports
 from snapshot_agent.processes import find_brokers, list_pids, process_name
 from snapshot_agent.procfs import parse_int, parse_snmp, read_int
 from snapshot_agent.remedies import sysctl_fix
@@ -38,7 +39,8 @@ MAX_ROWS = 200
 #: Time spent mapping socket inodes to processes through /proc/PID/fd.
 OWNER_SCAN_BUDGET_S = 0.5
 
-#: Default broker ports (iggy-facts.md); the threshold `broker_ports` overrides them.
+#: Default broker ports (iggy-facts.md). The Iggy config's transport sections decide which
+#: ports are expected; without a usable config, the threshold `broker_ports` does.
 BROKER_PORT_LABELS = {
     ("tcp", 8090): "Iggy TCP",
     ("udp", 8080): "Iggy QUIC",
@@ -1115,6 +1117,98 @@ def parse_port_list(text: str) -> tuple[list[tuple[str, int]], list[str]]:
     return ports, bad
 
 
+#: Labels of the transports by config section name.
+TRANSPORT_LABELS = {
+    "tcp": "Iggy TCP",
+    "quic": "Iggy QUIC",
+    "http": "Iggy HTTP",
+    "websocket": "Iggy WebSocket",
+}
+
+
+@dataclass
+class ExpectedPorts:
+    """The broker ports to look for, and where that list came from."""
+
+    ports: list[tuple[str, int]]
+    labels: dict[tuple[str, int], str]
+    source: str  # "iggy config" | "threshold"
+    origin: str  # the config's node path, or the threshold's key
+    findings: list[Finding] = field(default_factory=list)  # fallbacks and odd entries
+    transports: list[dict[str, Any]] = field(default_factory=list)  # per config section
+
+    def describe(self) -> str:
+        """'ports from /etc/iggy/server.toml' for summaries."""
+        return f"ports from {self.origin}"
+
+    def label(self, proto: str, port: int) -> str:
+        """'tcp/8090 (Iggy TCP)'."""
+        text = self.labels.get((proto, port), "")
+        return f"{proto}/{port}" + (f" ({text})" if text else "")
+
+
+def expected_ports(
+    iggy: IggyConfig | None, thresholds: dict[str, Any], threshold_key: str
+) -> ExpectedPorts:
+    """Ports from the Iggy config's transport sections; the threshold without a config.
+
+    `iggy` None or without a path means no config was found; a config that cannot be
+    parsed falls back to the threshold, with an informational finding saying so.
+    """
+    findings: list[Finding] = []
+    if iggy is not None and iggy.path is not None and not iggy.problem:
+        out = ExpectedPorts([], {}, "iggy config", str(iggy.path))
+        for t in transports(iggy):
+            key = (t.proto, t.port) if t.port is not None else None
+            expected = t.enabled and key is not None
+            out.transports.append(
+                {
+                    "transport": t.name,
+                    "enabled": t.enabled,
+                    "address": t.address,
+                    "port": f"{t.proto}/{t.port}" if t.port is not None else None,
+                    "expected": expected,
+                }
+            )
+            if t.enabled and key is None:
+                out.findings.append(
+                    Finding(
+                        Severity.INFO,
+                        f"[{t.name}] address {t.address!r} in {iggy.path} has no port; "
+                        "that transport is not checked",
+                        f'Write the address as host:port, e.g. "0.0.0.0:8090", under [{t.name}].',
+                        str(iggy.path),
+                    )
+                )
+            if expected and key not in out.labels:
+                out.ports.append(key)
+                out.labels[key] = TRANSPORT_LABELS[t.name]
+        return out
+    if iggy is not None and iggy.path is not None:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"Iggy config {iggy.path} could not be used ({iggy.problem}); expecting the "
+                f"ports of {threshold_key} instead",
+                "Fix the file, or point iggy.config_path at the right one, so the expected "
+                "ports follow the broker's transports.",
+                str(iggy.path),
+            )
+        )
+    ports, bad = parse_port_list(str(thresholds["broker_ports"]))
+    if bad:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"threshold broker_ports has entries that are not proto:port: {', '.join(bad)}",
+                f'Set {threshold_key} to e.g. "{DEFAULT_BROKER_PORTS}".',
+                threshold_key,
+            )
+        )
+    labels = {k: BROKER_PORT_LABELS[k] for k in ports if k in BROKER_PORT_LABELS}
+    return ExpectedPorts(ports, labels, "threshold", threshold_key, findings)
+
+
 @dataclass
 class Listener:
     """A listening socket, with its owner when /proc/PID/fd told us."""
@@ -1167,23 +1261,25 @@ def read_listening(ctx: Context, broker_name: str) -> ListeningFacts:
     return facts
 
 
-def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result:
-    """Broker ports listening when the broker runs; note non-loopback exposure."""
+LISTENING_PORTS_KEY = "checks.thresholds.network.listening.broker_ports"
+FIREWALL_PORTS_KEY = "checks.thresholds.network.firewall.broker_ports"
+
+
+def judge_listening(
+    facts: ListeningFacts, thresholds: dict[str, Any], ports: ExpectedPorts | None = None
+) -> Result:
+    """Broker ports listening when the broker runs; note non-loopback exposure.
+
+    `ports` comes from the Iggy config when there is one (expected_ports); without
+    it, the threshold `broker_ports` is used.
+    """
     if len(facts.missing_tables) == 4:
         return Result.skipped("no /proc/net/tcp, tcp6, udp or udp6 to read")
     broker = str(thresholds["broker_process"])
-    expected, bad = parse_port_list(str(thresholds["broker_ports"]))
-    findings: list[Finding] = []
-    if bad:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"threshold broker_ports has entries that are not proto:port: {', '.join(bad)}",
-                "Set checks.thresholds.network.listening.broker_ports to e.g. "
-                f'"{DEFAULT_BROKER_PORTS}".',
-                "checks.thresholds.network.listening.broker_ports",
-            )
-        )
+    if ports is None:
+        ports = expected_ports(None, thresholds, LISTENING_PORTS_KEY)
+    expected = ports.ports
+    findings: list[Finding] = list(ports.findings)
     by_port: dict[tuple[str, int], list[Listener]] = {}
     for li in facts.listeners:
         by_port.setdefault((li.proto, li.port), []).append(li)
@@ -1192,8 +1288,8 @@ def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result
     broker_pids = set(facts.broker_pids)
     for proto, port in expected:
         holders = by_port.get((proto, port), [])
-        label = BROKER_PORT_LABELS.get((proto, port), "")
-        name = f"{proto}/{port}" + (f" ({label})" if label else "")
+        label = ports.labels.get((proto, port), "")
+        name = ports.label(proto, port)
         rows.append(
             {
                 "port": f"{proto}/{port}",
@@ -1236,16 +1332,25 @@ def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result
             else f"while other broker ports listen (no {broker} process visible: another PID "
             "namespace or a renamed binary?)"
         )
+        if ports.source == "threshold":
+            moved = (
+                "Is the transport disabled (`enabled = false` under [tcp], [quic], [http] or "
+                "[websocket] in the server config) or moved to another port (`address = ...`, "
+                "or IGGY_<TRANSPORT>_ADDRESS in the environment)? If the transport is off on "
+                f"purpose, remove the port from {ports.origin}."
+            )
+        else:
+            moved = (
+                f"The ports expected are those {ports.origin} enables; does the broker read "
+                "another server config (IGGY_CONFIG_PATH), or does its environment override "
+                "them (IGGY_<TRANSPORT>_ENABLED / IGGY_<TRANSPORT>_ADDRESS)?"
+            )
         findings.append(
             Finding(
                 Severity.WARN,
-                f"not listening: {', '.join(missing)}, {context}",
+                f"not listening: {', '.join(missing)}, {context} ({ports.describe()})",
                 f"Is {broker} fully started (its log shows each server starting or a bind "
-                "error such as 'Address already in use')? Is the transport disabled "
-                "(`enabled = false` under [tcp], [quic], [http] or [websocket] in the server "
-                "config) or moved to another port (`address = ...`, or IGGY_<TRANSPORT>_ADDRESS "
-                "in the environment)? If the transport is off on purpose, remove the port "
-                "from checks.thresholds.network.listening.broker_ports.",
+                f"error such as 'Address already in use')? {moved}",
                 broker,
             )
         )
@@ -1300,6 +1405,9 @@ def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result
         )
     data = {
         "broker_ports": rows,
+        "broker_ports_source": ports.source,
+        "broker_ports_from": ports.origin,
+        "transports": ports.transports,
         "broker_pids": sorted(broker_pids),
         "listeners": [
             {
@@ -1318,7 +1426,7 @@ def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result
     ok = (
         f"{_plural(len(facts.listeners), 'listening socket')}; broker ports "
         + (f"listening: {', '.join(up)}" if up else "not in use")
-        + f" ({where})"
+        + f" ({where}; {ports.describe()})"
     )
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -1332,9 +1440,10 @@ def judge_listening(facts: ListeningFacts, thresholds: dict[str, Any]) -> Result
     thresholds={"broker_ports": DEFAULT_BROKER_PORTS, "broker_process": "iggy-server"},
 )
 def network_listening(ctx: Context) -> Result:
-    """Listening sockets from /proc/net, owners from /proc/PID/fd."""
+    """Listening sockets from /proc/net, owners from /proc/PID/fd; ports from server.toml."""
     facts = read_listening(ctx, str(ctx.thresholds["broker_process"]))
-    return judge_listening(facts, ctx.thresholds)
+    ports = expected_ports(load_iggy_config(ctx), ctx.thresholds, LISTENING_PORTS_KEY)
+    return judge_listening(facts, ctx.thresholds, ports)
 
 
 # -- network.tcp ---------------------------------------------------------------------------
@@ -2129,9 +2238,16 @@ def read_firewall(ctx: Context) -> FirewallFacts:
     return facts
 
 
-def judge_firewall(facts: FirewallFacts, thresholds: dict[str, Any]) -> Result:
-    """Default policies, rule counts, and whether input rules stop the broker ports."""
-    expected, _ = parse_port_list(str(thresholds["broker_ports"]))
+def judge_firewall(
+    facts: FirewallFacts, thresholds: dict[str, Any], ports: ExpectedPorts | None = None
+) -> Result:
+    """Default policies, rule counts, and whether input rules stop the broker ports.
+
+    `ports` as for judge_listening: the Iggy config's transports, else the threshold.
+    """
+    if ports is None:
+        ports = expected_ports(None, thresholds, FIREWALL_PORTS_KEY)
+    expected = ports.ports
     findings: list[Finding] = []
     chains_rows = []
     port_rows = []
@@ -2165,7 +2281,7 @@ def judge_firewall(facts: FirewallFacts, thresholds: dict[str, Any]) -> Result:
                 port_rows.append(
                     {"port": f"{proto}/{port}", "verdict": pv.verdict, "decided_by": pv.rule}
                 )
-                findings += _port_findings(pv)
+                findings += _port_findings(pv, ports.label(proto, port))
     inputs = [r for r in chains_rows if r["hook"] == "input"]
     if not facts.rulesets:
         ok = "no firewall ruleset could be read"
@@ -2177,7 +2293,7 @@ def judge_firewall(facts: FirewallFacts, thresholds: dict[str, Any]) -> Result:
         )
         ok = (
             f"{total_rules} rules; input: {policies or 'no input chain'}; no rule blocks the "
-            "broker ports"
+            f"broker ports ({ports.describe()})"
         )
     opaque = sum(r["opaque_rules"] for r in chains_rows)
     if opaque:
@@ -2195,15 +2311,18 @@ def judge_firewall(facts: FirewallFacts, thresholds: dict[str, Any]) -> Result:
         "iptables_backend": facts.iptables_backend,
         "base_chains": chains_rows,
         "broker_ports": port_rows,
+        "broker_ports_source": ports.source,
+        "broker_ports_from": ports.origin,
         "rule_count": total_rules,
     }
     return Result.from_findings(findings, ok=ok, data=data)
 
 
-def _port_findings(pv: PortVerdict) -> list[Finding]:
-    """Explicit drop/reject warns; a default-drop or source-restricted port informs."""
-    label = BROKER_PORT_LABELS.get((pv.proto, pv.port), "")
-    name = f"{pv.proto}/{pv.port}" + (f" ({label})" if label else "")
+def _port_findings(pv: PortVerdict, name: str) -> list[Finding]:
+    """Explicit drop/reject warns; a default-drop or source-restricted port informs.
+
+    `name` is the port as shown, e.g. 'tcp/8090 (Iggy TCP)'.
+    """
     if pv.verdict in ("drop", "reject"):
         return [
             Finding(
@@ -2252,7 +2371,8 @@ def network_firewall(ctx: Context) -> Result:
     """Save the ruleset; judge input policies and rules touching the broker ports."""
     if not (shutil.which("nft") or shutil.which("iptables-save")):
         return Result.skipped("neither `nft` nor `iptables-save` is installed")
-    return judge_firewall(read_firewall(ctx), ctx.thresholds)
+    ports = expected_ports(load_iggy_config(ctx), ctx.thresholds, FIREWALL_PORTS_KEY)
+    return judge_firewall(read_firewall(ctx), ctx.thresholds, ports)
 
 
 # -- network.reachability ------------------------------------------------------------------

@@ -16,6 +16,18 @@ from snapshot_agent.processes import BrokerProcess, find_brokers
 from snapshot_agent.results import Finding, Result, Severity
 
 VERSION_TIMEOUT_S = 3.0
+#: The environment of every `--version` run. An old build that ignores its arguments
+#: would start a second broker or connectors runtime (as root, for up to
+#: VERSION_TIMEOUT_S): point it at configs that do not exist and at a data directory
+#: that cannot be created even by root (nothing can be made under /dev/null), so such a
+#: start fails at once instead of touching the real data. Env overrides follow Iggy's
+#: IGGY_<SECTION>_<KEY> scheme (iggy-facts.md).
+VERSION_ENV = {
+    "IGGY_CONFIG_PATH": "/nonexistent/server.toml",
+    "IGGY_CONNECTORS_CONFIG_PATH": "/nonexistent/connectors.toml",
+    "IGGY_SYSTEM_PATH": "/dev/null/nonexistent",
+    "IGGY_CONNECTORS_STATE_PATH": "/dev/null/nonexistent",
+}
 _VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+(?:\.\d+)?(?:[-+.][0-9A-Za-z.+-]*)?)")
 
 
@@ -52,8 +64,12 @@ def parse_version(text: str) -> str:
 
 
 def _run_version(ctx: Context, binary: str, label: str) -> ComponentVersion:
-    """Run `<binary> --version` with a short timeout and parse the version."""
-    result = ctx.run([binary, "--version"], timeout_s=VERSION_TIMEOUT_S)
+    """Run `<binary> --version` with a short timeout and parse the version.
+
+    The environment (VERSION_ENV) makes an accidental start fail fast.
+    """
+    # cwd=/: a binary that started for real would find no local_data/ or config to use.
+    result = ctx.run([binary, "--version"], timeout_s=VERSION_TIMEOUT_S, env=VERSION_ENV, cwd="/")
     comp = ComponentVersion(label, source=f"{binary} --version")
     if result.ok:
         comp.version = parse_version(result.stdout) or parse_version(result.stderr)

@@ -56,7 +56,7 @@ from snapshot_agent.context import Context
 from snapshot_agent.procfs import parse_snmp
 from snapshot_agent.results import Severity, Status
 
-from .conftest import fixture_roots, make_context, write_tree
+from .conftest import fake_tools, fixture_roots, make_context, write_tree
 
 
 def net_context(
@@ -252,6 +252,117 @@ def test_listening_ports_but_no_visible_process(tmp_path: Path, node: Path) -> N
     result = network_listening.run(ctx)
     assert result.status == Status.WARN
     assert "another PID namespace" in result.summary
+
+
+#: A server.toml with TCP moved to 9999 and WebSocket turned off (QUIC and HTTP as shipped).
+IGGY_TOML = """\
+[system]
+path = "local_data"
+
+[tcp]
+enabled = true
+address = "127.0.0.1:9999"
+
+[quic]
+address = "0.0.0.0:8080"
+
+[http]
+enabled = true
+address = "[::]:3000"
+
+[websocket]
+enabled = false
+address = "127.0.0.1:8092"
+"""
+
+
+def test_listening_ports_come_from_the_iggy_config(tmp_path: Path, node: Path) -> None:
+    """WebSocket off and TCP on 9999: 8092 is not expected, 9999 is (and is missing)."""
+    listening_node(node)
+    write_tree(node, {"etc/iggy/server.toml": IGGY_TOML})
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(node), thresholds=dict(network_listening.thresholds)
+    )
+    result = network_listening.run(ctx)
+    assert [r["port"] for r in result.data["broker_ports"]] == ["tcp/9999", "udp/8080", "tcp/3000"]
+    assert result.data["broker_ports_source"] == "iggy config"
+    assert result.data["broker_ports_from"] == "/etc/iggy/server.toml"
+    transports = {t["transport"]: t for t in result.data["transports"]}
+    assert transports["websocket"]["enabled"] is False and not transports["websocket"]["expected"]
+    assert transports["quic"]["enabled"] is True  # `enabled` absent: on
+    assert result.status == Status.WARN
+    assert result.summary == (
+        "not listening: tcp/9999 (Iggy TCP), while iggy-server pid 4242 runs here "
+        "(ports from /etc/iggy/server.toml)"
+    )
+    assert not any("8092" in f.message for f in result.findings)
+    warn = next(f for f in result.findings if f.severity == Severity.WARN)
+    assert "IGGY_<TRANSPORT>_ADDRESS" in warn.remediation
+
+
+def test_listening_moved_port_listening_passes(tmp_path: Path, node: Path) -> None:
+    # The broker's 127.0.0.1 socket on 9999 (0x270F) instead of 8090.
+    tcp = PROC_TCP.replace("0100007F:1F9A 00000000:0000 0A", "0100007F:270F 00000000:0000 0A")
+    listening_node(node, tcp=tcp)
+    write_tree(node, {"etc/iggy/server.toml": IGGY_TOML})
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(node), thresholds=dict(network_listening.thresholds)
+    )
+    result = network_listening.run(ctx)
+    assert result.status == Status.PASS, result.summary
+    assert result.summary.endswith(
+        "broker ports listening: tcp/9999, udp/8080, tcp/3000 "
+        "(iggy-server pid 4242; ports from /etc/iggy/server.toml)"
+    )
+
+
+def test_listening_config_without_websocket_section(tmp_path: Path, node: Path) -> None:
+    """A 0.5.x config has no [websocket]: 8092 is not expected."""
+    listening_node(node)
+    config = IGGY_TOML.split("[websocket]")[0].replace("127.0.0.1:9999", "127.0.0.1:8090")
+    write_tree(node, {"etc/iggy/server.toml": config})
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(node), thresholds=dict(network_listening.thresholds)
+    )
+    result = network_listening.run(ctx)
+    assert result.status == Status.PASS, result.summary
+    assert [r["port"] for r in result.data["broker_ports"]] == ["tcp/8090", "udp/8080", "tcp/3000"]
+
+
+def test_listening_unparsable_config_falls_back_to_threshold(tmp_path: Path, node: Path) -> None:
+    listening_node(node)
+    write_tree(node, {"etc/iggy/server.toml": "[tcp\naddress = \n"})
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(node), thresholds=dict(network_listening.thresholds)
+    )
+    result = network_listening.run(ctx)
+    assert result.status == Status.PASS, result.summary
+    assert result.data["broker_ports_source"] == "threshold"
+    assert [r["port"] for r in result.data["broker_ports"]] == [
+        "tcp/8090",
+        "udp/8080",
+        "tcp/3000",
+        "tcp/8092",
+    ]
+    assert "ports from checks.thresholds.network.listening.broker_ports" in result.summary
+    assert any(
+        f.message.startswith("Iggy config /etc/iggy/server.toml could not be used (not valid TOML")
+        and f.severity == Severity.INFO
+        for f in result.findings
+    )
+
+
+def test_listening_without_config_says_threshold(tmp_path: Path, node: Path) -> None:
+    ctx = net_context(
+        tmp_path,
+        roots=fixture_roots(listening_node(node)),
+        thresholds=dict(network_listening.thresholds),
+    )
+    result = network_listening.run(ctx)
+    assert result.data["broker_ports_source"] == "threshold"
+    assert result.summary.endswith(
+        "(iggy-server pid 4242; ports from checks.thresholds.network.listening.broker_ports)"
+    )
 
 
 def test_parse_port_list() -> None:
@@ -902,6 +1013,24 @@ def test_firewall_skipped_without_tools(tmp_path: Path, monkeypatch: pytest.Monk
     result = network_firewall.run(net_context(tmp_path, thresholds=FW_THRESHOLDS))
     assert result.status == Status.SKIPPED
     assert result.summary == "neither `nft` nor `iptables-save` is installed"
+
+
+def test_firewall_judges_the_iggy_config_ports(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ports from server.toml: 9999 instead of 8090, no WebSocket."""
+    fake_tools(tmp_path, monkeypatch, {"iptables-save": [((), IPTABLES_SAVE, 0)]})
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nft, no ip6tables-save
+    write_tree(node, {"etc/iggy/server.toml": IGGY_TOML})
+    ctx = net_context(tmp_path, roots=fixture_roots(node), thresholds=FW_THRESHOLDS)
+    result = network_firewall.run(ctx)
+    verdicts = {r["port"]: r["verdict"] for r in result.data["broker_ports"]}
+    assert verdicts == {"tcp/9999": "policy-drop", "udp/8080": "accept", "tcp/3000": "accept"}
+    assert result.data["broker_ports_source"] == "iggy config"
+    # The REJECT on 8090 no longer matters: TCP moved to 9999.
+    assert result.status == Status.PASS, result.summary
+    assert result.summary.endswith("(ports from /etc/iggy/server.toml)")
+    assert any("no rule accepts tcp/9999 (Iggy TCP)" in f.message for f in result.findings)
 
 
 def test_firewall_empty_and_unreadable() -> None:

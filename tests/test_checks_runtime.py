@@ -93,6 +93,31 @@ def test_runtime_versions_binary_replaced_under_the_broker(tmp_path: Path, node:
     assert result.status == Status.PASS  # informational
 
 
+def test_runtime_versions_run_binaries_in_a_start_proof_environment(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old build that ignores --version would start: point it at nothing usable."""
+    record = tmp_path / "env.txt"
+    script = tmp_path / "bin/iggy-connectors"
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        f"#!/bin/sh\nenv > '{record}'\npwd >> '{record}'\necho 'iggy-connectors 0.1.0'\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.setenv("IGGY_SYSTEM_PATH", "/var/lib/iggy")  # the agent's own env must not leak
+    result = runtime_versions.run(make_context(tmp_path, roots=fixture_roots(node)))
+    versions = {v["component"]: v["version"] for v in result.data["versions"]}
+    assert versions["iggy-connectors"] == "0.1.0"
+    env = dict(line.split("=", 1) for line in record.read_text().splitlines() if "=" in line)
+    assert env["IGGY_CONFIG_PATH"] == "/nonexistent/server.toml"
+    assert env["IGGY_CONNECTORS_CONFIG_PATH"] == "/nonexistent/connectors.toml"
+    # Not creatable even by root: nothing can be made under /dev/null.
+    assert env["IGGY_SYSTEM_PATH"] == "/dev/null/nonexistent"
+    assert env["IGGY_CONNECTORS_STATE_PATH"] == "/dev/null/nonexistent"
+    assert record.read_text().splitlines()[-1] == "/"  # and nothing local to pick up
+
+
 def test_runtime_versions_without_broker(tmp_path: Path, node: Path) -> None:
     ctx = make_context(tmp_path, roots=fixture_roots(node))
     result = runtime_versions.run(ctx)
