@@ -8,7 +8,9 @@ as a live node.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, replace
 
@@ -24,6 +26,9 @@ LABEL_LIMIT = 4096
 MAX_PIDS = 65536  # processes looked at when searching by name
 MAX_THREADS = 4096
 CAP_SYS_ADMIN = 21
+IO_URING_SCAN_LIMIT = 1024  # fds and threads looked at to tell an io_uring (0.6+) broker
+IO_URING_FD = "anon_inode:[io_uring]"
+_SHARD_THREAD = re.compile(r"shard-\d+")
 
 
 # -- /proc/<pid>/stat --------------------------------------------------------------
@@ -207,6 +212,32 @@ def read_threads(ctx: Context, pid: int) -> tuple[int, ...]:
     except (OSError, ValueError):
         tasks = [pid]
     return tuple(tasks[:MAX_THREADS])
+
+
+def uses_io_uring(ctx: Context, pid: int) -> bool | None:
+    """Whether a process uses io_uring, as Iggy 0.6+ does: an io_uring fd or `shard-N` threads.
+
+    True on an `anon_inode:[io_uring]` fd in /proc/<pid>/fd or a thread named `shard-N`;
+    False only when several threads were seen and none of them is a shard (a tokio-based
+    0.5 broker); None when nothing could be read (not root, the process is gone, a lone
+    thread), which proves nothing either way.
+    """
+    with contextlib.suppress(OSError), os.scandir(ctx.path(f"/proc/{pid}/fd")) as it:
+        for n, entry in enumerate(it):
+            if n >= IO_URING_SCAN_LIMIT:
+                break
+            with contextlib.suppress(OSError):
+                if os.readlink(entry.path) == IO_URING_FD:
+                    return True
+    seen = 0
+    for tid in read_threads(ctx, pid)[:IO_URING_SCAN_LIMIT]:
+        comm = ctx.read_optional(f"/proc/{pid}/task/{tid}/comm", COMM_LIMIT)
+        if comm is None:
+            continue
+        seen += 1
+        if _SHARD_THREAD.fullmatch(comm.strip()):
+            return True
+    return False if seen >= 2 else None
 
 
 # -- the broker --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,18 +37,48 @@ def parse_cpu_list(text: str) -> int:
     return count
 
 
-def read_load(ctx: Context) -> LoadFacts:
-    """Read the load averages and the number of online CPUs."""
-    fields = ctx.read_text("/proc/loadavg").split()
-    runnable, _, threads = fields[3].partition("/")
+LOADAVG_SHOWN = 80  # characters of an unparsable /proc/loadavg quoted in the reason
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float, int, int] | None:
+    """'0.50 0.40 0.30 1/200 999' -> (load1, load5, load15, runnable, threads); None if not that."""
+    fields = text.split()
+    if len(fields) < 4:
+        return None
+    runnable, sep, threads = fields[3].partition("/")
+    try:
+        loads = [float(f) for f in fields[:3]]
+        counts = int(runnable), int(threads)
+    except ValueError:
+        return None
+    if not sep or not all(math.isfinite(v) and v >= 0 for v in loads):
+        return None
+    return loads[0], loads[1], loads[2], counts[0], counts[1]
+
+
+def read_load(ctx: Context) -> LoadFacts | str:
+    """Read the load averages and the number of online CPUs; why not, when it cannot."""
+    try:
+        text = ctx.read_text("/proc/loadavg", 4096)
+    except OSError as exc:
+        return f"cannot read /proc/loadavg: {exc.strerror or exc}"
+    parsed = parse_loadavg(text)
+    if parsed is None:
+        shown = text.strip()
+        if not shown:
+            return "/proc/loadavg is empty"
+        if len(shown) > LOADAVG_SHOWN:
+            shown = shown[:LOADAVG_SHOWN] + "..."
+        return f"/proc/loadavg is not 'load1 load5 load15 running/total lastpid': {shown!r}"
     online = ctx.read_optional("/sys/devices/system/cpu/online")
-    cores = parse_cpu_list(online) if online else 0
+    try:
+        cores = parse_cpu_list(online) if online else 0
+    except ValueError:
+        cores = 0  # garbage: count the processors in /proc/cpuinfo instead
     if cores <= 0:
         cpuinfo = ctx.read_optional("/proc/cpuinfo") or ""
         cores = sum(1 for line in cpuinfo.splitlines() if line.startswith("processor")) or 1
-    return LoadFacts(
-        float(fields[0]), float(fields[1]), float(fields[2]), int(runnable), int(threads), cores
-    )
+    return LoadFacts(*parsed, cores)
 
 
 def judge_load(facts: LoadFacts, thresholds: dict[str, Any]) -> Result:
@@ -112,7 +143,10 @@ def judge_load(facts: LoadFacts, thresholds: dict[str, Any]) -> Result:
 )
 def cpu_load(ctx: Context) -> Result:
     """Load average per core, judged on the 5-minute value."""
-    return judge_load(read_load(ctx), ctx.thresholds)
+    facts = read_load(ctx)
+    if isinstance(facts, str):
+        return Result.skipped(facts)
+    return judge_load(facts, ctx.thresholds)
 
 
 # --- cpu.usage -------------------------------------------------------------------------

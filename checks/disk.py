@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from snapshot_agent.results import Finding, Result, Severity
 from snapshot_agent.units import GIB, MIB, mib_or_gib
 
 MAX_MOUNTS = 1000  # more than this is a pathological mount table; the rest are not probed
+MAX_MOUNT_LINES = 100_000  # lines of a mount table read; more is reported, not parsed
 MAX_ROWS = 300  # rows kept in `data` tables
 DEFAULT_DATA_DIR = "/var/lib/iggy/local_data"
 
@@ -95,22 +96,22 @@ class MountEntry:
         return self.fstype in NETWORK_FS or self.fstype.startswith("fuse")
 
 
+def parse_mount_line(line: str) -> MountEntry | None:
+    """One /proc/self/mounts (or fstab-like) line; None for comments and malformed lines."""
+    fields = line.split()
+    if len(fields) < 4 or line.lstrip().startswith("#"):
+        return None
+    return MountEntry(
+        device=decode_mount_field(fields[0]),
+        mountpoint=decode_mount_field(fields[1]),
+        fstype=fields[2],
+        options=tuple(fields[3].split(",")),
+    )
+
+
 def parse_mounts(text: str) -> list[MountEntry]:
     """Parse /proc/self/mounts (or fstab-like) lines; malformed lines are ignored."""
-    out: list[MountEntry] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or line.lstrip().startswith("#"):
-            continue
-        out.append(
-            MountEntry(
-                device=decode_mount_field(fields[0]),
-                mountpoint=decode_mount_field(fields[1]),
-                fstype=fields[2],
-                options=tuple(fields[3].split(",")),
-            )
-        )
-    return out
+    return [m for line in text.splitlines() if (m := parse_mount_line(line)) is not None]
 
 
 def dedupe_mounts(mounts: Iterable[MountEntry]) -> list[MountEntry]:
@@ -143,9 +144,59 @@ def parse_mountinfo_roots(text: str) -> dict[str, str]:
     return out
 
 
-def read_mount_table(ctx: Context) -> list[MountEntry]:
-    """The node's mounts, one per mount point; raises OSError when unreadable."""
-    return dedupe_mounts(parse_mounts(ctx.read_text("/proc/self/mounts")))
+def read_table_lines(ctx: Context, node_path: str) -> Iterator[str | None]:
+    """The first MAX_MOUNT_LINES whole lines of a mount table, streamed (raises OSError).
+
+    Kubernetes nodes have thousands of mounts, megabytes of text: a byte cap would drop
+    the tail and hand over a half-read last line. When there are more lines than the
+    cap, a final None says so.
+    """
+    with ctx.path(node_path).open("rb") as fh:
+        for n, raw in enumerate(fh):
+            if n >= MAX_MOUNT_LINES:
+                yield None
+                return
+            yield raw.decode("utf-8", "replace")
+
+
+def read_mount_table(ctx: Context) -> tuple[list[MountEntry], bool]:
+    """The node's mounts, one per mount point, and whether MAX_MOUNT_LINES cut the table.
+
+    Raises OSError when /proc/self/mounts is unreadable.
+    """
+    entries: list[MountEntry] = []
+    truncated = False
+    for line in read_table_lines(ctx, "/proc/self/mounts"):
+        if line is None:
+            truncated = True
+        elif entry := parse_mount_line(line):
+            entries.append(entry)
+    return dedupe_mounts(entries), truncated
+
+
+def read_mountinfo_roots(ctx: Context) -> dict[str, str]:
+    """parse_mountinfo_roots of /proc/self/mountinfo, streamed like the mount table."""
+    roots: dict[str, str] = {}
+    try:
+        for line in read_table_lines(ctx, "/proc/self/mountinfo"):
+            if line is not None:
+                roots.update(parse_mountinfo_roots(line))
+    except OSError:
+        return {}
+    return roots
+
+
+def _table_truncated_finding() -> Finding:
+    """INFO: the mount table had more lines than MAX_MOUNT_LINES; the rest was not read."""
+    return Finding(
+        Severity.INFO,
+        f"/proc/self/mounts has more than {MAX_MOUNT_LINES:,} mounts: only the first "
+        f"{MAX_MOUNT_LINES:,} were read and judged",
+        "Run `df -h` and `df -i` by hand for the rest, and find what keeps adding mounts "
+        "(`cut -d' ' -f3 /proc/self/mounts | sort | uniq -c | sort -n | tail`): leaked "
+        "container or snap mounts.",
+        "/proc/self/mounts",
+    )
 
 
 # -- calls that may hang in the kernel -------------------------------------------------------
@@ -281,6 +332,7 @@ class UsageFacts:
     read_only: list[str] = field(default_factory=list)
     timeout_s: float = 2.0
     not_probed: int = 0
+    table_truncated: bool = False  # /proc/self/mounts had more than MAX_MOUNT_LINES lines
 
 
 def fill_usage(usage: MountUsage, st: Any) -> None:
@@ -330,7 +382,8 @@ def read_usage(
     """statvfs every candidate mount (mapped through the context roots) under a timeout."""
     wanted = float(timeout_s if timeout_s is not None else ctx.thresholds["mount_timeout_s"])
     facts = UsageFacts(timeout_s=_probe_budget(ctx, wanted))
-    candidates = usage_candidates(read_mount_table(ctx), facts)
+    mounts, facts.table_truncated = read_mount_table(ctx)
+    candidates = usage_candidates(mounts, facts)
     if len(candidates) > MAX_MOUNTS:
         facts.not_probed = len(candidates) - MAX_MOUNTS
         candidates = candidates[:MAX_MOUNTS]
@@ -459,6 +512,8 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
                 "Run `df -h` and `df -i` by hand for the rest.",
             )
         )
+    if facts.table_truncated:
+        findings.append(_table_truncated_finding())
     data = {
         "filesystems": rows[:MAX_ROWS],
         "read_only_not_judged": facts.read_only[:MAX_ROWS],
@@ -512,6 +567,7 @@ class MountsFacts:
     data_dir_state: str = "exists"  # exists | missing | hung | error: <reason>
     data_path: str = DEFAULT_DATA_DIR  # data_dir with symlinks resolved when possible
     timeout_s: float = 2.0
+    table_truncated: bool = False  # /proc/self/mounts had more than MAX_MOUNT_LINES lines
 
 
 def parse_fstab(text: str) -> dict[str, tuple[str, ...]]:
@@ -526,9 +582,12 @@ def parse_fstab(text: str) -> dict[str, tuple[str, ...]]:
 def read_mounts(ctx: Context, timeout_s: float | None = None) -> MountsFacts:
     """Mount table, fstab, bind roots, and the Iggy data directory (stat under a timeout)."""
     wanted = float(timeout_s if timeout_s is not None else ctx.thresholds["mount_timeout_s"])
-    facts = MountsFacts(mounts=read_mount_table(ctx), timeout_s=_probe_budget(ctx, wanted))
+    mounts, truncated = read_mount_table(ctx)
+    facts = MountsFacts(
+        mounts=mounts, timeout_s=_probe_budget(ctx, wanted), table_truncated=truncated
+    )
     facts.fstab = parse_fstab(ctx.read_optional("/etc/fstab") or "")
-    facts.bind_roots = parse_mountinfo_roots(ctx.read_optional("/proc/self/mountinfo") or "")
+    facts.bind_roots = read_mountinfo_roots(ctx)
     configured = ctx.config.iggy.data_dir
     facts.data_dir_configured = bool(configured)
     facts.data_dir = posixpath.normpath(configured or DEFAULT_DATA_DIR)
@@ -714,6 +773,8 @@ def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
                 m.mountpoint,
             )
         )
+    if facts.table_truncated:
+        findings.append(_table_truncated_finding())
     rows = [
         {
             "mount": m.mountpoint,

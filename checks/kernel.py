@@ -6,14 +6,20 @@ import re
 import shutil
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fnmatch import fnmatch
 from typing import Any
 
 from snapshot_agent.check import check
 from snapshot_agent.context import Context
-from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers, is_broker
+from snapshot_agent.processes import (
+    BROKER_NAME,
+    BrokerProcess,
+    find_brokers,
+    is_broker,
+    uses_io_uring,
+)
 from snapshot_agent.procfs import read_int
 from snapshot_agent.remedies import sysctl_fix
 from snapshot_agent.results import Finding, Result, Severity
@@ -52,6 +58,14 @@ class KernelRelease:
 
     release: str  # as osrelease prints it, '' when unreadable
     build: str = ""  # /proc/sys/kernel/version: '#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 ...'
+    # Running brokers as (pid, uses io_uring: True / False / None unknown); read only when
+    # the kernel is below fail_below, where a pre-0.6 (tokio) broker changes the verdict.
+    brokers: tuple[tuple[int, bool | None], ...] = ()
+
+
+def read_broker_runtimes(ctx: Context) -> tuple[tuple[int, bool | None], ...]:
+    """Every running broker's pid and whether it uses io_uring (an io_uring fd or shards)."""
+    return tuple((b.pid, uses_io_uring(ctx, b.pid)) for b in find_brokers(ctx))
 
 
 def read_kernel_release(ctx: Context) -> KernelRelease:
@@ -81,6 +95,7 @@ def judge_kernel_version(facts: KernelRelease, thresholds: dict[str, Any]) -> Re
         "build": facts.build,
         "fail_below": format_version(limits["fail_below"]),
         "warn_below": format_version(limits["warn_below"]),
+        "brokers": [{"pid": pid, "io_uring": used} for pid, used in facts.brokers],
     }
     shown = f"kernel {facts.release}"
     remedy = (
@@ -91,7 +106,23 @@ def judge_kernel_version(facts: KernelRelease, thresholds: dict[str, Any]) -> Re
         "then reboot into it and re-run this check."
     )
     findings: list[Finding] = []
-    if version < limits["fail_below"]:
+    # Every running broker shows threads and none is a shard or has an io_uring fd: a
+    # pre-0.6 broker on tokio, which runs on this kernel; only an upgrade would need more.
+    legacy = [pid for pid, used in facts.brokers if used is False]
+    if version < limits["fail_below"] and facts.brokers and len(legacy) == len(facts.brokers):
+        pids = ", ".join(str(pid) for pid in legacy)
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"{shown} is older than {data['fail_below']}: the running {BROKER_NAME} "
+                f"(pid {pids}) uses no io_uring (no io_uring fd, no shard-N threads: a pre-0.6 "
+                f"broker on tokio), which runs here, but upgrading Iggy to 0.6+ will need "
+                f"kernel {data['fail_below']}+ (io_uring with IORING_SETUP_COOP_TASKRUN)",
+                "Before upgrading Iggy to 0.6 or later: " + remedy.format(want=data["warn_below"]),
+                "/proc/sys/kernel/osrelease",
+            )
+        )
+    elif version < limits["fail_below"]:
         findings.append(
             Finding(
                 Severity.FAIL,
@@ -128,7 +159,12 @@ def judge_kernel_version(facts: KernelRelease, thresholds: dict[str, Any]) -> Re
 )
 def kernel_version(ctx: Context) -> Result:
     """The kernel release, judged against Iggy's io_uring requirements."""
-    return judge_kernel_version(read_kernel_release(ctx), ctx.thresholds)
+    facts = read_kernel_release(ctx)
+    version = parse_kernel_version(facts.release)
+    fail_below = parse_kernel_version(str(ctx.thresholds["fail_below"]))
+    if version is not None and fail_below is not None and version < fail_below:
+        facts = replace(facts, brokers=read_broker_runtimes(ctx))
+    return judge_kernel_version(facts, ctx.thresholds)
 
 
 # --------------------------------------------------------------------------------------
@@ -189,6 +225,8 @@ class IoUringFacts:
     kernel_config: str | None = None  # 'y', 'n' or None when the config is not readable
     config_source: str = ""
     brokers: list[BrokerProcess] = field(default_factory=list)
+    # pid -> the broker uses io_uring (an io_uring fd or shard-N threads); None: unknown
+    io_uring_use: dict[int, bool | None] = field(default_factory=dict)
 
 
 def parse_group_file(text: str) -> dict[int, str]:
@@ -239,6 +277,7 @@ def read_io_uring(ctx: Context) -> IoUringFacts:
     release = (ctx.read_optional("/proc/sys/kernel/osrelease") or "").strip()
     facts.kernel_config, facts.config_source = _read_kernel_config(ctx, release)
     facts.brokers = find_brokers(ctx)
+    facts.io_uring_use = {b.pid: uses_io_uring(ctx, b.pid) for b in facts.brokers}
     return facts
 
 
@@ -325,13 +364,29 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
             )
         )
     for broker in facts.brokers:
-        if broker.seccomp == 2:
+        in_use = facts.io_uring_use.get(broker.pid)
+        if broker.seccomp == 2 and in_use:
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"{BROKER_NAME} (pid {broker.pid}) runs under a seccomp filter and already "
+                    "uses io_uring (an io_uring fd or shard-N threads): the filter lets it through",
+                    "",
+                    f"/proc/{broker.pid}/status",
+                )
+            )
+        elif broker.seccomp == 2:
+            seen = (
+                "it shows no io_uring use (no io_uring fd, no shard-N threads)"
+                if in_use is False
+                else "its fds and threads could not be read to see whether it uses io_uring"
+            )
             findings.append(
                 Finding(
                     Severity.WARN,
                     f"{BROKER_NAME} (pid {broker.pid}) runs under a seccomp filter, which can "
                     "block io_uring_setup/io_uring_enter/io_uring_register: Docker 25+ and "
-                    "containerd 1.7+ default profiles block them since late 2023",
+                    f"containerd 1.7+ default profiles block them since late 2023; {seen}",
                     "If the broker logs 'Operation not permitted' creating its rings, run the "
                     "container with a seccomp profile that allows the three io_uring_* syscalls "
                     "(docker run --security-opt seccomp=/path/iggy-seccomp.json; Kubernetes "
@@ -381,15 +436,22 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
                 "no_new_privs": b.no_new_privs,
                 "cap_sys_admin": b.has_sys_admin,
                 "lsm_label": b.label,
+                "io_uring_in_use": facts.io_uring_use.get(b.pid),
             }
             for b in facts.brokers
         ],
     }
-    brokers = (
-        f"{len(facts.brokers)} {BROKER_NAME} without a seccomp filter"
-        if facts.brokers
-        else f"{BROKER_NAME} not running"
-    )
+    filtered = sum(1 for b in facts.brokers if b.seccomp == 2)
+    if not facts.brokers:
+        brokers = f"{BROKER_NAME} not running"
+    elif filtered:
+        # Shown only on a pass, where every filtered broker already uses io_uring.
+        brokers = (
+            f"{len(facts.brokers)} {BROKER_NAME}, {filtered} under a seccomp filter that lets "
+            "io_uring through"
+        )
+    else:
+        brokers = f"{len(facts.brokers)} {BROKER_NAME} without a seccomp filter"
     return Result.from_findings(findings, ok=f"io_uring allowed ({state}); {brokers}", data=data)
 
 

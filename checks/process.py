@@ -7,7 +7,6 @@ fixture trees work the same as a live node.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -26,7 +25,7 @@ from snapshot_agent.processes import (
     read_argv,
     read_processes,
     read_stat,
-    read_threads,
+    uses_io_uring,
 )
 from snapshot_agent.procfs import read_mem_total
 from snapshot_agent.results import Finding, Result, Severity
@@ -39,7 +38,6 @@ SECRET_OPTION = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECA
 URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(\S*)(@)")
 TOP_N = 10
 FD_SCAN_LIMIT = 20000  # fds whose target is read for the by-type breakdown
-TASK_SCAN_LIMIT = 1024  # threads looked at to tell an io_uring (0.6+) broker
 ZOMBIE_CONFIRM_S = 0.2  # a zombie must still be there this much later to count
 
 
@@ -368,30 +366,6 @@ class LimitsFacts:
     unit: str
 
 
-def detect_io_uring(ctx: Context, pid: int) -> bool | None:
-    """Whether the broker uses io_uring (0.6+): an io_uring fd or `shard-N` threads.
-
-    False only when several threads were seen and none is a shard (a tokio-based 0.5
-    broker); a lone thread or unreadable /proc proves nothing, so that is None.
-    """
-    with contextlib.suppress(OSError), os.scandir(ctx.path(f"/proc/{pid}/fd")) as it:
-        for n, entry in enumerate(it):
-            if n >= TASK_SCAN_LIMIT:
-                break
-            with contextlib.suppress(OSError):
-                if os.readlink(entry.path) == "anon_inode:[io_uring]":
-                    return True
-    seen = 0
-    for tid in read_threads(ctx, pid)[:TASK_SCAN_LIMIT]:
-        comm = ctx.read_optional(f"/proc/{pid}/task/{tid}/comm", 64)
-        if comm is None:
-            continue
-        seen += 1
-        if comm.strip().startswith("shard-"):
-            return True
-    return False if seen >= 2 else None
-
-
 def _fmt_limit(value: int | None) -> str:
     """None -> 'unlimited'."""
     return "unlimited" if value is None else str(value)
@@ -519,7 +493,7 @@ def process_limits(ctx: Context) -> Result:
     limits = parse_limits(text)
     if not limits:
         return Result.skipped(f"/proc/{broker.pid}/limits has no limit lines we understand")
-    facts = LimitsFacts(broker, limits, detect_io_uring(ctx, broker.pid), ctx.config.iggy.service)
+    facts = LimitsFacts(broker, limits, uses_io_uring(ctx, broker.pid), ctx.config.iggy.service)
     return judge_limits(facts, ctx.thresholds)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -64,6 +65,16 @@ def parse_os_release(text: str) -> dict[str, str]:
     return out
 
 
+def parse_uptime(text: str) -> float | None:
+    """Seconds since boot from /proc/uptime ('90061.5 170000.0'); None when not a number."""
+    fields = text.split()
+    try:
+        value = float(fields[0])
+    except (IndexError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def read_system(ctx: Context) -> SystemFacts:
     """Gather identity facts from /etc, /proc, /sys and systemd-detect-virt when present."""
     facts = SystemFacts()
@@ -72,9 +83,7 @@ def read_system(ctx: Context) -> SystemFacts:
     facts.kernel = (ctx.read_optional("/proc/sys/kernel/osrelease") or "").strip()
     facts.kernel_version = (ctx.read_optional("/proc/sys/kernel/version") or "").strip()
     facts.hostname = (ctx.read_optional("/proc/sys/kernel/hostname") or "").strip()
-    uptime = ctx.read_optional("/proc/uptime")
-    if uptime:
-        facts.uptime_s = float(uptime.split()[0])
+    facts.uptime_s = parse_uptime(ctx.read_optional("/proc/uptime", 4096) or "")
     _detect_virtualization(ctx, facts)
     return facts
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,14 +195,35 @@ def parse_journal_json(text: str) -> dict[str, JournalCounts]:
 # -- systemd.failed ----------------------------------------------------------------
 
 
-def judge_failed(rows: list[UnitRow], broker_unit: str) -> Result:
-    """Fail on any failed unit; the broker's own unit first."""
+def _unit_name(unit: str) -> str:
+    """'iggy-server' -> 'iggy-server.service', as systemctl lists it; full names stay."""
+    return unit if "." in unit else unit + ".service"
+
+
+def _failed_order(
+    broker_unit: str, agent_unit: str = AGENT_UNIT
+) -> Callable[[UnitRow], tuple[bool, bool, str]]:
+    """Sort key for failed units: the broker's unit, the agent's, then the rest by name."""
+    broker, agent = _unit_name(broker_unit), _unit_name(agent_unit)
+    return lambda r: (r.unit != broker, r.unit != agent, r.unit)
+
+
+def judge_failed(rows: list[UnitRow], broker_unit: str, agent_unit: str = AGENT_UNIT) -> Result:
+    """Fail when the broker's or the agent's unit has failed; other failed units warn."""
+    # The agent's unit is listed second so that, should both names be one unit, the
+    # broker's wins.
+    roles = {
+        _unit_name(agent_unit): "the agent's unit ",
+        _unit_name(broker_unit): "the broker's unit ",
+    }
     findings = []
-    for row in sorted(rows, key=lambda r: (r.unit != broker_unit, r.unit)):
-        what = "the broker's unit " if row.unit == broker_unit else ""
+    for row in sorted(rows, key=_failed_order(broker_unit, agent_unit)):
+        what = roles.get(row.unit, "")
         findings.append(
             Finding(
-                Severity.FAIL,
+                # Only the broker and the agent make the node fail; a stale failure of an
+                # unrelated unit (apt-daily, e2scrub...) needs a look, not an exit code 1.
+                Severity.FAIL if row.unit in roles else Severity.WARN,
                 f"{what}{row.unit} has failed ({row.active}/{row.sub}"
                 + (f", {row.description}" if row.description else "")
                 + ")",
@@ -231,7 +253,8 @@ def judge_failed(rows: list[UnitRow], broker_unit: str) -> Result:
     id="systemd.failed",
     category="systemd",
     title="Failed systemd units",
-    description="Units systemd reports as failed, with `systemctl status` of the first few.",
+    description="Units systemd reports as failed, with `systemctl status` of the first few; "
+    "the broker's or the agent's unit fails, any other warns.",
     requires=SYSTEMD_REQS,
     timeout_s=8,
 )
@@ -255,7 +278,7 @@ def systemd_failed(ctx: Context) -> Result:
         return Result.skipped(f"cannot list units: {res.explain()}")
     rows = parse_list_units(res.stdout)
     broker_unit = ctx.config.iggy.service
-    ordered = sorted(rows, key=lambda r: (r.unit != broker_unit, r.unit))
+    ordered = sorted(rows, key=_failed_order(broker_unit))
     for row in ordered[:STATUS_EVIDENCE_UNITS]:
         if ctx.remaining() < 1.5:
             break

@@ -231,6 +231,60 @@ def test_usage_stale_mount_fails_and_permission_is_info(tmp_path: Path, node: Pa
     assert result.findings[0].severity == Severity.INFO
 
 
+def kubernetes_mounts(count: int) -> str:
+    """`count` network-namespace and cgroup mounts, as a Kubernetes node piles them up."""
+    lines = []
+    for i in range(count):
+        pod = f"{i:08x}-4f1c-4b6e-9d0a-{i:012x}"
+        if i % 2:
+            lines.append(f"nsfs /run/netns/cni-{pod} nsfs rw 0 0\n")
+        else:
+            lines.append(
+                f"cgroup2 /var/lib/kubelet/pods/{pod}/cgroup cgroup2 rw,nosuid,nodev,noexec 0 0\n"
+            )
+    return "".join(lines)
+
+
+def test_usage_judges_the_last_mount_of_a_huge_table(tmp_path: Path, node: Path) -> None:
+    tail = "/dev/nvme2n1 /var/lib/iggy-data ext4 rw,noatime 0 0\n"
+    mounts = MOUNTS + kubernetes_mounts(14000) + tail
+    assert len(mounts.encode()) > 1024 * 1024 + len(tail)  # past the old 1 MiB read cap
+    ctx = usage_ctx(tmp_path, node, mounts)
+    table = HEALTHY | {"/var/lib/iggy-data": sv(1000, 20)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.FAIL
+    [finding] = result.findings
+    assert finding.subject == "/var/lib/iggy-data" and "98 % full" in finding.message
+    assert result.data["skipped"] == {
+        "sysfs": 1,
+        "proc": 1,
+        "devtmpfs": 1,
+        "devpts": 1,
+        "cgroup2": 7001,
+        "squashfs": 1,
+        "nsfs": 7000,
+    }
+
+
+def test_usage_and_mounts_report_a_table_over_the_line_cap(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap falls on a line of its own: nothing half-read is parsed, the rest is an INFO.
+    monkeypatch.setattr(disk, "MAX_MOUNT_LINES", MOUNTS.count("\n"))
+    mounts = MOUNTS + "/dev/sdz1 /var/lib/iggy-data ext4 rw,noatime 0 0\n"
+    ctx = usage_ctx(tmp_path, node, mounts)
+    table = HEALTHY | {"/var/lib/iggy-data": sv(1000, 20)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.PASS
+    [info] = result.findings
+    assert info.severity == Severity.INFO and info.subject == "/proc/self/mounts"
+    assert "more than 12 mounts" in info.message and "df -h" in info.remediation
+    assert "/var/lib/iggy-data" not in {row["mount"] for row in result.data["filesystems"]}
+    result = disk_mounts.run(mounts_ctx(tmp_path, node / "m", mounts))
+    assert result.status == Status.PASS
+    assert [f.subject for f in result.findings] == ["/proc/self/mounts"]
+
+
 def test_usage_against_a_real_directory(tmp_path: Path, node: Path) -> None:
     (node / "data").mkdir()
     mounts = "/dev/sda1 / ext4 rw,relatime 0 0\n/dev/sdb /data xfs rw,noatime 0 0\n"
@@ -327,6 +381,22 @@ def test_mounts_unexpected_read_only_mounts(tmp_path: Path, node: Path) -> None:
     by_subject = {f.subject: f.severity for f in result.findings}
     assert by_subject == {"/var/log": Severity.FAIL, "/opt": Severity.WARN}
     assert "/etc/fstab mounts it read-write" in result.summary
+
+
+def test_mounts_reads_bind_roots_past_one_mib_of_mountinfo(tmp_path: Path, node: Path) -> None:
+    # A read-only bind of a subtree (a hostPath volume) at the end of a huge table: still
+    # known as a bind from mountinfo, so not taken for a remounted disk.
+    filler = "".join(
+        f"{100 + i} 1 0:{i} / /run/netns/cni-{i:040x} rw shared:{i} - nsfs nsfs rw\n"
+        for i in range(14000)
+    )
+    mountinfo = filler + "99 1 8:81 /pods/x/config /etc/config ro,relatime - ext4 /dev/sdf1 rw\n"
+    assert len(mountinfo.encode()) > 1024 * 1024
+    mounts = MOUNTS + "/dev/sdf1 /etc/config ext4 ro,relatime 0 0\n"
+    files = {"proc/self/mountinfo": mountinfo}
+    result = disk_mounts.run(mounts_ctx(tmp_path, node, mounts, files=files))
+    assert result.status == Status.PASS, result.findings
+    assert not result.findings
 
 
 def test_mounts_read_only_root_fails(tmp_path: Path, node: Path) -> None:

@@ -101,6 +101,57 @@ def test_kernel_version_verdicts(tmp_path: Path, node: Path, release: str, statu
         assert result.findings[0].subject == "/proc/sys/kernel/osrelease"
 
 
+def version_node(node: Path, release: str, *threads: str) -> Path:
+    """A node on `release` whose broker (pid 4321) runs threads with these names."""
+    files = {
+        "proc/sys/kernel/osrelease": release + "\n",
+        "proc/4321/comm": "iggy-server\n",
+        "proc/4321/status": STATUS.format(seccomp=0, capeff="0" * 16),
+    }
+    for i, name in enumerate(threads):
+        files[f"proc/4321/task/{4321 + i}/comm"] = name + "\n"
+    return write_tree(node, files)
+
+
+def test_kernel_version_old_kernel_with_pre_06_broker_warns(tmp_path: Path, node: Path) -> None:
+    version_node(node, "5.15.0-1051-aws", "iggy-server", "tokio-runtime-w", "tokio-runtime-w")
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=VERSION_T)
+    result = kernel_version.run(ctx)
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert "pre-0.6" in finding.message and "pid 4321" in finding.message
+    assert "upgrading Iggy to 0.6+ will need kernel 5.19+" in finding.message
+    assert "Upgrade" in finding.remediation
+    assert result.data["brokers"] == [{"pid": 4321, "io_uring": False}]
+
+
+@pytest.mark.parametrize(
+    "threads",
+    [
+        ("iggy-server", "shard-0", "shard-1"),  # a 0.6+ broker: shards
+        ("iggy-server",),  # one thread: cannot tell, so the current verdict stands
+    ],
+)
+def test_kernel_version_old_kernel_fails_unless_broker_is_pre_06(
+    tmp_path: Path, node: Path, threads: tuple[str, ...]
+) -> None:
+    version_node(node, "5.15.0-1051-aws", *threads)
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=VERSION_T)
+    result = kernel_version.run(ctx)
+    assert result.status == Status.FAIL
+    assert "will not start" in result.findings[0].message
+
+
+def test_kernel_version_old_kernel_with_io_uring_fd_fails(tmp_path: Path, node: Path) -> None:
+    version_node(node, "5.15.0-1051-aws", "iggy-server", "worker", "worker")
+    (node / "proc/4321/fd").mkdir()
+    (node / "proc/4321/fd/7").symlink_to("anon_inode:[io_uring]")
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=VERSION_T)
+    result = kernel_version.run(ctx)
+    assert result.status == Status.FAIL
+    assert result.data["brokers"] == [{"pid": 4321, "io_uring": True}]
+
+
 def test_kernel_version_thresholds_and_garbage(tmp_path: Path, node: Path) -> None:
     write_tree(node, {"proc/sys/kernel/osrelease": "6.1.0-18-amd64\n"})
     roots = fixture_roots(node)
@@ -168,14 +219,50 @@ def test_io_uring_disabled_fails(tmp_path: Path, node: Path) -> None:
     assert "/etc/sysctl.d/99-iggy.conf" in result.findings[0].remediation
 
 
-def test_io_uring_seccomp_filter_warns(tmp_path: Path, node: Path) -> None:
+def test_io_uring_seccomp_filter_with_shards_is_info(tmp_path: Path, node: Path) -> None:
+    # The broker runs shard-N threads: the filter evidently lets io_uring through.
     ctx = make_context(tmp_path, roots=fixture_roots(uring_node(node, None, seccomp=2)))
     result = kernel_io_uring.run(ctx)
+    assert result.status == Status.PASS
+    assert {f.severity for f in result.findings} == {Severity.INFO}  # + sysctl absent (< 6.6)
+    seccomp = next(f for f in result.findings if "seccomp" in f.message)
+    assert "already uses io_uring" in seccomp.message and seccomp.subject == "/proc/4321/status"
+    assert "under a seccomp filter that lets io_uring through" in result.summary
+    assert result.data["brokers"][0]["io_uring_in_use"] is True
+
+
+def test_io_uring_seccomp_filter_with_io_uring_fd_is_info(tmp_path: Path, node: Path) -> None:
+    uring_node(node, "0", seccomp=2)
+    (node / "proc/4321/task/4330/comm").write_text("tokio-runtime-w\n")
+    (node / "proc/4321/fd").mkdir()
+    (node / "proc/4321/fd/3").symlink_to("/dev/null")
+    (node / "proc/4321/fd/9").symlink_to("anon_inode:[io_uring]")
+    result = kernel_io_uring.run(make_context(tmp_path, roots=fixture_roots(node)))
+    assert result.status == Status.PASS
+    [info] = result.findings
+    assert info.severity == Severity.INFO and "already uses io_uring" in info.message
+
+
+@pytest.mark.parametrize(
+    ("threads", "seen"),
+    [
+        ({"4330": "tokio-runtime-w\n"}, "shows no io_uring use"),
+        ({}, "could not be read"),  # only the main thread: nothing to tell by
+    ],
+)
+def test_io_uring_seccomp_filter_warns_without_io_uring_use(
+    tmp_path: Path, node: Path, threads: dict[str, str], seen: str
+) -> None:
+    uring_node(node, None, seccomp=2)
+    (node / "proc/4321/task/4330/comm").unlink()
+    write_tree(node, {f"proc/4321/task/{tid}/comm": name for tid, name in threads.items()})
+    result = kernel_io_uring.run(make_context(tmp_path, roots=fixture_roots(node)))
     assert result.status == Status.WARN
     severities = {f.severity for f in result.findings}
     assert severities == {Severity.INFO, Severity.WARN}  # INFO: sysctl absent (< 6.6)
     seccomp = next(f for f in result.findings if f.severity == Severity.WARN)
     assert "seccomp" in seccomp.message and seccomp.subject == "/proc/4321/status"
+    assert seen in seccomp.message
     assert "io_uring" in seccomp.remediation
 
 

@@ -64,6 +64,43 @@ def test_cpu_count_falls_back_to_cpuinfo(tmp_path: Path, node: Path) -> None:
     assert cpu_load.run(ctx).data["cores"] == 2
 
 
+@pytest.mark.parametrize(
+    ("loadavg", "reason"),
+    [
+        ("", "/proc/loadavg is empty"),
+        ("\n", "/proc/loadavg is empty"),
+        ("0.50 0.40\n", "'0.50 0.40'"),
+        ("0.50 0.40 0.30 1-200 999\n", "'0.50 0.40 0.30 1-200 999'"),
+        ("high medium low 1/200 999\n", "'high medium low 1/200 999'"),
+        ("nan 0.40 0.30 1/200 999\n", "'nan 0.40 0.30 1/200 999'"),
+        ("\x00" * 500, "'" + "\\x00" * 80 + "...'"),
+    ],
+)
+def test_cpu_load_garbage_loadavg_is_skipped(
+    tmp_path: Path, node: Path, loadavg: str, reason: str
+) -> None:
+    ctx = make_context(
+        tmp_path, roots=fixture_roots(cpu_node(node, loadavg)), thresholds=CPU_THRESHOLDS
+    )
+    result = cpu_load.run(ctx)
+    assert result.status == Status.SKIPPED
+    assert "/proc/loadavg" in result.summary and result.summary.endswith(reason)
+
+
+def test_cpu_load_missing_loadavg_is_skipped(tmp_path: Path, node: Path) -> None:
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=CPU_THRESHOLDS)
+    result = cpu_load.run(ctx)
+    assert result.status == Status.SKIPPED and "cannot read /proc/loadavg" in result.summary
+
+
+def test_cpu_count_garbage_online_list_falls_back_to_cpuinfo(tmp_path: Path, node: Path) -> None:
+    cpu_node(node, "1 1 1 1/1 1\n", online="zero-three")
+    write_tree(node, {"proc/cpuinfo": "processor\t: 0\n\nprocessor\t: 1\n"})
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=CPU_THRESHOLDS)
+    result = cpu_load.run(ctx)
+    assert result.status == Status.PASS and result.data["cores"] == 2
+
+
 def test_parse_cpu_list() -> None:
     assert parse_cpu_list("0-3,8,10-11\n") == 7
     assert parse_cpu_list("0") == 1
@@ -108,6 +145,24 @@ def test_system_info_notes_recent_boot_and_container(tmp_path: Path, node: Path)
     assert result.data["container"] == "kubernetes"
     [finding] = result.findings
     assert finding.severity == Severity.INFO and "booted 5 min ago" in finding.message
+
+
+@pytest.mark.parametrize("uptime", ["", "\n", "garbage 1.0\n", "nan 1\n", "-5 1\n"])
+def test_system_info_garbage_uptime_is_unknown(tmp_path: Path, node: Path, uptime: str) -> None:
+    write_tree(
+        node,
+        {
+            "etc/os-release": OS_RELEASE,
+            "proc/sys/kernel/osrelease": "6.1.0-18-amd64\n",
+            "proc/uptime": uptime,
+        },
+    )
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds={"recent_boot_minutes": 60})
+    result = system_info.run(ctx)
+    assert result.status == Status.PASS and not result.findings
+    assert result.data["uptime_s"] is None and result.data["kernel"] == "6.1.0-18-amd64"
+    assert result.summary.startswith("Debian GNU/Linux 12 (bookworm), kernel 6.1.0-18-amd64, ")
+    assert " up " not in result.summary
 
 
 def test_system_info_survives_an_empty_node(tmp_path: Path, node: Path) -> None:

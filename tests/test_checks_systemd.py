@@ -18,6 +18,7 @@ from snapshot_agent.checks.systemd import (
     systemd_timers,
     systemd_units,
 )
+from snapshot_agent.config import ChecksConfig, Config, IggyConfig
 from snapshot_agent.context import map_path
 from snapshot_agent.results import Severity, Status
 
@@ -223,10 +224,73 @@ def test_systemd_failed_fail(tmp_path: Path, node: Path, monkeypatch: pytest.Mon
     result = systemd_failed.run(ctx_for(tmp_path, node))
     assert result.status == Status.FAIL
     assert result.summary.startswith("the broker's unit iggy-server.service has failed")
-    assert result.summary.endswith("(+1 more)")
+    # logrotate.service is not the broker's or the agent's unit: a WARN, not a second FAIL.
+    assert [(f.severity, f.subject) for f in result.findings] == [
+        (Severity.FAIL, "iggy-server.service"),
+        (Severity.WARN, "logrotate.service"),
+    ]
     assert "journalctl -u iggy-server.service -b" in result.findings[0].remediation
     assert result.data["failed"] == 2
     assert (tmp_path / "artifacts/status-logrotate.service.txt").exists()
+
+
+def test_systemd_failed_unrelated_unit_only_warns(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = (
+        "apt-daily.service loaded failed failed Daily apt download activities\n"
+        "e2scrub_all.service loaded failed failed Online ext4 Metadata Check for All Filesystems\n"
+    )
+    fake_tools(
+        tmp_path,
+        monkeypatch,
+        {"systemctl": [(("list-units", "--failed"), stale, 0), (("status",), "x\n", 3)]},
+    )
+    result = systemd_failed.run(ctx_for(tmp_path, node))
+    assert result.status == Status.WARN
+    assert result.summary.startswith("apt-daily.service has failed")
+    assert result.summary.endswith("(+1 more)")
+    assert {f.severity for f in result.findings} == {Severity.WARN}
+    assert "systemctl reset-failed apt-daily.service" in result.findings[0].remediation
+
+
+def test_systemd_failed_agent_unit_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = FAILED_DOTTED + "snapshot-agent.service loaded failed failed Snapshot agent\n"
+    fake_tools(
+        tmp_path,
+        monkeypatch,
+        {"systemctl": [(("list-units", "--failed"), rows, 0), (("status",), "x\n", 3)]},
+    )
+    result = systemd_failed.run(ctx_for(tmp_path, node))
+    assert result.status == Status.FAIL
+    assert result.summary == (
+        "the agent's unit snapshot-agent.service has failed (failed/failed, Snapshot agent)"
+    )
+    assert [f.severity for f in result.findings] == [Severity.FAIL, Severity.WARN, Severity.WARN]
+
+
+def test_systemd_failed_broker_unit_from_config(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = "iggy.service loaded failed failed Iggy\n" + FAILED_PLAIN
+    fake_tools(
+        tmp_path,
+        monkeypatch,
+        {"systemctl": [(("list-units", "--failed"), rows, 0), (("status",), "x\n", 3)]},
+    )
+    (node / "run/systemd/system").mkdir(parents=True)
+    config = Config(checks=ChecksConfig(roots=fixture_roots(node)), iggy=IggyConfig(service="iggy"))
+    result = systemd_failed.run(make_context(tmp_path, config=config))
+    assert result.status == Status.FAIL
+    assert result.summary == "the broker's unit iggy.service has failed (failed/failed, Iggy)"
+    # With the broker's unit configured as iggy.service, iggy-server.service is just a unit.
+    assert [(f.severity, f.subject) for f in result.findings] == [
+        (Severity.FAIL, "iggy.service"),
+        (Severity.WARN, "iggy-server.service"),
+        (Severity.WARN, "logrotate.service"),
+    ]
 
 
 def test_systemd_failed_skips_when_systemctl_cannot_talk(
