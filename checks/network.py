@@ -1345,9 +1345,12 @@ def judge_listening(
                 "another server config (IGGY_CONFIG_PATH), or does its environment override "
                 "them (IGGY_<TRANSPORT>_ENABLED / IGGY_<TRANSPORT>_ADDRESS)?"
             )
+        # Ports the broker's own config enables must listen while it runs: clients of
+        # that transport are refused now. Ports from the threshold are only a guess.
+        severity = Severity.WARN if ports.source == "threshold" else Severity.FAIL
         findings.append(
             Finding(
-                Severity.WARN,
+                severity,
                 f"not listening: {', '.join(missing)}, {context} ({ports.describe()})",
                 f"Is {broker} fully started (its log shows each server starting or a bind "
                 f"error such as 'Address already in use')? {moved}",

@@ -290,14 +290,14 @@ def test_listening_ports_come_from_the_iggy_config(tmp_path: Path, node: Path) -
     transports = {t["transport"]: t for t in result.data["transports"]}
     assert transports["websocket"]["enabled"] is False and not transports["websocket"]["expected"]
     assert transports["quic"]["enabled"] is True  # `enabled` absent: on
-    assert result.status == Status.WARN
+    assert result.status == Status.FAIL  # the config enables it: clients are refused now
     assert result.summary == (
         "not listening: tcp/9999 (Iggy TCP), while iggy-server pid 4242 runs here "
         "(ports from /etc/iggy/server.toml)"
     )
     assert not any("8092" in f.message for f in result.findings)
-    warn = next(f for f in result.findings if f.severity == Severity.WARN)
-    assert "IGGY_<TRANSPORT>_ADDRESS" in warn.remediation
+    fail = next(f for f in result.findings if f.severity == Severity.FAIL)
+    assert "IGGY_<TRANSPORT>_ADDRESS" in fail.remediation
 
 
 def test_listening_moved_port_listening_passes(tmp_path: Path, node: Path) -> None:
