@@ -1,4 +1,5 @@
-"""Parsers for the /proc files several checks read: integers, meminfo, swaps, snmp, counters.
+"""Parsers for the /proc files several checks read: integers, meminfo, swaps, snmp, counters,
+and the /proc/net socket tables.
 
 Each parser is a pure function of the file's text; the `read_*` helpers read through the
 context, so fixture trees work like a live node.
@@ -7,6 +8,8 @@ context, so fixture trees work like a live node.
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from snapshot_agent.context import Context
@@ -117,3 +120,136 @@ def parse_kv(text: str | None) -> dict[str, int]:
         except ValueError:
             continue
     return out
+
+
+# -- /proc/net socket tables ---------------------------------------------------------------
+
+#: Upper bound of /proc/net/{tcp,udp}* lines read per file (a busy broker has many sockets).
+MAX_SOCKET_LINES = 1_000_000
+
+#: Kernel TCP states as printed (hex) in /proc/net/tcp (include/net/tcp_states.h).
+TCP_STATES = {
+    0x01: "ESTABLISHED",
+    0x02: "SYN_SENT",
+    0x03: "SYN_RECV",
+    0x04: "FIN_WAIT1",
+    0x05: "FIN_WAIT2",
+    0x06: "TIME_WAIT",
+    0x07: "CLOSE",
+    0x08: "CLOSE_WAIT",
+    0x09: "LAST_ACK",
+    0x0A: "LISTEN",
+    0x0B: "CLOSING",
+    0x0C: "NEW_SYN_RECV",
+}
+TCP_LISTEN = 0x0A
+UDP_UNCONNECTED = 0x07  # a bound UDP socket without a peer shows TCP_CLOSE
+
+
+def iter_lines(ctx: Context, node_path: str, max_lines: int = MAX_SOCKET_LINES) -> Iterator[str]:
+    """Stream a node file line by line (bounded), yielding nothing when it is missing."""
+    try:
+        fh = ctx.path(node_path).open("rb")
+    except OSError:
+        return
+    with fh:
+        for count, raw in enumerate(fh):
+            if count >= max_lines:
+                return
+            yield raw.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Socket:
+    """One row of /proc/net/{tcp,tcp6,udp,udp6}."""
+
+    proto: str  # tcp | udp
+    family: int  # 4 | 6
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    state: int
+    tx_queue: int
+    rx_queue: int  # for LISTEN: connections waiting in the accept queue
+    uid: int
+    inode: int
+
+    @property
+    def state_name(self) -> str:
+        """Kernel name of the TCP state (UDP sockets reuse the numbers)."""
+        return TCP_STATES.get(self.state, f"0x{self.state:02X}")
+
+    @property
+    def local(self) -> str:
+        """address:port, IPv6 in brackets."""
+        host = f"[{self.local_ip}]" if self.family == 6 else self.local_ip
+        return f"{host}:{self.local_port}"
+
+
+def decode_proc_address(text: str) -> tuple[str, int]:
+    """Decode '0100007F:1F9A' (little-endian IPv4) or a 32-hex IPv6 address and hex port.
+
+    IPv6 is printed as four 32-bit words, each in host (little-endian) byte order.
+    """
+    hex_ip, _, hex_port = text.partition(":")
+    raw = bytes.fromhex(hex_ip)
+    if len(raw) == 4:
+        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    elif len(raw) == 16:
+        swapped = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        ip = socket.inet_ntop(socket.AF_INET6, swapped)
+    else:
+        raise ValueError(f"address {hex_ip!r} is neither IPv4 nor IPv6")
+    return ip, int(hex_port, 16)
+
+
+def parse_socket_line(line: str, proto: str) -> Socket | None:
+    """Parse one data line of /proc/net/{tcp,udp}[6]; None for the header or garbage."""
+    fields = line.split()
+    if len(fields) < 10 or not fields[0].endswith(":"):
+        return None
+    try:
+        local_ip, local_port = decode_proc_address(fields[1])
+        remote_ip, remote_port = decode_proc_address(fields[2])
+        tx, _, rx = fields[4].partition(":")
+        return Socket(
+            proto="tcp" if proto.startswith("tcp") else "udp",
+            family=6 if ":" in local_ip else 4,
+            local_ip=local_ip,
+            local_port=local_port,
+            remote_ip=remote_ip,
+            remote_port=remote_port,
+            state=int(fields[3], 16),
+            tx_queue=int(tx, 16),
+            rx_queue=int(rx, 16),
+            uid=int(fields[7]),
+            inode=int(fields[9]),
+        )
+    except ValueError:
+        return None
+
+
+def parse_sockets(lines: Iterable[str], proto: str) -> list[Socket]:
+    """Parse a whole /proc/net/{tcp,udp}[6] text (header and garbage lines are skipped)."""
+    return [s for line in lines if (s := parse_socket_line(line, proto)) is not None]
+
+
+def is_listening(sock: Socket) -> bool:
+    """TCP in LISTEN, or UDP bound without a peer (how a QUIC server socket looks)."""
+    if sock.proto == "tcp":
+        return sock.state == TCP_LISTEN
+    return sock.state == UDP_UNCONNECTED and sock.remote_port == 0
+
+
+def read_sockets(ctx: Context, protos: Iterable[str]) -> tuple[list[Socket], list[str]]:
+    """All sockets of the given /proc/net tables, and the tables that were missing."""
+    sockets: list[Socket] = []
+    missing: list[str] = []
+    for proto in protos:
+        path = f"/proc/net/{proto}"
+        if not ctx.path(path).exists():
+            missing.append(path)
+            continue
+        sockets.extend(parse_sockets(iter_lines(ctx, path), proto))
+    return sockets, missing

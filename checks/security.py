@@ -9,12 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from snapshot_agent.check import Requirements, check
-from snapshot_agent.checks.kernel import (
-    EXAMPLE_CHARS,
-    parse_label,
-    read_file_tail,
-    read_kernel_log,
-)
+from snapshot_agent.checks.kernel import parse_label
+from snapshot_agent.checks.kernel_log import EXAMPLE_CHARS, read_file_tail, read_kernel_log
 from snapshot_agent.context import Context
 from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers
 from snapshot_agent.results import Finding, Result, Severity

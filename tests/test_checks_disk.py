@@ -15,32 +15,35 @@ from typing import Any
 import pytest
 
 from snapshot_agent.checks import disk
+from snapshot_agent.checks import disk_health as disk_health_mod
 from snapshot_agent.checks.disk import (
-    DiskCounters,
-    DiskHealth,
-    IOFacts,
     MountEntry,
-    MountsFacts,
-    compute_io,
     decode_mount_field,
-    disk_health,
-    disk_io,
-    disk_mounts,
     disk_usage,
     find_mount,
-    judge_health,
-    judge_io,
-    judge_mounts,
     judge_usage,
-    list_disks,
-    parse_diskstats,
     parse_mounts,
+    read_usage,
+)
+from snapshot_agent.checks.disk_health import (
+    DiskHealth,
+    disk_health,
+    judge_health,
+    list_disks,
     parse_nvme_smart_log,
     parse_smartctl_json,
     read_health,
-    read_io,
-    read_usage,
 )
+from snapshot_agent.checks.disk_io import (
+    DiskCounters,
+    IOFacts,
+    compute_io,
+    disk_io,
+    judge_io,
+    parse_diskstats,
+    read_io,
+)
+from snapshot_agent.checks.disk_mounts import MountsFacts, disk_mounts, judge_mounts
 from snapshot_agent.config import Config, IggyConfig
 from snapshot_agent.context import Context
 from snapshot_agent.results import Severity, Status
@@ -794,7 +797,7 @@ def test_disk_health_skips_virtual_only_and_without_tools(
         """No tool is installed."""
         return None
 
-    monkeypatch.setattr(disk, "find_tool", missing)
+    monkeypatch.setattr(disk_health_mod, "find_tool", missing)
     result = disk_health.run(ctx)
     assert result.status == Status.SKIPPED
     assert result.summary.startswith("install smartmontools to check disk health")

@@ -9,18 +9,20 @@ from pathlib import Path
 import pytest
 
 from snapshot_agent.checks.kernel import (
+    config_io_uring,
+    kernel_io_uring,
+    kernel_version,
+    parse_kernel_version,
+)
+from snapshot_agent.checks.kernel_log import (
     KernelLog,
     categorize,
-    config_io_uring,
     decode_taint,
     devices_in,
     journal_lines,
     judge_kernel_log,
-    kernel_io_uring,
     kernel_log,
-    kernel_version,
     memory_oom,
-    parse_kernel_version,
     parse_log_time,
     parse_oom_kills,
     summarize_log,

@@ -12,48 +12,55 @@ from typing import Any
 import pytest
 
 from snapshot_agent.checks.network import (
-    ConntrackFacts,
-    Counters,
-    DnsFacts,
-    FirewallFacts,
-    ListenQueue,
-    Lookup,
-    Probe,
-    TcpFacts,
-    TcpTally,
-    decode_proc_address,
-    evaluate_port,
-    is_listening,
-    judge_conntrack,
-    judge_dns,
-    judge_firewall,
-    judge_reachability,
-    judge_tcp,
-    network_conntrack,
-    network_dns,
-    network_firewall,
     network_interfaces,
-    network_listening,
-    network_reachability,
     network_routes,
-    network_tcp,
-    parse_conntrack_stat,
-    parse_endpoint,
     parse_if_inet6,
     parse_ip_addr_json,
-    parse_iptables_save,
     parse_ipv6_route,
-    parse_nft_json,
-    parse_port_list,
     parse_proc_route,
+)
+from snapshot_agent.checks.network_firewall import (
+    ConntrackFacts,
+    FirewallFacts,
+    evaluate_port,
+    judge_conntrack,
+    judge_firewall,
+    network_conntrack,
+    network_firewall,
+    parse_conntrack_stat,
+    parse_iptables_save,
+    parse_nft_json,
+)
+from snapshot_agent.checks.network_listening import network_listening, parse_port_list
+from snapshot_agent.checks.network_probes import (
+    DnsFacts,
+    Lookup,
+    Probe,
+    judge_dns,
+    judge_reachability,
+    network_dns,
+    network_reachability,
+    parse_endpoint,
     parse_resolv_conf,
-    parse_socket_line,
-    parse_sockets,
+)
+from snapshot_agent.checks.network_tcp import (
+    Counters,
+    ListenQueue,
+    TcpFacts,
+    TcpTally,
+    judge_tcp,
+    network_tcp,
     parse_ss_listen,
 )
 from snapshot_agent.config import ChecksConfig, Config, NetworkChecksConfig, RootsConfig
 from snapshot_agent.context import Context
-from snapshot_agent.procfs import parse_snmp
+from snapshot_agent.procfs import (
+    decode_proc_address,
+    is_listening,
+    parse_snmp,
+    parse_socket_line,
+    parse_sockets,
+)
 from snapshot_agent.results import Severity, Status
 
 from .conftest import fake_tools, fixture_roots, make_context, write_tree

@@ -1,0 +1,472 @@
+"""Network checks that make traffic: network.dns and network.reachability.
+
+The only traffic the network checks make is here: name resolution of
+`checks.network.dns_names` and TCP connects to `checks.network.endpoints`, nothing that the
+config does not name. Both run their calls in watchdog threads (getaddrinfo() cannot be
+interrupted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapshot_agent.check import check
+from snapshot_agent.context import Context
+from snapshot_agent.procfs import parse_int
+from snapshot_agent.results import Finding, Result, Severity
+
+# -- calls under a watchdog ----------------------------------------------------------------
+
+
+def _ms(seconds: float) -> float:
+    """Seconds to milliseconds, rounded for reports."""
+    return round(seconds * 1000, 1)
+
+
+@dataclass
+class Outcome:
+    """What a call run in a watchdog thread did."""
+
+    done: bool
+    value: Any = None
+    error: BaseException | None = None
+    elapsed_s: float = 0.0
+
+
+def run_parallel(calls: list[Callable[[], Any]], timeout_s: float) -> list[Outcome]:
+    """Run calls in daemon threads and wait at most `timeout_s` for all of them.
+
+    getaddrinfo() cannot be interrupted; a daemon thread that is still stuck is simply
+    abandoned (the check's process exits with os._exit, so it never blocks anything).
+    """
+    outcomes = [Outcome(done=False) for _ in calls]
+
+    def runner(i: int, call: Callable[[], Any]) -> None:
+        """Run one call and record its value or exception and duration."""
+        start = time.monotonic()
+        try:
+            outcomes[i].value = call()
+        except Exception as exc:
+            outcomes[i].error = exc
+        outcomes[i].elapsed_s = time.monotonic() - start
+        outcomes[i].done = True
+
+    threads = [
+        threading.Thread(target=runner, args=(i, c), daemon=True) for i, c in enumerate(calls)
+    ]
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return outcomes
+
+
+# -- network.dns ---------------------------------------------------------------------------
+
+RESOLVED_STUB = "127.0.0.53"
+GLIBC_MAXNS = 3
+
+
+@dataclass
+class ResolvConf:
+    """The parts of resolv.conf(5) that decide how lookups behave."""
+
+    nameservers: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # "rotate" -> ""
+
+    def option_int(self, name: str, default: int) -> int:
+        """Numeric option such as timeout:2 (glibc's default when absent or bad)."""
+        value = parse_int(self.options.get(name))
+        return value if value is not None else default
+
+
+def parse_resolv_conf(text: str) -> ResolvConf:
+    """Parse resolv.conf: nameserver, search/domain (the last wins), options."""
+    conf = ResolvConf()
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", ";")):
+            continue
+        key, values = fields[0], fields[1:]
+        if key == "nameserver" and values:
+            conf.nameservers.append(values[0])
+        elif key in ("search", "domain"):
+            conf.search = values
+        elif key == "options":
+            for opt in values:
+                name, _, value = opt.partition(":")
+                conf.options[name] = value
+    return conf
+
+
+@dataclass
+class Lookup:
+    """How resolving one configured name went."""
+
+    name: str
+    addresses: list[str] = field(default_factory=list)
+    elapsed_ms: float | None = None
+    error: str = ""  # "" when resolved
+    timed_out: bool = False
+
+
+@dataclass
+class DnsFacts:
+    """resolv.conf, systemd-resolved's upstreams, and the configured lookups."""
+
+    resolv_conf: ResolvConf | None = None
+    problem: str = ""  # why resolv.conf could not be read
+    resolved_upstreams: list[str] | None = None  # None: no /run/systemd/resolve/resolv.conf
+    resolved_running: bool = False
+    lookups: list[Lookup] = field(default_factory=list)
+
+
+def resolve_names(names: list[str], timeout_s: float) -> list[Lookup]:
+    """getaddrinfo() each name in parallel threads, each bounded by `timeout_s`."""
+
+    def lookup(name: str) -> Callable[[], list[str]]:
+        """A call that resolves `name` to its unique addresses."""
+        return lambda: sorted(
+            {str(ai[4][0]) for ai in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+        )
+
+    outcomes = run_parallel([lookup(n) for n in names], timeout_s)
+    results = []
+    for name, out in zip(names, outcomes, strict=True):
+        if not out.done:
+            results.append(Lookup(name, error="no answer in time", timed_out=True))
+        elif out.error is not None:
+            err = out.error
+            text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            results.append(Lookup(name, elapsed_ms=_ms(out.elapsed_s), error=text))
+        else:
+            results.append(Lookup(name, out.value, _ms(out.elapsed_s)))
+    return results
+
+
+def read_dns(ctx: Context, names: list[str], timeout_s: float) -> DnsFacts:
+    """resolv.conf (and resolved's upstream file), then the configured lookups."""
+    facts = DnsFacts()
+    path = ctx.path("/etc/resolv.conf")
+    text = ctx.read_optional("/etc/resolv.conf", 64 * 1024)
+    if text is None:
+        if path.is_symlink():
+            facts.problem = f"/etc/resolv.conf is a dangling symlink to {os.readlink(path)}"
+        else:
+            facts.problem = "/etc/resolv.conf does not exist or cannot be read"
+    else:
+        facts.resolv_conf = parse_resolv_conf(text)
+        ctx.artifact("resolv.conf", text)
+    upstream = ctx.read_optional("/run/systemd/resolve/resolv.conf", 64 * 1024)
+    if upstream is not None:
+        facts.resolved_upstreams = parse_resolv_conf(upstream).nameservers
+    facts.resolved_running = ctx.path("/run/systemd/resolve").is_dir()
+    if names:
+        facts.lookups = resolve_names(names, max(0.2, min(timeout_s, ctx.remaining() - 1)))
+    return facts
+
+
+def judge_dns(facts: DnsFacts, thresholds: dict[str, Any]) -> Result:
+    """resolv.conf must name servers; configured names must resolve, and quickly."""
+    findings: list[Finding] = []
+    conf = facts.resolv_conf
+    if conf is None:
+        findings.append(
+            Finding(
+                Severity.FAIL,
+                f"{facts.problem}: glibc then asks 127.0.0.1 only, so name lookups most "
+                "likely fail (object storage, the supervisor, clients by name)",
+                "Restore /etc/resolv.conf (or its symlink target: `systemctl restart "
+                "systemd-resolved`, your DHCP client or NetworkManager) with at least one "
+                "`nameserver <address>` line.",
+                "/etc/resolv.conf",
+            )
+        )
+    else:
+        findings += _judge_resolv_conf(conf, facts)
+    slow_ms = float(thresholds["slow_ms"])
+    for lk in facts.lookups:
+        if lk.error:
+            findings.append(
+                Finding(
+                    Severity.FAIL,
+                    f"{lk.name} does not resolve ({lk.error})"
+                    if not lk.timed_out
+                    else f"{lk.name} did not resolve within {thresholds['timeout_ms']:g} ms",
+                    f"Ask the configured nameservers directly (`dig {lk.name}` / "
+                    f"`getent ahosts {lk.name}`); check /etc/hosts, the search domains and "
+                    "that the nameservers are reachable (UDP and TCP 53).",
+                    lk.name,
+                )
+            )
+        elif lk.elapsed_ms is not None and lk.elapsed_ms >= slow_ms:
+            findings.append(
+                Finding(
+                    Severity.WARN,
+                    f"{lk.name} took {lk.elapsed_ms:.0f} ms to resolve (>= {slow_ms:g} ms)",
+                    "Slow lookups delay every new connection by name: check the first "
+                    "nameserver (a dead first server costs `options timeout` seconds per "
+                    "lookup), run a local cache (systemd-resolved, nscd, dnsmasq), or lower "
+                    "ndots so names are not tried with every search domain first.",
+                    lk.name,
+                )
+            )
+    servers = ", ".join(conf.nameservers) if conf else "none"
+    if facts.lookups:
+        slowest = max((lk.elapsed_ms or 0.0) for lk in facts.lookups)
+        tail = f"{len(facts.lookups)} configured names resolved (slowest {slowest:.0f} ms)"
+    else:
+        tail = "no names configured to resolve (checks.network.dns_names): resolv.conf only"
+    data: dict[str, Any] = {
+        "nameservers": conf.nameservers if conf else [],
+        "search": conf.search if conf else [],
+        "options": conf.options if conf else {},
+        "resolved_upstreams": facts.resolved_upstreams,
+        "lookups": [
+            {
+                "name": lk.name,
+                "ok": not lk.error,
+                "ms": lk.elapsed_ms,
+                "addresses": ", ".join(lk.addresses[:6]),
+                "error": lk.error,
+            }
+            for lk in facts.lookups
+        ],
+    }
+    return Result.from_findings(findings, ok=f"nameservers {servers}; {tail}", data=data)
+
+
+def _judge_resolv_conf(conf: ResolvConf, facts: DnsFacts) -> list[Finding]:
+    """Nameserver list, the systemd-resolved stub, and options that slow lookups down."""
+    findings = []
+    subject = "/etc/resolv.conf"
+    if not conf.nameservers:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                "/etc/resolv.conf has no nameserver line: glibc asks 127.0.0.1, which works "
+                "only if a local resolver listens there",
+                "Add `nameserver <address>` lines (or fix whatever generates the file: "
+                "DHCP client, NetworkManager, systemd-resolved).",
+                subject,
+            )
+        )
+    if len(conf.nameservers) > GLIBC_MAXNS:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"{len(conf.nameservers)} nameservers listed; glibc uses only the first "
+                f"{GLIBC_MAXNS} ({', '.join(conf.nameservers[:GLIBC_MAXNS])})",
+                "Put the servers that must be used first.",
+                subject,
+            )
+        )
+    if RESOLVED_STUB in conf.nameservers:
+        if facts.resolved_running:
+            upstream = ", ".join(facts.resolved_upstreams or []) or "unknown"
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    f"lookups go through the systemd-resolved stub {RESOLVED_STUB}; its "
+                    f"upstream servers are {upstream}",
+                    "`resolvectl status` shows the per-link servers and `resolvectl query "
+                    "<name>` tests a lookup through the stub.",
+                    subject,
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    Severity.WARN,
+                    f"resolv.conf points at the systemd-resolved stub {RESOLVED_STUB} but "
+                    "/run/systemd/resolve does not exist: systemd-resolved seems not to run, "
+                    "so lookups fail",
+                    "`systemctl enable --now systemd-resolved`, or replace /etc/resolv.conf "
+                    "with real nameserver lines.",
+                    subject,
+                )
+            )
+    ndots = conf.option_int("ndots", 1)
+    if ndots > 1 and conf.search:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                f"options ndots:{ndots} with {len(conf.search)} search domains: a name with "
+                f"fewer than {ndots} dots is tried with every search domain first (up to "
+                f"{len(conf.search)} extra queries per lookup)",
+                "Configure external endpoints (object storage, the supervisor) as fully "
+                "qualified names with a trailing dot, or lower ndots.",
+                subject,
+            )
+        )
+    return findings
+
+
+@check(
+    id="network.dns",
+    category="network",
+    title="DNS resolution",
+    description="resolv.conf sanity and resolution time of the names in checks.network.dns_names.",
+    timeout_s=8,
+    thresholds={"timeout_ms": 3000, "slow_ms": 500},
+)
+def network_dns(ctx: Context) -> Result:
+    """Read resolv.conf and resolve the configured names with a timeout."""
+    names = list(ctx.config.checks.network.dns_names)
+    facts = read_dns(ctx, names, float(ctx.thresholds["timeout_ms"]) / 1000)
+    return judge_dns(facts, ctx.thresholds)
+
+
+# -- network.reachability ------------------------------------------------------------------
+
+
+def parse_endpoint(text: str) -> tuple[str, int] | None:
+    """'host:port' or '[v6]:port' -> (host, port); None when malformed."""
+    text = text.strip()
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\s]+):(\d+)", text)
+    if not match:
+        return None
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    return (host, port) if 0 < port < 65536 else None
+
+
+@dataclass
+class Probe:
+    """One TCP connect attempt to a configured endpoint."""
+
+    endpoint: str
+    address: str = ""
+    connect_ms: float | None = None
+    error: str = ""
+
+
+def connect_endpoint(host: str, port: int, timeout_s: float) -> tuple[str, float]:
+    """Resolve and connect (each address in turn); (address, connect seconds) or raise."""
+    deadline = time.monotonic() + timeout_s
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError = OSError("no address")
+    for family, kind, proto, _, sockaddr in infos:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(left)
+            start = time.monotonic()
+            try:
+                sock.connect(sockaddr)
+            except OSError as exc:
+                last = exc
+                continue
+            return str(sockaddr[0]), time.monotonic() - start
+    raise last
+
+
+def probe_endpoints(endpoints: list[tuple[str, str, int]], timeout_s: float) -> list[Probe]:
+    """Connect to each (label, host, port) in parallel, bounded by `timeout_s`."""
+    calls = [
+        (lambda h=host, p=port: connect_endpoint(h, p, timeout_s)) for _, host, port in endpoints
+    ]
+    outcomes = run_parallel(calls, timeout_s + 0.2)
+    probes = []
+    for (label, _, _), out in zip(endpoints, outcomes, strict=True):
+        if not out.done:
+            probes.append(Probe(label, error=f"timed out after {timeout_s * 1000:.0f} ms"))
+        elif out.error is not None:
+            err = out.error
+            if isinstance(err, socket.gaierror):
+                text = f"does not resolve ({err.strerror})"
+            elif isinstance(err, ConnectionRefusedError):
+                text = "connection refused"
+            elif isinstance(err, TimeoutError):
+                text = f"timed out after {timeout_s * 1000:.0f} ms"
+            else:
+                text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            probes.append(Probe(label, error=text))
+        else:
+            address, seconds = out.value
+            probes.append(Probe(label, address, _ms(seconds)))
+    return probes
+
+
+def judge_reachability(probes: list[Probe], bad: list[str], thresholds: dict[str, Any]) -> Result:
+    """Refused or timed-out endpoints fail; slow connects warn."""
+    findings: list[Finding] = []
+    slow = float(thresholds["slow_ms"])
+    for entry in bad:
+        findings.append(
+            Finding(
+                Severity.WARN,
+                f"checks.network.endpoints entry {entry!r} is not host:port",
+                "Write endpoints as host:port, IPv6 as [address]:port.",
+                "checks.network.endpoints",
+            )
+        )
+    for p in probes:
+        if p.error:
+            findings.append(
+                Finding(
+                    Severity.FAIL,
+                    f"cannot connect to {p.endpoint}: {p.error}",
+                    "Refused: nothing listens there (service down, wrong port). Timed out: a "
+                    "firewall, security group or route drops the packets "
+                    "(`ip route get <address>`, `nc -vz <host> <port>` from this node). Does "
+                    "not resolve: see network.dns.",
+                    p.endpoint,
+                )
+            )
+        elif p.connect_ms is not None and p.connect_ms >= slow:
+            findings.append(
+                Finding(
+                    Severity.WARN,
+                    f"connecting to {p.endpoint} took {p.connect_ms:.0f} ms (>= {slow:g} ms)",
+                    "A slow TCP handshake means a long or lossy path (retransmitted SYNs take "
+                    "1 s or more): check network.tcp retransmits and the route to it.",
+                    p.endpoint,
+                )
+            )
+    rows = [
+        {"endpoint": p.endpoint, "address": p.address, "connect_ms": p.connect_ms, "error": p.error}
+        for p in probes
+    ]
+    ok = f"{len(probes)} endpoints reachable: " + ", ".join(
+        f"{p.endpoint} {p.connect_ms:.0f} ms" for p in probes[:5] if p.connect_ms is not None
+    )
+    return Result.from_findings(findings, ok=ok, data={"endpoints": rows})
+
+
+@check(
+    id="network.reachability",
+    category="network",
+    title="Endpoint reachability",
+    description="TCP connect time to each endpoint in checks.network.endpoints.",
+    timeout_s=10,
+    thresholds={"timeout_ms": 3000, "slow_ms": 500},
+)
+def network_reachability(ctx: Context) -> Result:
+    """Connect to the configured endpoints only (never anything else)."""
+    configured = list(ctx.config.checks.network.endpoints)
+    if not configured:
+        return Result.skipped(
+            "no endpoints configured; configure checks.network.endpoints: the supervisor, "
+            "your object storage (host:port)"
+        )
+    parsed, bad = [], []
+    for entry in configured:
+        got = parse_endpoint(entry)
+        if got is None:
+            bad.append(entry)
+        else:
+            parsed.append((entry, *got))
+    timeout = min(float(ctx.thresholds["timeout_ms"]) / 1000, max(0.2, ctx.remaining() - 1))
+    probes = probe_endpoints(parsed, timeout) if parsed else []
+    return judge_reachability(probes, bad, ctx.thresholds)
