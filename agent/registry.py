@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 import traceback
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import partial
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -47,7 +48,7 @@ def plugin_checks() -> list[Check]:
             for item in items:
                 if not isinstance(item, Check):
                     raise TypeError(f"entry point {ep.name} gave {type(item).__name__}, not Check")
-                found.append(_with_source(item, f"plugin:{ep.name}"))
+                found.append(replace(item, source=f"plugin:{ep.name}"))
         except Exception:
             found.append(_broken_plugin(ep.name, traceback.format_exc()))
     return found
@@ -132,12 +133,6 @@ def _matches(check: Check, pattern: str) -> bool:
 
 def _checks_in(module: ModuleType) -> list[Check]:
     return [v for v in vars(module).values() if isinstance(v, Check)]
-
-
-def _with_source(item: Check, source: str) -> Check:
-    from dataclasses import replace
-
-    return replace(item, source=source)
 
 
 def _broken_plugin(name: str, tb: str) -> Check:
