@@ -12,11 +12,11 @@ from types import FrameType
 from typing import NoReturn
 
 from snapshot_agent import __version__
+from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.config import LoadedConfig, default_config_path, load_config
+from snapshot_agent.core.priority import lower_priority
+from snapshot_agent.core.registry import all_checks, select, split_patterns
 from snapshot_agent.errors import Interrupted, UsageError
-from snapshot_agent.priority import lower_priority
-from snapshot_agent.registry import all_checks, select, split_patterns
-from snapshot_agent.verify import verify_archive
 
 DESCRIPTION = """\
 Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`snapshot-agent run`."""
-    from snapshot_agent.snapshot import SnapshotOptions, take_snapshot
+    from snapshot_agent.pipeline.snapshot import SnapshotOptions, take_snapshot
 
     loaded = _load(args)
     only, skip = split_patterns(args.only), split_patterns(args.skip)
@@ -180,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     progress = None
     if not args.quiet:  # rich is imported only when something is shown
-        from snapshot_agent.progress import make_progress
+        from snapshot_agent.render.terminal import make_progress
 
         progress = make_progress(len(checks))
     try:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if progress:
             progress.close()
     if not args.quiet:
-        from snapshot_agent.progress import print_summary
+        from snapshot_agent.render.terminal import print_summary
 
         print_summary([(o.check, o.result) for o in result.outcomes], str(result.path))
     if args.json:

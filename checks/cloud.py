@@ -10,14 +10,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import check
 from snapshot_agent.checks.cpu import parse_cpu_list
 from snapshot_agent.checks.system import read_system
-from snapshot_agent.context import Context
-from snapshot_agent.processes import find_brokers
-from snapshot_agent.procfs import parse_kv, read_mem_total
-from snapshot_agent.results import Finding, Result, Severity, Status
-from snapshot_agent.units import mib_or_gib
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity, Status
+from snapshot_agent.core.units import mib_or_gib
+from snapshot_agent.node.processes import find_brokers
+from snapshot_agent.node.procfs import parse_kv, read_mem_total
 
 DMI_FIELDS = (
     "sys_vendor",

@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity
-from snapshot_agent.units import GIB, mib_or_gib
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.units import GIB, mib_or_gib
 
 MAX_MOUNTS = 1000  # more than this is a pathological mount table; the rest are not probed
 MAX_MOUNT_LINES = 100_000  # lines of a mount table read; more is reported, not parsed

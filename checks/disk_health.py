@@ -13,10 +13,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.commands import CommandResult
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.commands import CommandResult
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
 
 _NOT_DISKS = re.compile(r"^(?:loop|ram|zram|dm-|md|sr|fd|nbd|rbd|drbd|bcache|pmem)")
 _NVME_NS = re.compile(r"^(nvme\d+)(?:c\d+)?n\d+$")

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.disk import MAX_ROWS
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity
-from snapshot_agent.units import MIB
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.units import MIB
 
 _PARTITION = re.compile(
     r"^(?:(?:sd|hd|vd|xvd)[a-z]+\d+|(?:nvme\d+n\d+|mmcblk\d+|nbd\d+|loop\d+|md\d+)p\d+)$"

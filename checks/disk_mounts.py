@@ -12,7 +12,6 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.disk import (
     MAX_ROWS,
     PSEUDO_FS,
@@ -26,8 +25,9 @@ from snapshot_agent.checks.disk import (
     read_mountinfo_roots,
     table_truncated_finding,
 )
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
 
 DEFAULT_DATA_DIR = "/var/lib/iggy/local_data"
 

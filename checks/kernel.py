@@ -10,12 +10,12 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers, uses_io_uring
-from snapshot_agent.procfs import read_int
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import BROKER_NAME, BrokerProcess, find_brokers, uses_io_uring
+from snapshot_agent.node.procfs import read_int
 
 # --------------------------------------------------------------------------------------
 # Kernel version

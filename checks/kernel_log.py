@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatch
 from typing import Any
 
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import BROKER_NAME, is_broker
-from snapshot_agent.procfs import read_int
-from snapshot_agent.results import Finding, Result, Severity
-from snapshot_agent.tail import read_tail
-from snapshot_agent.units import mib_or_gib
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.tail import read_tail
+from snapshot_agent.core.units import mib_or_gib
+from snapshot_agent.node.processes import BROKER_NAME, is_broker
+from snapshot_agent.node.procfs import read_int
 
 #: Upper bounds that keep the checks fast on a node with a huge log or process table.
 MAX_LOG_LINES = 20000

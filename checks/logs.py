@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import BrokerProcess, find_brokers
-from snapshot_agent.results import Finding, Result, Severity
-from snapshot_agent.tail import read_tail
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.tail import read_tail
+from snapshot_agent.node.processes import BrokerProcess, find_brokers
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: tracing's default format, which Iggy uses: `<timestamp> <LEVEL> <thread> <target>: <msg>`.

@@ -9,10 +9,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import list_pids, parse_proc_status
-from snapshot_agent.procfs import (
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import list_pids, parse_proc_status
+from snapshot_agent.node.procfs import (
     SwapDevice,
     parse_kib,
     parse_kv,
@@ -20,8 +22,6 @@ from snapshot_agent.procfs import (
     parse_swaps,
     read_int,
 )
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Finding, Result, Severity
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
 

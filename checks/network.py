@@ -18,10 +18,10 @@ from typing import Any
 
 import psutil
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.procfs import read_int
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.procfs import read_int
 
 #: Rows kept in `data` tables; the rest is counted, not listed.
 MAX_ROWS = 200

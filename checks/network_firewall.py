@@ -15,17 +15,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.network_listening import (
     DEFAULT_BROKER_PORTS,
     ExpectedPorts,
     expected_ports,
 )
-from snapshot_agent.context import Context
-from snapshot_agent.iggy_config import load_iggy_config
-from snapshot_agent.procfs import parse_int, read_int
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.iggy_config import load_iggy_config
+from snapshot_agent.node.procfs import parse_int, read_int
 
 FIREWALL_PORTS_KEY = "checks.thresholds.network.firewall.broker_ports"
 

@@ -1,6 +1,6 @@
 """network.listening: which broker ports listen, who holds them, and what else is exposed.
 
-Listening sockets come from the /proc/net tables (snapshot_agent.procfs), their owners
+Listening sockets come from the /proc/net tables (snapshot_agent.node.procfs), their owners
 from /proc/PID/fd. The broker ports to expect come from the Iggy config's transport
 sections, else the threshold `broker_ports`; network.firewall judges the same ports.
 """
@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import check
 from snapshot_agent.checks.network import MAX_ROWS
-from snapshot_agent.context import Context
-from snapshot_agent.iggy_config import IggyConfig, load_iggy_config, transports
-from snapshot_agent.processes import find_brokers, list_pids, process_name
-from snapshot_agent.procfs import is_listening, parse_int, read_sockets
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.iggy_config import IggyConfig, load_iggy_config, transports
+from snapshot_agent.node.processes import find_brokers, list_pids, process_name
+from snapshot_agent.node.procfs import is_listening, parse_int, read_sockets
 
 #: Time spent mapping socket inodes to processes through /proc/PID/fd.
 OWNER_SCAN_BUDGET_S = 0.5

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.procfs import parse_int
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.procfs import parse_int
 
 # -- calls under a watchdog ----------------------------------------------------------------
 

@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import check
 from snapshot_agent.checks.network import MAX_ROWS
-from snapshot_agent.context import Context
-from snapshot_agent.procfs import (
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.procfs import (
     TCP_LISTEN,
     TCP_STATES,
     Socket,
@@ -26,8 +28,6 @@ from snapshot_agent.procfs import (
     parse_snmp,
     parse_socket_line,
 )
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Finding, Result, Severity
 
 
 @dataclass

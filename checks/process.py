@@ -14,9 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import (
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import (
     BROKER_NAME,
     BrokerProcess,
     ProcStat,
@@ -27,8 +28,7 @@ from snapshot_agent.processes import (
     read_stat,
     uses_io_uring,
 )
-from snapshot_agent.procfs import read_mem_total
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.node.procfs import read_mem_total
 
 SHOWN_CMDLINE = 200  # characters of a command line shown in tables
 MASK = "***"

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import snapshot_agent
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import BrokerProcess, find_brokers
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import BrokerProcess, find_brokers
 
 VERSION_TIMEOUT_S = 3.0
 #: The environment of every `--version` run. An old build that ignores its arguments

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.kernel import parse_label
 from snapshot_agent.checks.kernel_log import EXAMPLE_CHARS, read_file_tail, read_kernel_log
-from snapshot_agent.context import Context
-from snapshot_agent.processes import BROKER_NAME, BrokerProcess, find_brokers
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import BROKER_NAME, BrokerProcess, find_brokers
 
 AUDIT_LOG = "/var/log/audit/audit.log"
 AUDIT_TAIL_BYTES = 2 * 1024 * 1024

@@ -8,12 +8,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import find_brokers
-from snapshot_agent.procfs import SwapDevice, parse_meminfo, parse_snmp, parse_swaps
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Finding, Result, Severity, Status
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Finding, Result, Severity, Status
+from snapshot_agent.node.processes import find_brokers
+from snapshot_agent.node.procfs import SwapDevice, parse_meminfo, parse_snmp, parse_swaps
 
 MAX_KEYS = 20000
 VALUE_LIMIT = 4096

@@ -8,9 +8,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
 
 #: DMI vendor/product substrings -> hypervisor or cloud.
 _DMI_VIRT = (

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
-from snapshot_agent.context import Context
-from snapshot_agent.processes import find_broker
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import find_broker
 
 AGENT_UNIT = "snapshot-agent.service"
 STATUS_EVIDENCE_UNITS = 5  # failed units whose `systemctl status` is saved

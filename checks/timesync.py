@@ -12,11 +12,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.check import Requirements, check
 from snapshot_agent.checks.system import detect_container
-from snapshot_agent.context import Context
-from snapshot_agent.processes import find_broker, read_processes
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.processes import find_broker, read_processes
 
 #: Process names (comm, at most 15 characters) of time synchronisation daemons.
 TIME_DAEMONS = {

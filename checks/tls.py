@@ -16,7 +16,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from snapshot_agent.certificates import (
+from snapshot_agent.core.check import check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.certificates import (
     CertFacts,
     KeyFacts,
     NotACertificate,
@@ -30,11 +33,8 @@ from snapshot_agent.certificates import (
     public_der,
     verify_server_chain,
 )
-from snapshot_agent.check import check
-from snapshot_agent.context import Context
-from snapshot_agent.iggy_config import TlsMaterial, load_iggy_config, locate
-from snapshot_agent.processes import find_broker
-from snapshot_agent.results import Finding, Result, Severity
+from snapshot_agent.node.iggy_config import TlsMaterial, load_iggy_config, locate
+from snapshot_agent.node.processes import find_broker
 
 MAX_PEM_BYTES = 1024 * 1024
 SYSTEM_BUNDLES = (

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from snapshot_agent.config import ChecksConfig, Config, RootsConfig
-from snapshot_agent.context import Context
+from snapshot_agent.core.context import Context
 
 REPO = Path(__file__).resolve().parent.parent
 

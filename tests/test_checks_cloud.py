@@ -23,8 +23,8 @@ from snapshot_agent.checks.cloud import (
     system_virtualization,
 )
 from snapshot_agent.config import ChecksConfig, CloudConfig, Config
-from snapshot_agent.context import Context
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -30,7 +30,7 @@ from snapshot_agent.checks.memory import (
     parse_swaps,
     selected_mode,
 )
-from snapshot_agent.results import Result, Severity, Status
+from snapshot_agent.core.results import Result, Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
 

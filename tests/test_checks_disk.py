@@ -45,8 +45,8 @@ from snapshot_agent.checks.disk_io import (
 )
 from snapshot_agent.checks.disk_mounts import MountsFacts, disk_mounts, judge_mounts
 from snapshot_agent.config import Config, IggyConfig
-from snapshot_agent.context import Context
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
 

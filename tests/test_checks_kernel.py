@@ -28,8 +28,8 @@ from snapshot_agent.checks.kernel_log import (
     summarize_log,
     within_window,
 )
-from snapshot_agent.processes import BrokerProcess, broker_from_status
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.processes import BrokerProcess, broker_from_status
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -21,8 +21,8 @@ from snapshot_agent.checks.logs import (
     read_tail_lines,
 )
 from snapshot_agent.config import ChecksConfig, Config, IggyConfig, LogsConfig
-from snapshot_agent.context import Context
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -53,15 +53,15 @@ from snapshot_agent.checks.network_tcp import (
     parse_ss_listen,
 )
 from snapshot_agent.config import ChecksConfig, Config, NetworkChecksConfig, RootsConfig
-from snapshot_agent.context import Context
-from snapshot_agent.procfs import (
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.procfs import (
     decode_proc_address,
     is_listening,
     parse_snmp,
     parse_socket_line,
     parse_sockets,
 )
-from snapshot_agent.results import Severity, Status
 
 from .conftest import fake_tools, fixture_roots, make_context, write_tree
 

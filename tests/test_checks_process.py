@@ -22,8 +22,8 @@ from snapshot_agent.checks.process import (
     process_top,
     process_zombies,
 )
-from snapshot_agent.processes import ProcStat, find_broker, parse_stat
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.processes import ProcStat, find_broker, parse_stat
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -15,8 +15,8 @@ from snapshot_agent.checks.runtime import (
     runtime_packages,
     runtime_versions,
 )
-from snapshot_agent.processes import find_brokers
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.processes import find_brokers
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -19,8 +19,8 @@ from snapshot_agent.checks.security import (
     security_ssh,
     split_directive,
 )
-from snapshot_agent.processes import BrokerProcess
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.processes import BrokerProcess
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -9,7 +9,7 @@ import pytest
 from snapshot_agent.checks.cpu import cpu_load, parse_cpu_list
 from snapshot_agent.checks.sysctl import sysctl_all
 from snapshot_agent.checks.system import parse_os_release, system_info
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.results import Severity, Status
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -15,9 +15,9 @@ from snapshot_agent.checks.sysctl import (
     sysctl_network,
     sysctl_vm,
 )
-from snapshot_agent.procfs import parse_meminfo, parse_snmp, parse_swaps
-from snapshot_agent.remedies import sysctl_fix
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.remedies import sysctl_fix
+from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.procfs import parse_meminfo, parse_snmp, parse_swaps
 
 from .conftest import fixture_roots, make_context, write_tree
 

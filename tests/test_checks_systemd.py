@@ -19,8 +19,8 @@ from snapshot_agent.checks.systemd import (
     systemd_units,
 )
 from snapshot_agent.config import ChecksConfig, Config, IggyConfig
-from snapshot_agent.context import map_path
-from snapshot_agent.results import Severity, Status
+from snapshot_agent.core.context import map_path
+from snapshot_agent.core.results import Severity, Status
 
 from .conftest import fake_tools, fixture_roots, make_context
 

@@ -21,7 +21,7 @@ from snapshot_agent.checks.timesync import (
     tzif_footer,
     zone_from_path,
 )
-from snapshot_agent.results import Status
+from snapshot_agent.core.results import Status
 
 from .conftest import fake_tools, fixture_roots, make_context, write_tree
 

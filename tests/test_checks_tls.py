@@ -29,7 +29,7 @@ from snapshot_agent.config import (
     Config,
     IggyConfig,
 )
-from snapshot_agent.results import Result, Severity, Status
+from snapshot_agent.core.results import Result, Severity, Status
 
 from .conftest import make_context
 

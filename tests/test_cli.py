@@ -332,8 +332,8 @@ def test_third_party_plugin_via_entry_point(tmp_path: Path) -> None:
         site,
         {
             "acme_checks.py": (
-                "from snapshot_agent.check import check\n"
-                "from snapshot_agent.results import Result, Status\n"
+                "from snapshot_agent.core.check import check\n"
+                "from snapshot_agent.core.results import Result, Status\n"
                 "@check(id='acme.hello', category='acme', title='Hello', description='Says hi.')\n"
                 "def hello(ctx):\n"
                 "    return Result(Status.WARN, 'hi from a plugin')\n"

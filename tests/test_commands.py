@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 
-from snapshot_agent.commands import run_command
-from snapshot_agent.tail import TailBuffer
+from snapshot_agent.core.commands import run_command
+from snapshot_agent.core.tail import TailBuffer
 
 
 def test_records_argv_exit_code_and_output() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from snapshot_agent.config import load_config
+from snapshot_agent.core.registry import all_checks
 from snapshot_agent.errors import UsageError
-from snapshot_agent.registry import all_checks
 
 from .conftest import REPO
 
@@ -99,7 +99,7 @@ def test_thresholds_are_checked_against_declarations(tmp_path: Path) -> None:
 
 
 def test_thresholds_override_defaults(tmp_path: Path) -> None:
-    from snapshot_agent.registry import thresholds_for
+    from snapshot_agent.core.registry import thresholds_for
 
     loaded = load(tmp_path, "checks:\n  thresholds:\n    cpu.load: {warn_per_core: 3}\n")
     [cpu] = [c for c in all_checks(loaded) if c.id == "cpu.load"]

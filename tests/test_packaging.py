@@ -18,7 +18,7 @@ PROBE = (
     "import importlib.resources as r, snapshot_agent, snapshot_agent.checks, sys\n"
     "t = r.files('snapshot_agent.templates')\n"
     "assert t.joinpath('report.html').is_file() and t.joinpath('report.css').is_file()\n"
-    "from snapshot_agent.registry import builtin_checks\n"
+    "from snapshot_agent.core.registry import builtin_checks\n"
     "assert {c.id for c in builtin_checks()} >= {'cpu.load', 'system.info', 'sysctl.all'}\n"
     "import site; print(site.getsitepackages()[0]); print(snapshot_agent.__file__)\n"
 )

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psutil
 
-from snapshot_agent.check import Check, Requirements
 from snapshot_agent.config import ChecksConfig, Config
-from snapshot_agent.context import Context
-from snapshot_agent.results import Result, Status
-from snapshot_agent.runner import Outcome, Runner
+from snapshot_agent.core.check import Check, Requirements
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Result, Status
+from snapshot_agent.core.runner import Outcome, Runner
 
 
 def make_check(fn, *, id: str = "test.check", timeout_s: float | None = None, **kw) -> Check:
@@ -241,7 +241,7 @@ def test_unmet_requirements_skip_with_reason(tmp_path: Path) -> None:
 
 
 def test_huge_findings_and_data_are_bounded(tmp_path: Path) -> None:
-    from snapshot_agent.results import Finding, Severity
+    from snapshot_agent.core.results import Finding, Severity
 
     def flood(ctx: Context) -> Result:
         findings = [Finding(Severity.WARN, f"problem {i}") for i in range(1000)]

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from snapshot_agent.commands import CommandResult, run_command
 from snapshot_agent.config import Config, RootsConfig
-from snapshot_agent.results import ArtifactInfo
-from snapshot_agent.tail import truncation_note
+from snapshot_agent.core.commands import CommandResult, run_command
+from snapshot_agent.core.results import ArtifactInfo
+from snapshot_agent.core.tail import truncation_note
 
 DEFAULT_READ_LIMIT = 1024 * 1024
 COPY_CHUNK = 1024 * 1024

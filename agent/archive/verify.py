@@ -8,7 +8,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot_agent.archive import CHUNK, MANIFEST
+from snapshot_agent.archive.writer import CHUNK, MANIFEST
 from snapshot_agent.errors import UsageError
 
 

@@ -13,9 +13,9 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
-from snapshot_agent.check import Check, Requirements, ThresholdValue
 from snapshot_agent.config import LoadedConfig
-from snapshot_agent.custom import command_check
+from snapshot_agent.core.check import Check, Requirements, ThresholdValue
+from snapshot_agent.core.custom import command_check
 from snapshot_agent.errors import UsageError
 
 ENTRY_POINT_GROUP = "snapshot_agent.checks"

@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 import psutil
 
-from snapshot_agent.check import Check
 from snapshot_agent.config import Config
-from snapshot_agent.context import Context, map_path
-from snapshot_agent.results import ArtifactInfo, Finding, Result, Severity, Status
-from snapshot_agent.tail import TailBuffer
+from snapshot_agent.core.check import Check
+from snapshot_agent.core.context import Context, map_path
+from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Severity, Status
+from snapshot_agent.core.tail import TailBuffer
 
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused

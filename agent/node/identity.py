@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from snapshot_agent.config import Config
-from snapshot_agent.context import map_path
+from snapshot_agent.core.context import map_path
 
 
 def node_identity(config: Config) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
-from snapshot_agent.check import Check, Requirements
 from snapshot_agent.config import CommandCheckConfig
-from snapshot_agent.context import Context
-from snapshot_agent.results import Finding, Result, Severity, Status
+from snapshot_agent.core.check import Check, Requirements
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import Finding, Result, Severity, Status
 
 #: Time the runner allows past the command's own timeout, so the command is killed by
 #: the check (keeping its partial output) rather than the check by the runner.

@@ -14,8 +14,8 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 
-from snapshot_agent.context import Context
-from snapshot_agent.procfs import parse_int
+from snapshot_agent.core.context import Context
+from snapshot_agent.node.procfs import parse_int
 
 BROKER_NAME = "iggy-server"
 COMM_LIMIT = 256

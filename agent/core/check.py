@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from snapshot_agent.context import Context
-    from snapshot_agent.results import Result
+    from snapshot_agent.core.context import Context
+    from snapshot_agent.core.results import Result
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+$")
 

@@ -11,8 +11,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from snapshot_agent.check import Check
-from snapshot_agent.results import STATUS_ORDER, Result, Status
+from snapshot_agent.core.check import Check
+from snapshot_agent.core.results import STATUS_ORDER, Result, Status
 
 STYLES = {
     Status.PASS: "green",

@@ -11,8 +11,8 @@ from typing import Any
 import jinja2
 
 from snapshot_agent import __version__
-from snapshot_agent.results import STATUS_ORDER, Status, worst_status
-from snapshot_agent.runner import Outcome
+from snapshot_agent.core.results import STATUS_ORDER, Status, worst_status
+from snapshot_agent.core.runner import Outcome
 
 SCHEMA_VERSION = 1
 

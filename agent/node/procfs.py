@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from snapshot_agent.context import Context
+from snapshot_agent.core.context import Context
 
 _NUMBER_UNIT = re.compile(r"^(\d+)(?:\s*kB)?$")
 

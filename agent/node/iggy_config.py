@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapshot_agent.context import Context
+from snapshot_agent.core.context import Context
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from snapshot_agent import __version__
-from snapshot_agent.archive import MANIFEST, ArchiveWriter, LocalArchive
-from snapshot_agent.check import Check
+from snapshot_agent.archive.writer import MANIFEST, ArchiveWriter, LocalArchive
 from snapshot_agent.config import LoadedConfig
+from snapshot_agent.core.check import Check
+from snapshot_agent.core.registry import thresholds_for
+from snapshot_agent.core.results import Status, worst_status
+from snapshot_agent.core.runner import Observer, Outcome, Runner
 from snapshot_agent.errors import UsageError
-from snapshot_agent.node import node_identity
-from snapshot_agent.registry import thresholds_for
-from snapshot_agent.report import SnapshotMeta, build_report, render_html, status_counts
-from snapshot_agent.results import Status, worst_status
-from snapshot_agent.runner import Observer, Outcome, Runner
+from snapshot_agent.node.identity import node_identity
+from snapshot_agent.render.report import SnapshotMeta, build_report, render_html, status_counts
 
 
 @dataclass(frozen=True)

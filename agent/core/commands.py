@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from snapshot_agent.tail import TailBuffer
+from snapshot_agent.core.tail import TailBuffer
 
 DEFAULT_CAP = 10 * 1024 * 1024
 EXIT_GRACE_S = 0.2  # after the command exits, how long its pipes are still drained
