@@ -10,6 +10,7 @@ from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import agent_pid, read_processes
 
@@ -81,10 +82,13 @@ def read_load(ctx: Context) -> LoadFacts | str:
     return LoadFacts(*parsed, cores)
 
 
+#: The 5-minute load average divided by the online cores.
+LOAD_PER_CORE = Band("per_core", warn=1.0, fail=2.0)
+
+
 def judge_load(facts: LoadFacts, thresholds: dict[str, Any]) -> Result:
     """Judge the 5-minute load per core; the 1- and 15-minute values tell the trend."""
     per_core = facts.load5 / facts.cores
-    warn, fail = float(thresholds["warn_per_core"]), float(thresholds["fail_per_core"])
     trend = (
         "rising"
         if facts.load1 > facts.load15 * 1.2
@@ -111,22 +115,12 @@ def judge_load(facts: LoadFacts, thresholds: dict[str, Any]) -> Result:
         "compare its shard count ([system.sharding] cpu_allocation) with the cores, "
         "and look for I/O wait (load counts tasks blocked on disk too)."
     )
-    if per_core >= fail:
+    severity = LOAD_PER_CORE.grade(per_core, thresholds)
+    if severity:
+        limit = LOAD_PER_CORE.limit(severity, thresholds)
         findings.append(
             Finding(
-                Severity.FAIL,
-                message + f" is at or over {fail:g} per core",
-                remedy,
-                "/proc/loadavg",
-            )
-        )
-    elif per_core >= warn:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                message + f" is at or over {warn:g} per core",
-                remedy,
-                "/proc/loadavg",
+                severity, f"{message} is at or over {limit:g} per core", remedy, "/proc/loadavg"
             )
         )
     return Result.from_findings(findings, ok=message, data=data)
@@ -139,7 +133,7 @@ def judge_load(facts: LoadFacts, thresholds: dict[str, Any]) -> Result:
     description="Load averages (1/5/15 min) against the number of online CPU cores.",
     requires=None,
     timeout_s=5,
-    thresholds={"warn_per_core": 1.0, "fail_per_core": 2.0},
+    bands=(LOAD_PER_CORE,),
 )
 def cpu_load(ctx: Context) -> Result:
     """Load average per core, judged on the 5-minute value."""

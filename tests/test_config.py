@@ -101,9 +101,23 @@ def test_thresholds_are_checked_against_declarations(tmp_path: Path) -> None:
 def test_thresholds_override_defaults(tmp_path: Path) -> None:
     from snapshot_agent.core.registry import thresholds_for
 
-    loaded = load(tmp_path, "checks:\n  thresholds:\n    cpu.load: {warn_per_core: 3}\n")
+    loaded = load(tmp_path, "checks:\n  thresholds:\n    cpu.load: {warn_per_core: 1.5}\n")
     [cpu] = [c for c in all_checks(loaded) if c.id == "cpu.load"]
-    assert thresholds_for(cpu, loaded) == {"warn_per_core": 3, "fail_per_core": 2.0}
+    assert thresholds_for(cpu, loaded) == {"warn_per_core": 1.5, "fail_per_core": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "key"),
+    [
+        ("cpu.load: {warn_per_core: 3}", "warn_per_core"),  # above the default fail (2.0)
+        ("cpu.load: {warn_per_core: 4, fail_per_core: 3}", "warn_per_core"),
+        ("cpu.load: {fail_per_core: 0.5}", "fail_per_core"),  # below the default warn (1.0)
+    ],
+)
+def test_band_the_wrong_way_round_is_refused(tmp_path: Path, thresholds: str, key: str) -> None:
+    msg = error_of(tmp_path, f"checks:\n  thresholds:\n    {thresholds}\n")
+    assert f"checks.thresholds.cpu.load.{key}" in msg and "line 3" in msg
+    assert "warn must not be above fail" in msg
 
 
 def test_custom_check_cannot_shadow_a_builtin(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ A check module looks like this (see checks/cpu.py)::
         category="cpu",
         title="CPU load",
         description="Load averages against the number of cores.",
-        thresholds={"warn_per_core": 1.0, "fail_per_core": 2.0},
+        bands=(Band("per_core", warn=1.0, fail=2.0),),
     )
     def cpu_load(ctx: Context) -> Result:
         ...
@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from snapshot_agent.core.grading import Band
 
 if TYPE_CHECKING:
     from snapshot_agent.core.context import Context
@@ -88,6 +90,7 @@ class Check:
     requires: Requirements = Requirements()
     timeout_s: float | None = None  # None: the config's checks.timeout_s
     thresholds: dict[str, ThresholdValue] = field(default_factory=dict, compare=False)
+    bands: tuple[Band, ...] = ()  # graded measures; their ends are in `thresholds` too
     source: str = "builtin"  # builtin | entry point name | config
     view: str | None = None  # a report partial for the data (templates/views/<view>.html)
     sampling_s: float = 0.0  # time the check deliberately waits to sample; started first
@@ -97,6 +100,14 @@ class Check:
             raise ValueError(f"check id {self.id!r} is not of the form 'area.name'")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"check {self.id}: timeout_s must be positive")
+        for band in self.bands:
+            for key, value in band.defaults().items():
+                if self.thresholds.setdefault(key, value) != value:
+                    raise ValueError(f"check {self.id}: threshold {key} is also declared by a band")
+
+    def band(self, name: str) -> Band:
+        """The declared band called `name`."""
+        return next(b for b in self.bands if b.name == name)
 
     def to_dict(self) -> dict[str, Any]:
         """Declaration as JSON (for `checks --json` and the report)."""
@@ -108,6 +119,7 @@ class Check:
             "timeout_s": self.timeout_s,
             "requires": self.requires.describe(),
             "thresholds": dict(self.thresholds),
+            "bands": [b.describe() for b in self.bands],
             "source": self.source,
             "view": self.view,
         }
@@ -122,6 +134,7 @@ def check(
     requires: Requirements | None = None,
     timeout_s: float | None = None,
     thresholds: dict[str, ThresholdValue] | None = None,
+    bands: tuple[Band, ...] = (),
     view: str | None = None,
     sampling_s: float = 0.0,
 ) -> Callable[[Callable[[Context], Result]], Check]:
@@ -137,6 +150,7 @@ def check(
             requires=requires or Requirements(),
             timeout_s=timeout_s,
             thresholds=dict(thresholds or {}),
+            bands=tuple(bands),
             view=view,
             sampling_s=sampling_s,
         )

@@ -97,7 +97,7 @@ def split_patterns(values: Iterable[str] | None) -> list[str]:
 
 
 def validate_thresholds(loaded: LoadedConfig, checks: dict[str, Check]) -> None:
-    """Refuse thresholds for unknown checks, unknown threshold names and wrong types."""
+    """Refuse unknown checks and threshold names, wrong types, and bands the wrong way round."""
     for check_id, values in loaded.config.checks.thresholds.items():
         loc: tuple[str | int, ...] = ("checks", "thresholds", check_id)
         declared = checks.get(check_id)
@@ -110,6 +110,12 @@ def validate_thresholds(loaded: LoadedConfig, checks: dict[str, Check]) -> None:
             if not _same_kind(declared.thresholds[name], value):
                 expected = type(declared.thresholds[name]).__name__
                 raise loaded.error((*loc, name), f"should be {expected} (got {value!r})")
+        merged = {**declared.thresholds, **values}
+        for band in declared.bands:
+            problem = band.misordered(merged)
+            if problem:
+                key = band.warn_key if band.warn_key in values else band.fail_key
+                raise loaded.error((*loc, key), problem)
 
 
 def thresholds_for(check: Check, loaded: LoadedConfig) -> dict[str, Any]:
