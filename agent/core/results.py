@@ -8,6 +8,10 @@ from enum import StrEnum
 from typing import Any
 
 
+#: Rows a check keeps in one `data` table; beyond that it counts what it left out.
+MAX_ROWS = 300
+
+
 class Status(StrEnum):
     """Outcome of one check, from the SRE's point of view."""
 
