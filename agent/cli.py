@@ -16,7 +16,9 @@ from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.config import LoadedConfig, default_config_path, load_config
 from snapshot_agent.core.priority import lower_priority
 from snapshot_agent.core.registry import all_checks, select, split_patterns
-from snapshot_agent.errors import Interrupted, UsageError
+from snapshot_agent.errors import AgentError, Interrupted
+from snapshot_agent.pipeline.events import EventWriter, Observers
+from snapshot_agent.pipeline.filter import RuleFilter
 
 DESCRIPTION = """\
 Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
@@ -120,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not lower the agent's CPU (nice 10) and I/O priority",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    run.add_argument(
+        "--events-fd",
+        type=int,
+        metavar="FD",
+        help="also write progress as JSON lines to this inherited file descriptor "
+        "(for a caller such as the service; see pipeline/events.py)",
+    )
 
     checks = sub.add_parser(
         "checks",
@@ -151,20 +160,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": cmd_run, "checks": cmd_checks, "verify": cmd_verify}
     try:
         return handlers[args.command](args)
-    except UsageError as exc:
+    except AgentError as exc:
+        # stderr is the journal under systemd: the message passes the filter too (a
+        # refused config value may be a password).
+        message = RuleFilter().text(str(exc))
         if getattr(args, "json", False):
-            print(json.dumps({"status": "failed", "error": str(exc)}))
-        print(f"snapshot-agent: {exc}", file=sys.stderr)
+            print(json.dumps({"status": "failed", "error": message}))
+        _emit_failure(args, message, exc.exit_code)
+        print(f"snapshot-agent: {message}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Interrupted):
+        _emit_failure(args, "interrupted; no archive was written", 130)
         print("snapshot-agent: interrupted; no archive was written", file=sys.stderr)
         return 130
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`snapshot-agent run`."""
-    from snapshot_agent.pipeline.snapshot import SnapshotOptions, take_snapshot
+    from snapshot_agent.pipeline.record import SnapshotOptions
+    from snapshot_agent.pipeline.snapshot import take_snapshot
+    from snapshot_agent.storage.local import LocalSink
 
+    events = args.events = (
+        EventWriter.from_fd(args.events_fd) if args.events_fd is not None else None
+    )
     loaded = _load(args)
     only, skip = split_patterns(args.only), split_patterns(args.skip)
     checks = select(all_checks(loaded), only, skip)
@@ -184,36 +203,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         progress = make_progress(len(checks))
     try:
-        result = take_snapshot(loaded, checks, args.output, options, progress)
+        record = take_snapshot(
+            loaded,
+            checks,
+            LocalSink(args.output),
+            options,
+            Observers(progress, events),
+            on_open=(lambda r: events.opened(r, len(checks))) if events else None,
+        )
     finally:
         if progress:
             progress.close()
     if not args.quiet:
         from snapshot_agent.render.terminal import print_summary
 
-        print_summary([(o.check, o.result) for o in result.outcomes], str(result.path))
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "path": str(result.path.resolve()),
-                    "name": result.name,
-                    "status": "completed",
-                    "verdict": str(result.verdict),
-                    "summary": result.summary,
-                    "failed": [o.check.id for o in result.outcomes if o.result.status == "fail"],
-                    # Not part of the exit code (that is for the node's verdict), but a wedged
-                    # or broken check is worth a script's attention too.
-                    "timed_out": [
-                        o.check.id for o in result.outcomes if o.result.status == "timeout"
-                    ],
-                    "errors": [o.check.id for o in result.outcomes if o.result.status == "error"],
-                }
-            )
-        )
-    else:
-        print(result.path)
-    return 1 if result.failed else 0
+        print_summary(record)
+    outline = record.outline()
+    if events:
+        events.emit("snapshot_completed", **outline)
+    print(json.dumps(outline) if args.json else outline["path"])
+    return 1 if record.failed else 0
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -268,6 +277,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         help="YAML config (default: /etc/snapshot-agent/config.yaml when it exists; "
         "$SNAPSHOT_AGENT_CONFIG overrides). No config is needed.",
     )
+
+
+def _emit_failure(args: argparse.Namespace, message: str, exit_code: int) -> None:
+    """Tell the event stream, when there is one, that no snapshot was made."""
+    events = getattr(args, "events", None)
+    if events is not None:
+        events.emit("snapshot_failed", error=message, exit_code=exit_code)
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 
-class UsageError(Exception):
-    """Bad input or an unusable environment: say what and what to do; exit 2."""
+class AgentError(Exception):
+    """A failure to report in one line, naming the input or the step, with what to do."""
 
     exit_code = 2
+
+
+class UsageError(AgentError):
+    """Bad input (an option, the config, a path given): say which and what to do; exit 2."""
+
+
+class SnapshotError(AgentError):
+    """The snapshot could not be made at run time (disk full, the sink failed); exit 2.
+
+    Nothing half-written is left behind when this is raised.
+    """
 
 
 class Interrupted(Exception):

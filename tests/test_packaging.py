@@ -24,6 +24,13 @@ PROBE = (
 )
 
 
+#: Source directory -> where it lands in the wheel.
+SOURCES = {
+    "agent": "snapshot_agent",
+    "checks": "snapshot_agent/checks",
+    "templates": "snapshot_agent/templates",
+}
+
 SKIP = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
 
 
@@ -50,6 +57,22 @@ def test_wheel_then_editable_install(tmp_path: Path) -> None:
     assert roots == {"snapshot_agent", wheel.name.split("-py")[0] + ".dist-info"}, roots
     assert "snapshot_agent/templates/report.html" in names
     assert "snapshot_agent/checks/cpu.py" in names
+    # Every package of the tree is in the wheel: a new stage can never be dropped silently.
+    expected = {
+        f"{prefix}/{init.parent.relative_to(REPO / source).as_posix()}/__init__.py".replace(
+            "/./", "/"
+        )
+        for source, prefix in SOURCES.items()
+        for init in (REPO / source).rglob("__init__.py")
+    }
+    assert len(expected) >= 9, expected  # root, checks, templates and the stage packages
+    assert expected <= set(names), sorted(expected - set(names))
+    modules = {
+        f"{prefix}/{py.relative_to(REPO / source).as_posix()}"
+        for source, prefix in SOURCES.items()
+        for py in (REPO / source).rglob("*.py")
+    }
+    assert modules <= set(names), sorted(modules - set(names))
 
     venv = tmp_path / "venv"
     sh(sys.executable, "-m", "venv", venv)

@@ -1,8 +1,10 @@
 """Writing the snapshot ZIP as a stream, hashing every member on the way through.
 
-The archive is written member by member to a binary sink; nothing needs the whole
-archive in memory. Locally the sink is `<name>.zip.partial`, renamed into place only
-when complete, and removed on any failure, so a reader never sees half an archive.
+The writer takes entries (a member path and its bytes as an iterable of chunks) from
+member sources in order and writes them to a binary sink that need not be seekable
+(ZIP64 with data descriptors), so neither memory nor local disk ever holds the whole
+archive. It records the size and sha256 of each member for the manifest, and of the
+archive itself for the record.
 """
 
 from __future__ import annotations
@@ -10,16 +12,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member to write: its path in the archive and its content, chunk by chunk."""
+
+    path: str
+    chunks: Iterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -35,51 +44,20 @@ class Member:
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
-class ArchiveWriter:
-    """A streaming ZIP writer that records size and sha256 of every member."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
-        self._zip = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6)
-        self.members: list[Member] = []
-
-    @contextlib.contextmanager
-    def open(self, arcname: str) -> Iterator[_HashingWriter]:
-        """Open a member for streaming writes; it is recorded when the block ends."""
-        info = zipfile.ZipInfo(arcname, date_time=_now_tuple())
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o644 << 16
-        with self._zip.open(info, "w", force_zip64=True) as raw:
-            writer = _HashingWriter(raw)
-            yield writer
-        self.members.append(Member(arcname, writer.size, writer.sha256.hexdigest()))
-
-    def add_bytes(self, arcname: str, data: bytes) -> None:
-        """Add a small member from memory."""
-        with self.open(arcname) as out:
-            out.write(data)
-
-    def add_file(self, arcname: str, source: Path) -> None:
-        """Stream a file from disk into the archive."""
-        with source.open("rb") as src, self.open(arcname) as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-
-    def add_json(self, arcname: str, value: Any) -> None:
-        """Add a JSON document (small: reports and manifests)."""
-        self.add_bytes(arcname, json.dumps(value, indent=2, ensure_ascii=False).encode())
-
-    def close(self) -> None:
-        """Write the central directory."""
-        self._zip.close()
-
-    def abandon(self) -> None:
-        """Stop after a failure; the sink's owner deletes what was written. Never raises."""
-        with contextlib.suppress(Exception):
-            self._zip.close()
+def file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
+    """A file's content in chunks (opened when iteration starts, closed at its end)."""
+    with path.open("rb") as fh:
+        while data := fh.read(chunk):
+            yield data
 
 
-class _HashingWriter:
-    """Write-through wrapper that counts and hashes what passes."""
+def json_bytes(value: Any) -> bytes:
+    """A small JSON document (reports, manifests) as the archive stores it."""
+    return json.dumps(value, indent=2, ensure_ascii=False).encode()
+
+
+class _Counted:
+    """The sink as zipfile sees it: write-only, counting and hashing every byte."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
@@ -92,46 +70,53 @@ class _HashingWriter:
         self.size += len(data)
         return len(data)
 
+    def flush(self) -> None:
+        self._raw.flush()
 
-class LocalArchive:
-    """The archive file in a directory: `.partial` while written, renamed when done."""
 
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.name = name
-        self.final = directory / f"{name}.zip"
-        self.partial = directory / f"{name}.zip.partial"
-        self.sink: IO[bytes] | None = None
+class ArchiveWriter:
+    """A streaming ZIP writer that records size and sha256 of every member."""
 
-    def create(self) -> IO[bytes]:
-        """Create the partial file (this is also the proof that the directory is writable)."""
-        self.sink = open(self.partial, "xb")  # noqa: SIM115 - closed in commit()/abort()
-        return self.sink
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._out = _Counted(sink)
+        self._zip = zipfile.ZipFile(
+            self._out,  # type: ignore[arg-type]  # write-only on purpose: never seeks
+            "w",
+            compression=zipfile.ZIP_DEFLATED,
+            compresslevel=6,
+        )
+        self.members: list[Member] = []
 
-    def commit(self) -> Path:
-        """Flush to disk and move into place atomically."""
-        assert self.sink is not None
-        self.sink.flush()
-        os.fsync(self.sink.fileno())
-        self.sink.close()
-        self.sink = None
-        os.replace(self.partial, self.final)
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        return self.final
+    def add(self, entry: Entry) -> Member:
+        """Stream one entry into the archive and record it."""
+        info = zipfile.ZipInfo(entry.path, date_time=_now_tuple())
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        digest, size = hashlib.sha256(), 0
+        with self._zip.open(info, "w", force_zip64=True) as raw:
+            for chunk in entry.chunks:
+                raw.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        member = Member(entry.path, size, digest.hexdigest())
+        self.members.append(member)
+        return member
 
-    def abort(self) -> None:
-        """Remove the partial file; never raises."""
-        if self.sink is not None:
-            with contextlib.suppress(OSError):
-                self.sink.close()
-            self.sink = None
-        with contextlib.suppress(OSError):
-            self.partial.unlink()
+    def add_all(self, entries: Iterable[Entry]) -> None:
+        """Stream every entry of a member source."""
+        for entry in entries:
+            self.add(entry)
+
+    def close(self) -> tuple[int, str]:
+        """Write the central directory; (archive size, archive sha256)."""
+        self._zip.close()
+        self._out.flush()
+        return self._out.size, self._out.sha256.hexdigest()
+
+    def abandon(self) -> None:
+        """Stop after a failure; the sink's owner deletes what was written. Never raises."""
+        with contextlib.suppress(Exception):
+            self._zip.close()
 
 
 def _now_tuple() -> tuple[int, int, int, int, int, int]:

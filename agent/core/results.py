@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-
 #: Rows a check keeps in one `data` table; beyond that it counts what it left out.
 MAX_ROWS = 300
 
@@ -85,6 +84,9 @@ class Result:
     data: dict[str, Any] = field(default_factory=dict)
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     duration_ms: int = 0
+    #: Every command the check ran (argv, exit code, duration...), filled in by the runner
+    #: from the context; the pipeline filters it and stores it as raw/<id>/commands.json.
+    commands: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_findings(

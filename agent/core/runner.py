@@ -105,8 +105,12 @@ class Runner:
         spool: Path,
         thresholds: Callable[[Check], dict[str, Any]],
         observer: Observer | None = None,
+        result_filter: Callable[[Result], Result] | None = None,
     ) -> None:
         self.config = config
+        # Every result passes this before anyone (the observer, the caller) sees it: the
+        # pipeline's one exit for what a check says.
+        self.result_filter = result_filter or (lambda result: result)
         self.spool = spool
         self.thresholds = thresholds
         self.observer = observer
@@ -276,9 +280,11 @@ class Runner:
         return self._finalize(run, result)
 
     def _finish_unstarted(self, check: Check) -> Result:
-        result = Result(
-            Status.TIMEOUT,
-            f"not started: the snapshot deadline ({self.deadline_s:g} s) was reached first",
+        result = self.result_filter(
+            Result(
+                Status.TIMEOUT,
+                f"not started: the snapshot deadline ({self.deadline_s:g} s) was reached first",
+            )
         )
         if self.observer:
             self.observer.finished(check, result)
@@ -294,6 +300,7 @@ class Runner:
                 result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
         if result.status in (Status.TIMEOUT, Status.ERROR):
             result.artifacts = _scan_artifacts(run.artifact_dir, result.artifacts)
+        result = self.result_filter(result)
         if self.observer:
             self.observer.finished(run.check, result)
         return result
@@ -364,8 +371,7 @@ def _run_check(check: Check, ctx: Context) -> Result:
             f"check crashed: {type(exc).__name__}" + (f": {first}" if first else ""),
             [],
         )
-    if ctx.commands:
-        ctx.json_artifact("commands.json", ctx.commands)
+    result.commands = ctx.commands + result.commands
     _bound(result, ctx)
     for problem in ctx.unsaved:
         result.findings.append(

@@ -1,68 +1,43 @@
-"""Taking one snapshot: run the checks, then stream report and evidence into the archive."""
+"""Taking one snapshot: run the checks, pass everything through the filter, stream the archive.
+
+    sink.open -> runner (results filtered as they arrive) -> record
+              -> evidence (filtered streams), report, manifest -> writer -> sink.commit
+
+The sink is opened first, so an unwritable destination is refused before any check
+runs. Whatever fails, nothing half-written is left: the sink aborts and the spool of
+raw evidence is removed.
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from snapshot_agent import __version__
-from snapshot_agent.archive.writer import MANIFEST, ArchiveWriter, LocalArchive
+from snapshot_agent.archive.manifest import manifest_document
+from snapshot_agent.archive.writer import MANIFEST, ArchiveWriter, Entry, json_bytes
 from snapshot_agent.config import LoadedConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
-from snapshot_agent.core.results import Status, worst_status
-from snapshot_agent.core.runner import Observer, Outcome, Runner
-from snapshot_agent.errors import UsageError
+from snapshot_agent.core.results import Status
+from snapshot_agent.core.runner import Observer, Runner
+from snapshot_agent.errors import SnapshotError
 from snapshot_agent.node.identity import node_identity
-from snapshot_agent.render.report import SnapshotMeta, build_report, render_html, status_counts
-
-
-@dataclass(frozen=True)
-class SnapshotOptions:
-    """What was asked for; recorded in the report and the manifest."""
-
-    redact: bool = True
-    include_iggy: bool = True
-    only: tuple[str, ...] = ()
-    skip: tuple[str, ...] = ()
-    low_priority: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """The supervisor's option names plus the CLI's selection."""
-        return {
-            "redact_secrets": self.redact,
-            "include_iggy": self.include_iggy,
-            "only": list(self.only),
-            "skip": list(self.skip),
-            "low_priority": self.low_priority,
-        }
-
-
-@dataclass
-class SnapshotResult:
-    """What `run` tells its caller."""
-
-    path: Path
-    name: str
-    outcomes: list[Outcome]
-    summary: dict[str, int]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def verdict(self) -> Status:
-        """The worst check status."""
-        return worst_status(o.result.status for o in self.outcomes)
-
-    @property
-    def failed(self) -> bool:
-        """True when at least one check failed (exit code 1)."""
-        return any(o.result.status == Status.FAIL for o in self.outcomes)
+from snapshot_agent.pipeline.filter import Filter, filter_for, filter_result, filter_value
+from snapshot_agent.pipeline.members import evidence_entries, report_entries
+from snapshot_agent.pipeline.record import (
+    CheckRecord,
+    SkippedItem,
+    SnapshotOptions,
+    SnapshotRecord,
+    SnapshotStatus,
+)
+from snapshot_agent.storage.sink import Sink
 
 
 def snapshot_name(now: datetime) -> str:
@@ -75,80 +50,98 @@ def iso(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def prepare_output(directory: Path, now: datetime) -> LocalArchive:
-    """Create the output directory and the partial archive, or refuse before any check runs."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"--output {directory}: cannot create the directory ({exc.strerror}); "
-            "pass a writable directory"
-        ) from None
-    if not directory.is_dir():
-        raise UsageError(f"--output {directory}: not a directory; pass a writable directory")
-    base = snapshot_name(now)
-    for attempt in range(1, 100):
-        name = base if attempt == 1 else f"{base}-{attempt}"
-        archive = LocalArchive(directory, name)
-        if archive.final.exists():
-            continue
-        try:
-            archive.create()
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise UsageError(
-                f"--output {directory}: cannot write there ({exc.strerror}); "
-                "pass a writable directory with free space"
-            ) from None
-        return archive
-    raise UsageError(f"--output {directory}: too many snapshots named {base}*; clean up")
-
-
 def take_snapshot(
     loaded: LoadedConfig,
     checks: Sequence[Check],
-    output_dir: Path,
+    sink: Sink,
     options: SnapshotOptions,
     observer: Observer | None = None,
-) -> SnapshotResult:
-    """Run `checks` and write the archive into `output_dir`; exceptions leave nothing behind."""
+    flt: Filter | None = None,
+    on_open: Callable[[SnapshotRecord], None] | None = None,
+) -> SnapshotRecord:
+    """Run `checks` and store the archive in `sink`; the completed record says where.
+
+    `flt` defaults to the one `options.redact` asks for; `on_open` is told the record
+    (name, node) once the archive is reserved, before any check runs.
+    """
     config = loaded.config
+    flt = flt or filter_for(options.redact)
     started = datetime.now(UTC)
-    archive = prepare_output(output_dir, started)
+    name, stream = sink.open(snapshot_name(started))
     spool = None
     try:
-        try:
-            spool = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=output_dir))
-        except OSError as exc:
-            raise UsageError(
-                f"--output {output_dir}: cannot create a working directory there "
-                f"({exc.strerror}); free space or pass another directory"
-            ) from None
-        runner = Runner(config, spool, lambda c: thresholds_for(c, loaded), observer)
-        outcomes = runner.run(checks)
-        completed = datetime.now(UTC)
-        meta = SnapshotMeta(
-            name=archive.name,
+        spool = _make_spool(sink, name)
+        record = SnapshotRecord(
+            name=name,
             created_at=iso(started),
-            completed_at=iso(completed),
-            node=node_identity(config),
-            options=options.to_dict(),
+            node=filter_value(flt, node_identity(config)),
+            options=options,
         )
-        skipped = _skipped_items(outcomes, options)
+        if on_open:
+            on_open(record)
+        runner = Runner(
+            config,
+            spool,
+            lambda c: thresholds_for(c, loaded),
+            observer,
+            result_filter=partial(filter_result, flt),
+        )
+        record.checks = [CheckRecord.of(o.check, o.result) for o in runner.run(checks)]
+        record.completed_at = iso(datetime.now(UTC))
+        record.skipped = skipped_items(record)
         try:
-            _write_archive(archive, spool, meta, outcomes, skipped)
-            path = archive.commit()
+            size, sha256 = _write_archive(stream, spool, record, flt)
+            record.archive = sink.commit(size, sha256)
         except OSError as exc:
-            raise UsageError(
-                f"writing {archive.partial} failed ({exc.strerror or exc}); nothing was kept. "
+            raise SnapshotError(
+                f"writing {sink.where} failed ({exc.strerror or exc}); nothing was kept. "
                 "Free space there or pass --output to another disk"
             ) from None
-        return SnapshotResult(path, archive.name, outcomes, status_counts(outcomes), skipped)
+        record.status = SnapshotStatus.COMPLETED
+        return record
     finally:
-        archive.abort()  # no-op after a successful commit
+        sink.abort()  # no-op after a successful commit
         if spool is not None:
             _remove_spool(spool)
+
+
+def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
+    """Everything that was not collected, with the reason."""
+    items = [SkippedItem(c.id, c.summary) for c in record.checks if c.status == Status.SKIPPED]
+    if record.options.include_iggy:
+        items.append(
+            SkippedItem(
+                "iggy-data.zip", "the Iggy data bundle is not built by this version of the agent"
+            )
+        )
+    return items
+
+
+def _write_archive(
+    stream: IO[bytes], spool: Path, record: SnapshotRecord, flt: Filter
+) -> tuple[int, str]:
+    """Raw evidence, then report.json and report.html, then the manifest of them all."""
+    writer = ArchiveWriter(stream)
+    try:
+        writer.add_all(evidence_entries(spool, record, flt))
+        writer.add_all(report_entries(record))
+        record.redaction = flt.audit()  # every member has passed the filter by now
+        writer.add(Entry(MANIFEST, [json_bytes(manifest_document(record, writer.members))]))
+        return writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def _make_spool(sink: Sink, name: str) -> Path:
+    """The working directory for the checks' raw evidence, beside the archive."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=sink.workdir))
+    except OSError as exc:
+        raise SnapshotError(
+            f"--output {sink.workdir}: cannot create a working directory there "
+            f"({exc.strerror}); free space or pass another directory"
+        ) from None
 
 
 def _remove_spool(spool: Path) -> None:
@@ -158,75 +151,3 @@ def _remove_spool(spool: Path) -> None:
         if not spool.exists():
             return
         time.sleep(0.05)
-
-
-def _write_archive(
-    archive: LocalArchive,
-    spool: Path,
-    meta: SnapshotMeta,
-    outcomes: Sequence[Outcome],
-    skipped: list[dict[str, str]],
-) -> None:
-    """raw/ evidence, then report.json and report.html, then the manifest of them all."""
-    assert archive.sink is not None
-    writer = ArchiveWriter(archive.sink)
-    try:
-        for outcome in outcomes:
-            for artifact in outcome.result.artifacts:
-                source = spool / outcome.check.id / artifact.name
-                if source.is_file():
-                    writer.add_file(f"raw/{outcome.check.id}/{artifact.name}", source)
-        report = build_report(meta, outcomes)
-        writer.add_json("report.json", report)
-        writer.add_bytes("report.html", render_html(report).encode())
-        writer.add_json(MANIFEST, _manifest(meta, writer, outcomes, skipped))
-        writer.close()
-    except BaseException:
-        writer.abandon()
-        raise
-
-
-def _manifest(
-    meta: SnapshotMeta,
-    writer: ArchiveWriter,
-    outcomes: Sequence[Outcome],
-    skipped: list[dict[str, str]],
-) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "agent_version": __version__,
-        "name": meta.name,
-        "created_at": meta.created_at,
-        "completed_at": meta.completed_at,
-        "node": meta.node,
-        "options": meta.options,
-        "members": [m.to_dict() for m in writer.members],
-        "checks": [
-            {
-                "id": o.check.id,
-                "status": str(o.result.status),
-                "duration_ms": o.result.duration_ms,
-                "truncated_artifacts": [a.name for a in o.result.artifacts if a.truncated],
-            }
-            for o in outcomes
-        ],
-        "skipped": skipped,
-        "redaction": {"applied": False, "rules": {}},
-    }
-
-
-def _skipped_items(outcomes: Sequence[Outcome], options: SnapshotOptions) -> list[dict[str, str]]:
-    """Everything that was not collected, with the reason."""
-    items = [
-        {"item": o.check.id, "reason": o.result.summary}
-        for o in outcomes
-        if o.result.status == Status.SKIPPED
-    ]
-    if options.include_iggy:
-        items.append(
-            {
-                "item": "iggy-data.zip",
-                "reason": "the Iggy data bundle is not built by this version of the agent",
-            }
-        )
-    return items

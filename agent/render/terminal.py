@@ -13,6 +13,7 @@ from rich.text import Text
 
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.results import STATUS_ORDER, Result, Status
+from snapshot_agent.pipeline.record import SnapshotRecord
 
 STYLES = {
     Status.PASS: "green",
@@ -117,29 +118,27 @@ def make_progress(total: int) -> PlainProgress | LiveProgress:
     return PlainProgress(total)
 
 
-def print_summary(
-    outcomes: list[tuple[Check, Result]], path: str, stream: TextIO | None = None
-) -> None:
+def print_summary(record: SnapshotRecord, stream: TextIO | None = None) -> None:
     """The closing table: counts by status, then every notable check with its summary."""
     console = Console(file=stream or sys.stderr, highlight=False)
     counts = {s: 0 for s in STATUS_ORDER}
-    for _, result in outcomes:
-        counts[result.status] += 1
+    for check in record.checks:
+        counts[check.status] += 1
     line = Text("Summary: ")
     for status in STATUS_ORDER:
         line.append(f"{counts[status]} {status}", style=STYLES[status] if counts[status] else "dim")
         line.append("  ")
     console.print(line)
-    notable = [(c, r) for c, r in outcomes if r.status in NOTABLE]
+    notable = [c for c in record.checks if c.status in NOTABLE]
     if notable:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("status")
         table.add_column("check")
         table.add_column("summary", overflow="fold")
         rank = {s: i for i, s in enumerate(STATUS_ORDER)}
-        for check, result in sorted(notable, key=lambda cr: (rank[cr[1].status], cr[0].id)):
+        for check in sorted(notable, key=lambda c: (rank[c.status], c.id)):
             table.add_row(
-                Text(str(result.status), style=STYLES[result.status]), check.id, result.summary
+                Text(str(check.status), style=STYLES[check.status]), check.id, check.summary
             )
         console.print(table)
-    console.print(f"Archive: {path}")
+    console.print(f"Archive: {record.archive.uri if record.archive else '(none)'}")

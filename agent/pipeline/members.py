@@ -1,0 +1,41 @@
+"""Member sources: what goes into the archive, as entries streamed in order.
+
+Each source is a lazy iterable of `Entry`s, so the archive writer pulls one member at a
+time: the raw evidence (through the filter), then the report built from the record. The
+Iggy data bundle will be one more source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from snapshot_agent.archive.writer import Entry, file_chunks, json_bytes
+from snapshot_agent.pipeline.filter import Filter
+from snapshot_agent.pipeline.record import COMMANDS, SnapshotRecord, commands_json
+from snapshot_agent.render.html import render_html
+from snapshot_agent.render.report import report_document
+
+
+def evidence_entries(spool: Path, record: SnapshotRecord, flt: Filter) -> Iterator[Entry]:
+    """raw/<check id>/<name> for every artifact the checks left, filtered as it streams.
+
+    An artifact's recorded size is what the check kept (before the filter); the manifest
+    has the size of each stored member.
+    """
+    for check in record.checks:
+        for artifact in check.artifacts:
+            path = f"raw/{check.id}/{artifact.name}"
+            if artifact.name == COMMANDS and check.commands:  # already filtered, field by field
+                yield Entry(path, [commands_json(check.commands)])
+                continue
+            source = spool / check.id / artifact.name
+            if source.is_file():
+                yield Entry(path, flt.stream(file_chunks(source)))
+
+
+def report_entries(record: SnapshotRecord) -> Iterator[Entry]:
+    """report.json and report.html, from the record as it stands when they are reached."""
+    report = report_document(record)
+    yield Entry("report.json", [json_bytes(report)])
+    yield Entry("report.html", [render_html(report).encode()])

@@ -1,0 +1,126 @@
+"""The filter every string and byte leaving a check passes: rules, streams, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from snapshot_agent.core.results import Finding, Result, Severity, Status
+from snapshot_agent.pipeline.filter import (
+    MAX_LINE,
+    IdentityFilter,
+    RuleFilter,
+    filter_for,
+    filter_result,
+    filter_value,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "/usr/bin/app --password hunter2 --Auth-Token=abc -v serve",
+            "/usr/bin/app --password *** --Auth-Token=*** -v serve",
+        ),
+        (
+            "java -Djavax.net.ssl.keyStorePassword=changeit --api-KEY k1 -jar a",
+            "java -Djavax.net.ssl.keyStorePassword=*** --api-KEY *** -jar a",
+        ),
+        (
+            "worker --db=postgres://iggy:s3cr3t@db:5432/x redis://:pw@cache:6379",
+            "worker --db=postgres://iggy:***@db:5432/x redis://:***@cache:6379",
+        ),
+        (
+            "tool --no-auth --verbose --credentials -x9secret SECRET_X=1",
+            "tool --no-auth --verbose --credentials *** SECRET_X=***",
+        ),
+        # setproctitle: the whole title in one string
+        ("agent: run --token abc123 [main]", "agent: run --token *** [main]"),
+        # paths are not secrets
+        ("iggy --key-file /etc/iggy/key.pem", "iggy --key-file /etc/iggy/key.pem"),
+        ("Environment=API_KEY=abc TOKEN_PATH=/run/t", "Environment=API_KEY=*** TOKEN_PATH=/run/t"),
+        ("", ""),
+    ],
+)
+def test_command_line_secrets_are_masked(text: str, shown: str) -> None:
+    assert RuleFilter().text(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (
+            ["/usr/bin/app", "--password", "hunter2", "--Auth-Token=abc", "-v", "serve"],
+            ["/usr/bin/app", "--password", "***", "--Auth-Token=***", "-v", "serve"],
+        ),
+        (["mysql", "--password", "two words"], ["mysql", "--password", "***"]),
+        (["tool", "--no-auth", "--verbose", "--key", "/etc/k.pem"], None),
+        (["curl", "https://u:p@h/x", "-H", "X"], ["curl", "https://u:***@h/x", "-H", "X"]),
+    ],
+)
+def test_argv_masks_the_argument_after_a_secret_option(argv: list[str], shown: list | None) -> None:
+    assert RuleFilter().argv(argv) == (shown or argv)
+
+
+def test_masking_twice_changes_nothing_more() -> None:
+    flt = RuleFilter()
+    once = flt.text("app --password hunter2 https://u:p@h/ KEY=v")
+    counts = dict(flt.counts)
+    assert flt.text(once) == once
+    assert dict(flt.counts) == counts
+
+
+def test_audit_counts_per_rule_never_values() -> None:
+    flt = RuleFilter()
+    flt.text("a --password x --token y SECRET=z")
+    audit = flt.audit()
+    assert audit.applied
+    assert audit.rules == {"secret-assignment": 1, "secret-option": 2, "url-password": 0}
+    assert "x" not in str(audit.rules.values())
+
+
+def test_stream_masks_across_chunk_boundaries_and_keeps_bytes() -> None:
+    flt = RuleFilter()
+    source = b"line one\nrun --pass" + b"word hunter2\n\xff\xfe binary \x00\n" + b"tail --token t"
+    chunks = [source[i : i + 7] for i in range(0, len(source), 7)]
+    out = b"".join(flt.stream(chunks))
+    assert out == b"line one\nrun --password ***\n\xff\xfe binary \x00\ntail --token ***"
+
+
+def test_stream_bounds_a_line_without_newline() -> None:
+    flt = RuleFilter()
+    big = b"x" * (3 * MAX_LINE + 5)
+    pieces = list(flt.stream([big[i : i + 4096] for i in range(0, len(big), 4096)]))
+    assert b"".join(pieces) == big
+    assert max(len(p) for p in pieces) <= MAX_LINE + 4096
+
+
+def test_identity_passes_everything_and_says_so() -> None:
+    flt = filter_for(redact=False)
+    assert isinstance(flt, IdentityFilter)
+    assert flt.text("--password x") == "--password x"
+    assert list(flt.stream([b"a", b"b"])) == [b"a", b"b"]
+    assert not flt.audit().applied
+    assert isinstance(filter_for(redact=True), RuleFilter)
+
+
+def test_result_fields_and_data_shapes_are_filtered() -> None:
+    flt = RuleFilter()
+    result = Result(
+        Status.WARN,
+        "started with --password p1",
+        [Finding(Severity.WARN, "KEY=k1", "rotate TOKEN=t1", "svc --secret s1")],
+        {"rows": [{"cmd": "x --auth a1", "n": 3}], "tuple": ("PASS=p2",), "TOKEN=k": None},
+    )
+    out = filter_result(flt, result)
+    assert out.summary == "started with --password ***"
+    assert out.findings[0] == Finding(
+        Severity.WARN, "KEY=***", "rotate TOKEN=***", "svc --secret ***"
+    )
+    assert out.data == {
+        "rows": [{"cmd": "x --auth ***", "n": 3}],
+        "tuple": ("PASS=***",),
+        "TOKEN=***": None,
+    }
+    assert result.summary == "started with --password p1"  # the original is not changed
+    assert filter_value(flt, 5) == 5

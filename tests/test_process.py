@@ -1,0 +1,109 @@
+"""A snapshot in its own process, driven the way the service will: start, watch, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from snapshot_agent.pipeline.process import SnapshotProcess
+from snapshot_agent.pipeline.record import SnapshotOptions
+
+from .conftest import REPO, run_cli
+
+ENV = {**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent", "PYTHONPATH": str(REPO)}
+
+
+def write_config(tmp_path: Path, commands: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"checks:\n  deadline_s: 30\n  commands:\n{commands}")
+    return path
+
+
+def test_started_from_a_threaded_caller_reports_progress_then_the_archive(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "    - {id: custom.echo, title: Echo, command: [echo, '--password', 'hunter2']}\n",
+    )
+    busy = threading.Event()
+    worker = threading.Thread(target=busy.wait, daemon=True)  # a server has threads
+    worker.start()
+    with ThreadPoolExecutor(1) as pool:
+        snapshot = pool.submit(
+            SnapshotProcess.start,
+            tmp_path / "out",
+            SnapshotOptions(only=("custom.echo", "cpu.load")),
+            config,
+            ENV,
+        ).result()
+    events = list(snapshot.events(timeout=60))
+    finished = snapshot.wait(timeout=60)
+    busy.set()
+
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "snapshot_started" and kinds[-1] == "snapshot_completed", kinds
+    started = events[0]
+    assert started["checks"] == 2 and started["pid"] == snapshot.pid
+    done = {e["id"]: e for e in events if e["event"] == "check_finished"}
+    assert set(done) == {"custom.echo", "cpu.load"}
+    assert done["custom.echo"]["status"] == "pass"
+    assert "hunter2" not in json.dumps(events)  # summaries passed the filter
+    assert finished.exit_code in (0, 1), finished.stderr
+    assert finished.outcome == {k: v for k, v in events[-1].items() if k != "event"}
+    archive = Path(finished.outcome["path"])
+    assert archive.is_file() and archive.stem == started["name"]
+    assert finished.outcome["size_bytes"] == archive.stat().st_size
+
+
+def test_cancel_stops_the_checks_and_leaves_nothing(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "    - {id: custom.slow, title: Slow, command: [sleep, '300'], timeout_s: 120}\n",
+    )
+    out = tmp_path / "out"
+    snapshot = SnapshotProcess.start(out, SnapshotOptions(only=("custom.slow",)), config, ENV)
+    for event in snapshot.events(timeout=60):
+        if event["event"] == "check_started":
+            break
+    tree: list[psutil.Process] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait until the command itself runs
+        tree = psutil.Process(snapshot.pid).children(recursive=True)
+        if any(p.name() == "sleep" for p in tree if p.is_running()):
+            break
+        time.sleep(0.05)
+    assert any(p.name() == "sleep" for p in tree), "the slow command never started"
+
+    snapshot.cancel()
+    finished = snapshot.wait(timeout=30)
+    assert finished.exit_code == 130, finished.stderr
+    remaining = list(snapshot.events(timeout=5))
+    assert remaining and remaining[-1]["event"] == "snapshot_failed"
+    assert remaining[-1]["exit_code"] == 130
+    _gone, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive, f"left running: {alive}"
+    assert list(out.iterdir()) == []  # no archive, no partial, no spool
+
+
+def test_a_snapshot_that_cannot_start_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    snapshot = SnapshotProcess.start(blocker / "sub", SnapshotOptions(only=("cpu.load",)), env=ENV)
+    events = list(snapshot.events(timeout=60))
+    finished = snapshot.wait(timeout=60)
+    assert finished.exit_code == 2
+    assert finished.outcome["status"] == "failed" and str(blocker) in finished.outcome["error"]
+    assert [e["event"] for e in events] == ["snapshot_failed"]
+    assert events[0]["exit_code"] == 2
+
+
+def test_bad_events_fd_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = run_cli("run", "-o", tmp_path, "--only", "cpu.load", "--events-fd", "97")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--events-fd 97" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
