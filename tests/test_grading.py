@@ -77,6 +77,7 @@ def test_check_declares_band_ends_as_thresholds() -> None:
             "warn": "warn_used_pct",
             "fail": "fail_used_pct",
             "higher_is_worse": True,
+            "minimum": False,
         }
     ]
     with pytest.raises(ValueError, match="also declared by a band"):
@@ -88,3 +89,21 @@ def test_check_declares_band_ends_as_thresholds() -> None:
             bands=(USED,),
             thresholds={"warn_used_pct": 1.0},
         )(judged.run)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(65536, None), (65535, Severity.WARN), (4096, Severity.WARN), (4095, Severity.FAIL)],
+)
+def test_a_minimum_is_met_by_its_own_value(value: int, expected: Severity | None) -> None:
+    nofile = Band.minimum("nofile_below", warn=65536, fail=4096)
+    assert nofile.grade(value) == expected
+    assert nofile.keys() == ["warn_nofile_below", "fail_nofile_below"]
+    assert nofile.misordered({"fail_nofile_below": 70000}) is not None
+
+
+def test_counts_of_nothing_are_never_findings() -> None:
+    errors = Band("errors", warn=0, fail=5)
+    assert errors.grade_count(0) is None
+    assert errors.grade_count(1) == Severity.WARN
+    assert errors.grade(None) is None

@@ -15,8 +15,13 @@ round. A judge asks the band, never compares by hand::
     if severity:
         ... Finding(severity, f"{pct:.0f}% used (>= {USED.limit(severity, thresholds):g}%)")
 
-One rule for every band: reaching a threshold counts. With `higher_is_worse`, a value
-at or above `fail` fails and at or above `warn` warns; otherwise at or below.
+Two kinds of band, each with one rule:
+- a *limit* (`Band(...)`: usage, counts, latency, days left): reaching a threshold
+  counts. With `higher_is_worse`, a value at or above `fail` fails and at or above
+  `warn` warns; otherwise at or below.
+- a *minimum* (`Band.minimum(...)`, named `*_below`: soft limits, kernel versions, key
+  sizes): meeting the threshold is fine, only a value below it counts. "nofile below
+  65536" means 65536 itself passes.
 """
 
 from __future__ import annotations
@@ -45,6 +50,20 @@ class Band:
     #: Turns a threshold into something comparable with the measured value; numbers by
     #: default, e.g. a kernel version parser for "5.19".
     parse: Callable[[Any], Any] = field(default=_as_number, compare=False, repr=False)
+    #: True for a minimum: a value equal to a threshold is fine (see `minimum`).
+    strict: bool = False
+
+    @classmethod
+    def minimum(
+        cls,
+        name: str,
+        *,
+        warn: Limit | None = None,
+        fail: Limit | None = None,
+        parse: Callable[[Any], Any] = _as_number,
+    ) -> Band:
+        """A lower bound that is fine when met: only values below `warn` / `fail` count."""
+        return cls(name, warn, fail, higher_is_worse=False, parse=parse, strict=True)
 
     def __post_init__(self) -> None:
         if self.warn is None and self.fail is None:
@@ -92,13 +111,24 @@ class Band:
         )
 
     def grade(self, value: Any, thresholds: Mapping[str, Any] | None = None) -> Severity | None:
-        """FAIL or WARN when `value` reaches that end of the band, None when it is fine."""
+        """FAIL or WARN when `value` reaches that end of the band; None when it is fine.
+
+        A value that could not be measured (None) is not a finding either.
+        """
+        if value is None:
+            return None
         warn, fail = self.limits(thresholds)
         if fail is not None and self._reaches(value, fail):
             return Severity.FAIL
         if warn is not None and self._reaches(value, warn):
             return Severity.WARN
         return None
+
+    def grade_count(
+        self, count: int, thresholds: Mapping[str, Any] | None = None
+    ) -> Severity | None:
+        """Like grade(), for counts of bad events: none counted is never a finding."""
+        return self.grade(count, thresholds) if count else None
 
     def level(self, value: Any, thresholds: Mapping[str, Any] | None = None) -> Severity:
         """Like grade(), with INFO for a value that is fine."""
@@ -140,7 +170,10 @@ class Band:
             "warn": self.warn_key if self.warn is not None else None,
             "fail": self.fail_key if self.fail is not None else None,
             "higher_is_worse": self.higher_is_worse,
+            "minimum": self.strict,
         }
 
     def _reaches(self, value: Any, limit: Any) -> bool:
-        return bool(value >= limit) if self.higher_is_worse else bool(value <= limit)
+        if self.higher_is_worse:
+            return bool(value > limit) if self.strict else bool(value >= limit)
+        return bool(value < limit) if self.strict else bool(value <= limit)
