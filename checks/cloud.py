@@ -10,14 +10,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.cpu import parse_cpu_list
-from snapshot_agent.checks.system import read_system
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity, Status
 from snapshot_agent.core.units import mib_or_gib
 from snapshot_agent.node.processes import find_brokers
-from snapshot_agent.node.procfs import parse_kv, read_mem_total
+from snapshot_agent.node.procfs import parse_cpu_list, parse_kv, read_mem_total
+from snapshot_agent.node.system import placement, read_system
 
 DMI_FIELDS = (
     "sys_vendor",
@@ -449,7 +449,7 @@ class CgroupFacts:
 
 @dataclass
 class VirtFacts:
-    """Hypervisor and container (from checks.system) plus cgroup limits and host size."""
+    """Hypervisor and container (as system.info sees them) plus cgroup limits and host size."""
 
     virtualization: str
     container: str
@@ -483,9 +483,8 @@ def _existing(ctx: Context, dirs: list[str]) -> list[str]:
     return [d for d in dirs if ctx.path(d).is_dir()]
 
 
-def read_cgroup(ctx: Context) -> CgroupFacts:
-    """The broker's cgroup (else the agent's), limits min'ed over its ancestors."""
-    facts = CgroupFacts()
+def _proc_cgroup(ctx: Context, facts: CgroupFacts) -> dict[str, str]:
+    """The broker's /proc/PID/cgroup (else the agent's), noting whose it is."""
     broker = find_brokers(ctx)
     text = None
     if broker:
@@ -494,71 +493,95 @@ def read_cgroup(ctx: Context) -> CgroupFacts:
     if text is None:
         text = ctx.read_optional("/proc/self/cgroup", max_bytes=16 * 1024)
         facts.of = "this agent (no iggy-server process found)"
-    paths = parse_proc_cgroup(text or "")
-    cpus: str | None = None
-    cpu_stat: dict[str, int] = {}
+    return parse_proc_cgroup(text or "")
+
+
+def _read_v2(ctx: Context, facts: CgroupFacts, paths: dict[str, str]) -> tuple[str | None, str]:
+    """Fill in the cgroup v2 limits; return the cpuset and the dir whose cpu.stat counts."""
+    facts.version = "v2"
+    facts.path = paths.get("", "/")
+    # In a container with its own cgroup namespace the path may not exist as such:
+    # then the container's cgroup is mounted at /sys/fs/cgroup itself.
+    dirs = _existing(ctx, _levels("/sys/fs/cgroup", facts.path)) or ["/sys/fs/cgroup"]
+    leaf = dirs[0]
+    facts.memory_max, facts.memory_limit_at = _tightest(ctx, dirs, "memory.max")
+    facts.memory_high, _ = _tightest(ctx, dirs, "memory.high")
+    at = facts.memory_limit_at or leaf
+    facts.memory_usage = parse_limit(ctx.read_optional(f"{at}/memory.current"))
+    stat = parse_kv(ctx.read_optional(f"{at}/memory.stat", max_bytes=64 * 1024))
+    facts.memory_inactive_file = stat.get("inactive_file", 0)
+    facts.oom_kills = parse_kv(ctx.read_optional(f"{leaf}/memory.events")).get("oom_kill", 0)
+    facts.cpu_quota, facts.cpu_limit_at = _tightest(ctx, dirs, "cpu.max", parse_cpu_max)
+    cpus = ctx.read_optional(f"{leaf}/cpuset.cpus.effective", max_bytes=4096)
+    facts.pids_max, facts.pids_limit_at = _tightest(ctx, dirs, "pids.max")
+    pids_at = facts.pids_limit_at or leaf
+    facts.pids_current = parse_limit(ctx.read_optional(f"{pids_at}/pids.current"))
+    return cpus, facts.cpu_limit_at or leaf
+
+
+def _v1_dirs(ctx: Context, paths: dict[str, str], ctrl: str) -> list[str]:
+    """Dirs of v1 controller `ctrl`'s hierarchy for our path (mounted as e.g. cpu,cpuacct)."""
+    path = paths.get(ctrl, "/")
+    for mount in (ctrl, "cpu,cpuacct", "cpuacct,cpu"):
+        base = f"/sys/fs/cgroup/{mount}"
+        if (mount == ctrl or ctrl in mount.split(",")) and ctx.path(base).is_dir():
+            return _existing(ctx, _levels(base, path)) or [base]
+    return []
+
+
+def _read_v1_memory(ctx: Context, facts: CgroupFacts, mem: list[str]) -> None:
+    """Fill in the v1 memory limit, the usage under it and the OOM kills."""
+    facts.memory_max, facts.memory_limit_at = _tightest(ctx, mem, "memory.limit_in_bytes")
+    facts.memory_high, _ = _tightest(ctx, mem, "memory.soft_limit_in_bytes")
+    at = facts.memory_limit_at or mem[0]
+    facts.memory_usage = parse_limit(ctx.read_optional(f"{at}/memory.usage_in_bytes"))
+    stat = parse_kv(ctx.read_optional(f"{at}/memory.stat", max_bytes=64 * 1024))
+    facts.memory_inactive_file = stat.get("total_inactive_file", 0)
+    oom = parse_kv(ctx.read_optional(f"{mem[0]}/memory.oom_control"))
+    facts.oom_kills = oom.get("oom_kill", 0)
+
+
+def _read_v1_cpu_quota(ctx: Context, facts: CgroupFacts, cpu: list[str]) -> None:
+    """Fill in the tightest v1 CFS quota (cores) over the cgroup and its ancestors."""
+    for d in cpu:
+        quota = parse_limit(ctx.read_optional(f"{d}/cpu.cfs_quota_us"))
+        period = parse_limit(ctx.read_optional(f"{d}/cpu.cfs_period_us"))
+        if quota and period:
+            cores = quota / period
+            if facts.cpu_quota is None or cores < facts.cpu_quota:
+                facts.cpu_quota, facts.cpu_limit_at = cores, d
+
+
+def _read_v1(ctx: Context, facts: CgroupFacts, paths: dict[str, str]) -> tuple[str | None, str]:
+    """Fill in the cgroup v1 limits; return the cpuset and the dir whose cpu.stat counts."""
+    facts.version = "v1"
+    facts.path = paths.get("memory", paths.get("cpu", "/"))
+    if mem := _v1_dirs(ctx, paths, "memory"):
+        _read_v1_memory(ctx, facts, mem)
+    stat_at = ""
+    if cpu := _v1_dirs(ctx, paths, "cpu"):
+        _read_v1_cpu_quota(ctx, facts, cpu)
+        stat_at = facts.cpu_limit_at or cpu[0]
+    cpuset = _v1_dirs(ctx, paths, "cpuset")
+    cpus = ctx.read_optional(f"{cpuset[0]}/cpuset.effective_cpus") if cpuset else None
+    if pids := _v1_dirs(ctx, paths, "pids"):
+        facts.pids_max, facts.pids_limit_at = _tightest(ctx, pids, "pids.max")
+        at = facts.pids_limit_at or pids[0]
+        facts.pids_current = parse_limit(ctx.read_optional(f"{at}/pids.current"))
+    return cpus, stat_at
+
+
+def read_cgroup(ctx: Context) -> CgroupFacts:
+    """The broker's cgroup (else the agent's), limits min'ed over its ancestors."""
+    facts = CgroupFacts()
+    paths = _proc_cgroup(ctx, facts)
     if ctx.path("/sys/fs/cgroup/cgroup.controllers").exists():
-        facts.version = "v2"
-        facts.path = paths.get("", "/")
-        # In a container with its own cgroup namespace the path may not exist as such:
-        # then the container's cgroup is mounted at /sys/fs/cgroup itself.
-        dirs = _existing(ctx, _levels("/sys/fs/cgroup", facts.path)) or ["/sys/fs/cgroup"]
-        leaf = dirs[0]
-        facts.memory_max, facts.memory_limit_at = _tightest(ctx, dirs, "memory.max")
-        facts.memory_high, _ = _tightest(ctx, dirs, "memory.high")
-        at = facts.memory_limit_at or leaf
-        facts.memory_usage = parse_limit(ctx.read_optional(f"{at}/memory.current"))
-        stat = parse_kv(ctx.read_optional(f"{at}/memory.stat", max_bytes=64 * 1024))
-        facts.memory_inactive_file = stat.get("inactive_file", 0)
-        facts.oom_kills = parse_kv(ctx.read_optional(f"{leaf}/memory.events")).get("oom_kill", 0)
-        facts.cpu_quota, facts.cpu_limit_at = _tightest(ctx, dirs, "cpu.max", parse_cpu_max)
-        cpu_stat = parse_kv(ctx.read_optional(f"{facts.cpu_limit_at or leaf}/cpu.stat"))
-        cpus = ctx.read_optional(f"{leaf}/cpuset.cpus.effective", max_bytes=4096)
-        facts.pids_max, facts.pids_limit_at = _tightest(ctx, dirs, "pids.max")
-        pids_at = facts.pids_limit_at or leaf
-        facts.pids_current = parse_limit(ctx.read_optional(f"{pids_at}/pids.current"))
+        cpus, stat_at = _read_v2(ctx, facts, paths)
     elif paths and ctx.path("/sys/fs/cgroup").is_dir():
-        facts.version = "v1"
-        facts.path = paths.get("memory", paths.get("cpu", "/"))
-
-        def v1_dirs(ctrl: str) -> list[str]:
-            """Dirs of `ctrl`'s hierarchy for our path (mounted as e.g. cpu,cpuacct)."""
-            path = paths.get(ctrl, "/")
-            for mount in (ctrl, "cpu,cpuacct", "cpuacct,cpu"):
-                base = f"/sys/fs/cgroup/{mount}"
-                if (mount == ctrl or ctrl in mount.split(",")) and ctx.path(base).is_dir():
-                    return _existing(ctx, _levels(base, path)) or [base]
-            return []
-
-        mem = v1_dirs("memory")
-        if mem:
-            facts.memory_max, facts.memory_limit_at = _tightest(ctx, mem, "memory.limit_in_bytes")
-            facts.memory_high, _ = _tightest(ctx, mem, "memory.soft_limit_in_bytes")
-            at = facts.memory_limit_at or mem[0]
-            facts.memory_usage = parse_limit(ctx.read_optional(f"{at}/memory.usage_in_bytes"))
-            stat = parse_kv(ctx.read_optional(f"{at}/memory.stat", max_bytes=64 * 1024))
-            facts.memory_inactive_file = stat.get("total_inactive_file", 0)
-            oom = parse_kv(ctx.read_optional(f"{mem[0]}/memory.oom_control"))
-            facts.oom_kills = oom.get("oom_kill", 0)
-        cpu = v1_dirs("cpu")
-        if cpu:
-            for d in cpu:
-                quota = parse_limit(ctx.read_optional(f"{d}/cpu.cfs_quota_us"))
-                period = parse_limit(ctx.read_optional(f"{d}/cpu.cfs_period_us"))
-                if quota and period:
-                    cores = quota / period
-                    if facts.cpu_quota is None or cores < facts.cpu_quota:
-                        facts.cpu_quota, facts.cpu_limit_at = cores, d
-            cpu_stat = parse_kv(ctx.read_optional(f"{facts.cpu_limit_at or cpu[0]}/cpu.stat"))
-        cpuset = v1_dirs("cpuset")
-        cpus = ctx.read_optional(f"{cpuset[0]}/cpuset.effective_cpus") if cpuset else None
-        pids = v1_dirs("pids")
-        if pids:
-            facts.pids_max, facts.pids_limit_at = _tightest(ctx, pids, "pids.max")
-            at = facts.pids_limit_at or pids[0]
-            facts.pids_current = parse_limit(ctx.read_optional(f"{at}/pids.current"))
+        cpus, stat_at = _read_v1(ctx, facts, paths)
     else:
         return facts
+    cpu_stat = parse_kv(ctx.read_optional(f"{stat_at}/cpu.stat")) if stat_at else {}
     facts.nr_periods = cpu_stat.get("nr_periods", 0)
     facts.nr_throttled = cpu_stat.get("nr_throttled", 0)
     if cpus and cpus.strip():
@@ -570,7 +593,7 @@ def read_cgroup(ctx: Context) -> CgroupFacts:
 
 
 def read_virtualization(ctx: Context) -> VirtFacts:
-    """Hypervisor and container from checks.system; cgroup limits; host cores and RAM."""
+    """Hypervisor and container as system.info sees them; cgroup limits; host cores and RAM."""
     system = read_system(ctx)
     online = ctx.read_optional("/sys/devices/system/cpu/online", max_bytes=4096)
     try:
@@ -587,114 +610,179 @@ def read_virtualization(ctx: Context) -> VirtFacts:
     )
 
 
-def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result:
-    """Memory against the cgroup limit, CPU quota against the cores, pids against pids.max."""
-    cg = facts.cgroup
-    findings: list[Finding] = []
-    subject_mem = cg.memory_limit_at or "memory.max"
-    where = []
-    if facts.virtualization != "none":
-        where.append(f"VM ({facts.virtualization})")
-    if facts.container != "none":
-        where.append(f"container ({facts.container})")
-    parts = [", ".join(where) or "bare metal"]
-    limit = cg.memory_max
+#: The cgroup's working set (page cache excluded) as percent of its memory limit.
+MEM = Band("mem_pct", warn=85, fail=95)
+#: Tasks in the cgroup as percent of its pids.max.
+PIDS = Band("pids_pct", warn=80, fail=95)
+#: Scheduling periods in which the cgroup was CPU-throttled, percent (from 100 periods on).
+CPU_THROTTLED = Band("cpu_throttled_pct", warn=10)
+
+
+def _working_set(cg: CgroupFacts) -> int | None:
+    """Memory the cgroup uses, without the page cache the kernel can drop."""
+    if cg.memory_usage is None:
+        return None
+    # Page cache the kernel can drop is not pressure; a broker has lots of it.
+    return max(0, cg.memory_usage - cg.memory_inactive_file)
+
+
+def _binding_memory_limit(facts: VirtFacts) -> int | None:
+    """The cgroup memory limit, unless it is at or above the RAM (then it never binds)."""
+    limit = facts.cgroup.memory_max
     if limit is not None and facts.mem_total is not None and limit >= facts.mem_total:
-        limit = None  # a limit above the RAM never binds
-    working = None
-    if cg.memory_usage is not None:
-        # Page cache the kernel can drop is not pressure; a broker has lots of it.
-        working = max(0, cg.memory_usage - cg.memory_inactive_file)
+        return None
+    return limit
+
+
+def _near_memory_limit(facts: VirtFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """The working set nears the cgroup memory limit, where the kernel OOM-kills the broker."""
+    working, limit = _working_set(facts.cgroup), _binding_memory_limit(facts)
+    if limit is None or working is None:
+        return []
+    pct = 100 * working / limit
+    severity = MEM.grade(pct, thresholds)
+    if severity is None:
+        return []
+    warn, fail = MEM.limits(thresholds)
+    return [
+        Finding(
+            severity,
+            f"the cgroup uses {mib_or_gib(working)} of its {mib_or_gib(limit)} "
+            f"memory limit ({pct:.0f}%, page cache excluded; warn at {warn:g}%, "
+            f"fail at {fail:g}%)",
+            "At the limit the kernel OOM-kills the broker. Raise the limit (docker "
+            "`--memory`, Kubernetes resources.limits.memory, or a systemd drop-in "
+            "`[Service] MemoryMax=`) or shrink the broker's memory "
+            "([system.memory_pool] size, default 4 GiB; caches).",
+            facts.cgroup.memory_limit_at or "memory.max",
+        )
+    ]
+
+
+def _over_memory_high(cg: CgroupFacts) -> list[Finding]:
+    """The working set is over memory.high (v2): every allocation is throttled."""
+    high = cg.memory_high if cg.version == "v2" else None
+    working = _working_set(cg)
+    if high is None or working is None or working < high:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"the cgroup uses {mib_or_gib(working)}, over its memory.high of "
+            f"{mib_or_gib(high)}: the kernel throttles it and reclaims hard",
+            "memory.high slows every allocation of the broker; raise it "
+            "(systemd `MemoryHigh=`) or reduce the broker's memory use.",
+            "memory.high",
+        )
+    ]
+
+
+def _cgroup_oom_kills(cg: CgroupFacts) -> list[Finding]:
+    """The OOM killer already fired inside the cgroup."""
+    if cg.oom_kills <= 0:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"the OOM killer fired {cg.oom_kills} time(s) inside this cgroup",
+            "A process of the broker's cgroup was killed for memory (since the cgroup "
+            "was created); read `journalctl -k | grep -i oom` or `dmesg` and raise the "
+            "memory limit or lower the broker's memory use.",
+            "memory.events" if cg.version == "v2" else "memory.oom_control",
+        )
+    ]
+
+
+def _visible_cores(facts: VirtFacts) -> int:
+    """The cores the broker sees: its cpuset, else the host's online CPUs."""
+    return facts.cgroup.cpuset_cores or facts.host_cores
+
+
+def _quota_below_cores(facts: VirtFacts) -> list[Finding]:
+    """The CPU quota is smaller than the cores the broker starts shards for."""
+    cg, sees = facts.cgroup, _visible_cores(facts)
+    if cg.cpu_quota is None or cg.cpu_quota >= sees:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"the broker sees {sees} cores but may use {cg.cpu_quota:g} (CPU quota)",
+            "Iggy starts one shard thread per visible core; with a smaller quota "
+            "they are throttled together. Set [system.sharding] cpu_allocation to "
+            f"{max(1, int(cg.cpu_quota))} (or a cpuset), or raise the quota "
+            "(docker `--cpus`, Kubernetes limits.cpu, systemd `CPUQuota=`).",
+            cg.cpu_limit_at or "cpu.max",
+        )
+    ]
+
+
+def _cpu_throttling(cg: CgroupFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """The quota throttles the cgroup: its shards stall for the rest of a period."""
+    throttle_pct = 100 * cg.nr_throttled / cg.nr_periods if cg.nr_periods >= 100 else 0.0
+    severity = CPU_THROTTLED.grade(throttle_pct, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"the cgroup was CPU-throttled in {throttle_pct:.0f}% of its scheduling "
+            f"periods ({cg.nr_throttled} of {cg.nr_periods}; "
+            f"warn at {CPU_THROTTLED.limit(severity, thresholds):g}%)",
+            "Throttling stalls the broker's shards for the rest of a period: latency "
+            "spikes. Raise the CPU quota or lower cpu_allocation to the quota.",
+            cg.cpu_limit_at or "cpu.stat",
+        )
+    ]
+
+
+def _near_pids_limit(cg: CgroupFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """The cgroup nears pids.max, where thread and process creation fails."""
+    if cg.pids_max is None or cg.pids_current is None:
+        return []
+    pct = 100 * cg.pids_current / cg.pids_max
+    severity = PIDS.grade(pct, thresholds)
+    if severity is None:
+        return []
+    warn, fail = PIDS.limits(thresholds)
+    return [
+        Finding(
+            severity,
+            f"{cg.pids_current} tasks of a pids.max of {cg.pids_max} ({pct:.0f}%; "
+            f"warn at {warn:g}%, fail at {fail:g}%)",
+            "At the limit thread and process creation fails (the broker cannot "
+            "spawn threads or accept work). Raise it (docker `--pids-limit`, "
+            "systemd `TasksMax=`, Kubernetes podPidsLimit) and look for a thread leak.",
+            cg.pids_limit_at or "pids.max",
+        )
+    ]
+
+
+def _virt_summary(facts: VirtFacts) -> str:
+    """Where the broker runs and the limits that apply, in one line."""
+    cg, working, limit = facts.cgroup, _working_set(facts.cgroup), _binding_memory_limit(facts)
+    parts = [placement(facts.virtualization, facts.container)]
     if limit is not None and working is not None:
         pct = 100 * working / limit
-        warn, fail = float(thresholds["mem_warn_pct"]), float(thresholds["mem_fail_pct"])
         parts.append(f"memory {mib_or_gib(working)} of {mib_or_gib(limit)} ({pct:.0f}%)")
-        if pct >= warn:
-            findings.append(
-                Finding(
-                    Severity.FAIL if pct >= fail else Severity.WARN,
-                    f"the cgroup uses {mib_or_gib(working)} of its {mib_or_gib(limit)} "
-                    f"memory limit ({pct:.0f}%, page cache excluded; warn at {warn:g}%, "
-                    f"fail at {fail:g}%)",
-                    "At the limit the kernel OOM-kills the broker. Raise the limit (docker "
-                    "`--memory`, Kubernetes resources.limits.memory, or a systemd drop-in "
-                    "`[Service] MemoryMax=`) or shrink the broker's memory "
-                    "([system.memory_pool] size, default 4 GiB; caches).",
-                    subject_mem,
-                )
-            )
     elif working is not None:
         parts.append(f"memory {mib_or_gib(working)}, no limit")
-    high = cg.memory_high if cg.version == "v2" else None
-    if high is not None and working is not None and working >= high:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the cgroup uses {mib_or_gib(working)}, over its memory.high of "
-                f"{mib_or_gib(high)}: the kernel throttles it and reclaims hard",
-                "memory.high slows every allocation of the broker; raise it "
-                "(systemd `MemoryHigh=`) or reduce the broker's memory use.",
-                "memory.high",
-            )
-        )
-    if cg.oom_kills > 0:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the OOM killer fired {cg.oom_kills} time(s) inside this cgroup",
-                "A process of the broker's cgroup was killed for memory (since the cgroup "
-                "was created); read `journalctl -k | grep -i oom` or `dmesg` and raise the "
-                "memory limit or lower the broker's memory use.",
-                "memory.events" if cg.version == "v2" else "memory.oom_control",
-            )
-        )
-    sees = cg.cpuset_cores or facts.host_cores
+    sees = _visible_cores(facts)
     if cg.cpu_quota is not None:
         parts.append(f"CPU quota {cg.cpu_quota:g} of {sees} cores")
-        if cg.cpu_quota < sees:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"the broker sees {sees} cores but may use {cg.cpu_quota:g} (CPU quota)",
-                    "Iggy starts one shard thread per visible core; with a smaller quota "
-                    "they are throttled together. Set [system.sharding] cpu_allocation to "
-                    f"{max(1, int(cg.cpu_quota))} (or a cpuset), or raise the quota "
-                    "(docker `--cpus`, Kubernetes limits.cpu, systemd `CPUQuota=`).",
-                    cg.cpu_limit_at or "cpu.max",
-                )
-            )
     else:
         parts.append(f"no CPU quota ({sees} cores)")
-    throttle_pct = 100 * cg.nr_throttled / cg.nr_periods if cg.nr_periods >= 100 else 0.0
-    warn_thr = float(thresholds["cpu_throttled_warn_pct"])
-    if throttle_pct >= warn_thr:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the cgroup was CPU-throttled in {throttle_pct:.0f}% of its scheduling "
-                f"periods ({cg.nr_throttled} of {cg.nr_periods}; warn at {warn_thr:g}%)",
-                "Throttling stalls the broker's shards for the rest of a period: latency "
-                "spikes. Raise the CPU quota or lower cpu_allocation to the quota.",
-                cg.cpu_limit_at or "cpu.stat",
-            )
-        )
     if cg.pids_max is not None and cg.pids_current is not None:
-        pct = 100 * cg.pids_current / cg.pids_max
-        warn, fail = float(thresholds["pids_warn_pct"]), float(thresholds["pids_fail_pct"])
         parts.append(f"{cg.pids_current} of {cg.pids_max} pids")
-        if pct >= warn:
-            findings.append(
-                Finding(
-                    Severity.FAIL if pct >= fail else Severity.WARN,
-                    f"{cg.pids_current} tasks of a pids.max of {cg.pids_max} ({pct:.0f}%; "
-                    f"warn at {warn:g}%, fail at {fail:g}%)",
-                    "At the limit thread and process creation fails (the broker cannot "
-                    "spawn threads or accept work). Raise it (docker `--pids-limit`, "
-                    "systemd `TasksMax=`, Kubernetes podPidsLimit) and look for a thread leak.",
-                    cg.pids_limit_at or "pids.max",
-                )
-            )
-    data = {
+    ok = "; ".join(parts)
+    if cg.version:
+        ok += f" (cgroup {cg.version} of {cg.of.split(' (')[0]})"
+    return ok
+
+
+def _virt_data(facts: VirtFacts) -> dict[str, Any]:
+    """Hypervisor, container, host size and every cgroup figure read."""
+    cg = facts.cgroup
+    return {
         "virtualization": facts.virtualization,
         "container": facts.container,
         "detected_by": facts.detected_by,
@@ -708,7 +796,7 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
             "memory_high": cg.memory_high,
             "memory_usage": cg.memory_usage,
             "memory_inactive_file": cg.memory_inactive_file,
-            "memory_working_set": working,
+            "memory_working_set": _working_set(cg),
             "memory_limit_at": cg.memory_limit_at,
             "oom_kills": cg.oom_kills,
             "cpu_quota_cores": cg.cpu_quota,
@@ -720,10 +808,20 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
             "pids_current": cg.pids_current,
         },
     }
-    ok = "; ".join(parts)
-    if cg.version:
-        ok += f" (cgroup {cg.version} of {cg.of.split(' (')[0]})"
-    return Result.from_findings(findings, ok=ok, data=data)
+
+
+def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result:
+    """Memory against the cgroup limit, CPU quota against the cores, pids against pids.max."""
+    cg = facts.cgroup
+    findings = [
+        *_near_memory_limit(facts, thresholds),
+        *_over_memory_high(cg),
+        *_cgroup_oom_kills(cg),
+        *_quota_below_cores(facts),
+        *_cpu_throttling(cg, thresholds),
+        *_near_pids_limit(cg, thresholds),
+    ]
+    return Result.from_findings(findings, ok=_virt_summary(facts), data=_virt_data(facts))
 
 
 @check(
@@ -732,13 +830,7 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
     title="Virtualization and cgroup limits",
     description="Hypervisor, container runtime and the cgroup memory, CPU and pids limits.",
     timeout_s=8,
-    thresholds={
-        "mem_warn_pct": 85,
-        "mem_fail_pct": 95,
-        "pids_warn_pct": 80,
-        "pids_fail_pct": 95,
-        "cpu_throttled_warn_pct": 10,
-    },
+    bands=(MEM, PIDS, CPU_THROTTLED),
 )
 def system_virtualization(ctx: Context) -> Result:
     """What the broker runs inside, and whether its cgroup limits bind."""

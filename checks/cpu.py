@@ -13,6 +13,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import agent_pid, read_processes
+from snapshot_agent.node.procfs import parse_cpu_list
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,6 @@ class LoadFacts:
     runnable: int
     threads: int
     cores: int
-
-
-def parse_cpu_list(text: str) -> int:
-    """Count CPUs in a kernel CPU list such as '0-3,8,10-11'."""
-    count = 0
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        count += int(hi) - int(lo) + 1 if hi else 1
-    return count
 
 
 LOADAVG_SHOWN = 80  # characters of an unparsable /proc/loadavg quoted in the reason
@@ -343,11 +333,95 @@ def _cpu_lines(text: str) -> str:
     return "".join(line + "\n" for line in text.splitlines() if line.startswith("cpu"))
 
 
-def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
-    """Judge busy, iowait and steal overall and the busiest single cores."""
+#: Overall busy share (user + system + irq + softirq + steal; niced time excluded).
+BUSY = Band("busy_pct", warn=80.0, fail=95.0)
+#: Share of the time the CPUs sat idle waiting for disk I/O.
+IOWAIT = Band("iowait_pct", warn=10.0, fail=30.0)
+#: Share of the time the hypervisor gave this VM's CPUs to someone else.
+STEAL = Band("steal_pct", warn=5.0, fail=15.0)
+#: Busy share of one core (a pinned Iggy shard saturates one core, not the average).
+CORE_BUSY = Band("core_busy_pct", warn=95.0)
+
+
+def _graded_share(
+    band: Band, value: float, thresholds: dict[str, Any], message: str, remedy: str
+) -> list[Finding]:
+    """A finding when `band` grades `value`, naming the threshold it reached."""
+    severity = band.grade(value, thresholds)
+    if severity is None:
+        return []
+    limit = band.limit(severity, thresholds)
+    return [Finding(severity, f"{message} ({severity} at {limit:g}%)", remedy, "/proc/stat")]
+
+
+def _cpus_busy(o: CpuShare, thresholds: dict[str, Any]) -> list[Finding]:
+    """The CPUs as a whole are busy with work that competes with the broker."""
+    return _graded_share(
+        BUSY,
+        o.busy,
+        thresholds,
+        f"CPUs are {o.busy:g}% busy overall (user {o.user:g}%, system {o.system:g}%)",
+        "Find the consumers with `top -H` or `pidstat -u 1 5`. If iggy-server's `shard-N` "
+        "threads are the busy ones the node is undersized for its traffic: add cores or spread "
+        "partitions over more nodes; if something else is busy, move it off the broker node, "
+        "since every shard is pinned to one core and cannot escape a competing process.",
+    )
+
+
+def _cpus_wait_for_disk(o: CpuShare, thresholds: dict[str, Any]) -> list[Finding]:
+    """The CPUs sit idle waiting for disk I/O."""
+    return _graded_share(
+        IOWAIT,
+        o.iowait,
+        thresholds,
+        f"CPUs spent {o.iowait:g}% of the time idle waiting for disk I/O",
+        "The disk is the bottleneck: `iostat -x 1 5` shows which device is saturated (%util, "
+        "r_await/w_await) and `pidstat -d 1 5` or `iotop -o` who drives it. Keep Iggy's data "
+        "directory on its own fast device; a broker whose appends and fsyncs wait on the disk "
+        "answers producers late.",
+    )
+
+
+def _cpu_stolen(o: CpuShare, thresholds: dict[str, Any]) -> list[Finding]:
+    """The hypervisor gives this VM's CPU time to other guests."""
+    return _graded_share(
+        STEAL,
+        o.steal,
+        thresholds,
+        f"the hypervisor stole {o.steal:g}% of this VM's CPU time",
+        "Other guests (noisy neighbours) or an exhausted CPU credit balance get this VM's "
+        "time: move to a larger, dedicated or compute-optimised instance type (burstable "
+        "types such as AWS t3/t4g steal when out of credits) or ask for CPU reservation on "
+        "the host. Each stolen slice stalls a pinned Iggy shard and every partition it owns.",
+    )
+
+
+def _saturated_cores(hottest: list[CpuShare], thresholds: dict[str, Any]) -> list[Finding]:
+    """Single cores are saturated even when the average looks fine."""
+    hot = [c for c in hottest if CORE_BUSY.grade(c.busy, thresholds)]
+    if not hot:
+        return []
+    core_warn = CORE_BUSY.limit(Severity.WARN, thresholds)
+    names = ", ".join(f"{c.name} {c.busy:g}%" for c in hot[:8])
+    more = f" and {len(hot) - 8} more" if len(hot) > 8 else ""
+    return [
+        Finding(
+            Severity.WARN,
+            f"{len(hot)} core(s) at or over {core_warn:g}% busy: {names}{more}",
+            "Iggy pins one shard thread per core, so one saturated core delays every "
+            "partition that shard owns even when the node average looks fine. Confirm it "
+            "is sustained with `mpstat -P ALL 1 5`, then `top -H -p $(pidof iggy-server)` "
+            "for the hot `shard-N` thread: a hot partition or consumer group on one shard "
+            "needs more partitions (spread over shards); an interrupt-heavy core (high "
+            "system%) needs IRQ affinity moved off the shard cores.",
+            ",".join(c.name for c in hot),
+        )
+    ]
+
+
+def _usage_summary(facts: UsageFacts, hottest: list[CpuShare]) -> str:
+    """Where the time went, overall, and the three hottest cores."""
     o = facts.overall
-    hottest = sorted(facts.cores, key=lambda c: c.busy, reverse=True)
-    hot_text = ", ".join(f"{c.name} {c.busy:g}%" for c in hottest[:3])
     ok = (
         f"busy {o.busy:g}% (user {o.user:g}%, system {o.system:g}%, iowait {o.iowait:g}%, "
         f"steal {o.steal:g}%, niced {o.nice:g}%) over {facts.interval_s:.2f} s "
@@ -355,60 +429,22 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
     )
     if o.agent:
         ok += f"; this snapshot's own {o.agent:g}% left out"
+    hot_text = ", ".join(f"{c.name} {c.busy:g}%" for c in hottest[:3])
     if hot_text:
         ok += f"; hottest {hot_text}"
-    findings: list[Finding] = []
-    findings += _level(
-        o.busy,
-        thresholds["warn_busy_pct"],
-        thresholds["fail_busy_pct"],
-        f"CPUs are {o.busy:g}% busy overall (user {o.user:g}%, system {o.system:g}%)",
-        "Find the consumers with `top -H` or `pidstat -u 1 5`. If iggy-server's `shard-N` "
-        "threads are the busy ones the node is undersized for its traffic: add cores or spread "
-        "partitions over more nodes; if something else is busy, move it off the broker node, "
-        "since every shard is pinned to one core and cannot escape a competing process.",
-        "/proc/stat",
-    )
-    findings += _level(
-        o.iowait,
-        thresholds["warn_iowait_pct"],
-        thresholds["fail_iowait_pct"],
-        f"CPUs spent {o.iowait:g}% of the time idle waiting for disk I/O",
-        "The disk is the bottleneck: `iostat -x 1 5` shows which device is saturated (%util, "
-        "r_await/w_await) and `pidstat -d 1 5` or `iotop -o` who drives it. Keep Iggy's data "
-        "directory on its own fast device; a broker whose appends and fsyncs wait on the disk "
-        "answers producers late.",
-        "/proc/stat",
-    )
-    findings += _level(
-        o.steal,
-        thresholds["warn_steal_pct"],
-        thresholds["fail_steal_pct"],
-        f"the hypervisor stole {o.steal:g}% of this VM's CPU time",
-        "Other guests (noisy neighbours) or an exhausted CPU credit balance get this VM's "
-        "time: move to a larger, dedicated or compute-optimised instance type (burstable "
-        "types such as AWS t3/t4g steal when out of credits) or ask for CPU reservation on "
-        "the host. Each stolen slice stalls a pinned Iggy shard and every partition it owns.",
-        "/proc/stat",
-    )
-    core_warn = float(thresholds["warn_core_busy_pct"])
-    hot = [c for c in hottest if c.busy >= core_warn]
-    if hot:
-        names = ", ".join(f"{c.name} {c.busy:g}%" for c in hot[:8])
-        more = f" and {len(hot) - 8} more" if len(hot) > 8 else ""
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{len(hot)} core(s) at or over {core_warn:g}% busy: {names}{more}",
-                "Iggy pins one shard thread per core, so one saturated core delays every "
-                "partition that shard owns even when the node average looks fine. Confirm it "
-                "is sustained with `mpstat -P ALL 1 5`, then `top -H -p $(pidof iggy-server)` "
-                "for the hot `shard-N` thread: a hot partition or consumer group on one shard "
-                "needs more partitions (spread over shards); an interrupt-heavy core (high "
-                "system%) needs IRQ affinity moved off the shard cores.",
-                ",".join(c.name for c in hot),
-            )
-        )
+    return ok
+
+
+def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge busy, iowait and steal overall and the busiest single cores."""
+    o = facts.overall
+    hottest = sorted(facts.cores, key=lambda c: c.busy, reverse=True)
+    findings = [
+        *_cpus_busy(o, thresholds),
+        *_cpus_wait_for_disk(o, thresholds),
+        *_cpu_stolen(o, thresholds),
+        *_saturated_cores(hottest, thresholds),
+    ]
     data = {
         "interval_s": facts.interval_s,
         "overall": o.to_dict(),
@@ -417,18 +453,7 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         "note": "busy excludes niced time and this snapshot's own CPU (agent_pct, overall "
         "only: per-core figures include it); the agent runs at nice 10",
     }
-    return Result.from_findings(findings, ok=ok, data=data)
-
-
-def _level(
-    value: float, warn: float, fail: float, message: str, remedy: str, subject: str
-) -> list[Finding]:
-    """A FAIL or WARN finding when `value` reaches a threshold, else nothing."""
-    if value >= float(fail):
-        return [Finding(Severity.FAIL, f"{message} (fail at {float(fail):g}%)", remedy, subject)]
-    if value >= float(warn):
-        return [Finding(Severity.WARN, f"{message} (warn at {float(warn):g}%)", remedy, subject)]
-    return []
+    return Result.from_findings(findings, ok=_usage_summary(facts, hottest), data=data)
 
 
 @check(
@@ -438,15 +463,7 @@ def _level(
     description="Busy, iowait and steal per core from two /proc/stat reads 0.5 s apart.",
     requires=Requirements(paths=("/proc/stat",)),
     timeout_s=5,
-    thresholds={
-        "warn_busy_pct": 80.0,
-        "fail_busy_pct": 95.0,
-        "warn_iowait_pct": 10.0,
-        "fail_iowait_pct": 30.0,
-        "warn_steal_pct": 5.0,
-        "fail_steal_pct": 15.0,
-        "warn_core_busy_pct": 95.0,
-    },
+    bands=(BUSY, IOWAIT, STEAL, CORE_BUSY),
     sampling_s=0.5,
 )
 def cpu_usage(ctx: Context) -> Result:
@@ -466,15 +483,16 @@ def cpu_usage(ctx: Context) -> Result:
 #: Resources under /proc/pressure, all judged here (one PSI check rather than three).
 PSI_RESOURCES = ("cpu", "io", "memory")
 
-#: (resource, kind) pairs that are judged. System-wide CPU "full" is reported since 5.13 but
-#: is always zero (undefined outside cgroups), so it is kept as data only.
-PSI_JUDGED = (
-    ("cpu", "some"),
-    ("io", "some"),
-    ("io", "full"),
-    ("memory", "some"),
-    ("memory", "full"),
-)
+#: The judged (resource, kind) pairs, each graded by its own band on the average stall
+#: share. System-wide CPU "full" is reported since 5.13 but is always zero (undefined
+#: outside cgroups), so it is kept as data only.
+PSI_BANDS = {
+    ("cpu", "some"): Band("cpu_some_pct", warn=20.0, fail=50.0),
+    ("io", "some"): Band("io_some_pct", warn=20.0, fail=50.0),
+    ("io", "full"): Band("io_full_pct", warn=10.0, fail=30.0),
+    ("memory", "some"): Band("memory_some_pct", warn=5.0, fail=20.0),
+    ("memory", "full"): Band("memory_full_pct", warn=2.0, fail=10.0),
+}
 
 _PSI_WHAT = {
     ("cpu", "some"): "runnable tasks waited for a CPU",
@@ -551,30 +569,34 @@ def read_pressure(ctx: Context) -> PressureFacts:
     return facts
 
 
+def _stalled(resource: str, kind: str, line: PsiLine, thresholds: dict[str, Any]) -> list[Finding]:
+    """Tasks stall for `resource`: a minute over fail fails, a 10 s or 60 s average warns."""
+    band = PSI_BANDS[resource, kind]
+    sustained = band.grade(line.avg60, thresholds)
+    # avg10 alone is a spike (and may include this snapshot's own start): warn at most.
+    peak = band.grade(max(line.avg10, line.avg60), thresholds)
+    message = (
+        f"{resource} pressure: {_PSI_WHAT[resource, kind]} {line.avg10:g}% of the last "
+        f"10 s and {line.avg60:g}% of the last 60 s"
+    )
+    subject = f"/proc/pressure/{resource}"
+    remedy = _PSI_REMEDY[resource]
+    if sustained == Severity.FAIL:
+        fail = band.limit(Severity.FAIL, thresholds)
+        return [Finding(Severity.FAIL, f"{message} (fail at {fail:g}% over 60 s)", remedy, subject)]
+    if peak is not None:
+        warn = band.limit(Severity.WARN, thresholds)
+        return [Finding(Severity.WARN, f"{message} (warn at {warn:g}%)", remedy, subject)]
+    return []
+
+
 def judge_pressure(facts: PressureFacts, thresholds: dict[str, Any]) -> Result:
     """A minute-long stall over the fail threshold fails; any average over warn warns."""
     findings: list[Finding] = []
-    for resource, kind in PSI_JUDGED:
+    for resource, kind in PSI_BANDS:
         line = facts.lines.get(resource, {}).get(kind)
-        if line is None:
-            continue
-        warn = float(thresholds[f"warn_{resource}_{kind}_pct"])
-        fail = float(thresholds[f"fail_{resource}_{kind}_pct"])
-        message = (
-            f"{resource} pressure: {_PSI_WHAT[resource, kind]} {line.avg10:g}% of the last "
-            f"10 s and {line.avg60:g}% of the last 60 s"
-        )
-        subject = f"/proc/pressure/{resource}"
-        remedy = _PSI_REMEDY[resource]
-        # avg10 alone is a spike (and may include this snapshot's own start): warn at most.
-        if line.avg60 >= fail:
-            findings.append(
-                Finding(Severity.FAIL, f"{message} (fail at {fail:g}% over 60 s)", remedy, subject)
-            )
-        elif max(line.avg10, line.avg60) >= warn:
-            findings.append(
-                Finding(Severity.WARN, f"{message} (warn at {warn:g}%)", remedy, subject)
-            )
+        if line is not None:
+            findings += _stalled(resource, kind, line, thresholds)
     for resource, reason in facts.unreadable.items():
         findings.append(
             Finding(
@@ -618,18 +640,7 @@ def judge_pressure(facts: PressureFacts, thresholds: dict[str, Any]) -> Result:
     title="Pressure stall information (CPU, I/O, memory)",
     description="PSI some/full averages from /proc/pressure/{cpu,io,memory} against thresholds.",
     timeout_s=5,
-    thresholds={
-        "warn_cpu_some_pct": 20.0,
-        "fail_cpu_some_pct": 50.0,
-        "warn_io_some_pct": 20.0,
-        "fail_io_some_pct": 50.0,
-        "warn_io_full_pct": 10.0,
-        "fail_io_full_pct": 30.0,
-        "warn_memory_some_pct": 5.0,
-        "fail_memory_some_pct": 20.0,
-        "warn_memory_full_pct": 2.0,
-        "fail_memory_full_pct": 10.0,
-    },
+    bands=tuple(PSI_BANDS.values()),
 )
 def cpu_pressure(ctx: Context) -> Result:
     """How much of the time tasks stalled for CPU, I/O and memory (Linux PSI)."""
@@ -719,18 +730,22 @@ def read_frequency(ctx: Context) -> list[CpuFreq]:
     return out
 
 
-def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
-    """Every CPU should use the expected governor and be allowed its full frequency."""
-    expected = str(thresholds["expected_governor"])
+#: How far (percent) scaling_max_freq sits below the hardware maximum of a CPU.
+MAX_CAPPED = Band("max_capped_pct", warn=10.0, fail=40.0)
+
+
+def _governors(cpus: list[CpuFreq]) -> dict[str, list[int]]:
+    """CPU numbers per scaling governor."""
     by_governor: dict[str, list[int]] = {}
     for c in cpus:
         by_governor.setdefault(c.governor, []).append(c.cpu)
-    summary = ", ".join(
-        f"{g} on CPUs {format_cpu_ids(ids)}" for g, ids in sorted(by_governor.items())
-    )
-    drivers = sorted({c.driver for c in cpus if c.driver})
+    return by_governor
+
+
+def _unexpected_governor(cpus: list[CpuFreq], expected: str) -> list[Finding]:
+    """CPUs run a governor other than the expected one (a power-saving ramp adds latency)."""
     findings: list[Finding] = []
-    for governor, ids in sorted(by_governor.items()):
+    for governor, ids in sorted(_governors(cpus).items()):
         if governor == expected:
             continue
         findings.append(
@@ -747,21 +762,31 @@ def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
                 "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor",
             )
         )
-    warn, fail = float(thresholds["warn_max_capped_pct"]), float(thresholds["fail_max_capped_pct"])
+    return findings
+
+
+def _capped_below_hardware(
+    cpus: list[CpuFreq], thresholds: dict[str, Any]
+) -> dict[Severity, list[tuple[CpuFreq, float]]]:
+    """CPUs whose scaling_max_freq is capped, grouped by how far (percent below the maximum)."""
     capped: dict[Severity, list[tuple[CpuFreq, float]]] = {Severity.FAIL: [], Severity.WARN: []}
     for c in cpus:
         if c.hardware_max_khz <= 0 or c.scaling_max_khz <= 0:
             continue
         below = 100.0 * (c.hardware_max_khz - c.scaling_max_khz) / c.hardware_max_khz
-        if below >= fail:
-            capped[Severity.FAIL].append((c, below))
-        elif below >= warn:
-            capped[Severity.WARN].append((c, below))
-    for severity, group in capped.items():
+        if severity := MAX_CAPPED.grade(below, thresholds):
+            capped[severity].append((c, below))
+    return capped
+
+
+def _capped_clock(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> list[Finding]:
+    """CPUs may not reach their full clock (scaling_max_freq lowered): one finding per grade."""
+    findings: list[Finding] = []
+    for severity, group in _capped_below_hardware(cpus, thresholds).items():
         if not group:
             continue
         c, below = max(group, key=lambda item: item[1])
-        limit = fail if severity == Severity.FAIL else warn
+        limit = MAX_CAPPED.limit(severity, thresholds)
         findings.append(
             Finding(
                 severity,
@@ -776,6 +801,17 @@ def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
                 "/sys/devices/system/cpu/cpu*/cpufreq/scaling_max_freq",
             )
         )
+    return findings
+
+
+def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
+    """Every CPU should use the expected governor and be allowed its full frequency."""
+    by_governor = _governors(cpus)
+    drivers = sorted({c.driver for c in cpus if c.driver})
+    findings = [
+        *_unexpected_governor(cpus, str(thresholds["expected_governor"])),
+        *_capped_clock(cpus, thresholds),
+    ]
     data = {
         "drivers": drivers,
         "governors": {g: format_cpu_ids(ids) for g, ids in by_governor.items()},
@@ -792,6 +828,9 @@ def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
             for c in cpus
         ],
     }
+    summary = ", ".join(
+        f"{g} on CPUs {format_cpu_ids(ids)}" for g, ids in sorted(by_governor.items())
+    )
     ok = f"governor {summary}" + (f" (driver {', '.join(drivers)})" if drivers else "")
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -802,11 +841,8 @@ def judge_frequency(cpus: list[CpuFreq], thresholds: dict[str, Any]) -> Result:
     title="CPU frequency governor",
     description="cpufreq scaling governor and frequency limits of every CPU.",
     timeout_s=5,
-    thresholds={
-        "expected_governor": "performance",
-        "warn_max_capped_pct": 10.0,
-        "fail_max_capped_pct": 40.0,
-    },
+    thresholds={"expected_governor": "performance"},
+    bands=(MAX_CAPPED,),
 )
 def cpu_frequency(ctx: Context) -> Result:
     """Scaling governor per CPU; a broker wants `performance`."""

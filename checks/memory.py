@@ -11,6 +11,7 @@ from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import list_pids, parse_proc_status
@@ -96,95 +97,115 @@ def available_kib(info: dict[str, int]) -> tuple[int, bool]:
     return info.get("MemFree", 0) + info.get("Buffers", 0) + info.get("Cached", 0), True
 
 
-def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
-    """Judge MemAvailable, dirty/writeback pages and (in strict mode) the commit charge."""
-    info = facts.info
-    total = info.get("MemTotal", 0)
-    if total <= 0:
-        return Result.skipped("/proc/meminfo has no usable MemTotal line")
-    avail, estimated = available_kib(info)
+#: MemAvailable as percent of MemTotal (lower is worse).
+AVAILABLE = Band("available_pct", warn=15.0, fail=5.0, higher_is_worse=False)
+#: Dirty plus writeback pages as percent of MemTotal.
+DIRTY = Band("dirty_pct", warn=10.0, fail=20.0)
+#: Committed_AS as percent of CommitLimit (judged under strict overcommit only).
+COMMIT = Band("commit_pct", warn=90.0, fail=98.0)
+
+
+def _low_available(info: dict[str, int], thresholds: dict[str, Any]) -> list[Finding]:
+    """Little memory is available: no page cache for recent segments, then the OOM killer."""
+    total = info["MemTotal"]
+    avail, _ = available_kib(info)
     avail_pct = _pct(avail, total)
+    severity = AVAILABLE.grade(avail_pct, thresholds)
+    if severity is None:
+        return []
+    limit = AVAILABLE.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"only {format_kib(avail)} of {format_kib(total)} memory is available "
+            f"({avail_pct:g}%, {severity} below {limit:g}%)",
+            "Find the largest consumers with `ps -eo pid,rss,comm --sort=-rss | head` "
+            f"(anonymous memory here: {format_kib(info.get('AnonPages', 0))}; tmpfs/shmem: "
+            f"{format_kib(info.get('Shmem', 0))}, see `df -h -t tmpfs`; unreclaimable slab: "
+            f"{format_kib(info.get('SUnreclaim', 0))}, see `slabtop -o`). For iggy-server "
+            "compare its RSS with [system.memory_pool] size (4 GiB by default) and its "
+            "caches; move co-located services away or add RAM. Little available memory "
+            "means no page cache for recent segments (consumers read from disk) and, "
+            "next, the OOM killer (see memory.oom).",
+            "/proc/meminfo",
+        )
+    ]
+
+
+def _dirty_backlog(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Writeback lags behind writes; at the dirty limit every writer is throttled."""
+    info = facts.info
     dirty = info.get("Dirty", 0) + info.get("Writeback", 0)
-    dirty_pct = _pct(dirty, total)
-    findings: list[Finding] = []
-
-    warn, fail = float(thresholds["warn_available_pct"]), float(thresholds["fail_available_pct"])
-    if avail_pct < warn:
-        severity, limit = (Severity.FAIL, fail) if avail_pct < fail else (Severity.WARN, warn)
-        findings.append(
-            Finding(
-                severity,
-                f"only {format_kib(avail)} of {format_kib(total)} memory is available "
-                f"({avail_pct:g}%, {severity} below {limit:g}%)",
-                "Find the largest consumers with `ps -eo pid,rss,comm --sort=-rss | head` "
-                f"(anonymous memory here: {format_kib(info.get('AnonPages', 0))}; tmpfs/shmem: "
-                f"{format_kib(info.get('Shmem', 0))}, see `df -h -t tmpfs`; unreclaimable slab: "
-                f"{format_kib(info.get('SUnreclaim', 0))}, see `slabtop -o`). For iggy-server "
-                "compare its RSS with [system.memory_pool] size (4 GiB by default) and its "
-                "caches; move co-located services away or add RAM. Little available memory "
-                "means no page cache for recent segments (consumers read from disk) and, "
-                "next, the OOM killer (see memory.oom).",
-                "/proc/meminfo",
-            )
+    dirty_pct = _pct(dirty, info["MemTotal"])
+    severity = DIRTY.grade(dirty_pct, thresholds)
+    if severity is None:
+        return []
+    limit = DIRTY.limit(severity, thresholds)
+    limit_text = (
+        f"vm.dirty_bytes {format_kib(facts.dirty_bytes / 1024)}"
+        if facts.dirty_bytes
+        else f"vm.dirty_ratio {facts.dirty_ratio}%"
+        if facts.dirty_ratio is not None
+        else "the dirty limit"
+    )
+    return [
+        Finding(
+            severity,
+            f"{format_kib(dirty)} of memory is dirty or under writeback ({dirty_pct:g}% of "
+            f"RAM, {severity} at {limit:g}%)",
+            "Writeback is not keeping up with writes: check the disk with `iostat -x 1 5`. "
+            f"When dirty pages reach {limit_text} every writer, the broker's appends "
+            "included, is throttled until the disk catches up. Iggy's tuning guide "
+            "suggests byte limits so writeback starts early and in small batches, for "
+            "example: "
+            + sysctl_fix("vm.dirty_background_bytes", 268435456)
+            + " "
+            + sysctl_fix(
+                "vm.dirty_bytes",
+                1073741824,
+                "Size them to what the disk writes in about a second.",
+            ),
+            "/proc/meminfo",
         )
+    ]
 
-    warn, fail = float(thresholds["warn_dirty_pct"]), float(thresholds["fail_dirty_pct"])
-    if dirty_pct >= warn:
-        severity, limit = (Severity.FAIL, fail) if dirty_pct >= fail else (Severity.WARN, warn)
-        limit_text = (
-            f"vm.dirty_bytes {format_kib(facts.dirty_bytes / 1024)}"
-            if facts.dirty_bytes
-            else f"vm.dirty_ratio {facts.dirty_ratio}%"
-            if facts.dirty_ratio is not None
-            else "the dirty limit"
-        )
-        findings.append(
-            Finding(
-                severity,
-                f"{format_kib(dirty)} of memory is dirty or under writeback ({dirty_pct:g}% of "
-                f"RAM, {severity} at {limit:g}%)",
-                "Writeback is not keeping up with writes: check the disk with `iostat -x 1 5`. "
-                f"When dirty pages reach {limit_text} every writer, the broker's appends "
-                "included, is throttled until the disk catches up. Iggy's tuning guide "
-                "suggests byte limits so writeback starts early and in small batches, for "
-                "example: "
-                + sysctl_fix("vm.dirty_background_bytes", 268435456)
-                + " "
-                + sysctl_fix(
-                    "vm.dirty_bytes",
-                    1073741824,
-                    "Size them to what the disk writes in about a second.",
-                ),
-                "/proc/meminfo",
-            )
-        )
 
-    limit_kib, committed = info.get("CommitLimit", 0), info.get("Committed_AS", 0)
+def _strict_commit_exhausted(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Under strict overcommit, allocations fail at CommitLimit even with free RAM."""
+    limit_kib, committed = facts.info.get("CommitLimit", 0), facts.info.get("Committed_AS", 0)
+    if facts.overcommit_memory != 2 or limit_kib <= 0:
+        return []  # only strict overcommit refuses allocations at CommitLimit
     commit_pct = _pct(committed, limit_kib)
-    if facts.overcommit_memory == 2 and limit_kib > 0:
-        # Only strict overcommit refuses allocations at CommitLimit; otherwise it is a hint.
-        warn, fail = float(thresholds["warn_commit_pct"]), float(thresholds["fail_commit_pct"])
-        if commit_pct >= warn:
-            severity, limit = (Severity.FAIL, fail) if commit_pct >= fail else (Severity.WARN, warn)
-            findings.append(
-                Finding(
-                    severity,
-                    f"strict overcommit (vm.overcommit_memory=2) and {commit_pct:g}% of the "
-                    f"commit limit is used ({format_kib(committed)} of {format_kib(limit_kib)}; "
-                    f"{severity} at {limit:g}%)",
-                    "At 100% every new allocation fails (malloc returns NULL, thread creation "
-                    "fails) even with free RAM. Raise vm.overcommit_ratio (or set "
-                    "vm.overcommit_kbytes), add swap, or go back to the default heuristic "
-                    "overcommit: "
-                    + sysctl_fix(
-                        "vm.overcommit_memory",
-                        0,
-                        "A broker that cannot allocate a buffer drops connections or crashes.",
-                    ),
-                    "/proc/sys/vm/overcommit_memory",
-                )
-            )
+    severity = COMMIT.grade(commit_pct, thresholds)
+    if severity is None:
+        return []
+    limit = COMMIT.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"strict overcommit (vm.overcommit_memory=2) and {commit_pct:g}% of the "
+            f"commit limit is used ({format_kib(committed)} of {format_kib(limit_kib)}; "
+            f"{severity} at {limit:g}%)",
+            "At 100% every new allocation fails (malloc returns NULL, thread creation "
+            "fails) even with free RAM. Raise vm.overcommit_ratio (or set "
+            "vm.overcommit_kbytes), add swap, or go back to the default heuristic "
+            "overcommit: "
+            + sysctl_fix(
+                "vm.overcommit_memory",
+                0,
+                "A broker that cannot allocate a buffer drops connections or crashes.",
+            ),
+            "/proc/sys/vm/overcommit_memory",
+        )
+    ]
 
+
+def _memory_data(facts: MemoryFacts) -> dict[str, Any]:
+    """The figures judged and the /proc/meminfo breakdown table."""
+    info = facts.info
+    total = info["MemTotal"]
+    avail, estimated = available_kib(info)
+    dirty = info.get("Dirty", 0) + info.get("Writeback", 0)
     breakdown = [
         {
             "field": key,
@@ -195,23 +216,38 @@ def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
         for key in BREAKDOWN
         if key in info
     ]
-    data = {
+    return {
         "total_kib": total,
         "available_kib": avail,
-        "available_pct": avail_pct,
+        "available_pct": _pct(avail, total),
         "available_estimated": estimated,
         "dirty_writeback_kib": dirty,
-        "dirty_writeback_pct": dirty_pct,
-        "commit_pct_of_limit": commit_pct,
+        "dirty_writeback_pct": _pct(dirty, total),
+        "commit_pct_of_limit": _pct(info.get("Committed_AS", 0), info.get("CommitLimit", 0)),
         "overcommit_memory": facts.overcommit_memory,
         "dirty_ratio": facts.dirty_ratio,
         "dirty_bytes": facts.dirty_bytes,
         "breakdown": breakdown,
     }
+
+
+def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge MemAvailable, dirty/writeback pages and (in strict mode) the commit charge."""
+    info = facts.info
+    if info.get("MemTotal", 0) <= 0:
+        return Result.skipped("/proc/meminfo has no usable MemTotal line")
+    findings = [
+        *_low_available(info, thresholds),
+        *_dirty_backlog(facts, thresholds),
+        *_strict_commit_exhausted(facts, thresholds),
+    ]
+    data = _memory_data(facts)
     ok = (
-        f"{format_kib(avail)} of {format_kib(total)} available ({avail_pct:g}%"
-        f"{', estimated' if estimated else ''}); cache {format_kib(info.get('Cached', 0))}, "
-        f"anon {format_kib(info.get('AnonPages', 0))}, dirty+writeback {format_kib(dirty)}"
+        f"{format_kib(data['available_kib'])} of {format_kib(data['total_kib'])} available "
+        f"({data['available_pct']:g}%{', estimated' if data['available_estimated'] else ''}); "
+        f"cache {format_kib(info.get('Cached', 0))}, "
+        f"anon {format_kib(info.get('AnonPages', 0))}, "
+        f"dirty+writeback {format_kib(data['dirty_writeback_kib'])}"
     )
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -223,14 +259,7 @@ def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
     description="The /proc/meminfo breakdown; available memory, dirty pages and commit charge.",
     requires=Requirements(paths=("/proc/meminfo",)),
     timeout_s=5,
-    thresholds={
-        "warn_available_pct": 15.0,
-        "fail_available_pct": 5.0,
-        "warn_dirty_pct": 10.0,
-        "fail_dirty_pct": 20.0,
-        "warn_commit_pct": 90.0,
-        "fail_commit_pct": 98.0,
-    },
+    bands=(AVAILABLE, DIRTY, COMMIT),
 )
 def memory_usage(ctx: Context) -> Result:
     """How much memory is available, and what holds the rest."""
@@ -297,10 +326,62 @@ def _top_swap_users(ctx: Context) -> list[dict[str, Any]]:
     return users[:TOP_SWAP_USERS]
 
 
-def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
-    """Judge swap in use and vm.swappiness when swap is enabled."""
-    swappiness = "unknown" if facts.swappiness is None else str(facts.swappiness)
-    data = {
+#: Swap in use as percent of the swap space.
+SWAP_USED = Band("used_pct", warn=10.0, fail=50.0)
+
+
+def _swap_in_use(facts: SwapFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Memory ran short and pages went to disk; touching them stalls the thread."""
+    used_pct = _pct(facts.used_kib, facts.total_kib)
+    severity = SWAP_USED.grade(used_pct, thresholds)
+    if severity is None:
+        return []
+    limit = SWAP_USED.limit(severity, thresholds)
+    who = ", ".join(
+        f"{u['name']} ({u['pid']}) {format_kib(u['swap_kib'])}" for u in facts.top_users
+    )
+    return [
+        Finding(
+            severity,
+            f"{format_kib(facts.used_kib)} of {format_kib(facts.total_kib)} swap in use "
+            f"({used_pct:g}%, {severity} at {limit:g}%)"
+            + (f"; most swapped: {who}" if who else ""),
+            "Memory ran short and pages went to disk; every touch of a swapped page is a "
+            "disk read that stalls the thread, for the broker a whole shard. Find the "
+            "owners with `grep VmSwap /proc/[0-9]*/status | sort -k2 -n | tail`, reduce "
+            "memory use or add RAM (see memory.usage); once MemAvailable exceeds the swap "
+            "in use, `swapoff -a && swapon -a` brings the pages back. Keep vm.swappiness=10 "
+            "(Iggy's recommendation) so this does not recur.",
+            "/proc/swaps",
+        )
+    ]
+
+
+def _eager_swappiness(facts: SwapFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """vm.swappiness above the recommended setting lets the broker's memory be swapped out."""
+    recommended = int(thresholds["max_swappiness"])
+    if facts.swappiness is None or facts.swappiness <= recommended:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"vm.swappiness is {facts.swappiness} with {format_kib(facts.total_kib)} of swap "
+            f"enabled (Iggy recommends {recommended})",
+            sysctl_fix(
+                "vm.swappiness",
+                recommended,
+                "A high swappiness lets the kernel swap out the broker's anonymous memory "
+                "(its memory pool, indexes, client buffers) to keep more page cache, and "
+                "the next access to it stalls on the disk.",
+            ),
+            "/proc/sys/vm/swappiness",
+        )
+    ]
+
+
+def _swap_data(facts: SwapFacts) -> dict[str, Any]:
+    """Swap totals, counters, devices and the biggest users."""
+    return {
         "total_kib": facts.total_kib,
         "used_kib": facts.used_kib,
         "used_pct": _pct(facts.used_kib, facts.total_kib),
@@ -320,55 +401,22 @@ def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
         ],
         "top_users": facts.top_users,
     }
+
+
+def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge swap in use and vm.swappiness when swap is enabled."""
+    swappiness = "unknown" if facts.swappiness is None else str(facts.swappiness)
+    data = _swap_data(facts)
     if facts.total_kib <= 0:
         return Result.from_findings(
             [],
             ok=f"no swap configured (vm.swappiness {swappiness} has no effect without swap)",
             data=data,
         )
-    used_pct = _pct(facts.used_kib, facts.total_kib)
-    findings: list[Finding] = []
-    warn, fail = float(thresholds["warn_used_pct"]), float(thresholds["fail_used_pct"])
-    if used_pct >= warn:
-        severity, limit = (Severity.FAIL, fail) if used_pct >= fail else (Severity.WARN, warn)
-        who = ", ".join(
-            f"{u['name']} ({u['pid']}) {format_kib(u['swap_kib'])}" for u in facts.top_users
-        )
-        findings.append(
-            Finding(
-                severity,
-                f"{format_kib(facts.used_kib)} of {format_kib(facts.total_kib)} swap in use "
-                f"({used_pct:g}%, {severity} at {limit:g}%)"
-                + (f"; most swapped: {who}" if who else ""),
-                "Memory ran short and pages went to disk; every touch of a swapped page is a "
-                "disk read that stalls the thread, for the broker a whole shard. Find the "
-                "owners with `grep VmSwap /proc/[0-9]*/status | sort -k2 -n | tail`, reduce "
-                "memory use or add RAM (see memory.usage); once MemAvailable exceeds the swap "
-                "in use, `swapoff -a && swapon -a` brings the pages back. Keep vm.swappiness=10 "
-                "(Iggy's recommendation) so this does not recur.",
-                "/proc/swaps",
-            )
-        )
-    max_swappiness = int(thresholds["max_swappiness"])
-    if facts.swappiness is not None and facts.swappiness > max_swappiness:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"vm.swappiness is {facts.swappiness} with {format_kib(facts.total_kib)} of swap "
-                f"enabled (Iggy recommends {max_swappiness})",
-                sysctl_fix(
-                    "vm.swappiness",
-                    max_swappiness,
-                    "A high swappiness lets the kernel swap out the broker's anonymous memory "
-                    "(its memory pool, indexes, client buffers) to keep more page cache, and "
-                    "the next access to it stalls on the disk.",
-                ),
-                "/proc/sys/vm/swappiness",
-            )
-        )
+    findings = [*_swap_in_use(facts, thresholds), *_eager_swappiness(facts, thresholds)]
     ok = (
         f"{format_kib(facts.used_kib)} of {format_kib(facts.total_kib)} swap in use "
-        f"({used_pct:g}%) on {len(facts.devices)} device(s); vm.swappiness {swappiness}"
+        f"({data['used_pct']:g}%) on {len(facts.devices)} device(s); vm.swappiness {swappiness}"
     )
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -380,7 +428,8 @@ def judge_swap(facts: SwapFacts, thresholds: dict[str, Any]) -> Result:
     description="Swap space in use, its biggest users, and vm.swappiness (Iggy recommends 10).",
     requires=Requirements(paths=("/proc/meminfo",)),
     timeout_s=5,
-    thresholds={"warn_used_pct": 10.0, "fail_used_pct": 50.0, "max_swappiness": 10},
+    thresholds={"max_swappiness": 10},
+    bands=(SWAP_USED,),
 )
 def memory_swap(ctx: Context) -> Result:
     """Whether the node swaps, and whether it is inclined to."""
@@ -419,12 +468,14 @@ def read_hugepages(ctx: Context) -> HugePageFacts:
     )
 
 
-def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
-    """THP always+defrag always stalls faults; an unused HugeTLB pool wastes memory."""
-    info = facts.info
-    findings: list[Finding] = []
+#: Free, unreserved HugeTLB pages as percent of MemTotal: memory nobody can use.
+UNUSED_HUGETLB = Band("unused_hugetlb_pct", warn=5.0, fail=25.0)
+
+
+def _thp_compaction_stalls(facts: HugePageFacts) -> list[Finding]:
+    """THP `always` with defrag `always` stalls page faults on synchronous compaction."""
     if facts.thp_enabled == "always" and facts.thp_defrag == "always":
-        findings.append(
+        return [
             Finding(
                 Severity.WARN,
                 "transparent huge pages are `always` with defrag `always`: page faults "
@@ -441,9 +492,9 @@ def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
                 "background collapsing to khugepaged.",
                 f"{THP_DIR}/defrag",
             )
-        )
-    elif facts.thp_enabled == "always":
-        findings.append(
+        ]
+    if facts.thp_enabled == "always":
+        return [
             Finding(
                 Severity.INFO,
                 f"transparent huge pages are `always` (defrag `{facts.thp_defrag}`)",
@@ -452,40 +503,53 @@ def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
                 "sparse allocations).",
                 f"{THP_DIR}/enabled",
             )
-        )
+        ]
+    return []
 
+
+def _unused_hugetlb_kib(info: dict[str, int]) -> int:
+    """Free HugeTLB pages not reserved by a mapping (reserved ones will be used), in KiB."""
+    free, reserved = info.get("HugePages_Free", 0), info.get("HugePages_Rsvd", 0)
+    return max(0, free - reserved) * info.get("Hugepagesize", 0)
+
+
+def _idle_hugetlb_pool(info: dict[str, int], thresholds: dict[str, Any]) -> list[Finding]:
+    """A HugeTLB pool nobody uses holds memory the page cache and heap cannot have."""
+    total, free = info.get("HugePages_Total", 0), info.get("HugePages_Free", 0)
+    reserved = info.get("HugePages_Rsvd", 0)
+    unused_kib = _unused_hugetlb_kib(info)
+    unused_pct = _pct(unused_kib, info.get("MemTotal", 0))
+    severity = UNUSED_HUGETLB.grade(unused_pct, thresholds) if total > 0 else None
+    if severity is None:
+        return []
+    limit = UNUSED_HUGETLB.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"{free - reserved} of {total} HugeTLB pages ({format_kib(unused_kib)}, "
+            f"{unused_pct:g}% of RAM) are reserved in the pool but unused ({severity} at "
+            f"{limit:g}%)",
+            "The HugeTLB pool is set aside at boot or by vm.nr_hugepages and is usable only "
+            "through hugetlbfs or MAP_HUGETLB; Iggy's page cache and heap cannot use it. "
+            "If nothing needs it (check `findmnt -t hugetlbfs` and "
+            "`grep -l anon_hugepage /proc/[0-9]*/maps`), shrink it: "
+            + sysctl_fix(
+                "vm.nr_hugepages",
+                total - free + reserved,
+                "Also remove any `hugepages=` kernel parameter that sets it at boot.",
+            ),
+            "/proc/sys/vm/nr_hugepages",
+        )
+    ]
+
+
+def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
+    """THP always+defrag always stalls faults; an unused HugeTLB pool wastes memory."""
+    info = facts.info
+    findings = [*_thp_compaction_stalls(facts), *_idle_hugetlb_pool(info, thresholds)]
     page_kib = info.get("Hugepagesize", 0)
     total, free = info.get("HugePages_Total", 0), info.get("HugePages_Free", 0)
-    reserved, surplus = info.get("HugePages_Rsvd", 0), info.get("HugePages_Surp", 0)
-    # Free pages already reserved by a mapping will be used; the rest is idle.
-    unused_kib = max(0, free - reserved) * page_kib
-    mem_total = info.get("MemTotal", 0)
-    unused_pct = _pct(unused_kib, mem_total)
-    warn, fail = (
-        float(thresholds["warn_unused_hugetlb_pct"]),
-        float(thresholds["fail_unused_hugetlb_pct"]),
-    )
-    if total > 0 and unused_pct >= warn:
-        severity, limit = (Severity.FAIL, fail) if unused_pct >= fail else (Severity.WARN, warn)
-        in_use = total - free + reserved
-        findings.append(
-            Finding(
-                severity,
-                f"{free - reserved} of {total} HugeTLB pages ({format_kib(unused_kib)}, "
-                f"{unused_pct:g}% of RAM) are reserved in the pool but unused ({severity} at "
-                f"{limit:g}%)",
-                "The HugeTLB pool is set aside at boot or by vm.nr_hugepages and is usable only "
-                "through hugetlbfs or MAP_HUGETLB; Iggy's page cache and heap cannot use it. "
-                "If nothing needs it (check `findmnt -t hugetlbfs` and "
-                "`grep -l anon_hugepage /proc/[0-9]*/maps`), shrink it: "
-                + sysctl_fix(
-                    "vm.nr_hugepages",
-                    in_use,
-                    "Also remove any `hugepages=` kernel parameter that sets it at boot.",
-                ),
-                "/proc/sys/vm/nr_hugepages",
-            )
-        )
+    reserved = info.get("HugePages_Rsvd", 0)
     data = {
         "thp_enabled": facts.thp_enabled,
         "thp_defrag": facts.thp_defrag,
@@ -493,8 +557,8 @@ def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
         "hugetlb_total": total,
         "hugetlb_free": free,
         "hugetlb_reserved": reserved,
-        "hugetlb_surplus": surplus,
-        "hugetlb_unused_kib": unused_kib,
+        "hugetlb_surplus": info.get("HugePages_Surp", 0),
+        "hugetlb_unused_kib": _unused_hugetlb_kib(info),
         "anon_huge_kib": info.get("AnonHugePages", 0),
         "judgement": (
             "THP `always` with defrag `always` warns (synchronous compaction stalls); "
@@ -522,7 +586,7 @@ def judge_hugepages(facts: HugePageFacts, thresholds: dict[str, Any]) -> Result:
     description="Transparent huge page modes and the HugeTLB pool from /proc/meminfo.",
     requires=Requirements(paths=("/proc/meminfo",)),
     timeout_s=5,
-    thresholds={"warn_unused_hugetlb_pct": 5.0, "fail_unused_hugetlb_pct": 25.0},
+    bands=(UNUSED_HUGETLB,),
 )
 def memory_hugepages(ctx: Context) -> Result:
     """THP and HugeTLB settings judged for a latency-sensitive broker."""
@@ -600,9 +664,15 @@ def read_numa(ctx: Context) -> NumaFacts:
     return facts
 
 
-def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
-    """Single node passes; on NUMA, judge memory imbalance, zone reclaim and misses."""
-    rows = [
+#: Free plus reclaimable memory of one NUMA node, percent of the node (lower is worse).
+NODE_AVAILABLE = Band("node_available_pct", warn=10.0, fail=3.0, higher_is_worse=False)
+#: Page allocations since boot that landed on another node than the one asked for.
+MISSES = Band("miss_pct", warn=10.0)
+
+
+def _numa_rows(facts: NumaFacts) -> list[dict[str, Any]]:
+    """One table row per node."""
+    return [
         {
             "node": n.node,
             "cpus": n.cpulist or "none",
@@ -615,88 +685,116 @@ def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
         }
         for n in facts.nodes
     ]
+
+
+def _single_node(facts: NumaFacts) -> str:
+    """The summary of a machine that is not NUMA."""
+    if facts.nodes:
+        n = facts.nodes[0]
+        return (
+            f"not a NUMA machine: 1 node with CPUs {n.cpulist or 'none'} and "
+            f"{format_kib(n.total_kib)}; Iggy's numa:auto allocation sees a single node"
+        )
+    return f"not a NUMA machine: the kernel exposes no {NODE_DIR}/node* (no NUMA support)"
+
+
+def _starved_nodes(facts: NumaFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """A node runs short of memory while another has plenty: its CPUs reclaim or go remote."""
+    with_memory = [n for n in facts.nodes if n.total_kib > 0]
+    plenty = float(thresholds["plenty_node_available_pct"])
+    roomy = max(with_memory, key=lambda n: n.available_pct, default=None)
+    if roomy is None or roomy.available_pct < plenty:
+        return []  # every node is low: that is memory.usage's finding, not an imbalance
+    findings: list[Finding] = []
+    for n in with_memory:
+        severity = NODE_AVAILABLE.grade(n.available_pct, thresholds)
+        if severity is None:
+            continue
+        limit = NODE_AVAILABLE.limit(severity, thresholds)
+        findings.append(
+            Finding(
+                severity,
+                f"NUMA node {n.node} has only {format_kib(n.available_kib)} "
+                f"({n.available_pct:g}%) of its {format_kib(n.total_kib)} free or "
+                f"reclaimable while node {roomy.node} has {roomy.available_pct:g}% "
+                f"({severity} below {limit:g}%)",
+                f"Allocations for CPUs {n.cpulist or '(none)'} now reclaim or spill to a "
+                "remote node (slower memory). Find what fills the node with `numastat -m` "
+                "and `numastat -p iggy-server` (package numactl): a process bound with "
+                "`numactl --membind` or a cpuset, a tmpfs or a HugeTLB pool on that node are "
+                "the usual causes. Iggy's default cpu_allocation `numa:auto` places shards "
+                "on every node, so the shards on this node pay for it; rebalance the bound "
+                "workloads or pin Iggy with `numa:nodes=..;cores=..` to the node with room.",
+                f"{NODE_DIR}/node{n.node}",
+            )
+        )
+    return findings
+
+
+def _zone_reclaim(facts: NumaFacts) -> list[Finding]:
+    """Zone reclaim evicts a node's own page cache instead of using the other node."""
+    if not facts.zone_reclaim_mode:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"vm.zone_reclaim_mode is {facts.zone_reclaim_mode} on a "
+            f"{len(facts.nodes)}-node machine",
+            sysctl_fix(
+                "vm.zone_reclaim_mode",
+                0,
+                "With zone reclaim on, a node that runs short evicts its own page cache "
+                "(recent segments consumers are about to read) and stalls the allocating "
+                "thread instead of using free memory on the other node.",
+            ),
+            "/proc/sys/vm/zone_reclaim_mode",
+        )
+    ]
+
+
+def _miss_pct(facts: NumaFacts) -> float:
+    """Percent of page allocations since boot that missed their preferred node."""
+    hits = sum(n.numa_hit or 0 for n in facts.nodes)
+    misses = sum(n.numa_miss or 0 for n in facts.nodes)
+    return _pct(misses, hits + misses)
+
+
+def _remote_allocations(facts: NumaFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Nodes have been running out of local memory: allocations went to remote nodes."""
+    miss_pct = _miss_pct(facts)
+    severity = MISSES.grade(miss_pct, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{miss_pct:g}% of page allocations since boot landed on a node other than the "
+            f"one asked for (warn at {MISSES.limit(severity, thresholds):g}%)",
+            "Nodes have been running out of local memory: see the per-node table and "
+            "`numastat -m`. Remote memory costs every access latency; keep each node's "
+            "load (Iggy shards under numa:auto, other pinned services) within its memory.",
+            f"{NODE_DIR}/node*/numastat",
+        )
+    ]
+
+
+def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
+    """Single node passes; on NUMA, judge memory imbalance, zone reclaim and misses."""
     data: dict[str, Any] = {
         "numa": len(facts.nodes) > 1,
-        "nodes": rows,
+        "nodes": _numa_rows(facts),
         "zone_reclaim_mode": facts.zone_reclaim_mode,
         "numa_balancing": facts.numa_balancing,
         "note": "available_est = MemFree + file pages + reclaimable slab of the node",
     }
     if len(facts.nodes) <= 1:
-        if facts.nodes:
-            n = facts.nodes[0]
-            ok = (
-                f"not a NUMA machine: 1 node with CPUs {n.cpulist or 'none'} and "
-                f"{format_kib(n.total_kib)}; Iggy's numa:auto allocation sees a single node"
-            )
-        else:
-            ok = f"not a NUMA machine: the kernel exposes no {NODE_DIR}/node* (no NUMA support)"
-        return Result.from_findings([], ok=ok, data=data)
-
-    findings: list[Finding] = []
-    with_memory = [n for n in facts.nodes if n.total_kib > 0]
-    warn, fail = (
-        float(thresholds["warn_node_available_pct"]),
-        float(thresholds["fail_node_available_pct"]),
-    )
-    plenty = float(thresholds["plenty_node_available_pct"])
-    roomy = max(with_memory, key=lambda n: n.available_pct, default=None)
-    if roomy is not None and roomy.available_pct >= plenty:
-        for n in with_memory:
-            if n.available_pct >= warn:
-                continue
-            severity, limit = (
-                (Severity.FAIL, fail) if n.available_pct < fail else (Severity.WARN, warn)
-            )
-            findings.append(
-                Finding(
-                    severity,
-                    f"NUMA node {n.node} has only {format_kib(n.available_kib)} "
-                    f"({n.available_pct:g}%) of its {format_kib(n.total_kib)} free or "
-                    f"reclaimable while node {roomy.node} has {roomy.available_pct:g}% "
-                    f"({severity} below {limit:g}%)",
-                    f"Allocations for CPUs {n.cpulist or '(none)'} now reclaim or spill to a "
-                    "remote node (slower memory). Find what fills the node with `numastat -m` "
-                    "and `numastat -p iggy-server` (package numactl): a process bound with "
-                    "`numactl --membind` or a cpuset, a tmpfs or a HugeTLB pool on that node are "
-                    "the usual causes. Iggy's default cpu_allocation `numa:auto` places shards "
-                    "on every node, so the shards on this node pay for it; rebalance the bound "
-                    "workloads or pin Iggy with `numa:nodes=..;cores=..` to the node with room.",
-                    f"{NODE_DIR}/node{n.node}",
-                )
-            )
-    if facts.zone_reclaim_mode:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"vm.zone_reclaim_mode is {facts.zone_reclaim_mode} on a "
-                f"{len(facts.nodes)}-node machine",
-                sysctl_fix(
-                    "vm.zone_reclaim_mode",
-                    0,
-                    "With zone reclaim on, a node that runs short evicts its own page cache "
-                    "(recent segments consumers are about to read) and stalls the allocating "
-                    "thread instead of using free memory on the other node.",
-                ),
-                "/proc/sys/vm/zone_reclaim_mode",
-            )
-        )
-    hits = sum(n.numa_hit or 0 for n in facts.nodes)
-    misses = sum(n.numa_miss or 0 for n in facts.nodes)
-    miss_pct = _pct(misses, hits + misses)
-    data["miss_pct_since_boot"] = miss_pct
-    if miss_pct >= float(thresholds["warn_miss_pct"]):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{miss_pct:g}% of page allocations since boot landed on a node other than the "
-                f"one asked for (warn at {float(thresholds['warn_miss_pct']):g}%)",
-                "Nodes have been running out of local memory: see the per-node table and "
-                "`numastat -m`. Remote memory costs every access latency; keep each node's "
-                "load (Iggy shards under numa:auto, other pinned services) within its memory.",
-                f"{NODE_DIR}/node*/numastat",
-            )
-        )
+        return Result.from_findings([], ok=_single_node(facts), data=data)
+    findings = [
+        *_starved_nodes(facts, thresholds),
+        *_zone_reclaim(facts),
+        *_remote_allocations(facts, thresholds),
+    ]
+    data["miss_pct_since_boot"] = _miss_pct(facts)
     ok = f"{len(facts.nodes)} NUMA nodes: " + "; ".join(
         f"node{n.node} CPUs {n.cpulist or 'none'}, {n.available_pct:g}% of "
         f"{format_kib(n.total_kib)} available"
@@ -711,12 +809,8 @@ def judge_numa(facts: NumaFacts, thresholds: dict[str, Any]) -> Result:
     title="NUMA layout",
     description="NUMA nodes with their CPUs and memory; imbalance between nodes, zone reclaim.",
     timeout_s=5,
-    thresholds={
-        "warn_node_available_pct": 10.0,
-        "fail_node_available_pct": 3.0,
-        "plenty_node_available_pct": 30.0,
-        "warn_miss_pct": 10.0,
-    },
+    thresholds={"plenty_node_available_pct": 30.0},
+    bands=(NODE_AVAILABLE, MISSES),
 )
 def memory_numa(ctx: Context) -> Result:
     """Whether this is a NUMA machine and whether its nodes are balanced."""

@@ -12,11 +12,12 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.system import detect_container
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import find_broker, read_processes
+from snapshot_agent.node.system import detect_container
 
 #: Process names (comm, at most 15 characters) of time synchronisation daemons.
 TIME_DAEMONS = {
@@ -257,11 +258,13 @@ _INSTALL = (
 )
 
 
-def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
-    """Fail when unsynchronised or far off; warn on a large offset or no daemon at all."""
-    warn, fail = float(thresholds["warn_offset_ms"]), float(thresholds["fail_offset_ms"])
-    findings: list[Finding] = []
-    data: dict[str, Any] = {
+#: How far (ms, either direction) the clock is from its time source.
+OFFSET = Band("offset_ms", warn=100, fail=1000)
+
+
+def _sync_data(facts: SyncFacts) -> dict[str, Any]:
+    """Daemons, what each readable source said, and what could not be read."""
+    return {
         "daemons": facts.daemons,
         "container": facts.container or None,
         "sources": [
@@ -277,74 +280,90 @@ def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
         ],
         "unreadable": facts.unreadable,
     }
+
+
+def _competing_daemons(facts: SyncFacts) -> list[Finding]:
+    """More than one NTP daemon runs, and they fight over the clock."""
     ntp_daemons = [d for d in facts.daemons if d in ("chrony", "ntpd", "systemd-timesyncd")]
-    if len(ntp_daemons) > 1:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{len(ntp_daemons)} time daemons run at once ({', '.join(ntp_daemons)}) and "
-                "fight over the clock",
-                "Keep one: e.g. `systemctl disable --now systemd-timesyncd` when chrony runs.",
-                ", ".join(ntp_daemons),
-            )
+    if len(ntp_daemons) <= 1:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"{len(ntp_daemons)} time daemons run at once ({', '.join(ntp_daemons)}) and "
+            "fight over the clock",
+            "Keep one: e.g. `systemctl disable --now systemd-timesyncd` when chrony runs.",
+            ", ".join(ntp_daemons),
         )
-    if not facts.reports:
-        if facts.daemons:
-            return Result.skipped(
-                f"{', '.join(facts.daemons)} running, but its state could not be read: "
-                + "; ".join(facts.unreadable or ["no tool to ask"])
-            )
-        if facts.container:
-            return Result.skipped(
-                "no time sync daemon found (chrony, ntpd, systemd-timesyncd); this is a "
-                f"container ({facts.container}), whose clock is the host's: check the host"
-            )
-        findings.append(
-            Finding(
-                Severity.WARN,
-                "no time sync daemon runs (chrony, ntpd, systemd-timesyncd): nothing keeps "
-                "this clock from drifting",
-                _INSTALL + WHY_TIME,
-                "time sync",
-            )
+    ]
+
+
+def _without_reports(facts: SyncFacts, findings: list[Finding], data: dict[str, Any]) -> Result:
+    """No source could be asked: skipped, unless a host simply runs no time daemon."""
+    if facts.daemons:
+        return Result.skipped(
+            f"{', '.join(facts.daemons)} running, but its state could not be read: "
+            + "; ".join(facts.unreadable or ["no tool to ask"])
         )
-        return Result.from_findings(findings, ok="", data=data)
+    if facts.container:
+        return Result.skipped(
+            "no time sync daemon found (chrony, ntpd, systemd-timesyncd); this is a "
+            f"container ({facts.container}), whose clock is the host's: check the host"
+        )
+    nothing_runs = Finding(
+        Severity.WARN,
+        "no time sync daemon runs (chrony, ntpd, systemd-timesyncd): nothing keeps "
+        "this clock from drifting",
+        _INSTALL + WHY_TIME,
+        "time sync",
+    )
+    return Result.from_findings([*findings, nothing_runs], ok="", data=data)
+
+
+def _judged_reports(facts: SyncFacts) -> list[SyncReport]:
+    """The daemons' own views decide; the kernel flag only when no daemon could be asked."""
     daemon_reports = [r for r in facts.reports if r.source != "kernel"]
-    # The daemon's own view decides; the kernel flag only when no daemon could be asked.
-    judged = [r for r in daemon_reports if r.synchronized is not None] or [
+    return [r for r in daemon_reports if r.synchronized is not None] or [
         r for r in facts.reports if r.synchronized is not None
     ]
-    for r in judged:
-        if not r.synchronized:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"the clock is not synchronised ({r.source}: {r.detail or 'unsynchronised'})",
-                    _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
-                    r.source,
-                )
-            )
-            continue
-        if r.offset_ms is None:
-            continue
-        off = abs(r.offset_ms)
-        if off >= warn:
-            severity = Severity.FAIL if off >= fail else Severity.WARN
-            limit = fail if severity == Severity.FAIL else warn
-            findings.append(
-                Finding(
-                    severity,
-                    f"the clock is {off:.1f} ms {'ahead of' if r.offset_ms > 0 else 'behind'} "
-                    f"{r.server or 'its time source'} ({r.source}; at or over {limit:g} ms)",
-                    _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
-                    r.source,
-                )
-            )
-    if not judged:
-        return Result.skipped(
-            f"{', '.join(facts.daemons) or 'no daemon'} found, but no source says whether "
-            "the clock is synchronised"
+
+
+def _unsynchronised(r: SyncReport) -> list[Finding]:
+    """The source says the clock is not synchronised."""
+    if r.synchronized:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"the clock is not synchronised ({r.source}: {r.detail or 'unsynchronised'})",
+            _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
+            r.source,
         )
+    ]
+
+
+def _offset_too_large(r: SyncReport, thresholds: dict[str, Any]) -> list[Finding]:
+    """A synchronised clock is still too far ahead of or behind its source."""
+    if not r.synchronized or r.offset_ms is None:
+        return []
+    off = abs(r.offset_ms)
+    severity = OFFSET.grade(off, thresholds)
+    if severity is None:
+        return []
+    limit = OFFSET.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"the clock is {off:.1f} ms {'ahead of' if r.offset_ms > 0 else 'behind'} "
+            f"{r.server or 'its time source'} ({r.source}; at or over {limit:g} ms)",
+            _REMEDY.get(r.source, _REMEDY["kernel"]) + WHY_TIME,
+            r.source,
+        )
+    ]
+
+
+def _synced_summary(judged: list[SyncReport]) -> str:
+    """Which source synchronises the clock, to which server, with what offset."""
     best = next((r for r in judged if r.synchronized), judged[0])
     ok = f"synchronised by {best.source}"
     if best.source == "kernel":
@@ -353,7 +372,24 @@ def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
         ok += f" to {best.server}"
     if best.offset_ms is not None:
         ok += f", offset {best.offset_ms:+.3f} ms"
-    return Result.from_findings(findings, ok=ok, data=data)
+    return ok
+
+
+def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
+    """Fail when unsynchronised or far off; warn on a large offset or no daemon at all."""
+    data = _sync_data(facts)
+    findings = _competing_daemons(facts)
+    if not facts.reports:
+        return _without_reports(facts, findings, data)
+    judged = _judged_reports(facts)
+    if not judged:
+        return Result.skipped(
+            f"{', '.join(facts.daemons) or 'no daemon'} found, but no source says whether "
+            "the clock is synchronised"
+        )
+    for r in judged:
+        findings += _unsynchronised(r) + _offset_too_large(r, thresholds)
+    return Result.from_findings(findings, ok=_synced_summary(judged), data=data)
 
 
 @check(
@@ -363,7 +399,7 @@ def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
     description="Whether chrony, ntpd or systemd-timesyncd keeps the clock synchronised; offset.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=8,
-    thresholds={"warn_offset_ms": 100, "fail_offset_ms": 1000},
+    bands=(OFFSET,),
 )
 def time_sync(ctx: Context) -> Result:
     """Ask whichever time daemon runs; no daemon on a host (not a container) warns."""
@@ -468,30 +504,35 @@ def system_zone(facts: ZoneFacts) -> tuple[str, str]:
     return "UTC", "default (no /etc/localtime)"
 
 
-def judge_zone(facts: ZoneFacts, thresholds: dict[str, Any]) -> Result:
-    """Warn when the node or the broker is not on UTC, or when the zone files disagree."""
-    require_utc = bool(thresholds["require_utc"])
-    zone, source = system_zone(facts)
-    findings: list[Finding] = []
-    why = (
-        " Every node of a cluster on UTC keeps journald, syslog and tool timestamps "
-        "comparable with each other and with Iggy's own (UTC) log lines, and no daylight "
-        "saving jump doubles or skips an hour of logs."
-    )
-    set_utc = (
-        "`timedatectl set-timezone Etc/UTC` (without systemd: "
-        "`ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime && echo Etc/UTC > /etc/timezone`)"
-    )
-    if require_utc and zone != "unknown" and not is_utc(zone):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the node's time zone is {zone} (from {source}), not UTC",
-                f"Set UTC with {set_utc}; restart services so they pick it up." + why,
-                "/etc/localtime",
-            )
+#: Why a broker node should be on UTC; appended to remediations.
+WHY_UTC = (
+    " Every node of a cluster on UTC keeps journald, syslog and tool timestamps "
+    "comparable with each other and with Iggy's own (UTC) log lines, and no daylight "
+    "saving jump doubles or skips an hour of logs."
+)
+SET_UTC = (
+    "`timedatectl set-timezone Etc/UTC` (without systemd: "
+    "`ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime && echo Etc/UTC > /etc/timezone`)"
+)
+
+
+def _node_not_utc(zone: str, source: str, require_utc: bool) -> list[Finding]:
+    """The node's own time zone is not UTC."""
+    if not require_utc or zone == "unknown" or is_utc(zone):
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"the node's time zone is {zone} (from {source}), not UTC",
+            f"Set UTC with {SET_UTC}; restart services so they pick it up." + WHY_UTC,
+            "/etc/localtime",
         )
-    if (
+    ]
+
+
+def _zone_files_disagree(facts: ZoneFacts, zone: str, source: str) -> list[Finding]:
+    """/etc/timezone names another zone than the /etc/localtime symlink."""
+    if not (
         facts.etc_timezone
         and zone != "unknown"
         and source.startswith("/etc/localtime")
@@ -499,36 +540,54 @@ def judge_zone(facts: ZoneFacts, thresholds: dict[str, Any]) -> Result:
         and not (is_utc(facts.etc_timezone) and is_utc(zone))
         and facts.localtime_link  # a copied file's footer is not a zone name to compare
     ):
-        findings.append(
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"/etc/timezone says {facts.etc_timezone} but /etc/localtime is {zone}: "
+            "programs disagree about local time",
+            f"Make them agree: {SET_UTC}.",
+            "/etc/timezone",
+        )
+    ]
+
+
+def _broker_zone(facts: ZoneFacts, zone: str, require_utc: bool) -> list[Finding]:
+    """The broker's TZ is not UTC (warn), or differs from the node's in UTC-ness (info)."""
+    if facts.broker_tz is None:
+        return []
+    broker_zone = facts.broker_tz or "UTC"  # TZ= (empty) means UTC to glibc
+    if require_utc and not is_utc(broker_zone):
+        return [
             Finding(
                 Severity.WARN,
-                f"/etc/timezone says {facts.etc_timezone} but /etc/localtime is {zone}: "
-                "programs disagree about local time",
-                f"Make them agree: {set_utc}.",
-                "/etc/timezone",
+                f"the broker (pid {facts.broker_pid}) runs with TZ={facts.broker_tz}, not UTC",
+                "Remove `Environment=TZ=...` from the broker's unit (`systemctl cat "
+                f"{facts.unit}`) or its container environment, or set `TZ=UTC`." + WHY_UTC,
+                f"pid {facts.broker_pid}",
             )
-        )
-    if facts.broker_tz is not None:
-        broker_zone = facts.broker_tz or "UTC"  # TZ= (empty) means UTC to glibc
-        if require_utc and not is_utc(broker_zone):
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"the broker (pid {facts.broker_pid}) runs with TZ={facts.broker_tz}, not UTC",
-                    "Remove `Environment=TZ=...` from the broker's unit (`systemctl cat "
-                    f"{facts.unit}`) or its container environment, or set `TZ=UTC`." + why,
-                    f"pid {facts.broker_pid}",
-                )
+        ]
+    if not require_utc and is_utc(broker_zone) != is_utc(zone):
+        return [
+            Finding(
+                Severity.INFO,
+                f"the broker runs with TZ={facts.broker_tz} while the node is on {zone}",
+                "",
+                f"pid {facts.broker_pid}",
             )
-        elif not require_utc and is_utc(broker_zone) != is_utc(zone):
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"the broker runs with TZ={facts.broker_tz} while the node is on {zone}",
-                    "",
-                    f"pid {facts.broker_pid}",
-                )
-            )
+        ]
+    return []
+
+
+def judge_zone(facts: ZoneFacts, thresholds: dict[str, Any]) -> Result:
+    """Warn when the node or the broker is not on UTC, or when the zone files disagree."""
+    require_utc = bool(thresholds["require_utc"])
+    zone, source = system_zone(facts)
+    findings = [
+        *_node_not_utc(zone, source, require_utc),
+        *_zone_files_disagree(facts, zone, source),
+        *_broker_zone(facts, zone, require_utc),
+    ]
     if facts.broker_env_note:
         findings.append(Finding(Severity.INFO, facts.broker_env_note, "", "broker environment"))
     ok = f"time zone {zone} (from {source})"

@@ -367,6 +367,31 @@ def test_virtualization_limit_from_an_ancestor_cgroup(tmp_path: Path, node: Path
     assert "cpu_allocation to 2" in info[0].remediation
 
 
+def test_virtualization_bands_use_the_warn_fail_names(tmp_path: Path, node: Path) -> None:
+    assert {"warn_mem_pct", "fail_mem_pct", "warn_pids_pct", "fail_pids_pct"} <= set(VIRT_T)
+    assert "warn_cpu_throttled_pct" in VIRT_T and "mem_warn_pct" not in VIRT_T
+    v2_node(
+        node,
+        {
+            "sys/fs/cgroup/memory.max": f"{4 * GIB}\n",
+            "sys/fs/cgroup/memory.current": f"{2 * GIB}\n",
+            "sys/fs/cgroup/cpu.stat": "nr_periods 1000\nnr_throttled 50\n",
+            "sys/fs/cgroup/pids.max": "100\n",
+            "sys/fs/cgroup/pids.current": "50\n",
+        },
+    )
+    thresholds = VIRT_T | {"warn_mem_pct": 50, "warn_pids_pct": 50, "warn_cpu_throttled_pct": 5}
+    result = system_virtualization.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds)
+    )
+    # Reaching each warn threshold counts: 50% memory, 50% pids, 5% of periods throttled.
+    assert result.status == Status.WARN
+    messages = " | ".join(f.message for f in result.findings)
+    assert "(50%, page cache excluded; warn at 50%, fail at 95%)" in messages
+    assert "(50%; warn at 50%, fail at 95%)" in messages
+    assert "in 5% of its scheduling periods (50 of 1000; warn at 5%)" in messages
+
+
 def test_virtualization_cgroup_v1(tmp_path: Path, node: Path) -> None:
     path = "/docker/4f2a"
     write_tree(

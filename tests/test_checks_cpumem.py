@@ -365,6 +365,18 @@ def test_memory_usage_available(tmp_path: Path, node: Path, available: int, stat
     assert any(row["field"] == "Committed_AS" for row in result.data["breakdown"])
 
 
+@pytest.mark.parametrize(
+    ("available", "status"),
+    [(2_410_000, Status.PASS), (2_400_000, Status.WARN), (800_000, Status.FAIL)],
+)
+def test_memory_usage_available_reaching_a_threshold_counts(
+    tmp_path: Path, node: Path, available: int, status: Status
+) -> None:
+    # Lower is worse: exactly 15% available warns and exactly 5% fails (the band's rule).
+    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
+    assert result.status == status
+
+
 @pytest.mark.parametrize(("dirty", "status"), [(2_000_000, Status.WARN), (3_500_000, Status.FAIL)])
 def test_memory_usage_dirty(tmp_path: Path, node: Path, dirty: int, status: Status) -> None:
     files = {"proc/meminfo": meminfo(dirty=dirty), "proc/sys/vm/dirty_ratio": "20\n"}
@@ -599,6 +611,17 @@ def test_memory_numa_imbalance(tmp_path: Path, node: Path, free_gib: int, status
     [finding] = result.findings
     assert finding.subject == "/sys/devices/system/node/node1"
     assert "while node 0 has 62.5%" in finding.message and "numa:auto" in finding.remediation
+
+
+@pytest.mark.parametrize(("free_gib", "status"), [(10, Status.WARN), (3, Status.FAIL)])
+def test_memory_numa_reaching_a_threshold_counts(
+    tmp_path: Path, node: Path, free_gib: int, status: Status
+) -> None:
+    # Lower is worse: a node at exactly 10% available warns, at exactly 3% fails.
+    tree = numa_tree([("0-7", 100 * GIB, 40 * GIB, 0), ("8-15", 100 * GIB, free_gib * GIB, 0)])
+    result = run(memory_numa, tmp_path, node, tree)
+    assert result.status == status
+    assert result.data["nodes"][1]["available_pct"] == float(free_gib)
 
 
 def test_memory_numa_all_nodes_low_is_not_imbalance(tmp_path: Path, node: Path) -> None:

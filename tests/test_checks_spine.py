@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_agent.checks.cpu import cpu_load, parse_cpu_list
+from snapshot_agent.checks.cpu import cpu_load
 from snapshot_agent.checks.sysctl import sysctl_all
-from snapshot_agent.checks.system import parse_os_release, system_info
+from snapshot_agent.checks.system import system_info
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.procfs import parse_cpu_list
+from snapshot_agent.node.system import parse_os_release
 
 from .conftest import fixture_roots, make_context, write_tree
 

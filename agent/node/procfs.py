@@ -122,6 +122,17 @@ def parse_kv(text: str | None) -> dict[str, int]:
     return out
 
 
+def parse_cpu_list(text: str) -> int:
+    """Count CPUs in a kernel CPU list such as '0-3,8,10-11'."""
+    count = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        count += int(hi) - int(lo) + 1 if hi else 1
+    return count
+
+
 # -- /proc/net socket tables ---------------------------------------------------------------
 
 #: Upper bound of /proc/net/{tcp,udp}* lines read per file (a busy broker has many sockets).
