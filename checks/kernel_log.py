@@ -1,188 +1,33 @@
-"""The kernel log and the checks built on it: kernel.log and memory.oom.
+"""The checks built on the kernel log: kernel.log and memory.oom.
 
-`read_kernel_log` reads the recent window from journald, else dmesg, else kern.log;
-security.lsm reads it too, for LSM denials.
+The log itself is read by `snapshot_agent.node.kernel_log.read_kernel_log` (journald,
+else dmesg, else kern.log), which security.lsm reads too, for LSM denials.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from fnmatch import fnmatch
 from typing import Any
 
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
-from snapshot_agent.core.tail import read_tail
 from snapshot_agent.core.units import mib_or_gib
+from snapshot_agent.node.kernel_log import (
+    EXAMPLE_CHARS,
+    KernelLog,
+    kernel_log_unavailable,
+    read_kernel_log,
+)
 from snapshot_agent.node.processes import BROKER_NAME, is_broker
 from snapshot_agent.node.procfs import read_int
 
-#: Upper bounds that keep the checks fast on a node with a huge log or process table.
-MAX_LOG_LINES = 20000
-LOG_TAIL_BYTES = 4 * 1024 * 1024
-LOG_LINE_CHARS = 2000  # a single kernel line longer than this is cut
-EXAMPLE_CHARS = 300
 EXAMPLES_PER_CATEGORY = 3
-
-# --------------------------------------------------------------------------------------
-# The kernel log (also read by security.lsm)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class KernelLog:
-    """Kernel log lines of the recent window, and where they came from."""
-
-    lines: list[str]
-    source: str  # 'journalctl', 'dmesg', '/var/log/kern.log', ... ; '' when nothing was readable
-    window_hours: float
-    attempts: list[str] = field(default_factory=list)  # why earlier sources were not used
-    truncated: bool = False  # older lines of the window were dropped (MAX_LOG_LINES)
-
-
-_ISO_TIME = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:?\d{2})?(?=\s)"
-)
-_SYSLOG_TIME = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}:\d{2}:\d{2})\s")
-_CTIME = re.compile(r"^\[([A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2} \d{4})\]")
-
-
-def parse_log_time(line: str, now: datetime) -> datetime | None:
-    """The timestamp a log line starts with (ISO, syslog 'Nov 23 14:04:16', dmesg -T)."""
-    try:
-        if match := _ISO_TIME.match(line):
-            date, clock, frac, tz = match.groups()
-            text = f"{date}T{clock}" + (f".{frac[:6]}" if frac else "")
-            if tz and tz != "Z":
-                text += tz if ":" in tz else f"{tz[:3]}:{tz[3:]}"
-            elif tz == "Z":
-                text += "+00:00"
-            stamp = datetime.fromisoformat(text)
-            return stamp if stamp.tzinfo else stamp.astimezone()
-        if match := _SYSLOG_TIME.match(line):
-            mon, day, clock = match.groups()
-            # Traditional syslog has no year: take this year, or last year if that is ahead.
-            stamp = datetime.strptime(f"{now.year} {mon} {day} {clock}", "%Y %b %d %H:%M:%S")
-            stamp = stamp.astimezone()
-            if stamp > now + timedelta(days=1):
-                stamp = stamp.replace(year=now.year - 1)
-            return stamp
-        if match := _CTIME.match(line):
-            return datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y").astimezone()
-    except ValueError:
-        return None
-    return None
-
-
-def within_window(lines: Iterable[str], since: datetime, now: datetime) -> list[str]:
-    """Lines at or after `since`; a line without a timestamp follows the line before it."""
-    kept: list[str] = []
-    keep = False
-    for line in lines:
-        stamp = parse_log_time(line, now)
-        if stamp is not None:
-            keep = stamp >= since
-        if keep and line.strip():
-            kept.append(line[:LOG_LINE_CHARS])
-    return kept
-
-
-def journal_lines(text: str) -> list[str]:
-    """Kernel lines from `journalctl -o short-iso` output, without '-- Boot ... --' markers."""
-    return [
-        line[:LOG_LINE_CHARS]
-        for line in text.splitlines()
-        if line.strip() and not (line.startswith("-- ") and line.rstrip().endswith("--"))
-    ]
-
-
-def read_file_tail(ctx: Context, node_path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
-    """The last `max_bytes` of a node file, starting at a whole line; None when unreadable."""
-    try:
-        return read_tail(ctx.path(node_path), max_bytes)
-    except OSError:
-        return None
-
-
-def read_kernel_log(
-    ctx: Context, window_hours: float = 24.0, now: datetime | None = None
-) -> KernelLog:
-    """Kernel messages of the last `window_hours`: journald, else dmesg, else kern.log.
-
-    journald is asked for `_TRANSPORT=kernel` (not `-k`, which means the current boot
-    only), so an OOM or hardware error just before a crash and reboot is still seen.
-    """
-    now = now or datetime.now().astimezone()
-    since = now - timedelta(hours=window_hours)
-    log = KernelLog([], "", window_hours)
-    if ctx.live and shutil.which("journalctl"):
-        minutes = max(1, round(window_hours * 60))
-        res = ctx.run(
-            [
-                "journalctl",
-                "_TRANSPORT=kernel",
-                "--since",
-                f"-{minutes}min",
-                "-o",
-                "short-iso",
-                "--no-pager",
-                "-q",
-                "-n",
-                str(MAX_LOG_LINES),
-            ],
-            timeout_s=6,
-        )
-        lines = journal_lines(res.stdout) if res.ok else []
-        if lines:
-            log.lines, log.source = lines, "journalctl"
-            log.truncated = len(lines) >= MAX_LOG_LINES
-            return log
-        log.attempts.append(
-            f"journalctl: {'no kernel entries in the journal' if res.ok else res.describe()}"
-            + (f" ({res.first_error_line()})" if res.first_error_line() else "")
-        )
-    if ctx.live and shutil.which("dmesg"):
-        # ISO time instead of -T: unambiguous and carries the UTC offset.
-        res = ctx.run(["dmesg", "--time-format=iso"], timeout_s=4)
-        if res.ok:
-            lines = within_window(res.stdout.splitlines(), since, now)
-            log.lines, log.source = lines[-MAX_LOG_LINES:], "dmesg"
-            log.truncated = len(lines) > MAX_LOG_LINES
-            return log
-        log.attempts.append(
-            f"dmesg: {res.describe()}"
-            + (f" ({res.first_error_line()})" if res.first_error_line() else "")
-        )
-    for path, kernel_only in (
-        ("/var/log/kern.log", False),
-        ("/var/log/messages", True),
-        ("/var/log/syslog", True),
-    ):
-        current = read_file_tail(ctx, path)
-        if current is None:
-            log.attempts.append(f"{path}: not readable")
-            continue
-        # The rotated file may hold the start of the window.
-        previous = read_file_tail(ctx, path + ".1", LOG_TAIL_BYTES // 2) or ""
-        raw = (previous + "\n" + current).splitlines()
-        if kernel_only:
-            raw = [line for line in raw if " kernel: " in line]
-        lines = within_window(raw, since, now)
-        log.lines, log.source = lines[-MAX_LOG_LINES:], path
-        log.truncated = len(lines) > MAX_LOG_LINES
-        return log
-    return log
-
-
-def kernel_log_unavailable(log: KernelLog) -> str:
-    """The skip reason when no kernel log source could be read."""
-    return "no kernel log readable: " + "; ".join(log.attempts or ["no source tried"])
-
 
 # Category -> (label, pattern); the first matching category wins, so order matters.
 LOG_CATEGORIES: tuple[tuple[str, str, re.Pattern[str]], ...] = (
@@ -378,82 +223,108 @@ _LOG_REMEDIES = {
 }
 
 
-def judge_kernel_log(
-    log: KernelLog, thresholds: dict[str, Any], taint: int | None = None
-) -> Result:
-    """Judge hardware, I/O, lockup and crash messages of the recent kernel log."""
-    summary = summarize_log(log.lines, _ignored_globs(thresholds))
-    window = f"{log.source}, last {log.window_hours:g} h"
-    labels = {name: label for name, label, _ in LOG_CATEGORIES}
-    limits = {
-        "hardware": ("hardware_fail", Severity.FAIL),
-        "io": ("io_fail", Severity.FAIL),
-        "hardware_corrected": ("corrected_warn", Severity.WARN),
-        "hung_task": ("hung_task_warn", Severity.WARN),
-        "lockup": ("lockup_warn", Severity.WARN),
-        "segfault": ("segfault_warn", Severity.WARN),
-        "oops": ("oops_warn", Severity.WARN),
-    }
-    findings: list[Finding] = []
-    for category, (key, severity) in limits.items():
-        count = summary.counts.get(category, 0)
-        limit = float(thresholds[key])
-        if count == 0 or count < limit:
-            continue
-        newest = summary.examples[category][-1]
-        subject = "kernel log"
-        message = f"{count} {labels[category]} line(s) in the kernel log ({window})"
-        if category == "io" and summary.devices:
-            subject = ", ".join(sorted(summary.devices))
-            message += f" about {subject}"
-        if category == "segfault":
-            subject = ", ".join(sorted(summary.crashed)) or subject
-            message += f" from {subject}"
-            if any(name == BROKER_NAME or name.startswith("shard-") for name in summary.crashed):
-                severity = Severity.FAIL
-                message += f": {BROKER_NAME} crashed"
-        message += f"; newest: {newest}"
-        remedy = _LOG_REMEDIES[category].format(broker=BROKER_NAME)
-        findings.append(Finding(severity, message, remedy, subject))
-    if summary.counts.get("oom"):
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"{summary.counts['oom']} OOM kill(s) in the kernel log ({window}); "
-                "memory.oom names the victims",
-                "",
-                "kernel log",
-            )
+#: Kernel log lines of one category in the window that warn or fail; hardware and I/O
+#: errors fail at the first line, corrected errors warn once they pile up.
+HARDWARE = Band("hardware", fail=1)
+IO = Band("io", fail=1)
+CORRECTED = Band("corrected", warn=10)
+HUNG_TASK = Band("hung_task", warn=1)
+LOCKUP = Band("lockup", warn=1)
+SEGFAULT = Band("segfault", warn=1)
+OOPS = Band("oops", warn=1)
+#: Category -> its band, in the order findings are reported.
+CATEGORY_BANDS = {
+    "hardware": HARDWARE,
+    "io": IO,
+    "hardware_corrected": CORRECTED,
+    "hung_task": HUNG_TASK,
+    "lockup": LOCKUP,
+    "segfault": SEGFAULT,
+    "oops": OOPS,
+}
+_LABELS = {name: label for name, label, _ in LOG_CATEGORIES}
+
+
+def _broker_crashed(summary: LogSummary) -> bool:
+    """A segfault line names the broker or one of its shard threads."""
+    return any(name == BROKER_NAME or name.startswith("shard-") for name in summary.crashed)
+
+
+def _named(summary: LogSummary, category: str) -> tuple[str, str]:
+    """(subject, message suffix): the devices of I/O errors, the programs that crashed."""
+    if category == "io" and summary.devices:
+        devices = ", ".join(sorted(summary.devices))
+        return devices, f" about {devices}"
+    if category == "segfault":
+        programs = ", ".join(sorted(summary.crashed)) or "kernel log"
+        return programs, f" from {programs}"
+    return "kernel log", ""
+
+
+def _category_lines(
+    summary: LogSummary, category: str, thresholds: dict[str, Any], window: str
+) -> list[Finding]:
+    """One category's lines reach its band; a crash of the broker itself fails."""
+    count = summary.counts.get(category, 0)
+    severity = CATEGORY_BANDS[category].grade_count(count, thresholds)
+    if severity is None:
+        return []
+    subject, named = _named(summary, category)
+    message = f"{count} {_LABELS[category]} line(s) in the kernel log ({window}){named}"
+    if category == "segfault" and _broker_crashed(summary):
+        severity = Severity.FAIL  # not a count: the broker restarted, its clients dropped
+        message += f": {BROKER_NAME} crashed"
+    message += f"; newest: {summary.examples[category][-1]}"
+    remedy = _LOG_REMEDIES[category].format(broker=BROKER_NAME)
+    return [Finding(severity, message, remedy, subject)]
+
+
+def _oom_kills_seen(summary: LogSummary, window: str) -> list[Finding]:
+    """OOM kills are in the log: memory.oom judges them, this only points there."""
+    if not summary.counts.get("oom"):
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{summary.counts['oom']} OOM kill(s) in the kernel log ({window}); "
+            "memory.oom names the victims",
+            "",
+            "kernel log",
         )
-    taints = decode_taint(taint) if taint else []
-    if taints:
-        serious = [f"{c} ({m})" for c, m in taints if c in SERIOUS_TAINTS]
-        if serious:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    "the kernel is tainted since boot: " + ", ".join(serious),
-                    "Something went wrong inside the kernel since it booted, even if the log "
-                    "lines have rotated away: look for the first trace with `journalctl -k -b` "
-                    "and reboot into an updated kernel when you can.",
-                    "/proc/sys/kernel/tainted",
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    "the kernel is tainted: " + ", ".join(f"{c} ({m})" for c, m in taints),
-                    "",
-                    "/proc/sys/kernel/tainted",
-                )
-            )
-    examples = [
-        {"category": category, "line": line}
-        for category in summary.examples
-        for line in summary.examples[category]
     ]
-    data = {
+
+
+def _kernel_tainted(taints: list[tuple[str, str]]) -> list[Finding]:
+    """The kernel is tainted: machine check, bad page, oops or lockup since boot warn."""
+    if not taints:
+        return []
+    serious = [f"{c} ({m})" for c, m in taints if c in SERIOUS_TAINTS]
+    if serious:
+        return [
+            Finding(
+                Severity.WARN,
+                "the kernel is tainted since boot: " + ", ".join(serious),
+                "Something went wrong inside the kernel since it booted, even if the log "
+                "lines have rotated away: look for the first trace with `journalctl -k -b` "
+                "and reboot into an updated kernel when you can.",
+                "/proc/sys/kernel/tainted",
+            )
+        ]
+    return [
+        Finding(
+            Severity.INFO,
+            "the kernel is tainted: " + ", ".join(f"{c} ({m})" for c, m in taints),
+            "",
+            "/proc/sys/kernel/tainted",
+        )
+    ]
+
+
+def _kernel_log_data(
+    log: KernelLog, summary: LogSummary, taint: int | None, taints: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Counts per category, devices, crashed programs, taint and the newest examples."""
+    return {
         "source": log.source,
         "window_hours": log.window_hours,
         "lines_read": len(log.lines),
@@ -464,14 +335,33 @@ def judge_kernel_log(
         "crashed_processes": summary.crashed,
         "tainted": taint,
         "taint_flags": "".join(c for c, _ in taints),
-        "examples": examples,
+        "examples": [
+            {"category": category, "line": line}
+            for category in summary.examples
+            for line in summary.examples[category]
+        ],
         "not_used": log.attempts,
     }
+
+
+def judge_kernel_log(
+    log: KernelLog, thresholds: dict[str, Any], taint: int | None = None
+) -> Result:
+    """Judge hardware, I/O, lockup and crash messages of the recent kernel log."""
+    summary = summarize_log(log.lines, _ignored_globs(thresholds))
+    window = f"{log.source}, last {log.window_hours:g} h"
+    taints = decode_taint(taint) if taint else []
+    findings = [
+        finding
+        for category in CATEGORY_BANDS
+        for finding in _category_lines(summary, category, thresholds, window)
+    ]
+    findings += _oom_kills_seen(summary, window) + _kernel_tainted(taints)
     return Result.from_findings(
         findings,
         ok=f"no hardware, I/O, lockup or crash messages in {len(log.lines)} kernel log lines "
         f"({window})",
-        data=data,
+        data=_kernel_log_data(log, summary, taint, taints),
     )
 
 
@@ -482,17 +372,8 @@ def judge_kernel_log(
     description="Hardware (MCE/EDAC), I/O and filesystem errors, lockups, hung tasks, segfaults "
     "and OOM kills in the recent kernel log (journald, dmesg or kern.log).",
     timeout_s=10,
-    thresholds={
-        "window_hours": 24,
-        "hardware_fail": 1,
-        "io_fail": 1,
-        "corrected_warn": 10,
-        "hung_task_warn": 1,
-        "lockup_warn": 1,
-        "segfault_warn": 1,
-        "oops_warn": 1,
-        "ignore_devices": "fd0,sr0",
-    },
+    thresholds={"window_hours": 24, "ignore_devices": "fd0,sr0"},
+    bands=tuple(CATEGORY_BANDS.values()),
 )
 def kernel_log(ctx: Context) -> Result:
     """Read the recent kernel log and judge the errors in it."""
@@ -608,76 +489,108 @@ def _mib(kb: int | None) -> str:
     return "?" if kb is None else mib_or_gib(kb * 1024)
 
 
+#: OOM kills of the broker in the window (fail) and of any other process (warn).
+BROKER_KILLS = Band("broker_kills", fail=1)
+KILLS = Band("kills", warn=1)
+
+
+def _broker_oom_remedy(kill: OomKill) -> str:
+    """What to change when the broker was the victim: its cgroup limit, or the node's memory."""
+    if kill.cgroup:
+        fix = (
+            "Raise the cgroup limit above the broker's working set (systemd "
+            "`MemoryMax=` in a drop-in, the container's --memory / Kubernetes "
+            "resources.limits.memory), or shrink the broker: [system.memory_pool] size "
+            "(default 4 GiB) and the caches count against it."
+        )
+    else:
+        fix = (
+            "Find the other large processes in the OOM report "
+            "(raw/memory.oom/oom.txt lists every task's RSS) and move them off the "
+            "node or add RAM; protect the broker with `OOMScoreAdjust=-500` in a "
+            "systemd drop-in, and size [system.memory_pool] to leave room for the "
+            "page cache."
+        )
+    return fix + " Clients were disconnected and unflushed messages may need to be re-sent."
+
+
+def _broker_killed(broker: list[OomKill], window: str, thresholds: dict[str, Any]) -> list[Finding]:
+    """The OOM killer killed the broker: a cgroup limit or the whole node ran out."""
+    severity = BROKER_KILLS.grade_count(len(broker), thresholds)
+    if severity is None:
+        return []
+    newest = broker[-1]
+    where = (
+        f"its memory cgroup {newest.memcg or '?'} hit its limit"
+        + (f" of {_mib(newest.limit_kb)}" if newest.limit_kb else "")
+        if newest.cgroup
+        else "the whole node ran out of memory"
+    )
+    return [
+        Finding(
+            severity,
+            f"{BROKER_NAME} was OOM-killed {len(broker)} time(s) ({window}); newest: pid "
+            f"{newest.pid} at {newest.time or '?'}, anon-rss {_mib(newest.anon_rss_kb)}, "
+            f"total-vm {_mib(newest.total_vm_kb)}: {where}",
+            _broker_oom_remedy(newest),
+            f"{BROKER_NAME} pid {newest.pid}",
+        )
+    ]
+
+
+def _others_killed(others: list[OomKill], window: str, thresholds: dict[str, Any]) -> list[Finding]:
+    """The OOM killer killed other processes: memory is short, and the broker may be next."""
+    severity = KILLS.grade_count(len(others), thresholds)
+    if severity is None:
+        return []
+    names = Counter(kill.process for kill in others)
+    listed = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(names.items()))
+    cgroup = sum(1 for k in others if k.cgroup)
+    newest = others[-1]
+    return [
+        Finding(
+            severity,
+            f"{len(others)} OOM kill(s) of other processes ({window}): {listed}"
+            + (f" ({cgroup} by a cgroup limit)" if cgroup else "")
+            + f"; newest: {newest.process} pid {newest.pid}, anon-rss "
+            f"{_mib(newest.anon_rss_kb)}",
+            "Memory is short on this node: see raw/memory.oom/oom.txt for who held the "
+            "memory; raise the limit of the cgroup that was hit or move the workload; the "
+            "broker may be next (set `OOMScoreAdjust=-500` for iggy-server).",
+            listed,
+        )
+    ]
+
+
+def _round_mib(kb: int | None) -> int | None:
+    """kB as whole MiB, None kept."""
+    return round(kb / 1024) if kb is not None else None
+
+
+def _kill_row(kill: OomKill) -> dict[str, Any]:
+    """One OOM kill as a row of the report's table."""
+    return {
+        "time": kill.time,
+        "process": kill.process,
+        "pid": kill.pid,
+        "kind": "cgroup" if kill.cgroup else "global",
+        "memcg": kill.memcg,
+        "anon_rss_mib": _round_mib(kill.anon_rss_kb),
+        "total_vm_mib": _round_mib(kill.total_vm_kb),
+        "limit_mib": _round_mib(kill.limit_kb),
+        "trigger": kill.trigger,
+    }
+
+
 def judge_oom(kills: Sequence[OomKill], window: str, thresholds: dict[str, Any]) -> Result:
     """The broker killed by the OOM killer fails; other victims warn."""
-    findings: list[Finding] = []
     broker = [k for k in kills if is_broker(k.process)]
     others = [k for k in kills if not is_broker(k.process)]
-    if broker and len(broker) >= float(thresholds["fail_broker_kills"]):
-        newest = broker[-1]
-        where = (
-            f"its memory cgroup {newest.memcg or '?'} hit its limit"
-            + (f" of {_mib(newest.limit_kb)}" if newest.limit_kb else "")
-            if newest.cgroup
-            else "the whole node ran out of memory"
-        )
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"{BROKER_NAME} was OOM-killed {len(broker)} time(s) ({window}); newest: pid "
-                f"{newest.pid} at {newest.time or '?'}, anon-rss {_mib(newest.anon_rss_kb)}, "
-                f"total-vm {_mib(newest.total_vm_kb)}: {where}",
-                (
-                    "Raise the cgroup limit above the broker's working set (systemd "
-                    "`MemoryMax=` in a drop-in, the container's --memory / Kubernetes "
-                    "resources.limits.memory), or shrink the broker: [system.memory_pool] size "
-                    "(default 4 GiB) and the caches count against it."
-                    if newest.cgroup
-                    else "Find the other large processes in the OOM report "
-                    "(raw/memory.oom/oom.txt lists every task's RSS) and move them off the "
-                    "node or add RAM; protect the broker with `OOMScoreAdjust=-500` in a "
-                    "systemd drop-in, and size [system.memory_pool] to leave room for the "
-                    "page cache."
-                )
-                + " Clients were disconnected and unflushed messages may need to be re-sent.",
-                f"{BROKER_NAME} pid {newest.pid}",
-            )
-        )
-    if others and len(others) >= float(thresholds["warn_kills"]):
-        names: dict[str, int] = {}
-        for kill in others:
-            names[kill.process] = names.get(kill.process, 0) + 1
-        listed = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(names.items()))
-        cgroup = sum(1 for k in others if k.cgroup)
-        newest = others[-1]
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{len(others)} OOM kill(s) of other processes ({window}): {listed}"
-                + (f" ({cgroup} by a cgroup limit)" if cgroup else "")
-                + f"; newest: {newest.process} pid {newest.pid}, anon-rss "
-                f"{_mib(newest.anon_rss_kb)}",
-                "Memory is short on this node: see raw/memory.oom/oom.txt for who held the "
-                "memory; raise the limit of the cgroup that was hit or move the workload; the "
-                "broker may be next (set `OOMScoreAdjust=-500` for iggy-server).",
-                listed,
-            )
-        )
+    findings = _broker_killed(broker, window, thresholds) + _others_killed(
+        others, window, thresholds
+    )
     data = {
-        "kills": [
-            {
-                "time": k.time,
-                "process": k.process,
-                "pid": k.pid,
-                "kind": "cgroup" if k.cgroup else "global",
-                "memcg": k.memcg,
-                "anon_rss_mib": round(k.anon_rss_kb / 1024) if k.anon_rss_kb is not None else None,
-                "total_vm_mib": round(k.total_vm_kb / 1024) if k.total_vm_kb is not None else None,
-                "limit_mib": round(k.limit_kb / 1024) if k.limit_kb is not None else None,
-                "trigger": k.trigger,
-            }
-            for k in kills[-50:]
-        ],
+        "kills": [_kill_row(k) for k in kills[-50:]],
         "total": len(kills),
         "broker_kills": len(broker),
     }
@@ -691,7 +604,8 @@ def judge_oom(kills: Sequence[OomKill], window: str, thresholds: dict[str, Any])
     description="Processes the kernel's OOM killer killed recently (global and cgroup), "
     "with their memory; fails when it was the broker.",
     timeout_s=10,
-    thresholds={"window_hours": 24, "fail_broker_kills": 1, "warn_kills": 1},
+    thresholds={"window_hours": 24},
+    bands=(BROKER_KILLS, KILLS),
 )
 def memory_oom(ctx: Context) -> Result:
     """OOM kills from the kernel log; the broker as victim fails."""

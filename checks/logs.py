@@ -15,6 +15,7 @@ from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.core.tail import read_tail
 from snapshot_agent.node.processes import BrokerProcess, find_brokers
@@ -239,12 +240,26 @@ def read_journal(ctx: Context) -> JournalFacts | str:
     return facts
 
 
-def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
-    """Errors from the broker warn (fail above a count); many errors overall warn."""
-    window = f"{facts.window_hours:g} h"
-    by_unit = Counter(e.unit for e in facts.errors)
+#: Error lines from the broker in the window (priority err, or ERROR/panic in its text).
+BROKER_ERRORS = Band("broker_errors", warn=1, fail=100)
+#: Error-priority journal entries of every unit in the window.
+TOTAL_ERRORS = Band("total_errors", warn=200)
+
+
+@dataclass(frozen=True)
+class JournalCounts:
+    """What judge_journal counts in the journal facts."""
+
+    by_unit: Counter[str]  # error-priority entries per unit
+    broker_errors: int  # error lines from the broker, each record once
+    broker_levels: Counter[str]  # classify_line() of the broker unit's lines
+    oom: list[JournalEntry]  # the kernel killing the broker
+    failures: list[JournalEntry]  # systemd's 'Failed with result' about the unit
+
+
+def count_journal(facts: JournalFacts) -> JournalCounts:
+    """Count errors per unit and the broker's errors, panics, OOM kills and unit failures."""
     broker_prio = [e for e in facts.errors if is_broker_entry(e, facts.service)]
-    broker_levels = Counter(classify_line(e.message) for e in facts.broker_lines)
     # Priority-err entries of the unit are also among its lines; count each record once.
     seen = {(e.time_us, e.message) for e in broker_prio}
     broker_text_errors = [
@@ -252,84 +267,128 @@ def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
         for e in facts.broker_lines
         if classify_line(e.message) in ("error", "panic") and (e.time_us, e.message) not in seen
     ]
-    broker_errors = len(broker_prio) + len(broker_text_errors)
-    oom = [e for e in facts.errors if _OOM_KILL.search(e.message)]
-    panics = broker_levels["panic"]
-    # systemd's own note each time the unit dies (priority warning, so only in -u lines).
-    failures = [e for e in facts.broker_lines if "Failed with result" in e.message]
-    findings: list[Finding] = []
-    subject = facts.service
-    read_more = (
-        f"Read them: `journalctl -u {facts.service} --since -{facts.window_hours:g}h "
-        "| grep -E 'ERROR|panicked'` (newest lines are in raw/logs.journal/); "
-        "correlate with restarts (`systemctl status "
-        f"{facts.service}`), disk-full and connection errors."
+    return JournalCounts(
+        by_unit=Counter(e.unit for e in facts.errors),
+        broker_errors=len(broker_prio) + len(broker_text_errors),
+        broker_levels=Counter(classify_line(e.message) for e in facts.broker_lines),
+        oom=[e for e in facts.errors if _OOM_KILL.search(e.message)],
+        # systemd's own note each time the unit dies (priority warning, so only in -u lines).
+        failures=[e for e in facts.broker_lines if "Failed with result" in e.message],
     )
-    if oom:
-        pids = ", ".join(sorted({m.group(1) for e in oom if (m := _OOM_KILL.search(e.message))}))
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"the kernel OOM killer killed the broker (pid {pids}) in the last {window}",
-                "The node or the broker's cgroup ran out of memory. Compare the broker's "
-                "memory ([system.memory_pool] size, caches) with the RAM or the cgroup's "
-                "memory.max (system.virtualization), and read `journalctl -k | grep -i oom`.",
-                subject,
-            )
+
+
+def _both_ends(band: Band, thresholds: dict[str, Any]) -> str:
+    """'warn at 10, fail at 100': a band's ends after the config's overrides, for a message."""
+    warn, fail = band.limits(thresholds)
+    return f"warn at {warn:g}, fail at {fail:g}"
+
+
+def _window(facts: JournalFacts) -> str:
+    """The journal window in words ('24 h')."""
+    return f"{facts.window_hours:g} h"
+
+
+def _broker_oom_killed(facts: JournalFacts, counts: JournalCounts) -> list[Finding]:
+    """The kernel OOM killer killed the broker."""
+    if not counts.oom:
+        return []
+    found = (_OOM_KILL.search(e.message) for e in counts.oom)
+    pids = ", ".join(sorted({m.group(1) for m in found if m}))
+    return [
+        Finding(
+            Severity.FAIL,
+            f"the kernel OOM killer killed the broker (pid {pids}) in the last {_window(facts)}",
+            "The node or the broker's cgroup ran out of memory. Compare the broker's "
+            "memory ([system.memory_pool] size, caches) with the RAM or the cgroup's "
+            "memory.max (system.virtualization), and read `journalctl -k | grep -i oom`.",
+            facts.service,
         )
-    if panics:
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"the broker panicked {panics} time(s) in the last {window}",
-                "A panic kills a shard or the process. Save the panic message and backtrace "
-                f"(`journalctl -u {facts.service} | grep -A20 panicked`) for the Iggy "
-                "maintainers, then check that the broker restarted cleanly.",
-                subject,
-            )
+    ]
+
+
+def _broker_panicked(facts: JournalFacts, counts: JournalCounts) -> list[Finding]:
+    """The broker panicked: a shard or the whole process died."""
+    panics = counts.broker_levels["panic"]
+    if not panics:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"the broker panicked {panics} time(s) in the last {_window(facts)}",
+            "A panic kills a shard or the process. Save the panic message and backtrace "
+            f"(`journalctl -u {facts.service} | grep -A20 panicked`) for the Iggy "
+            "maintainers, then check that the broker restarted cleanly.",
+            facts.service,
         )
-    if failures:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{facts.service} failed {len(failures)} time(s) in the last {window} "
-                f"(newest: {failures[-1].message[:160]})",
-                "Every failure restarts the broker (clients reconnect, shards reload). "
-                f"Read why: `journalctl -u {facts.service} -n 200 --no-pager` around each "
-                "'Failed with result' line (exit code, signal, oom-kill, timeout).",
-                subject,
-            )
+    ]
+
+
+def _broker_unit_failed(facts: JournalFacts, counts: JournalCounts) -> list[Finding]:
+    """systemd saw the broker's unit fail (and restarted it)."""
+    if not counts.failures:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"{facts.service} failed {len(counts.failures)} time(s) in the last "
+            f"{_window(facts)} (newest: {counts.failures[-1].message[:160]})",
+            "Every failure restarts the broker (clients reconnect, shards reload). "
+            f"Read why: `journalctl -u {facts.service} -n 200 --no-pager` around each "
+            "'Failed with result' line (exit code, signal, oom-kill, timeout).",
+            facts.service,
         )
-    warn_b, fail_b = int(thresholds["broker_warn_errors"]), int(thresholds["broker_fail_errors"])
-    if broker_errors >= fail_b or (broker_errors >= warn_b and broker_errors > 0):
-        findings.append(
-            Finding(
-                Severity.FAIL if broker_errors >= fail_b else Severity.WARN,
-                f"{broker_errors} error line(s) from the broker ({facts.service}) in the last "
-                f"{window} (warn at {warn_b}, fail at {fail_b})",
-                read_more,
-                subject,
-            )
+    ]
+
+
+def _broker_error_lines(
+    facts: JournalFacts, counts: JournalCounts, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """Error lines from the broker reach its band (none at all is never a finding)."""
+    n = counts.broker_errors
+    severity = BROKER_ERRORS.grade_count(n, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{n} error line(s) from the broker ({facts.service}) in the last {_window(facts)} "
+            f"({_both_ends(BROKER_ERRORS, thresholds)})",
+            f"Read them: `journalctl -u {facts.service} --since -{facts.window_hours:g}h "
+            "| grep -E 'ERROR|panicked'` (newest lines are in raw/logs.journal/); "
+            "correlate with restarts (`systemctl status "
+            f"{facts.service}`), disk-full and connection errors.",
+            facts.service,
         )
+    ]
+
+
+def _node_error_entries(
+    facts: JournalFacts, counts: JournalCounts, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """Error-priority entries of all units together reach their band."""
     total = len(facts.errors)
-    warn_t = int(thresholds["total_warn_errors"])
-    if total >= warn_t:
-        top = ", ".join(f"{unit} {n}" for unit, n in by_unit.most_common(5))
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{total} error-priority journal entries in the last {window} "
-                f"(warn at {warn_t}; top: {top})",
-                "Something on the node is failing repeatedly; read the busiest unit's "
-                "errors (`journalctl -p err --since -24h -u <unit>`) and judge whether it "
-                "affects the broker (disks, network, time sync).",
-                "journal",
-            )
+    severity = TOTAL_ERRORS.grade(total, thresholds)
+    if severity is None:
+        return []
+    top = ", ".join(f"{unit} {n}" for unit, n in counts.by_unit.most_common(5))
+    limit = TOTAL_ERRORS.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"{total} error-priority journal entries in the last {_window(facts)} "
+            f"(warn at {limit:g}; top: {top})",
+            "Something on the node is failing repeatedly; read the busiest unit's "
+            "errors (`journalctl -p err --since -24h -u <unit>`) and judge whether it "
+            "affects the broker (disks, network, time sync).",
+            "journal",
         )
-    capped = total >= facts.max_entries
-    for note in facts.notes:
-        findings.append(Finding(Severity.INFO, note, "", "journalctl"))
-    if capped:
+    ]
+
+
+def _partial_read(facts: JournalFacts) -> list[Finding]:
+    """journalctl gave part of the window: its notes, and the max_entries cap when reached."""
+    findings = [Finding(Severity.INFO, note, "", "journalctl") for note in facts.notes]
+    if len(facts.errors) >= facts.max_entries:
         findings.append(
             Finding(
                 Severity.INFO,
@@ -338,27 +397,45 @@ def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
                 "journalctl",
             )
         )
-    ok = (
-        f"{total} error-priority entries in the last {window}"
-        + (f" from {len(by_unit)} units" if by_unit else "")
-        + f"; {broker_errors} from the broker"
-    )
+    return findings
+
+
+def _journal_data(facts: JournalFacts, counts: JournalCounts) -> dict[str, Any]:
+    """Counts by unit and for the broker, and the newest error entries."""
     newest = sorted(facts.errors, key=lambda e: e.time_us)[-10:]
-    data = {
+    return {
         "window_hours": facts.window_hours,
-        "error_entries": total,
-        "capped": capped,
+        "error_entries": len(facts.errors),
+        "capped": len(facts.errors) >= facts.max_entries,
         "broker_unit": facts.service,
-        "broker_errors": broker_errors,
+        "broker_errors": counts.broker_errors,
         "broker_lines_read": len(facts.broker_lines),
-        "broker_warnings": broker_levels["warn"],
-        "broker_panics": panics,
-        "broker_unit_failures": len(failures),
-        "by_unit": [{"unit": u, "errors": n} for u, n in by_unit.most_common(20)],
+        "broker_warnings": counts.broker_levels["warn"],
+        "broker_panics": counts.broker_levels["panic"],
+        "broker_unit_failures": len(counts.failures),
+        "by_unit": [{"unit": u, "errors": n} for u, n in counts.by_unit.most_common(20)],
         "newest": [e.format() for e in newest],
         "unparsable_lines": facts.bad_lines,
     }
-    return Result.from_findings(findings, ok=ok, data=data)
+
+
+def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
+    """Errors from the broker warn (fail above a count); many errors overall warn."""
+    counts = count_journal(facts)
+    findings = (
+        _broker_oom_killed(facts, counts)
+        + _broker_panicked(facts, counts)
+        + _broker_unit_failed(facts, counts)
+        + _broker_error_lines(facts, counts, thresholds)
+        + _node_error_entries(facts, counts, thresholds)
+        + _partial_read(facts)
+    )
+    ok = (
+        f"{len(facts.errors)} error-priority entries in the last {_window(facts)}"
+        + (f" from {len(counts.by_unit)} units" if counts.by_unit else "")
+        + f"; {counts.broker_errors} from the broker"
+    )
+    return Result.from_findings(findings, ok=ok, data=_journal_data(facts, counts))
 
 
 @check(
@@ -368,13 +445,8 @@ def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
     description="Error-priority journal entries of the last day by unit; the broker unit's errors.",
     requires=Requirements(binaries=("journalctl",)),
     timeout_s=10,
-    thresholds={
-        "window_hours": 24,
-        "max_entries": 5000,
-        "broker_warn_errors": 1,
-        "broker_fail_errors": 100,
-        "total_warn_errors": 200,
-    },
+    thresholds={"window_hours": 24, "max_entries": 5000},
+    bands=(BROKER_ERRORS, TOTAL_ERRORS),
 )
 def logs_journal(ctx: Context) -> Result:
     """Recent errors in the systemd journal, the broker's first."""
@@ -576,112 +648,157 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
-    """Errors and panics in each tail; a stale broker log; unreadable files."""
-    warn_e, fail_e = int(thresholds["warn_errors"]), int(thresholds["fail_errors"])
-    fail_p = int(thresholds["fail_panics"])
+#: ERROR lines in one log's tail.
+ERRORS = Band("errors", warn=10, fail=100)
+#: Panic lines in one log's tail (fail_panics 0 turns the rule off).
+PANICS = Band("panics", fail=1)
+
+
+def _how_to_read(tail: LogTail) -> str:
+    """How to read a tail's errors, and what to correlate them with."""
+    how = (
+        f"Read the tail in raw/logs.files/ or run `grep -nE ' ERROR |panicked' {tail.name} "
+        "| tail -50`; "
+    )
+    if tail.kind == "iggy":
+        return how + (
+            "for the broker, correlate with restarts, disk-full and connection errors, "
+            "and raise [system.logging] level only while investigating."
+        )
+    return how + "decide whether the failing component affects the broker."
+
+
+def _tail_window(tail: LogTail) -> str:
+    """The lines judged, in words."""
+    return f"the last {len(tail.lines)} lines of {tail.name}"
+
+
+def _newest_error(tail: LogTail) -> str:
+    """'; newest: <line>' for a message, '' when the tail has no error."""
+    return f"; newest: {tail.last_error[:200]}" if tail.last_error else ""
+
+
+def _panics_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
+    """Panics in a tail reach fail_panics: a shard or the process died."""
+    if PANICS.limit(Severity.FAIL, thresholds) <= 0:
+        return []  # fail_panics 0: panics are not judged
+    severity = PANICS.grade(tail.panics, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{tail.panics} panic(s) in {_tail_window(tail)}{_newest_error(tail)}",
+            "A Rust panic kills a thread (a broker shard) or the process: save the "
+            "panic message and the lines before it for the Iggy maintainers, and "
+            "check that the broker restarted and serves (`curl -s "
+            "http://127.0.0.1:3000/ping`). " + _how_to_read(tail),
+            tail.name,
+        )
+    ]
+
+
+def _errors_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
+    """ERROR lines in a tail reach their band (none at all is never a finding)."""
+    severity = ERRORS.grade_count(tail.errors, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{tail.errors} ERROR lines in {_tail_window(tail)} "
+            f"({_both_ends(ERRORS, thresholds)}){_newest_error(tail)}",
+            _how_to_read(tail),
+            tail.name,
+        )
+    ]
+
+
+def _many_warnings_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
+    """Many WARN lines in a tail (info_warnings; 0 turns it off): often a prelude to errors."""
     info_w = int(thresholds["info_warnings"])
+    if info_w <= 0 or tail.warnings < info_w:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{tail.warnings} WARN lines in {_tail_window(tail)}",
+            "Many warnings often precede errors; skim them for a repeating one.",
+            tail.name,
+        )
+    ]
+
+
+def _tail_age(facts: LogFacts, tail: LogTail) -> float | None:
+    """Seconds since the tail's newest file was written; None when unknown."""
+    return facts.now - tail.mtime if tail.mtime is not None else None
+
+
+def _stale_broker_log(facts: LogFacts, tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
+    """The broker runs but its log has not been written for stale_minutes."""
+    age = _tail_age(facts, tail)
     stale_s = float(thresholds["stale_minutes"]) * 60
-    findings: list[Finding] = []
-    rows: list[dict[str, Any]] = []
-    for tail in facts.tails:
-        window = f"the last {len(tail.lines)} lines of {tail.name}"
-        last = f"; newest: {tail.last_error[:200]}" if tail.last_error else ""
-        how = (
-            f"Read the tail in raw/logs.files/ or run `grep -nE ' ERROR |panicked' {tail.name} "
-            "| tail -50`; "
+    if tail.kind != "iggy" or not facts.broker or age is None or age < stale_s:
+        return []
+    pid = facts.broker[0].pid
+    return [
+        Finding(
+            Severity.INFO,
+            f"{tail.name} was last written {_age(age)} ago while iggy-server (pid {pid}) runs",
+            "The broker normally logs a resource line every few seconds at info "
+            "level: it may log elsewhere now ([system.logging] path, file_enabled), "
+            "at a higher level, or it is stuck (`top -H -p "
+            f"{pid}`, the process checks).",
+            tail.name,
         )
-        if tail.kind == "iggy":
-            how += (
-                "for the broker, correlate with restarts, disk-full and connection errors, "
-                "and raise [system.logging] level only while investigating."
-            )
-        else:
-            how += "decide whether the failing component affects the broker."
-        if fail_p > 0 and tail.panics >= fail_p:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{tail.panics} panic(s) in {window}{last}",
-                    "A Rust panic kills a thread (a broker shard) or the process: save the "
-                    "panic message and the lines before it for the Iggy maintainers, and "
-                    "check that the broker restarted and serves (`curl -s "
-                    "http://127.0.0.1:3000/ping`). " + how,
-                    tail.name,
-                )
-            )
-        if tail.errors >= fail_e:
-            sev: Severity | None = Severity.FAIL
-        elif tail.errors >= warn_e and tail.errors > 0:
-            sev = Severity.WARN
-        else:
-            sev = None
-        if sev:
-            findings.append(
-                Finding(
-                    sev,
-                    f"{tail.errors} ERROR lines in {window} (warn at {warn_e}, fail at "
-                    f"{fail_e}){last}",
-                    how,
-                    tail.name,
-                )
-            )
-        if info_w > 0 and tail.warnings >= info_w:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"{tail.warnings} WARN lines in {window}",
-                    "Many warnings often precede errors; skim them for a repeating one.",
-                    tail.name,
-                )
-            )
-        age = facts.now - tail.mtime if tail.mtime is not None else None
-        if tail.kind == "iggy" and facts.broker and age is not None and age >= stale_s:
-            pid = facts.broker[0].pid
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"{tail.name} was last written {_age(age)} ago while iggy-server "
-                    f"(pid {pid}) runs",
-                    "The broker normally logs a resource line every few seconds at info "
-                    "level: it may log elsewhere now ([system.logging] path, file_enabled), "
-                    "at a higher level, or it is stuck (`top -H -p "
-                    f"{pid}`, the process checks).",
-                    tail.name,
-                )
-            )
-        rows.append(
-            {
-                "log": tail.name,
-                "files": len(tail.files),
-                "size": sum(int(f["size"]) for f in tail.files),
-                "last_write_age_s": round(age) if age is not None else None,
-                "lines_read": len(tail.lines),
-                "errors": tail.errors,
-                "warnings": tail.warnings,
-                "panics": tail.panics,
-                "last_error_at": line_timestamp(tail.last_error),
-            }
+    ]
+
+
+_TAIL_RULES = (_panics_in_tail, _errors_in_tail, _many_warnings_in_tail)
+
+
+def _unreadable_logs(facts: LogFacts) -> list[Finding]:
+    """Files that could not be read, and configured globs that match nothing."""
+    findings = [
+        Finding(
+            Severity.INFO,
+            f"could not read {path}: {why}",
+            "Run snapshot-agent as root (or in the group that owns the logs, e.g. adm) "
+            "so the log can be judged.",
+            path,
         )
-    for path, why in facts.problems:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"could not read {path}: {why}",
-                "Run snapshot-agent as root (or in the group that owns the logs, e.g. adm) "
-                "so the log can be judged.",
-                path,
-            )
+        for path, why in facts.problems
+    ]
+    findings += [
+        Finding(
+            Severity.INFO,
+            f"no file matches the configured log {pattern}",
+            "Fix checks.logs.files in the agent's config, or remove the entry.",
+            pattern,
         )
-    for pattern in facts.unmatched:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"no file matches the configured log {pattern}",
-                "Fix checks.logs.files in the agent's config, or remove the entry.",
-                pattern,
-            )
-        )
+        for pattern in facts.unmatched
+    ]
+    return findings
+
+
+def _tail_row(facts: LogFacts, tail: LogTail) -> dict[str, Any]:
+    """One log as a row of the report's table."""
+    age = _tail_age(facts, tail)
+    return {
+        "log": tail.name,
+        "files": len(tail.files),
+        "size": sum(int(f["size"]) for f in tail.files),
+        "last_write_age_s": round(age) if age is not None else None,
+        "lines_read": len(tail.lines),
+        "errors": tail.errors,
+        "warnings": tail.warnings,
+        "panics": tail.panics,
+        "last_error_at": line_timestamp(tail.last_error),
+    }
+
+
+def broker_resources(facts: LogFacts) -> dict[str, Any]:
+    """The broker's newest periodic resource line and its fields; {} when none was seen."""
     resource: dict[str, Any] = {}
     for tail in facts.tails:
         if tail.kind == "iggy" and tail.resource_line:
@@ -690,12 +807,23 @@ def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
                 "at": line_timestamp(tail.resource_line),
                 "fields": parse_resource_line(tail.resource_line),
             }
+    return resource
+
+
+def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
+    """Errors and panics in each tail; a stale broker log; unreadable files."""
+    findings: list[Finding] = []
+    for tail in facts.tails:
+        findings += [f for rule in _TAIL_RULES for f in rule(tail, thresholds)]
+        findings += _stale_broker_log(facts, tail, thresholds)
+    findings += _unreadable_logs(facts)
+    resource = broker_resources(facts)
     total_err = sum(t.errors for t in facts.tails)
     ok = f"{len(facts.tails)} log(s) read, {total_err} ERROR lines in their tails"
     if resource.get("fields", {}).get("OpenFDs"):
         ok += f"; broker OpenFDs {resource['fields']['OpenFDs']}"
     data: dict[str, Any] = {
-        "logs": rows,
+        "logs": [_tail_row(facts, tail) for tail in facts.tails],
         "files": [f for t in facts.tails for f in t.files],
         "iggy_log_dir": facts.iggy_dir,
         "iggy_log_dir_source": facts.iggy_dir_source,
@@ -717,15 +845,8 @@ def _artifact_name(node_path: str) -> str:
     title="Log file tails",
     description="The tails of the broker's log and configured logs: errors, panics, staleness.",
     timeout_s=10,
-    thresholds={
-        "tail_lines": 2000,
-        "max_files": 20,
-        "warn_errors": 10,
-        "fail_errors": 100,
-        "fail_panics": 1,
-        "info_warnings": 200,
-        "stale_minutes": 60,
-    },
+    thresholds={"tail_lines": 2000, "max_files": 20, "info_warnings": 200, "stale_minutes": 60},
+    bands=(ERRORS, PANICS),
 )
 def logs_files(ctx: Context) -> Result:
     """Errors near the end of the broker's log and of the configured log files."""

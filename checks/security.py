@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from snapshot_agent.checks.kernel import parse_label
-from snapshot_agent.checks.kernel_log import EXAMPLE_CHARS, read_file_tail, read_kernel_log
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.confinement import Confinement, parse_label
+from snapshot_agent.node.kernel_log import EXAMPLE_CHARS, read_file_tail, read_kernel_log
 from snapshot_agent.node.processes import BROKER_NAME, BrokerProcess, find_brokers
 
 AUDIT_LOG = "/var/log/audit/audit.log"
@@ -126,59 +127,141 @@ def read_lsm(ctx: Context, window_hours: float, now: datetime | None = None) -> 
     return facts
 
 
-def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
-    """Mostly informational; denials hitting the broker warn.
+#: LSM denials of the broker in the window that warn (INFO when SELinux only logged them).
+BROKER_DENIALS = Band("broker_denials", warn=1)
 
-    A profile that confines iggy-server in enforce mode is reported as INFO, not WARN:
-    a deliberately written profile is not a fault, and a running broker proves its rings
-    were allowed. What shows a real problem is a denial in the logs, which warns.
-    """
-    findings: list[Finding] = []
-    enforcing = None if facts.selinux_enforce is None else facts.selinux_enforce == "1"
-    parts: list[str] = []
-    if facts.selinux_enforce is None:
-        parts.append("SELinux off")
-    else:
-        mode = "enforcing" if enforcing else "permissive"
-        parts.append(f"SELinux {mode}")
-        if facts.selinux_config and facts.selinux_config != mode:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"SELinux runs {mode} but /etc/selinux/config says {facts.selinux_config}: "
-                    "the mode changes at the next reboot",
-                    "Make them agree (`setenforce`, and SELINUX= in /etc/selinux/config) so a "
-                    "reboot does not change what the broker may do.",
-                    "/etc/selinux/config",
-                )
-            )
-    iggy_profiles: list[tuple[str, str]] = []
-    if facts.apparmor_enabled == "Y":
-        if facts.apparmor_profiles is None:
-            parts.append("AppArmor enabled (profiles not readable; not root?)")
-        else:
-            iggy_profiles = [p for p in facts.apparmor_profiles if "iggy" in p[0].lower()]
-            parts.append(
-                f"AppArmor enabled ({len(facts.apparmor_profiles)} profiles, "
-                f"{len(iggy_profiles) or 'none'} for iggy)"
-            )
-    else:
-        parts.append("AppArmor off")
-    for name, mode in iggy_profiles:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"AppArmor profile {name!r} for the broker is loaded in {mode} mode",
-                "A profile must allow the data directory, the listening ports, memlock and "
-                "io_uring (AppArmor 4 mediates io_uring); denials appear in the kernel log as "
-                'apparmor="DENIED".',
-                "/sys/kernel/security/apparmor/profiles",
-            )
+
+def selinux_enforcing(facts: LsmFacts) -> bool | None:
+    """SELinux enforces (True), only logs (False), or is not active (None)."""
+    return None if facts.selinux_enforce is None else facts.selinux_enforce == "1"
+
+
+def iggy_profiles(facts: LsmFacts) -> list[tuple[str, str]]:
+    """The loaded AppArmor profiles named for iggy, as (name, mode)."""
+    if facts.apparmor_enabled != "Y" or facts.apparmor_profiles is None:
+        return []
+    return [p for p in facts.apparmor_profiles if "iggy" in p[0].lower()]
+
+
+def broker_confinement(facts: LsmFacts) -> list[tuple[BrokerProcess, Confinement]]:
+    """Each running broker with how its LSM label confines it."""
+    enforcing = selinux_enforcing(facts)
+    return [(broker, parse_label(broker.label, enforcing)) for broker in facts.brokers]
+
+
+def _selinux_mode_changes_at_reboot(facts: LsmFacts) -> list[Finding]:
+    """SELinux runs in another mode than /etc/selinux/config sets for the next boot."""
+    enforcing = selinux_enforcing(facts)
+    mode = "enforcing" if enforcing else "permissive"
+    if enforcing is None or not facts.selinux_config or facts.selinux_config == mode:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"SELinux runs {mode} but /etc/selinux/config says {facts.selinux_config}: "
+            "the mode changes at the next reboot",
+            "Make them agree (`setenforce`, and SELINUX= in /etc/selinux/config) so a "
+            "reboot does not change what the broker may do.",
+            "/etc/selinux/config",
         )
-    brokers = []
-    for broker in facts.brokers:
-        conf = parse_label(broker.label, enforcing)
-        brokers.append(
+    ]
+
+
+def _iggy_apparmor_profile_loaded(facts: LsmFacts) -> list[Finding]:
+    """An AppArmor profile for the broker is loaded: it must allow what the broker needs."""
+    return [
+        Finding(
+            Severity.INFO,
+            f"AppArmor profile {name!r} for the broker is loaded in {mode} mode",
+            "A profile must allow the data directory, the listening ports, memlock and "
+            "io_uring (AppArmor 4 mediates io_uring); denials appear in the kernel log as "
+            'apparmor="DENIED".',
+            "/sys/kernel/security/apparmor/profiles",
+        )
+        for name, mode in iggy_profiles(facts)
+    ]
+
+
+def _broker_confined(facts: LsmFacts) -> list[Finding]:
+    """A broker confined in enforce mode: fine while no denial shows (INFO, not WARN)."""
+    return [
+        Finding(
+            Severity.INFO,
+            f"{BROKER_NAME} (pid {broker.pid}) is confined by {conf.lsm} "
+            f"{conf.name!r} in {conf.mode} mode; its rules can block io_uring, memlock "
+            "or data-directory access",
+            "Nothing to do while no denials show; if the broker fails with "
+            "'Permission denied' or 'Operation not permitted', look for denials "
+            "(`journalctl -k | grep -E 'apparmor=\"DENIED\"|avc: +denied'`, "
+            f"`ausearch -m avc -c {BROKER_NAME}`) and extend the policy.",
+            f"/proc/{broker.pid}/attr/current",
+        )
+        for broker, conf in broker_confinement(facts)
+        if conf.confined and conf.mode in ("enforce", "enforcing", "kill")
+    ]
+
+
+def _broker_denied(facts: LsmFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """The LSM denied the broker something: warns, INFO when every denial was permissive."""
+    severity = BROKER_DENIALS.grade_count(len(facts.denials), thresholds)
+    if severity is None:
+        return []
+    permissive_only = all("permissive=1" in line for line in facts.denials)
+    return [
+        Finding(
+            Severity.INFO if permissive_only else severity,
+            f"{len(facts.denials)} LSM denial(s) for {BROKER_NAME} in the last "
+            f"{facts.window_hours:g} h"
+            + (" (permissive: logged, not enforced)" if permissive_only else "")
+            + f"; newest: {facts.denials[-1][:EXAMPLE_CHARS]}",
+            "Each denial names the operation and path: extend the profile/policy for "
+            "them (`aa-logprof` for AppArmor, `audit2allow -a -M iggy` for SELinux) "
+            "rather than disabling the LSM; io_uring denials stop the broker from starting.",
+            BROKER_NAME,
+        )
+    ]
+
+
+def _lsm_summary(facts: LsmFacts) -> str:
+    """SELinux and AppArmor state, the broker's confinement and the logs read, in one line."""
+    enforcing = selinux_enforcing(facts)
+    parts = [
+        "SELinux off"
+        if enforcing is None
+        else f"SELinux {'enforcing' if enforcing else 'permissive'}"
+    ]
+    if facts.apparmor_enabled != "Y":
+        parts.append("AppArmor off")
+    elif facts.apparmor_profiles is None:
+        parts.append("AppArmor enabled (profiles not readable; not root?)")
+    else:
+        parts.append(
+            f"AppArmor enabled ({len(facts.apparmor_profiles)} profiles, "
+            f"{len(iggy_profiles(facts)) or 'none'} for iggy)"
+        )
+    confined = [conf for _, conf in broker_confinement(facts) if conf.confined]
+    if not facts.brokers:
+        parts.append(f"{BROKER_NAME} not running")
+    elif confined:
+        parts.append(f"{BROKER_NAME} confined by {confined[0].name}")
+    else:
+        parts.append(f"{BROKER_NAME} unconfined")
+    if facts.log_sources:
+        parts.append(f"no broker denials in {', '.join(facts.log_sources)}")
+    return "; ".join(parts)
+
+
+def _lsm_data(facts: LsmFacts) -> dict[str, Any]:
+    """LSM state, each broker's label and confinement, and the newest broker denials."""
+    return {
+        "selinux_enforce": facts.selinux_enforce,
+        "selinux_config": facts.selinux_config,
+        "apparmor_enabled": facts.apparmor_enabled,
+        "apparmor_profile_count": (
+            len(facts.apparmor_profiles) if facts.apparmor_profiles is not None else None
+        ),
+        "iggy_profiles": [{"profile": n, "mode": m} for n, m in iggy_profiles(facts)],
+        "brokers": [
             {
                 "pid": broker.pid,
                 "label": broker.label or "(none)",
@@ -187,61 +270,28 @@ def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
                 "mode": conf.mode,
                 "confined": conf.confined,
             }
-        )
-        if conf.confined and conf.mode in ("enforce", "enforcing", "kill"):
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"{BROKER_NAME} (pid {broker.pid}) is confined by {conf.lsm} "
-                    f"{conf.name!r} in {conf.mode} mode; its rules can block io_uring, memlock "
-                    "or data-directory access",
-                    "Nothing to do while no denials show; if the broker fails with "
-                    "'Permission denied' or 'Operation not permitted', look for denials "
-                    "(`journalctl -k | grep -E 'apparmor=\"DENIED\"|avc: +denied'`, "
-                    f"`ausearch -m avc -c {BROKER_NAME}`) and extend the policy.",
-                    f"/proc/{broker.pid}/attr/current",
-                )
-            )
-    if facts.denials and len(facts.denials) >= float(thresholds["warn_broker_denials"]):
-        permissive_only = all("permissive=1" in line for line in facts.denials)
-        findings.append(
-            Finding(
-                Severity.INFO if permissive_only else Severity.WARN,
-                f"{len(facts.denials)} LSM denial(s) for {BROKER_NAME} in the last "
-                f"{facts.window_hours:g} h"
-                + (" (permissive: logged, not enforced)" if permissive_only else "")
-                + f"; newest: {facts.denials[-1][:EXAMPLE_CHARS]}",
-                "Each denial names the operation and path: extend the profile/policy for "
-                "them (`aa-logprof` for AppArmor, `audit2allow -a -M iggy` for SELinux) "
-                "rather than disabling the LSM; io_uring denials stop the broker from starting.",
-                BROKER_NAME,
-            )
-        )
-    data = {
-        "selinux_enforce": facts.selinux_enforce,
-        "selinux_config": facts.selinux_config,
-        "apparmor_enabled": facts.apparmor_enabled,
-        "apparmor_profile_count": (
-            len(facts.apparmor_profiles) if facts.apparmor_profiles is not None else None
-        ),
-        "iggy_profiles": [{"profile": n, "mode": m} for n, m in iggy_profiles],
-        "brokers": brokers,
+            for broker, conf in broker_confinement(facts)
+        ],
         "broker_denials": [line[:EXAMPLE_CHARS] for line in facts.denials[-10:]],
         "other_denials": facts.other_denials,
         "logs_read": facts.log_sources,
     }
-    if facts.brokers:
-        confined = [b for b in brokers if b["confined"]]
-        parts.append(
-            f"{BROKER_NAME} confined by {confined[0]['domain']}"
-            if confined
-            else f"{BROKER_NAME} unconfined"
-        )
-    else:
-        parts.append(f"{BROKER_NAME} not running")
-    if facts.log_sources:
-        parts.append(f"no broker denials in {', '.join(facts.log_sources)}")
-    return Result.from_findings(findings, ok="; ".join(parts), data=data)
+
+
+def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
+    """Mostly informational; denials hitting the broker warn.
+
+    A profile that confines iggy-server in enforce mode is reported as INFO, not WARN:
+    a deliberately written profile is not a fault, and a running broker proves its rings
+    were allowed. What shows a real problem is a denial in the logs, which warns.
+    """
+    findings = (
+        _selinux_mode_changes_at_reboot(facts)
+        + _iggy_apparmor_profile_loaded(facts)
+        + _broker_confined(facts)
+        + _broker_denied(facts, thresholds)
+    )
+    return Result.from_findings(findings, ok=_lsm_summary(facts), data=_lsm_data(facts))
 
 
 @check(
@@ -251,7 +301,8 @@ def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
     description="SELinux mode and AppArmor profiles, how iggy-server is confined, and LSM "
     "denials against it in the kernel and audit logs.",
     timeout_s=10,
-    thresholds={"window_hours": 24, "warn_broker_denials": 1},
+    thresholds={"window_hours": 24},
+    bands=(BROKER_DENIALS,),
 )
 def security_lsm(ctx: Context) -> Result:
     """Which LSM confines the broker, and whether it denied it anything."""
@@ -373,87 +424,138 @@ SSH_REMEDY_TAIL = (
 )
 
 
-def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
-    """Root login with a password and password logins warn; empty passwords fail."""
-    findings: list[Finding] = []
+def _where(source: str) -> str:
+    """Where a value came from, in words."""
+    return "OpenSSH default, not set" if source == "default" else f"set in {source}"
 
-    def where(source: str) -> str:
-        """Where a value came from, in words."""
-        return "OpenSSH default, not set" if source == "default" else f"set in {source}"
 
-    def subject(source: str) -> str:
-        """The file a finding is about (sshd_config when the value is a default)."""
-        return SSHD_CONFIG if source == "default" else source
+def _subject(source: str) -> str:
+    """The file a finding is about (sshd_config when the value is a default)."""
+    return SSHD_CONFIG if source == "default" else source
 
-    root, root_src = config.value("permitrootlogin")
-    password, password_src = config.value("passwordauthentication")
-    empty, empty_src = config.value("permitemptypasswords")
-    kbd, kbd_src = config.value("kbdinteractiveauthentication")
-    pam, _ = config.value("usepam")
-    if first_arg(root) == "yes":
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"PermitRootLogin yes ({where(root_src)}): root can log in over SSH with a "
-                "password",
-                "Set `PermitRootLogin prohibit-password` (keys only) or `no` and use sudo."
-                + SSH_REMEDY_TAIL,
-                subject(root_src),
-            )
+
+def _is_yes(config: SshdConfig, keyword: str) -> bool:
+    """The effective value of `keyword` is yes."""
+    return first_arg(config.value(keyword)[0]) == "yes"
+
+
+def _root_password_login(config: SshdConfig) -> list[Finding]:
+    """PermitRootLogin yes: root can log in over SSH with a password."""
+    if not _is_yes(config, "permitrootlogin"):
+        return []
+    source = config.value("permitrootlogin")[1]
+    return [
+        Finding(
+            Severity.WARN,
+            f"PermitRootLogin yes ({_where(source)}): root can log in over SSH with a password",
+            "Set `PermitRootLogin prohibit-password` (keys only) or `no` and use sudo."
+            + SSH_REMEDY_TAIL,
+            _subject(source),
         )
-    password_on = first_arg(password) == "yes"
-    if password_on:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"PasswordAuthentication yes ({where(password_src)}): SSH accepts passwords, "
-                "which can be guessed or reused",
-                "Set `PasswordAuthentication no` once every operator has a key installed."
-                + SSH_REMEDY_TAIL,
-                subject(password_src),
-            )
+    ]
+
+
+def _password_login(config: SshdConfig) -> list[Finding]:
+    """PasswordAuthentication yes: passwords can be guessed or reused."""
+    if not _is_yes(config, "passwordauthentication"):
+        return []
+    source = config.value("passwordauthentication")[1]
+    return [
+        Finding(
+            Severity.WARN,
+            f"PasswordAuthentication yes ({_where(source)}): SSH accepts passwords, "
+            "which can be guessed or reused",
+            "Set `PasswordAuthentication no` once every operator has a key installed."
+            + SSH_REMEDY_TAIL,
+            _subject(source),
         )
-    if password_on and first_arg(empty) == "yes":
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"PermitEmptyPasswords yes ({where(empty_src)}) with password logins on: an "
-                "account without a password can log in over SSH",
-                "Set `PermitEmptyPasswords no`." + SSH_REMEDY_TAIL,
-                subject(empty_src),
-            )
+    ]
+
+
+def _empty_password_login(config: SshdConfig) -> list[Finding]:
+    """PermitEmptyPasswords yes with password logins on: no password needed at all."""
+    if not (_is_yes(config, "passwordauthentication") and _is_yes(config, "permitemptypasswords")):
+        return []
+    source = config.value("permitemptypasswords")[1]
+    return [
+        Finding(
+            Severity.FAIL,
+            f"PermitEmptyPasswords yes ({_where(source)}) with password logins on: an "
+            "account without a password can log in over SSH",
+            "Set `PermitEmptyPasswords no`." + SSH_REMEDY_TAIL,
+            _subject(source),
         )
-    if first_arg(kbd) == "yes" and first_arg(pam) == "yes":
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"KbdInteractiveAuthentication yes ({where(kbd_src)}) with UsePAM yes: PAM "
-                "still asks for passwords"
-                + (" even though PasswordAuthentication is no" if not password_on else ""),
-                "Set `KbdInteractiveAuthentication no` unless you use PAM for one-time "
-                "passwords." + SSH_REMEDY_TAIL,
-                subject(kbd_src),
-            )
+    ]
+
+
+def _pam_password_prompt(config: SshdConfig) -> list[Finding]:
+    """KbdInteractiveAuthentication yes with UsePAM yes: PAM still asks for passwords."""
+    if not (_is_yes(config, "kbdinteractiveauthentication") and _is_yes(config, "usepam")):
+        return []
+    source = config.value("kbdinteractiveauthentication")[1]
+    return [
+        Finding(
+            Severity.WARN,
+            f"KbdInteractiveAuthentication yes ({_where(source)}) with UsePAM yes: PAM "
+            "still asks for passwords"
+            + (
+                " even though PasswordAuthentication is no"
+                if not _is_yes(config, "passwordauthentication")
+                else ""
+            ),
+            "Set `KbdInteractiveAuthentication no` unless you use PAM for one-time "
+            "passwords." + SSH_REMEDY_TAIL,
+            _subject(source),
         )
-    risky = {
+    ]
+
+
+#: (keyword, value) pairs a Match block should not turn on without a reviewer noticing.
+RISKY_MATCH_SETTINGS = frozenset(
+    {
         ("permitrootlogin", "yes"),
         ("passwordauthentication", "yes"),
         ("permitemptypasswords", "yes"),
     }
-    for item in config.matches:
-        if (item["keyword"], first_arg(item["value"])) in risky:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"`Match {item['match']}` sets {item['keyword']} {item['value']} "
-                    f"({item['file']})",
-                    "Check that the Match block is as narrow as intended (a user or address "
-                    "range), since it overrides the global setting for those connections.",
-                    item["file"],
-                )
-            )
-    for problem in config.problems:
-        findings.append(Finding(Severity.INFO, f"sshd config include: {problem}", "", SSHD_CONFIG))
+)
+
+
+def _risky_match_overrides(config: SshdConfig) -> list[Finding]:
+    """A Match block turns root, password or empty-password logins on for some connections."""
+    return [
+        Finding(
+            Severity.INFO,
+            f"`Match {item['match']}` sets {item['keyword']} {item['value']} ({item['file']})",
+            "Check that the Match block is as narrow as intended (a user or address "
+            "range), since it overrides the global setting for those connections.",
+            item["file"],
+        )
+        for item in config.matches
+        if (item["keyword"], first_arg(item["value"])) in RISKY_MATCH_SETTINGS
+    ]
+
+
+def _include_problems(config: SshdConfig) -> list[Finding]:
+    """Include files that could not be read or nest too deep."""
+    return [
+        Finding(Severity.INFO, f"sshd config include: {problem}", "", SSHD_CONFIG)
+        for problem in config.problems
+    ]
+
+
+_SSHD_RULES = (
+    _root_password_login,
+    _password_login,
+    _empty_password_login,
+    _pam_password_prompt,
+    _risky_match_overrides,
+    _include_problems,
+)
+
+
+def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
+    """Root login with a password and password logins warn; empty passwords fail."""
+    findings = [finding for rule in _SSHD_RULES for finding in rule(config)]
     effective = [
         {"keyword": kw, "value": config.value(kw)[0], "source": config.value(kw)[1]}
         for kw in SSHD_DEFAULTS
@@ -463,9 +565,12 @@ def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
         "match_overrides": config.matches[:50],
         "files": config.files,
     }
+    shown = {kw: first_arg(config.value(kw)[0]) for kw in SSHD_DEFAULTS}
     ok = (
-        f"PermitRootLogin {first_arg(root)}, PasswordAuthentication {first_arg(password)}, "
-        f"KbdInteractiveAuthentication {first_arg(kbd)} ({len(config.files)} config file(s))"
+        f"PermitRootLogin {shown['permitrootlogin']}, "
+        f"PasswordAuthentication {shown['passwordauthentication']}, "
+        f"KbdInteractiveAuthentication {shown['kbdinteractiveauthentication']} "
+        f"({len(config.files)} config file(s))"
     )
     return Result.from_findings(findings, ok=ok, data=data)
 

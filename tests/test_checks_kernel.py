@@ -9,26 +9,26 @@ from pathlib import Path
 import pytest
 
 from snapshot_agent.checks.kernel import (
+    KERNEL_BELOW,
+    KernelRelease,
     config_io_uring,
+    judge_kernel_version,
     kernel_io_uring,
     kernel_version,
     parse_kernel_version,
 )
 from snapshot_agent.checks.kernel_log import (
-    KernelLog,
     categorize,
     decode_taint,
     devices_in,
-    journal_lines,
     judge_kernel_log,
     kernel_log,
     memory_oom,
-    parse_log_time,
     parse_oom_kills,
     summarize_log,
-    within_window,
 )
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.kernel_log import KernelLog, journal_lines, parse_log_time, within_window
 from snapshot_agent.node.processes import BrokerProcess, broker_from_status
 
 from .conftest import fixture_roots, make_context, write_tree
@@ -36,13 +36,13 @@ from .conftest import fixture_roots, make_context, write_tree
 VERSION_T = {"fail_below": "5.19", "warn_below": "6.1"}
 LOG_T = {
     "window_hours": 24,
-    "hardware_fail": 1,
-    "io_fail": 1,
-    "corrected_warn": 10,
-    "hung_task_warn": 1,
-    "lockup_warn": 1,
-    "segfault_warn": 1,
-    "oops_warn": 1,
+    "fail_hardware": 1,
+    "fail_io": 1,
+    "warn_corrected": 10,
+    "warn_hung_task": 1,
+    "warn_lockup": 1,
+    "warn_segfault": 1,
+    "warn_oops": 1,
     "ignore_devices": "fd0,sr0",
 }
 OOM_T = {"window_hours": 24, "fail_broker_kills": 1, "warn_kills": 1}
@@ -164,6 +164,38 @@ def test_kernel_version_thresholds_and_garbage(tmp_path: Path, node: Path) -> No
     write_tree(node, {"proc/sys/kernel/osrelease": "linux\n"})
     result = kernel_version.run(make_context(tmp_path, roots=roots, thresholds=VERSION_T))
     assert result.status == Status.SKIPPED and "not of the form" in result.summary
+
+
+@pytest.mark.parametrize(
+    ("release", "status"),
+    [
+        ("5.18.19", Status.FAIL),
+        ("5.19.0", Status.WARN),  # "below 5.19" is strict: 5.19 itself runs Iggy 0.6
+        ("5.19.1", Status.WARN),
+        ("6.0.99", Status.WARN),
+        ("6.1.0", Status.PASS),  # and 6.1 is not below the recommended 6.1
+    ],
+)
+def test_kernel_version_below_is_strict(release: str, status: Status) -> None:
+    assert judge_kernel_version(KernelRelease(release), VERSION_T).status == status
+
+
+def test_kernel_version_band_declares_below_thresholds() -> None:
+    assert kernel_version.thresholds == {"warn_below": "6.1", "fail_below": "5.19"}
+    assert KERNEL_BELOW.misordered({"warn_below": "5.15"}) is not None  # lower is worse
+    assert KERNEL_BELOW.misordered({"fail_below": "6.1"}) is None  # equal: straight to fail
+    assert "not a valid threshold" in (KERNEL_BELOW.misordered({"fail_below": "x"}) or "")
+    result = judge_kernel_version(KernelRelease("6.1.0"), {"fail_below": "5.19", "warn_below": "x"})
+    assert result.status == Status.SKIPPED
+    assert result.summary == "threshold warn_below='x' is not a kernel version"
+
+
+def test_kernel_version_patch_level_threshold(tmp_path: Path, node: Path) -> None:
+    write_tree(node, {"proc/sys/kernel/osrelease": "6.1.75-1-amd64\n"})
+    roots = fixture_roots(node)
+    strict = {"fail_below": "5.19", "warn_below": "6.1.76"}
+    result = kernel_version.run(make_context(tmp_path, roots=roots, thresholds=strict))
+    assert result.status == Status.WARN and "older than the recommended 6.1.76" in result.summary
 
 
 # ---------------------------------------------------------------- kernel.io_uring
@@ -462,7 +494,7 @@ def test_kernel_log_thresholds_and_taint(tmp_path: Path, node: Path) -> None:
     kern_log(node, "EDAC MC0: 1 CE memory read error on DIMM_A1")
     write_tree(node, {"proc/sys/kernel/tainted": str(1 << 7) + "\n"})
     result = kernel_log.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=LOG_T))
-    # One corrected error is under corrected_warn=10; the D taint warns.
+    # One corrected error is under warn_corrected=10; the D taint warns.
     assert result.status == Status.WARN
     [finding] = result.findings
     assert "tainted" in finding.message and "D (kernel died" in finding.message
@@ -487,6 +519,24 @@ def test_kernel_log_falls_back_to_messages(tmp_path: Path, node: Path) -> None:
 def test_kernel_log_skipped_without_any_source(tmp_path: Path, node: Path) -> None:
     result = kernel_log.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=LOG_T))
     assert result.status == Status.SKIPPED and "/var/log/kern.log" in result.summary
+
+
+def test_kernel_log_corrected_errors_warn_on_reaching_the_band() -> None:
+    line = "EDAC MC0: 1 CE memory read error on DIMM_A1"
+    under = judge_kernel_log(KernelLog([line] * 9, "journalctl", 24), LOG_T)
+    assert under.status == Status.PASS
+    at = judge_kernel_log(KernelLog([line] * 10, "journalctl", 24), LOG_T)
+    assert at.status == Status.WARN
+    assert at.findings[0].message.startswith("10 corrected hardware error line(s)")
+    higher = judge_kernel_log(
+        KernelLog([line] * 10, "journalctl", 24), LOG_T | {"warn_corrected": 11}
+    )
+    assert higher.status == Status.PASS
+
+
+def test_kernel_log_bands_are_the_thresholds() -> None:
+    assert kernel_log.thresholds == LOG_T
+    assert memory_oom.thresholds == OOM_T
 
 
 def test_judge_kernel_log_reports_oom_as_info() -> None:
@@ -566,6 +616,14 @@ def test_memory_oom_other_victim_warns(tmp_path: Path, node: Path) -> None:
     assert (
         result.findings[0].subject == "java" and "OOMScoreAdjust" in result.findings[0].remediation
     )
+
+
+def test_memory_oom_kills_bands(tmp_path: Path, node: Path) -> None:
+    roots = fixture_roots(oom_log(node, GLOBAL_OOM + CGROUP_OOM))
+    quiet = OOM_T | {"warn_kills": 2, "fail_broker_kills": 2}
+    result = memory_oom.run(make_context(tmp_path, roots=roots, thresholds=quiet))
+    assert result.status == Status.PASS and result.findings == []
+    assert result.data["total"] == 2 and result.data["broker_kills"] == 1
 
 
 def test_memory_oom_none_passes(tmp_path: Path, node: Path) -> None:

@@ -137,6 +137,28 @@ def test_judge_journal_pass_warn_fail() -> None:
     assert result.data["by_unit"][0]["errors"] in (83, 84)
 
 
+def test_judge_journal_bands() -> None:
+    assert JOURNAL_T == {
+        "window_hours": 24,
+        "max_entries": 5000,
+        "warn_broker_errors": 1,
+        "fail_broker_errors": 100,
+        "warn_total_errors": 200,
+    }
+    line = "2026-05-20T03:12:09.101Z ERROR shard-0 server::x: disk full"
+    broker = [_entry("iggy-server.service", line, prio=6, t=i) for i in range(5)]
+    strict = JOURNAL_T | {"warn_broker_errors": 2, "fail_broker_errors": 5}
+    result = judge_journal(_jfacts([], broker), strict)
+    assert result.status == Status.FAIL
+    assert "5 error line(s) from the broker" in result.summary
+    assert "(warn at 2, fail at 5)" in result.summary
+    assert judge_journal(_jfacts([], broker[:1]), strict).status == Status.PASS
+    noisy = [_entry("unit.service", "boom", t=i) for i in range(200)]
+    result = judge_journal(_jfacts(noisy), JOURNAL_T)
+    assert result.status == Status.WARN and "(warn at 200; top: unit.service 200)" in result.summary
+    assert judge_journal(_jfacts(noisy[:199]), JOURNAL_T).status == Status.PASS
+
+
 def test_judge_journal_fails_on_oom_kill_and_panic() -> None:
     oom = _entry("kernel", "Out of memory: Killed process 812 (iggy-server) total-vm:1kB")
     result = judge_journal(_jfacts([oom]), JOURNAL_T)
@@ -290,6 +312,30 @@ def test_logs_files_verdicts(
         finding = result.findings[0]
         assert finding.subject == "/var/lib/iggy/logs/iggy-server.log"
         assert "grep" in finding.remediation
+
+
+def test_logs_files_bands(tmp_path: Path, node: Path) -> None:
+    assert FILES_T == {
+        "tail_lines": 2000,
+        "max_files": 20,
+        "info_warnings": 200,
+        "stale_minutes": 60,
+        "warn_errors": 10,
+        "fail_errors": 100,
+        "fail_panics": 1,
+    }
+    lines = [iggy_line("ERROR", f"Failed {i}", i) for i in range(10)]
+    lines.append("thread 'shard-3' panicked at core/server/src/shard/mod.rs:211:9:")
+    write_tree(node, {"var/lib/iggy/logs/iggy-server.log": "\n".join(lines) + "\n"})
+    result = logs_files.run(files_ctx(tmp_path, node))
+    assert result.status == Status.FAIL  # the panic
+    errors = next(f for f in result.findings if "ERROR lines" in f.message)
+    assert errors.severity == Severity.WARN  # 10 reaches warn_errors
+    assert "(warn at 10, fail at 100)" in errors.message
+    # fail_panics 0 turns the panic rule off, as before.
+    result = logs_files.run(files_ctx(tmp_path, node, thresholds=FILES_T | {"fail_panics": 0}))
+    assert result.status == Status.WARN
+    assert not any("panic(s)" in f.message for f in result.findings)
 
 
 def test_logs_files_window_spans_rotation(tmp_path: Path, node: Path) -> None:

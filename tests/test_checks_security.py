@@ -12,7 +12,6 @@ from snapshot_agent.checks.security import (
     audit_lines_within,
     denial_concerns_broker,
     parse_apparmor_profiles,
-    parse_label,
     parse_selinux_config,
     parse_sshd_config,
     security_lsm,
@@ -20,6 +19,7 @@ from snapshot_agent.checks.security import (
     split_directive,
 )
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.confinement import parse_label
 from snapshot_agent.node.processes import BrokerProcess
 
 from .conftest import fixture_roots, make_context, write_tree
@@ -138,6 +138,19 @@ def test_lsm_broker_denials_warn(tmp_path: Path, node: Path) -> None:
     warn = next(f for f in result.findings if f.severity == Severity.WARN)
     assert warn.message.startswith("1 LSM denial(s) for iggy-server")
     assert "aa-logprof" in warn.remediation
+
+
+def test_lsm_broker_denials_band(tmp_path: Path, node: Path) -> None:
+    assert security_lsm.thresholds == LSM_T
+    broker_proc(node, "docker-default (enforce)")
+    write_tree(node, {"sys/module/apparmor/parameters/enabled": "Y\n"})
+    kern_log(node, APPARMOR_DENIED)
+    roots = fixture_roots(node)
+    quiet = LSM_T | {"warn_broker_denials": 2}
+    result = security_lsm.run(make_context(tmp_path, roots=roots, thresholds=quiet))
+    assert result.status == Status.PASS and result.data["broker_denials"] != []
+    result = security_lsm.run(make_context(tmp_path, roots=roots, thresholds=LSM_T))
+    assert result.status == Status.WARN
 
 
 def test_lsm_selinux_permissive_denials_and_mode_mismatch(tmp_path: Path, node: Path) -> None:
