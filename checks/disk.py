@@ -1,7 +1,7 @@
-"""Disk checks: space and inodes (disk.usage), and the mount table they are judged on.
+"""disk.usage: space and inodes of every filesystem that can fill up.
 
-The mount table and the hang-safe probes here serve disk.mounts too (disk_mounts.py);
-disk.io and disk.health are in disk_io.py and disk_health.py.
+The mount table and the hang-safe probes come from snapshot_agent.node.mounts (disk.mounts
+uses them too); disk.io and disk.health are in disk_io.py and disk_health.py.
 
 Choices worth knowing when reading the verdicts:
 
@@ -21,222 +21,37 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
-from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.grading import Band
+from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
 from snapshot_agent.core.units import GIB, mib_or_gib
+from snapshot_agent.node.mounts import (
+    PSEUDO_FS,
+    READONLY_BY_DESIGN,
+    MountEntry,
+    bind,
+    probe_all,
+    probe_budget,
+    read_mount_table,
+    table_truncated_finding,
+)
 
 MAX_MOUNTS = 1000  # more than this is a pathological mount table; the rest are not probed
-MAX_MOUNT_LINES = 100_000  # lines of a mount table read; more is reported, not parsed
-MAX_ROWS = 300  # rows kept in `data` tables
 
-#: Kernel and virtual filesystems that hold no user data and cannot fill up meaningfully.
-# ramfs is here because it has no size limit: statvfs reports zeros.
-PSEUDO_FS = frozenset(
-    {
-        *("autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devfs"),
-        *("devpts", "devtmpfs", "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nfsd", "nsfs"),
-        *("proc", "pstore", "ramfs", "rpc_pipefs", "securityfs", "selinuxfs", "sysfs", "tracefs"),
-    }
-)
-#: Read-only images: always "100 % full", never a problem.
-READONLY_BY_DESIGN = frozenset({"squashfs", "iso9660", "udf", "erofs", "cramfs"})
-NETWORK_FS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "glusterfs", "ceph", "9p", "lustre", "gpfs", "afs"}
-)
 #: errno values meaning the mount is broken (not merely unreadable by us).
 BROKEN_ERRNOS = frozenset(
     {errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENODEV}
 )
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-# -- mount table -----------------------------------------------------------------------------
-
-
-def decode_mount_field(text: str) -> str:
-    """Undo the kernel's octal escapes in mount tables (\\040 is a space, \\011 a tab)."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/self/mounts."""
-
-    device: str
-    mountpoint: str
-    fstype: str
-    options: tuple[str, ...]
-
-    @property
-    def read_only(self) -> bool:
-        """Mounted read-only."""
-        return "ro" in self.options
-
-    @property
-    def network(self) -> bool:
-        """On a network or FUSE filesystem (can hang when the server goes away)."""
-        return self.fstype in NETWORK_FS or self.fstype.startswith("fuse")
-
-
-def parse_mount_line(line: str) -> MountEntry | None:
-    """One /proc/self/mounts (or fstab-like) line; None for comments and malformed lines."""
-    fields = line.split()
-    if len(fields) < 4 or line.lstrip().startswith("#"):
-        return None
-    return MountEntry(
-        device=decode_mount_field(fields[0]),
-        mountpoint=decode_mount_field(fields[1]),
-        fstype=fields[2],
-        options=tuple(fields[3].split(",")),
-    )
-
-
-def parse_mounts(text: str) -> list[MountEntry]:
-    """Parse /proc/self/mounts (or fstab-like) lines; malformed lines are ignored."""
-    return [m for line in text.splitlines() if (m := parse_mount_line(line)) is not None]
-
-
-def dedupe_mounts(mounts: Iterable[MountEntry]) -> list[MountEntry]:
-    """One entry per mount point: the last one, which shadows earlier mounts there."""
-    by_point: dict[str, MountEntry] = {}
-    for m in mounts:
-        by_point.pop(m.mountpoint, None)
-        by_point[m.mountpoint] = m
-    return list(by_point.values())
-
-
-def find_mount(mounts: Iterable[MountEntry], path: str) -> MountEntry | None:
-    """The mount holding `path` (longest mount point prefix), like `findmnt --target`."""
-    best: MountEntry | None = None
-    for m in mounts:
-        mp = m.mountpoint
-        inside = path == mp or mp == "/" or path.startswith(mp.rstrip("/") + "/")
-        if inside and (best is None or len(mp) >= len(best.mountpoint)):
-            best = m
-    return best
-
-
-def parse_mountinfo_roots(text: str) -> dict[str, str]:
-    """Mount point -> root of the mount within its filesystem ('/' unless a bind mount)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5:
-            out[decode_mount_field(fields[4])] = decode_mount_field(fields[3])
-    return out
-
-
-def read_table_lines(ctx: Context, node_path: str) -> Iterator[str | None]:
-    """The first MAX_MOUNT_LINES whole lines of a mount table, streamed (raises OSError).
-
-    Kubernetes nodes have thousands of mounts, megabytes of text: a byte cap would drop
-    the tail and hand over a half-read last line. When there are more lines than the
-    cap, a final None says so.
-    """
-    with ctx.path(node_path).open("rb") as fh:
-        for n, raw in enumerate(fh):
-            if n >= MAX_MOUNT_LINES:
-                yield None
-                return
-            yield raw.decode("utf-8", "replace")
-
-
-def read_mount_table(ctx: Context) -> tuple[list[MountEntry], bool]:
-    """The node's mounts, one per mount point, and whether MAX_MOUNT_LINES cut the table.
-
-    Raises OSError when /proc/self/mounts is unreadable.
-    """
-    entries: list[MountEntry] = []
-    truncated = False
-    for line in read_table_lines(ctx, "/proc/self/mounts"):
-        if line is None:
-            truncated = True
-        elif entry := parse_mount_line(line):
-            entries.append(entry)
-    return dedupe_mounts(entries), truncated
-
-
-def read_mountinfo_roots(ctx: Context) -> dict[str, str]:
-    """parse_mountinfo_roots of /proc/self/mountinfo, streamed like the mount table."""
-    roots: dict[str, str] = {}
-    try:
-        for line in read_table_lines(ctx, "/proc/self/mountinfo"):
-            if line is not None:
-                roots.update(parse_mountinfo_roots(line))
-    except OSError:
-        return {}
-    return roots
-
-
-def table_truncated_finding() -> Finding:
-    """INFO: the mount table had more lines than MAX_MOUNT_LINES; the rest was not read."""
-    return Finding(
-        Severity.INFO,
-        f"/proc/self/mounts has more than {MAX_MOUNT_LINES:,} mounts: only the first "
-        f"{MAX_MOUNT_LINES:,} were read and judged",
-        "Run `df -h` and `df -i` by hand for the rest, and find what keeps adding mounts "
-        "(`cut -d' ' -f3 /proc/self/mounts | sort | uniq -c | sort -n | tail`): leaked "
-        "container or snap mounts.",
-        "/proc/self/mounts",
-    )
-
-
-# -- calls that may hang in the kernel -------------------------------------------------------
-
-
-@dataclass
-class Probe:
-    """What became of one call run under a timeout."""
-
-    done: bool = False
-    value: Any = None
-    error: BaseException | None = None
-
-
-def probe_all(calls: dict[str, Callable[[], Any]], timeout_s: float) -> dict[str, Probe]:
-    """Run each call in its own daemon thread, all at once; wait at most `timeout_s` in all.
-
-    A call still running at the deadline is abandoned (its probe has done=False): a thread
-    stuck in statvfs on a dead mount cannot be interrupted, only left behind.
-    """
-    probes = {key: Probe() for key in calls}
-
-    def runner(key: str, fn: Callable[[], Any]) -> None:
-        """Run one call and record its value or exception."""
-        try:
-            probes[key].value = fn()
-        except BaseException as exc:  # reported per call by the caller, never lost
-            probes[key].error = exc
-        probes[key].done = True
-
-    threads = []
-    for key, fn in calls.items():
-        t = threading.Thread(target=runner, args=(key, fn), name=f"probe {key}", daemon=True)
-        t.start()
-        threads.append(t)
-    deadline = time.monotonic() + timeout_s
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    return probes
-
-
-def _bind(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:
-    """fn(arg) as a call without arguments (for probe_all)."""
-    return lambda: fn(arg)
-
-
-def probe_budget(ctx: Context, wanted: float) -> float:
-    """The per-mount timeout, shortened when the check itself is about to be killed."""
-    return max(0.05, min(wanted, ctx.remaining() - 1.0))
+#: Used space in percent, as df computes it.
+USED_PCT = Band("pct", warn=80.0, fail=90.0)
+#: Used inodes in percent (filesystems with an inode limit).
+INODE_PCT = Band("inode_pct", warn=80.0, fail=90.0)
 
 
 def _server_of(m: MountEntry) -> str:
@@ -283,9 +98,6 @@ def _broken_finding(m: MountEntry, exc: OSError) -> Finding:
         "export still exists on the server; for FUSE restart the daemon that serves it.",
         m.mountpoint,
     )
-
-
-# -- disk.usage ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -379,7 +191,7 @@ def read_usage(
         facts.not_probed = len(candidates) - MAX_MOUNTS
         candidates = candidates[:MAX_MOUNTS]
     calls = {
-        u.mount.mountpoint: _bind(statvfs, str(ctx.path(u.mount.mountpoint))) for u in candidates
+        u.mount.mountpoint: bind(statvfs, str(ctx.path(u.mount.mountpoint))) for u in candidates
     }
     probes = probe_all(calls, facts.timeout_s)
     for usage in candidates:
@@ -426,75 +238,78 @@ def _inode_remedy(u: MountUsage) -> str:
     )
 
 
-def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
-    """Space and inodes per filesystem against warn/fail percentages; hung mounts fail."""
-    warn, fail = float(thresholds["warn_pct"]), float(thresholds["fail_pct"])
-    iwarn, ifail = float(thresholds["inode_warn_pct"]), float(thresholds["inode_fail_pct"])
+def _not_answering(u: MountUsage, timeout_s: float) -> Finding | None:
+    """FAIL: statvfs on the mount did not return in time (hung server or FUSE daemon)."""
+    return _hung_finding(u.mount, timeout_s) if u.state == "hung" else None
+
+
+def _statvfs_refused(u: MountUsage) -> Finding | None:
+    """FAIL when statvfs says the mount is broken; INFO when we merely may not look."""
+    if u.state != "error" or u.error is None:
+        return None
+    if u.error.errno in BROKEN_ERRNOS:
+        return _broken_finding(u.mount, u.error)
+    return Finding(
+        Severity.INFO,
+        f"could not check {u.mount.mountpoint}: {u.error.strerror or u.error}",
+        "Run snapshot-agent as root; FUSE mounts without allow_other refuse other users.",
+        u.mount.mountpoint,
+    )
+
+
+def _space_exhaustion(u: MountUsage, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN or FAIL when the filesystem's used space reaches the USED_PCT band."""
+    pct = u.used_pct
+    severity = USED_PCT.grade(pct, thresholds)
+    if severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{u.mount.mountpoint} is {pct:.0f} % full ({mib_or_gib(u.avail)} free of "
+        f"{mib_or_gib(u.size)}), at or over {USED_PCT.limit(severity, thresholds):g} %",
+        _space_remedy(u),
+        u.mount.mountpoint,
+    )
+
+
+def _inode_exhaustion(u: MountUsage, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN or FAIL when the filesystem's used inodes reach the INODE_PCT band."""
+    ipct = u.inodes_pct
+    severity = INODE_PCT.grade(ipct, thresholds)
+    if ipct is None or severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{u.mount.mountpoint} has used {ipct:.0f} % of its inodes "
+        f"({u.inodes - u.inodes_used:,} of {u.inodes:,} left), at or over "
+        f"{INODE_PCT.limit(severity, thresholds):g} %",
+        _inode_remedy(u),
+        u.mount.mountpoint,
+    )
+
+
+def _usage_columns(u: MountUsage) -> dict[str, Any]:
+    """Size, use and inode columns of a judged filesystem's table row."""
+    ipct = u.inodes_pct
+    return {
+        "size_gib": round(u.size / GIB, 2),
+        "used_pct": round(u.used_pct, 1),
+        "avail_gib": round(u.avail / GIB, 2),
+        "inodes_used_pct": None if ipct is None else round(ipct, 1),
+        "also_at": ", ".join(u.also_at),
+    }
+
+
+def _row_status(found: list[Finding]) -> str:
+    """'fail' when any finding fails, else 'warn' when there is one, else 'ok'."""
+    if any(f.severity == Severity.FAIL for f in found):
+        return str(Severity.FAIL)
+    return str(Severity.WARN) if found else "ok"
+
+
+def _left_out(facts: UsageFacts) -> list[Finding]:
+    """INFO for the mounts that were not probed or not read at all."""
     findings: list[Finding] = []
-    rows: list[dict[str, Any]] = []
-    judged: list[MountUsage] = []
-    for u in facts.usages:
-        m = u.mount
-        row: dict[str, Any] = {"mount": m.mountpoint, "device": m.device, "fstype": m.fstype}
-        if u.state == "hung":
-            findings.append(_hung_finding(m, facts.timeout_s))
-            rows.append(row | {"status": "not responding"})
-            continue
-        if u.state == "error" and u.error is not None:
-            if u.error.errno in BROKEN_ERRNOS:
-                findings.append(_broken_finding(m, u.error))
-            else:
-                findings.append(
-                    Finding(
-                        Severity.INFO,
-                        f"could not check {m.mountpoint}: {u.error.strerror or u.error}",
-                        "Run snapshot-agent as root; FUSE mounts without allow_other refuse "
-                        "other users.",
-                        m.mountpoint,
-                    )
-                )
-            rows.append(row | {"status": f"error: {u.error.strerror or u.error}"})
-            continue
-        if u.state == "empty":
-            continue  # a FUSE or virtual filesystem reporting no size: nothing to judge
-        judged.append(u)
-        ipct = u.inodes_pct
-        row |= {
-            "size_gib": round(u.size / GIB, 2),
-            "used_pct": round(u.used_pct, 1),
-            "avail_gib": round(u.avail / GIB, 2),
-            "inodes_used_pct": None if ipct is None else round(ipct, 1),
-            "also_at": ", ".join(u.also_at),
-        }
-        status = "ok"
-        pct = u.used_pct
-        if pct >= warn:
-            sev = Severity.FAIL if pct >= fail else Severity.WARN
-            limit = fail if sev == Severity.FAIL else warn
-            findings.append(
-                Finding(
-                    sev,
-                    f"{m.mountpoint} is {pct:.0f} % full ({mib_or_gib(u.avail)} free of "
-                    f"{mib_or_gib(u.size)}), at or over {limit:g} %",
-                    _space_remedy(u),
-                    m.mountpoint,
-                )
-            )
-            status = str(sev)
-        if ipct is not None and ipct >= iwarn:
-            sev = Severity.FAIL if ipct >= ifail else Severity.WARN
-            limit = ifail if sev == Severity.FAIL else iwarn
-            findings.append(
-                Finding(
-                    sev,
-                    f"{m.mountpoint} has used {ipct:.0f} % of its inodes "
-                    f"({u.inodes - u.inodes_used:,} of {u.inodes:,} left), at or over {limit:g} %",
-                    _inode_remedy(u),
-                    m.mountpoint,
-                )
-            )
-            status = "fail" if "fail" in (status, str(sev)) else str(sev)
-        rows.append(row | {"status": status})
     if facts.not_probed:
         findings.append(
             Finding(
@@ -505,22 +320,54 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         )
     if facts.table_truncated:
         findings.append(table_truncated_finding())
+    return findings
+
+
+def _usage_ok(judged: list[MountUsage], thresholds: dict[str, Any]) -> str:
+    """The summary when nothing is wrong: how many filesystems, and the fullest."""
+    if not judged:
+        return "no writable filesystems with a size to judge"
+    fullest = max(judged, key=lambda u: u.used_pct)
+    warn = USED_PCT.limit(Severity.WARN, thresholds)
+    iwarn = INODE_PCT.limit(Severity.WARN, thresholds)
+    return (
+        f"{len(judged)} filesystems below {warn:g} % space and {iwarn:g} % inodes; fullest "
+        f"{fullest.mount.mountpoint} at {fullest.used_pct:.0f} % "
+        f"({mib_or_gib(fullest.avail)} free)"
+    )
+
+
+def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
+    """Space and inodes per filesystem against their bands; hung mounts fail."""
+    findings: list[Finding] = []
+    rows: list[dict[str, Any]] = []
+    judged: list[MountUsage] = []
+    for u in facts.usages:
+        m = u.mount
+        row: dict[str, Any] = {"mount": m.mountpoint, "device": m.device, "fstype": m.fstype}
+        if hung := _not_answering(u, facts.timeout_s):
+            findings.append(hung)
+            rows.append(row | {"status": "not responding"})
+        elif refused := _statvfs_refused(u):
+            findings.append(refused)
+            rows.append(row | {"status": f"error: {u.error.strerror or u.error}"})
+        elif u.state != "empty":  # empty: a FUSE or virtual fs reporting no size
+            judged.append(u)
+            found = [
+                f
+                for f in (_space_exhaustion(u, thresholds), _inode_exhaustion(u, thresholds))
+                if f is not None
+            ]
+            findings += found
+            rows.append(row | _usage_columns(u) | {"status": _row_status(found)})
+    findings += _left_out(facts)
     data = {
         "filesystems": rows[:MAX_ROWS],
         "read_only_not_judged": facts.read_only[:MAX_ROWS],
         "skipped": facts.skipped_types,
         "mount_timeout_s": facts.timeout_s,
     }
-    if judged:
-        fullest = max(judged, key=lambda u: u.used_pct)
-        ok = (
-            f"{len(judged)} filesystems below {warn:g} % space and {iwarn:g} % inodes; fullest "
-            f"{fullest.mount.mountpoint} at {fullest.used_pct:.0f} % "
-            f"({mib_or_gib(fullest.avail)} free)"
-        )
-    else:
-        ok = "no writable filesystems with a size to judge"
-    return Result.from_findings(findings, ok=ok, data=data)
+    return Result.from_findings(findings, ok=_usage_ok(judged, thresholds), data=data)
 
 
 @check(
@@ -530,13 +377,8 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
     description="Space and inode usage of every real mount; mounts that do not answer fail.",
     requires=Requirements(paths=("/proc/self/mounts",)),
     timeout_s=10,
-    thresholds={
-        "warn_pct": 80.0,
-        "fail_pct": 90.0,
-        "inode_warn_pct": 80.0,
-        "inode_fail_pct": 90.0,
-        "mount_timeout_s": 2.0,
-    },
+    bands=(USED_PCT, INODE_PCT),
+    thresholds={"mount_timeout_s": 2.0},
 )
 def disk_usage(ctx: Context) -> Result:
     """df -h and df -i, judged, without hanging on dead network mounts."""

@@ -16,6 +16,7 @@ from typing import Any
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.commands import CommandResult
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 
 _NOT_DISKS = re.compile(r"^(?:loop|ram|zram|dm-|md|sr|fd|nbd|rbd|drbd|bcache|pmem)")
@@ -258,106 +259,138 @@ def _overall(h: DiskHealth) -> str:
     return "passed" if h.passed or h.critical_warning == 0 else "n/a"
 
 
-def judge_health(healths: list[DiskHealth], thresholds: dict[str, Any]) -> Result:
-    """SMART verdicts: failed self-assessment or NVMe critical warning fail; wear warns."""
-    sectors_warn = int(thresholds["sectors_warn"])
-    used_warn = float(thresholds["nvme_used_warn_pct"])
-    media_warn = int(thresholds["media_errors_warn"])
-    findings: list[Finding] = []
-    for h in healths:
-        subj = h.device
-        if not h.supported:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"{h.device}: no health data ({h.note})",
-                    "Virtual and RAID-backed disks hide SMART: check the hypervisor, cloud "
-                    "console or RAID tool (`smartctl -d megaraid,N`, `storcli`) instead.",
-                    subj,
-                )
-            )
-            continue
-        if h.passed is False:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{h.device} ({h.model}): SMART overall-health self-assessment FAILED",
-                    _health_remedy(h, "The drive predicts its own failure."),
-                    subj,
-                )
-            )
-        bad = {
-            "reallocated": h.reallocated,
-            "pending": h.pending,
-            "offline uncorrectable": h.offline_uncorrectable,
-            "grown defect": h.grown_defects,
-        }
-        counts = [f"{v} {k}" for k, v in bad.items() if v is not None and v >= sectors_warn]
-        if counts:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"{h.device} ({h.model}) has {' and '.join(counts)} sectors",
-                    _health_remedy(
-                        h,
-                        f"Sectors are failing: run `smartctl -t long {h.device}` and watch "
-                        "whether the counts grow; pending sectors are unreadable data.",
-                    ),
-                    subj,
-                )
-            )
-        if h.critical_warning:
-            bits = [t for bit, t in _NVME_WARNINGS if h.critical_warning & bit] or ["unknown bit"]
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{h.device} ({h.model}) reports NVMe critical warning "
-                    f"0x{h.critical_warning:02x}: {', '.join(bits)}",
-                    _health_remedy(h, "The controller flags the drive as failing."),
-                    subj,
-                )
-            )
-        if h.percentage_used is not None and h.percentage_used >= used_warn:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"{h.device} ({h.model}) has used {h.percentage_used} % of its rated "
-                    f"endurance (at or over {used_warn:g} %)",
-                    "Plan a replacement: a write-heavy broker wears flash fast; past 100 % the "
-                    "vendor no longer guarantees the drive.",
-                    subj,
-                )
-            )
-        if h.media_errors is not None and h.media_errors >= media_warn:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"{h.device} ({h.model}) logged {h.media_errors} media errors "
-                    "(unrecovered data integrity errors)",
-                    _health_remedy(h, "Media errors mean data the drive could not read back."),
-                    subj,
-                )
-            )
-    rows = [
-        {
-            "device": h.device,
-            "kind": h.kind,
-            "model": h.model,
-            "serial": h.serial,
-            "source": h.source,
-            "health": _overall(h),
-            "temperature_c": h.temperature_c,
-            "power_on_hours": h.power_on_hours,
-            "reallocated": h.reallocated,
-            "pending": h.pending,
-            "critical_warning": h.critical_warning,
-            "percentage_used": h.percentage_used,
-            "available_spare": h.available_spare,
-            "media_errors": h.media_errors,
-            "note": h.note,
-        }
-        for h in healths
-    ]
+#: Reallocated, pending, offline-uncorrectable or grown-defect sectors (each count alone).
+SECTORS = Band("sectors", warn=1, parse=int)
+#: NVMe "percentage used": the share of the rated write endurance spent.
+NVME_USED_PCT = Band("nvme_used_pct", warn=80.0)
+#: NVMe media and data integrity errors the controller could not recover.
+MEDIA_ERRORS = Band("media_errors", warn=1, parse=int)
+
+
+def _no_health_data(h: DiskHealth) -> Finding:
+    """INFO: the disk gave no SMART or NVMe health data to judge."""
+    return Finding(
+        Severity.INFO,
+        f"{h.device}: no health data ({h.note})",
+        "Virtual and RAID-backed disks hide SMART: check the hypervisor, cloud "
+        "console or RAID tool (`smartctl -d megaraid,N`, `storcli`) instead.",
+        h.device,
+    )
+
+
+def _self_assessment_failed(h: DiskHealth, thresholds: dict[str, Any]) -> Finding | None:
+    """FAIL: the drive's SMART overall-health self-assessment predicts its failure."""
+    if h.passed is not False:
+        return None
+    return Finding(
+        Severity.FAIL,
+        f"{h.device} ({h.model}): SMART overall-health self-assessment FAILED",
+        _health_remedy(h, "The drive predicts its own failure."),
+        h.device,
+    )
+
+
+def _failing_sectors(h: DiskHealth, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN: bad-sector counts reach the SECTORS band (data the drive lost or moved)."""
+    bad = {
+        "reallocated": h.reallocated,
+        "pending": h.pending,
+        "offline uncorrectable": h.offline_uncorrectable,
+        "grown defect": h.grown_defects,
+    }
+    present = {k: v for k, v in bad.items() if v is not None}
+    severity = SECTORS.grade(max(present.values()), thresholds) if present else None
+    if severity is None:
+        return None
+    counts = [f"{v} {k}" for k, v in present.items() if SECTORS.grade(v, thresholds)]
+    return Finding(
+        severity,
+        f"{h.device} ({h.model}) has {' and '.join(counts)} sectors",
+        _health_remedy(
+            h,
+            f"Sectors are failing: run `smartctl -t long {h.device}` and watch "
+            "whether the counts grow; pending sectors are unreadable data.",
+        ),
+        h.device,
+    )
+
+
+def _nvme_critical_warning(h: DiskHealth, thresholds: dict[str, Any]) -> Finding | None:
+    """FAIL: the NVMe controller raises a critical warning bit."""
+    if not h.critical_warning:
+        return None
+    bits = [t for bit, t in _NVME_WARNINGS if h.critical_warning & bit] or ["unknown bit"]
+    return Finding(
+        Severity.FAIL,
+        f"{h.device} ({h.model}) reports NVMe critical warning "
+        f"0x{h.critical_warning:02x}: {', '.join(bits)}",
+        _health_remedy(h, "The controller flags the drive as failing."),
+        h.device,
+    )
+
+
+def _flash_worn(h: DiskHealth, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN: the flash has spent the NVME_USED_PCT share of its rated endurance."""
+    severity = NVME_USED_PCT.grade(h.percentage_used, thresholds)
+    if severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{h.device} ({h.model}) has used {h.percentage_used} % of its rated "
+        f"endurance (at or over {NVME_USED_PCT.limit(severity, thresholds):g} %)",
+        "Plan a replacement: a write-heavy broker wears flash fast; past 100 % the "
+        "vendor no longer guarantees the drive.",
+        h.device,
+    )
+
+
+def _media_errors(h: DiskHealth, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN: the drive logged unrecovered media errors reaching the MEDIA_ERRORS band."""
+    severity = MEDIA_ERRORS.grade(h.media_errors, thresholds)
+    if severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{h.device} ({h.model}) logged {h.media_errors} media errors "
+        "(unrecovered data integrity errors)",
+        _health_remedy(h, "Media errors mean data the drive could not read back."),
+        h.device,
+    )
+
+
+#: What is judged on a disk with health data, in the order the findings are listed.
+HEALTH_RULES = (
+    _self_assessment_failed,
+    _failing_sectors,
+    _nvme_critical_warning,
+    _flash_worn,
+    _media_errors,
+)
+
+
+def _health_row(h: DiskHealth) -> dict[str, Any]:
+    """One disk's health for the table."""
+    return {
+        "device": h.device,
+        "kind": h.kind,
+        "model": h.model,
+        "serial": h.serial,
+        "source": h.source,
+        "health": _overall(h),
+        "temperature_c": h.temperature_c,
+        "power_on_hours": h.power_on_hours,
+        "reallocated": h.reallocated,
+        "pending": h.pending,
+        "critical_warning": h.critical_warning,
+        "percentage_used": h.percentage_used,
+        "available_spare": h.available_spare,
+        "media_errors": h.media_errors,
+        "note": h.note,
+    }
+
+
+def _health_ok(healths: list[DiskHealth]) -> str:
+    """The summary when nothing is wrong: which disks were checked, which could not be."""
     checked = [h.device for h in healths if h.supported]
     unchecked = [h.device for h in healths if not h.supported]
     plural = "s" if len(checked) != 1 else ""
@@ -368,7 +401,19 @@ def judge_health(healths: list[DiskHealth], thresholds: dict[str, Any]) -> Resul
     )
     if unchecked:
         ok += f"; no health data for {', '.join(unchecked)}"
-    return Result.from_findings(findings, ok=ok, data={"disks": rows})
+    return ok
+
+
+def judge_health(healths: list[DiskHealth], thresholds: dict[str, Any]) -> Result:
+    """SMART verdicts: failed self-assessment or NVMe critical warning fail; wear warns."""
+    findings: list[Finding] = []
+    for h in healths:
+        if not h.supported:
+            findings.append(_no_health_data(h))
+            continue
+        findings += [f for rule in HEALTH_RULES if (f := rule(h, thresholds)) is not None]
+    rows = [_health_row(h) for h in healths]
+    return Result.from_findings(findings, ok=_health_ok(healths), data={"disks": rows})
 
 
 def find_tool(binary: str) -> str | None:
@@ -385,7 +430,7 @@ def find_tool(binary: str) -> str | None:
     "media errors.",
     requires=Requirements(root=True, paths=("/sys/block",)),
     timeout_s=30,
-    thresholds={"sectors_warn": 1, "nvme_used_warn_pct": 80.0, "media_errors_warn": 1},
+    bands=(SECTORS, NVME_USED_PCT, MEDIA_ERRORS),
 )
 def disk_health(ctx: Context) -> Result:
     """Read SMART / NVMe health for each physical disk and judge it."""

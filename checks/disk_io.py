@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.disk import MAX_ROWS
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
-from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.grading import Band
+from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
 from snapshot_agent.core.units import MIB
 
 _PARTITION = re.compile(
@@ -176,61 +176,77 @@ def read_io(
     )
 
 
+#: How busy the device was (%util): alone it only warns, see _busy.
+UTIL_PCT = Band("util_pct", warn=80.0, fail=95.0)
+#: Average time an I/O took, queueing included (await), judged with enough I/Os.
+AWAIT_MS = Band("await_ms", warn=50.0, fail=200.0)
+
+
+def _slow(d: DeviceIO, thresholds: dict[str, Any]) -> Severity | None:
+    """How long requests wait on the device; unjudged with too few I/Os in the sample."""
+    if d.ios < int(thresholds["min_ios"]):
+        return None
+    return AWAIT_MS.grade(d.await_ms, thresholds)
+
+
+def _busy(d: DeviceIO, slow: Severity | None, thresholds: dict[str, Any]) -> Severity | None:
+    """%util of the device; it fails only when requests also wait.
+
+    %util alone overstates saturation on SSD/NVMe (parallel queues).
+    """
+    busy = UTIL_PCT.grade(d.util_pct, thresholds)
+    return Severity.WARN if busy == Severity.FAIL and slow is None else busy
+
+
+def _saturated(d: DeviceIO, interval_s: float, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN or FAIL for a device that is busy or slow over the sample."""
+    slow = _slow(d, thresholds)
+    busy = _busy(d, slow, thresholds)
+    reasons: list[str] = []
+    if busy:
+        reasons.append(f"{d.util_pct:.0f} % busy")
+    if slow:
+        limit = AWAIT_MS.limit(slow, thresholds)
+        reasons.append(f"average I/O wait {d.await_ms:.0f} ms (over {limit:g} ms)")
+    if not reasons:
+        return None
+    return Finding(
+        Severity.FAIL if Severity.FAIL in (slow, busy) else Severity.WARN,
+        f"{d.name}: {', '.join(reasons)} over {interval_s:.1f} s "
+        f"({d.r_s:.0f} r/s, {d.w_s:.0f} w/s, {d.read_mb_s:.1f} MB/s read, "
+        f"{d.write_mb_s:.1f} MB/s written, queue {d.aqu_sz:.1f})",
+        f"Confirm it lasts with `iostat -x 1 5 {d.name}` and find who does the I/O "
+        "(`iotop -o`, `pidstat -d 1`). A saturated disk delays Iggy's appends and "
+        "fsyncs (producer latency, consumer lag): give the data directory a dedicated "
+        "or faster disk, or more provisioned IOPS/throughput on a cloud volume. On "
+        "SSD/NVMe a high %util alone is not saturation; the wait time is what hurts.",
+        f"/dev/{d.name}",
+    )
+
+
+def _io_row(d: DeviceIO) -> dict[str, Any]:
+    """One device's rates for the table."""
+    return {
+        "device": d.name,
+        "r_s": round(d.r_s, 1),
+        "w_s": round(d.w_s, 1),
+        "read_mb_s": round(d.read_mb_s, 2),
+        "write_mb_s": round(d.write_mb_s, 2),
+        "r_await_ms": round(d.r_await_ms, 2),
+        "w_await_ms": round(d.w_await_ms, 2),
+        "await_ms": round(d.await_ms, 2),
+        "util_pct": round(d.util_pct, 1),
+        "aqu_sz": round(d.aqu_sz, 2),
+        "in_flight": d.in_flight,
+        "await_since_boot_ms": round(d.await_since_boot_ms, 2),
+    }
+
+
 def judge_io(facts: IOFacts, thresholds: dict[str, Any]) -> Result:
     """Utilisation and average wait per device; await is judged only with enough I/Os."""
-    uwarn, ufail = float(thresholds["util_warn_pct"]), float(thresholds["util_fail_pct"])
-    awarn, afail = float(thresholds["await_warn_ms"]), float(thresholds["await_fail_ms"])
-    min_ios = int(thresholds["min_ios"])
-    findings: list[Finding] = []
-    for d in facts.devices:
-        slow = d.ios >= min_ios and d.await_ms >= awarn
-        sev: Severity | None = None
-        reasons: list[str] = []
-        if d.ios >= min_ios and d.await_ms >= afail:
-            sev = Severity.FAIL
-            reasons.append(f"average I/O wait {d.await_ms:.0f} ms (over {afail:g} ms)")
-        elif slow:
-            sev = Severity.WARN
-            reasons.append(f"average I/O wait {d.await_ms:.0f} ms (over {awarn:g} ms)")
-        if d.util_pct >= uwarn:
-            # %util alone overstates saturation on SSD/NVMe (parallel queues): it fails only
-            # when requests also wait.
-            busy = Severity.FAIL if d.util_pct >= ufail and slow else Severity.WARN
-            sev = Severity.FAIL if Severity.FAIL in (sev, busy) else busy
-            reasons.insert(0, f"{d.util_pct:.0f} % busy")
-        if sev is None:
-            continue
-        findings.append(
-            Finding(
-                sev,
-                f"{d.name}: {', '.join(reasons)} over {facts.interval_s:.1f} s "
-                f"({d.r_s:.0f} r/s, {d.w_s:.0f} w/s, {d.read_mb_s:.1f} MB/s read, "
-                f"{d.write_mb_s:.1f} MB/s written, queue {d.aqu_sz:.1f})",
-                f"Confirm it lasts with `iostat -x 1 5 {d.name}` and find who does the I/O "
-                "(`iotop -o`, `pidstat -d 1`). A saturated disk delays Iggy's appends and "
-                "fsyncs (producer latency, consumer lag): give the data directory a dedicated "
-                "or faster disk, or more provisioned IOPS/throughput on a cloud volume. On "
-                "SSD/NVMe a high %util alone is not saturation; the wait time is what hurts.",
-                f"/dev/{d.name}",
-            )
-        )
-    rows = [
-        {
-            "device": d.name,
-            "r_s": round(d.r_s, 1),
-            "w_s": round(d.w_s, 1),
-            "read_mb_s": round(d.read_mb_s, 2),
-            "write_mb_s": round(d.write_mb_s, 2),
-            "r_await_ms": round(d.r_await_ms, 2),
-            "w_await_ms": round(d.w_await_ms, 2),
-            "await_ms": round(d.await_ms, 2),
-            "util_pct": round(d.util_pct, 1),
-            "aqu_sz": round(d.aqu_sz, 2),
-            "in_flight": d.in_flight,
-            "await_since_boot_ms": round(d.await_since_boot_ms, 2),
-        }
-        for d in facts.devices
-    ]
+    found = (_saturated(d, facts.interval_s, thresholds) for d in facts.devices)
+    findings = [f for f in found if f is not None]
+    rows = [_io_row(d) for d in facts.devices]
     data = {"interval_s": round(facts.interval_s, 3), "devices": rows[:MAX_ROWS]}
     if not facts.devices:
         return Result.from_findings(findings, ok="no block devices with activity", data=data)
@@ -250,14 +266,8 @@ def judge_io(facts: IOFacts, thresholds: dict[str, Any]) -> Result:
     "over a short sample.",
     requires=Requirements(paths=("/proc/diskstats",)),
     timeout_s=5,
-    thresholds={
-        "util_warn_pct": 80.0,
-        "util_fail_pct": 95.0,
-        "await_warn_ms": 50.0,
-        "await_fail_ms": 200.0,
-        "min_ios": 5,
-        "sample_s": 0.5,
-    },
+    bands=(UTIL_PCT, AWAIT_MS),
+    thresholds={"min_ios": 5, "sample_s": 0.5},
     sampling_s=0.5,
 )
 def disk_io(ctx: Context) -> Result:

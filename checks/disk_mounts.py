@@ -1,8 +1,8 @@
 """disk.mounts: how the Iggy data directory's filesystem is mounted, and unexpected
 read-only mounts.
 
-The mount table and the hang-safe probes come from disk.py: the data directory is looked
-up under a timeout, since its filesystem may hang.
+The mount table and the hang-safe probes come from snapshot_agent.node.mounts: the data
+directory is looked up under a timeout, since its filesystem may hang.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.disk import (
-    MAX_ROWS,
+from snapshot_agent.core.check import Requirements, check
+from snapshot_agent.core.context import Context
+from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
+from snapshot_agent.node.mounts import (
     PSEUDO_FS,
     READONLY_BY_DESIGN,
     MountEntry,
@@ -25,9 +27,6 @@ from snapshot_agent.checks.disk import (
     read_mountinfo_roots,
     table_truncated_finding,
 )
-from snapshot_agent.core.check import Requirements, check
-from snapshot_agent.core.context import Context
-from snapshot_agent.core.results import Finding, Result, Severity
 
 DEFAULT_DATA_DIR = "/var/lib/iggy/local_data"
 
@@ -106,156 +105,218 @@ def _ro_remedy(mp: str) -> str:
     )
 
 
-def _judge_data_mount(facts: MountsFacts, m: MountEntry, findings: list[Finding]) -> None:
-    """Filesystem type, atime and read-only state of the mount holding Iggy's data."""
-    # A hung data directory still tells where the data lives (its mount was found by path).
-    located = facts.data_dir_state in ("exists", "hung")
-    where = f"Iggy data directory {facts.data_dir}" if located else "root filesystem"
-    subject = m.mountpoint
+def _located(facts: MountsFacts) -> bool:
+    """Whether the data directory was found (a hung one still tells its mount by path)."""
+    return facts.data_dir_state in ("exists", "hung")
+
+
+def _where(facts: MountsFacts) -> str:
+    """What the data mount is called in messages."""
+    return f"Iggy data directory {facts.data_dir}" if _located(facts) else "root filesystem"
+
+
+def _data_mount_read_only(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """FAIL when the data (or a disk root) is read-only; INFO for a read-only container root."""
+    if not m.read_only:
+        return None
     intended_ro = "ro" in facts.fstab.get(m.mountpoint, ())
-    if m.read_only and (located or (not intended_ro and m.fstype in RW_DISK_FS)):
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"filesystem of the {where} ({m.mountpoint}, {m.fstype}) is mounted "
-                "read-only — usually remounted after I/O errors; check kernel.log / dmesg",
-                _ro_remedy(m.mountpoint),
-                subject,
-            )
+    if _located(facts) or (not intended_ro and m.fstype in RW_DISK_FS):
+        return Finding(
+            Severity.FAIL,
+            f"filesystem of the {_where(facts)} ({m.mountpoint}, {m.fstype}) is mounted "
+            "read-only — usually remounted after I/O errors; check kernel.log / dmesg",
+            _ro_remedy(m.mountpoint),
+            m.mountpoint,
         )
-    elif m.read_only and not intended_ro:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"the root filesystem ({m.fstype}) is read-only, as in a container or image "
-                "started with a read-only root",
-                "Make sure Iggy's data directory is on a writable volume, and set "
-                "iggy.data_dir in the agent config so this check judges that volume.",
-                subject,
-            )
-        )
-    fstype = m.fstype
-    if fstype in GOOD_DATA_FS or (not located and fstype not in RW_DISK_FS):
-        pass  # fine, or a container root that says nothing about where the data will be
-    elif m.network and located:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the {where} is on a network filesystem ({fstype} from {m.device})",
-                "A log-structured broker wants a local disk: network filesystems add latency "
-                "to every append and fsync, have weaker flush semantics, and hang the broker "
-                "when the server goes away. Move system.path to a local ext4/XFS volume.",
-                subject,
-            )
-        )
-    elif fstype in ("tmpfs", "ramfs") and located:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the {where} is on {fstype} (RAM): every message is lost at reboot",
-                "Unless this is a throwaway test node, point system.path at a disk-backed "
-                "ext4/XFS filesystem.",
-                subject,
-            )
-        )
-    elif fstype == "overlay" and located:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the {where} is in the container's overlay layer, not on a volume",
-                "The data disappears when the container is recreated, and copy-on-write overlay "
-                "is slower; mount a volume at the data directory (e.g. `-v iggy-data:/app/"
-                "local_data`, or a PersistentVolumeClaim).",
-                subject,
-            )
-        )
-    else:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"the {where} is on {fstype}, not ext4 or XFS",
-                "It works, but ext4 and XFS are what Iggy is usually run and tuned on; on "
-                "copy-on-write filesystems (btrfs, zfs) append-only segment files fragment.",
-                subject,
-            )
-        )
-    if not any(o in m.options for o in ("noatime", "relatime", "lazytime")):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"the {where} ({m.mountpoint}) is mounted with strict atime: every read of a "
-                "segment writes its inode",
-                f"`mount -o remount,noatime {m.mountpoint}` now, and add `noatime` to its "
-                "options in /etc/fstab so it survives a reboot; consumers reading segments "
-                "should not cause disk writes.",
-                subject,
-            )
-        )
+    if intended_ro:
+        return None
+    return Finding(
+        Severity.INFO,
+        f"the root filesystem ({m.fstype}) is read-only, as in a container or image "
+        "started with a read-only root",
+        "Make sure Iggy's data directory is on a writable volume, and set "
+        "iggy.data_dir in the agent config so this check judges that volume.",
+        m.mountpoint,
+    )
+
+
+def _data_on_network(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """WARN: the data lives on a network or FUSE filesystem."""
+    if not m.network:
+        return None
+    return Finding(
+        Severity.WARN,
+        f"the {_where(facts)} is on a network filesystem ({m.fstype} from {m.device})",
+        "A log-structured broker wants a local disk: network filesystems add latency "
+        "to every append and fsync, have weaker flush semantics, and hang the broker "
+        "when the server goes away. Move system.path to a local ext4/XFS volume.",
+        m.mountpoint,
+    )
+
+
+def _data_in_ram(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """WARN: the data lives in RAM and is lost at reboot."""
+    if m.fstype not in ("tmpfs", "ramfs"):
+        return None
+    return Finding(
+        Severity.WARN,
+        f"the {_where(facts)} is on {m.fstype} (RAM): every message is lost at reboot",
+        "Unless this is a throwaway test node, point system.path at a disk-backed "
+        "ext4/XFS filesystem.",
+        m.mountpoint,
+    )
+
+
+def _data_in_overlay(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """WARN: the data lives in a container's overlay layer, not on a volume."""
+    if m.fstype != "overlay":
+        return None
+    return Finding(
+        Severity.WARN,
+        f"the {_where(facts)} is in the container's overlay layer, not on a volume",
+        "The data disappears when the container is recreated, and copy-on-write overlay "
+        "is slower; mount a volume at the data directory (e.g. `-v iggy-data:/app/"
+        "local_data`, or a PersistentVolumeClaim).",
+        m.mountpoint,
+    )
+
+
+def _data_on_unusual_fs(facts: MountsFacts, m: MountEntry) -> Finding:
+    """INFO: the data lives on a filesystem other than ext4 or XFS."""
+    return Finding(
+        Severity.INFO,
+        f"the {_where(facts)} is on {m.fstype}, not ext4 or XFS",
+        "It works, but ext4 and XFS are what Iggy is usually run and tuned on; on "
+        "copy-on-write filesystems (btrfs, zfs) append-only segment files fragment.",
+        m.mountpoint,
+    )
+
+
+def _data_fs_type(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """How well the data mount's filesystem type suits a log-structured broker."""
+    if m.fstype in GOOD_DATA_FS:
+        return None
+    if not _located(facts):
+        # A container root says nothing about where the data will be; a disk root does.
+        return _data_on_unusual_fs(facts, m) if m.fstype in RW_DISK_FS else None
+    return (
+        _data_on_network(facts, m)
+        or _data_in_ram(facts, m)
+        or _data_in_overlay(facts, m)
+        or _data_on_unusual_fs(facts, m)
+    )
+
+
+def _data_strict_atime(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """WARN: every read of a segment writes its inode (no noatime/relatime/lazytime)."""
+    if any(o in m.options for o in ("noatime", "relatime", "lazytime")):
+        return None
+    return Finding(
+        Severity.WARN,
+        f"the {_where(facts)} ({m.mountpoint}) is mounted with strict atime: every read of a "
+        "segment writes its inode",
+        f"`mount -o remount,noatime {m.mountpoint}` now, and add `noatime` to its "
+        "options in /etc/fstab so it survives a reboot; consumers reading segments "
+        "should not cause disk writes.",
+        m.mountpoint,
+    )
+
+
+def _judge_data_mount(facts: MountsFacts, m: MountEntry) -> list[Finding]:
+    """Read-only state, filesystem type and atime of the mount holding Iggy's data."""
+    rules = (_data_mount_read_only, _data_fs_type, _data_strict_atime)
+    return [f for rule in rules if (f := rule(facts, m)) is not None]
+
+
+def _data_lookup(facts: MountsFacts) -> str:
+    """The path whose mount is judged as the data mount."""
+    if facts.data_dir_state == "exists":
+        return facts.data_path
+    if facts.data_dir_state == "hung":
+        return facts.data_dir  # symlinks unresolved: resolving would hang as well
+    return "/"
+
+
+def _data_dir_hung(facts: MountsFacts, data_mount: MountEntry | None) -> Finding | None:
+    """FAIL: stat of the data directory did not return (its filesystem is hung)."""
+    if facts.data_dir_state != "hung":
+        return None
+    return Finding(
+        Severity.FAIL,
+        f"Iggy data directory {facts.data_dir} does not answer: stat did not return "
+        f"within {facts.timeout_s:g} s (its filesystem is hung)",
+        "The broker is most likely stuck in D state too (`ps -eo pid,stat,comm | grep "
+        "' D'`). Check the disk or file server behind "
+        f"{data_mount.mountpoint if data_mount else 'it'} and dmesg for I/O errors.",
+        facts.data_dir,
+    )
+
+
+def _data_dir_not_found(facts: MountsFacts) -> Finding | None:
+    """INFO: the data directory is missing or unreadable, so / was judged instead."""
+    if facts.data_dir_state in ("exists", "hung"):
+        return None
+    how = "iggy.data_dir" if facts.data_dir_configured else "the default location"
+    state = "does not exist" if facts.data_dir_state == "missing" else "is unreadable"
+    return Finding(
+        Severity.INFO,
+        f"Iggy data directory {facts.data_dir} ({how}) {state} here; judged the mount of / instead",
+        "Set iggy.data_dir in the agent config to the broker's system.path "
+        "(IGGY_SYSTEM_PATH; /app/local_data in the official image).",
+        facts.data_dir,
+    )
+
+
+def _read_only_why(facts: MountsFacts, m: MountEntry) -> tuple[Severity, str] | None:
+    """Why a read-only mount (other than the data mount) is unexpected; None if it is not."""
+    if not m.read_only or m.fstype in PSEUDO_FS or m.fstype in READONLY_BY_DESIGN:
+        return None
+    intended = facts.fstab.get(m.mountpoint)
+    if intended is not None:
+        if "ro" in intended:
+            return None  # read-only on purpose
+        return Severity.FAIL, "but /etc/fstab mounts it read-write"
+    if m.mountpoint == "/" and m.fstype in RW_DISK_FS:
+        return Severity.FAIL, "and it is the root filesystem"
+    if m.fstype in RW_DISK_FS and facts.bind_roots.get(m.mountpoint, "/") == "/":
+        return Severity.WARN, "though this filesystem type is normally read-write"
+    return None  # tmpfs, overlay and bind-mounted subtrees: read-only by design (volumes)
+
+
+def _unexpected_read_only(facts: MountsFacts, m: MountEntry) -> Finding | None:
+    """WARN or FAIL for a mount that is read-only but should be writable."""
+    why = _read_only_why(facts, m)
+    if why is None:
+        return None
+    return Finding(
+        why[0],
+        f"{m.mountpoint} ({m.fstype} on {m.device}) is mounted read-only {why[1]} — "
+        "remounted after I/O errors? check kernel.log / dmesg",
+        _ro_remedy(m.mountpoint),
+        m.mountpoint,
+    )
+
+
+def _mounts_ok(facts: MountsFacts, data_mount: MountEntry) -> str:
+    """The summary when nothing is wrong: how the data mount is mounted."""
+    atime = next((o for o in data_mount.options if o in ("noatime", "relatime")), "strictatime")
+    what = "Iggy data" if facts.data_dir_state == "exists" else "root (Iggy data dir not found)"
+    return (
+        f"{what} on {data_mount.mountpoint}: {data_mount.fstype}, "
+        f"{'ro' if data_mount.read_only else 'rw'}, {atime}; "
+        "no unexpected read-only mounts"
+    )
 
 
 def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
     """Judge the Iggy data mount and any mount that is read-only but should be writable."""
-    findings: list[Finding] = []
-    if facts.data_dir_state == "exists":
-        lookup = facts.data_path
-    elif facts.data_dir_state == "hung":
-        lookup = facts.data_dir  # symlinks unresolved: resolving would hang as well
-    else:
-        lookup = "/"
-    data_mount = find_mount(facts.mounts, lookup)
-    if facts.data_dir_state == "hung":
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"Iggy data directory {facts.data_dir} does not answer: stat did not return "
-                f"within {facts.timeout_s:g} s (its filesystem is hung)",
-                "The broker is most likely stuck in D state too (`ps -eo pid,stat,comm | grep "
-                "' D'`). Check the disk or file server behind "
-                f"{data_mount.mountpoint if data_mount else 'it'} and dmesg for I/O errors.",
-                facts.data_dir,
-            )
-        )
-    elif facts.data_dir_state != "exists":
-        how = "iggy.data_dir" if facts.data_dir_configured else "the default location"
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"Iggy data directory {facts.data_dir} ({how}) "
-                f"{'does not exist' if facts.data_dir_state == 'missing' else 'is unreadable'}"
-                " here; judged the mount of / instead",
-                "Set iggy.data_dir in the agent config to the broker's system.path "
-                "(IGGY_SYSTEM_PATH; /app/local_data in the official image).",
-                facts.data_dir,
-            )
-        )
+    data_mount = find_mount(facts.mounts, _data_lookup(facts))
+    found = [_data_dir_hung(facts, data_mount), _data_dir_not_found(facts)]
+    findings = [f for f in found if f is not None]
     if data_mount is not None:
-        _judge_data_mount(facts, data_mount, findings)
-    for m in facts.mounts:
-        if m is data_mount or not m.read_only:
-            continue
-        if m.fstype in PSEUDO_FS or m.fstype in READONLY_BY_DESIGN:
-            continue
-        intended = facts.fstab.get(m.mountpoint)
-        bind_sub = facts.bind_roots.get(m.mountpoint, "/") != "/"
-        if intended is not None:
-            if "ro" in intended:
-                continue  # read-only on purpose
-            sev, why = Severity.FAIL, "but /etc/fstab mounts it read-write"
-        elif m.mountpoint == "/" and m.fstype in RW_DISK_FS:
-            sev, why = Severity.FAIL, "and it is the root filesystem"
-        elif m.fstype in RW_DISK_FS and not bind_sub:
-            sev, why = Severity.WARN, "though this filesystem type is normally read-write"
-        else:
-            continue  # tmpfs, overlay and bind-mounted subtrees: read-only by design (volumes)
-        findings.append(
-            Finding(
-                sev,
-                f"{m.mountpoint} ({m.fstype} on {m.device}) is mounted read-only {why} — "
-                "remounted after I/O errors? check kernel.log / dmesg",
-                _ro_remedy(m.mountpoint),
-                m.mountpoint,
-            )
-        )
+        findings += _judge_data_mount(facts, data_mount)
+    others = (_unexpected_read_only(facts, m) for m in facts.mounts if m is not data_mount)
+    findings += [f for f in others if f is not None]
     if facts.table_truncated:
         findings.append(table_truncated_finding())
     rows = [
@@ -277,14 +338,7 @@ def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
     }
     if data_mount is None:
         return Result.from_findings(findings, ok="no mount table entries", data=data)
-    atime = next((o for o in data_mount.options if o in ("noatime", "relatime")), "strictatime")
-    what = "Iggy data" if facts.data_dir_state == "exists" else "root (Iggy data dir not found)"
-    ok = (
-        f"{what} on {data_mount.mountpoint}: {data_mount.fstype}, "
-        f"{'ro' if data_mount.read_only else 'rw'}, {atime}; "
-        "no unexpected read-only mounts"
-    )
-    return Result.from_findings(findings, ok=ok, data=data)
+    return Result.from_findings(findings, ok=_mounts_ok(facts, data_mount), data=data)
 
 
 @check(

@@ -1,7 +1,7 @@
 """Process checks: who uses the CPU and memory, the broker's limits, zombies, open files.
 
 The processes themselves, the broker and the agent's own process are read by
-snapshot_agent.processes. Everything is read from /proc through the context, so
+snapshot_agent.node.processes. Everything is read from /proc through the context, so
 fixture trees work the same as a live node.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import (
     BROKER_NAME,
@@ -23,7 +24,7 @@ from snapshot_agent.node.processes import (
     ProcStat,
     agent_pid,
     find_broker,
-    read_argv,
+    read_cmdline,
     read_processes,
     read_stat,
     uses_io_uring,
@@ -31,11 +32,6 @@ from snapshot_agent.node.processes import (
 from snapshot_agent.node.procfs import read_mem_total
 
 SHOWN_CMDLINE = 200  # characters of a command line shown in tables
-MASK = "***"
-#: Option names whose values are masked in the command lines the report keeps.
-SECRET_OPTION = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
-#: scheme://user:password@host: the password part (up to the last @ of the argument).
-URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(\S*)(@)")
 TOP_N = 10
 FD_SCAN_LIMIT = 20000  # fds whose target is read for the by-type breakdown
 ZOMBIE_CONFIRM_S = 0.2  # a zombie must still be there this much later to count
@@ -95,40 +91,6 @@ def format_bytes(n: float) -> str:
 def _label(name: str, pid: int) -> str:
     """'iggy-server (pid 812)'."""
     return f"{name} (pid {pid})"
-
-
-def mask_argv(argv: tuple[str, ...] | list[str]) -> str:
-    """A command line for the report with the values of secret-looking options masked.
-
-    argv[0] and option names stay; the value of an option whose name contains pass,
-    secret, token, key, auth or credential becomes ***, in `--opt=value`,
-    `--opt value` and `NAME=value` forms (case-insensitive), and the password of any
-    `scheme://user:password@host` too. A title rewritten into one argument
-    (setproctitle) is split on whitespace first. The central redaction pass is not
-    built yet; this keeps secrets passed as arguments out of the archive meanwhile.
-    """
-    if not argv:
-        return ""
-    first, *rest = argv
-    if any(c.isspace() for c in first):
-        first, *head = first.split()
-        rest = head + rest
-    out = [URL_PASSWORD.sub(rf"\1{MASK}\3", first)]
-    mask_next = False
-    for arg in rest:
-        if mask_next and not arg.startswith("--"):  # `--auth --verbose`: a flag, no value
-            mask_next = False
-            out.append(MASK)
-            continue
-        mask_next = False
-        name, eq, _ = arg.partition("=")
-        if eq and SECRET_OPTION.search(name):
-            out.append(f"{name}={MASK}")
-            continue
-        if arg.startswith("-") and not eq and SECRET_OPTION.search(arg):
-            mask_next = True  # `--password value`: the next argument is the value
-        out.append(URL_PASSWORD.sub(rf"\1{MASK}\3", arg))
-    return " ".join(out)
 
 
 # -- process.top -------------------------------------------------------------------
@@ -203,7 +165,8 @@ def read_top(ctx: Context, interval_s: float) -> TopFacts:
         shown.add(broker.pid)
     for p in samples:
         if p.pid in shown:
-            p.cmdline = mask_argv(read_argv(ctx, p.pid))
+            # Secrets in arguments are masked by the pipeline's filter, like all output.
+            p.cmdline = read_cmdline(ctx, p.pid)
     agent = agent_pid(ctx)
     agent_pids = {p.pid for p in samples if agent is not None and agent in (p.pid, p.ppid)}
     return TopFacts(samples, read_mem_total(ctx) or 0, round(elapsed, 3), broker, agent_pids)
@@ -236,71 +199,73 @@ def _row(p: ProcSample, mem_total: int, facts: TopFacts | None = None) -> dict[s
     }
 
 
-def judge_top(facts: TopFacts, thresholds: dict[str, Any]) -> Result:
-    """Warn or fail on one process holding too much of memory; always name the broker.
+#: One process's resident memory in percent of the node's (the broker is exempt).
+RSS_PERCENT = Band("rss_percent", warn=50, fail=90)
 
-    The broker is exempt from the thresholds: on a dedicated node it is meant to hold
-    most of the memory (a 4 GiB memory pool plus caches on an 8 GiB node), and
-    memory.usage judges what is left available. Its share is shown, not judged.
-    """
-    warn, fail = float(thresholds["warn_rss_percent"]), float(thresholds["fail_rss_percent"])
+
+def _memory_hogs(
+    facts: TopFacts, broker: ProcSample | None, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """WARN or FAIL for each process but the broker whose RSS share reaches RSS_PERCENT."""
     mem = facts.mem_total
     findings: list[Finding] = []
-    by_pid = {p.pid: p for p in facts.processes}
-    broker = by_pid.get(facts.broker.pid) if facts.broker else None
-    if mem:
-        for p in sorted(facts.processes, key=lambda p: -p.rss_bytes):
-            pct = p.rss_bytes / mem * 100
-            if pct < warn:
-                break
-            if broker is not None and p.pid == broker.pid:
-                continue  # judged by memory.usage (available memory), not by its share
-            severity = Severity.FAIL if pct >= fail else Severity.WARN
-            limit = fail if severity == Severity.FAIL else warn
-            remedy = (
+    if not mem:
+        return findings
+    for p in sorted(facts.processes, key=lambda p: -p.rss_bytes):
+        pct = p.rss_bytes / mem * 100
+        severity = RSS_PERCENT.grade(pct, thresholds)
+        if severity is None:
+            break
+        if broker is not None and p.pid == broker.pid:
+            continue  # judged by memory.usage (available memory), not by its share
+        findings.append(
+            Finding(
+                severity,
+                f"{_label(p.name, p.pid)} uses {format_bytes(p.rss_bytes)} resident, "
+                f"{pct:.0f}% of {format_bytes(mem)} memory "
+                f"(limit {RSS_PERCENT.limit(severity, thresholds):g}%)",
                 "A process other than the broker holds this much memory, which leaves "
                 "little for the broker and the page cache its reads depend on. Check whether "
                 "it belongs on a broker node (`ps -o pid,user,rss,cmd -p PID`); restart or "
-                "move it, or cap it with a systemd `MemoryMax=` drop-in."
-            )
-            findings.append(
-                Finding(
-                    severity,
-                    f"{_label(p.name, p.pid)} uses {format_bytes(p.rss_bytes)} resident, "
-                    f"{pct:.0f}% of {format_bytes(mem)} memory (limit {limit:g}%)",
-                    remedy,
-                    f"pid {p.pid}",
-                )
-            )
-    if broker is not None:
-        pct = broker.rss_bytes / mem * 100 if mem else 0.0
-        share = f" ({pct:.0f}% of memory)" if mem else ""
-        broker_line = (
-            f"broker {_label(broker.name, broker.pid)}: {broker.cpu_percent:g}% CPU, "
-            f"{format_bytes(broker.rss_bytes)} RSS{share}, {broker.threads} threads"
-        )
-        advice = (
-            "Expected on a dedicated broker node (memory.usage judges the memory left "
-            "available). Compare it with `[system.memory_pool] size` (default 4 GiB) and the "
-            "segment cache settings in the server config, and watch for growth over time."
-            if pct >= warn
-            else ""
-        )
-        findings.append(Finding(Severity.INFO, broker_line, advice, f"pid {broker.pid}"))
-    else:
-        broker_line = "no broker process found"
-        findings.append(
-            Finding(
-                Severity.INFO,
-                "no broker process found (neither the systemd unit's MainPID nor a process "
-                f"named {BROKER_NAME})",
-                "If the broker should run here, see the systemd.units check and "
-                "`journalctl -u iggy-server -b` for why it is not running.",
-                BROKER_NAME,
+                "move it, or cap it with a systemd `MemoryMax=` drop-in.",
+                f"pid {p.pid}",
             )
         )
-    top_cpu = _top(facts.processes, "cpu")
-    top_rss = _top(facts.processes, "rss")
+    return findings
+
+
+def _broker_share(broker: ProcSample, mem: int, thresholds: dict[str, Any]) -> tuple[str, Finding]:
+    """INFO naming the broker's CPU and memory; advice once its share reaches RSS_PERCENT."""
+    pct = broker.rss_bytes / mem * 100 if mem else 0.0
+    share = f" ({pct:.0f}% of memory)" if mem else ""
+    line = (
+        f"broker {_label(broker.name, broker.pid)}: {broker.cpu_percent:g}% CPU, "
+        f"{format_bytes(broker.rss_bytes)} RSS{share}, {broker.threads} threads"
+    )
+    advice = (
+        "Expected on a dedicated broker node (memory.usage judges the memory left "
+        "available). Compare it with `[system.memory_pool] size` (default 4 GiB) and the "
+        "segment cache settings in the server config, and watch for growth over time."
+        if RSS_PERCENT.grade(pct, thresholds)
+        else ""
+    )
+    return line, Finding(Severity.INFO, line, advice, f"pid {broker.pid}")
+
+
+def _no_broker() -> tuple[str, Finding]:
+    """INFO: no broker process runs here."""
+    return "no broker process found", Finding(
+        Severity.INFO,
+        "no broker process found (neither the systemd unit's MainPID nor a process "
+        f"named {BROKER_NAME})",
+        "If the broker should run here, see the systemd.units check and "
+        "`journalctl -u iggy-server -b` for why it is not running.",
+        BROKER_NAME,
+    )
+
+
+def _top_summary(facts: TopFacts, broker_line: str) -> str:
+    """The broker, then the busiest and the largest other process (the agent left out)."""
     # The headline names other processes: the agent busy taking this snapshot is no news.
     others = [p for p in facts.processes if p.pid not in facts.agent_pids]
     parts = [broker_line]
@@ -308,16 +273,34 @@ def judge_top(facts: TopFacts, thresholds: dict[str, Any]) -> Result:
         parts.append(f"busiest {busiest[0].name} {busiest[0].cpu_percent:g}% CPU")
     if largest := _top(others, "rss"):
         parts.append(f"largest {largest[0].name} {format_bytes(largest[0].rss_bytes)}")
+    return "; ".join(parts)
+
+
+def judge_top(facts: TopFacts, thresholds: dict[str, Any]) -> Result:
+    """Warn or fail on one process holding too much of memory; always name the broker.
+
+    The broker is exempt from the thresholds: on a dedicated node it is meant to hold
+    most of the memory (a 4 GiB memory pool plus caches on an 8 GiB node), and
+    memory.usage judges what is left available. Its share is shown, not judged.
+    """
+    mem = facts.mem_total
+    by_pid = {p.pid: p for p in facts.processes}
+    broker = by_pid.get(facts.broker.pid) if facts.broker else None
+    findings = _memory_hogs(facts, broker, thresholds)
+    broker_line, about_broker = (
+        _broker_share(broker, mem, thresholds) if broker is not None else _no_broker()
+    )
+    findings.append(about_broker)
     data = {
         "processes": len(facts.processes),
         "interval_s": facts.interval_s,
         "mem_total_bytes": mem,
         "broker": _row(broker, mem, facts) if broker else None,
         "broker_found_by": facts.broker.found_by if facts.broker else None,
-        "top_cpu": [_row(p, mem, facts) for p in top_cpu],
-        "top_rss": [_row(p, mem, facts) for p in top_rss],
+        "top_cpu": [_row(p, mem, facts) for p in _top(facts.processes, "cpu")],
+        "top_rss": [_row(p, mem, facts) for p in _top(facts.processes, "rss")],
     }
-    return Result.from_findings(findings, ok="; ".join(parts), data=data)
+    return Result.from_findings(findings, ok=_top_summary(facts, broker_line), data=data)
 
 
 def _process_listing(facts: TopFacts) -> str:
@@ -338,8 +321,9 @@ def _process_listing(facts: TopFacts) -> str:
     description="Top 10 processes by CPU (sampled) and by resident memory; the broker's share.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=5,
-    # The rss thresholds judge every process but the broker (memory.usage covers it).
-    thresholds={"sample_s": 0.5, "warn_rss_percent": 50, "fail_rss_percent": 90},
+    # The rss band judges every process but the broker (memory.usage covers it).
+    bands=(RSS_PERCENT,),
+    thresholds={"sample_s": 0.5},
     sampling_s=0.5,
 )
 def process_top(ctx: Context) -> Result:
@@ -371,71 +355,102 @@ def _fmt_limit(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
 
-def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
-    """Judge nofile, memlock and nproc of the broker against Iggy's recommendations."""
-    b = facts.broker
-    who = _label(b.name, b.pid)
-    unit = facts.unit.removesuffix(".service")
-    restart = (
-        f" Limits apply when the process starts: `systemctl restart {unit}` afterwards "
-        "(in Docker: `--ulimit nofile=65536:65536 --ulimit memlock=-1:-1`)."
+#: The broker's soft nofile limit: too low below warn_nofile_below / fail_nofile_below.
+NOFILE_BELOW = Band.minimum("nofile_below", warn=65536, fail=4096)
+#: The soft nproc limit of the broker's user: too low below warn_nproc_below.
+NPROC_BELOW = Band.minimum("nproc_below", warn=4096)
+
+
+def _restart_hint(facts: LimitsFacts) -> str:
+    """How a changed limit reaches the running broker."""
+    return (
+        f" Limits apply when the process starts: `systemctl restart {_short_unit(facts)}` "
+        "afterwards (in Docker: `--ulimit nofile=65536:65536 --ulimit memlock=-1:-1`)."
     )
-    findings: list[Finding] = []
-    warn_nofile = int(thresholds["warn_nofile_below"])
-    fail_nofile = int(thresholds["fail_nofile_below"])
+
+
+def _short_unit(facts: LimitsFacts) -> str:
+    """The broker's unit as people type it ('iggy-server')."""
+    return facts.unit.removesuffix(".service")
+
+
+def _open_files_limit(facts: LimitsFacts, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN or FAIL: the broker may open fewer files than the NOFILE_BELOW band wants."""
+    b = facts.broker
     nofile = facts.limits.get(NOFILE)
     if nofile is None:
-        findings.append(Finding(Severity.INFO, f"{who}: no 'Max open files' line in its limits"))
-    elif nofile.soft is not None and nofile.soft < warn_nofile:
-        severity = Severity.FAIL if nofile.soft < fail_nofile else Severity.WARN
-        limit = fail_nofile if severity == Severity.FAIL else warn_nofile
-        findings.append(
-            Finding(
-                severity,
-                f"{who} may open only {nofile.soft} files (soft limit, below {limit}); every "
-                "client connection and every open segment and index file takes one",
-                f"`systemctl edit {unit}` and add `[Service]` `LimitNOFILE={warn_nofile}` "
-                "(Iggy's suggested starting point); running out shows as 'Too many open "
-                "files' and refused connections." + restart,
-                f"/proc/{b.pid}/limits",
-            )
+        return Finding(
+            Severity.INFO, f"{_label(b.name, b.pid)}: no 'Max open files' line in its limits"
         )
+    severity = NOFILE_BELOW.grade(nofile.soft, thresholds)
+    if severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{_label(b.name, b.pid)} may open only {nofile.soft} files (soft limit, below "
+        f"{int(NOFILE_BELOW.limit(severity, thresholds))}); every client connection and every "
+        "open segment and index file takes one",
+        f"`systemctl edit {_short_unit(facts)}` and add `[Service]` "
+        f"`LimitNOFILE={int(NOFILE_BELOW.limit(Severity.WARN, thresholds))}` (Iggy's suggested "
+        "starting point); running out shows as 'Too many open files' and refused "
+        "connections." + _restart_hint(facts),
+        f"/proc/{b.pid}/limits",
+    )
+
+
+def _memlock_limit(facts: LimitsFacts, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN: io_uring shards need unlimited locked memory (INFO for a pre-0.6 broker)."""
+    b = facts.broker
     memlock = facts.limits.get(MEMLOCK)
-    if bool(thresholds["memlock_unlimited"]) and memlock is not None and memlock.soft is not None:
-        kib = memlock.soft // 1024
-        message = f"{who} may lock only {kib} KiB of memory (soft memlock limit, not unlimited)"
-        remedy = (
-            f"`systemctl edit {unit}` and add `[Service]` `LimitMEMLOCK=infinity`: Iggy 0.6+ "
-            "runs on io_uring, whose rings and registered buffers count as locked memory; "
-            "too low a limit makes the shards fail to start or fall back." + restart
+    if not bool(thresholds["memlock_unlimited"]) or memlock is None or memlock.soft is None:
+        return None
+    message = (
+        f"{_label(b.name, b.pid)} may lock only {memlock.soft // 1024} KiB of memory "
+        "(soft memlock limit, not unlimited)"
+    )
+    remedy = (
+        f"`systemctl edit {_short_unit(facts)}` and add `[Service]` `LimitMEMLOCK=infinity`: "
+        "Iggy 0.6+ runs on io_uring, whose rings and registered buffers count as locked "
+        "memory; too low a limit makes the shards fail to start or fall back."
+        + _restart_hint(facts)
+    )
+    if facts.io_uring is False:
+        message += (
+            "; no shard-N threads, so this looks like a pre-0.6 broker that does not use io_uring"
         )
-        if facts.io_uring is False:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    message + "; no shard-N threads, so this looks like a pre-0.6 broker "
-                    "that does not use io_uring",
-                    remedy,
-                    f"/proc/{b.pid}/limits",
-                )
-            )
-        else:
-            findings.append(Finding(Severity.WARN, message, remedy, f"/proc/{b.pid}/limits"))
+        return Finding(Severity.INFO, message, remedy, f"/proc/{b.pid}/limits")
+    return Finding(Severity.WARN, message, remedy, f"/proc/{b.pid}/limits")
+
+
+def _process_count_limit(facts: LimitsFacts, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN: the broker's user may run fewer processes and threads than NPROC_BELOW wants."""
+    b = facts.broker
     nproc = facts.limits.get(NPROC)
-    warn_nproc = int(thresholds["warn_nproc_below"])
-    if nproc is not None and nproc.soft is not None and nproc.soft < warn_nproc:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{who} and its user may run only {nproc.soft} processes and threads "
-                f"(soft nproc limit, below {warn_nproc})",
-                f"`systemctl edit {unit}` and add `[Service]` `LimitNPROC={warn_nproc}` (or "
-                "higher): the broker runs a thread per shard plus I/O threads, and the limit "
-                "counts every thread of the same user." + restart,
-                f"/proc/{b.pid}/limits",
-            )
-        )
-    rows = [
+    severity = (
+        None if nproc is None or nproc.soft is None else NPROC_BELOW.grade(nproc.soft, thresholds)
+    )
+    if nproc is None or severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{_label(b.name, b.pid)} and its user may run only {nproc.soft} processes and threads "
+        f"(soft nproc limit, below {int(NPROC_BELOW.limit(severity, thresholds))})",
+        f"`systemctl edit {_short_unit(facts)}` and add `[Service]` "
+        f"`LimitNPROC={int(NPROC_BELOW.limit(Severity.WARN, thresholds))}` (or higher): the "
+        "broker runs a thread per shard plus I/O threads, and the limit counts every thread "
+        "of the same user." + _restart_hint(facts),
+        f"/proc/{b.pid}/limits",
+    )
+
+
+def _limit_rows(facts: LimitsFacts, thresholds: dict[str, Any]) -> list[dict[str, Any]]:
+    """The three judged limits with what is recommended, for the table."""
+    recommended = (
+        (NOFILE, f">= {int(NOFILE_BELOW.limit(Severity.WARN, thresholds))}"),
+        (MEMLOCK, "unlimited"),
+        (NPROC, f">= {int(NPROC_BELOW.limit(Severity.WARN, thresholds))}"),
+    )
+    return [
         {
             "limit": key,
             "soft": _fmt_limit(lim.soft),
@@ -443,14 +458,17 @@ def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
             "units": lim.units,
             "recommended": rec,
         }
-        for key, rec in (
-            (NOFILE, f">= {warn_nofile}"),
-            (MEMLOCK, "unlimited"),
-            (NPROC, f">= {warn_nproc}"),
-        )
+        for key, rec in recommended
         if (lim := facts.limits.get(key)) is not None
     ]
-    ok = f"{who}: " + ", ".join(
+
+
+def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
+    """Judge nofile, memlock and nproc of the broker against Iggy's recommendations."""
+    b = facts.broker
+    rules = (_open_files_limit, _memlock_limit, _process_count_limit)
+    findings = [f for rule in rules if (f := rule(facts, thresholds)) is not None]
+    ok = f"{_label(b.name, b.pid)}: " + ", ".join(
         f"{short} {_fmt_limit(lim.soft)}"
         for short, key in (("nofile", NOFILE), ("memlock", MEMLOCK), ("nproc", NPROC))
         if (lim := facts.limits.get(key)) is not None
@@ -459,7 +477,7 @@ def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
         "pid": b.pid,
         "found_by": b.found_by,
         "io_uring_shards": facts.io_uring,
-        "limits": rows,
+        "limits": _limit_rows(facts, thresholds),
     }
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -471,12 +489,8 @@ def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
     description="Open files, locked memory and process limits of the broker process.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=5,
-    thresholds={
-        "warn_nofile_below": 65536,
-        "fail_nofile_below": 4096,
-        "memlock_unlimited": True,
-        "warn_nproc_below": 4096,
-    },
+    bands=(NOFILE_BELOW, NPROC_BELOW),
+    thresholds={"memlock_unlimited": True},
 )
 def process_limits(ctx: Context) -> Result:
     """The broker's nofile, memlock and nproc limits from /proc/<pid>/limits."""
@@ -524,6 +538,58 @@ def group_zombies(table: dict[int, ProcStat]) -> list[ZombieGroup]:
     return sorted(groups.values(), key=lambda g: (-g.count, g.parent_pid))
 
 
+#: Zombie processes on the node, all parents together.
+ZOMBIE_COUNT = Band("count", warn=5, fail=1000, parse=int)
+
+
+def _zombie_remedy(g: ZombieGroup, broker_pid: int | None, unit: str) -> str:
+    """Who should reap these zombies: PID 1 (an init), the broker, or another parent."""
+    if g.parent_pid == 1:
+        return (
+            "PID 1 is not reaping orphans: in a container, run it with an init "
+            "(`docker run --init`, tini, or `shareProcessNamespace`/an init in Kubernetes)."
+        )
+    if broker_pid is not None and g.parent_pid == broker_pid:
+        return (
+            "The broker is not reaping its children; restart it in a quiet moment "
+            f"(`systemctl restart {unit.removesuffix('.service')}`) and report it to the "
+            "Iggy project."
+        )
+    return (
+        f"The parent {_label(g.parent_name, g.parent_pid)} is not reaping its children "
+        "(zombies hold a PID each, no memory); restart the parent "
+        f"(`systemctl restart` its unit, see `systemctl status {g.parent_pid}`)."
+    )
+
+
+def _zombies_of(g: ZombieGroup, severity: Severity, remedy: str) -> Finding:
+    """The zombies one parent leaves, at the severity of the node's total."""
+    return Finding(
+        severity,
+        f"{g.count} zombie process(es) ({', '.join(g.zombie_names)}) left by "
+        f"{_label(g.parent_name, g.parent_pid)}",
+        remedy,
+        f"pid {g.parent_pid}",
+    )
+
+
+def _pid_space_at_risk(
+    groups: list[ZombieGroup], total: int, remedy: str, thresholds: dict[str, Any]
+) -> Finding | None:
+    """WARN or FAIL when the node's zombies reach the ZOMBIE_COUNT band."""
+    severity = ZOMBIE_COUNT.grade(total, thresholds)
+    if severity is None:
+        return None
+    return Finding(
+        severity,
+        f"{total} zombie processes (at or over {ZOMBIE_COUNT.limit(severity, thresholds)}); "
+        "each holds a PID until its parent reaps it, and the PID space (kernel.pid_max) can "
+        "run out",
+        remedy,
+        f"pid {groups[0].parent_pid}",
+    )
+
+
 def judge_zombies(
     groups: list[ZombieGroup],
     thresholds: dict[str, Any],
@@ -532,50 +598,12 @@ def judge_zombies(
 ) -> Result:
     """Warn or fail on the number of zombies; name the parents that do not reap them."""
     total = sum(g.count for g in groups)
-    warn, fail = int(thresholds["warn_count"]), int(thresholds["fail_count"])
-    severity = Severity.FAIL if total >= fail else Severity.WARN if total >= warn else Severity.INFO
-    findings = []
-    for g in groups:
-        if g.parent_pid == 1:
-            remedy = (
-                "PID 1 is not reaping orphans: in a container, run it with an init "
-                "(`docker run --init`, tini, or `shareProcessNamespace`/an init in Kubernetes)."
-            )
-        elif broker_pid is not None and g.parent_pid == broker_pid:
-            remedy = (
-                "The broker is not reaping its children; restart it in a quiet moment "
-                f"(`systemctl restart {unit.removesuffix('.service')}`) and report it to the "
-                "Iggy project."
-            )
-        else:
-            remedy = (
-                f"The parent {_label(g.parent_name, g.parent_pid)} is not reaping its children "
-                "(zombies hold a PID each, no memory); restart the parent "
-                f"(`systemctl restart` its unit, see `systemctl status {g.parent_pid}`)."
-            )
-        names = ", ".join(g.zombie_names)
-        findings.append(
-            Finding(
-                severity,
-                f"{g.count} zombie process(es) ({names}) left by "
-                f"{_label(g.parent_name, g.parent_pid)}",
-                remedy,
-                f"pid {g.parent_pid}",
-            )
-        )
-    if total >= warn:
-        # One headline finding carries the total; the per-parent ones say who.
-        limit = fail if severity == Severity.FAIL else warn
-        findings.insert(
-            0,
-            Finding(
-                severity,
-                f"{total} zombie processes (at or over {limit}); each holds a PID until its "
-                "parent reaps it, and the PID space (kernel.pid_max) can run out",
-                findings[0].remediation,
-                f"pid {groups[0].parent_pid}",
-            ),
-        )
+    severity = ZOMBIE_COUNT.level(total, thresholds)
+    remedies = [_zombie_remedy(g, broker_pid, unit) for g in groups]
+    findings = [_zombies_of(g, severity, r) for g, r in zip(groups, remedies, strict=True)]
+    # One headline finding carries the total; the per-parent ones say who.
+    if headline := _pid_space_at_risk(groups, total, remedies[0] if remedies else "", thresholds):
+        findings.insert(0, headline)
     data = {
         "zombies": total,
         "parents": [
@@ -590,7 +618,7 @@ def judge_zombies(
     }
     ok = f"{total} zombie process(es)" if total else "no zombie processes"
     if total:
-        ok += f", below the warning level of {warn}"
+        ok += f", below the warning level of {ZOMBIE_COUNT.limit(Severity.WARN, thresholds)}"
     return Result.from_findings(findings, ok=ok, data=data)
 
 
@@ -601,7 +629,7 @@ def judge_zombies(
     description="Zombie (defunct) processes grouped by the parent that does not reap them.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=5,
-    thresholds={"warn_count": 5, "fail_count": 1000},
+    bands=(ZOMBIE_COUNT,),
 )
 def process_zombies(ctx: Context) -> Result:
     """Count zombies and group them by parent."""
@@ -713,54 +741,88 @@ def parse_file_nr(text: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[2])
 
 
+#: Open fds of a process in percent of its soft nofile limit.
+FD_PERCENT = Band("percent", warn=80, fail=90)
+
+
+def _fd_percent(u: FdUsage) -> float | None:
+    """Open fds in percent of the soft limit; None when either is unknown or unlimited."""
+    return u.open_fds / u.soft_limit * 100 if u.open_fds is not None and u.soft_limit else None
+
+
+def _fd_row(u: FdUsage) -> dict[str, Any]:
+    """One process's fd use for the table."""
+    pct = _fd_percent(u)
+    return {
+        "role": u.role,
+        "pid": u.pid,
+        "name": u.name,
+        "open_fds": u.open_fds,
+        "soft_limit": _fmt_limit(u.soft_limit),
+        "percent": round(pct, 1) if pct is not None else None,
+        "by_type": ", ".join(f"{k} {v}" for k, v in u.by_type.items()),
+    }
+
+
+def _fd_remedy(u: FdUsage, unit: str) -> str:
+    """What to do about a process near its open-file limit: the broker or the agent."""
+    if u.role == "broker":
+        return (
+            f"Raise the limit with `systemctl edit {unit.removesuffix('.service')}` "
+            "-> `[Service]` `LimitNOFILE=65536` (or more) and restart; if sockets dominate, "
+            "look for clients that connect and never close; if files dominate, many partitions "
+            "and segments are open at once (fewer, larger segments help)."
+        )
+    return (
+        "The agent is leaking file descriptors or its limit is tiny: restart it "
+        "(`systemctl restart snapshot-agent`) and report the by-type counts."
+    )
+
+
+def _fds_unreadable(u: FdUsage) -> Finding | None:
+    """INFO: the process's fd directory could not be read."""
+    if u.open_fds is not None:
+        return None
+    return Finding(
+        Severity.INFO, f"{u.role} {_label(u.name, u.pid)}: {u.note}", "", f"/proc/{u.pid}/fd"
+    )
+
+
+def _near_fd_limit(u: FdUsage, unit: str, thresholds: dict[str, Any]) -> Finding | None:
+    """WARN or FAIL when a process's open fds reach the FD_PERCENT band of its limit."""
+    pct = _fd_percent(u)
+    severity = FD_PERCENT.grade(pct, thresholds)
+    if pct is None or severity is None:
+        return None
+    kinds = ", ".join(f"{v} {k}" for k, v in list(u.by_type.items())[:4])
+    return Finding(
+        severity,
+        f"{u.role} {_label(u.name, u.pid)} has {u.open_fds} of {u.soft_limit} files open "
+        f"({pct:.0f}%, at or over {FD_PERCENT.limit(severity, thresholds):g}%): {kinds}",
+        _fd_remedy(u, unit),
+        f"/proc/{u.pid}/fd",
+    )
+
+
+def _fds_summary(rows: list[dict[str, Any]], facts: FdFacts) -> str:
+    """Open fds per process and the system's file handles, as one line."""
+    parts = [
+        f"{r['role']} {r['open_fds']}/{r['soft_limit']} fds"
+        for r in rows
+        if r["open_fds"] is not None
+    ]
+    if facts.system_allocated is not None:
+        parts.append(f"system {facts.system_allocated}/{facts.system_max} file handles")
+    return ", ".join(parts) or "nothing to judge"
+
+
 def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
     """Warn or fail when a process nears its open-file limit; report the system total."""
-    warn, fail = float(thresholds["warn_percent"]), float(thresholds["fail_percent"])
     findings: list[Finding] = []
-    rows = []
     for u in facts.processes:
-        who = f"{u.role} {_label(u.name, u.pid)}"
-        pct = u.open_fds / u.soft_limit * 100 if u.open_fds is not None and u.soft_limit else None
-        rows.append(
-            {
-                "role": u.role,
-                "pid": u.pid,
-                "name": u.name,
-                "open_fds": u.open_fds,
-                "soft_limit": _fmt_limit(u.soft_limit),
-                "percent": round(pct, 1) if pct is not None else None,
-                "by_type": ", ".join(f"{k} {v}" for k, v in u.by_type.items()),
-            }
-        )
-        if u.open_fds is None:
-            findings.append(Finding(Severity.INFO, f"{who}: {u.note}", "", f"/proc/{u.pid}/fd"))
-            continue
-        if pct is None or pct < warn:
-            continue
-        severity = Severity.FAIL if pct >= fail else Severity.WARN
-        kinds = ", ".join(f"{v} {k}" for k, v in list(u.by_type.items())[:4])
-        if u.role == "broker":
-            remedy = (
-                f"Raise the limit with `systemctl edit {facts.unit.removesuffix('.service')}` "
-                "-> `[Service]` `LimitNOFILE=65536` (or more) and restart; if sockets dominate, "
-                "look for clients that connect and never close; if files dominate, many partitions "
-                "and segments are open at once (fewer, larger segments help)."
-            )
-        else:
-            remedy = (
-                "The agent is leaking file descriptors or its limit is tiny: restart it "
-                "(`systemctl restart snapshot-agent`) and report the by-type counts."
-            )
-        findings.append(
-            Finding(
-                severity,
-                f"{who} has {u.open_fds} of {u.soft_limit} files open "
-                f"({pct:.0f}%, at or over {fail if severity == Severity.FAIL else warn:g}%): "
-                f"{kinds}",
-                remedy,
-                f"/proc/{u.pid}/fd",
-            )
-        )
+        found = _fds_unreadable(u) or _near_fd_limit(u, facts.unit, thresholds)
+        if found is not None:
+            findings.append(found)
     if facts.broker_missing:
         findings.append(
             Finding(
@@ -773,20 +835,14 @@ def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
     sys_pct = None
     if facts.system_allocated is not None and facts.system_max:
         sys_pct = facts.system_allocated / facts.system_max * 100
-    parts = [
-        f"{r['role']} {r['open_fds']}/{r['soft_limit']} fds"
-        for r in rows
-        if r["open_fds"] is not None
-    ]
-    if facts.system_allocated is not None:
-        parts.append(f"system {facts.system_allocated}/{facts.system_max} file handles")
+    rows = [_fd_row(u) for u in facts.processes]
     data = {
         "processes": rows,
         "system_allocated": facts.system_allocated,
         "system_max": facts.system_max,
         "system_percent": round(sys_pct, 3) if sys_pct is not None else None,
     }
-    return Result.from_findings(findings, ok=", ".join(parts) or "nothing to judge", data=data)
+    return Result.from_findings(findings, ok=_fds_summary(rows, facts), data=data)
 
 
 @check(
@@ -796,7 +852,7 @@ def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
     description="Open files of the broker and the agent against their nofile limit; system total.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=8,
-    thresholds={"warn_percent": 80, "fail_percent": 90},
+    bands=(FD_PERCENT,),
 )
 def process_fds(ctx: Context) -> Result:
     """Open fds of the broker and the agent, and the kernel's file handle table."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import find_broker
 
@@ -399,18 +400,24 @@ def _inactive_unit(u: UnitState) -> Finding:
     )
 
 
-def _restart_loop(u: UnitState, warn: int) -> Finding | None:
-    """A warning when the unit restarted automatically `warn` times or more."""
+#: Automatic restarts of a unit in the last 24 h (or since its last manual start).
+RESTARTS_24H = Band("restarts_24h", warn=3, parse=int)
+
+
+def _restart_loop(u: UnitState, thresholds: dict[str, Any]) -> Finding | None:
+    """A warning when the unit's automatic restarts reach the RESTARTS_24H band."""
     j = u.journal
     label = f"{u.role} unit {u.unit}"
     if j is not None:
-        if j.restarts < warn:
+        severity = RESTARTS_24H.grade(j.restarts, thresholds)
+        if severity is None:
             return None
         last = j.last_failure or j.last_exit
         return Finding(
-            Severity.WARN,
+            severity,
             f"{label} was restarted automatically {j.restarts} times in the last 24 h "
-            f"(at or over {warn}): a crash loop" + (f"; last failure: {last}" if last else ""),
+            f"(at or over {RESTARTS_24H.limit(severity, thresholds)}): a crash loop"
+            + (f"; last failure: {last}" if last else ""),
             "Each restart drops every client connection. Read the failures with "
             f"`journalctl -u {u.unit} --since -24h | grep -E 'Failed|exited|Scheduled'` and "
             "the server log just before each; oom-kill means memory pressure.",
@@ -418,10 +425,11 @@ def _restart_loop(u: UnitState, warn: int) -> Finding | None:
         )
     # Without the journal, NRestarts counts automatic restarts since the last manual start.
     total = _int(u.props.get("NRestarts"))
-    if total is None or total < warn:
+    severity = RESTARTS_24H.grade(total, thresholds)
+    if severity is None:
         return None
     return Finding(
-        Severity.WARN,
+        severity,
         f"{label} was restarted automatically {total} times since it was last started by "
         "hand (the journal of the last 24 h could not be read)",
         f"Read the failures with `journalctl -u {u.unit} -b | grep -E 'Failed|exited'`.",
@@ -431,7 +439,6 @@ def _restart_loop(u: UnitState, warn: int) -> Finding | None:
 
 def judge_units(facts: UnitsFacts, thresholds: dict[str, Any]) -> Result:
     """Fail when the broker's unit is not active; warn on restart loops and an idle agent."""
-    warn_restarts = int(thresholds["warn_restarts_24h"])
     findings: list[Finding] = []
     summary = []
     for u in facts.units:
@@ -445,7 +452,7 @@ def judge_units(facts: UnitsFacts, thresholds: dict[str, Any]) -> Result:
         summary.append(f"{u.role} {u.unit} {active}/{sub}{since}")
         if active != "active":
             findings.append(_inactive_unit(u))
-        if (loop := _restart_loop(u, warn_restarts)) is not None:
+        if (loop := _restart_loop(u, thresholds)) is not None:
             findings.append(loop)
     if facts.journal_note:
         findings.append(Finding(Severity.INFO, facts.journal_note, "", "journal"))
@@ -460,7 +467,7 @@ def judge_units(facts: UnitsFacts, thresholds: dict[str, Any]) -> Result:
     description="State, main PID and restarts (last 24 h) of the broker's and the agent's units.",
     requires=SYSTEMD_REQS,
     timeout_s=8,
-    thresholds={"warn_restarts_24h": 3},
+    bands=(RESTARTS_24H,),
 )
 def systemd_units(ctx: Context) -> Result:
     """`systemctl show` of both units and PID 1's journal about them."""

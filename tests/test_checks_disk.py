@@ -14,17 +14,8 @@ from typing import Any
 
 import pytest
 
-from snapshot_agent.checks import disk
 from snapshot_agent.checks import disk_health as disk_health_mod
-from snapshot_agent.checks.disk import (
-    MountEntry,
-    decode_mount_field,
-    disk_usage,
-    find_mount,
-    judge_usage,
-    parse_mounts,
-    read_usage,
-)
+from snapshot_agent.checks.disk import disk_usage, judge_usage, read_usage
 from snapshot_agent.checks.disk_health import (
     DiskHealth,
     disk_health,
@@ -47,26 +38,28 @@ from snapshot_agent.checks.disk_mounts import MountsFacts, disk_mounts, judge_mo
 from snapshot_agent.config import Config, IggyConfig
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node import mounts as mounts_mod
+from snapshot_agent.node.mounts import MountEntry, decode_mount_field, find_mount, parse_mounts
 
 from .conftest import fixture_roots, make_context, write_tree
 
 USAGE_T = {
     "warn_pct": 80.0,
     "fail_pct": 90.0,
-    "inode_warn_pct": 80.0,
-    "inode_fail_pct": 90.0,
+    "warn_inode_pct": 80.0,
+    "fail_inode_pct": 90.0,
     "mount_timeout_s": 2.0,
 }
 MOUNTS_T = {"mount_timeout_s": 2.0}
 IO_T = {
-    "util_warn_pct": 80.0,
-    "util_fail_pct": 95.0,
-    "await_warn_ms": 50.0,
-    "await_fail_ms": 200.0,
+    "warn_util_pct": 80.0,
+    "fail_util_pct": 95.0,
+    "warn_await_ms": 50.0,
+    "fail_await_ms": 200.0,
     "min_ios": 5,
     "sample_s": 0.5,
 }
-HEALTH_T = {"sectors_warn": 1, "nvme_used_warn_pct": 80.0, "media_errors_warn": 1}
+HEALTH_T = {"warn_sectors": 1, "warn_nvme_used_pct": 80.0, "warn_media_errors": 1}
 
 # A realistic /proc/self/mounts of a bare-metal broker node (plus oddities to skip).
 MOUNTS = """\
@@ -273,7 +266,7 @@ def test_usage_and_mounts_report_a_table_over_the_line_cap(
     tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The cap falls on a line of its own: nothing half-read is parsed, the rest is an INFO.
-    monkeypatch.setattr(disk, "MAX_MOUNT_LINES", MOUNTS.count("\n"))
+    monkeypatch.setattr(mounts_mod, "MAX_MOUNT_LINES", MOUNTS.count("\n"))
     mounts = MOUNTS + "/dev/sdz1 /var/lib/iggy-data ext4 rw,noatime 0 0\n"
     ctx = usage_ctx(tmp_path, node, mounts)
     table = HEALTHY | {"/var/lib/iggy-data": sv(1000, 20)}
@@ -292,7 +285,9 @@ def test_usage_against_a_real_directory(tmp_path: Path, node: Path) -> None:
     (node / "data").mkdir()
     mounts = "/dev/sda1 / ext4 rw,relatime 0 0\n/dev/sdb /data xfs rw,noatime 0 0\n"
     # thresholds over 100 %: the verdict must not depend on how full the test machine is
-    ctx = usage_ctx(tmp_path, node, mounts, warn_pct=101.0, inode_warn_pct=101.0)
+    # (both ends: a band grades fail before warn, and warn must not be above fail)
+    over = {"warn_pct": 101.0, "fail_pct": 101.0, "warn_inode_pct": 101.0, "fail_inode_pct": 101.0}
+    ctx = usage_ctx(tmp_path, node, mounts, **over)
     result = disk_usage.run(ctx)
     assert result.status == Status.PASS
     rows = result.data["filesystems"]
@@ -503,11 +498,27 @@ def io_device(util: float, await_ms: float, ios: int = 100) -> Any:
         (30, 500, 100, Status.FAIL),
         (99, 60, 100, Status.FAIL),  # busy and waiting
         (10, 900, 2, Status.PASS),  # two slow I/Os in half a second say little
+        (95, 50, 100, Status.FAIL),  # both at their thresholds: reaching one counts
+        (99, 600, 2, Status.WARN),  # busy; the wait of two I/Os is not judged, so no fail
     ],
 )
 def test_judge_io_verdicts(util: float, await_ms: float, ios: int, status: Status) -> None:
     result = judge_io(IOFacts(0.5, [io_device(util, await_ms, ios)]), IO_T)
     assert result.status == status, result.summary
+
+
+def test_disk_checks_declare_their_bands() -> None:
+    assert {"warn_pct", "fail_pct", "warn_inode_pct", "fail_inode_pct"} <= set(
+        disk_usage.thresholds
+    )
+    assert {"warn_util_pct", "fail_util_pct", "warn_await_ms", "fail_await_ms"} <= set(
+        disk_io.thresholds
+    )
+    assert disk_health.thresholds == {
+        "warn_sectors": 1,
+        "warn_nvme_used_pct": 80.0,
+        "warn_media_errors": 1,
+    }
 
 
 def test_disk_io_runs_on_a_quiet_fixture(tmp_path: Path, node: Path) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from snapshot_agent.checks.process import (
+    Limit,
+    LimitsFacts,
     agent_pid,
     classify_fd,
     cpu_percents,
-    mask_argv,
+    judge_limits,
     parse_file_nr,
     parse_limits,
     process_fds,
@@ -23,7 +25,8 @@ from snapshot_agent.checks.process import (
     process_zombies,
 )
 from snapshot_agent.core.results import Severity, Status
-from snapshot_agent.node.processes import ProcStat, find_broker, parse_stat
+from snapshot_agent.node.processes import BrokerProcess, ProcStat, find_broker, parse_stat
+from snapshot_agent.pipeline.filter import RuleFilter, filter_result
 
 from .conftest import fixture_roots, make_context, write_tree
 
@@ -264,35 +267,8 @@ def test_process_top_other_process_at_70_percent_warns(tmp_path: Path, node: Pat
     assert "70% of" in result.summary
 
 
-@pytest.mark.parametrize(
-    ("argv", "shown"),
-    [
-        (
-            ["/usr/bin/app", "--password", "hunter2", "--Auth-Token=abc", "-v", "serve"],
-            "/usr/bin/app --password *** --Auth-Token=*** -v serve",
-        ),
-        (
-            ["java", "-Djavax.net.ssl.keyStorePassword=changeit", "--api-KEY", "k1", "-jar", "a"],
-            "java -Djavax.net.ssl.keyStorePassword=*** --api-KEY *** -jar a",
-        ),
-        (
-            ["worker", "--db=postgres://iggy:s3cr3t@db:5432/x", "redis://:pw@cache:6379"],
-            "worker --db=postgres://iggy:***@db:5432/x redis://:***@cache:6379",
-        ),
-        (
-            ["tool", "--no-auth", "--verbose", "--credentials", "-x9secret", "SECRET_X=1"],
-            "tool --no-auth --verbose --credentials *** SECRET_X=***",
-        ),
-        # setproctitle: the whole title in one argument.
-        (["agent: run --token abc123 [main]"], "agent: run --token *** [main]"),
-        ([], ""),
-    ],
-)
-def test_mask_argv(argv: list[str], shown: str) -> None:
-    assert mask_argv(argv) == shown
-
-
-def test_process_top_masks_secrets_in_command_lines(tmp_path: Path, node: Path) -> None:
+def test_process_top_command_lines_leave_masked(tmp_path: Path, node: Path) -> None:
+    """process.top keeps whole command lines; the pipeline's default filter masks them."""
     write_tree(node, {"proc/meminfo": MEMINFO})
     proc(node, 812, "iggy-server", "/usr/bin/iggy-server --with-default-root-credentials")
     proc(
@@ -302,7 +278,9 @@ def test_process_top_masks_secrets_in_command_lines(tmp_path: Path, node: Path) 
         "/opt/loader --iggy-password=iggypass --token abc123 --url http://u:pw@h:3000/",
         rss_pages=PAGES_PER_PERCENT * 20,
     )
-    result = process_top.run(ctx_for(tmp_path, node, TOP))
+    raw = process_top.run(ctx_for(tmp_path, node, TOP))
+    assert "abc123" in json.dumps(raw.data)  # the check itself never redacts
+    result = filter_result(RuleFilter(), raw)
     rows = {r["pid"]: r["command"] for r in result.data["top_rss"]}
     assert rows[900] == "/opt/loader --iggy-password=*** --token *** --url http://u:***@h:3000/"
     assert (
@@ -370,6 +348,34 @@ def test_process_limits_fail_on_tiny_nofile(tmp_path: Path, node: Path) -> None:
     assert result.status == Status.FAIL
     assert "only 1024 files" in result.summary and "below 4096" in result.summary
     assert any("LimitNPROC=4096" in f.remediation for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    ("soft", "severity"),
+    [
+        (65537, None),
+        (65536, None),  # the recommended limit itself: "below 65536" is what warns
+        (65535, Severity.WARN),
+        (4096, Severity.WARN),
+        (4095, Severity.FAIL),
+        (None, None),  # unlimited
+    ],
+)
+def test_nofile_band_is_lower_is_worse_and_strictly_below(
+    soft: int | None, severity: Severity | None
+) -> None:
+    assert process_limits.band("nofile_below").higher_is_worse is False
+    assert {"warn_nofile_below", "fail_nofile_below", "warn_nproc_below"} <= set(
+        process_limits.thresholds
+    )
+    facts = LimitsFacts(
+        BrokerProcess(812, "iggy-server", "name"),
+        {"Max open files": Limit(soft, None, "files")},
+        True,
+        "iggy-server.service",
+    )
+    found = [f.severity for f in judge_limits(facts, LIMITS).findings]
+    assert found == ([severity] if severity else [])
 
 
 def test_process_limits_memlock_is_info_for_a_pre_io_uring_broker(
