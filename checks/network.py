@@ -20,11 +20,9 @@ import psutil
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
-from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.grading import Band
+from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
 from snapshot_agent.node.procfs import read_int
-
-#: Rows kept in `data` tables; the rest is counted, not listed.
-MAX_ROWS = 200
 
 # Route flags (include/uapi/linux/route.h).
 RTF_UP = 0x0001
@@ -177,15 +175,21 @@ def read_interfaces(ctx: Context) -> tuple[list[Interface], str]:
     return interfaces, source
 
 
+#: Errors per packet sent or received since boot (of one interface, one direction).
+ERROR_RATIO = Band("error_ratio", warn=0.001)
+#: Drops per packet sent or received since boot.
+DROP_RATIO = Band("drop_ratio", warn=0.01)
+#: Carrier changes since the interface was created (two per lost and regained link).
+CARRIER_CHANGES = Band("carrier_changes", warn=10)
+
+#: Link states in which an interface carries no traffic.
+LINK_DOWN = ("down", "lowerlayerdown", "notpresent")
+
+
 def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) -> Result:
     """Errors and drops per packet, interfaces down that carry addresses, link speed, MTU."""
     if not interfaces:
         return Result.skipped("no interfaces under /sys/class/net (is /sys mounted?)")
-    err_ratio = float(thresholds["error_ratio_warn"])
-    drop_ratio = float(thresholds["drop_ratio_warn"])
-    min_packets = int(thresholds["min_packets"])
-    flaps = int(thresholds["carrier_changes_warn"])
-    min_speed = int(thresholds["min_speed_mbps"])
     findings: list[Finding] = []
     rows = []
     for iface in interfaces:
@@ -204,18 +208,8 @@ def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) ->
         )
         if iface.loopback:
             continue
-        subject = f"/sys/class/net/{iface.name}"
-        findings += _judge_link(iface, subject, flaps, min_speed)
-        for direction in ("rx", "tx"):
-            packets = iface.stats.get(f"{direction}_packets", 0)
-            if packets < min_packets:
-                continue  # ratios over a handful of packets mean nothing
-            errors = iface.stats.get(f"{direction}_errors", 0)
-            dropped = iface.stats.get(f"{direction}_dropped", 0)
-            if errors / packets > err_ratio:
-                findings.append(_counter_finding(iface, direction, "errors", errors, packets))
-            if dropped / packets > drop_ratio:
-                findings.append(_counter_finding(iface, direction, "dropped", dropped, packets))
+        findings += _judge_link(iface, thresholds)
+        findings += _error_and_drop_ratios(iface, thresholds)
     findings += _judge_mtus(interfaces)
     active = [i for i in interfaces if not i.loopback and i.operstate == "up" and i.addresses]
     described = "; ".join(
@@ -231,78 +225,128 @@ def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) ->
     return Result.from_findings(findings, ok=ok, data={"interfaces": rows})
 
 
-def _judge_link(iface: Interface, subject: str, flaps: int, min_speed: int) -> list[Finding]:
-    """Down-with-address, flapping carrier and slow negotiated speed."""
+def _error_and_drop_ratios(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
+    """Errors and drops per packet since boot, each direction, once enough packets passed."""
     findings = []
-    down = iface.operstate in ("down", "lowerlayerdown", "notpresent")
-    if iface.addresses and iface.bridge_ports == 0 and down:
+    for direction in ("rx", "tx"):
+        packets = iface.stats.get(f"{direction}_packets", 0)
+        if packets < int(thresholds["min_packets"]):
+            continue  # ratios over a handful of packets mean nothing
+        for kind, band in (("errors", ERROR_RATIO), ("dropped", DROP_RATIO)):
+            count = iface.stats.get(f"{direction}_{kind}", 0)
+            severity = band.grade(count / packets, thresholds)
+            if severity:
+                findings.append(_counter_finding(iface, direction, kind, count, packets, severity))
+    return findings
+
+
+def _judge_link(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
+    """Down-with-address, flapping carrier and slow negotiated speed."""
+    return [
+        *_link_down(iface),
+        *_flapping_link(iface, thresholds),
+        *_slow_link(iface, int(thresholds["min_speed_mbps"])),
+    ]
+
+
+def _link_down(iface: Interface) -> list[Finding]:
+    """An interface with addresses but no link: traffic for those addresses goes nowhere."""
+    down = iface.operstate in LINK_DOWN
+    if not iface.addresses:
+        return []
+    if iface.bridge_ports == 0 and down:
         # An empty bridge (docker0 without containers) is down by design.
-        findings.append(
+        return [
             Finding(
                 Severity.INFO,
                 f"{iface.name} is a bridge without ports, down as expected",
                 "",
-                subject,
+                _subject(iface),
             )
+        ]
+    if not iface.admin_up:
+        return [_admin_down(iface)]
+    if down:
+        return [_no_carrier(iface)]
+    return []
+
+
+def _subject(iface: Interface) -> str:
+    """The interface's /sys directory, the subject of its findings."""
+    return f"/sys/class/net/{iface.name}"
+
+
+def _admin_down(iface: Interface) -> Finding:
+    """Addresses on an interface that was never set up (or was set down)."""
+    return Finding(
+        Severity.WARN,
+        f"{iface.name} has addresses ({', '.join(iface.addresses[:3])}) but is "
+        "administratively down: traffic for them goes nowhere",
+        f"If it should carry traffic: `ip link set {iface.name} up` and fix the network "
+        "configuration that left it down (netplan, /etc/network/interfaces, "
+        "NetworkManager); if not, remove its addresses so nothing routes to it.",
+        _subject(iface),
+    )
+
+
+def _no_carrier(iface: Interface) -> Finding:
+    """Addresses on an interface that is up but has lost its link."""
+    return Finding(
+        Severity.WARN,
+        f"{iface.name} has addresses ({', '.join(iface.addresses[:3])}) but its link "
+        f"is {iface.operstate} (no carrier): peers using these addresses cannot reach "
+        "this node",
+        f"Check the cable / switch port / virtual NIC: `ip -s link show {iface.name}`, "
+        f"`ethtool {iface.name}`, and the kernel log (`dmesg | grep {iface.name}`).",
+        _subject(iface),
+    )
+
+
+def _flapping_link(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
+    """A link lost and regained often: broker and replication connections drop each time."""
+    if iface.carrier_changes is None or not iface.addresses:
+        return []
+    severity = CARRIER_CHANGES.grade(iface.carrier_changes, thresholds)
+    if severity is None:
+        return []
+    limit = CARRIER_CHANGES.limit(severity, thresholds)
+    return [
+        Finding(
+            severity,
+            f"{iface.name} lost and regained its link {iface.carrier_changes // 2} times "
+            f"since it was created ({iface.carrier_changes} carrier changes >= {limit:g}): "
+            "a flapping link drops broker and replication connections",
+            f"Look at when it happened (`journalctl -k | grep -i '{iface.name}.*link'`); "
+            "replace the cable / transceiver or check the switch port and NIC firmware.",
+            _subject(iface),
         )
-    elif iface.addresses and not iface.admin_up:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{iface.name} has addresses ({', '.join(iface.addresses[:3])}) but is "
-                "administratively down: traffic for them goes nowhere",
-                f"If it should carry traffic: `ip link set {iface.name} up` and fix the network "
-                "configuration that left it down (netplan, /etc/network/interfaces, "
-                "NetworkManager); if not, remove its addresses so nothing routes to it.",
-                subject,
-            )
-        )
-    elif iface.addresses and down:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{iface.name} has addresses ({', '.join(iface.addresses[:3])}) but its link "
-                f"is {iface.operstate} (no carrier): peers using these addresses cannot reach "
-                "this node",
-                f"Check the cable / switch port / virtual NIC: `ip -s link show {iface.name}`, "
-                f"`ethtool {iface.name}`, and the kernel log (`dmesg | grep {iface.name}`).",
-                subject,
-            )
-        )
-    if iface.carrier_changes is not None and iface.carrier_changes > flaps and iface.addresses:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{iface.name} lost and regained its link {iface.carrier_changes // 2} times "
-                f"since it was created ({iface.carrier_changes} carrier changes > {flaps}): "
-                "a flapping link drops broker and replication connections",
-                f"Look at when it happened (`journalctl -k | grep -i '{iface.name}.*link'`); "
-                "replace the cable / transceiver or check the switch port and NIC firmware.",
-                subject,
-            )
-        )
+    ]
+
+
+def _slow_link(iface: Interface, min_speed: int) -> list[Finding]:
+    """A physical link up at a speed a streaming broker saturates quickly."""
     if (
-        not iface.virtual
-        and iface.operstate == "up"
-        and iface.addresses
-        and iface.speed_mbps is not None
-        and iface.speed_mbps < min_speed
+        iface.virtual
+        or iface.operstate != "up"
+        or not iface.addresses
+        or iface.speed_mbps is None
+        or iface.speed_mbps >= min_speed
     ):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{iface.name} negotiated {iface.speed_mbps} Mb/s (< {min_speed} Mb/s): "
-                "a streaming broker saturates such a link quickly",
-                f"Check `ethtool {iface.name}` (autonegotiation, advertised modes); a "
-                "gigabit+ link falling back to 100 Mb/s usually means a bad cable or port.",
-                subject,
-            )
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"{iface.name} negotiated {iface.speed_mbps} Mb/s (< {min_speed} Mb/s): "
+            "a streaming broker saturates such a link quickly",
+            f"Check `ethtool {iface.name}` (autonegotiation, advertised modes); a "
+            "gigabit+ link falling back to 100 Mb/s usually means a bad cable or port.",
+            _subject(iface),
         )
-    return findings
+    ]
 
 
 def _counter_finding(
-    iface: Interface, direction: str, kind: str, count: int, packets: int
+    iface: Interface, direction: str, kind: str, count: int, packets: int, severity: Severity
 ) -> Finding:
     """A finding for an error or drop ratio over its threshold (counters since boot)."""
     pct = 100.0 * count / packets
@@ -321,7 +365,7 @@ def _counter_finding(
             "protocols nobody listens to, which is harmless."
         )
     return Finding(
-        Severity.WARN,
+        severity,
         f"{iface.name}: {count} of {packets} {word} packets {kind} ({pct:.2f}% since boot)",
         remedy,
         f"/sys/class/net/{iface.name}/statistics/{direction}_{kind}",
@@ -370,13 +414,8 @@ def _judge_mtus(interfaces: list[Interface]) -> list[Finding]:
     description="Link state, MTU, speed, error/drop ratios and addresses of every interface.",
     requires=Requirements(paths=("/sys/class/net",)),
     timeout_s=6,
-    thresholds={
-        "error_ratio_warn": 0.001,
-        "drop_ratio_warn": 0.01,
-        "min_packets": 10000,
-        "carrier_changes_warn": 10,
-        "min_speed_mbps": 1000,
-    },
+    bands=(ERROR_RATIO, DROP_RATIO, CARRIER_CHANGES),
+    thresholds={"min_packets": 10000, "min_speed_mbps": 1000},
 )
 def network_interfaces(ctx: Context) -> Result:
     """Interfaces judged on counters since boot, link state and negotiated speed."""
@@ -484,47 +523,64 @@ def read_routes(ctx: Context) -> RouteFacts:
     return facts
 
 
+NO_DEFAULT_ROUTE_REMEDY = (
+    "Without a default route the node reaches only directly connected networks and "
+    "explicit routes: object storage, the supervisor and remote clients fail. Add one "
+    "(`ip route add default via <gateway> dev <if>`) and make it persistent in the "
+    "network configuration; if specific routes are intended, verify each destination "
+    "with `ip route get <address>`."
+)
+
+
 def judge_routes(facts: RouteFacts, thresholds: dict[str, Any]) -> Result:
     """A default route must exist (object storage, the supervisor) and use a live link."""
     if not facts.ipv4_table and not facts.ipv6_table:
         return Result.skipped("neither /proc/net/route nor /proc/net/ipv6_route is readable")
     defaults = [r for r in facts.routes if r.is_default]
-    findings: list[Finding] = []
-    remedy = (
-        "Without a default route the node reaches only directly connected networks and "
-        "explicit routes: object storage, the supervisor and remote clients fail. Add one "
-        "(`ip route add default via <gateway> dev <if>`) and make it persistent in the "
-        "network configuration; if specific routes are intended, verify each destination "
-        "with `ip route get <address>`."
+    findings = [
+        *_missing_default_route(facts, defaults),
+        *_default_route_on_down_link(facts, defaults),
+    ]
+    ok = "default route(s): " + ", ".join(
+        f"IPv{r.family} via {r.gateway or 'on-link'} dev {r.iface}" for r in defaults[:4]
     )
+    rows = _route_rows(facts)
+    return Result.from_findings(
+        findings, ok=ok, data={"routes": rows[:MAX_ROWS], "route_count": len(rows)}
+    )
+
+
+def _missing_default_route(facts: RouteFacts, defaults: list[Route]) -> list[Finding]:
+    """No default route at all warns; one family without one (the other has it) informs."""
     if not defaults:
-        findings.append(
+        return [
             Finding(
                 Severity.WARN,
                 "no default route (IPv4 or IPv6): only directly connected networks are reachable",
-                remedy,
+                NO_DEFAULT_ROUTE_REMEDY,
                 "/proc/net/route",
             )
-        )
-    else:
-        v4 = [r for r in defaults if r.family == 4]
-        v6 = [r for r in defaults if r.family == 6]
-        if facts.ipv4_table and not v4:
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    "no IPv4 default route (IPv6 only): IPv4-only endpoints are unreachable",
-                    remedy,
-                    "/proc/net/route",
-                )
+        ]
+    if facts.ipv4_table and not any(r.family == 4 for r in defaults):
+        return [
+            Finding(
+                Severity.INFO,
+                "no IPv4 default route (IPv6 only): IPv4-only endpoints are unreachable",
+                NO_DEFAULT_ROUTE_REMEDY,
+                "/proc/net/route",
             )
-        elif facts.ipv6_table and not v6:
-            findings.append(
-                Finding(Severity.INFO, "no IPv6 default route (IPv4 only)", "", "/proc/net/route")
-            )
+        ]
+    if facts.ipv6_table and not any(r.family == 6 for r in defaults):
+        return [Finding(Severity.INFO, "no IPv6 default route (IPv4 only)", "", "/proc/net/route")]
+    return []
+
+
+def _default_route_on_down_link(facts: RouteFacts, defaults: list[Route]) -> list[Finding]:
+    """A default route through an interface whose link is down leads nowhere."""
+    findings = []
     for route in defaults:
         state = facts.operstate.get(route.iface, "")
-        if state in ("down", "lowerlayerdown", "notpresent"):
+        if state in LINK_DOWN:
             findings.append(
                 Finding(
                     Severity.WARN,
@@ -535,7 +591,12 @@ def judge_routes(facts: RouteFacts, thresholds: dict[str, Any]) -> Result:
                     f"/sys/class/net/{route.iface}",
                 )
             )
-    rows = [
+    return findings
+
+
+def _route_rows(facts: RouteFacts) -> list[dict[str, Any]]:
+    """The routes as data rows (IPv6 reject entries such as lo's unreachable ::/0 left out)."""
+    return [
         {
             "family": f"IPv{r.family}",
             "destination": r.destination,
@@ -547,12 +608,6 @@ def judge_routes(facts: RouteFacts, thresholds: dict[str, Any]) -> Result:
         for r in facts.routes
         if r.family == 4 or not r.flags & RTF_REJECT
     ]
-    ok = "default route(s): " + ", ".join(
-        f"IPv{r.family} via {r.gateway or 'on-link'} dev {r.iface}" for r in defaults[:4]
-    )
-    return Result.from_findings(
-        findings, ok=ok, data={"routes": rows[:MAX_ROWS], "route_count": len(rows)}
-    )
 
 
 @check(

@@ -15,19 +15,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.network_listening import (
-    DEFAULT_BROKER_PORTS,
-    ExpectedPorts,
-    expected_ports,
-)
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
-from snapshot_agent.node.iggy_config import load_iggy_config
+from snapshot_agent.node.ports import (
+    DEFAULT_BROKER_PORTS,
+    BrokerPorts,
+    broker_ports,
+    read_broker_ports,
+    threshold_key,
+)
 from snapshot_agent.node.procfs import parse_int, read_int
 
-FIREWALL_PORTS_KEY = "checks.thresholds.network.firewall.broker_ports"
+FIREWALL_PORTS_KEY = threshold_key("network.firewall")
 
 
 # -- network.conntrack ---------------------------------------------------------------------
@@ -67,6 +69,10 @@ def read_conntrack(ctx: Context) -> ConntrackFacts | None:
     return ConntrackFacts(count, maximum, stats)
 
 
+#: How full the conntrack table is, in % of nf_conntrack_max.
+CONNTRACK_PCT = Band("pct", warn=80.0, fail=95.0)
+
+
 def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result:
     """A full conntrack table drops new connections; 80% warns, 95% fails."""
     if facts.count is None or not facts.maximum:
@@ -74,7 +80,6 @@ def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result
             "nf_conntrack_count or nf_conntrack_max is unreadable or zero; cannot judge the table"
         )
     pct = 100.0 * facts.count / facts.maximum
-    warn, fail = float(thresholds["warn_pct"]), float(thresholds["fail_pct"])
     findings: list[Finding] = []
     message = f"conntrack table {pct:.0f}% full ({facts.count} of {facts.maximum} entries)"
     remedy = (
@@ -88,10 +93,10 @@ def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result
         )
     )
     subject = "/proc/sys/net/netfilter/nf_conntrack_count"
-    if pct >= fail:
-        findings.append(Finding(Severity.FAIL, f"{message}, >= {fail:g}%", remedy, subject))
-    elif pct >= warn:
-        findings.append(Finding(Severity.WARN, f"{message}, >= {warn:g}%", remedy, subject))
+    severity = CONNTRACK_PCT.grade(pct, thresholds)
+    if severity:
+        limit = CONNTRACK_PCT.limit(severity, thresholds)
+        findings.append(Finding(severity, f"{message}, >= {limit:g}%", remedy, subject))
     dropped = {k: facts.stats.get(k, 0) for k in ("drop", "early_drop", "insert_failed")}
     if any(dropped.values()):
         findings.append(
@@ -118,7 +123,7 @@ def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result
     title="Connection tracking table",
     description="nf_conntrack entries against nf_conntrack_max (a full table drops packets).",
     timeout_s=5,
-    thresholds={"warn_pct": 80.0, "fail_pct": 95.0},
+    bands=(CONNTRACK_PCT,),
 )
 def network_conntrack(ctx: Context) -> Result:
     """Fill of the netfilter connection tracking table."""
@@ -496,73 +501,23 @@ def read_firewall(ctx: Context) -> FirewallFacts:
 
 
 def judge_firewall(
-    facts: FirewallFacts, thresholds: dict[str, Any], ports: ExpectedPorts | None = None
+    facts: FirewallFacts, thresholds: dict[str, Any], ports: BrokerPorts | None = None
 ) -> Result:
     """Default policies, rule counts, and whether input rules stop the broker ports.
 
     `ports` as for judge_listening: the Iggy config's transports, else the threshold.
     """
     if ports is None:
-        ports = expected_ports(None, thresholds, FIREWALL_PORTS_KEY)
-    expected = ports.ports
-    findings: list[Finding] = []
-    chains_rows = []
-    port_rows = []
-    for problem in facts.problems:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"firewall ruleset not read: {problem}",
-                "Run the tool by hand as root to see why.",
-                "",
-            )
-        )
-    total_rules = 0
-    for rs in facts.rulesets:
-        for chain in rs.chains.values():
-            total_rules += len(chain.rules)
-            if chain.hook:
-                chains_rows.append(
-                    {
-                        "source": rs.source,
-                        "chain": chain.key,
-                        "hook": chain.hook,
-                        "policy": chain.policy or "accept",
-                        "rules": len(chain.rules),
-                        "opaque_rules": sum(r.opaque for r in chain.rules),
-                    }
-                )
-        for chain in rs.input_chains():
-            for proto, port in expected:
-                pv = evaluate_port(rs, chain, proto, port)
-                port_rows.append(
-                    {"port": f"{proto}/{port}", "verdict": pv.verdict, "decided_by": pv.rule}
-                )
-                findings += _port_findings(pv, ports.label(proto, port))
-    inputs = [r for r in chains_rows if r["hook"] == "input"]
-    if not facts.rulesets:
-        ok = "no firewall ruleset could be read"
-    elif not total_rules and not chains_rows:
-        ok = f"no firewall rules loaded ({', '.join(facts.tools)})"
-    else:
-        policies = ", ".join(
-            f"{r['chain']} policy {r['policy']} ({r['rules']} rules)" for r in inputs
-        )
-        ok = (
-            f"{total_rules} rules; input: {policies or 'no input chain'}; no rule blocks the "
-            f"broker ports ({ports.describe()})"
-        )
-    opaque = sum(r["opaque_rules"] for r in chains_rows)
-    if opaque:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"{opaque} rules in base chains could not be analysed (iptables-nft compat "
-                "matches or unknown expressions); the port verdicts ignore them",
-                "Read the saved ruleset (nft-ruleset.json / iptables-save.txt) for these.",
-                "",
-            )
-        )
+        ports = broker_ports(None, thresholds, FIREWALL_PORTS_KEY)
+    chains_rows = _base_chain_rows(facts)
+    port_rows, port_findings = _broker_port_verdicts(facts, ports)
+    findings = [
+        *ports.findings,
+        *_unread_rulesets(facts),
+        *port_findings,
+        *_opaque_rules(chains_rows),
+    ]
+    total_rules = sum(len(c.rules) for rs in facts.rulesets for c in rs.chains.values())
     data = {
         "tools": facts.tools,
         "iptables_backend": facts.iptables_backend,
@@ -572,7 +527,90 @@ def judge_firewall(
         "broker_ports_from": ports.origin,
         "rule_count": total_rules,
     }
+    ok = _firewall_summary(facts, total_rules, chains_rows, ports)
     return Result.from_findings(findings, ok=ok, data=data)
+
+
+def _unread_rulesets(facts: FirewallFacts) -> list[Finding]:
+    """A tool that ran but gave no ruleset: its rules are not judged."""
+    return [
+        Finding(
+            Severity.INFO,
+            f"firewall ruleset not read: {problem}",
+            "Run the tool by hand as root to see why.",
+            "",
+        )
+        for problem in facts.problems
+    ]
+
+
+def _base_chain_rows(facts: FirewallFacts) -> list[dict[str, Any]]:
+    """Every base chain (hooked into the packet path) with its policy and rule counts."""
+    return [
+        {
+            "source": rs.source,
+            "chain": chain.key,
+            "hook": chain.hook,
+            "policy": chain.policy or "accept",
+            "rules": len(chain.rules),
+            "opaque_rules": sum(r.opaque for r in chain.rules),
+        }
+        for rs in facts.rulesets
+        for chain in rs.chains.values()
+        if chain.hook
+    ]
+
+
+def _broker_port_verdicts(
+    facts: FirewallFacts, ports: BrokerPorts
+) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """How each input chain treats new connections to each broker port (rows, findings)."""
+    rows: list[dict[str, Any]] = []
+    findings: list[Finding] = []
+    for rs in facts.rulesets:
+        for chain in rs.input_chains():
+            for proto, port in ports.ports:
+                pv = evaluate_port(rs, chain, proto, port)
+                rows.append(
+                    {"port": f"{proto}/{port}", "verdict": pv.verdict, "decided_by": pv.rule}
+                )
+                findings += _port_findings(pv, ports.label(proto, port))
+    return rows, findings
+
+
+def _opaque_rules(chains_rows: list[dict[str, Any]]) -> list[Finding]:
+    """Base-chain rules that could not be analysed: the port verdicts ignore them."""
+    opaque = sum(r["opaque_rules"] for r in chains_rows)
+    if not opaque:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{opaque} rules in base chains could not be analysed (iptables-nft compat "
+            "matches or unknown expressions); the port verdicts ignore them",
+            "Read the saved ruleset (nft-ruleset.json / iptables-save.txt) for these.",
+            "",
+        )
+    ]
+
+
+def _firewall_summary(
+    facts: FirewallFacts, total_rules: int, chains_rows: list[dict[str, Any]], ports: BrokerPorts
+) -> str:
+    """The summary when nothing is wrong: rule count and input policies."""
+    if not facts.rulesets:
+        return "no firewall ruleset could be read"
+    if not total_rules and not chains_rows:
+        return f"no firewall rules loaded ({', '.join(facts.tools)})"
+    policies = ", ".join(
+        f"{r['chain']} policy {r['policy']} ({r['rules']} rules)"
+        for r in chains_rows
+        if r["hook"] == "input"
+    )
+    return (
+        f"{total_rules} rules; input: {policies or 'no input chain'}; no rule blocks the "
+        f"broker ports ({ports.describe()})"
+    )
 
 
 def _port_findings(pv: PortVerdict, name: str) -> list[Finding]:
@@ -628,5 +666,5 @@ def network_firewall(ctx: Context) -> Result:
     """Save the ruleset; judge input policies and rules touching the broker ports."""
     if not (shutil.which("nft") or shutil.which("iptables-save")):
         return Result.skipped("neither `nft` nor `iptables-save` is installed")
-    ports = expected_ports(load_iggy_config(ctx), ctx.thresholds, FIREWALL_PORTS_KEY)
+    ports = read_broker_ports(ctx, FIREWALL_PORTS_KEY)
     return judge_firewall(read_firewall(ctx), ctx.thresholds, ports)

@@ -19,6 +19,7 @@ from typing import Any
 
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.procfs import parse_int
 
@@ -71,6 +72,7 @@ def run_parallel(calls: list[Callable[[], Any]], timeout_s: float) -> list[Outco
 
 # -- network.dns ---------------------------------------------------------------------------
 
+RESOLV_CONF = "/etc/resolv.conf"
 RESOLVED_STUB = "127.0.0.53"
 GLIBC_MAXNS = 3
 
@@ -175,51 +177,16 @@ def read_dns(ctx: Context, names: list[str], timeout_s: float) -> DnsFacts:
     return facts
 
 
+#: How long resolving one configured name took, in ms.
+LOOKUP_MS = Band("lookup_ms", warn=500.0)
+
+
 def judge_dns(facts: DnsFacts, thresholds: dict[str, Any]) -> Result:
     """resolv.conf must name servers; configured names must resolve, and quickly."""
-    findings: list[Finding] = []
     conf = facts.resolv_conf
-    if conf is None:
-        findings.append(
-            Finding(
-                Severity.FAIL,
-                f"{facts.problem}: glibc then asks 127.0.0.1 only, so name lookups most "
-                "likely fail (object storage, the supervisor, clients by name)",
-                "Restore /etc/resolv.conf (or its symlink target: `systemctl restart "
-                "systemd-resolved`, your DHCP client or NetworkManager) with at least one "
-                "`nameserver <address>` line.",
-                "/etc/resolv.conf",
-            )
-        )
-    else:
-        findings += _judge_resolv_conf(conf, facts)
-    slow_ms = float(thresholds["slow_ms"])
+    findings = _resolv_conf_missing(facts) if conf is None else _judge_resolv_conf(conf, facts)
     for lk in facts.lookups:
-        if lk.error:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{lk.name} does not resolve ({lk.error})"
-                    if not lk.timed_out
-                    else f"{lk.name} did not resolve within {thresholds['timeout_ms']:g} ms",
-                    f"Ask the configured nameservers directly (`dig {lk.name}` / "
-                    f"`getent ahosts {lk.name}`); check /etc/hosts, the search domains and "
-                    "that the nameservers are reachable (UDP and TCP 53).",
-                    lk.name,
-                )
-            )
-        elif lk.elapsed_ms is not None and lk.elapsed_ms >= slow_ms:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"{lk.name} took {lk.elapsed_ms:.0f} ms to resolve (>= {slow_ms:g} ms)",
-                    "Slow lookups delay every new connection by name: check the first "
-                    "nameserver (a dead first server costs `options timeout` seconds per "
-                    "lookup), run a local cache (systemd-resolved, nscd, dnsmasq), or lower "
-                    "ndots so names are not tried with every search domain first.",
-                    lk.name,
-                )
-            )
+        findings += _unresolved(lk, thresholds) or _slow_lookup(lk, thresholds)
     servers = ", ".join(conf.nameservers) if conf else "none"
     if facts.lookups:
         slowest = max((lk.elapsed_ms or 0.0) for lk in facts.lookups)
@@ -245,70 +212,144 @@ def judge_dns(facts: DnsFacts, thresholds: dict[str, Any]) -> Result:
     return Result.from_findings(findings, ok=f"nameservers {servers}; {tail}", data=data)
 
 
+def _resolv_conf_missing(facts: DnsFacts) -> list[Finding]:
+    """No readable /etc/resolv.conf: glibc asks 127.0.0.1 only."""
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{facts.problem}: glibc then asks 127.0.0.1 only, so name lookups most "
+            "likely fail (object storage, the supervisor, clients by name)",
+            "Restore /etc/resolv.conf (or its symlink target: `systemctl restart "
+            "systemd-resolved`, your DHCP client or NetworkManager) with at least one "
+            "`nameserver <address>` line.",
+            "/etc/resolv.conf",
+        )
+    ]
+
+
+def _unresolved(lk: Lookup, thresholds: dict[str, Any]) -> list[Finding]:
+    """A configured name that does not resolve, or not in time."""
+    if not lk.error:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{lk.name} does not resolve ({lk.error})"
+            if not lk.timed_out
+            else f"{lk.name} did not resolve within {thresholds['timeout_ms']:g} ms",
+            f"Ask the configured nameservers directly (`dig {lk.name}` / "
+            f"`getent ahosts {lk.name}`); check /etc/hosts, the search domains and "
+            "that the nameservers are reachable (UDP and TCP 53).",
+            lk.name,
+        )
+    ]
+
+
+def _slow_lookup(lk: Lookup, thresholds: dict[str, Any]) -> list[Finding]:
+    """A configured name that resolves, slowly: every new connection by name waits for it."""
+    severity = LOOKUP_MS.grade(lk.elapsed_ms, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{lk.name} took {lk.elapsed_ms:.0f} ms to resolve "
+            f"(>= {LOOKUP_MS.limit(severity, thresholds):g} ms)",
+            "Slow lookups delay every new connection by name: check the first "
+            "nameserver (a dead first server costs `options timeout` seconds per "
+            "lookup), run a local cache (systemd-resolved, nscd, dnsmasq), or lower "
+            "ndots so names are not tried with every search domain first.",
+            lk.name,
+        )
+    ]
+
+
 def _judge_resolv_conf(conf: ResolvConf, facts: DnsFacts) -> list[Finding]:
     """Nameserver list, the systemd-resolved stub, and options that slow lookups down."""
-    findings = []
-    subject = "/etc/resolv.conf"
-    if not conf.nameservers:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                "/etc/resolv.conf has no nameserver line: glibc asks 127.0.0.1, which works "
-                "only if a local resolver listens there",
-                "Add `nameserver <address>` lines (or fix whatever generates the file: "
-                "DHCP client, NetworkManager, systemd-resolved).",
-                subject,
-            )
+    return [
+        *_no_nameserver(conf),
+        *_nameservers_beyond_maxns(conf),
+        *_resolved_stub(conf, facts),
+        *_ndots_with_search(conf),
+    ]
+
+
+def _no_nameserver(conf: ResolvConf) -> list[Finding]:
+    """resolv.conf without nameserver lines: only a resolver on 127.0.0.1 would answer."""
+    if conf.nameservers:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            "/etc/resolv.conf has no nameserver line: glibc asks 127.0.0.1, which works "
+            "only if a local resolver listens there",
+            "Add `nameserver <address>` lines (or fix whatever generates the file: "
+            "DHCP client, NetworkManager, systemd-resolved).",
+            RESOLV_CONF,
         )
-    if len(conf.nameservers) > GLIBC_MAXNS:
-        findings.append(
+    ]
+
+
+def _nameservers_beyond_maxns(conf: ResolvConf) -> list[Finding]:
+    """More nameservers than glibc uses: the ones after the third are never asked."""
+    if len(conf.nameservers) <= GLIBC_MAXNS:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{len(conf.nameservers)} nameservers listed; glibc uses only the first "
+            f"{GLIBC_MAXNS} ({', '.join(conf.nameservers[:GLIBC_MAXNS])})",
+            "Put the servers that must be used first.",
+            RESOLV_CONF,
+        )
+    ]
+
+
+def _resolved_stub(conf: ResolvConf, facts: DnsFacts) -> list[Finding]:
+    """Lookups through the systemd-resolved stub: name its upstreams, or say it is not running."""
+    if RESOLVED_STUB not in conf.nameservers:
+        return []
+    if facts.resolved_running:
+        upstream = ", ".join(facts.resolved_upstreams or []) or "unknown"
+        return [
             Finding(
                 Severity.INFO,
-                f"{len(conf.nameservers)} nameservers listed; glibc uses only the first "
-                f"{GLIBC_MAXNS} ({', '.join(conf.nameservers[:GLIBC_MAXNS])})",
-                "Put the servers that must be used first.",
-                subject,
+                f"lookups go through the systemd-resolved stub {RESOLVED_STUB}; its "
+                f"upstream servers are {upstream}",
+                "`resolvectl status` shows the per-link servers and `resolvectl query "
+                "<name>` tests a lookup through the stub.",
+                RESOLV_CONF,
             )
+        ]
+    return [
+        Finding(
+            Severity.WARN,
+            f"resolv.conf points at the systemd-resolved stub {RESOLVED_STUB} but "
+            "/run/systemd/resolve does not exist: systemd-resolved seems not to run, "
+            "so lookups fail",
+            "`systemctl enable --now systemd-resolved`, or replace /etc/resolv.conf "
+            "with real nameserver lines.",
+            RESOLV_CONF,
         )
-    if RESOLVED_STUB in conf.nameservers:
-        if facts.resolved_running:
-            upstream = ", ".join(facts.resolved_upstreams or []) or "unknown"
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"lookups go through the systemd-resolved stub {RESOLVED_STUB}; its "
-                    f"upstream servers are {upstream}",
-                    "`resolvectl status` shows the per-link servers and `resolvectl query "
-                    "<name>` tests a lookup through the stub.",
-                    subject,
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"resolv.conf points at the systemd-resolved stub {RESOLVED_STUB} but "
-                    "/run/systemd/resolve does not exist: systemd-resolved seems not to run, "
-                    "so lookups fail",
-                    "`systemctl enable --now systemd-resolved`, or replace /etc/resolv.conf "
-                    "with real nameserver lines.",
-                    subject,
-                )
-            )
+    ]
+
+
+def _ndots_with_search(conf: ResolvConf) -> list[Finding]:
+    """A high ndots with search domains: short names cost extra queries per lookup."""
     ndots = conf.option_int("ndots", 1)
-    if ndots > 1 and conf.search:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"options ndots:{ndots} with {len(conf.search)} search domains: a name with "
-                f"fewer than {ndots} dots is tried with every search domain first (up to "
-                f"{len(conf.search)} extra queries per lookup)",
-                "Configure external endpoints (object storage, the supervisor) as fully "
-                "qualified names with a trailing dot, or lower ndots.",
-                subject,
-            )
+    if ndots <= 1 or not conf.search:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"options ndots:{ndots} with {len(conf.search)} search domains: a name with "
+            f"fewer than {ndots} dots is tried with every search domain first (up to "
+            f"{len(conf.search)} extra queries per lookup)",
+            "Configure external endpoints (object storage, the supervisor) as fully "
+            "qualified names with a trailing dot, or lower ndots.",
+            RESOLV_CONF,
         )
-    return findings
+    ]
 
 
 @check(
@@ -317,7 +358,8 @@ def _judge_resolv_conf(conf: ResolvConf, facts: DnsFacts) -> list[Finding]:
     title="DNS resolution",
     description="resolv.conf sanity and resolution time of the names in checks.network.dns_names.",
     timeout_s=8,
-    thresholds={"timeout_ms": 3000, "slow_ms": 500},
+    bands=(LOOKUP_MS,),
+    thresholds={"timeout_ms": 3000},
 )
 def network_dns(ctx: Context) -> Result:
     """Read resolv.conf and resolve the configured names with a timeout."""
@@ -398,10 +440,13 @@ def probe_endpoints(endpoints: list[tuple[str, str, int]], timeout_s: float) -> 
     return probes
 
 
+#: How long the TCP handshake with one configured endpoint took, in ms.
+CONNECT_MS = Band("connect_ms", warn=500.0)
+
+
 def judge_reachability(probes: list[Probe], bad: list[str], thresholds: dict[str, Any]) -> Result:
     """Refused or timed-out endpoints fail; slow connects warn."""
     findings: list[Finding] = []
-    slow = float(thresholds["slow_ms"])
     for entry in bad:
         findings.append(
             Finding(
@@ -424,11 +469,12 @@ def judge_reachability(probes: list[Probe], bad: list[str], thresholds: dict[str
                     p.endpoint,
                 )
             )
-        elif p.connect_ms is not None and p.connect_ms >= slow:
+        elif p.connect_ms is not None and (slow := CONNECT_MS.grade(p.connect_ms, thresholds)):
             findings.append(
                 Finding(
-                    Severity.WARN,
-                    f"connecting to {p.endpoint} took {p.connect_ms:.0f} ms (>= {slow:g} ms)",
+                    slow,
+                    f"connecting to {p.endpoint} took {p.connect_ms:.0f} ms "
+                    f"(>= {CONNECT_MS.limit(slow, thresholds):g} ms)",
                     "A slow TCP handshake means a long or lossy path (retransmitted SYNs take "
                     "1 s or more): check network.tcp retransmits and the route to it.",
                     p.endpoint,
@@ -450,7 +496,8 @@ def judge_reachability(probes: list[Probe], bad: list[str], thresholds: dict[str
     title="Endpoint reachability",
     description="TCP connect time to each endpoint in checks.network.endpoints.",
     timeout_s=10,
-    thresholds={"timeout_ms": 3000, "slow_ms": 500},
+    bands=(CONNECT_MS,),
+    thresholds={"timeout_ms": 3000},
 )
 def network_reachability(ctx: Context) -> Result:
     """Connect to the configured endpoints only (never anything else)."""

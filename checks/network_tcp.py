@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshot_agent.checks.network import MAX_ROWS
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
-from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
 from snapshot_agent.node.procfs import (
     TCP_LISTEN,
     TCP_STATES,
@@ -151,61 +151,104 @@ def _delta(a: int | None, b: int | None) -> int | None:
     return b - a if a is not None and b is not None and b >= a else None
 
 
+#: Sockets in CLOSE_WAIT: the peer closed, the application did not.
+CLOSE_WAIT = Band("close_wait", warn=100)
+#: Half-open connections (SYN_RECV and NEW_SYN_RECV).
+SYN_RECV = Band("syn_recv", warn=500)
+#: Retransmitted segments in % of segments sent (over the sample).
+RETRANS_PCT = Band("retrans_pct", warn=1.0, fail=5.0)
+
+
 def judge_tcp(facts: TcpFacts, thresholds: dict[str, Any]) -> Result:
     """CLOSE_WAIT pile-ups, SYN_RECV floods, retransmissions and accept-queue overflows."""
     if not facts.tables_read and facts.after.out_segs is None:
         return Result.skipped("no /proc/net/tcp, tcp6 or snmp to read")
+    findings = [
+        *_close_wait_pileup(facts, thresholds),
+        *_syn_recv_flood(facts, thresholds),
+        *_judge_retransmits(facts, thresholds),
+        *_judge_listen_queues(facts),
+        *_time_wait_ports(facts, thresholds),
+    ]
     states = facts.tally.states
-    findings: list[Finding] = []
-    close_wait = states.get("CLOSE_WAIT", 0)
-    if close_wait >= int(thresholds["close_wait_warn"]):
-        top = ", ".join(f"port {p}: {n}" for p, n in facts.tally.close_wait_ports.most_common(5))
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{close_wait} TCP sockets in CLOSE_WAIT (>= {thresholds['close_wait_warn']:g})"
-                f" ({top}): the peer closed, the application never did",
-                "An application is leaking sockets (and file descriptors). Find it with "
-                "`ss -tnp state close-wait`; if it is the broker, report it with its log and "
-                "restart it before it reaches its open-file limit.",
-                "/proc/net/tcp",
-            )
+    ratio = _retrans_ratio(facts, int(thresholds["min_segments"]))
+    retrans = f", retransmits {ratio[0]:.2f}% ({ratio[1]})" if ratio else ""
+    ok = (
+        f"{sum(states.values())} TCP sockets ({states.get('ESTABLISHED', 0)} established, "
+        f"{states.get('TIME_WAIT', 0)} time-wait, {states.get('CLOSE_WAIT', 0)} close-wait)"
+        f"{retrans}"
+    )
+    return Result.from_findings(findings, ok=ok, data=_tcp_data(facts))
+
+
+def _close_wait_pileup(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Many sockets in CLOSE_WAIT: an application leaks sockets and file descriptors."""
+    close_wait = facts.tally.states.get("CLOSE_WAIT", 0)
+    severity = CLOSE_WAIT.grade(close_wait, thresholds)
+    if severity is None:
+        return []
+    top = ", ".join(f"port {p}: {n}" for p, n in facts.tally.close_wait_ports.most_common(5))
+    return [
+        Finding(
+            severity,
+            f"{close_wait} TCP sockets in CLOSE_WAIT "
+            f"(>= {CLOSE_WAIT.limit(severity, thresholds):g}) ({top}): the peer closed, "
+            "the application never did",
+            "An application is leaking sockets (and file descriptors). Find it with "
+            "`ss -tnp state close-wait`; if it is the broker, report it with its log and "
+            "restart it before it reaches its open-file limit.",
+            "/proc/net/tcp",
         )
+    ]
+
+
+def _syn_recv_flood(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Many half-open connections: a SYN flood or clients that cannot finish the handshake."""
+    states = facts.tally.states
     syn_recv = states.get("SYN_RECV", 0) + states.get("NEW_SYN_RECV", 0)
-    if syn_recv >= int(thresholds["syn_recv_warn"]):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"{syn_recv} half-open connections in SYN_RECV (>= "
-                f"{thresholds['syn_recv_warn']:g}): a SYN flood or clients that cannot "
-                "complete the handshake",
-                "See where they come from with `ss -tn state syn-recv`; keep "
-                "net.ipv4.tcp_syncookies=1 and raise net.ipv4.tcp_max_syn_backlog if the "
-                "load is legitimate.",
-                "/proc/net/tcp",
-            )
+    severity = SYN_RECV.grade(syn_recv, thresholds)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{syn_recv} half-open connections in SYN_RECV (>= "
+            f"{SYN_RECV.limit(severity, thresholds):g}): a SYN flood or clients that cannot "
+            "complete the handshake",
+            "See where they come from with `ss -tn state syn-recv`; keep "
+            "net.ipv4.tcp_syncookies=1 and raise net.ipv4.tcp_max_syn_backlog if the "
+            "load is legitimate.",
+            "/proc/net/tcp",
         )
-    findings += _judge_retransmits(facts, thresholds)
-    findings += _judge_listen_queues(facts)
-    time_wait = states.get("TIME_WAIT", 0)
+    ]
+
+
+def _time_wait_ports(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """TIME_WAIT sockets holding a large share of the local ports (informational)."""
+    time_wait = facts.tally.states.get("TIME_WAIT", 0)
     if (
-        facts.port_range
-        and time_wait >= facts.port_range * float(thresholds["time_wait_pct"]) / 100
+        not facts.port_range
+        or time_wait < facts.port_range * float(thresholds["time_wait_pct"]) / 100
     ):
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"{time_wait} sockets in TIME_WAIT, {100 * time_wait / facts.port_range:.0f}% "
-                f"of the {facts.port_range} local ports: outgoing connections to one "
-                "destination may run out of ports",
-                "Reuse connections (client pools) rather than reconnecting; a wider "
-                "net.ipv4.ip_local_port_range and reusing TIME_WAIT ports for outgoing "
-                "connections help: " + sysctl_fix("net.ipv4.tcp_tw_reuse", 1),
-                "/proc/net/tcp",
-            )
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{time_wait} sockets in TIME_WAIT, {100 * time_wait / facts.port_range:.0f}% "
+            f"of the {facts.port_range} local ports: outgoing connections to one "
+            "destination may run out of ports",
+            "Reuse connections (client pools) rather than reconnecting; a wider "
+            "net.ipv4.ip_local_port_range and reusing TIME_WAIT ports for outgoing "
+            "connections help: " + sysctl_fix("net.ipv4.tcp_tw_reuse", 1),
+            "/proc/net/tcp",
         )
-    data = {
-        "states": dict(sorted(states.items())),
+    ]
+
+
+def _tcp_data(facts: TcpFacts) -> dict[str, Any]:
+    """Socket states, CLOSE_WAIT by port, listeners' accept queues and the counters."""
+    return {
+        "states": dict(sorted(facts.tally.states.items())),
         "close_wait_by_port": [
             {"port": p, "count": n} for p, n in facts.tally.close_wait_ports.most_common(10)
         ],
@@ -226,14 +269,13 @@ def judge_tcp(facts: TcpFacts, thresholds: dict[str, Any]) -> Result:
         },
         "sample_s": round(facts.sample_s, 2),
     }
-    established = states.get("ESTABLISHED", 0)
-    ratio = _retrans_ratio(facts, int(thresholds["min_segments"]))
-    retrans = f", retransmits {ratio[0]:.2f}% ({ratio[1]})" if ratio else ""
-    ok = (
-        f"{sum(states.values())} TCP sockets ({established} established, "
-        f"{states.get('TIME_WAIT', 0)} time-wait, {close_wait} close-wait){retrans}"
-    )
-    return Result.from_findings(findings, ok=ok, data=data)
+
+
+RETRANS_REMEDY = (
+    "Retransmissions mean packet loss or congestion between this node and its peers: "
+    "`nstat -az TcpRetransSegs TcpExtTCPLostRetransmit`, `ss -ti` (per-connection "
+    "retrans), interface errors/drops (network.interfaces), and the switch/VPC side."
+)
 
 
 def _retrans_ratio(facts: TcpFacts, min_segs: int) -> tuple[float, str] | None:
@@ -250,33 +292,27 @@ def _retrans_ratio(facts: TcpFacts, min_segs: int) -> tuple[float, str] | None:
 
 def _judge_retransmits(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
     """Judge the sampled ratio; the ratio since boot only informs (it may be old news)."""
-    warn, fail = float(thresholds["retrans_warn_pct"]), float(thresholds["retrans_fail_pct"])
     min_segs = int(thresholds["min_segments"])
-    remedy = (
-        "Retransmissions mean packet loss or congestion between this node and its peers: "
-        "`nstat -az TcpRetransSegs TcpExtTCPLostRetransmit`, `ss -ti` (per-connection "
-        "retrans), interface errors/drops (network.interfaces), and the switch/VPC side."
-    )
     out = _delta(facts.before.out_segs, facts.after.out_segs)
     ret = _delta(facts.before.retrans_segs, facts.after.retrans_segs)
     if out is not None and ret is not None and out >= min_segs:
         pct = 100.0 * ret / out
+        severity = RETRANS_PCT.grade(pct, thresholds)
+        if severity is None:
+            return []
         msg = f"{pct:.2f}% of TCP segments retransmitted ({ret} of {out} in {facts.sample_s:.1f} s)"
-        if pct >= fail:
-            return [Finding(Severity.FAIL, f"{msg}, >= {fail:g}%", remedy, "/proc/net/snmp")]
-        if pct >= warn:
-            return [Finding(Severity.WARN, f"{msg}, >= {warn:g}%", remedy, "/proc/net/snmp")]
-        return []
+        limit = RETRANS_PCT.limit(severity, thresholds)
+        return [Finding(severity, f"{msg}, >= {limit:g}%", RETRANS_REMEDY, "/proc/net/snmp")]
     total_out, total_ret = facts.after.out_segs, facts.after.retrans_segs
     if total_out and total_ret is not None and total_out >= min_segs:
         pct = 100.0 * total_ret / total_out
-        if pct >= warn:
+        if RETRANS_PCT.grade(pct, thresholds):
             return [
                 Finding(
                     Severity.INFO,
                     f"{pct:.2f}% of TCP segments retransmitted since boot (too little "
                     "traffic during the sample to say whether it is happening now)",
-                    remedy,
+                    RETRANS_REMEDY,
                     "/proc/net/snmp",
                 )
             ]
@@ -337,15 +373,8 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
     title="TCP health",
     description="Socket states, retransmission ratio and accept-queue overflows (0.5 s sample).",
     timeout_s=6,
-    thresholds={
-        "close_wait_warn": 100,
-        "syn_recv_warn": 500,
-        "retrans_warn_pct": 1.0,
-        "retrans_fail_pct": 5.0,
-        "min_segments": 1000,
-        "time_wait_pct": 50.0,
-        "sample_s": 0.5,
-    },
+    bands=(CLOSE_WAIT, SYN_RECV, RETRANS_PCT),
+    thresholds={"min_segments": 1000, "time_wait_pct": 50.0, "sample_s": 0.5},
     sampling_s=0.5,
 )
 def network_tcp(ctx: Context) -> Result:

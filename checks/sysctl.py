@@ -6,12 +6,20 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity, Status
+from snapshot_agent.node.ports import (
+    DEFAULT_BROKER_PORTS,
+    BrokerPorts,
+    broker_ports,
+    read_broker_ports,
+    threshold_key,
+)
 from snapshot_agent.node.processes import find_brokers
 from snapshot_agent.node.procfs import SwapDevice, parse_meminfo, parse_snmp, parse_swaps
 
@@ -141,8 +149,8 @@ def softnet_dropped(text: str) -> int:
     return total
 
 
-def parse_port_list(text: str | None) -> list[tuple[int, int]]:
-    """'8090,3000-3010' (ip_local_reserved_ports, thresholds) -> [(8090, 8090), (3000, 3010)]."""
+def parse_reserved_ports(text: str | None) -> list[tuple[int, int]]:
+    """net.ipv4.ip_local_reserved_ports '8090,3000-3010' -> [(8090, 8090), (3000, 3010)]."""
     ranges: list[tuple[int, int]] = []
     for part in (text or "").replace(" ", ",").split(","):
         lo, _, hi = part.strip().partition("-")
@@ -206,202 +214,283 @@ def read_network(ctx: Context) -> NetworkFacts:
     )
 
 
+#: Listen queue overflows and drops since boot (behind the listen backlog limits).
+LISTEN_DROPS = Band("listen_drops", warn=100)
+#: UDP receive and send buffer errors since boot (behind rmem_max / wmem_max).
+UDP_DROPS = Band("udp_drops", warn=100)
+#: TCP receive queue prunes since boot (behind tcp_rmem).
+TCP_PRUNE = Band("tcp_prune", warn=100)
+#: Packets dropped from a full per-CPU backlog since boot (behind netdev_max_backlog).
+SOFTNET_DROPS = Band("softnet_drops", warn=100)
+
+NETWORK_PORTS_KEY = threshold_key("sysctl.network")
+
+
+class Pressure(NamedTuple):
+    """The kernel's drop counters behind one limit: their sum, as text, and whether it counts."""
+
+    total: int | None
+    evidence: str
+    measured: bool
+
+
+NO_SEND_BUFFER_COUNTER = Pressure(None, "no counter for send buffers", False)
+
+
 def _pressure(
-    facts: NetworkFacts, names: Sequence[str], limit: float
-) -> tuple[int | None, str, bool]:
-    """Sum of counters, their description, and whether the sum reaches `limit`."""
+    facts: NetworkFacts, names: Sequence[str], band: Band, thresholds: dict[str, Any]
+) -> Pressure:
+    """Sum of counters, their description, and whether the sum reaches the band."""
     present = [n for n in names if n in facts.counters]
     if not present:
-        return None, "counters not readable", False
+        return Pressure(None, "counters not readable", False)
     total = sum(facts.counters[n] for n in present)
     text = " + ".join(f"{n} {facts.counters[n]}" for n in present) + " since boot"
-    return total, text, total >= limit
+    return Pressure(total, text, band.grade(total, thresholds) is not None)
 
 
 def _below(
-    findings: list[Finding],
     facts: NetworkFacts,
     key: str,
     current: int | None,
     want: int,
     reason: str,
-    pressure: tuple[int | None, str, bool],
+    pressure: Pressure,
     fix_value: int | str | None = None,
-) -> None:
-    """Add the finding for one 'raise only when measured' minimum."""
-    _, evidence, measured = pressure
+) -> list[Finding]:
+    """The finding for one 'raise only when measured' minimum."""
+    if current is None:
+        return []
     subject = sysctl_path(key)
     fix = sysctl_fix(key, fix_value if fix_value is not None else want)
-    if current is None:
-        return
-    if current < want and measured:
-        findings.append(
+    if current < want and pressure.measured:
+        return [
             Finding(
                 Severity.WARN,
                 f"{key} = {facts.values[key]} is below {want} and the kernel counted "
-                f"pressure ({evidence})",
+                f"pressure ({pressure.evidence})",
                 f"{reason} Raise it: {fix}",
                 subject,
             )
-        )
-    elif current < want:
-        findings.append(
+        ]
+    if current < want:
+        return [
             Finding(
                 Severity.INFO,
                 f"{key} = {facts.values[key]} is below the {want} suggested for a busy broker; "
-                f"no pressure measured ({evidence}), so leave it unless that changes",
+                f"no pressure measured ({pressure.evidence}), so leave it unless that changes",
                 f"{reason} If needed: {fix}",
                 subject,
             )
-        )
-    elif measured:
-        findings.append(
+        ]
+    if pressure.measured:
+        return [
             Finding(
                 Severity.INFO,
                 f"{key} = {facts.values[key]} is already >= {want}, yet the kernel counted "
-                f"pressure ({evidence}): look at the application or CPU side",
+                f"pressure ({pressure.evidence}): look at the application or CPU side",
                 reason,
                 subject,
             )
-        )
+        ]
+    return []
 
 
-def judge_network(facts: NetworkFacts, thresholds: dict[str, Any]) -> Result:
-    """Network limits for a streaming broker; raised only where drops show the need."""
+def _listen_backlogs(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """somaxconn and tcp_max_syn_backlog, judged with the listen drop counters."""
     v = facts.values
-    t = thresholds
-    findings: list[Finding] = []
-    somaxconn = as_int(v["net.core.somaxconn"])
-    listen = _pressure(facts, ("ListenOverflows", "ListenDrops"), float(t["warn_listen_drops"]))
-    _below(
-        findings,
-        facts,
-        "net.core.somaxconn",
-        somaxconn,
-        int(t["min_somaxconn"]),
-        "somaxconn caps every listen() backlog; when a broker restarts, all producers and "
-        "consumers reconnect at once and connections beyond the backlog are dropped and "
-        "retried (seconds of delay).",
-        listen,
-    )
-    _below(
-        findings,
-        facts,
-        "net.ipv4.tcp_max_syn_backlog",
-        as_int(v["net.ipv4.tcp_max_syn_backlog"]),
-        int(t["min_tcp_max_syn_backlog"]),
-        "It bounds half-open connections waiting for the handshake to finish; a reconnect "
-        "storm overflows it first.",
-        _pressure(facts, ("TCPReqQFullDrop", "ListenDrops"), float(t["warn_listen_drops"])),
-    )
-    udp = _pressure(facts, ("UdpRcvbufErrors", "UdpSndbufErrors"), float(t["warn_udp_drops"]))
+    return [
+        *_below(
+            facts,
+            "net.core.somaxconn",
+            as_int(v["net.core.somaxconn"]),
+            int(t["min_somaxconn"]),
+            "somaxconn caps every listen() backlog; when a broker restarts, all producers and "
+            "consumers reconnect at once and connections beyond the backlog are dropped and "
+            "retried (seconds of delay).",
+            _pressure(facts, ("ListenOverflows", "ListenDrops"), LISTEN_DROPS, t),
+        ),
+        *_below(
+            facts,
+            "net.ipv4.tcp_max_syn_backlog",
+            as_int(v["net.ipv4.tcp_max_syn_backlog"]),
+            int(t["min_tcp_max_syn_backlog"]),
+            "It bounds half-open connections waiting for the handshake to finish; a reconnect "
+            "storm overflows it first.",
+            _pressure(facts, ("TCPReqQFullDrop", "ListenDrops"), LISTEN_DROPS, t),
+        ),
+    ]
+
+
+def _socket_buffer_ceilings(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """rmem_max and wmem_max, judged with the UDP buffer error counters."""
+    udp = _pressure(facts, ("UdpRcvbufErrors", "UdpSndbufErrors"), UDP_DROPS, t)
+    findings = []
     for key, tkey in (("net.core.rmem_max", "min_rmem_max"), ("net.core.wmem_max", "min_wmem_max")):
-        _below(
-            findings,
+        findings += _below(
             facts,
             key,
-            as_int(v[key]),
+            as_int(facts.values[key]),
             int(t[tkey]),
             "It caps buffers set with SO_RCVBUF/SO_SNDBUF; Iggy's QUIC transport (UDP 8080) and "
             "any explicit socket buffer size are limited by it, and UDP datagrams are dropped "
             "when a socket buffer is full.",
             udp,
         )
-    prune = _pressure(facts, ("PruneCalled", "RcvPruned"), float(t["warn_tcp_prune"]))
+    return findings
+
+
+def _tcp_autotuning_ceilings(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """The third value of tcp_rmem / tcp_wmem, judged with the receive prune counters."""
+    prune = _pressure(facts, ("PruneCalled", "RcvPruned"), TCP_PRUNE, t)
+    findings = []
     for key, tkey in (
         ("net.ipv4.tcp_rmem", "min_tcp_rmem_max"),
         ("net.ipv4.tcp_wmem", "min_tcp_wmem_max"),
     ):
-        ints = as_ints(v[key])
-        if ints and len(ints) == 3:
-            want = int(t[tkey])
-            _below(
-                findings,
-                facts,
-                key,
-                ints[2],
-                want,
-                "Its third value is the most TCP autotuning gives one connection; a consumer "
-                "far away (bandwidth x round-trip time above it) is window-limited.",
-                prune if key.endswith("rmem") else (None, "no counter for send buffers", False),
-                fix_value=f"{ints[0]} {ints[1]} {want}",
-            )
-    backlog = as_int(v["net.core.netdev_max_backlog"])
-    _below(
-        findings,
+        ints = as_ints(facts.values[key])
+        if not ints or len(ints) != 3:
+            continue
+        want = int(t[tkey])
+        findings += _below(
+            facts,
+            key,
+            ints[2],
+            want,
+            "Its third value is the most TCP autotuning gives one connection; a consumer "
+            "far away (bandwidth x round-trip time above it) is window-limited.",
+            prune if key.endswith("rmem") else NO_SEND_BUFFER_COUNTER,
+            fix_value=f"{ints[0]} {ints[1]} {want}",
+        )
+    return findings
+
+
+def _netdev_backlog(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """netdev_max_backlog, judged with the softnet drop counter."""
+    return _below(
         facts,
         "net.core.netdev_max_backlog",
-        backlog,
+        as_int(facts.values["net.core.netdev_max_backlog"]),
         int(t["min_netdev_max_backlog"]),
         "Packets wait in a per-CPU backlog before the network stack processes them; when it is "
         "full they are dropped (softnet_stat column 2).",
-        _pressure(facts, ("SoftnetDropped",), float(t["warn_softnet_drops"])),
+        _pressure(facts, ("SoftnetDropped",), SOFTNET_DROPS, t),
     )
-    ports = as_ints(v["net.ipv4.ip_local_port_range"])
-    if ports and len(ports) == 2:
-        lo, hi = ports
-        reserved = parse_port_list(v["net.ipv4.ip_local_reserved_ports"])
-        clash = [
-            p
-            for a, b in parse_port_list(str(t["broker_ports"]))
-            for p in range(a, b + 1)
-            if lo <= p <= hi and not any(ra <= p <= rb for ra, rb in reserved)
-        ]
-        if clash:
-            listed = ",".join(map(str, clash))
-            findings.append(
-                Finding(
-                    Severity.WARN,
-                    f"broker port(s) {listed} lie inside the ephemeral range {lo}-{hi} and are "
-                    "not reserved: an outgoing connection can take one, and the broker then "
-                    "fails to bind it on restart (address already in use)",
-                    f"Reserve them: {sysctl_fix('net.ipv4.ip_local_reserved_ports', listed)} "
-                    "Or move the ephemeral range above the broker's ports.",
-                    sysctl_path("net.ipv4.ip_local_port_range"),
-                )
-            )
-        span = hi - lo + 1
-        if span < int(t["min_local_ports"]):
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"net.ipv4.ip_local_port_range {lo}-{hi} gives only {span} ephemeral ports "
-                    "for outgoing connections from this node (connectors, replication, clients "
-                    "running here)",
-                    "Widen it only if connects fail with 'Cannot assign requested address': "
-                    + sysctl_fix("net.ipv4.ip_local_port_range", "10240 65535"),
-                    sysctl_path("net.ipv4.ip_local_port_range"),
-                )
-            )
-    ka_time, ka_intvl, ka_probes = (
-        as_int(v[f"net.ipv4.tcp_keepalive_{k}"]) for k in ("time", "intvl", "probes")
-    )
-    if (
-        ka_time is not None
-        and ka_intvl is not None
-        and ka_probes is not None
-        and ka_time > int(t["max_keepalive_time"])
-    ):
-        detect = ka_time + ka_intvl * ka_probes
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"TCP keepalive notices a silently vanished peer only after {detect} s "
-                f"(time {ka_time} + intvl {ka_intvl} x probes {ka_probes})",
-                "This matters only for sockets that enable SO_KEEPALIVE (broker or client side); "
-                "a client behind a NAT or firewall that drops the connection keeps its server "
-                "state until then. If that hurts, "
-                + sysctl_fix("net.ipv4.tcp_keepalive_time", int(t["max_keepalive_time"])),
-                sysctl_path("net.ipv4.tcp_keepalive_time"),
-            )
+
+
+def _ephemeral_range(facts: NetworkFacts) -> tuple[int, int] | None:
+    """net.ipv4.ip_local_port_range as (low, high); None when unreadable."""
+    ports = as_ints(facts.values["net.ipv4.ip_local_port_range"])
+    return (ports[0], ports[1]) if ports and len(ports) == 2 else None
+
+
+def _broker_ports_in_ephemeral_range(facts: NetworkFacts, ports: BrokerPorts) -> list[Finding]:
+    """Broker ports an outgoing connection may take: the broker then cannot bind them."""
+    span = _ephemeral_range(facts)
+    if span is None:
+        return []
+    lo, hi = span
+    reserved = parse_reserved_ports(facts.values["net.ipv4.ip_local_reserved_ports"])
+    clash = [
+        p
+        for p in ports.numbers()
+        if lo <= p <= hi and not any(ra <= p <= rb for ra, rb in reserved)
+    ]
+    if not clash:
+        return []
+    listed = ",".join(map(str, clash))
+    return [
+        Finding(
+            Severity.WARN,
+            f"broker port(s) {listed} ({ports.describe()}) lie inside the ephemeral range "
+            f"{lo}-{hi} and are not reserved: an outgoing connection can take one, and the "
+            "broker then fails to bind it on restart (address already in use)",
+            f"Reserve them: {sysctl_fix('net.ipv4.ip_local_reserved_ports', listed)} "
+            "Or move the ephemeral range above the broker's ports.",
+            sysctl_path("net.ipv4.ip_local_port_range"),
         )
+    ]
+
+
+def _few_ephemeral_ports(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """A narrow ephemeral range limits outgoing connections from this node (informational)."""
+    span = _ephemeral_range(facts)
+    if span is None or span[1] - span[0] + 1 >= int(t["min_local_ports"]):
+        return []
+    lo, hi = span
+    return [
+        Finding(
+            Severity.INFO,
+            f"net.ipv4.ip_local_port_range {lo}-{hi} gives only {hi - lo + 1} ephemeral ports "
+            "for outgoing connections from this node (connectors, replication, clients "
+            "running here)",
+            "Widen it only if connects fail with 'Cannot assign requested address': "
+            + sysctl_fix("net.ipv4.ip_local_port_range", "10240 65535"),
+            sysctl_path("net.ipv4.ip_local_port_range"),
+        )
+    ]
+
+
+def _slow_keepalive(facts: NetworkFacts, t: dict[str, Any]) -> list[Finding]:
+    """TCP keepalive that notices a vanished peer only after a long time (informational)."""
+    ka_time, ka_intvl, ka_probes = (
+        as_int(facts.values[f"net.ipv4.tcp_keepalive_{k}"]) for k in ("time", "intvl", "probes")
+    )
+    if ka_time is None or ka_intvl is None or ka_probes is None:
+        return []
+    if ka_time <= int(t["max_keepalive_time"]):
+        return []
+    detect = ka_time + ka_intvl * ka_probes
+    return [
+        Finding(
+            Severity.INFO,
+            f"TCP keepalive notices a silently vanished peer only after {detect} s "
+            f"(time {ka_time} + intvl {ka_intvl} x probes {ka_probes})",
+            "This matters only for sockets that enable SO_KEEPALIVE (broker or client side); "
+            "a client behind a NAT or firewall that drops the connection keeps its server "
+            "state until then. If that hurts, "
+            + sysctl_fix("net.ipv4.tcp_keepalive_time", int(t["max_keepalive_time"])),
+            sysctl_path("net.ipv4.tcp_keepalive_time"),
+        )
+    ]
+
+
+def judge_network(
+    facts: NetworkFacts, thresholds: dict[str, Any], ports: BrokerPorts | None = None
+) -> Result:
+    """Network limits for a streaming broker; raised only where drops show the need.
+
+    `ports` are the broker's (read_broker_ports: its server.toml, else the threshold
+    `broker_ports`); without them, the threshold is used.
+    """
+    if ports is None:
+        ports = broker_ports(None, thresholds, NETWORK_PORTS_KEY)
+    findings = [
+        *ports.findings,
+        *_listen_backlogs(facts, thresholds),
+        *_socket_buffer_ceilings(facts, thresholds),
+        *_tcp_autotuning_ceilings(facts, thresholds),
+        *_netdev_backlog(facts, thresholds),
+        *_broker_ports_in_ephemeral_range(facts, ports),
+        *_few_ephemeral_ports(facts, thresholds),
+        *_slow_keepalive(facts, thresholds),
+    ]
+    v = facts.values
     table = [{"key": k, "value": val if val is not None else "(absent)"} for k, val in v.items()]
-    data = {"values": table, "counters_since_boot": facts.counters}
+    data = {
+        "values": table,
+        "counters_since_boot": facts.counters,
+        "broker_ports": [f"{proto}/{port}" for proto, port in ports.ports],
+        "broker_ports_source": ports.source,
+        "broker_ports_from": ports.origin,
+    }
+    listen = _pressure(facts, ("ListenOverflows", "ListenDrops"), LISTEN_DROPS, thresholds)
+    udp = _pressure(facts, ("UdpRcvbufErrors", "UdpSndbufErrors"), UDP_DROPS, thresholds)
     ok = (
         f"somaxconn {v['net.core.somaxconn']}, rmem_max {v['net.core.rmem_max']}, "
         f"port range {v['net.ipv4.ip_local_port_range']}; "
-        f"listen drops {listen[0] if listen[0] is not None else '?'}, "
-        f"UDP buffer errors {udp[0] if udp[0] is not None else '?'}"
+        f"listen drops {listen.total if listen.total is not None else '?'}, "
+        f"UDP buffer errors {udp.total if udp.total is not None else '?'}"
     )
     return Result.from_findings(findings, ok=ok, data=data)
 
@@ -422,18 +511,16 @@ def judge_network(facts: NetworkFacts, thresholds: dict[str, Any]) -> Result:
         "min_tcp_rmem_max": 4194304,
         "min_tcp_wmem_max": 4194304,
         "min_netdev_max_backlog": 1000,
-        "warn_listen_drops": 100,
-        "warn_udp_drops": 100,
-        "warn_tcp_prune": 100,
-        "warn_softnet_drops": 100,
         "min_local_ports": 16384,
-        "broker_ports": "8090,8080,3000,8092",
+        "broker_ports": DEFAULT_BROKER_PORTS,
         "max_keepalive_time": 600,
     },
+    bands=(LISTEN_DROPS, UDP_DROPS, TCP_PRUNE, SOFTNET_DROPS),
 )
 def sysctl_network(ctx: Context) -> Result:
-    """Network sysctls against a streaming broker's needs."""
-    return judge_network(read_network(ctx), ctx.thresholds)
+    """Network sysctls against a streaming broker's needs; broker ports from server.toml."""
+    ports = read_broker_ports(ctx, NETWORK_PORTS_KEY)
+    return judge_network(read_network(ctx), ctx.thresholds, ports)
 
 
 # ------------------------------------------------------------------ sysctl.vm
@@ -510,139 +597,199 @@ def dirty_limits(values: dict[str, str | None], meminfo: dict[str, int]) -> tupl
     return out[0], out[1]
 
 
+#: The dirty page cache allowed before writers are throttled (vm.dirty_bytes or its ratio).
+DIRTY_LIMIT = Band("dirty_limit_bytes", warn=8 * 1024**3)
+#: The broker's memory mappings in % of vm.max_map_count.
+MAP_USAGE_PCT = Band("map_usage_pct", warn=50, fail=90)
+#: Committed memory in % of CommitLimit, under strict overcommit accounting.
+COMMIT_PCT = Band("commit_pct", fail=95)
+
+
 def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
     """Swapping, writeback bursts, map count and overcommit, as they affect the broker."""
-    v, t, mem = facts.values, thresholds, facts.meminfo
-    findings: list[Finding] = []
-    swappiness = as_int(v["vm.swappiness"])
+    v, mem = facts.values, facts.meminfo
+    limits = dirty_limits(v, mem)
+    findings = [
+        *_swappiness_with_disk_swap(facts, thresholds),
+        *_dirty_writeback_burst(facts, limits, thresholds),
+        *_broker_map_usage(facts, thresholds),
+        *_low_max_map_count(facts, thresholds),
+        *_strict_overcommit(facts, thresholds),
+        *_overcommit_never_refuses(facts),
+    ]
+    swap_text = (
+        f"swap {human_bytes(sum(s.size_kib for s in facts.swaps) * 1024)}"
+        if facts.swaps
+        else "no swap"
+    )
+    ok = (
+        f"swappiness {v['vm.swappiness']} ({swap_text}), dirty limit "
+        f"{human_bytes(limits[1]) if limits else '?'}, max_map_count {v['vm.max_map_count']}, "
+        f"overcommit {v['vm.overcommit_memory']}"
+    )
+    return Result.from_findings(findings, ok=ok, data=_vm_data(facts, limits))
+
+
+def _swappiness_with_disk_swap(facts: VmFacts, t: dict[str, Any]) -> list[Finding]:
+    """A high swappiness with disk-backed swap pages the broker's memory out (informational)."""
+    swappiness = as_int(facts.values["vm.swappiness"])
     disk_swap = [s for s in facts.swaps if s.disk_backed]
     max_swappiness = int(t["max_swappiness"])
-    if swappiness is not None and disk_swap and swappiness > max_swappiness:
-        used_kb = sum(s.used_kib for s in disk_swap)
-        devices = ", ".join(s.name for s in disk_swap)
-        message = f"vm.swappiness = {swappiness} with disk-backed swap ({devices})"
-        remedy = (
+    if swappiness is None or not disk_swap or swappiness <= max_swappiness:
+        return []
+    used_kb = sum(s.used_kib for s in disk_swap)
+    devices = ", ".join(s.name for s in disk_swap)
+    swapped = f"{human_bytes(used_kb * 1024)} swapped out" if used_kb else "nothing swapped"
+    # INFO only: memory.swap judges swap use and swappiness with its own thresholds.
+    return [
+        Finding(
+            Severity.INFO,
+            f"vm.swappiness = {swappiness} with disk-backed swap ({devices}), {swapped}; "
+            f"{max_swappiness} is suggested (memory.swap judges swap use)",
             "With a high swappiness the kernel swaps out anonymous memory (the broker's "
             "buffers and memory pool) instead of dropping page cache; touching swapped pages "
-            "costs disk reads on the hot path. " + sysctl_fix("vm.swappiness", max_swappiness)
+            "costs disk reads on the hot path. " + sysctl_fix("vm.swappiness", max_swappiness),
+            sysctl_path("vm.swappiness"),
         )
-        swapped = f"{human_bytes(used_kb * 1024)} swapped out" if used_kb else "nothing swapped"
-        # INFO only: memory.swap judges swap use and swappiness with its own thresholds.
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"{message}, {swapped}; {max_swappiness} is suggested "
-                "(memory.swap judges swap use)",
-                remedy,
-                sysctl_path("vm.swappiness"),
-            )
+    ]
+
+
+def _dirty_writeback_burst(
+    facts: VmFacts, limits: tuple[int, int] | None, t: dict[str, Any]
+) -> list[Finding]:
+    """So much dirty page cache allowed that flushing it stalls writes and fsync for seconds."""
+    if limits is None:
+        return []
+    background, foreground = limits
+    severity = DIRTY_LIMIT.grade(foreground, t)
+    if severity is None:
+        return []
+    v = facts.values
+    want_bg, want_fg = int(t["dirty_background_bytes"]), int(t["dirty_bytes"])
+    source = (
+        "vm.dirty_bytes"
+        if as_int(v["vm.dirty_bytes"])
+        else (f"vm.dirty_ratio = {v['vm.dirty_ratio']}% of reclaimable memory")
+    )
+    return [
+        Finding(
+            severity,
+            f"up to {human_bytes(foreground)} of dirty page cache may build up before "
+            f"writers are throttled ({source}; background writeback starts at "
+            f"{human_bytes(background)}): flushing that much stalls writes and fsync "
+            f"for seconds",
+            "Use byte limits sized from the disk's write throughput (a few seconds' "
+            "worth): "
+            + sysctl_fix("vm.dirty_background_bytes", want_bg)
+            + " "
+            + sysctl_fix(
+                "vm.dirty_bytes",
+                want_fg,
+                "Setting the _bytes form turns the _ratio form off. Compare broker p99 "
+                "latency before and after.",
+            ),
+            sysctl_path("vm.dirty_bytes"),
         )
-    limits = dirty_limits(v, mem)
-    if limits is not None:
-        background, foreground = limits
-        if foreground > int(t["max_dirty_bytes"]):
-            want_bg, want_fg = int(t["dirty_background_bytes"]), int(t["dirty_bytes"])
-            source = (
-                "vm.dirty_bytes"
-                if as_int(v["vm.dirty_bytes"])
-                else (f"vm.dirty_ratio = {v['vm.dirty_ratio']}% of reclaimable memory")
-            )
+    ]
+
+
+def _broker_map_usage(facts: VmFacts, t: dict[str, Any]) -> list[Finding]:
+    """A broker near vm.max_map_count: at the limit mmap fails and the broker aborts."""
+    map_count = as_int(facts.values["vm.max_map_count"])
+    if not map_count:
+        return []
+    findings = []
+    for pid, used in sorted(facts.broker_maps.items()):
+        pct = used * 100 / map_count
+        severity = MAP_USAGE_PCT.grade(pct, t)
+        if severity:
             findings.append(
                 Finding(
-                    Severity.WARN,
-                    f"up to {human_bytes(foreground)} of dirty page cache may build up before "
-                    f"writers are throttled ({source}; background writeback starts at "
-                    f"{human_bytes(background)}): flushing that much stalls writes and fsync "
-                    f"for seconds",
-                    "Use byte limits sized from the disk's write throughput (a few seconds' "
-                    "worth): "
-                    + sysctl_fix("vm.dirty_background_bytes", want_bg)
-                    + " "
-                    + sysctl_fix(
-                        "vm.dirty_bytes",
-                        want_fg,
-                        "Setting the _bytes form turns the _ratio form off. Compare broker p99 "
-                        "latency before and after.",
-                    ),
-                    sysctl_path("vm.dirty_bytes"),
+                    severity,
+                    f"iggy-server (pid {pid}) has {used} memory mappings, {pct:.0f}% of "
+                    f"vm.max_map_count {map_count}: at the limit mmap fails and the broker "
+                    "aborts on an allocation",
+                    sysctl_fix("vm.max_map_count", max(int(t["min_max_map_count"]), map_count * 4)),
+                    f"/proc/{pid}/maps",
                 )
             )
-    map_count = as_int(v["vm.max_map_count"])
+    return findings
+
+
+def _low_max_map_count(facts: VmFacts, t: dict[str, Any]) -> list[Finding]:
+    """A low vm.max_map_count, when no broker's mappings are judged against it already."""
+    map_count = as_int(facts.values["vm.max_map_count"])
     min_maps = int(t["min_max_map_count"])
-    if map_count:
-        for pid, used in sorted(facts.broker_maps.items()):
-            pct = used * 100 / map_count
-            sev = (
-                Severity.FAIL
-                if pct >= float(t["fail_map_usage_pct"])
-                else Severity.WARN
-                if pct >= float(t["warn_map_usage_pct"])
-                else None
-            )
-            if sev:
-                findings.append(
-                    Finding(
-                        sev,
-                        f"iggy-server (pid {pid}) has {used} memory mappings, {pct:.0f}% of "
-                        f"vm.max_map_count {map_count}: at the limit mmap fails and the broker "
-                        "aborts on an allocation",
-                        sysctl_fix("vm.max_map_count", max(min_maps, map_count * 4)),
-                        f"/proc/{pid}/maps",
-                    )
-                )
-        if map_count < min_maps and not any(
-            used * 100 / map_count >= float(t["warn_map_usage_pct"])
-            for used in facts.broker_maps.values()
-        ):
-            findings.append(
-                Finding(
-                    Severity.INFO,
-                    f"vm.max_map_count = {map_count} (below {min_maps}); every mapping a process "
-                    "holds (thread stacks, allocator arenas, mapped files) counts against it",
-                    "Raise it if the broker's mappings (`wc -l /proc/PID/maps`) approach it: "
-                    + sysctl_fix("vm.max_map_count", min_maps),
-                    sysctl_path("vm.max_map_count"),
-                )
-            )
-    overcommit = as_int(v["vm.overcommit_memory"])
-    if overcommit == 2:
-        limit, committed = mem.get("CommitLimit"), mem.get("Committed_AS")
-        pct = committed * 100 / limit if limit and committed is not None else None
-        usage = (
-            f"; {human_bytes(committed * 1024)} of {human_bytes(limit * 1024)} committed "
-            f"({pct:.0f}%)"
-            if pct is not None and limit and committed is not None
-            else ""
+    if not map_count or map_count >= min_maps:
+        return []
+    if any(MAP_USAGE_PCT.grade(used * 100 / map_count, t) for used in facts.broker_maps.values()):
+        return []  # _broker_map_usage says it, with the numbers
+    return [
+        Finding(
+            Severity.INFO,
+            f"vm.max_map_count = {map_count} (below {min_maps}); every mapping a process "
+            "holds (thread stacks, allocator arenas, mapped files) counts against it",
+            "Raise it if the broker's mappings (`wc -l /proc/PID/maps`) approach it: "
+            + sysctl_fix("vm.max_map_count", min_maps),
+            sysctl_path("vm.max_map_count"),
         )
-        full = pct is not None and pct >= float(t["fail_commit_pct"])
-        findings.append(
-            Finding(
-                Severity.FAIL if full else Severity.WARN,
-                "vm.overcommit_memory = 2 (strict accounting): allocations fail with ENOMEM "
-                "once committed memory reaches CommitLimit, even with RAM free" + usage,
-                "Every reservation counts: the broker's memory pool ([system.memory_pool] size, "
-                "default 4 GiB), thread stacks and allocator arenas, whether used or not; an "
-                "allocation failure aborts the broker. Unless a policy requires 2: "
-                + sysctl_fix(
-                    "vm.overcommit_memory", 0, "Otherwise raise vm.overcommit_ratio or add swap."
-                ),
-                sysctl_path("vm.overcommit_memory"),
-            )
+    ]
+
+
+def _strict_overcommit(facts: VmFacts, t: dict[str, Any]) -> list[Finding]:
+    """overcommit_memory = 2: allocations fail at CommitLimit; failing when nearly there."""
+    if as_int(facts.values["vm.overcommit_memory"]) != 2:
+        return []
+    mem = facts.meminfo
+    limit, committed = mem.get("CommitLimit"), mem.get("Committed_AS")
+    pct = committed * 100 / limit if limit and committed is not None else None
+    usage = (
+        f"; {human_bytes(committed * 1024)} of {human_bytes(limit * 1024)} committed ({pct:.0f}%)"
+        if pct is not None and limit and committed is not None
+        else ""
+    )
+    # Strict accounting warns in itself; the commit band only raises it to FAIL.
+    severity = COMMIT_PCT.grade(pct, t) or Severity.WARN
+    return [
+        Finding(
+            severity,
+            "vm.overcommit_memory = 2 (strict accounting): allocations fail with ENOMEM "
+            "once committed memory reaches CommitLimit, even with RAM free" + usage,
+            "Every reservation counts: the broker's memory pool ([system.memory_pool] size, "
+            "default 4 GiB), thread stacks and allocator arenas, whether used or not; an "
+            "allocation failure aborts the broker. Unless a policy requires 2: "
+            + sysctl_fix(
+                "vm.overcommit_memory", 0, "Otherwise raise vm.overcommit_ratio or add swap."
+            ),
+            sysctl_path("vm.overcommit_memory"),
         )
-    elif overcommit == 1:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                "vm.overcommit_memory = 1: the kernel never refuses memory, so a shortage ends "
-                "in the OOM killer instead of a failed allocation",
-                "Keep the OOM killer away from the broker (`OOMScoreAdjust=-500`) or use the "
-                "default heuristic: " + sysctl_fix("vm.overcommit_memory", 0),
-                sysctl_path("vm.overcommit_memory"),
-            )
+    ]
+
+
+def _overcommit_never_refuses(facts: VmFacts) -> list[Finding]:
+    """overcommit_memory = 1: a memory shortage ends in the OOM killer (informational)."""
+    if as_int(facts.values["vm.overcommit_memory"]) != 1:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            "vm.overcommit_memory = 1: the kernel never refuses memory, so a shortage ends "
+            "in the OOM killer instead of a failed allocation",
+            "Keep the OOM killer away from the broker (`OOMScoreAdjust=-500`) or use the "
+            "default heuristic: " + sysctl_fix("vm.overcommit_memory", 0),
+            sysctl_path("vm.overcommit_memory"),
         )
-    table = [{"key": k, "value": val if val is not None else "(absent)"} for k, val in v.items()]
-    data: dict[str, Any] = {
-        "values": table,
+    ]
+
+
+def _vm_data(facts: VmFacts, limits: tuple[int, int] | None) -> dict[str, Any]:
+    """The vm.* values, swap devices, dirty limits, broker mappings and commit figures."""
+    mem = facts.meminfo
+    return {
+        "values": [
+            {"key": k, "value": val if val is not None else "(absent)"}
+            for k, val in facts.values.items()
+        ],
         "swap": [
             {
                 "name": s.name,
@@ -661,17 +808,6 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
         "commit_limit_kb": mem.get("CommitLimit"),
         "committed_as_kb": mem.get("Committed_AS"),
     }
-    swap_text = (
-        f"swap {human_bytes(sum(s.size_kib for s in facts.swaps) * 1024)}"
-        if facts.swaps
-        else "no swap"
-    )
-    ok = (
-        f"swappiness {v['vm.swappiness']} ({swap_text}), dirty limit "
-        f"{human_bytes(limits[1]) if limits else '?'}, max_map_count {v['vm.max_map_count']}, "
-        f"overcommit {v['vm.overcommit_memory']}"
-    )
-    return Result.from_findings(findings, ok=ok, data=data)
 
 
 @check(
@@ -684,14 +820,11 @@ def judge_vm(facts: VmFacts, thresholds: dict[str, Any]) -> Result:
     timeout_s=5,
     thresholds={
         "max_swappiness": 10,
-        "max_dirty_bytes": 8 * 1024**3,
         "dirty_bytes": 1024**3,
         "dirty_background_bytes": 256 * 1024**2,
         "min_max_map_count": 262144,
-        "warn_map_usage_pct": 50,
-        "fail_map_usage_pct": 90,
-        "fail_commit_pct": 95,
     },
+    bands=(DIRTY_LIMIT, MAP_USAGE_PCT, COMMIT_PCT),
 )
 def sysctl_vm(ctx: Context) -> Result:
     """VM sysctls against a streaming broker's needs."""
@@ -703,92 +836,138 @@ def sysctl_vm(ctx: Context) -> Result:
 FS_KEYS = ("fs.file-max", "fs.nr_open", "fs.file-nr", "fs.aio-max-nr", "fs.aio-nr")
 
 
+#: Allocated file handles in % of fs.file-max.
+FILE_USAGE_PCT = Band("file_usage_pct", warn=80, fail=95)
+#: Linux AIO contexts in use in % of fs.aio-max-nr.
+AIO_USAGE_PCT = Band("aio_usage_pct", warn=90)
+
+
 def judge_fs(values: dict[str, str | None], thresholds: dict[str, Any]) -> Result:
     """File handle and AIO limits against minimums and current usage."""
-    t = thresholds
-    findings: list[Finding] = []
-    file_max = as_int(values["fs.file-max"])
-    file_nr = as_ints(values["fs.file-nr"])
-    allocated = file_nr[0] if file_nr else None
-    want_file_max = int(t["min_file_max"])
-    if file_max is not None and file_max < want_file_max:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"fs.file-max = {file_max} is below {want_file_max}: the whole node can open "
-                "only that many files and sockets",
-                "The broker alone may use LimitNOFILE=65536 (connections, segment and index "
-                "files); when the node-wide table is full every open() and accept() fails with "
-                "ENFILE. " + sysctl_fix("fs.file-max", want_file_max),
-                sysctl_path("fs.file-max"),
-            )
-        )
-    if file_max and allocated is not None:
-        pct = allocated * 100 / file_max
-        sev = (
-            Severity.FAIL
-            if pct >= float(t["fail_file_usage_pct"])
-            else Severity.WARN
-            if pct >= float(t["warn_file_usage_pct"])
-            else None
-        )
-        if sev:
-            findings.append(
-                Finding(
-                    sev,
-                    f"{allocated} of fs.file-max {file_max} file handles are in use ({pct:.0f}%)",
-                    "Find the holders (`ls /proc/*/fd | wc -l` per process, or "
-                    "`lsof -n | awk '{print $1}' | sort | uniq -c | sort -n | tail`); raise the "
-                    "ceiling with " + sysctl_fix("fs.file-max", max(want_file_max, file_max * 2)),
-                    sysctl_path("fs.file-nr"),
-                )
-            )
-    nr_open = as_int(values["fs.nr_open"])
-    want_nr_open = int(t["min_nr_open"])
-    if nr_open is not None and nr_open < want_nr_open:
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"fs.nr_open = {nr_open} is below {want_nr_open}: no process may have a "
-                "file-descriptor limit (LimitNOFILE) above it",
-                "A unit with a higher LimitNOFILE= fails to start. "
-                + sysctl_fix("fs.nr_open", want_nr_open),
-                sysctl_path("fs.nr_open"),
-            )
-        )
-    aio_max, aio_nr = as_int(values["fs.aio-max-nr"]), as_int(values["fs.aio-nr"])
-    want_aio = int(t["min_aio_max_nr"])
-    if aio_max is not None and aio_max < want_aio:
-        findings.append(
-            Finding(
-                Severity.INFO,
-                f"fs.aio-max-nr = {aio_max} is below {want_aio}",
-                "Iggy uses io_uring, which this limit does not cover; it matters for Linux AIO "
-                "users on the same node (databases, some storage agents). "
-                + sysctl_fix("fs.aio-max-nr", want_aio),
-                sysctl_path("fs.aio-max-nr"),
-            )
-        )
-    if aio_max and aio_nr is not None and aio_nr * 100 / aio_max >= float(t["warn_aio_usage_pct"]):
-        findings.append(
-            Finding(
-                Severity.WARN,
-                f"fs.aio-nr = {aio_nr} of fs.aio-max-nr {aio_max}: Linux AIO contexts are "
-                "nearly exhausted, io_setup() fails with EAGAIN",
-                "Iggy itself uses io_uring, but other services on the node cannot start AIO; "
-                + sysctl_fix("fs.aio-max-nr", max(want_aio, aio_max * 2)),
-                sysctl_path("fs.aio-nr"),
-            )
-        )
+    findings = [
+        *_low_file_max(values, thresholds),
+        *_file_table_usage(values, thresholds),
+        *_low_nr_open(values, thresholds),
+        *_low_aio_max_nr(values, thresholds),
+        *_aio_contexts_exhausted(values, thresholds),
+    ]
     table = [
         {"key": k, "value": val if val is not None else "(absent)"} for k, val in values.items()
     ]
+    file_max, allocated = as_int(values["fs.file-max"]), _allocated_files(values)
     usage = f"{allocated}/{file_max}" if allocated is not None and file_max else "?"
     ok = (
         f"file-max {values['fs.file-max']} ({usage} in use), nr_open {values['fs.nr_open']}, "
         f"aio {values['fs.aio-nr']}/{values['fs.aio-max-nr']}"
     )
     return Result.from_findings(findings, ok=ok, data={"values": table})
+
+
+def _allocated_files(values: dict[str, str | None]) -> int | None:
+    """Allocated file handles: the first field of fs.file-nr."""
+    file_nr = as_ints(values["fs.file-nr"])
+    return file_nr[0] if file_nr else None
+
+
+def _below_minimum(values: dict[str, str | None], key: str, want: int) -> int | None:
+    """The key's value when it is below `want`; None when it is not, or is unreadable."""
+    current = as_int(values[key])
+    return current if current is not None and current < want else None
+
+
+def _low_file_max(values: dict[str, str | None], t: dict[str, Any]) -> list[Finding]:
+    """A node-wide file table smaller than one broker may need."""
+    want = int(t["min_file_max"])
+    file_max = _below_minimum(values, "fs.file-max", want)
+    if file_max is None:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"fs.file-max = {file_max} is below {want}: the whole node can open "
+            "only that many files and sockets",
+            "The broker alone may use LimitNOFILE=65536 (connections, segment and index "
+            "files); when the node-wide table is full every open() and accept() fails with "
+            "ENFILE. " + sysctl_fix("fs.file-max", want),
+            sysctl_path("fs.file-max"),
+        )
+    ]
+
+
+def _file_table_usage(values: dict[str, str | None], t: dict[str, Any]) -> list[Finding]:
+    """The node-wide file table filling up: open() and accept() fail with ENFILE when full."""
+    file_max, allocated = as_int(values["fs.file-max"]), _allocated_files(values)
+    if not file_max or allocated is None:
+        return []
+    pct = allocated * 100 / file_max
+    severity = FILE_USAGE_PCT.grade(pct, t)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{allocated} of fs.file-max {file_max} file handles are in use ({pct:.0f}%)",
+            "Find the holders (`ls /proc/*/fd | wc -l` per process, or "
+            "`lsof -n | awk '{print $1}' | sort | uniq -c | sort -n | tail`); raise the "
+            "ceiling with " + sysctl_fix("fs.file-max", max(int(t["min_file_max"]), file_max * 2)),
+            sysctl_path("fs.file-nr"),
+        )
+    ]
+
+
+def _low_nr_open(values: dict[str, str | None], t: dict[str, Any]) -> list[Finding]:
+    """fs.nr_open caps LimitNOFILE: a unit asking for more fails to start."""
+    want = int(t["min_nr_open"])
+    nr_open = _below_minimum(values, "fs.nr_open", want)
+    if nr_open is None:
+        return []
+    return [
+        Finding(
+            Severity.WARN,
+            f"fs.nr_open = {nr_open} is below {want}: no process may have a "
+            "file-descriptor limit (LimitNOFILE) above it",
+            "A unit with a higher LimitNOFILE= fails to start. " + sysctl_fix("fs.nr_open", want),
+            sysctl_path("fs.nr_open"),
+        )
+    ]
+
+
+def _low_aio_max_nr(values: dict[str, str | None], t: dict[str, Any]) -> list[Finding]:
+    """A low fs.aio-max-nr matters to Linux AIO users, not to Iggy (informational)."""
+    want = int(t["min_aio_max_nr"])
+    aio_max = _below_minimum(values, "fs.aio-max-nr", want)
+    if aio_max is None:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"fs.aio-max-nr = {aio_max} is below {want}",
+            "Iggy uses io_uring, which this limit does not cover; it matters for Linux AIO "
+            "users on the same node (databases, some storage agents). "
+            + sysctl_fix("fs.aio-max-nr", want),
+            sysctl_path("fs.aio-max-nr"),
+        )
+    ]
+
+
+def _aio_contexts_exhausted(values: dict[str, str | None], t: dict[str, Any]) -> list[Finding]:
+    """Linux AIO contexts nearly used up: io_setup() fails with EAGAIN for other services."""
+    aio_max, aio_nr = as_int(values["fs.aio-max-nr"]), as_int(values["fs.aio-nr"])
+    if not aio_max or aio_nr is None:
+        return []
+    severity = AIO_USAGE_PCT.grade(aio_nr * 100 / aio_max, t)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"fs.aio-nr = {aio_nr} of fs.aio-max-nr {aio_max}: Linux AIO contexts are "
+            "nearly exhausted, io_setup() fails with EAGAIN",
+            "Iggy itself uses io_uring, but other services on the node cannot start AIO; "
+            + sysctl_fix("fs.aio-max-nr", max(int(t["min_aio_max_nr"]), aio_max * 2)),
+            sysctl_path("fs.aio-nr"),
+        )
+    ]
 
 
 @check(
@@ -798,14 +977,8 @@ def judge_fs(values: dict[str, str | None], thresholds: dict[str, Any]) -> Resul
     description="fs.file-max, fs.nr_open and fs.aio-max-nr against minimums, with current usage.",
     requires=Requirements(paths=("/proc/sys/fs",)),
     timeout_s=5,
-    thresholds={
-        "min_file_max": 131072,
-        "warn_file_usage_pct": 80,
-        "fail_file_usage_pct": 95,
-        "min_nr_open": 65536,
-        "min_aio_max_nr": 65536,
-        "warn_aio_usage_pct": 90,
-    },
+    thresholds={"min_file_max": 131072, "min_nr_open": 65536, "min_aio_max_nr": 65536},
+    bands=(FILE_USAGE_PCT, AIO_USAGE_PCT),
 )
 def sysctl_fs(ctx: Context) -> Result:
     """File handle and AIO limits."""

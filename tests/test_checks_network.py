@@ -31,7 +31,7 @@ from snapshot_agent.checks.network_firewall import (
     parse_iptables_save,
     parse_nft_json,
 )
-from snapshot_agent.checks.network_listening import network_listening, parse_port_list
+from snapshot_agent.checks.network_listening import network_listening
 from snapshot_agent.checks.network_probes import (
     DnsFacts,
     Lookup,
@@ -55,6 +55,7 @@ from snapshot_agent.checks.network_tcp import (
 from snapshot_agent.config import ChecksConfig, Config, NetworkChecksConfig, RootsConfig
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.ports import parse_port_list
 from snapshot_agent.node.procfs import (
     decode_proc_address,
     is_listening,
@@ -590,6 +591,31 @@ def test_interfaces_warn(
     assert warn.remediation and warn.subject.startswith("/sys/class/net/eth1")
 
 
+@pytest.mark.parametrize(
+    ("eth1", "status"),
+    [
+        ({"carrier_changes": 9}, Status.PASS),
+        ({"carrier_changes": 10}, Status.WARN),  # was judged with >: 10 passed
+        ({"rx_errors": 999}, Status.PASS),
+        ({"rx_errors": 1000}, Status.WARN),  # exactly warn_error_ratio 0.001: was > too
+        ({"tx_dropped": 8999}, Status.PASS),
+        ({"tx_dropped": 9000}, Status.WARN),  # exactly warn_drop_ratio 0.01
+    ],
+)
+def test_interfaces_reaching_a_band_warns(
+    tmp_path: Path, node: Path, eth1: dict[str, str | int], status: Status
+) -> None:
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(interfaces_node(node, **eth1)), thresholds=IF_THRESHOLDS
+    )
+    assert network_interfaces.run(ctx).status == status
+
+
+def test_interfaces_band_names() -> None:
+    assert {"warn_error_ratio", "warn_drop_ratio", "warn_carrier_changes"} <= set(IF_THRESHOLDS)
+    assert not {"error_ratio_warn", "drop_ratio_warn", "carrier_changes_warn"} & set(IF_THRESHOLDS)
+
+
 def test_interfaces_mtu_mismatch_and_jumbo_are_info(tmp_path: Path, node: Path) -> None:
     ctx = net_context(
         tmp_path, roots=fixture_roots(interfaces_node(node, mtu=9000)), thresholds=IF_THRESHOLDS
@@ -1038,6 +1064,18 @@ def test_firewall_judges_the_iggy_config_ports(
     assert result.status == Status.PASS, result.summary
     assert result.summary.endswith("(ports from /etc/iggy/server.toml)")
     assert any("no rule accepts tcp/9999 (Iggy TCP)" in f.message for f in result.findings)
+
+
+def test_firewall_reports_unusable_threshold_entries() -> None:
+    """network.firewall shares network.listening's port list, findings included."""
+    rs = parse_nft_json(nft_doc([]))
+    assert rs is not None
+    thresholds = {**FW_THRESHOLDS, "broker_ports": "tcp:8090,8080"}
+    result = judge_firewall(FirewallFacts(rulesets=[rs], tools=["nft"]), thresholds)
+    assert result.status == Status.WARN
+    assert result.summary == "threshold broker_ports has entries that are not proto:port: 8080"
+    assert result.findings[0].subject == "checks.thresholds.network.firewall.broker_ports"
+    assert [r["port"] for r in result.data["broker_ports"]] == ["tcp/8090"]
 
 
 def test_firewall_empty_and_unreadable() -> None:

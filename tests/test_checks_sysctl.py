@@ -9,7 +9,7 @@ import pytest
 from snapshot_agent.checks.sysctl import (
     as_ints,
     dirty_limits,
-    parse_port_list,
+    parse_reserved_ports,
     softnet_dropped,
     sysctl_fs,
     sysctl_network,
@@ -79,8 +79,8 @@ def test_parsers() -> None:
     snmp = parse_snmp(SNMP.format(errs=5))
     assert snmp["Udp"]["RcvbufErrors"] == 5 and snmp["Ip"]["DefaultTTL"] == 64
     assert softnet_dropped(SOFTNET.format(drop="000001f4")) == 500
-    assert parse_port_list("8090,3000-3002") == [(8090, 8090), (3000, 3002)]
-    assert parse_port_list("") == []
+    assert parse_reserved_ports("8090,3000-3002") == [(8090, 8090), (3000, 3002)]
+    assert parse_reserved_ports("") == []
     assert as_ints("4096\t131072 6291456") == [4096, 131072, 6291456] and as_ints("x") is None
     assert sysctl_fix("net.ipv4.tcp_rmem", "4096 131072 16777216").startswith(
         '`sysctl -w net.ipv4.tcp_rmem="4096 131072 16777216"`'
@@ -144,6 +144,60 @@ def test_network_broker_port_in_ephemeral_range(tmp_path: Path, node: Path) -> N
     )
     result = sysctl_network.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=NET_T))
     assert result.status == Status.PASS
+
+
+#: A server.toml that moves TCP to 9090 and turns QUIC and WebSocket off.
+IGGY_TOML_MOVED = """\
+[tcp]
+address = "0.0.0.0:9090"
+
+[quic]
+enabled = false
+address = "0.0.0.0:8080"
+
+[http]
+address = "0.0.0.0:3000"
+
+[websocket]
+enabled = false
+"""
+
+
+def test_network_ephemeral_range_judges_the_ports_of_server_toml(
+    tmp_path: Path, node: Path
+) -> None:
+    """tcp 9090 from server.toml inside the range is reported; the default 8090 is not."""
+    net_node(node, {"net/ipv4/ip_local_port_range": "8000\t9999"})
+    # Without a config the threshold's defaults are judged: 8090, 8080 and 8092 clash.
+    result = sysctl_network.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=NET_T))
+    [warn] = [f for f in result.findings if f.severity == Severity.WARN]
+    assert warn.message.startswith("broker port(s) 8090,8080,8092 (ports from checks.thresholds")
+    assert result.data["broker_ports_source"] == "threshold"
+    write_tree(node, {"etc/iggy/server.toml": IGGY_TOML_MOVED})
+    result = sysctl_network.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=NET_T))
+    assert result.status == Status.WARN
+    [warn] = [f for f in result.findings if f.severity == Severity.WARN]
+    assert warn.message.startswith(
+        "broker port(s) 9090 (ports from /etc/iggy/server.toml) lie inside the ephemeral range "
+        "8000-9999"
+    )
+    assert "8090" not in warn.message and "8080" not in warn.message
+    assert "net.ipv4.ip_local_reserved_ports=9090" in warn.remediation
+    assert result.data["broker_ports"] == ["tcp/9090", "tcp/3000"]
+    assert result.data["broker_ports_from"] == "/etc/iggy/server.toml"
+
+
+def test_network_broker_ports_threshold_is_proto_port(tmp_path: Path, node: Path) -> None:
+    """The threshold has network.listening's format; the old bare numbers are pointed out."""
+    assert NET_T["broker_ports"] == "tcp:8090,udp:8080,tcp:3000,tcp:8092"
+    net_node(node, {"net/ipv4/ip_local_port_range": "1024\t65535"})
+    thresholds = {**NET_T, "broker_ports": "tcp:8090,3000"}
+    result = sysctl_network.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds)
+    )
+    messages = [f.message for f in result.findings if f.severity == Severity.WARN]
+    assert "threshold broker_ports has entries that are not proto:port: 3000" in messages
+    assert any(m.startswith("broker port(s) 8090 (") for m in messages)
 
 
 def test_network_softnet_drops_warn(tmp_path: Path, node: Path) -> None:
@@ -235,6 +289,20 @@ def test_vm_big_dirty_limit_warns(tmp_path: Path, node: Path) -> None:
     assert "12.8 GiB of dirty page cache" in warn.message
     assert "sysctl -w vm.dirty_bytes=1073741824" in warn.remediation
     assert "sysctl -w vm.dirty_background_bytes=268435456" in warn.remediation
+
+
+@pytest.mark.parametrize(
+    ("dirty", "status"), [(8 * 1024**3 - 1, Status.PASS), (8 * 1024**3, Status.WARN)]
+)
+def test_vm_dirty_limit_reaching_the_band_warns(
+    tmp_path: Path, node: Path, dirty: int, status: Status
+) -> None:
+    # Boundary: a dirty limit of exactly warn_dirty_limit_bytes (was max_dirty_bytes, judged
+    # with >) now warns: reaching a threshold counts.
+    vm_node(node, {"vm/dirty_bytes": str(dirty), "vm/max_map_count": "262144"})
+    result = sysctl_vm.run(make_context(tmp_path, roots=fixture_roots(node), thresholds=VM_T))
+    assert result.status == status
+    assert VM_T["warn_dirty_limit_bytes"] == 8 * 1024**3 and "max_dirty_bytes" not in VM_T
 
 
 def test_vm_swappiness_with_disk_swap_is_info(tmp_path: Path, node: Path) -> None:
