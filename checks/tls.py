@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import ssl
-import stat
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -18,30 +16,30 @@ from cryptography.hazmat.primitives import hashes
 
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
+from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.certificates import (
     CertFacts,
-    KeyFacts,
     NotACertificate,
-    NotAKey,
     describe,
-    has_private_key_block,
     issued_by,
     load_certificates,
-    load_private_key,
     name_matches,
     public_der,
     verify_server_chain,
 )
-from snapshot_agent.node.iggy_config import TlsMaterial, load_iggy_config, locate
-from snapshot_agent.node.processes import find_broker
-
-MAX_PEM_BYTES = 1024 * 1024
-SYSTEM_BUNDLES = (
-    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu
-    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora
-    "/etc/ssl/cert.pem",  # Alpine, others
+from snapshot_agent.node.tls_inventory import (
+    CertFile,
+    Discovery,
+    Endpoint,
+    KeyFile,
+    Throwaway,
+    discover,
+    load_roots,
+    node_names,
+    read_cert_file,
 )
+
 #: The development certificates committed to the Iggy repository (core/certs/): their
 #: private key is public, so a node using them has no transport security at all.
 IGGY_DEV_FINGERPRINTS = {
@@ -51,130 +49,54 @@ IGGY_DEV_FINGERPRINTS = {
         "iggy_ca_cert.pem",
 }  # fmt: skip
 WEAK_HASHES = {"md5", "sha1"}
-THRESHOLDS = {
-    "warn_days": 30,
-    "fail_days": 7,
-    "min_rsa_bits": 2048,
-    "min_ec_bits": 256,
-    "connect_timeout_s": 3.0,
-}
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+#: Days until a certificate's notAfter: for the files on disk, for what listeners serve,
+#: and for the colour of each bar in the report's expiry timeline (the rows' "level").
+DAYS_LEFT = Band("days", warn=30, fail=7, higher_is_worse=False)
+#: Key sizes: a key of this many bits or fewer fails (so 2048-bit RSA and P-256 pass).
+RSA_BITS = Band.minimum("rsa_bits_below", fail=2048)
+EC_BITS = Band.minimum("ec_bits_below", fail=256)
+#: The band grading a key by its type's first word ("RSA", "EC secp256r1"...).
+KEY_BITS_BANDS = {"RSA": RSA_BITS, "EC": EC_BITS}
+#: Both tls checks declare all of them, as they always have (tls.endpoints uses days and
+#: the timeout, tls.certificates the bands), so one config block suits either.
+BANDS = (DAYS_LEFT, RSA_BITS, EC_BITS)
+THRESHOLDS = {"connect_timeout_s": 3.0}
 
 
-# -- discovery ----------------------------------------------------------------------
+# -- what the configs name but cannot be examined -----------------------------------
 
 
-@dataclass(frozen=True)
-class CertSource:
-    """A certificate file to examine and where we heard of it."""
-
-    path: str
-    origin: str
-    key_path: str | None = None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A live TLS listener to probe."""
-
-    host: str
-    port: int
-    origin: str
-    cert_path: str | None = None  # the file it should be serving, when known
-
-    @property
-    def label(self) -> str:
-        """host:port, IPv6 in brackets."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+def discovery_notes(found: Discovery) -> list[Finding]:
+    """Findings on TLS material the configs name but the checks cannot examine."""
+    notes = [_iggy_config_unreadable(found)] if found.iggy_problem else []
+    notes += [_throwaway_certificate(t) for t in found.throwaway]
+    notes += [_unmatched_path(pattern) for pattern in found.unmatched_paths]
+    notes += [_bad_endpoint(text) for text in found.bad_endpoints]
+    return notes
 
 
-@dataclass
-class Discovery:
-    """Everything TLS-related the node's configs name."""
-
-    sources: list[CertSource] = field(default_factory=list)
-    endpoints: list[Endpoint] = field(default_factory=list)
-    notes: list[Finding] = field(default_factory=list)
-
-
-def discover(ctx: Context) -> Discovery:
-    """Certificates and listeners from the Iggy config, the agent's API and our config."""
-    found = Discovery()
-    iggy = load_iggy_config(ctx)
-    if iggy.problem:
-        found.notes.append(
-            Finding(
-                Severity.WARN,
-                f"Iggy config {iggy.path} {iggy.problem}; its TLS files were not examined",
-                "Fix the file, or point iggy.config_path at the right one.",
-                str(iggy.path),
-            )
-        )
-    broker = find_broker(ctx) if iggy.tls_material() else None
-    cwd = broker.cwd if broker else ""
-    for material in iggy.tls_material():
-        if not material.enabled:
-            continue  # TLS off on this transport: its files are not used
-        origin = f"iggy [{material.transport}] TLS"
-        cert = locate(ctx, iggy.path, material.cert_file, cwd) if material.cert_file else None
-        key = locate(ctx, iggy.path, material.key_file, cwd) if material.key_file else None
-        ephemeral = material.files_ignored or (
-            material.self_signed and (cert is None or not ctx.path(cert).exists())
-        )
-        if ephemeral:
-            found.notes.append(_ephemeral_note(material, origin, cert))
-            cert = key = None
-        elif cert:
-            found.sources.append(CertSource(cert, origin, key))
-        if material.address and material.transport != "quic":
-            endpoint = _loopback_endpoint(material.address, origin, cert)
-            if endpoint:
-                found.endpoints.append(endpoint)
-    tls = ctx.config.api.tls
-    if tls.cert:
-        found.sources.append(CertSource(tls.cert, "snapshot-agent API", tls.key))
-    if tls.client_ca:
-        found.sources.append(CertSource(tls.client_ca, "snapshot-agent API client CA"))
-    for pattern in ctx.config.checks.certificates.paths:
-        matches = ctx.glob(pattern)
-        if not matches:
-            found.notes.append(
-                Finding(
-                    Severity.WARN,
-                    f"no file matches {pattern}",
-                    "Fix checks.certificates.paths in the agent config, or restore the file.",
-                    pattern,
-                )
-            )
-        for path in matches:
-            found.sources.append(CertSource(path, "checks.certificates.paths"))
-    for text in ctx.config.checks.certificates.endpoints:
-        endpoint = _parse_endpoint(text, "checks.certificates.endpoints")
-        if endpoint is None:
-            found.notes.append(
-                Finding(
-                    Severity.WARN,
-                    f"endpoint {text!r} is not host:port",
-                    "Write endpoints as 127.0.0.1:8090 or [::1]:8090.",
-                    text,
-                )
-            )
-        else:
-            found.endpoints.append(endpoint)
-    found.sources = _dedupe(found.sources, lambda s: s.path)
-    found.endpoints = _dedupe(found.endpoints, lambda e: (e.host, e.port))
-    return found
+def _iggy_config_unreadable(found: Discovery) -> Finding:
+    """The Iggy config exists but could not be parsed: its TLS files stay unexamined."""
+    return Finding(
+        Severity.WARN,
+        f"Iggy config {found.iggy_path} {found.iggy_problem}; its TLS files were not examined",
+        "Fix the file, or point iggy.config_path at the right one.",
+        str(found.iggy_path),
+    )
 
 
-def _ephemeral_note(material: TlsMaterial, origin: str, cert: str | None) -> Finding:
+def _throwaway_certificate(t: Throwaway) -> Finding:
     """The broker makes a throwaway self-signed certificate: fine on loopback only."""
+    material, origin = t.material, t.origin
     why = (
         "self_signed = true ignores the files"
         if material.files_ignored
-        else f"self_signed = true and cert_file {cert} does not exist"
+        else f"self_signed = true and cert_file {t.cert} does not exist"
     )
     host = (material.address or "").rpartition(":")[0].strip("[]")
-    local = host in ("127.0.0.1", "::1", "localhost")
+    local = host in LOOPBACK_HOSTS
     return Finding(
         Severity.INFO if local else Severity.WARN,
         f"{origin}: the broker serves a throwaway self-signed certificate ({why})"
@@ -185,119 +107,27 @@ def _ephemeral_note(material: TlsMaterial, origin: str, cert: str | None) -> Fin
     )
 
 
-def _parse_endpoint(text: str, origin: str, cert: str | None = None) -> Endpoint | None:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return None
-    return Endpoint(host.strip("[]"), int(port), origin, cert)
+def _unmatched_path(pattern: str) -> Finding:
+    """A checks.certificates.paths entry that matches no file."""
+    return Finding(
+        Severity.WARN,
+        f"no file matches {pattern}",
+        "Fix checks.certificates.paths in the agent config, or restore the file.",
+        pattern,
+    )
 
 
-def _loopback_endpoint(address: str, origin: str, cert: str | None) -> Endpoint | None:
-    """A listen address as a loopback target: 0.0.0.0 and :: are reached on loopback."""
-    endpoint = _parse_endpoint(address, origin, cert)
-    if endpoint is None:
-        return None
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(endpoint.host, endpoint.host)
-    return Endpoint(host, endpoint.port, origin, cert)
-
-
-def _dedupe(items: list, key: Any) -> list:
-    seen: set = set()
-    out = []
-    for item in items:
-        if key(item) not in seen:
-            seen.add(key(item))
-            out.append(item)
-    return out
-
-
-# -- reading files --------------------------------------------------------------------
-
-
-@dataclass
-class KeyFile:
-    """A private key file as found on disk."""
-
-    path: str
-    mode: int | None = None
-    facts: KeyFacts | None = None
-    error: str = ""
-
-
-@dataclass
-class CertFile:
-    """A certificate file as found on disk."""
-
-    source: CertSource
-    certs: list[CertFacts] = field(default_factory=list)
-    error: str = ""
-    mode: int | None = None
-    has_key_block: bool = False
-    key: KeyFile | None = None
-
-
-def read_cert_file(ctx: Context, source: CertSource) -> CertFile:
-    """Parse a certificate file and its key file; problems are recorded, not raised."""
-    result = CertFile(source)
-    try:
-        data, result.mode = _read_small(ctx, source.path)
-        result.has_key_block = has_private_key_block(data)
-        result.certs = [describe(c) for c in load_certificates(data)]
-    except (OSError, NotACertificate) as exc:
-        result.error = _reason(exc)
-    if source.key_path:
-        key = KeyFile(source.key_path)
-        try:
-            data, key.mode = _read_small(ctx, source.key_path)
-            key.facts = load_private_key(data)
-        except (OSError, NotAKey) as exc:
-            key.error = _reason(exc)
-        result.key = key
-    return result
-
-
-def load_roots(ctx: Context) -> tuple[list, list[str]]:
-    """Trusted roots: the system bundle plus checks.certificates.ca_bundle."""
-    roots: list = []
-    used: list[str] = []
-    bundles = [next((b for b in SYSTEM_BUNDLES if ctx.path(b).is_file()), None)]
-    bundles.append(ctx.config.checks.certificates.ca_bundle)
-    for bundle in filter(None, bundles):
-        try:
-            data, _ = _read_small(ctx, bundle, limit=8 * MAX_PEM_BYTES)
-            roots += load_certificates(data)
-            used.append(bundle)
-        except (OSError, NotACertificate):
-            continue
-    return roots, used
-
-
-def _read_small(ctx: Context, node_path: str, limit: int = MAX_PEM_BYTES) -> tuple[bytes, int]:
-    with ctx.path(node_path).open("rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"not a regular file: {node_path}")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"larger than {limit // 1024} KiB; not a certificate file?")
-    return data, stat.S_IMODE(mode)
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc)
+def _bad_endpoint(text: str) -> Finding:
+    """A checks.certificates.endpoints entry that is not host:port."""
+    return Finding(
+        Severity.WARN,
+        f"endpoint {text!r} is not host:port",
+        "Write endpoints as 127.0.0.1:8090 or [::1]:8090.",
+        text,
+    )
 
 
 # -- judging files ------------------------------------------------------------------
-
-
-def node_names(ctx: Context) -> list[str]:
-    """Names clients use for this node: hostname, /etc/hostname, node.name, configured names."""
-    names = [socket.gethostname(), (ctx.read_optional("/etc/hostname") or "").strip()]
-    names.append(ctx.config.node.name or "")
-    names += ctx.config.checks.certificates.names  # service or load-balancer names
-    return [n for n in dict.fromkeys(names) if n]
 
 
 def judge_files(
@@ -311,40 +141,55 @@ def judge_files(
     findings: list[Finding] = []
     rows: list[dict[str, Any]] = []
     for f in files:
-        path = f.source.path
-        if f.error:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{path}: cannot use it as a certificate: {f.error}",
-                    f"Check the path ({f.source.origin}) and that the file holds PEM or DER "
-                    "certificates; reissue or restore it.",
-                    path,
-                )
-            )
-        else:
-            findings += _judge_certs(f, roots, names, now, thresholds)
-            rows += [_row(path, c, now, thresholds) for c in f.certs]
-        if f.has_key_block and f.mode is not None and f.mode & 0o044:
-            findings.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{path}: holds a private key and is readable by group/others "
-                    f"(mode {f.mode:04o})",
-                    f"chmod 600 {path} (owner: the broker's user), or keep the key in its own "
-                    "file.",
-                    path,
-                )
-            )
-        if f.key is not None:
-            findings += _judge_key(f, f.key)
+        findings += _judge_file(f, roots, names, now, thresholds)
+        if not f.error:
+            rows += [_row(f.source.path, c, now, thresholds) for c in f.certs]
     rows.sort(key=lambda r: r["days_left"])
     return findings, rows
+
+
+def _judge_file(
+    f: CertFile, roots: list, names: list[str], now: datetime, th: dict[str, Any]
+) -> list[Finding]:
+    """One certificate file: its certificates, its own permissions, and its key file."""
+    out = [_unusable_file(f)] if f.error else _judge_certs(f, roots, names, now, th)
+    out += _key_block_exposed(f)
+    if f.key is not None:
+        out += _judge_key(f, f.key)
+    return out
+
+
+def _unusable_file(f: CertFile) -> Finding:
+    """A configured certificate file that is missing or holds no certificate."""
+    path = f.source.path
+    return Finding(
+        Severity.FAIL,
+        f"{path}: cannot use it as a certificate: {f.error}",
+        f"Check the path ({f.source.origin}) and that the file holds PEM or DER "
+        "certificates; reissue or restore it.",
+        path,
+    )
+
+
+def _key_block_exposed(f: CertFile) -> list[Finding]:
+    """A certificate file that also carries a private key must be private itself."""
+    if not (f.has_key_block and f.mode is not None and f.mode & 0o044):
+        return []
+    path = f.source.path
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{path}: holds a private key and is readable by group/others (mode {f.mode:04o})",
+            f"chmod 600 {path} (owner: the broker's user), or keep the key in its own file.",
+            path,
+        )
+    ]
 
 
 def _judge_certs(
     f: CertFile, roots: list, names: list[str], now: datetime, th: dict[str, Any]
 ) -> list[Finding]:
+    """Every certificate in the file on its own, then the leaf as a server certificate."""
     path = f.source.path
     out: list[Finding] = []
     leaf = f.certs[0]
@@ -352,40 +197,53 @@ def _judge_certs(
         who = f"{path}: {c.subject}"
         out += _judge_validity(who, path, c, now, th)
         out += _judge_strength(who, path, c, th, trust_anchor=c.self_issued and c.is_ca)
-        if c.fingerprint in IGGY_DEV_FINGERPRINTS:
-            out.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{who} is Iggy's development certificate "
-                    f"({IGGY_DEV_FINGERPRINTS[c.fingerprint]}), whose private key is public",
-                    "Issue a certificate from your own CA (or ACME) and point the Iggy "
-                    "config's cert_file/key_file at it; anyone can impersonate this server now.",
-                    path,
-                )
-            )
+        out += _dev_certificate(who, path, c)
     if leaf.is_ca and len(f.certs) == 1:
         return out  # a CA certificate file (e.g. a client CA): no server checks apply
     out += _judge_server_usage(path, leaf)
     out += _judge_order(path, f.certs)
     out += _judge_chain(path, f.certs, roots, now)
-    if names and not any(name_matches(n, leaf.dns_names, leaf.ip_addresses) for n in names):
-        sans = ", ".join(leaf.dns_names + leaf.ip_addresses) or "none"
-        out.append(
-            Finding(
-                Severity.WARN,
-                f"{path}: none of this node's names ({', '.join(names)}) is in the "
-                f"certificate's names ({sans})",
-                "Clients that verify the hostname will refuse to connect by these names; "
-                "reissue with the names clients use as subjectAltName entries.",
-                path,
-            )
-        )
+    out += _names_not_covered(path, leaf, names)
     return out
+
+
+def _dev_certificate(who: str, path: str, c: CertFacts) -> list[Finding]:
+    """One of Iggy's development certificates, whose private key anyone can download."""
+    if c.fingerprint not in IGGY_DEV_FINGERPRINTS:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{who} is Iggy's development certificate "
+            f"({IGGY_DEV_FINGERPRINTS[c.fingerprint]}), whose private key is public",
+            "Issue a certificate from your own CA (or ACME) and point the Iggy "
+            "config's cert_file/key_file at it; anyone can impersonate this server now.",
+            path,
+        )
+    ]
+
+
+def _names_not_covered(path: str, leaf: CertFacts, names: list[str]) -> list[Finding]:
+    """Clients verifying the hostname need one of this node's names in the leaf's SANs."""
+    if not names or any(name_matches(n, leaf.dns_names, leaf.ip_addresses) for n in names):
+        return []
+    sans = ", ".join(leaf.dns_names + leaf.ip_addresses) or "none"
+    return [
+        Finding(
+            Severity.WARN,
+            f"{path}: none of this node's names ({', '.join(names)}) is in the "
+            f"certificate's names ({sans})",
+            "Clients that verify the hostname will refuse to connect by these names; "
+            "reissue with the names clients use as subjectAltName entries.",
+            path,
+        )
+    ]
 
 
 def _judge_validity(
     who: str, path: str, c: CertFacts, now: datetime, th: dict[str, Any]
 ) -> list[Finding]:
+    """A certificate inside its validity window, with DAYS_LEFT to spare."""
     days = c.days_left(now)
     renew = "Renew it and restart the broker (or reload) so it serves the new one."
     if now < c.not_before:
@@ -406,32 +264,18 @@ def _judge_validity(
                 path,
             )
         ]
-    if days <= float(th["fail_days"]):
-        sev = Severity.FAIL
-    elif days <= float(th["warn_days"]):
-        sev = Severity.WARN
-    else:
+    severity = DAYS_LEFT.grade(days, th)
+    if severity is None:
         return []
-    return [Finding(sev, f"{who} expires in {days:.0f} days ({c.not_after:%Y-%m-%d})", renew, path)]
+    message = f"{who} expires in {days:.0f} days ({c.not_after:%Y-%m-%d})"
+    return [Finding(severity, message, renew, path)]
 
 
 def _judge_strength(
     who: str, path: str, c: CertFacts, th: dict[str, Any], *, trust_anchor: bool
 ) -> list[Finding]:
-    out = []
-    minimum = {"RSA": int(th["min_rsa_bits"])}.get(c.key_type)
-    if c.key_type.startswith("EC"):
-        minimum = int(th["min_ec_bits"])
-    if minimum and c.key_bits < minimum:
-        out.append(
-            Finding(
-                Severity.FAIL,
-                f"{who} has a weak {c.key_type} {c.key_bits}-bit key (minimum {minimum})",
-                "Reissue with RSA 2048+ or ECDSA P-256+; clients and OpenSSL's default "
-                "security level reject weaker keys.",
-                path,
-            )
-        )
+    """A key long enough and, below a trust anchor, a signature hash that is not broken."""
+    out = _weak_key(who, path, c, th)
     # A root's self-signature is never checked by clients: its hash does not matter.
     if not trust_anchor and c.signature_hash in WEAK_HASHES:
         out.append(
@@ -445,7 +289,28 @@ def _judge_strength(
     return out
 
 
+def _weak_key(who: str, path: str, c: CertFacts, th: dict[str, Any]) -> list[Finding]:
+    """An RSA or EC key shorter than its minimum (other key types have no band)."""
+    band = KEY_BITS_BANDS.get(c.key_type.split(" ")[0])
+    if band is None:
+        return []
+    severity = band.grade(c.key_bits, th)
+    if severity is None:
+        return []
+    return [
+        Finding(
+            severity,
+            f"{who} has a weak {c.key_type} {c.key_bits}-bit key "
+            f"(minimum {band.limit(severity, th):g})",
+            "Reissue with RSA 2048+ or ECDSA P-256+; clients and OpenSSL's default "
+            "security level reject weaker keys.",
+            path,
+        )
+    ]
+
+
 def _judge_server_usage(path: str, leaf: CertFacts) -> list[Finding]:
+    """A leaf fit to be a TLS server certificate: not a CA, serverAuth, digitalSignature."""
     out = []
     if leaf.is_ca:
         out.append(
@@ -481,6 +346,7 @@ def _judge_server_usage(path: str, leaf: CertFacts) -> list[Finding]:
 
 
 def _judge_order(path: str, certs: list[CertFacts]) -> list[Finding]:
+    """A chain file ordered leaf first, each certificate followed by its issuer."""
     for child, parent in itertools.pairwise(certs):
         if not issued_by(child.cert, parent.cert):
             linked = any(issued_by(child.cert, other.cert) for other in certs if other != child)
@@ -513,42 +379,11 @@ def _judge_chain(path: str, certs: list[CertFacts], roots: list, now: datetime) 
     problem = verify_server_chain(leaf.cert, [c.cert for c in certs[1:]], roots, when)
     if problem is None:
         return []
-    trusted = {r.fingerprint(_sha256()) for r in roots}
     if leaf.self_issued:
-        if leaf.cert.fingerprint(_sha256()) in trusted:
-            return []  # explicitly trusted self-signed certificate
-        return [
-            Finding(
-                Severity.WARN,
-                f"{path}: the certificate is self-signed ({leaf.subject})",
-                "Clients must pin it or trust it explicitly; prefer a certificate from your "
-                "CA. If this is intended, add it to checks.certificates.ca_bundle.",
-                path,
-            )
-        ]
+        return _self_signed(path, leaf, roots)
     top = _walk_up(certs)
-    anchored = any(issued_by(top.cert, r) for r in roots) or top.cert in roots
-    if not anchored:
-        if top.self_issued:
-            return [_unknown_issuer(path, top.subject, "its root is not trusted here")]
-        gap = top is not leaf or len(certs) > 1 or bool(leaf.ca_issuers_urls)
-        if gap:
-            url = (
-                f" (its issuer is published at {leaf.ca_issuers_urls[0]})"
-                if (leaf.ca_issuers_urls)
-                else ""
-            )
-            return [
-                Finding(
-                    Severity.FAIL,
-                    f"{path}: missing intermediate: the certificate of {top.issuer}, which "
-                    f"issued {top.subject}, is not in the file{url}",
-                    "Append the intermediate certificate(s) after the leaf in this file, "
-                    "then restart the broker; clients cannot build the chain without it.",
-                    path,
-                )
-            ]
-        return [_unknown_issuer(path, top.issuer, "it is neither in the file nor trusted")]
+    if not (any(issued_by(top.cert, r) for r in roots) or top.cert in roots):
+        return [_unanchored(path, certs, top)]
     return [
         Finding(
             Severity.FAIL,
@@ -559,7 +394,45 @@ def _judge_chain(path: str, certs: list[CertFacts], roots: list, now: datetime) 
     ]
 
 
+def _self_signed(path: str, leaf: CertFacts, roots: list) -> list[Finding]:
+    """A self-signed server certificate is fine only when trusted explicitly."""
+    trusted = {r.fingerprint(_sha256()) for r in roots}
+    if leaf.cert.fingerprint(_sha256()) in trusted:
+        return []  # explicitly trusted self-signed certificate
+    return [
+        Finding(
+            Severity.WARN,
+            f"{path}: the certificate is self-signed ({leaf.subject})",
+            "Clients must pin it or trust it explicitly; prefer a certificate from your "
+            "CA. If this is intended, add it to checks.certificates.ca_bundle.",
+            path,
+        )
+    ]
+
+
+def _unanchored(path: str, certs: list[CertFacts], top: CertFacts) -> Finding:
+    """The chain ends below any trusted root: an untrusted root or a missing intermediate."""
+    leaf = certs[0]
+    if top.self_issued:
+        return _unknown_issuer(path, top.subject, "its root is not trusted here")
+    gap = top is not leaf or len(certs) > 1 or bool(leaf.ca_issuers_urls)
+    if not gap:
+        return _unknown_issuer(path, top.issuer, "it is neither in the file nor trusted")
+    url = (
+        f" (its issuer is published at {leaf.ca_issuers_urls[0]})" if (leaf.ca_issuers_urls) else ""
+    )
+    return Finding(
+        Severity.FAIL,
+        f"{path}: missing intermediate: the certificate of {top.issuer}, which "
+        f"issued {top.subject}, is not in the file{url}",
+        "Append the intermediate certificate(s) after the leaf in this file, "
+        "then restart the broker; clients cannot build the chain without it.",
+        path,
+    )
+
+
 def _unknown_issuer(path: str, issuer: str, why: str) -> Finding:
+    """A chain that ends at an issuer this node does not trust."""
     return Finding(
         Severity.WARN,
         f"{path}: unknown issuer {issuer}: {why}",
@@ -585,29 +458,39 @@ def _walk_up(certs: list[CertFacts]) -> CertFacts:
 
 
 def _judge_key(f: CertFile, key: KeyFile) -> list[Finding]:
-    path = key.path
+    """The key file of a certificate: readable, private, and the certificate's pair."""
     if key.error:
         return [
             Finding(
                 Severity.FAIL,
-                f"{path}: key file unusable: {key.error}",
+                f"{key.path}: key file unusable: {key.error}",
                 f"Restore the key for {f.source.path} or fix the path ({f.source.origin}).",
-                path,
+                key.path,
             )
         ]
-    out = []
-    if key.mode is not None and key.mode & 0o044:
-        out.append(
-            Finding(
-                Severity.FAIL,
-                f"{path}: private key is readable by group/others (mode {key.mode:04o})",
-                f"chmod 600 {path} and chown it to the broker's user.",
-                path,
-            )
+    return [*_key_exposed(key), *_key_pairing(f, key)]
+
+
+def _key_exposed(key: KeyFile) -> list[Finding]:
+    """A private key readable by group or others."""
+    if key.mode is None or not key.mode & 0o044:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{key.path}: private key is readable by group/others (mode {key.mode:04o})",
+            f"chmod 600 {key.path} and chown it to the broker's user.",
+            key.path,
         )
+    ]
+
+
+def _key_pairing(f: CertFile, key: KeyFile) -> list[Finding]:
+    """The key must match the leaf; an encrypted key cannot be compared, only noted."""
+    path = key.path
     assert key.facts is not None
     if key.facts.encrypted:
-        out.append(
+        return [
             Finding(
                 Severity.INFO,
                 f"{path}: private key is encrypted (passphrase-protected); its match with "
@@ -615,9 +498,9 @@ def _judge_key(f: CertFile, key: KeyFile) -> list[Finding]:
                 "Make sure the broker is given the passphrase, or it cannot start TLS.",
                 path,
             )
-        )
-    elif f.certs and key.facts.public_der != public_der(f.certs[0].cert):
-        out.append(
+        ]
+    if f.certs and key.facts.public_der != public_der(f.certs[0].cert):
+        return [
             Finding(
                 Severity.FAIL,
                 f"{path}: private key does not match the certificate {f.source.path}",
@@ -625,19 +508,14 @@ def _judge_key(f: CertFile, key: KeyFile) -> list[Finding]:
                 "start with a mismatched pair.",
                 path,
             )
-        )
-    return out
+        ]
+    return []
 
 
 def _row(path: str, c: CertFacts, now: datetime, th: dict[str, Any]) -> dict[str, Any]:
+    """One expiry table row; its level (pass/warn/fail) colours the report's timeline."""
     days = c.days_left(now)
-    level = (
-        "fail"
-        if days <= float(th["fail_days"])
-        else "warn"
-        if days <= float(th["warn_days"])
-        else "pass"
-    )
+    severity = DAYS_LEFT.grade(days, th)
     return {
         "path": path,
         "subject": c.subject,
@@ -645,7 +523,7 @@ def _row(path: str, c: CertFacts, now: datetime, th: dict[str, Any]) -> dict[str
         "names": ", ".join(c.dns_names + c.ip_addresses),
         "not_after": c.not_after.strftime("%Y-%m-%d"),
         "days_left": round(days, 1),
-        "level": level,
+        "level": severity.value if severity else "pass",
         "key": f"{c.key_type} {c.key_bits}",
         "signature": c.signature_hash,
         "serial": c.serial,
@@ -653,7 +531,20 @@ def _row(path: str, c: CertFacts, now: datetime, th: dict[str, Any]) -> dict[str
     }
 
 
+def _file_row(f: CertFile) -> dict[str, Any]:
+    """One examined file for the check's data."""
+    return {
+        "path": f.source.path,
+        "origin": f.source.origin,
+        "certificates": len(f.certs),
+        "mode": f"{f.mode:04o}" if f.mode is not None else None,
+        "key": f.key.path if f.key else None,
+        "error": f.error,
+    }
+
+
 def _sha256() -> hashes.HashAlgorithm:
+    """The hash of certificate fingerprints."""
     return hashes.SHA256()
 
 
@@ -664,16 +555,19 @@ def _sha256() -> hashes.HashAlgorithm:
     description="Expiry, chain, key match, strength and permissions of every certificate "
     "the Iggy config, the agent and checks.certificates.paths name.",
     timeout_s=15,
+    bands=BANDS,
     thresholds=dict(THRESHOLDS),
     view="expiry",
 )
 def tls_certificates(ctx: Context) -> Result:
     """Judge every certificate and key file found."""
     found = discover(ctx)
+    notes = discovery_notes(found)
     if not found.sources:
-        if found.notes:
-            ok = "no certificate files to examine: " + found.notes[0].message
-            return Result.from_findings(found.notes, ok=ok)
+        if notes:
+            return Result.from_findings(
+                notes, ok="no certificate files to examine: " + notes[0].message
+            )
         return Result.skipped(
             "no certificates configured: TLS is off in the Iggy config (or none was found) "
             "and checks.certificates.paths is empty"
@@ -682,27 +576,12 @@ def tls_certificates(ctx: Context) -> Result:
     files = [read_cert_file(ctx, s) for s in found.sources]
     now = datetime.now(UTC)
     findings, rows = judge_files(files, roots, node_names(ctx), now, ctx.thresholds)
-    findings = found.notes + findings
     soonest = min(rows, key=lambda r: r["days_left"], default=None)
     ok = f"{len(files)} certificate file(s) fine"
     if soonest:
         ok += f"; next expiry in {soonest['days_left']:.0f} days ({soonest['path']})"
-    data = {
-        "expiry": rows,
-        "files": [
-            {
-                "path": f.source.path,
-                "origin": f.source.origin,
-                "certificates": len(f.certs),
-                "mode": f"{f.mode:04o}" if f.mode is not None else None,
-                "key": f.key.path if f.key else None,
-                "error": f.error,
-            }
-            for f in files
-        ],
-        "trust": bundles,
-    }
-    return Result.from_findings(findings, ok=ok, data=data)
+    data = {"expiry": rows, "files": [_file_row(f) for f in files], "trust": bundles}
+    return Result.from_findings(notes + findings, ok=ok, data=data)
 
 
 # -- live endpoints ------------------------------------------------------------------
@@ -766,6 +645,7 @@ def probe_all(
 
 
 def _client_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate (it is judged apart)."""
     # Validation is judged from the files and the presented certificate, not here.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -774,6 +654,7 @@ def _client_context() -> ssl.SSLContext:
 
 
 def _try_legacy(endpoint: Endpoint, sni: str, version: ssl.TLSVersion, timeout_s: float) -> str:
+    """Whether the listener completes a handshake pinned to one legacy TLS version."""
     context = _client_context()
     try:
         context.set_ciphers("ALL:@SECLEVEL=0")
@@ -804,67 +685,120 @@ def judge_endpoints(
     thresholds: dict[str, Any],
 ) -> list[Finding]:
     """Findings per endpoint; `on_disk` maps cert path -> fingerprints in that file."""
-    out: list[Finding] = []
     every_file = set().union(*on_disk.values()) if on_disk else set()
+    out: list[Finding] = []
     for p in probes:
-        label = p.endpoint.label
         if p.error:
-            out.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{label}: TLS handshake failed: {p.error}",
-                    f"Is the listener up ({p.endpoint.origin})? `ss -ltnp | grep "
-                    f":{p.endpoint.port}`; check the broker's log for TLS errors.",
-                    label,
-                )
-            )
-            continue
-        if p.leaf is None:
-            continue
-        who = f"{label} serves {p.leaf.subject}"
-        out += _judge_validity(who, label, p.leaf, now, thresholds)
-        if p.leaf.fingerprint in IGGY_DEV_FINGERPRINTS:
-            out.append(
-                Finding(
-                    Severity.FAIL,
-                    f"{label} serves Iggy's development certificate, whose private key is public",
-                    "Configure a real certificate in the Iggy config and restart the broker.",
-                    label,
-                )
-            )
-        expected = on_disk.get(p.endpoint.cert_path or "") if p.endpoint.cert_path else None
-        if expected is not None and p.leaf.fingerprint not in expected:
-            out.append(
-                Finding(
-                    Severity.WARN,
-                    f"{label} serves a different certificate than {p.endpoint.cert_path} on "
-                    "disk (renewed but not reloaded?)",
-                    "Restart the broker (systemctl restart iggy-server) so it loads the "
-                    "certificate on disk.",
-                    label,
-                )
-            )
-        elif expected is None and every_file and p.leaf.fingerprint not in every_file:
-            out.append(
-                Finding(
-                    Severity.WARN,
-                    f"{label} serves a certificate that is in none of the files examined",
-                    "Check which certificate this listener is configured with; restart it "
-                    "after a renewal.",
-                    label,
-                )
-            )
-        accepted = [v for v, state in p.legacy.items() if state == "accepted"]
-        if accepted:
-            out.append(
-                Finding(
-                    Severity.WARN,
-                    f"{label} still accepts {' and '.join(accepted)}",
-                    "Disable TLS 1.0/1.1 on this listener; they are deprecated (RFC 8996).",
-                    label,
-                )
-            )
+            out.append(_handshake_failed(p))
+        elif p.leaf is not None:
+            out += _judge_served(p, p.leaf, on_disk, every_file, now, thresholds)
     return out
+
+
+def _judge_served(
+    p: Probe,
+    leaf: CertFacts,
+    on_disk: dict[str, set[str]],
+    every_file: set[str],
+    now: datetime,
+    th: dict[str, Any],
+) -> list[Finding]:
+    """What one listener serves: validity, Iggy's dev certificate, the file, legacy TLS."""
+    label = p.endpoint.label
+    return [
+        *_judge_validity(f"{label} serves {leaf.subject}", label, leaf, now, th),
+        *_serves_dev_certificate(label, leaf),
+        *_serves_other_than_disk(p, leaf, on_disk, every_file),
+        *_accepts_legacy_tls(p),
+    ]
+
+
+def _handshake_failed(p: Probe) -> Finding:
+    """A listener that did not complete a TLS handshake."""
+    label = p.endpoint.label
+    return Finding(
+        Severity.FAIL,
+        f"{label}: TLS handshake failed: {p.error}",
+        f"Is the listener up ({p.endpoint.origin})? `ss -ltnp | grep "
+        f":{p.endpoint.port}`; check the broker's log for TLS errors.",
+        label,
+    )
+
+
+def _serves_dev_certificate(label: str, leaf: CertFacts) -> list[Finding]:
+    """A listener serving Iggy's development certificate, whose private key is public."""
+    if leaf.fingerprint not in IGGY_DEV_FINGERPRINTS:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{label} serves Iggy's development certificate, whose private key is public",
+            "Configure a real certificate in the Iggy config and restart the broker.",
+            label,
+        )
+    ]
+
+
+def _serves_other_than_disk(
+    p: Probe, leaf: CertFacts, on_disk: dict[str, set[str]], every_file: set[str]
+) -> list[Finding]:
+    """A listener serving another certificate than its file (or than any file) holds."""
+    label, cert_path = p.endpoint.label, p.endpoint.cert_path
+    expected = on_disk.get(cert_path or "") if cert_path else None
+    if expected is not None and leaf.fingerprint not in expected:
+        return [
+            Finding(
+                Severity.WARN,
+                f"{label} serves a different certificate than {cert_path} on "
+                "disk (renewed but not reloaded?)",
+                "Restart the broker (systemctl restart iggy-server) so it loads the "
+                "certificate on disk.",
+                label,
+            )
+        ]
+    if expected is None and every_file and leaf.fingerprint not in every_file:
+        return [
+            Finding(
+                Severity.WARN,
+                f"{label} serves a certificate that is in none of the files examined",
+                "Check which certificate this listener is configured with; restart it "
+                "after a renewal.",
+                label,
+            )
+        ]
+    return []
+
+
+def _accepts_legacy_tls(p: Probe) -> list[Finding]:
+    """A listener still accepting TLS 1.0 or 1.1."""
+    accepted = [v for v, state in p.legacy.items() if state == "accepted"]
+    if not accepted:
+        return []
+    label = p.endpoint.label
+    return [
+        Finding(
+            Severity.WARN,
+            f"{label} still accepts {' and '.join(accepted)}",
+            "Disable TLS 1.0/1.1 on this listener; they are deprecated (RFC 8996).",
+            label,
+        )
+    ]
+
+
+def _endpoint_row(p: Probe) -> dict[str, Any]:
+    """One probed listener for the check's data."""
+    return {
+        "endpoint": p.endpoint.label,
+        "origin": p.endpoint.origin,
+        "protocol": p.protocol,
+        "cipher": p.cipher,
+        "handshake_ms": p.handshake_ms,
+        "subject": p.leaf.subject if p.leaf else None,
+        "not_after": p.leaf.not_after.strftime("%Y-%m-%d") if p.leaf else None,
+        "sha256": p.leaf.fingerprint if p.leaf else None,
+        "legacy": ", ".join(f"{v}: {s}" for v, s in p.legacy.items()),
+        "error": p.error,
+    }
 
 
 @check(
@@ -874,6 +808,7 @@ def judge_endpoints(
     description="Handshake with each TLS listener (Iggy config and checks.certificates."
     "endpoints): protocol, cipher, served certificate vs the file on disk, legacy TLS.",
     timeout_s=20,
+    bands=BANDS,
     thresholds=dict(THRESHOLDS),
 )
 def tls_endpoints(ctx: Context) -> Result:
@@ -893,22 +828,8 @@ def tls_endpoints(ctx: Context) -> Result:
         if not f.error
     }
     findings = judge_endpoints(probes, on_disk, datetime.now(UTC), ctx.thresholds)
-    rows = [
-        {
-            "endpoint": p.endpoint.label,
-            "origin": p.endpoint.origin,
-            "protocol": p.protocol,
-            "cipher": p.cipher,
-            "handshake_ms": p.handshake_ms,
-            "subject": p.leaf.subject if p.leaf else None,
-            "not_after": p.leaf.not_after.strftime("%Y-%m-%d") if p.leaf else None,
-            "sha256": p.leaf.fingerprint if p.leaf else None,
-            "legacy": ", ".join(f"{v}: {s}" for v, s in p.legacy.items()),
-            "error": p.error,
-        }
-        for p in probes
-    ]
     ok = f"{len(probes)} TLS listener(s) fine: " + ", ".join(
         f"{p.endpoint.label} {p.protocol}" for p in probes
     )
-    return Result.from_findings(found.notes + findings, ok=ok, data={"endpoints": rows})
+    data = {"endpoints": [_endpoint_row(p) for p in probes]}
+    return Result.from_findings(discovery_notes(found) + findings, ok=ok, data=data)

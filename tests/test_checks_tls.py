@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from snapshot_agent.checks.tls import tls_certificates, tls_endpoints
+from snapshot_agent.checks.tls import (
+    DAYS_LEFT,
+    Probe,
+    judge_endpoints,
+    tls_certificates,
+    tls_endpoints,
+)
 from snapshot_agent.config import (
     ApiConfig,
     ApiTlsConfig,
@@ -30,6 +36,8 @@ from snapshot_agent.config import (
     IggyConfig,
 )
 from snapshot_agent.core.results import Result, Severity, Status
+from snapshot_agent.node.certificates import describe
+from snapshot_agent.node.tls_inventory import Endpoint
 
 from .conftest import make_context
 
@@ -146,7 +154,9 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path)
 
 
-def run_certs(tmp_path: Path, pki: Pki, paths: list[Path], **iggy) -> Result:
+def run_certs(
+    tmp_path: Path, pki: Pki, paths: list[Path], thresholds: dict | None = None, **iggy
+) -> Result:
     config = Config(
         iggy=IggyConfig(**iggy),
         checks=ChecksConfig(
@@ -155,7 +165,8 @@ def run_certs(tmp_path: Path, pki: Pki, paths: list[Path], **iggy) -> Result:
             )
         ),
     )
-    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+    overrides = tls_thresholds() | (thresholds or {})
+    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=overrides))
 
 
 def tls_thresholds() -> dict:
@@ -264,6 +275,46 @@ def test_rsa_1024_fails(tmp_path: Path, pki: Pki) -> None:
     path = pki.write("weak.pem", pem(pki.leaf(new_key("rsa", 1024)), pki.intermediate))
     result = run_certs(tmp_path, pki, [path])
     assert "weak RSA 1024-bit key" in messages(result, Severity.FAIL)
+
+
+def test_key_size_is_a_minimum(tmp_path: Path, pki: Pki) -> None:
+    """fail_rsa_bits_below: 2048 by default, so RSA 2048 itself passes."""
+    path = pki.write("rsa2048.pem", pem(pki.leaf(new_key("rsa", 2048)), pki.intermediate))
+    assert run_certs(tmp_path, pki, [path]).status == Status.PASS
+    stricter = run_certs(tmp_path, pki, [path], {"fail_rsa_bits_below": 3072})
+    assert "weak RSA 2048-bit key (minimum 3072)" in messages(stricter, Severity.FAIL)
+
+
+def test_both_tls_checks_accept_the_same_threshold_names() -> None:
+    names = {
+        "warn_days",
+        "fail_days",
+        "fail_rsa_bits_below",
+        "fail_ec_bits_below",
+        "connect_timeout_s",
+    }
+    assert set(tls_certificates.thresholds) == set(tls_endpoints.thresholds) == names
+    assert tls_certificates.band("days") is tls_endpoints.band("days") is DAYS_LEFT
+
+
+def test_timeline_level_and_findings_come_from_one_expiry_band(tmp_path: Path, pki: Pki) -> None:
+    """Lower is worse: raising warn_days to 400 turns a 365-day leaf amber in both places."""
+    path = pki.write("leaf.pem", pem(pki.leaf(days=(-1, 365)), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path], {"warn_days": 400})
+    assert "expires in 365 days" in messages(result, Severity.WARN)
+    levels = {r["subject"]: r["level"] for r in result.data["expiry"]}
+    assert levels == {f"CN={HOST}": "warn", "CN=Test Intermediate CA": "pass"}
+    failing = run_certs(tmp_path, pki, [path], {"warn_days": 2000, "fail_days": 365})
+    assert {r["level"] for r in failing.data["expiry"]} == {"fail", "warn"}
+
+
+def test_served_certificate_expiry_is_graded_by_the_same_band(pki: Pki) -> None:
+    served = Probe(Endpoint("127.0.0.1", 8090, "test"), leaf=describe(pki.leaf(days=(-1, 20))))
+    [warn] = judge_endpoints([served], {}, NOW, tls_thresholds())
+    assert warn.severity == Severity.WARN and "serves CN=" in warn.message
+    assert "expires in 20 days" in warn.message
+    [fail] = judge_endpoints([served], {}, NOW, tls_thresholds() | {"fail_days": 20})
+    assert fail.severity == Severity.FAIL
 
 
 def test_key_that_does_not_match(tmp_path: Path, pki: Pki) -> None:
