@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-redact",
         dest="redact",
         action="store_false",
-        help="record that secrets should not be masked (supervisor option)",
+        help="keep secrets unmasked (by default secrets passed on command lines are masked "
+        "everywhere in the archive; the manifest counts what was masked)",
     )
     iggy = run.add_mutually_exclusive_group()
     iggy.add_argument(
@@ -170,8 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"snapshot-agent: {message}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Interrupted):
-        _emit_failure(args, "interrupted; no archive was written", 130)
-        print("snapshot-agent: interrupted; no archive was written", file=sys.stderr)
+        message = "interrupted; no archive was written"
+        if getattr(args, "json", False):
+            print(json.dumps({"status": "failed", "error": message}))
+        _emit_failure(args, message, 130)
+        print(f"snapshot-agent: {message}", file=sys.stderr)
         return 130
 
 
@@ -214,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.close()
+    # The archive is in place: a signal now must not report "no archive was written".
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not args.quiet:
         from snapshot_agent.render.terminal import print_summary
 

@@ -234,7 +234,7 @@ def _error_and_drop_ratios(iface: Interface, thresholds: dict[str, Any]) -> list
             continue  # ratios over a handful of packets mean nothing
         for kind, band in (("errors", ERROR_RATIO), ("dropped", DROP_RATIO)):
             count = iface.stats.get(f"{direction}_{kind}", 0)
-            severity = band.grade(count / packets, thresholds)
+            severity = band.grade_count(count / packets, thresholds)
             if severity:
                 findings.append(_counter_finding(iface, direction, kind, count, packets, severity))
     return findings
@@ -306,7 +306,7 @@ def _flapping_link(iface: Interface, thresholds: dict[str, Any]) -> list[Finding
     """A link lost and regained often: broker and replication connections drop each time."""
     if iface.carrier_changes is None or not iface.addresses:
         return []
-    severity = CARRIER_CHANGES.grade(iface.carrier_changes, thresholds)
+    severity = CARRIER_CHANGES.grade_count(iface.carrier_changes, thresholds)
     if severity is None:
         return []
     limit = CARRIER_CHANGES.limit(severity, thresholds)

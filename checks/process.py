@@ -23,8 +23,9 @@ from snapshot_agent.node.processes import (
     BrokerProcess,
     ProcStat,
     agent_pid,
+    command_line,
     find_broker,
-    read_cmdline,
+    read_argv,
     read_processes,
     read_stat,
     uses_io_uring,
@@ -166,7 +167,7 @@ def read_top(ctx: Context, interval_s: float) -> TopFacts:
     for p in samples:
         if p.pid in shown:
             # Secrets in arguments are masked by the pipeline's filter, like all output.
-            p.cmdline = read_cmdline(ctx, p.pid)
+            p.cmdline = command_line(read_argv(ctx, p.pid))
     agent = agent_pid(ctx)
     agent_pids = {p.pid for p in samples if agent is not None and agent in (p.pid, p.ppid)}
     return TopFacts(samples, read_mem_total(ctx) or 0, round(elapsed, 3), broker, agent_pids)

@@ -54,7 +54,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 #: Days until a certificate's notAfter: for the files on disk, for what listeners serve,
 #: and for the colour of each bar in the report's expiry timeline (the rows' "level").
 DAYS_LEFT = Band("days", warn=30, fail=7, higher_is_worse=False)
-#: Key sizes: a key of this many bits or fewer fails (so 2048-bit RSA and P-256 pass).
+#: Key sizes: a key shorter than this fails (2048-bit RSA and P-256 pass).
 RSA_BITS = Band.minimum("rsa_bits_below", fail=2048)
 EC_BITS = Band.minimum("ec_bits_below", fail=256)
 #: The band grading a key by its type's first word ("RSA", "EC secp256r1"...).

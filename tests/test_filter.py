@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from snapshot_agent.core.results import Finding, Result, Severity, Status
@@ -124,3 +126,55 @@ def test_result_fields_and_data_shapes_are_filtered() -> None:
     }
     assert result.summary == "started with --password p1"  # the original is not changed
     assert filter_value(flt, 5) == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ('PASSWORD="two words" next', 'PASSWORD="***" next'),
+        ("export API_KEY='abc' && run", "export API_KEY='***' && run"),
+        ("mysql --password 'my secret'", "mysql --password '***'"),
+        ('--password=ab"cd', '--password=***"cd'),  # stops at the quote: never eats JSON
+    ],
+)
+def test_quoted_values_are_masked_whole_with_their_quotes_kept(text: str, shown: str) -> None:
+    assert RuleFilter().text(text) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "iommu.passthrough=1 bypass=yes monkey=3",
+        "KeyringMode=private PassEnvironment=LANG",
+        "GET http://localhost:8080/users/@me",
+        "authorized_keys_file /etc/ssh/authorized_keys",
+    ],
+)
+def test_words_that_only_contain_a_secret_word_stay(text: str) -> None:
+    assert RuleFilter().text(text) == text
+
+
+def test_json_evidence_stays_valid_json() -> None:
+    doc = {
+        "cmd": 'sh -c "mysql --password=abc"',
+        "a": "http://u:p@h",
+        "b": "x@y",
+        "env": ["DB_PASSWORD=pw", "TOKEN='t'"],
+    }
+    text = json.dumps(doc) + "\n" + json.dumps(doc, indent=2)
+    out = b"".join(RuleFilter().stream([text.encode()])).decode()
+    first, rest = out.split("\n", 1)
+    for masked in (json.loads(first), json.loads(rest)):
+        assert masked == {
+            "cmd": 'sh -c "mysql --password=***"',
+            "a": "http://u:***@h",
+            "b": "x@y",
+            "env": ["DB_PASSWORD=***", "TOKEN='***'"],
+        }
+
+
+def test_adversarial_text_costs_linear_time() -> None:
+    """Inputs that made earlier patterns quadratic: each would take seconds if they were."""
+    flt = RuleFilter()
+    for text in ("a://b:" * 20000, "x" * 300000 + "=1", "-" * 100000 + "password", "pass" * 50000):
+        assert flt.text(text) == text

@@ -310,3 +310,27 @@ def test_a_sink_that_fails_mid_archive_leaves_nothing(tmp_path: Path) -> None:
         take_snapshot(loaded(Config()), checks, sink, SnapshotOptions())
     assert sink.aborted and not sink.committed
     assert list(tmp_path.iterdir()) == []
+
+
+def test_data_that_is_not_json_is_filtered_as_text_and_stored(tmp_path: Path) -> None:
+    def odd(_ctx: Context) -> Result:
+        return Result(
+            Status.PASS,
+            "ok",
+            data={"raw": b"DB_PASSWORD=pw", "path": tmp_path, "set": {"b", "a"}, 7: None},
+        )
+
+    record = take_snapshot(
+        loaded(Config()),
+        [test_check("test.odd", odd)],
+        LocalSink(tmp_path / "o"),
+        SnapshotOptions(),
+    )
+    assert record.archive is not None
+    report = json.loads(members(Path(record.archive.uri))["report.json"])
+    assert report["checks"][0]["data"] == {
+        "raw": "DB_PASSWORD=***",
+        "path": str(tmp_path),
+        "set": ["a", "b"],
+        "7": None,
+    }

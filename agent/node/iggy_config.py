@@ -132,7 +132,7 @@ def locate(ctx: Context, config_path: Path | None, file: str, broker_cwd: str = 
     return next((c for c in candidates if ctx.path(c).exists()), candidates[0])
 
 
-# -- client transports (used by network.listening and network.firewall) -------------
+# -- client transports (node/ports.py turns them into the broker's ports) ----------------
 
 #: Client transport sections: name -> (protocol, default port) (iggy-facts.md, Network).
 TRANSPORT_DEFAULTS = {

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from snapshot_agent.core.context import Context
@@ -153,6 +155,14 @@ def _cmdline(raw: str) -> str:
 def read_cmdline(ctx: Context, pid: int) -> str:
     """A process's command line with NULs as spaces ('' for kernel threads or when gone)."""
     return _cmdline(_cmdline_raw(ctx, pid))
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """argv as one line a shell reads back the same (arguments with spaces quoted).
+
+    A title rewritten into one argument (setproctitle) is shown as it is.
+    """
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
 
 
 def read_argv(ctx: Context, pid: int) -> tuple[str, ...]:

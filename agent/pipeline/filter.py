@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -80,55 +80,95 @@ class Rule:
 
     name: str
     pattern: re.Pattern[str]
-    replacement: str
+    replacement: str | Callable[[re.Match[str]], str]
 
     def apply(self, text: str) -> tuple[str, int]:
         """(text with every match replaced, number of matches)."""
         return self.pattern.subn(self.replacement, text)
 
 
-_SECRET_WORD = r"(?:pass|secret|token|key|auth|credential)"
+#: A word that marks a secret, as a whole word of a name: after a start, `_`, `-`, `.`,
+#: a digit or a camelCase hump, and before an end or a non-letter. So `DB_PASSWORD`,
+#: `--api-key`, `keyStorePassword`, `X-Auth-Token`, but not `bypass`, `monkey`,
+#: `passthrough`, `KeyringMode` or `PassEnvironment`.
+_SECRET_WORD = (
+    r"(?:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
+    r"(?i:pass(?:word|wd|phrase)?|secrets?|tokens?|keys?|auth|credentials?"
+    r"|api_?keys?|access_?keys?|auth_?tokens?|private_?keys?)"
+    r"(?![A-Za-z])"
+)
 #: A name that mentions a secret. Bounded, and every pattern starts only at a word's
 #: start, so a megabyte-long token costs linear time, never quadratic.
-_NAME = rf"[\w.-]{{0,64}}{_SECRET_WORD}[\w.-]{{0,64}}"
+_NAME = rf"[\w.-]{{0,64}}?{_SECRET_WORD}[\w.-]{{0,64}}"
+#: A value: quoted (the quotes stay, so JSON and shell text keep their shape), or a bare
+#: word that stops at quotes and backslashes (never eats the end of a JSON string).
+_VALUE = (
+    r"(?:\"(?!\*\*\*\")[^\"\\\n]{1,256}\""
+    r"|'(?!\*\*\*')[^'\\\n]{1,256}'"
+    r"|(?![\"'])(?!\*\*\*)[^\s\"'\\]+)"
+)
 SECRET_OPTION = "secret-option"
-_SECRET_OPTION_NAME = re.compile(rf"-{{1,2}}{_NAME}", re.I)
+_SECRET_OPTION_NAME = re.compile(rf"-{{1,2}}{_NAME}")
+
+
+def _masked(match: re.Match[str]) -> str:
+    """The match with its last group (the value) masked, quotes kept."""
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" and len(value) > 1 and value[-1] == value[0] else ""
+    start, _ = match.span("value")
+    head = match.string[match.start() : start]
+    return f"{head}{quote}{MASK}{quote}"
+
 
 #: Secrets handed to programs on their command line, wherever such text turns up
 #: (process tables, unit files, logs). Order matters: assignments before options.
 #: Absolute paths are not secrets (`--key-file /etc/iggy/key.pem` stays readable).
 COMMAND_LINE_RULES: tuple[Rule, ...] = (
-    # NAME=value, --opt=value, -Dsome.password=value
+    # NAME=value, --opt=value, -Dsome.password=value, PASSWORD="two words"
     Rule(
         "secret-assignment",
-        re.compile(rf"(?<![\w.-])({_NAME})=(?!\*\*\*|/)[^\s\"']+", re.I),
-        rf"\1={MASK}",
+        re.compile(rf"(?<![\w.-]){_NAME}=(?!/)(?P<value>{_VALUE})"),
+        _masked,
     ),
     # --password value: the value is the next word unless it is another long option
     # (`--auth --verbose` is a flag, not a value)
     Rule(
         SECRET_OPTION,
-        re.compile(rf"(?<![\w-])(-{{1,2}}{_NAME})([ \t]+)(?!--|\*\*\*|/)\S+", re.I),
-        rf"\1\2{MASK}",
+        re.compile(rf"(?<![\w-])-{{1,2}}{_NAME}[ \t]+(?!--|/)(?P<value>{_VALUE})"),
+        _masked,
     ),
-    # scheme://user:password@host
+    # scheme://user:password@host (userinfo holds no '/', quote or '@' unescaped)
     Rule(
         "url-password",
-        re.compile(r"(?<![\w+.-])([A-Za-z][\w+.-]{0,31}://[^/\s:@]{0,256}:)(?!\*\*\*@)\S*(@)"),
-        rf"\1{MASK}\2",
+        re.compile(
+            r"(?<![\w+.-])[A-Za-z][\w+.-]{0,31}://[^/\s:@\"'\\]{0,256}:"
+            r"(?P<value>(?!\*\*\*@)[^/\s@\"'\\]{1,256})@"
+        ),
+        lambda m: f"{m.string[m.start() : m.start('value')]}{MASK}@",
     ),
 )
+
+
+#: Every command-line rule needs one of these in the text.
+COMMAND_LINE_HINT = r"pass|secret|token|key|auth|credential|://"
 
 
 class RuleFilter:
     """Applies rules to every string and to every line of every stream, counting matches."""
 
-    def __init__(self, rules: Iterable[Rule] = COMMAND_LINE_RULES) -> None:
+    def __init__(
+        self, rules: Iterable[Rule] = COMMAND_LINE_RULES, hint: str | None = COMMAND_LINE_HINT
+    ) -> None:
         self.rules = tuple(rules)
         self.counts: Counter[str] = Counter()
+        # A pattern every match of the rules contains (None: no shortcut): text without
+        # it passes at once, which is most text.
+        self.hint = re.compile(hint, re.I) if hint else None
 
     def text(self, value: str) -> str:
         """`value` with every rule applied in order."""
+        if self.hint is not None and not self.hint.search(value):
+            return value  # the common case: nothing any rule could match
         for rule in self.rules:
             value, hits = rule.apply(value)
             if hits:
@@ -136,20 +176,23 @@ class RuleFilter:
         return value
 
     def stream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Filter line by line; bytes that are not UTF-8 pass through unchanged."""
+        """Filter whole lines, a block at a time; bytes that are not UTF-8 pass unchanged.
+
+        No rule matches across a line break, so a block of whole lines filters exactly
+        like each line alone.
+        """
         pending = b""
         for chunk in chunks:
             pending += chunk
-            if b"\n" not in chunk and len(pending) < MAX_LINE:
-                continue
-            *lines, pending = pending.split(b"\n")
-            if lines:
-                yield b"".join(self._line(line) + b"\n" for line in lines)
+            cut = pending.rfind(b"\n") + 1
+            if cut:
+                yield self._block(pending[:cut])
+                pending = pending[cut:]
             while len(pending) >= MAX_LINE:
-                yield self._line(pending[:MAX_LINE])
+                yield self._block(pending[:MAX_LINE])
                 pending = pending[MAX_LINE:]
         if pending:
-            yield self._line(pending)
+            yield self._block(pending)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """Each argument filtered as text; the one after a secret option is masked whole.
@@ -171,8 +214,8 @@ class RuleFilter:
         """Applied, with the count per rule (rules that never fired are listed with 0)."""
         return RedactionAudit(applied=True, rules={r.name: self.counts[r.name] for r in self.rules})
 
-    def _line(self, line: bytes) -> bytes:
-        text = line.decode("utf-8", "surrogateescape")
+    def _block(self, data: bytes) -> bytes:
+        text = data.decode("utf-8", "surrogateescape")
         return self.text(text).encode("utf-8", "surrogateescape")
 
 
@@ -182,14 +225,24 @@ def filter_for(redact: bool) -> Filter:
 
 
 def filter_value(flt: Filter, value: Any) -> Any:
-    """Filter every string in a JSON-like value (dict keys too), keeping its shape."""
+    """Filter every string in a JSON-like value (dict keys too), keeping its shape.
+
+    Whatever is not JSON (bytes, paths, sets, objects) becomes text first, so it is
+    filtered like everything else and the report can always be written.
+    """
     if isinstance(value, str):
         return flt.text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {filter_value(flt, k): filter_value(flt, v) for k, v in value.items()}
+        return {str(filter_value(flt, k)): filter_value(flt, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(filter_value(flt, v) for v in value)
-    return value
+    if isinstance(value, set | frozenset):
+        return [filter_value(flt, v) for v in sorted(value, key=str)]
+    if isinstance(value, bytes):
+        return flt.text(value.decode("utf-8", "replace"))
+    return flt.text(str(value))
 
 
 def filter_result(flt: Filter, result: Result) -> Result:

@@ -128,6 +128,8 @@ class SnapshotProcess:
 
     def cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
         """Stop the snapshot: SIGTERM (it cleans up), then SIGKILL whatever is left."""
+        if self.proc.poll() is not None:
+            return  # already ended (and reaped: its pid may belong to someone else now)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGTERM)
         try:

@@ -67,9 +67,9 @@ def take_snapshot(
     config = loaded.config
     flt = flt or filter_for(options.redact)
     started = datetime.now(UTC)
-    name, stream = sink.open(snapshot_name(started))
     spool = None
-    try:
+    try:  # from the first step: a signal at any point leaves nothing behind
+        name, stream = sink.open(snapshot_name(started))
         spool = _make_spool(sink, name)
         record = SnapshotRecord(
             name=name,
@@ -97,6 +97,11 @@ def take_snapshot(
                 f"writing {sink.where} failed ({exc.strerror or exc}); nothing was kept. "
                 "Free space there or pass --output to another disk"
             ) from None
+        except Exception as exc:  # a bug: still one line, still nothing left behind
+            raise SnapshotError(
+                f"writing {sink.where} failed ({type(exc).__name__}: {exc}); nothing was "
+                "kept. This is a bug in snapshot-agent: please report this message"
+            ) from exc
         record.status = SnapshotStatus.COMPLETED
         return record
     finally:
