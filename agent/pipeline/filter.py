@@ -167,8 +167,19 @@ class RuleFilter:
 
     def text(self, value: str) -> str:
         """`value` with every rule applied in order."""
-        if self.hint is not None and not self.hint.search(value):
+        if self.hint is None:
+            return self._apply(value)
+        if not self.hint.search(value):
             return value  # the common case: nothing any rule could match
+        if "\n" not in value:
+            return self._apply(value)
+        # No rule spans lines: only the lines that could match pay for the rules.
+        return "".join(
+            self._apply(line) if self.hint.search(line) else line
+            for line in value.splitlines(keepends=True)
+        )
+
+    def _apply(self, value: str) -> str:
         for rule in self.rules:
             value, hits = rule.apply(value)
             if hits:
