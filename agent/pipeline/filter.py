@@ -150,34 +150,46 @@ COMMAND_LINE_RULES: tuple[Rule, ...] = (
 
 
 #: Every command-line rule needs one of these in the text.
-COMMAND_LINE_HINT = r"pass|secret|token|key|auth|credential|://"
+COMMAND_LINE_HINT = ("pass", "secret", "token", "key", "auth", "credential", "://")
 
 
 class RuleFilter:
     """Applies rules to every string and to every line of every stream, counting matches."""
 
     def __init__(
-        self, rules: Iterable[Rule] = COMMAND_LINE_RULES, hint: str | None = COMMAND_LINE_HINT
+        self,
+        rules: Iterable[Rule] = COMMAND_LINE_RULES,
+        hint: Sequence[str] | None = COMMAND_LINE_HINT,
     ) -> None:
         self.rules = tuple(rules)
         self.counts: Counter[str] = Counter()
-        # A pattern every match of the rules contains (None: no shortcut): text without
-        # it passes at once, which is most text.
-        self.hint = re.compile(hint, re.I) if hint else None
+        # Lower-case words of which every match of the rules contains one (None: no
+        # shortcut). Lines without any pass at once, which is most text; str.find is
+        # some fifty times faster than a regex alternation over the same text.
+        self.hint = tuple(w.lower() for w in hint) if hint else None
 
     def text(self, value: str) -> str:
         """`value` with every rule applied in order."""
-        if self.hint is None:
+        lower = value.lower()
+        if self.hint is None or len(lower) != len(value):  # (a few letters lengthen)
             return self._apply(value)
-        if not self.hint.search(value):
-            return value  # the common case: nothing any rule could match
-        if "\n" not in value:
-            return self._apply(value)
-        # No rule spans lines: only the lines that could match pay for the rules.
-        return "".join(
-            self._apply(line) if self.hint.search(line) else line
-            for line in value.splitlines(keepends=True)
-        )
+        if not any(word in lower for word in self.hint):
+            return value  # most strings: nothing any rule could match
+        # No rule spans lines, so only the lines around a hint pay for the rules.
+        pieces: list[str] = []
+        done = 0
+        for hit in sorted(_positions(lower, self.hint)):
+            if hit < done:
+                continue  # on a line already filtered
+            start = value.rfind("\n", 0, hit) + 1
+            end = value.find("\n", hit)
+            end = len(value) if end < 0 else end
+            pieces += [value[done:start], self._apply(value[start:end])]
+            done = end
+        if not pieces:
+            return value
+        pieces.append(value[done:])
+        return "".join(pieces)
 
     def _apply(self, value: str) -> str:
         for rule in self.rules:
@@ -228,6 +240,15 @@ class RuleFilter:
     def _block(self, data: bytes) -> bytes:
         text = data.decode("utf-8", "surrogateescape")
         return self.text(text).encode("utf-8", "surrogateescape")
+
+
+def _positions(text: str, words: Sequence[str]) -> Iterator[int]:
+    """Every position where one of `words` starts in `text`."""
+    for word in words:
+        at = text.find(word)
+        while at >= 0:
+            yield at
+            at = text.find(word, at + 1)
 
 
 def filter_for(redact: bool) -> Filter:
