@@ -20,8 +20,13 @@ class SnapshotError(AgentError):
     """
 
 
-class Interrupted(Exception):
-    """The snapshot was stopped by a signal (Ctrl-C, SIGTERM)."""
+class Interrupted(BaseException):
+    """The snapshot was stopped by a signal (Ctrl-C, SIGTERM).
+
+    A BaseException, like KeyboardInterrupt: the handler raises it wherever the parent
+    happens to be, and an `except Exception` there (decoding a check's result, say)
+    must not swallow it and leave the snapshot running.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")

@@ -334,3 +334,31 @@ def test_data_that_is_not_json_is_filtered_as_text_and_stored(tmp_path: Path) ->
         "set": ["a", "b"],
         "7": None,
     }
+
+
+def test_an_interrupt_anywhere_in_the_parent_stops_the_snapshot_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    """The SIGTERM handler raises Interrupted wherever the parent is; nothing may swallow it."""
+    from snapshot_agent.errors import Interrupted
+
+    assert not issubclass(Interrupted, Exception)  # `except Exception` cannot catch it
+
+    class InterruptOnFirstResult(PlainProgress):
+        def finished(self, check: Check, result: Result) -> None:
+            raise Interrupted(15)
+
+    def slow(ctx: Context) -> Result:
+        ctx.run(["sleep", "30"])
+        return Result(Status.PASS, "unreachable")
+
+    checks = [
+        test_check("test.fast", lambda _ctx: Result(Status.PASS, "fast")),
+        test_check("test.slow", slow),
+    ]
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted):
+        take_snapshot(
+            loaded(Config()), checks, LocalSink(out), SnapshotOptions(), InterruptOnFirstResult(2)
+        )
+    assert list(out.iterdir()) == []  # no .partial, no spool
