@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="FD",
         help="also write progress as JSON lines to this inherited file descriptor "
-        "(for a caller such as the service; see pipeline/events.py)",
+        "(for a caller such as the service; the README lists the events)",
     )
 
     checks = sub.add_parser(
