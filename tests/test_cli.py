@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -104,14 +105,17 @@ def test_skip_and_glob(tmp_path: Path) -> None:
 
 
 def test_hanging_command_times_out_and_snapshot_finishes_on_time(tmp_path: Path) -> None:
+    # A duration no other process on the machine has: the leftover check below can only
+    # ever see this test's own command.
+    hang = ["sleep", f"600.{secrets.randbelow(10**9):09d}"]
     config = write_config(
         tmp_path,
-        """
+        f"""
 checks:
   deadline_s: 20
   commands:
-    - {id: custom.hang, title: Hangs forever, command: [sleep, "611"], timeout_s: 2}
-    - {id: custom.ok, title: Works, command: [echo, hello], timeout_s: 5}
+    - {{id: custom.hang, title: Hangs forever, command: {json.dumps(hang)}, timeout_s: 2}}
+    - {{id: custom.ok, title: Works, command: [echo, hello], timeout_s: 5}}
 """,
     )
     out_dir = tmp_path / "out"
@@ -129,9 +133,7 @@ checks:
     assert checks["custom.hang"]["duration_ms"] < 6000
     assert checks["custom.ok"]["status"] == "pass"
     assert "timeout" in proc.stderr and "custom.hang" in proc.stderr  # progress + summary
-    leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "611"]
-    ]
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == hang]
     assert not leftovers
 
 

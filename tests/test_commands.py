@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -86,12 +87,13 @@ def test_tail_buffer_bounds_memory() -> None:
 
 def test_a_daemon_holding_the_pipes_does_not_stretch_the_command() -> None:
     """The command exits at once; the process it left behind keeps stdout open."""
+    daemon = ["sleep", f"603.{secrets.randbelow(10**9):09d}"]  # no other process has it
     start = time.monotonic()
-    res = run_command(["sh", "-c", "sleep 603 & echo started; exit 4"], timeout_s=5)
+    res = run_command(["sh", "-c", f"{' '.join(daemon)} & echo started; exit 4"], timeout_s=5)
     try:
         assert time.monotonic() - start < 2
         assert res.exit_code == 4 and not res.timed_out and res.stdout == "started\n"
     finally:
         for p in psutil.process_iter(["cmdline"]):
-            if p.info["cmdline"] == ["sleep", "603"]:
+            if p.info["cmdline"] == daemon:
                 p.kill()
