@@ -1,6 +1,8 @@
 """Network checks: interfaces and routes.
 
 Everything is read through the context (/proc, /sys map into fixture trees in tests).
+Interface errors, drops and carrier changes are judged over a sampling window (counters
+read twice, at least `sample_s` apart); their totals since boot only inform.
 The other network checks sit beside this module: network_probes (DNS resolution and
 reachability of the endpoints the config names), network_listening (listening sockets),
 network_tcp (TCP health) and network_firewall (firewall rules, conntrack).
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +52,9 @@ class Interface:
     virtual: bool = False
     bridge_ports: int | None = None  # None: not a bridge
     carrier_changes: int | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # counters since boot
+    window: dict[str, int] = field(default_factory=dict)  # the same, over the window
+    window_carrier_changes: int | None = None
     addresses: list[str] = field(default_factory=list)  # "addr/prefix" (non-link-local)
     link_local: list[str] = field(default_factory=list)
 
@@ -62,6 +67,11 @@ class Interface:
     def admin_up(self) -> bool:
         """IFF_UP: the interface was set up (ip link set up)."""
         return bool(self.flags & IFF_UP)
+
+    @property
+    def carries_traffic(self) -> bool:
+        """Not loopback, up and with addresses: the interfaces whose counters are sampled."""
+        return not self.loopback and self.operstate in ("up", "unknown") and bool(self.addresses)
 
 
 STAT_NAMES = (
@@ -164,10 +174,7 @@ def read_interfaces(ctx: Context) -> tuple[list[Interface], str]:
                 iface.bridge_ports = len(os.listdir(brif))
             except OSError:
                 iface.bridge_ports = None
-        for stat in STAT_NAMES:
-            value = read_int(ctx, f"{sys_dir}/statistics/{stat}")
-            if value is not None:
-                iface.stats[stat] = value
+        iface.stats = read_stats(ctx, name)
         for addr, prefix, scope in addresses.get(name, []):
             target = iface.link_local if scope == "link" else iface.addresses
             target.append(f"{addr}/{prefix}")
@@ -175,19 +182,86 @@ def read_interfaces(ctx: Context) -> tuple[list[Interface], str]:
     return interfaces, source
 
 
-#: Errors per packet sent or received since boot (of one interface, one direction).
+def read_stats(ctx: Context, name: str) -> dict[str, int]:
+    """An interface's counters since boot from /sys/class/net/<name>/statistics."""
+    stats = {}
+    for stat in STAT_NAMES:
+        value = read_int(ctx, f"/sys/class/net/{name}/statistics/{stat}")
+        if value is not None:
+            stats[stat] = value
+    return stats
+
+
+def _take_window(ctx: Context, iface: Interface) -> None:
+    """Counters again: what changed since the first read (a counter that went down is left out)."""
+    now = read_stats(ctx, iface.name)
+    iface.window = {
+        k: v - iface.stats[k] for k, v in now.items() if k in iface.stats and v >= iface.stats[k]
+    }
+    changes = read_int(ctx, f"/sys/class/net/{iface.name}/carrier_changes")
+    if changes is not None and iface.carrier_changes is not None:
+        iface.window_carrier_changes = max(0, changes - iface.carrier_changes)
+
+
+def _enough_packets(iface: Interface, min_packets: int) -> bool:
+    """Both directions passed `min_packets` over the window."""
+    return all(iface.window.get(f"{d}_packets", 0) >= min_packets for d in ("rx", "tx"))
+
+
+def _had_trouble(iface: Interface) -> bool:
+    """Errors or drops in either direction over the window so far."""
+    return any(
+        iface.window.get(f"{d}_{kind}", 0) > 0
+        for d in ("rx", "tx")
+        for kind in ("errors", "dropped")
+    )
+
+
+def sample_interfaces(
+    ctx: Context, interfaces: list[Interface], start: float, thresholds: dict[str, Any]
+) -> float:
+    """Read the counters of interfaces carrying traffic again after a window; its length.
+
+    The window lasts `sample_s`, and goes on (up to `max_sample_s`) while an interface that
+    saw errors or drops has not passed `min_packets` each way: a quiet link with trouble
+    needs longer to say anything. Without errors or drops there is nothing to measure, so
+    an idle node's snapshot never waits for the long window.
+    """
+    watched = [i for i in interfaces if i.carries_traffic]
+    budget = max(0.0, ctx.remaining() - 1.0)
+    shortest = min(max(0.0, float(thresholds["sample_s"])), budget)
+    longest = max(shortest, min(float(thresholds["max_sample_s"]), budget))
+    min_packets = int(thresholds["min_packets"])
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= shortest:
+            for iface in watched:
+                _take_window(ctx, iface)
+            undecided = [
+                i for i in watched if _had_trouble(i) and not _enough_packets(i, min_packets)
+            ]
+            if elapsed + 0.001 >= longest or not undecided:
+                return elapsed
+        time.sleep(shortest - elapsed if elapsed < shortest else min(0.1, longest - elapsed))
+
+
+#: Errors per packet sent or received over the window (of one interface, one direction).
 ERROR_RATIO = Band("error_ratio", warn=0.001)
-#: Drops per packet sent or received since boot.
+#: Drops per packet sent or received over the window.
 DROP_RATIO = Band("drop_ratio", warn=0.01)
-#: Carrier changes since the interface was created (two per lost and regained link).
+#: Carrier changes since the interface was created (two per lost and regained link); only
+#: informs, since they may be months old (a switch reboot, a VM migration): a carrier
+#: change during the window warns.
 CARRIER_CHANGES = Band("carrier_changes", warn=10)
 
 #: Link states in which an interface carries no traffic.
 LINK_DOWN = ("down", "lowerlayerdown", "notpresent")
 
 
-def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) -> Result:
-    """Errors and drops per packet, interfaces down that carry addresses, link speed, MTU."""
+def judge_interfaces(
+    interfaces: list[Interface], thresholds: dict[str, Any], window_s: float = 0.0
+) -> Result:
+    """Errors and drops per packet over the window, links down with addresses, speed, MTU."""
     if not interfaces:
         return Result.skipped("no interfaces under /sys/class/net (is /sys mounted?)")
     findings: list[Finding] = []
@@ -204,12 +278,15 @@ def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) ->
                 "virtual": iface.virtual,
                 "carrier_changes": iface.carrier_changes,
                 **iface.stats,
+                "window": {**iface.window, "carrier_changes": iface.window_carrier_changes}
+                if iface.carries_traffic
+                else None,
             }
         )
         if iface.loopback:
             continue
-        findings += _judge_link(iface, thresholds)
-        findings += _error_and_drop_ratios(iface, thresholds)
+        findings += _judge_link(iface, thresholds, window_s)
+        findings += _error_and_drop_ratios(iface, thresholds, window_s)
     findings += _judge_mtus(interfaces)
     active = [i for i in interfaces if not i.loopback and i.operstate == "up" and i.addresses]
     described = "; ".join(
@@ -220,31 +297,44 @@ def judge_interfaces(interfaces: list[Interface], thresholds: dict[str, Any]) ->
     ok = (
         f"{len(interfaces)} interfaces, {len(active)} up with addresses"
         + (f" ({described})" if described else "")
-        + "; errors and drops under thresholds"
+        + f"; errors and drops over {window_s:.1f} s under thresholds (totals since boot "
+        "only inform)"
     )
-    return Result.from_findings(findings, ok=ok, data={"interfaces": rows})
+    return Result.from_findings(
+        findings, ok=ok, data={"interfaces": rows, "window_s": round(window_s, 2)}
+    )
 
 
-def _error_and_drop_ratios(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
-    """Errors and drops per packet since boot, each direction, once enough packets passed."""
+def _error_and_drop_ratios(
+    iface: Interface, thresholds: dict[str, Any], window_s: float
+) -> list[Finding]:
+    """Errors and drops per packet over the window (judged) and since boot (information)."""
     findings = []
+    min_packets, min_events = int(thresholds["min_packets"]), int(thresholds["min_events"])
     for direction in ("rx", "tx"):
-        packets = iface.stats.get(f"{direction}_packets", 0)
-        if packets < int(thresholds["min_packets"]):
-            continue  # ratios over a handful of packets mean nothing
         for kind, band in (("errors", ERROR_RATIO), ("dropped", DROP_RATIO)):
-            count = iface.stats.get(f"{direction}_{kind}", 0)
-            severity = band.grade_count(count / packets, thresholds)
-            if severity:
-                findings.append(_counter_finding(iface, direction, kind, count, packets, severity))
+            key = f"{direction}_{kind}"
+            packets, count = iface.window.get(f"{direction}_packets", 0), iface.window.get(key, 0)
+            # Ratios over a handful of packets or events mean nothing.
+            now = band.grade(count / packets, thresholds) if packets >= min_packets else None
+            if now and count >= min_events:
+                span = f"over {window_s:.1f} s"
+                findings.append(_counter_finding(iface, direction, kind, count, packets, now, span))
+                continue
+            packets, count = iface.stats.get(f"{direction}_packets", 0), iface.stats.get(key, 0)
+            if packets >= min_packets and band.grade_count(count / packets, thresholds):
+                span = f"since boot; information only: not over the {window_s:.1f} s window"
+                findings.append(
+                    _counter_finding(iface, direction, kind, count, packets, Severity.INFO, span)
+                )
     return findings
 
 
-def _judge_link(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
+def _judge_link(iface: Interface, thresholds: dict[str, Any], window_s: float) -> list[Finding]:
     """Down-with-address, flapping carrier and slow negotiated speed."""
     return [
         *_link_down(iface),
-        *_flapping_link(iface, thresholds),
+        *_flapping_link(iface, thresholds, window_s),
         *_slow_link(iface, int(thresholds["min_speed_mbps"])),
     ]
 
@@ -302,22 +392,37 @@ def _no_carrier(iface: Interface) -> Finding:
     )
 
 
-def _flapping_link(iface: Interface, thresholds: dict[str, Any]) -> list[Finding]:
-    """A link lost and regained often: broker and replication connections drop each time."""
+def _flapping_link(iface: Interface, thresholds: dict[str, Any], window_s: float) -> list[Finding]:
+    """A link lost during the window warns; many losses since it was created inform."""
     if iface.carrier_changes is None or not iface.addresses:
         return []
+    remedy = (
+        f"Look at when it happened (`journalctl -k | grep -i '{iface.name}.*link'`); "
+        "replace the cable / transceiver or check the switch port and NIC firmware."
+    )
+    if iface.window_carrier_changes:
+        return [
+            Finding(
+                Severity.WARN,
+                f"{iface.name} lost its link during the {window_s:.1f} s sample "
+                f"({iface.window_carrier_changes} carrier changes): a flapping link drops "
+                "broker and replication connections",
+                remedy,
+                _subject(iface),
+            )
+        ]
     severity = CARRIER_CHANGES.grade_count(iface.carrier_changes, thresholds)
     if severity is None:
         return []
     limit = CARRIER_CHANGES.limit(severity, thresholds)
     return [
         Finding(
-            severity,
+            Severity.INFO,
             f"{iface.name} lost and regained its link {iface.carrier_changes // 2} times "
-            f"since it was created ({iface.carrier_changes} carrier changes >= {limit:g}): "
-            "a flapping link drops broker and replication connections",
-            f"Look at when it happened (`journalctl -k | grep -i '{iface.name}.*link'`); "
-            "replace the cable / transceiver or check the switch port and NIC firmware.",
+            f"since it was created ({iface.carrier_changes} carrier changes >= {limit:g}); "
+            f"information only: none during the {window_s:.1f} s sample, and these may be "
+            "old (a switch reboot, a VM migration)",
+            remedy,
             _subject(iface),
         )
     ]
@@ -346,9 +451,15 @@ def _slow_link(iface: Interface, min_speed: int) -> list[Finding]:
 
 
 def _counter_finding(
-    iface: Interface, direction: str, kind: str, count: int, packets: int, severity: Severity
+    iface: Interface,
+    direction: str,
+    kind: str,
+    count: int,
+    packets: int,
+    severity: Severity,
+    span: str,
 ) -> Finding:
-    """A finding for an error or drop ratio over its threshold (counters since boot)."""
+    """A finding for an error or drop ratio over its threshold, over `span`."""
     pct = 100.0 * count / packets
     word = "received" if direction == "rx" else "sent"
     if kind == "errors":
@@ -366,7 +477,7 @@ def _counter_finding(
         )
     return Finding(
         severity,
-        f"{iface.name}: {count} of {packets} {word} packets {kind} ({pct:.2f}% since boot)",
+        f"{iface.name}: {count} of {packets} {word} packets {kind} ({pct:.2f}% {span})",
         remedy,
         f"/sys/class/net/{iface.name}/statistics/{direction}_{kind}",
     )
@@ -411,16 +522,41 @@ def _judge_mtus(interfaces: list[Interface]) -> list[Finding]:
     id="network.interfaces",
     category="network",
     title="Network interfaces",
-    description="Link state, MTU, speed, error/drop ratios and addresses of every interface.",
+    description=(
+        "Link state, MTU, speed, error/drop ratios over a 0.5-3 s window and addresses of "
+        "every interface."
+    ),
     requires=Requirements(paths=("/sys/class/net",)),
-    timeout_s=6,
+    timeout_s=8,
     bands=(ERROR_RATIO, DROP_RATIO, CARRIER_CHANGES),
-    thresholds={"min_packets": 10000, "min_speed_mbps": 1000},
+    thresholds={
+        "min_packets": 500,
+        "min_events": 5,
+        "min_speed_mbps": 1000,
+        "sample_s": 0.5,
+        "max_sample_s": 3.0,
+    },
+    sampling_s=0.5,
 )
 def network_interfaces(ctx: Context) -> Result:
-    """Interfaces judged on counters since boot, link state and negotiated speed."""
+    """Interfaces judged on counters over a window, link state and negotiated speed.
+
+    Verdicts:
+    - pass: interfaces up with addresses, an empty docker0 bridge down as designed
+      [test_interfaces_pass]
+    - pass: errors, drops and carrier changes since boot (old news), none over the window
+      [test_interfaces_old_counters_since_boot_inform]
+    - pass: jumbo frames and differing MTUs (pointed out, not judged)
+      [test_interfaces_mtu_mismatch_and_jumbo_are_info]
+    - warn: receive errors or send drops over the window, the link lost during it
+      [test_interfaces_errors_over_the_window_warn]
+    - warn: an interface with addresses whose link is down or that is admin down; a link
+      negotiated at 100 Mb/s [test_interfaces_warn]
+    """
+    start = time.monotonic()
     interfaces, source = read_interfaces(ctx)
-    result = judge_interfaces(interfaces, ctx.thresholds)
+    window_s = sample_interfaces(ctx, interfaces, start, ctx.thresholds)
+    result = judge_interfaces(interfaces, ctx.thresholds, window_s)
     result.data["addresses_from"] = source
     return result
 
@@ -618,5 +754,13 @@ def _route_rows(facts: RouteFacts) -> list[dict[str, Any]]:
     timeout_s=5,
 )
 def network_routes(ctx: Context) -> Result:
-    """Default routes from /proc/net/route and /proc/net/ipv6_route."""
+    """Default routes from /proc/net/route and /proc/net/ipv6_route.
+
+    Verdicts:
+    - pass: IPv4 and IPv6 default routes via a live eth0 [test_routes_pass]
+    - warn: no default route in either family (object storage, remote clients unreachable)
+      [test_routes_without_default_warn]
+    - warn: the default route uses an interface whose link is down
+      [test_routes_default_via_down_link_warns]
+    """
     return judge_routes(read_routes(ctx), ctx.thresholds)

@@ -126,7 +126,17 @@ def judge_conntrack(facts: ConntrackFacts, thresholds: dict[str, Any]) -> Result
     bands=(CONNTRACK_PCT,),
 )
 def network_conntrack(ctx: Context) -> Result:
-    """Fill of the netfilter connection tracking table."""
+    """Fill of the netfilter connection tracking table.
+
+    Verdicts:
+    - pass: 1000 of 262144 entries [test_conntrack_verdicts]
+    - pass: drops and failed inserts since boot (information only)
+      [test_conntrack_stat_drops_are_info]
+    - warn: the table 80% full [test_conntrack_verdicts]
+    - fail: the table 95% full: new connections are about to be dropped
+      [test_conntrack_verdicts]
+    - skipped: nf_conntrack not loaded [test_conntrack_skipped_when_not_loaded]
+    """
     facts = read_conntrack(ctx)
     if facts is None:
         return Result.skipped(
@@ -663,7 +673,20 @@ def _port_findings(pv: PortVerdict, name: str) -> list[Finding]:
     thresholds={"broker_ports": DEFAULT_BROKER_PORTS},
 )
 def network_firewall(ctx: Context) -> Result:
-    """Save the ruleset; judge input policies and rules touching the broker ports."""
+    """Save the ruleset; judge input policies and rules touching the broker ports.
+
+    Verdicts:
+    - pass: an input chain that accepts the broker ports
+      [test_firewall_accepting_ruleset_passes]
+    - pass: a drop policy or a source allow-list in front of broker ports (informs: a
+      conditional rule may admit the clients)
+      [test_firewall_policy_drop_and_source_restriction_are_info]
+    - pass: no firewall rules loaded [test_firewall_empty_and_unreadable]
+    - warn: a rule rejecting or dropping new connections to a broker port
+      [test_firewall_drop_on_broker_port_warns]
+    - skipped: neither nft nor iptables-save installed
+      [test_firewall_skipped_without_tools]
+    """
     if not (shutil.which("nft") or shutil.which("iptables-save")):
         return Result.skipped("neither `nft` nor `iptables-save` is installed")
     ports = read_broker_ports(ctx, FIREWALL_PORTS_KEY)

@@ -412,6 +412,21 @@ def judge_listening(
     thresholds={"broker_ports": DEFAULT_BROKER_PORTS, "broker_process": "iggy-server"},
 )
 def network_listening(ctx: Context) -> Result:
-    """Listening sockets from /proc/net, owners from /proc/PID/fd; ports from server.toml."""
+    """Listening sockets from /proc/net, owners from /proc/PID/fd; ports from server.toml.
+
+    Verdicts:
+    - pass: the broker on all its default ports, some on loopback only (informs)
+      [test_listening_broker_on_all_ports_passes]
+    - pass: the TCP transport moved to 9999 in server.toml and listening there
+      [test_listening_moved_port_listening_passes]
+    - pass: no broker process on the node, nothing of it listening
+      [test_listening_without_broker_is_informational]
+    - warn: a port from the threshold list not listening while the broker runs
+      [test_listening_missing_port_warns]
+    - warn: a broker port held by another process
+      [test_listening_port_held_by_another_process_warns]
+    - fail: a port the broker's server.toml enables not listening while it runs
+      [test_listening_ports_come_from_the_iggy_config]
+    """
     facts = read_listening(ctx, str(ctx.thresholds["broker_process"]))
     return judge_listening(facts, ctx.thresholds, read_broker_ports(ctx, LISTENING_PORTS_KEY))

@@ -362,7 +362,22 @@ def _ndots_with_search(conf: ResolvConf) -> list[Finding]:
     thresholds={"timeout_ms": 3000},
 )
 def network_dns(ctx: Context) -> Result:
-    """Read resolv.conf and resolve the configured names with a timeout."""
+    """Read resolv.conf and resolve the configured names with a timeout.
+
+    Verdicts:
+    - pass: two nameservers, localhost resolves; ndots:5 with search domains only informs
+      [test_dns_resolves_localhost]
+    - pass: no names configured, a resolv.conf with a nameserver
+      [test_dns_without_names_judges_resolv_conf_only]
+    - pass: the 127.0.0.53 stub with systemd-resolved's upstream servers present
+      [test_dns_stub_resolver]
+    - warn: a configured name resolving in 900 ms [test_dns_lookup_verdicts]
+    - warn: the 127.0.0.53 stub while systemd-resolved does not run [test_dns_stub_resolver]
+    - fail: a configured name that does not resolve, or not in time
+      [test_dns_lookup_verdicts]
+    - fail: /etc/resolv.conf missing, or a dangling symlink
+      [test_dns_missing_or_dangling_resolv_conf_fails]
+    """
     names = list(ctx.config.checks.network.dns_names)
     facts = read_dns(ctx, names, float(ctx.thresholds["timeout_ms"]) / 1000)
     return judge_dns(facts, ctx.thresholds)
@@ -500,7 +515,17 @@ def judge_reachability(probes: list[Probe], bad: list[str], thresholds: dict[str
     thresholds={"timeout_ms": 3000},
 )
 def network_reachability(ctx: Context) -> Result:
-    """Connect to the configured endpoints only (never anything else)."""
+    """Connect to the configured endpoints only (never anything else).
+
+    Verdicts:
+    - pass: a configured endpoint (a real listener on 127.0.0.1) accepts the connection
+      [test_reachability_pass]
+    - warn: a configured endpoint connecting in 812 ms
+      [test_reachability_slow_warns_and_none_configured_skips]
+    - fail: a configured endpoint refusing the connection [test_reachability_refused_fails]
+    - skipped: no endpoints configured
+      [test_reachability_slow_warns_and_none_configured_skips]
+    """
     configured = list(ctx.config.checks.network.endpoints)
     if not configured:
         return Result.skipped(

@@ -1,16 +1,20 @@
 """network.tcp: socket states, retransmissions and accept-queue overflows.
 
 Socket states come from /proc/net/tcp[6]. The kernel's TCP counters (/proc/net/snmp,
-/proc/net/netstat) are sampled over half a second, so retransmissions and listen-queue
-overflows are judged on what happens now; their totals since boot only inform.
+/proc/net/netstat) are sampled over a window of at least half a second, stretched (up to
+`max_sample_s`) until enough segments were sent to judge a retransmit rate, so a quiet
+node with real loss is judged too. The broker's own connections (those on its TCP ports)
+are sampled with `ss -ti` at both ends of the same window. Totals since boot, and each
+connection's totals since it opened, only inform.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +23,12 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
+from snapshot_agent.node.ports import (
+    DEFAULT_BROKER_PORTS,
+    BrokerPorts,
+    read_broker_ports,
+    threshold_key,
+)
 from snapshot_agent.node.procfs import (
     TCP_LISTEN,
     TCP_STATES,
@@ -28,6 +38,16 @@ from snapshot_agent.node.procfs import (
     parse_snmp,
     parse_socket_line,
 )
+
+#: Where this check's `broker_ports` threshold lives in the agent config.
+PORTS_KEY = threshold_key("network.tcp")
+#: How often the counters are read while the window stretches to reach `min_segments`.
+POLL_S = 0.1
+#: Seconds of the check's time kept for `ss` and judging after the window.
+RESERVE_S = 2.0
+SS_TIMEOUT_S = 3.0
+#: A window this close to its longest is long enough (no sleeping for microseconds).
+CLOCK_SLACK_S = 0.001
 
 
 @dataclass
@@ -84,6 +104,181 @@ def read_counters(ctx: Context) -> Counters:
     )
 
 
+@dataclass(frozen=True)
+class Retransmits:
+    """Segments sent and retransmitted over one span: a sampling window, or a lifetime."""
+
+    sent: int
+    retransmitted: int
+
+    @property
+    def pct(self) -> float:
+        """Retransmitted segments in % of segments sent (0 when nothing was sent)."""
+        return 100.0 * self.retransmitted / self.sent if self.sent else 0.0
+
+    def describe(self) -> str:
+        """'12 of 200 segments'."""
+        return f"{self.retransmitted} of {self.sent} segments"
+
+    def __add__(self, other: Retransmits) -> Retransmits:
+        return Retransmits(self.sent + other.sent, self.retransmitted + other.retransmitted)
+
+
+# -- the broker's connections, as `ss -ti` shows them ------------------------------------
+
+_SEGS_OUT = re.compile(r"(?<!\w)segs_out:(\d+)")
+_RETRANS = re.compile(r"(?<!\w)retrans:(\d+)/(\d+)")
+_LOST = re.compile(r"(?<!\w)lost:(\d+)")
+
+
+@dataclass(frozen=True)
+class TcpConnection:
+    """One connection as `ss -ti` prints it: its addresses and counters since it opened."""
+
+    local: str
+    peer: str
+    segs_out: int = 0  # segments sent since it opened (segs_out), retransmissions included
+    retrans_total: int = 0  # Y of `retrans:X/Y`: segments retransmitted since it opened
+    retrans_unacked: int = 0  # X of `retrans:X/Y`: retransmitted, not acknowledged yet
+    lost: int = 0  # segments the kernel currently considers lost
+
+    @property
+    def lifetime(self) -> Retransmits:
+        """Sent and retransmitted since the connection opened (informs, never judged)."""
+        return Retransmits(self.segs_out, self.retrans_total)
+
+    @property
+    def local_port(self) -> int | None:
+        """The port of the local end ('[::ffff:10.0.0.2]:8090' -> 8090)."""
+        return parse_int(self.local.rpartition(":")[2])
+
+
+def parse_ss_info(text: str) -> list[TcpConnection]:
+    """`ss -H -tin` output: each socket line and its indented tcp_info line -> connections.
+
+    The State column is absent when a state filter selects a single state; `ss` leaves
+    `retrans:X/Y` out while a connection never retransmitted (0/0).
+    """
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace():
+            if blocks:
+                blocks[-1].append(line)
+        else:
+            blocks.append([line])
+    found = (_connection(block[0].split(), " ".join(block)) for block in blocks)
+    return [conn for conn in found if conn is not None]
+
+
+def _connection(fields: list[str], text: str) -> TcpConnection | None:
+    """One socket block ('ESTAB 0 0 10.0.0.2:8090 10.0.0.7:51234' + tcp_info), or None."""
+    if fields and not fields[0].isdigit():
+        fields = fields[1:]  # the State column
+    if len(fields) < 4 or not (fields[0].isdigit() and fields[1].isdigit()):
+        return None
+    local, peer = fields[2], fields[3]
+    if ":" not in local or ":" not in peer:
+        return None
+    segs, retrans, lost = _SEGS_OUT.search(text), _RETRANS.search(text), _LOST.search(text)
+    return TcpConnection(
+        local,
+        peer,
+        segs_out=int(segs[1]) if segs else 0,
+        retrans_total=int(retrans[2]) if retrans else 0,
+        retrans_unacked=int(retrans[1]) if retrans else 0,
+        lost=int(lost[1]) if lost else 0,
+    )
+
+
+@dataclass(frozen=True)
+class ConnectionWindow:
+    """One broker connection and what it sent and retransmitted over the window."""
+
+    conn: TcpConnection
+    window: Retransmits
+
+
+def connection_windows(
+    before: Sequence[TcpConnection], after: Sequence[TcpConnection]
+) -> list[ConnectionWindow]:
+    """Each connection of the later sample with its counts over the window.
+
+    A connection missing from the earlier sample opened during the window, so all it sent
+    counts; one whose counters went down is a new connection on the same addresses.
+    """
+    earlier = {(c.local, c.peer): c for c in before}
+    out = []
+    for conn in after:
+        start = earlier.get((conn.local, conn.peer))
+        if (
+            start is None
+            or conn.segs_out < start.segs_out
+            or conn.retrans_total < start.retrans_total
+        ):
+            start = TcpConnection(conn.local, conn.peer)
+        window = Retransmits(
+            conn.segs_out - start.segs_out, conn.retrans_total - start.retrans_total
+        )
+        out.append(ConnectionWindow(conn, window))
+    return out
+
+
+@dataclass
+class BrokerConnections:
+    """The connections on the broker's TCP ports at both ends of the window (`ss -ti`)."""
+
+    ports: BrokerPorts
+    before: list[TcpConnection] = field(default_factory=list)
+    after: list[TcpConnection] = field(default_factory=list)
+    started: float = 0.0  # time.monotonic() of the first `ss` sample
+    window_s: float = 0.0  # between the two `ss` samples
+    problem: str = ""  # why `ss` gave nothing usable; '' when it did
+
+    def tcp_ports(self) -> list[int]:
+        """The broker's TCP port numbers (QUIC is UDP: `ss -t` has nothing to say about it)."""
+        return list(dict.fromkeys(port for proto, port in self.ports.ports if proto == "tcp"))
+
+    def describe_ports(self) -> str:
+        """'tcp/8090, tcp/3000'."""
+        return ", ".join(f"tcp/{port}" for port in self.tcp_ports()) or "no TCP ports"
+
+    def windows(self) -> list[ConnectionWindow]:
+        """Each connection of the later sample with its counts over the window."""
+        return connection_windows(self.before, self.after)
+
+    def total(self) -> Retransmits:
+        """All the broker's connections together, over the window."""
+        return sum((w.window for w in self.windows()), Retransmits(0, 0))
+
+
+def ss_filter(ports: Sequence[int]) -> str:
+    """'( sport = :8090 or sport = :3000 )': connections whose local end is a broker port."""
+    return "( " + " or ".join(f"sport = :{port}" for port in ports) + " )"
+
+
+def read_broker_connections(
+    ctx: Context, ports: Sequence[int], save_as: str
+) -> tuple[list[TcpConnection], str]:
+    """Connections on `ports` with their tcp_info (`ss -H -tin`): (connections, problem)."""
+    if not ports:
+        return [], ""
+    res = ctx.run(["ss", "-H", "-tin", ss_filter(ports)], timeout_s=SS_TIMEOUT_S, save_as=save_as)
+    if not res.ok:
+        return [], res.explain(200)
+    wanted = set(ports)
+    return [c for c in parse_ss_info(res.stdout) if c.local_port in wanted], ""
+
+
+def ss_usable(ctx: Context) -> bool:
+    """`ss` describes this machine's sockets, so it is asked only when the checks look here."""
+    return ctx.live and shutil.which("ss") is not None
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
 @dataclass
 class TcpFacts:
     """Socket states plus counters at the start and end of a short sample."""
@@ -91,10 +286,22 @@ class TcpFacts:
     tally: TcpTally
     before: Counters
     after: Counters
-    sample_s: float
+    sample_s: float  # the window the counters' rates cover
     port_range: int | None = None  # size of net.ipv4.ip_local_port_range
     tables_read: int = 0
     queues: list[ListenQueue] | None = None  # from `ss -ltn`; None when not available
+    broker: BrokerConnections | None = None  # None when `ss` was not asked (fixture tree)
+
+    def window(self) -> Retransmits | None:
+        """Node-wide RetransSegs per OutSegs over the window; None when not measurable."""
+        sent = _delta(self.before.out_segs, self.after.out_segs)
+        retransmitted = _delta(self.before.retrans_segs, self.after.retrans_segs)
+        return None if sent is None or retransmitted is None else Retransmits(sent, retransmitted)
+
+    def since_boot(self) -> Retransmits | None:
+        """Node-wide totals since boot (information only)."""
+        out, ret = self.after.out_segs, self.after.retrans_segs
+        return None if out is None or ret is None else Retransmits(out, ret)
 
 
 @dataclass(frozen=True)
@@ -119,8 +326,44 @@ def parse_ss_listen(text: str) -> list[ListenQueue]:
     return out
 
 
-def read_tcp(ctx: Context, sample_s: float) -> TcpFacts:
-    """Count sockets while the counters sample runs (at most `sample_s`)."""
+def window_bounds(ctx: Context, thresholds: dict[str, Any]) -> tuple[float, float]:
+    """(shortest, longest) window: `sample_s`, stretched up to `max_sample_s`, in the time left."""
+    budget = max(0.0, ctx.remaining() - RESERVE_S)
+    shortest = min(max(0.0, float(thresholds["sample_s"])), budget)
+    longest = min(max(shortest, float(thresholds["max_sample_s"])), budget)
+    return shortest, max(shortest, longest)
+
+
+def sample_counters(
+    ctx: Context, before: Counters, start: float, bounds: tuple[float, float], min_segments: int
+) -> tuple[Counters, float]:
+    """Counters at the end of the window, and its length.
+
+    The window lasts `shortest` seconds, and goes on (up to `longest`) while fewer than
+    `min_segments` were sent and some were resent: a quiet node with loss needs longer to
+    say anything about its rate. With nothing resent there is no loss to measure, so an
+    idle node's snapshot never waits for the long window.
+    """
+    shortest, longest = bounds
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= shortest:
+            after = read_counters(ctx)
+            sent = _delta(before.out_segs, after.out_segs)
+            resent = _delta(before.retrans_segs, after.retrans_segs)
+            if (
+                sent is None
+                or sent >= min_segments
+                or not resent
+                or elapsed + CLOCK_SLACK_S >= longest
+            ):
+                return after, elapsed
+        time.sleep(shortest - elapsed if elapsed < shortest else min(POLL_S, longest - elapsed))
+
+
+def read_tcp(ctx: Context, thresholds: dict[str, Any]) -> TcpFacts:
+    """Count sockets and sample the counters (and the broker's connections) over a window."""
+    broker = _start_broker_sample(ctx) if ss_usable(ctx) else None
     start = time.monotonic()
     before = read_counters(ctx)
     tally = TcpTally()
@@ -129,21 +372,43 @@ def read_tcp(ctx: Context, sample_s: float) -> TcpFacts:
         if ctx.path(f"/proc/net/{proto}").exists():
             tally_tcp(iter_lines(ctx, f"/proc/net/{proto}"), proto, tally)
             read += 1
-    rest = sample_s - (time.monotonic() - start)
-    if rest > 0:
-        time.sleep(rest)
-    after = read_counters(ctx)
-    span = time.monotonic() - start if sample_s > 0 else 0.0
-    rng = (ctx.read_optional("/proc/sys/net/ipv4/ip_local_port_range") or "").split()
-    size = (
-        int(rng[1]) - int(rng[0]) + 1 if len(rng) == 2 and all(x.isdigit() for x in rng) else None
-    )
-    facts = TcpFacts(tally, before, after, span, size, read)
-    if ctx.live and shutil.which("ss"):
+    bounds = window_bounds(ctx, thresholds)
+    after, span = sample_counters(ctx, before, start, bounds, int(thresholds["min_segments"]))
+    if broker is not None:
+        _finish_broker_sample(ctx, broker)
+    facts = TcpFacts(tally, before, after, span, _port_range(ctx), read, broker=broker)
+    if ss_usable(ctx):
         res = ctx.run(["ss", "-H", "-ltn"], timeout_s=3, save_as="ss-ltn.txt")
         if res.ok:
             facts.queues = parse_ss_listen(res.stdout)
     return facts
+
+
+def _port_range(ctx: Context) -> int | None:
+    """How many local ports net.ipv4.ip_local_port_range gives; None when unreadable."""
+    rng = (ctx.read_optional("/proc/sys/net/ipv4/ip_local_port_range") or "").split()
+    if len(rng) == 2 and all(x.isdigit() for x in rng):
+        return int(rng[1]) - int(rng[0]) + 1
+    return None
+
+
+def _start_broker_sample(ctx: Context) -> BrokerConnections:
+    """The broker's ports and its connections' counters at the start of the window."""
+    sample = BrokerConnections(read_broker_ports(ctx, PORTS_KEY), started=time.monotonic())
+    sample.before, sample.problem = read_broker_connections(
+        ctx, sample.tcp_ports(), "ss-ti-before.txt"
+    )
+    return sample
+
+
+def _finish_broker_sample(ctx: Context, sample: BrokerConnections) -> None:
+    """The broker's connections' counters at the end of the window."""
+    if sample.problem or not sample.tcp_ports():
+        return
+    sample.window_s = time.monotonic() - sample.started
+    sample.after, sample.problem = read_broker_connections(
+        ctx, sample.tcp_ports(), "ss-ti-after.txt"
+    )
 
 
 def _delta(a: int | None, b: int | None) -> int | None:
@@ -155,8 +420,24 @@ def _delta(a: int | None, b: int | None) -> int | None:
 CLOSE_WAIT = Band("close_wait", warn=100)
 #: Half-open connections (SYN_RECV and NEW_SYN_RECV).
 SYN_RECV = Band("syn_recv", warn=500)
-#: Retransmitted segments in % of segments sent (over the sample).
+#: Retransmitted segments in % of segments sent, over the window (node-wide, and on the
+#: broker's connections); judged once `min_segments` were sent and `min_retrans` resent.
 RETRANS_PCT = Band("retrans_pct", warn=1.0, fail=5.0)
+
+
+def retransmit_grade(r: Retransmits | None, thresholds: dict[str, Any]) -> Severity | None:
+    """The band's verdict once enough was sent and resent to mean something; else None.
+
+    A handful of segments cannot make a verdict: one tail-loss probe among 20 segments
+    would be 5 %.
+    """
+    if (
+        r is None
+        or r.sent < int(thresholds["min_segments"])
+        or r.retransmitted < int(thresholds["min_retrans"])
+    ):
+        return None
+    return RETRANS_PCT.grade(r.pct, thresholds)
 
 
 def judge_tcp(facts: TcpFacts, thresholds: dict[str, Any]) -> Result:
@@ -167,18 +448,17 @@ def judge_tcp(facts: TcpFacts, thresholds: dict[str, Any]) -> Result:
         *_close_wait_pileup(facts, thresholds),
         *_syn_recv_flood(facts, thresholds),
         *_judge_retransmits(facts, thresholds),
+        *_judge_broker_connections(facts, thresholds),
         *_judge_listen_queues(facts),
         *_time_wait_ports(facts, thresholds),
     ]
     states = facts.tally.states
-    ratio = _retrans_ratio(facts, int(thresholds["min_segments"]))
-    retrans = f", retransmits {ratio[0]:.2f}% ({ratio[1]})" if ratio else ""
     ok = (
         f"{sum(states.values())} TCP sockets ({states.get('ESTABLISHED', 0)} established, "
-        f"{states.get('TIME_WAIT', 0)} time-wait, {states.get('CLOSE_WAIT', 0)} close-wait)"
-        f"{retrans}"
+        f"{states.get('TIME_WAIT', 0)} time-wait, {states.get('CLOSE_WAIT', 0)} close-wait); "
+        + _retransmit_summary(facts, thresholds)
     )
-    return Result.from_findings(findings, ok=ok, data=_tcp_data(facts))
+    return Result.from_findings(findings, ok=ok, data=_tcp_data(facts, thresholds))
 
 
 def _close_wait_pileup(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
@@ -245,8 +525,171 @@ def _time_wait_ports(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Findin
     ]
 
 
-def _tcp_data(facts: TcpFacts) -> dict[str, Any]:
-    """Socket states, CLOSE_WAIT by port, listeners' accept queues and the counters."""
+RETRANS_REMEDY = (
+    "Retransmissions mean packet loss or congestion between this node and its peers; for "
+    "the broker each loss stalls a produce or poll by at least one retransmit timeout "
+    "(200 ms or more on a quiet connection). Look at `nstat -az TcpRetransSegs "
+    "TcpExtTCPLostRetransmit TcpExtTCPTimeouts`, `ss -ti` (per-connection retrans), "
+    "interface errors/drops (network.interfaces), and the switch/VPC side."
+)
+
+BROKER_RETRANS_REMEDY = (
+    "The broker's own connections are losing segments: every loss on a quiet connection "
+    "waits for a retransmit timeout (200 ms or more), so produce and poll latency jump and "
+    "clients may time out and reconnect. If only some peers lose, look at their path "
+    "(client network, NAT, VPN, MTU); if all do, look at this node: interface errors and "
+    "drops (network.interfaces), the NIC and the switch/VPC side. `ss -ti '( sport = :8090 "
+    ")'` shows retrans:unacked/total per connection."
+)
+
+
+def _judge_retransmits(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """The node's retransmit rate over the window; the rate since boot only informs."""
+    window = facts.window()
+    severity = retransmit_grade(window, thresholds)
+    if severity and window:
+        limit = RETRANS_PCT.limit(severity, thresholds)
+        return [
+            Finding(
+                severity,
+                f"{window.pct:.2f}% of TCP segments retransmitted over {facts.sample_s:.1f} s "
+                f"({window.describe()}), >= {limit:g}%",
+                RETRANS_REMEDY,
+                "/proc/net/snmp",
+            )
+        ]
+    boot = facts.since_boot()
+    if retransmit_grade(boot, thresholds) and boot:
+        return [
+            Finding(
+                Severity.INFO,
+                f"{boot.pct:.2f}% of TCP segments retransmitted since boot ({boot.describe()}); "
+                f"information only: what is judged is the rate over the {facts.sample_s:.1f} s "
+                "window",
+                RETRANS_REMEDY,
+                "/proc/net/snmp",
+            )
+        ]
+    return []
+
+
+def _judge_broker_connections(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Retransmits on the broker's connections over the window, together and one by one."""
+    broker = facts.broker
+    if broker is None:
+        return []
+    findings = list(broker.ports.findings)
+    if broker.problem:
+        findings.append(_broker_not_sampled(broker))
+        return findings
+    windows = broker.windows()
+    grades = [retransmit_grade(broker.total(), thresholds)]
+    grades += [retransmit_grade(w.window, thresholds) for w in windows]
+    severity = _worst(grades)
+    if severity:
+        findings.append(_broker_loss(broker, windows, severity, thresholds))
+    else:
+        findings += _broker_past_loss(broker, thresholds)
+    return findings
+
+
+def _worst(grades: Iterable[Severity | None]) -> Severity | None:
+    """FAIL over WARN over nothing."""
+    found = set(grades)
+    return next((s for s in (Severity.FAIL, Severity.WARN) if s in found), None)
+
+
+def _broker_loss(
+    broker: BrokerConnections,
+    windows: list[ConnectionWindow],
+    severity: Severity,
+    thresholds: dict[str, Any],
+) -> Finding:
+    """The broker's connections retransmitting over the window, worst peers named."""
+    total = broker.total()
+    lossy = sorted(
+        (w for w in windows if w.window.retransmitted),
+        key=lambda w: (w.window.pct, w.window.retransmitted),
+        reverse=True,
+    )
+    worst = ", ".join(
+        f"{w.conn.local} <- {w.conn.peer} {w.window.pct:.1f}% ({w.window.describe()})"
+        for w in lossy[:3]
+    )
+    return Finding(
+        severity,
+        f"the broker's TCP connections retransmit over {broker.window_s:.1f} s: {worst} "
+        f"(all {len(windows)} connections on {broker.describe_ports()}: {total.pct:.2f}%, "
+        f"{total.describe()}), >= {RETRANS_PCT.limit(severity, thresholds):g}%",
+        BROKER_RETRANS_REMEDY,
+        "ss -ti",
+    )
+
+
+def _broker_past_loss(broker: BrokerConnections, thresholds: dict[str, Any]) -> list[Finding]:
+    """Broker connections that retransmitted a lot since they opened (information only)."""
+    lossy = [c for c in broker.after if retransmit_grade(c.lifetime, thresholds)]
+    if not lossy:
+        return []
+    worst = max(lossy, key=lambda c: c.lifetime.pct)
+    return [
+        Finding(
+            Severity.INFO,
+            f"{len(lossy)} of the broker's connections retransmitted since they opened (worst "
+            f"{worst.peer}: {worst.lifetime.pct:.2f}%, {worst.lifetime.describe()}); "
+            f"information only: what is judged is the {broker.window_s:.1f} s window",
+            BROKER_RETRANS_REMEDY,
+            "ss -ti",
+        )
+    ]
+
+
+def _broker_not_sampled(broker: BrokerConnections) -> Finding:
+    """`ss` failed: the broker's connections were not looked at, and that is said."""
+    return Finding(
+        Severity.INFO,
+        f"the broker's connections on {broker.describe_ports()} were not sampled: {broker.problem}",
+        "Run `ss -tin` by hand; without it only the node-wide retransmit rate is judged.",
+        "ss -ti",
+    )
+
+
+def _retransmit_summary(facts: TcpFacts, thresholds: dict[str, Any]) -> str:
+    """What was measured over what window, for the summary of a node that passes."""
+    parts = ["retransmits " + _rate_text(facts.window(), facts.sample_s, thresholds)]
+    broker = facts.broker
+    if broker is not None and not broker.problem and broker.tcp_ports():
+        if broker.after:
+            rate = _rate_text(broker.total(), broker.window_s, thresholds)
+            parts.append(
+                f"broker connections on {broker.describe_ports()} {rate}, "
+                f"{len(broker.after)} connections"
+            )
+        else:
+            parts.append(f"no broker connections on {broker.describe_ports()}")
+    boot = facts.since_boot()
+    if boot is not None and boot.sent:
+        parts.append(f"since boot {boot.pct:.2f}% (information only)")
+    return "; ".join(parts)
+
+
+def _rate_text(r: Retransmits | None, seconds: float, thresholds: dict[str, Any]) -> str:
+    """'0.10% over 0.5 s (3 of 3000 segments)', or why the rate was not judged."""
+    if r is None:
+        return "not measured (no readable /proc/net/snmp counters)"
+    min_segments = int(thresholds["min_segments"])
+    if r.sent < min_segments:
+        return (
+            f"not judged: {r.sent} segments sent over {seconds:.1f} s (fewer than {min_segments})"
+        )
+    text = f"{r.pct:.2f}% over {seconds:.1f} s ({r.describe()})"
+    if RETRANS_PCT.grade(r.pct, thresholds) and r.retransmitted < int(thresholds["min_retrans"]):
+        text += f", too few retransmits to judge (fewer than {thresholds['min_retrans']})"
+    return text
+
+
+def _tcp_data(facts: TcpFacts, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Socket states, CLOSE_WAIT by port, listeners, retransmits and the counters."""
     return {
         "states": dict(sorted(facts.tally.states.items())),
         "close_wait_by_port": [
@@ -261,6 +704,8 @@ def _tcp_data(facts: TcpFacts) -> dict[str, Any]:
             {"address": s.local, "accept_queue": s.rx_queue, "backlog": None}
             for s in facts.tally.listeners[:MAX_ROWS]
         ],
+        "retransmits": _retransmit_data(facts.window(), facts.sample_s, thresholds),
+        "broker_connections": _broker_data(facts.broker, thresholds),
         "counters": {
             "out_segs": facts.after.out_segs,
             "retrans_segs": facts.after.retrans_segs,
@@ -271,52 +716,53 @@ def _tcp_data(facts: TcpFacts) -> dict[str, Any]:
     }
 
 
-RETRANS_REMEDY = (
-    "Retransmissions mean packet loss or congestion between this node and its peers: "
-    "`nstat -az TcpRetransSegs TcpExtTCPLostRetransmit`, `ss -ti` (per-connection "
-    "retrans), interface errors/drops (network.interfaces), and the switch/VPC side."
-)
+def _retransmit_data(
+    r: Retransmits | None, seconds: float, thresholds: dict[str, Any]
+) -> dict[str, Any]:
+    """One rate as data: over what window, how much, and whether it was enough to judge."""
+    if r is None:
+        return {"window_s": round(seconds, 2), "sent": None, "retransmitted": None}
+    return {
+        "window_s": round(seconds, 2),
+        "sent": r.sent,
+        "retransmitted": r.retransmitted,
+        "pct": round(r.pct, 3),
+        "judged": r.sent >= int(thresholds["min_segments"])
+        and r.retransmitted >= int(thresholds["min_retrans"]),
+    }
 
 
-def _retrans_ratio(facts: TcpFacts, min_segs: int) -> tuple[float, str] | None:
-    """Retransmitted / sent segments over the sample, else since boot; None when unknown."""
-    out = _delta(facts.before.out_segs, facts.after.out_segs)
-    ret = _delta(facts.before.retrans_segs, facts.after.retrans_segs)
-    if out and ret is not None and out >= max(1, min_segs):
-        return 100.0 * ret / out, f"{ret}/{out} segments in {facts.sample_s:.1f} s"
-    total_out, total_ret = facts.after.out_segs, facts.after.retrans_segs
-    if total_out and total_ret is not None:
-        return 100.0 * total_ret / total_out, "since boot"
-    return None
-
-
-def _judge_retransmits(facts: TcpFacts, thresholds: dict[str, Any]) -> list[Finding]:
-    """Judge the sampled ratio; the ratio since boot only informs (it may be old news)."""
-    min_segs = int(thresholds["min_segments"])
-    out = _delta(facts.before.out_segs, facts.after.out_segs)
-    ret = _delta(facts.before.retrans_segs, facts.after.retrans_segs)
-    if out is not None and ret is not None and out >= min_segs:
-        pct = 100.0 * ret / out
-        severity = RETRANS_PCT.grade(pct, thresholds)
-        if severity is None:
-            return []
-        msg = f"{pct:.2f}% of TCP segments retransmitted ({ret} of {out} in {facts.sample_s:.1f} s)"
-        limit = RETRANS_PCT.limit(severity, thresholds)
-        return [Finding(severity, f"{msg}, >= {limit:g}%", RETRANS_REMEDY, "/proc/net/snmp")]
-    total_out, total_ret = facts.after.out_segs, facts.after.retrans_segs
-    if total_out and total_ret is not None and total_out >= min_segs:
-        pct = 100.0 * total_ret / total_out
-        if RETRANS_PCT.grade(pct, thresholds):
-            return [
-                Finding(
-                    Severity.INFO,
-                    f"{pct:.2f}% of TCP segments retransmitted since boot (too little "
-                    "traffic during the sample to say whether it is happening now)",
-                    RETRANS_REMEDY,
-                    "/proc/net/snmp",
-                )
-            ]
-    return []
+def _broker_data(
+    broker: BrokerConnections | None, thresholds: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The broker's connections over the window, worst first; lifetime totals inform."""
+    if broker is None:
+        return None
+    windows = sorted(
+        broker.windows(),
+        key=lambda w: (w.window.retransmitted, w.conn.retrans_total),
+        reverse=True,
+    )
+    return {
+        "ports": broker.tcp_ports(),
+        "ports_from": broker.ports.origin,
+        "problem": broker.problem or None,
+        **_retransmit_data(broker.total(), broker.window_s, thresholds),
+        "connections": [
+            {
+                "local": w.conn.local,
+                "peer": w.conn.peer,
+                "sent_in_window": w.window.sent,
+                "retransmitted_in_window": w.window.retransmitted,
+                "sent_since_open": w.conn.segs_out,
+                "retransmitted_since_open": w.conn.retrans_total,
+                "retransmits_unacked": w.conn.retrans_unacked,
+                "lost": w.conn.lost,
+            }
+            for w in windows[:MAX_ROWS]
+        ],
+        "connections_left_out": max(0, len(windows) - MAX_ROWS),
+    }
 
 
 def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
@@ -348,7 +794,7 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
             Finding(
                 Severity.INFO,
                 f"{facts.after.listen_overflows} listen queue overflows since boot (none "
-                "during the sample)",
+                f"over the {facts.sample_s:.1f} s window; information only)",
                 remedy,
                 "/proc/net/netstat",
             )
@@ -371,13 +817,47 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
     id="network.tcp",
     category="network",
     title="TCP health",
-    description="Socket states, retransmission ratio and accept-queue overflows (0.5 s sample).",
-    timeout_s=6,
+    description=(
+        "Socket states, the retransmit rate over a 0.5-3 s window (node-wide and on the "
+        "broker's connections) and accept-queue overflows."
+    ),
+    timeout_s=8,
     bands=(CLOSE_WAIT, SYN_RECV, RETRANS_PCT),
-    thresholds={"min_segments": 1000, "time_wait_pct": 50.0, "sample_s": 0.5},
+    thresholds={
+        "min_segments": 100,
+        "min_retrans": 5,
+        "time_wait_pct": 50.0,
+        "sample_s": 0.5,
+        "max_sample_s": 3.0,
+        "broker_ports": DEFAULT_BROKER_PORTS,
+    },
     sampling_s=0.5,
 )
 def network_tcp(ctx: Context) -> Result:
-    """Socket state counts and TCP counters sampled over a short interval."""
-    sample = min(0.5, max(0.0, float(ctx.thresholds["sample_s"])))
-    return judge_tcp(read_tcp(ctx, sample), ctx.thresholds)
+    """Socket state counts and TCP counters sampled over a window long enough to judge.
+
+    Verdicts:
+    - pass: a busy node retransmitting 0.1% of its segments over the window
+      [test_tcp_sampled_retransmits]
+    - pass: old loss and listen overflows in the since-boot counters, none in the window
+      [test_tcp_pass_with_history_as_info]
+    - pass: a quiet node with a couple of tail-loss probes among 150 segments
+      [test_tcp_quiet_node_with_a_few_probes_passes]
+    - pass: a handful of segments over the whole stretched window, a few of them resent
+      (too little traffic to judge, and the summary says so)
+      [test_tcp_handful_of_segments_is_not_judged]
+    - pass: the broker's loopback connection, read from the real `ss -ti`, losing nothing
+      [test_tcp_real_loopback_connection_through_ss]
+    - pass: a broker connection with loss long ago, none over the window
+      [test_tcp_broker_connection_past_loss_is_info]
+    - warn: a busy node retransmitting 3% over the window [test_tcp_sampled_retransmits]
+    - fail: a busy node retransmitting 8% over the window [test_tcp_sampled_retransmits]
+    - fail: a quiet node (80 segments/s) retransmitting 20%, judged over a stretched window
+      [test_tcp_quiet_node_with_loss_fails]
+    - fail: one client's connection to the broker losing 20% while the node-wide rate
+      passes [test_tcp_broker_connection_loss_fails]
+    - warn: 121 sockets in CLOSE_WAIT on the broker port [test_tcp_close_wait_pileup_warns]
+    - warn: listen queues overflowing during the window, an accept queue full
+      [test_tcp_listen_overflows_now_and_full_queue_warn]
+    """
+    return judge_tcp(read_tcp(ctx, ctx.thresholds), ctx.thresholds)

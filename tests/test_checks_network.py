@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from snapshot_agent.checks import network as network_module
+from snapshot_agent.checks import network_tcp as network_tcp_module
 from snapshot_agent.checks.network import (
     network_interfaces,
     network_routes,
@@ -44,18 +48,27 @@ from snapshot_agent.checks.network_probes import (
     parse_resolv_conf,
 )
 from snapshot_agent.checks.network_tcp import (
+    BrokerConnections,
     Counters,
     ListenQueue,
+    TcpConnection,
     TcpFacts,
     TcpTally,
     judge_tcp,
     network_tcp,
+    parse_ss_info,
     parse_ss_listen,
+    read_broker_connections,
 )
 from snapshot_agent.config import ChecksConfig, Config, NetworkChecksConfig, RootsConfig
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Severity, Status
-from snapshot_agent.node.ports import parse_port_list
+from snapshot_agent.node.ports import (
+    DEFAULT_BROKER_PORTS,
+    BrokerPorts,
+    broker_ports,
+    parse_port_list,
+)
 from snapshot_agent.node.procfs import (
     decode_proc_address,
     is_listening,
@@ -418,7 +431,7 @@ def tcp_node(node: Path, tcp: str = PROC_TCP) -> Path:
     )
 
 
-TCP_THRESHOLDS = {**network_tcp.thresholds, "sample_s": 0.0}
+TCP_THRESHOLDS = {**network_tcp.thresholds, "sample_s": 0.0, "max_sample_s": 0.0}
 
 
 def test_tcp_pass_with_history_as_info(tmp_path: Path, node: Path) -> None:
@@ -474,7 +487,7 @@ def test_tcp_sampled_retransmits(retrans: int, status: Status) -> None:
     result = judge_tcp(facts, TCP_THRESHOLDS)
     assert result.status == status
     if status != Status.PASS:
-        assert f"({retrans} of 10000 in 0.5 s)" in result.summary
+        assert f"over 0.5 s ({retrans} of 10000 segments)" in result.summary
         assert result.findings[0].subject == "/proc/net/snmp"
 
 
@@ -491,6 +504,282 @@ def test_tcp_listen_overflows_now_and_full_queue_warn() -> None:
     assert "ListenOverflows +8" in result.findings[0].message
     assert "somaxconn" in result.findings[0].remediation
     assert any("accept queue of 127.0.0.1:8090 is full" in f.message for f in result.findings)
+
+
+# -- network.tcp: retransmits over a window, node-wide and on the broker's connections -------
+
+
+def snmp_with(out_segs: int, retrans_segs: int) -> str:
+    """The SNMP fixture with these Tcp OutSegs and RetransSegs (both since boot)."""
+    return SNMP.replace(
+        "Tcp: 1 200 120000 -1 36 2 0 0 0 3248 200000 3000 0 51 0",
+        f"Tcp: 1 200 120000 -1 36 2 0 0 0 3248 {out_segs} {retrans_segs} 0 51 0",
+    )
+
+
+class TrafficClock:
+    """Stands in for `time` in network_tcp: sleeping advances a clock and the node's traffic.
+
+    The node has sent `out_segs` and resent `retrans_segs` since boot; from then on it
+    sends `sent_per_s` segments a second, `retrans_per_s` of them resent, written to the
+    fixture's /proc/net/snmp as the clock moves (the check reads it before and after).
+    """
+
+    def __init__(self, node: Path, sent_per_s: float, retrans_per_s: float) -> None:
+        self.node, self.now = node, 0.0
+        self.sent_per_s, self.retrans_per_s = sent_per_s, retrans_per_s
+        self.sleep(0.0)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        sent = 5_000_000 + int(self.sent_per_s * self.now + 1e-9)
+        resent = 1_000 + int(self.retrans_per_s * self.now + 1e-9)
+        write_tree(self.node, {"proc/net/snmp": snmp_with(sent, resent)})
+
+
+def traffic_run(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sent_per_s: float,
+    retrans_per_s: float,
+    module: Any = network_tcp_module,
+) -> Any:
+    """Run network.tcp (the given module's) on a fixture node with this much traffic."""
+    tcp_node(node)
+    monkeypatch.setattr(module, "time", TrafficClock(node, sent_per_s, retrans_per_s))
+    thresholds = dict(module.network_tcp.thresholds)
+    ctx = net_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds)
+    return module.network_tcp.run(ctx)
+
+
+def test_tcp_quiet_node_with_loss_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 80 segments/s, a fifth of them resent: 40 segments in 0.5 s used to be "too little
+    # traffic" (it took 1000), so a lossy quiet node passed. The window now stretches
+    # until 100 segments were sent.
+    result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=80, retrans_per_s=16)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith(
+        "19.23% of TCP segments retransmitted over 1.3 s (20 of 104 segments), >= 5%"
+    )
+    assert result.data["retransmits"] == {
+        "window_s": 1.3,
+        "sent": 104,
+        "retransmitted": 20,
+        "pct": 19.231,
+        "judged": True,
+    }
+
+
+def test_tcp_quiet_node_with_a_few_probes_passes(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 segments/s and 2 tail-loss probes in the half second: 1.3% of 150, but two
+    # resent segments say nothing about the path.
+    result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=300, retrans_per_s=4)
+    assert result.status == Status.PASS, result.summary
+    assert "retransmits 1.33% over 0.5 s (2 of 150 segments), too few retransmits" in (
+        result.summary
+    )
+
+
+def test_tcp_handful_of_segments_is_not_judged(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10 segments/s, 2 of them resent: 30 segments in the longest window are not enough
+    # to call a rate, so the summary says what was seen instead of a verdict.
+    result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=10, retrans_per_s=2)
+    assert result.status == Status.PASS, result.summary
+    assert "retransmits not judged: 30 segments sent over 3.0 s (fewer than 100)" in (
+        result.summary
+    )
+    assert "since boot 0.02% (information only)" in result.summary
+    assert result.data["retransmits"]["judged"] is False
+
+
+def ss_block(local: str, peer: str, segs_out: int, retrans: str = "", state: str = "ESTAB") -> str:
+    """One connection as `ss -H -tin` prints it (trailing spaces and all)."""
+    info = f" retrans:{retrans}" if retrans else ""
+    return (
+        f"{state + ' ' if state else ''}0      0      {local} {peer}\n"
+        f"\t cubic wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 bytes_sent:9000 "
+        f"segs_out:{segs_out} segs_in:{segs_out} data_segs_out:{segs_out - 2}{info} "
+        "send 231Mbps lastsnd:4 lastrcv:4 lastack:4 bytes_retrans:2896 minrtt:0.2   \n"
+    )
+
+
+SS_TIN = (
+    ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/10")
+    + ss_block("10.0.0.2:8090", "10.0.0.8:40100", 5000)
+    # No State column (as with a state filter), IPv6, unacked retransmits, lost segments.
+    + ss_block("[::ffff:10.0.0.2]:3000", "[::ffff:10.0.0.9]:60000", 400, "2/9 lost:2", state="")
+    + ss_block("10.0.0.2:22", "10.0.0.5:50000", 900, "0/400")  # not a broker port
+    + "TIME-WAIT 0 0 10.0.0.2:8090 10.0.0.7:51000\n"  # no tcp_info at all
+    + "garbage\n\tsegs_out:1\n"
+)
+
+
+def test_tcp_reads_broker_connections_from_ss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_tools(tmp_path, monkeypatch, {"ss": [(("-H", "-tin"), SS_TIN, 0)]})
+    ctx = make_context(tmp_path)
+    conns, problem = read_broker_connections(ctx, [8090, 3000], "ss-ti.txt")
+    assert problem == ""
+    assert ctx.commands[0]["argv"] == ["ss", "-H", "-tin", "( sport = :8090 or sport = :3000 )"]
+    assert conns == [
+        TcpConnection("10.0.0.2:8090", "10.0.0.7:51234", 1000, 10, 0, 0),
+        TcpConnection("10.0.0.2:8090", "10.0.0.8:40100", 5000, 0, 0, 0),
+        TcpConnection("[::ffff:10.0.0.2]:3000", "[::ffff:10.0.0.9]:60000", 400, 9, 2, 2),
+        TcpConnection("10.0.0.2:8090", "10.0.0.7:51000"),
+    ]
+
+
+def test_tcp_ss_failure_is_said_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_tools(tmp_path, monkeypatch, {"ss": [((), "", 1)]})
+    conns, problem = read_broker_connections(make_context(tmp_path), [8090], "ss-ti.txt")
+    assert conns == [] and "exited 1" in problem
+
+
+def broker_sample(before: str, after: str, window_s: float = 0.5) -> BrokerConnections:
+    """The broker's connections at both ends of a window, from `ss -ti` output."""
+    ports = broker_ports(None, {"broker_ports": DEFAULT_BROKER_PORTS}, "test")
+    return BrokerConnections(ports, parse_ss_info(before), parse_ss_info(after), window_s=window_s)
+
+
+def test_tcp_broker_connection_loss_fails() -> None:
+    # The node sends 10000 segments and resends 20 (0.2%: fine), but one client of the
+    # broker loses a fifth of what the broker sends it.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/10") + ss_block(
+        "10.0.0.2:8090", "10.0.0.8:40100", 5000
+    )
+    after = (
+        ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1200, "1/50")
+        + ss_block("10.0.0.2:8090", "10.0.0.8:40100", 7000)
+        + ss_block("10.0.0.2:8090", "10.0.0.9:33000", 30)  # opened during the window
+    )
+    facts = tcp_facts(Counters(100_000, 500, 0, 0), Counters(110_000, 520, 0, 0))
+    facts.broker = broker_sample(before, after)
+    result = judge_tcp(facts, TCP_THRESHOLDS)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith(
+        "the broker's TCP connections retransmit over 0.5 s: "
+        "10.0.0.2:8090 <- 10.0.0.7:51234 20.0% (40 of 200 segments) "
+        "(all 3 connections on tcp/8090, tcp/3000, tcp/8092: 1.79%, 40 of 2230 segments), >= 5%"
+    )
+    assert result.findings[-1].subject == "ss -ti"
+    rows = result.data["broker_connections"]["connections"]
+    assert rows[0]["peer"] == "10.0.0.7:51234" and rows[0]["retransmitted_in_window"] == 40
+    assert rows[0]["retransmitted_since_open"] == 50 and rows[0]["retransmits_unacked"] == 1
+    assert {r["peer"]: r["sent_in_window"] for r in rows}["10.0.0.9:33000"] == 30
+
+
+def test_tcp_broker_connection_past_loss_is_info() -> None:
+    # The connection lost a quarter of its segments long ago; over the window it resends
+    # nothing. Its lifetime totals inform, they do not judge.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 2000, "0/500")
+    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 2300, "0/500")
+    facts = tcp_facts(Counters(100_000, 500, 0, 0), Counters(110_000, 500, 0, 0))
+    facts.broker = broker_sample(before, after)
+    result = judge_tcp(facts, TCP_THRESHOLDS)
+    assert result.status == Status.PASS, result.summary
+    assert (
+        "broker connections on tcp/8090, tcp/3000, tcp/8092 0.00% over 0.5 s "
+        "(0 of 300 segments), 1 connections" in result.summary
+    )
+    assert any(
+        f.severity == Severity.INFO and "retransmitted since they opened" in f.message
+        for f in result.findings
+    )
+
+
+def test_tcp_broker_connections_through_the_whole_check(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real sampling path: `ss -ti` before and after a window that the fixture's
+    # counters cover (a busy, healthy node), one broker client losing 20%.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/10")
+    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1200, "1/50")
+    listen = "LISTEN 0 4096 0.0.0.0:8090 0.0.0.0:*\n"
+    state = tmp_path / "ss-calls"
+    script = (
+        "import sys, pathlib\n"
+        f"state = pathlib.Path({str(state)!r})\n"
+        "args = sys.argv[1:]\n"
+        f"if '-ltn' in args: sys.stdout.write({listen!r}); sys.exit(0)\n"
+        "calls = state.read_text().splitlines() if state.exists() else []\n"
+        "state.write_text('\\n'.join([*calls, repr(args)]))\n"
+        f"sys.stdout.write([{before!r}, {after!r}][min(len(calls), 1)])\n"
+    )
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ss").write_text(f"#!{sys.executable}\n{script}")
+    (bindir / "ss").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(network_tcp_module, "ss_usable", lambda ctx: True)
+    result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=20_000, retrans_per_s=10)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith("the broker's TCP connections retransmit over 0.5 s")
+    assert len(state.read_text().splitlines()) == 2  # before and after the window
+    assert result.data["retransmits"]["pct"] == 0.05  # the node as a whole is fine
+    assert result.data["listeners"] == [
+        {"address": "0.0.0.0:8090", "accept_queue": 0, "backlog": 4096}
+    ]
+
+
+@pytest.fixture
+def loopback_pair() -> Iterator[tuple[socket.socket, socket.socket, int]]:
+    """A TCP connection on 127.0.0.1 this test owns: (server side, client side, port)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            server, _ = listener.accept()
+            with server:
+                server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                yield server, client, port
+
+
+def exchange(server: socket.socket, client: socket.socket, count: int) -> None:
+    """The server side sends `count` one-byte segments, each read before the next."""
+    for _ in range(count):
+        server.sendall(b"m")
+        assert client.recv(1) == b"m"
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="no ss (iproute2) here")
+def test_tcp_real_loopback_connection_through_ss(
+    tmp_path: Path, loopback_pair: tuple[socket.socket, socket.socket, int]
+) -> None:
+    # Our own connection, seen by the real `ss` through the filter the check builds:
+    # the broker side (local port = the listening port) with its counters, and a window
+    # over which it sent 120 segments and lost none.
+    server, client, port = loopback_pair
+    ctx = make_context(tmp_path)
+    exchange(server, client, 5)
+    before, problem = read_broker_connections(ctx, [port], "before.txt")
+    assert problem == "", problem
+    client_port = client.getsockname()[1]
+    assert [(c.local, c.peer) for c in before] == [
+        (f"127.0.0.1:{port}", f"127.0.0.1:{client_port}")
+    ]
+    assert before[0].segs_out >= 5 and before[0].retrans_total == 0
+    exchange(server, client, 120)
+    after, _ = read_broker_connections(ctx, [port], "after.txt")
+    ports = BrokerPorts([("tcp", port)], {}, "threshold", "test")
+    facts = tcp_facts(Counters(0, 0, 0, 0), Counters(0, 0, 0, 0))
+    facts.broker = BrokerConnections(ports, before, after, window_s=0.2)
+    [window] = facts.broker.windows()
+    assert window.window.sent >= 120 and window.window.retransmitted == 0
+    result = judge_tcp(facts, TCP_THRESHOLDS)
+    assert result.status == Status.PASS, result.summary
+    assert f"broker connections on tcp/{port} 0.00% over 0.2 s" in result.summary
 
 
 # -- network.interfaces ---------------------------------------------------------------------
@@ -549,7 +838,8 @@ def interfaces_node(node: Path, **eth1: str | int) -> Path:
     return node
 
 
-IF_THRESHOLDS = dict(network_interfaces.thresholds)
+#: No window: these tests judge one reading (the window tests use CounterClock).
+IF_THRESHOLDS = {**network_interfaces.thresholds, "sample_s": 0.0, "max_sample_s": 0.0}
 
 
 def test_interfaces_pass(tmp_path: Path, node: Path) -> None:
@@ -572,9 +862,6 @@ def test_interfaces_pass(tmp_path: Path, node: Path) -> None:
     [
         ({"operstate": "down"}, "eth1 has addresses (fd00::3/64) but its link is down"),
         ({"flags": "0x1002", "operstate": "down"}, "eth1 has addresses (fd00::3/64) but is admin"),
-        ({"rx_errors": 5000}, "eth1: 5000 of 1000000 received packets errors (0.50% since boot)"),
-        ({"tx_dropped": 90_000}, "eth1: 90000 of 900000 sent packets dropped (10.00%"),
-        ({"carrier_changes": 40}, "eth1 lost and regained its link 20 times"),
         ({"speed": 100}, "eth1 negotiated 100 Mb/s (< 1000 Mb/s)"),
     ],
 )
@@ -591,24 +878,127 @@ def test_interfaces_warn(
     assert warn.remediation and warn.subject.startswith("/sys/class/net/eth1")
 
 
+class CounterClock:
+    """Stands in for `time` in checks.network: sleeping advances interfaces' counters.
+
+    `per_second` maps "eth1/rx_errors" (a statistics counter, or "eth1/carrier_changes")
+    to how fast it grows from the fixture's value; the check reads the counters before
+    and after the window.
+    """
+
+    def __init__(self, node: Path, per_second: dict[str, float]) -> None:
+        self.node, self.per_second, self.now = node, per_second, 0.0
+        self.start = {key: int((node / self.rel(key)).read_text()) for key in per_second}
+
+    @staticmethod
+    def rel(key: str) -> str:
+        name, _, counter = key.partition("/")
+        sub = "" if counter == "carrier_changes" else "statistics/"
+        return f"sys/class/net/{name}/{sub}{counter}"
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        for key, rate in self.per_second.items():
+            value = self.start[key] + int(rate * self.now + 1e-9)
+            write_tree(self.node, {self.rel(key): f"{value}\n"})
+
+
+def window_run(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    eth1_per_second: dict[str, float],
+    **eth1: str | int,
+) -> Any:
+    """network.interfaces on a busy eth0 and eth1 whose counters grow at `eth1_per_second`."""
+    interfaces_node(node, **eth1)
+    rates = {f"eth0/{k}": v for k, v in BUSY.items()}
+    rates |= {f"eth1/{k}": v for k, v in {**BUSY, **eth1_per_second}.items()}
+    monkeypatch.setattr(network_module, "time", CounterClock(node, rates))
+    ctx = net_context(
+        tmp_path, roots=fixture_roots(node), thresholds=dict(network_interfaces.thresholds)
+    )
+    return network_interfaces.run(ctx)
+
+
+BUSY = {"rx_packets": 20_000, "tx_packets": 20_000}  # per second: 10000 each way in 0.5 s
+
+
 @pytest.mark.parametrize(
-    ("eth1", "status"),
+    ("per_second", "status", "text"),
     [
-        ({"carrier_changes": 9}, Status.PASS),
-        ({"carrier_changes": 10}, Status.WARN),  # was judged with >: 10 passed
-        ({"rx_errors": 999}, Status.PASS),
-        ({"rx_errors": 1000}, Status.WARN),  # exactly warn_error_ratio 0.001: was > too
-        ({"tx_dropped": 8999}, Status.PASS),
-        ({"tx_dropped": 9000}, Status.WARN),  # exactly warn_drop_ratio 0.01
+        ({"rx_errors": 18}, Status.PASS, ""),  # 9 of 10000: under 0.1%
+        (
+            {"rx_errors": 20},
+            Status.WARN,
+            "eth1: 10 of 10000 received packets errors (0.10% over 0.5 s)",
+        ),
+        ({"tx_dropped": 198}, Status.PASS, ""),
+        (
+            {"tx_dropped": 200},
+            Status.WARN,
+            "eth1: 100 of 10000 sent packets dropped (1.00% over 0.5 s)",
+        ),
+        (
+            {"carrier_changes": 4},
+            Status.WARN,
+            "eth1 lost its link during the 0.5 s sample (2 carrier",
+        ),
     ],
 )
-def test_interfaces_reaching_a_band_warns(
-    tmp_path: Path, node: Path, eth1: dict[str, str | int], status: Status
+def test_interfaces_errors_over_the_window_warn(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    per_second: dict[str, float],
+    status: Status,
+    text: str,
 ) -> None:
-    ctx = net_context(
-        tmp_path, roots=fixture_roots(interfaces_node(node, **eth1)), thresholds=IF_THRESHOLDS
+    result = window_run(tmp_path, node, monkeypatch, per_second)
+    assert result.status == status, result.summary
+    assert result.summary.startswith(text)
+    assert result.data["window_s"] == 0.5
+
+
+def test_interfaces_old_counters_since_boot_inform(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0.5% receive errors, 10% send drops and 20 link losses since boot, none now: a
+    # switch reboot months ago is not a reason to warn until the next reboot.
+    result = window_run(
+        tmp_path, node, monkeypatch, {}, rx_errors=5000, tx_dropped=90_000, carrier_changes=40
     )
-    assert network_interfaces.run(ctx).status == status
+    assert result.status == Status.PASS, result.summary
+    assert "errors and drops over 0.5 s under thresholds" in result.summary
+    messages = [f.message for f in result.findings if f.severity == Severity.INFO]
+    assert any(
+        m.startswith("eth1: 5000 of 1000000 received packets errors (0.50% since boot")
+        for m in messages
+    )
+    assert any(
+        m.startswith("eth1: 90000 of 900000 sent packets dropped (10.00% since boot")
+        for m in messages
+    )
+    assert any(m.startswith("eth1 lost and regained its link 20 times") for m in messages)
+
+
+def test_interfaces_quiet_link_with_a_few_errors_is_not_judged(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 packets/s each way: 300 over the longest window, 10 of them errors (3.3%):
+    # too few packets to call a rate.
+    result = window_run(
+        tmp_path, node, monkeypatch, {"rx_packets": 100, "tx_packets": 100, "rx_errors": 3.34}
+    )
+    assert result.status == Status.PASS, result.summary
+    assert result.data["window_s"] == 3.0
+    assert (
+        next(r for r in result.data["interfaces"] if r["name"] == "eth1")["window"]["rx_errors"]
+        == 10
+    )
 
 
 def test_interfaces_band_names() -> None:
