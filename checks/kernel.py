@@ -5,18 +5,35 @@ The kernel log and the checks built on it (kernel.log, memory.oom) are in kernel
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import shutil
+import sys
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from snapshot_agent.core.check import check
+from snapshot_agent.core.commands import CommandResult
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
-from snapshot_agent.node.confinement import parse_label
-from snapshot_agent.node.processes import BROKER_NAME, BrokerProcess, find_brokers, uses_io_uring
+from snapshot_agent.node.confinement import (
+    UnitAccount,
+    UnitSandbox,
+    parse_label,
+    read_unit_sandbox,
+    resolve_account,
+)
+from snapshot_agent.node.processes import (
+    BROKER_NAME,
+    BrokerProcess,
+    broker_from_status,
+    find_brokers,
+    uses_io_uring,
+)
 from snapshot_agent.node.procfs import read_int
 
 # --------------------------------------------------------------------------------------
@@ -206,7 +223,24 @@ def too_old_for_iggy(release: str, thresholds: dict[str, Any]) -> bool:
     bands=(KERNEL_BELOW,),
 )
 def kernel_version(ctx: Context) -> Result:
-    """The kernel release, judged against Iggy's io_uring requirements."""
+    """The kernel release, judged against Iggy's io_uring requirements.
+
+    Verdicts:
+    - pass: a Debian 12 6.1 kernel, or a newer one such as 6.18
+      [test_kernel_version_verdicts]
+    - pass: exactly 6.1.0, which is not below the recommended 6.1
+      [test_kernel_version_below_is_strict]
+    - warn: a 5.15 kernel running a pre-0.6 broker on tokio (no shards, no io_uring
+      fd): it runs, only an Iggy upgrade would not
+      [test_kernel_version_old_kernel_with_pre_06_broker_warns]
+    - warn: 5.19 to 6.0, which run Iggy 0.6 without later io_uring fixes
+      [test_kernel_version_verdicts]
+    - fail: below 5.19 with a 0.6+ broker (shard threads) or one that cannot be told
+      [test_kernel_version_old_kernel_fails_unless_broker_is_pre_06]
+    - fail: below 5.19 with a broker holding an io_uring fd
+      [test_kernel_version_old_kernel_with_io_uring_fd_fails]
+    - skipped: osrelease is not a version [test_kernel_version_thresholds_and_garbage]
+    """
     facts = read_kernel_release(ctx)
     if too_old_for_iggy(facts.release, ctx.thresholds):
         facts = replace(facts, brokers=read_broker_runtimes(ctx))
@@ -216,6 +250,148 @@ def kernel_version(ctx: Context) -> Result:
 # --------------------------------------------------------------------------------------
 # io_uring availability
 # --------------------------------------------------------------------------------------
+
+
+#: A child that says who it runs as (its /proc/self/status), then asks the kernel for a
+#: 4-entry io_uring ring and closes it. 425 is io_uring_setup on every architecture but
+#: alpha (535). 'setup' is flushed first, so a child killed inside the syscall (a seccomp
+#: filter that kills, SIGSYS) is told apart from one that never got that far.
+RING_PROBE = """\
+import ctypes, os, platform
+for line in open('/proc/self/status'):
+    if line.split(':')[0] in ('Uid', 'Gid', 'Groups', 'Seccomp', 'NoNewPrivs', 'CapEff'):
+        print('status', line.rstrip())
+print('setup', flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+nr = 535 if platform.machine().startswith('alpha') else 425
+fd = libc.syscall(ctypes.c_long(nr), ctypes.c_uint(4), params)
+if fd < 0:
+    print('errno', ctypes.get_errno(), flush=True)
+else:
+    os.close(fd)
+    print('ring', flush=True)
+"""
+PROBE_TIMEOUT_S = 5
+#: The interpreter of the plain probe (the agent's own; tests point it at a fake).
+PROBE_PYTHON = sys.executable
+#: The interpreter of the sandboxed probe: one any unit user may run.
+SYSTEM_PYTHON = "/usr/bin/python3"
+SIGSYS = 31
+#: Unit settings the sandboxed probe is started with (`systemd-run -p KEY=VALUE`).
+SANDBOX_SETTINGS = (
+    "User",
+    "Group",
+    "SupplementaryGroups",
+    "DynamicUser",
+    "SystemCallFilter",
+    "SystemCallErrorNumber",
+    "SystemCallArchitectures",
+    "RestrictNamespaces",
+    "NoNewPrivileges",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+)
+_SETTING_VALUE = re.compile(r"^[\w@:~ .,-]+$")
+
+
+@dataclass(frozen=True)
+class RingProbe:
+    """What happened when a child process asked the kernel for an io_uring ring."""
+
+    mode: str  # 'sandbox': under the broker unit's settings (systemd-run); 'plain': agent's child
+    how: str  # how it was run and why that way, in words
+    created: bool | None  # True: a ring; False: refused; None: it never reached io_uring_setup
+    error: str = ""  # 'EPERM', 'SIGSYS'... or why it never reached the syscall
+    prober: BrokerProcess | None = None  # the child's uid, gids, seccomp, caps
+    ended: str = ""  # how the command ended
+
+
+def parse_ring_probe(
+    stdout: str, exit_code: int | None
+) -> tuple[bool | None, str, BrokerProcess | None]:
+    """(created, error, the child's identity) from RING_PROBE's output."""
+    lines = stdout.splitlines()
+    status = "\n".join(line[len("status ") :] for line in lines if line.startswith("status "))
+    prober = broker_from_status(0, status) if status else None
+    if "ring" in lines:
+        return True, "", prober
+    for line in lines:
+        number = line.removeprefix("errno ").strip()
+        if line.startswith("errno ") and number.isdigit():
+            return False, errno.errorcode.get(int(number), f"errno {number}"), prober
+    if "setup" in lines:  # it died inside io_uring_setup
+        return False, "SIGSYS" if exit_code == -SIGSYS else "killed in io_uring_setup", prober
+    return None, "", prober
+
+
+def sandbox_probe_argv(sandbox: UnitSandbox, python: str) -> list[str]:
+    """`systemd-run` of RING_PROBE with the unit's user, groups, capabilities and filters."""
+    argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
+    for key in SANDBOX_SETTINGS:
+        value = sandbox.properties.get(key)
+        # An empty CapabilityBoundingSet= means no capabilities at all; other empty ones
+        # (and SystemCallErrorNumber=0) mean the default, so they are left out.
+        empty_bounding = key == "CapabilityBoundingSet" and value == ""
+        if empty_bounding or (value and value != "0" and _SETTING_VALUE.match(value)):
+            argv += ["-p", f"{key}={value}"]
+    return [*argv, python, "-c", RING_PROBE]
+
+
+def _how_it_ended(res: CommandResult) -> str:
+    """How a probe command ended, with its first error line (its argv holds the program)."""
+    if res.error:
+        return f"{res.argv[0]} could not run: {res.error}"
+    if res.timed_out:
+        return f"{res.argv[0]} did not finish in {PROBE_TIMEOUT_S} s"
+    code = res.exit_code
+    ended = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited {code}"
+    error = res.first_error_line(200)
+    return f"{res.argv[0]} {ended}" + (f": {error}" if error else "")
+
+
+def _run_probe(ctx: Context, mode: str, argv: list[str], how: str) -> RingProbe:
+    """Run one probe and read its output."""
+    res = ctx.run(argv, timeout_s=PROBE_TIMEOUT_S, save_as=f"io-uring-probe-{mode}.txt")
+    created, error, prober = parse_ring_probe(res.stdout, res.exit_code)
+    ended = _how_it_ended(res)
+    return RingProbe(mode, how, created, error or ("" if created else ended), prober, ended)
+
+
+def sandbox_unavailable(sandbox: UnitSandbox | None, unit_unread: str) -> str:
+    """Why the probe cannot run under the unit's sandbox; '' when it can."""
+    if sandbox is None:
+        return unit_unread or "the broker's unit could not be read"
+    if os.geteuid() != 0:
+        return "the agent is not root, and only root may start a probe as the unit's user"
+    if shutil.which("systemd-run") is None:
+        return "systemd-run is not installed"
+    return ""
+
+
+def read_ring_probe(ctx: Context, sandbox: UnitSandbox | None, unit_unread: str) -> RingProbe:
+    """Probe io_uring_setup under the unit's sandbox when possible, else as a plain child."""
+    why = sandbox_unavailable(sandbox, unit_unread)
+    if sandbox is not None and not why:
+        python = SYSTEM_PYTHON if os.access(SYSTEM_PYTHON, os.X_OK) else sys.executable
+        probe = _run_probe(
+            ctx,
+            "sandbox",
+            sandbox_probe_argv(sandbox, python),
+            f"under {sandbox.unit}'s sandbox (systemd-run with its User=, groups, capabilities "
+            "and SystemCallFilter=)",
+        )
+        if probe.created is not None:
+            return probe
+        why = (
+            f"the probe under {sandbox.unit}'s sandbox never reached io_uring_setup: {probe.error}"
+        )
+    return _run_probe(
+        ctx,
+        "plain",
+        [PROBE_PYTHON, "-c", RING_PROBE],
+        f"as a plain child of the agent, not under the broker's sandbox ({why})",
+    )
 
 
 @dataclass
@@ -230,11 +406,28 @@ class IoUringFacts:
     brokers: list[BrokerProcess] = field(default_factory=list)
     # pid -> the broker uses io_uring (an io_uring fd or shard-N threads); None: unknown
     io_uring_use: dict[int, bool | None] = field(default_factory=dict)
+    # Read only when no broker runs: its unit's sandbox, the account the unit runs it as,
+    # and a child process that tried to create a ring.
+    unit_name: str = ""
+    unit: UnitSandbox | None = None
+    unit_unread: str = ""  # why the unit was not read
+    account: UnitAccount | None = None
+    probe: RingProbe | None = None
 
     @property
     def has_group(self) -> bool:
         """kernel.io_uring_group names a group (-1 means none)."""
         return self.group is not None and self.group >= 0
+
+    @property
+    def filter_blocks(self) -> bool:
+        """The broker unit's SystemCallFilter= does not allow io_uring_setup."""
+        rules = self.unit.syscall_filter if self.unit else None
+        return rules is not None and not rules.allows("io_uring_setup")
+
+    def may_create_rings(self, gids: tuple[int, ...], sys_admin: bool) -> bool:
+        """Under kernel.io_uring_disabled = 1: CAP_SYS_ADMIN, or a member of io_uring_group."""
+        return sys_admin or (self.has_group and self.group in gids)
 
 
 def parse_group_file(text: str) -> dict[int, str]:
@@ -274,7 +467,8 @@ def _read_kernel_config(ctx: Context, release: str) -> tuple[str | None, str]:
 
 
 def read_io_uring(ctx: Context) -> IoUringFacts:
-    """io_uring sysctls, the kernel config, and the broker processes' seccomp and groups."""
+    """io_uring sysctls, the kernel config, the brokers' seccomp and groups; if none runs,
+    its unit's sandbox and a probe."""
     facts = IoUringFacts()
     raw = ctx.read_optional("/proc/sys/kernel/io_uring_disabled")
     facts.disabled = raw.strip() if raw is not None else None
@@ -286,7 +480,22 @@ def read_io_uring(ctx: Context) -> IoUringFacts:
     facts.kernel_config, facts.config_source = _read_kernel_config(ctx, release)
     facts.brokers = find_brokers(ctx)
     facts.io_uring_use = {b.pid: uses_io_uring(ctx, b.pid) for b in facts.brokers}
+    if not facts.brokers:
+        _read_broker_unit(ctx, facts)
     return facts
+
+
+def _read_broker_unit(ctx: Context, facts: IoUringFacts) -> None:
+    """No broker runs: read how its unit would run it, and probe for a ring."""
+    facts.unit_name = ctx.config.iggy.service
+    facts.unit, facts.unit_unread = read_unit_sandbox(ctx, facts.unit_name)
+    if facts.unit is not None:
+        facts.account = resolve_account(
+            facts.unit,
+            ctx.read_optional("/etc/passwd") or "",
+            ctx.read_optional("/etc/group") or "",
+        )
+    facts.probe = read_ring_probe(ctx, facts.unit, facts.unit_unread)
 
 
 _SYSCTL = "/proc/sys/kernel/io_uring_disabled"
@@ -365,22 +574,58 @@ def _broker_may_create_rings(facts: IoUringFacts, broker: BrokerProcess) -> str:
     )
 
 
+def _running_brokers_covered(facts: IoUringFacts) -> tuple[Severity, str]:
+    """Every running broker is in io_uring_group or has CAP_SYS_ADMIN (INFO), else WARN."""
+    words = "; ".join(_broker_may_create_rings(facts, b) for b in facts.brokers)
+    uncovered = [b for b in facts.brokers if not facts.may_create_rings(b.gids, b.has_sys_admin)]
+    return (Severity.WARN if uncovered else Severity.INFO), f"{BROKER_NAME} {words}"
+
+
+def _unit_account_covered(facts: IoUringFacts) -> tuple[Severity, str]:
+    """No broker runs: the account its unit runs it as is covered (INFO), is not (FAIL), or
+    is unknown (WARN)."""
+    account, unit = facts.account, facts.unit_name
+    if account is None:
+        return Severity.WARN, (
+            f"{BROKER_NAME} is not running and the account it would run as is unknown "
+            f"({facts.unit_unread})"
+        )
+    runs_as = f"{BROKER_NAME} is not running; {unit} runs it as {account.describe()}"
+    if account.has_sys_admin:
+        return Severity.INFO, f"{runs_as}, which has CAP_SYS_ADMIN, so it is allowed"
+    if facts.may_create_rings(account.gids, False):
+        return Severity.INFO, f"{runs_as}, which is in that group, so it is allowed"
+    missing = f" ({', '.join(account.unresolved)} not found)" if account.unresolved else ""
+    return Severity.FAIL, (
+        f"{runs_as}{missing}, which is neither in that group nor has CAP_SYS_ADMIN: it "
+        "cannot create its rings and will not start"
+    )
+
+
 def _group_only(facts: IoUringFacts) -> list[Finding]:
-    """kernel.io_uring_disabled = 1: only one group and CAP_SYS_ADMIN may create rings."""
+    """kernel.io_uring_disabled = 1: fine when the group (or CAP_SYS_ADMIN) covers the broker."""
     if facts.disabled != "1":
         return []
-    who = [_broker_may_create_rings(facts, broker) for broker in facts.brokers]
+    if facts.brokers:
+        severity, who = _running_brokers_covered(facts)
+    else:
+        severity, who = _unit_account_covered(facts)
+    unit = facts.unit_name or "the broker's unit"
+    remedy = (
+        ""
+        if severity == Severity.INFO
+        else "Put the broker's service user in that group (`usermod -aG GROUP iggy`, or "
+        f"`SupplementaryGroups=GROUP` via `systemctl edit {unit}`) and set the group: "
+        + sysctl_fix("kernel.io_uring_group", "<gid>")
+        + " Or allow everyone: "
+        + sysctl_fix("kernel.io_uring_disabled", 0)
+    )
     return [
         Finding(
-            Severity.WARN,
+            severity,
             f"kernel.io_uring_disabled = 1: only {_who_may_create_rings(facts)} may create "
-            "io_uring rings"
-            + (f"; {BROKER_NAME} " + "; ".join(who) if who else f"; {BROKER_NAME} not running"),
-            "Make sure the broker's service user is in that group (`usermod -aG GROUP "
-            "iggy` and `SupplementaryGroups=GROUP` in the unit) and set the group: "
-            + sysctl_fix("kernel.io_uring_group", "<gid>")
-            + " Or allow everyone: "
-            + sysctl_fix("kernel.io_uring_disabled", 0),
+            f"io_uring rings; {who}",
+            remedy,
             _SYSCTL,
         )
     ]
@@ -457,21 +702,174 @@ def _lsm_confines_broker(facts: IoUringFacts, broker: BrokerProcess) -> list[Fin
     ]
 
 
+_SECCOMP_REMEDY = (
+    "Let the unit make the io_uring syscalls: `systemctl edit {unit}` and, for a deny-list "
+    "(SystemCallFilter=~...), drop io_uring_setup/io_uring_enter/io_uring_register or "
+    "@aio/@system-service from it; for an allow-list add `SystemCallFilter=io_uring_setup "
+    "io_uring_enter io_uring_register`. Then `systemctl daemon-reload` and "
+    "`systemctl restart {unit}`. The audit log names a blocked call (`ausearch -m SECCOMP`: "
+    "syscall=425 is io_uring_setup)."
+)
+
+
 def _broker_not_running(facts: IoUringFacts) -> list[Finding]:
-    """No broker runs: its seccomp filter and groups could not be judged."""
+    """No broker runs: it is judged from its unit and a probe instead of its process."""
     if facts.brokers:
         return []
+    unit = (
+        f"from {facts.unit_name}'s settings (`systemctl show`)"
+        if facts.unit
+        else f"without its unit ({facts.unit_unread})"
+    )
     return [
         Finding(
             Severity.INFO,
-            f"{BROKER_NAME} is not running here: its seccomp filter and groups were not read",
+            f"{BROKER_NAME} is not running here: judged {unit} and a probe of io_uring_setup "
+            "instead of its process",
             "",
             "/proc",
         )
     ]
 
 
-#: Rules about the node, then rules about each broker process, in the order reported.
+def _unit_killed_by_sigsys(facts: IoUringFacts) -> list[Finding]:
+    """The broker's last run ended on SIGSYS: a seccomp filter killed it."""
+    if facts.brokers or facts.unit is None or not facts.unit.killed_by_sigsys:
+        return []
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{BROKER_NAME} is not running: the last run of {facts.unit_name} was killed by "
+            "SIGSYS, i.e. its seccomp filter (SystemCallFilter=) refused a system call",
+            _SECCOMP_REMEDY.format(unit=facts.unit_name),
+            facts.unit_name,
+        )
+    ]
+
+
+def _sandbox_probe_decided(facts: IoUringFacts) -> bool:
+    """A probe under the unit's own sandbox got an answer: it outranks reading the filter."""
+    return (
+        facts.probe is not None
+        and facts.probe.mode == "sandbox"
+        and facts.probe.created is not None
+    )
+
+
+def _unit_filter_blocks_io_uring(facts: IoUringFacts) -> list[Finding]:
+    """The broker is down and its unit's SystemCallFilter= does not allow io_uring_setup."""
+    if facts.brokers or not facts.filter_blocks or _sandbox_probe_decided(facts):
+        return []
+    assert facts.unit is not None  # filter_blocks needs a unit
+    shown = facts.unit.syscall_filter.shown() if facts.unit.syscall_filter else ""
+    return [
+        Finding(
+            Severity.FAIL,
+            f"{BROKER_NAME} is not running and {facts.unit_name} has SystemCallFilter={shown}, "
+            "which does not allow io_uring_setup: Iggy >= 0.6 cannot create its rings and "
+            "will not start",
+            _SECCOMP_REMEDY.format(unit=facts.unit_name),
+            facts.unit_name,
+        )
+    ]
+
+
+def _refusal_cause(facts: IoUringFacts, probe: RingProbe) -> tuple[str, bool]:
+    """Why the probe was refused, and whether a node rule already judges that cause."""
+    prober = probe.prober
+    if probe.error == "ENOSYS" and facts.kernel_config == "n":
+        return "the kernel is built without io_uring", True
+    if facts.disabled == "2":
+        return "kernel.io_uring_disabled = 2", True
+    if facts.disabled == "1" and (
+        prober is None or not facts.may_create_rings(prober.gids, prober.has_sys_admin)
+    ):
+        uid = f"uid {prober.uid}" if prober else "the probe"
+        return (
+            f"kernel.io_uring_disabled = 1 and {uid} is not in io_uring_group",
+            probe.mode == "plain",
+        )
+    if prober is not None and prober.seccomp == 2:
+        unit = f" ({facts.unit_name}'s SystemCallFilter= denies it)" if facts.filter_blocks else ""
+        return f"a seccomp filter{unit}", False
+    return (
+        "neither kernel.io_uring_disabled nor a seccomp filter: a security module (SELinux, "
+        "AppArmor, a BPF LSM) or the kernel refused it",
+        False,
+    )
+
+
+_CONTAINER_SECCOMP_REMEDY = (
+    "If the broker runs confined like the agent (the same container or pod), give it a "
+    "seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register "
+    "(docker run --security-opt seccomp=/path/iggy-seccomp.json; Kubernetes "
+    "securityContext.seccompProfile Localhost): Docker 25+ and containerd 1.7+ default "
+    "profiles block them."
+)
+_FIND_REFUSER_REMEDY = (
+    "Find what refuses it: `ausearch -m AVC,SECCOMP -ts recent`, `dmesg | grep -i io_uring`, "
+    "and `sysctl kernel.io_uring_disabled kernel.io_uring_group`."
+)
+
+
+def _refusal_verdict(
+    facts: IoUringFacts, probe: RingProbe, cause: str, judged_elsewhere: bool
+) -> tuple[Severity, str, str]:
+    """(severity, what it means for the broker, remedy) of a refused probe."""
+    if probe.mode == "sandbox":
+        remedy = _SECCOMP_REMEDY.format(unit=facts.unit_name) if "seccomp" in cause else ""
+        return (
+            Severity.FAIL,
+            f"{BROKER_NAME} started by this unit cannot create its rings and will not start",
+            remedy or _FIND_REFUSER_REMEDY,
+        )
+    if judged_elsewhere:  # the sysctl or kernel config rule says it already
+        return Severity.INFO, "expected from the setting above", ""
+    if probe.prober is not None and probe.prober.seccomp == 2:
+        return (
+            Severity.WARN,
+            "the agent itself runs under that filter; a broker confined like the agent could "
+            "not start",
+            _CONTAINER_SECCOMP_REMEDY,
+        )
+    return (
+        Severity.FAIL,
+        f"it applies to every process, so {BROKER_NAME} could not start",
+        _FIND_REFUSER_REMEDY,
+    )
+
+
+def _probe_refused(facts: IoUringFacts) -> list[Finding]:
+    """The probe could not create a ring: under the unit's sandbox that is the broker's fate."""
+    probe = facts.probe
+    if probe is None or probe.created is not False:
+        return []
+    cause, judged_elsewhere = _refusal_cause(facts, probe)
+    severity, then, remedy = _refusal_verdict(facts, probe, cause, judged_elsewhere)
+    return [
+        Finding(
+            severity,
+            f"io_uring_setup failed with {probe.error} in a probe run {probe.how}: {cause}; {then}",
+            remedy,
+            f"{facts.unit_name} (probe)",
+        )
+    ]
+
+
+def _probe_outcome(facts: IoUringFacts) -> list[Finding]:
+    """The probe created a ring, or never reached io_uring_setup: information."""
+    probe = facts.probe
+    if probe is None or probe.created is False:
+        return []
+    if probe.created:
+        message = f"a probe run {probe.how} created an io_uring ring"
+    else:
+        message = f"the io_uring probe never reached io_uring_setup: {probe.error}"
+    return [Finding(Severity.INFO, message, "", f"{facts.unit_name} (probe)")]
+
+
+#: Rules about the node, then rules about each broker process, then, when no broker
+#: runs, rules about its unit and the probe, in the order reported.
 _NODE_RULES = (
     _kernel_without_io_uring,
     _sysctl_absent,
@@ -480,10 +878,58 @@ _NODE_RULES = (
     _unexpected_sysctl,
 )
 _BROKER_RULES = (_seccomp_lets_io_uring_through, _seccomp_may_block_io_uring, _lsm_confines_broker)
+_BROKER_DOWN_RULES = (
+    _broker_not_running,
+    _unit_killed_by_sigsys,
+    _unit_filter_blocks_io_uring,
+    _probe_refused,
+    _probe_outcome,
+)
+
+
+def _unit_data(facts: IoUringFacts) -> dict[str, Any] | None:
+    """The broker unit's sandbox and the account it resolves to (None when not read)."""
+    if facts.unit is None:
+        return (
+            None if not facts.unit_name else {"name": facts.unit_name, "unread": facts.unit_unread}
+        )
+    account = facts.account
+    return {
+        "name": facts.unit_name,
+        "properties": facts.unit.properties,
+        "syscall_filter_allows_io_uring_setup": not facts.filter_blocks,
+        "account": None
+        if account is None
+        else {
+            "user": account.user,
+            "uid": account.uid,
+            "gids": list(account.gids),
+            "unresolved": list(account.unresolved),
+            "cap_sys_admin": account.has_sys_admin,
+        },
+    }
+
+
+def _probe_data(probe: RingProbe | None) -> dict[str, Any] | None:
+    """How the probe ran and what it got."""
+    if probe is None:
+        return None
+    prober = probe.prober
+    return {
+        "mode": probe.mode,
+        "how": probe.how,
+        "created": probe.created,
+        "error": probe.error,
+        "ended": probe.ended,
+        "uid": prober.uid if prober else None,
+        "gids": list(prober.gids) if prober else [],
+        "seccomp": prober.seccomp if prober else None,
+    }
 
 
 def _io_uring_data(facts: IoUringFacts) -> dict[str, Any]:
-    """The sysctls, the kernel config and each broker's seccomp, groups and label."""
+    """The sysctls, the kernel config, each broker's seccomp, groups and label; the unit and
+    probe when no broker runs."""
     return {
         "io_uring_disabled": facts.disabled,
         "io_uring_group": facts.group,
@@ -503,6 +949,8 @@ def _io_uring_data(facts: IoUringFacts) -> dict[str, Any]:
             }
             for b in facts.brokers
         ],
+        "unit": _unit_data(facts),
+        "probe": _probe_data(facts.probe),
     }
 
 
@@ -513,9 +961,17 @@ def _io_uring_ok(facts: IoUringFacts) -> str:
         if facts.disabled is None
         else f"io_uring_disabled = {facts.disabled}"
     )
+    if facts.disabled == "1":
+        state += f", group {facts.group_name or facts.group} covers {BROKER_NAME}"
     filtered = sum(1 for b in facts.brokers if b.seccomp == 2)
     if not facts.brokers:
-        brokers = f"{BROKER_NAME} not running"
+        probe = facts.probe
+        tried = (
+            f": a probe run {probe.how} created a ring"
+            if probe is not None and probe.created
+            else ""
+        )
+        brokers = f"{BROKER_NAME} not running{tried}"
     elif filtered:
         # Shown only on a pass, where every filtered broker already uses io_uring.
         brokers = (
@@ -528,11 +984,11 @@ def _io_uring_ok(facts: IoUringFacts) -> str:
 
 
 def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
-    """Can the broker create io_uring rings: kernel config, sysctl, group, seccomp."""
+    """Can the broker create io_uring rings: kernel config, sysctl, group, seccomp, probe."""
     findings = [f for rule in _NODE_RULES for f in rule(facts)]
     for broker in facts.brokers:
         findings += [f for rule in _BROKER_RULES for f in rule(facts, broker)]
-    findings += _broker_not_running(facts)
+    findings += [f for rule in _BROKER_DOWN_RULES for f in rule(facts)]
     return Result.from_findings(findings, ok=_io_uring_ok(facts), data=_io_uring_data(facts))
 
 
@@ -541,9 +997,47 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
     category="kernel",
     title="io_uring availability",
     description="Whether the broker may create io_uring rings: kernel config, "
-    "kernel.io_uring_disabled/io_uring_group, seccomp filter of iggy-server.",
-    timeout_s=5,
+    "kernel.io_uring_disabled/io_uring_group, seccomp filter of iggy-server; when it is not "
+    "running, its unit's user and SystemCallFilter= and a probe of io_uring_setup.",
+    timeout_s=15,
 )
 def kernel_io_uring(ctx: Context) -> Result:
-    """Judge what could stop Iggy's io_uring runtime from starting."""
+    """Judge what could stop Iggy's io_uring runtime from starting.
+
+    Verdicts:
+    - pass: io_uring_disabled = 0 and a running broker with shard threads
+      [test_io_uring_allowed]
+    - pass: io_uring_disabled = 1 and the running broker's groups include io_uring_group
+      [test_io_uring_group_covering_running_broker_passes]
+    - pass: io_uring_disabled = 1 and the broker holds CAP_SYS_ADMIN
+      [test_io_uring_cap_sys_admin_broker_passes_group_restriction]
+    - pass: a broker under a seccomp filter that already uses io_uring (shards)
+      [test_io_uring_seccomp_filter_with_shards_is_info]
+    - pass: broker stopped, io_uring_disabled = 1, its unit runs it in io_uring_group and
+      a probe under the unit's sandbox creates a ring
+      [test_io_uring_broker_down_sandbox_probe_creates_ring_passes]
+    - pass: broker stopped, the unit's user is in io_uring_group through /etc/group
+      [test_io_uring_broker_down_group_membership_from_etc_group_passes]
+    - pass: broker stopped, no systemd, and a real probe creates a ring
+      [test_io_uring_broker_down_real_plain_probe_passes]
+    - warn: io_uring_disabled = 1 and the running broker is not in the group
+      [test_io_uring_group_broker_not_member]
+    - warn: a broker under a seccomp filter that shows no io_uring use
+      [test_io_uring_seccomp_filter_warns_without_io_uring_use]
+    - warn: broker stopped, no systemd, and the agent's own seccomp filter refuses the probe
+      [test_io_uring_broker_down_plain_probe_refused]
+    - fail: broker stopped, its unit's SystemCallFilter= denies io_uring_setup and a probe
+      under that sandbox (a real seccomp filter) gets EPERM
+      [test_io_uring_broker_down_real_seccomp_filter_under_fake_systemd_run]
+    - fail: broker stopped, the agent is not root, and the unit's filter denies
+      io_uring_setup [test_io_uring_broker_down_not_root_falls_back_to_plain_probe_and_unit_filter]
+    - fail: broker stopped, an allow-list filter without io_uring
+      [test_io_uring_broker_down_allow_list_without_io_uring_fails]
+    - fail: broker stopped, io_uring_disabled = 1 and the unit's user is not in the group
+      [test_io_uring_broker_down_unit_user_not_in_group_fails]
+    - fail: broker stopped, its last run was killed by SIGSYS
+      [test_io_uring_broker_down_killed_by_sigsys_fails]
+    - fail: io_uring_disabled = 2 [test_io_uring_disabled_fails]
+    - fail: a kernel built without CONFIG_IO_URING [test_io_uring_kernel_built_without_it]
+    """
     return judge_io_uring(read_io_uring(ctx), ctx.thresholds)

@@ -376,7 +376,28 @@ def judge_kernel_log(
     bands=tuple(CATEGORY_BANDS.values()),
 )
 def kernel_log(ctx: Context) -> Result:
-    """Read the recent kernel log and judge the errors in it."""
+    """Read the recent kernel log and judge the errors in it.
+
+    Verdicts:
+    - pass: ordinary messages, and a machine check 48 h old, outside the 24 h window
+      [test_kernel_log_clean]
+    - pass: I/O errors only from a VM's empty floppy and CD-ROM (fd0, sr0)
+      [test_kernel_log_io_errors_on_ignored_devices_pass]
+    - pass: nine corrected ECC errors, below warn_corrected
+      [test_kernel_log_corrected_errors_warn_on_reaching_the_band]
+    - pass: OOM kills in the log (memory.oom judges those)
+      [test_judge_kernel_log_reports_oom_as_info]
+    - warn: another program's segfault and a soft lockup
+      [test_kernel_log_segfault_and_lockup_warn]
+    - warn: the kernel is tainted D (died) since boot [test_kernel_log_thresholds_and_taint]
+    - fail: I/O errors on a disk, filesystem remounted read-only
+      [test_kernel_log_io_error_fails]
+    - fail: iggy-server segfaulted [test_kernel_log_broker_crash_fails]
+    - fail: a machine check, read from /var/log/messages
+      [test_kernel_log_falls_back_to_messages]
+    - skipped: no journal, dmesg or kern.log to read
+      [test_kernel_log_skipped_without_any_source]
+    """
     log = read_kernel_log(ctx, float(ctx.thresholds["window_hours"]))
     if not log.source:
         return Result.skipped(kernel_log_unavailable(log))
@@ -608,7 +629,19 @@ def judge_oom(kills: Sequence[OomKill], window: str, thresholds: dict[str, Any])
     bands=(BROKER_KILLS, KILLS),
 )
 def memory_oom(ctx: Context) -> Result:
-    """OOM kills from the kernel log; the broker as victim fails."""
+    """OOM kills from the kernel log; the broker as victim fails.
+
+    Verdicts:
+    - pass: no OOM kill in the window [test_memory_oom_none_passes]
+    - pass: the broker was OOM-killed 30 h ago, outside the 24 h window
+      [test_memory_oom_kill_outside_window_passes]
+    - pass: kills below bands raised in the config [test_memory_oom_kills_bands]
+    - warn: another program was OOM-killed [test_memory_oom_other_victim_warns]
+    - fail: the broker was OOM-killed at its cgroup's limit
+      [test_memory_oom_broker_victim_fails]
+    - skipped: no journal, dmesg or kern.log to read
+      [test_kernel_log_skipped_without_any_source]
+    """
     log = read_kernel_log(ctx, float(ctx.thresholds["window_hours"]))
     if not log.source:
         return Result.skipped(kernel_log_unavailable(log))

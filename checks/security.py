@@ -305,7 +305,19 @@ def judge_lsm(facts: LsmFacts, thresholds: dict[str, Any]) -> Result:
     bands=(BROKER_DENIALS,),
 )
 def security_lsm(ctx: Context) -> Result:
-    """Which LSM confines the broker, and whether it denied it anything."""
+    """Which LSM confines the broker, and whether it denied it anything.
+
+    Verdicts:
+    - pass: no LSM active, the broker unconfined [test_lsm_none_active]
+    - pass: the broker confined by its own AppArmor profile, denials for other programs
+      only [test_lsm_apparmor_confined_is_info]
+    - pass: SELinux permissive: denials logged, not enforced, and a mode that changes at
+      reboot [test_lsm_selinux_permissive_denials_and_mode_mismatch]
+    - pass: one broker denial, below a warn_broker_denials raised to 2
+      [test_lsm_broker_denials_band]
+    - warn: an enforcing profile denied the broker something in the window
+      [test_lsm_broker_denials_warn]
+    """
     return judge_lsm(read_lsm(ctx, float(ctx.thresholds["window_hours"])), ctx.thresholds)
 
 
@@ -585,7 +597,20 @@ def judge_sshd(config: SshdConfig, thresholds: dict[str, Any]) -> Result:
     timeout_s=5,
 )
 def security_ssh(ctx: Context) -> Result:
-    """Judge sshd's root and password login settings; copies the config files, never keys."""
+    """Judge sshd's root and password login settings; copies the config files, never keys.
+
+    Verdicts:
+    - pass: a cloud-init drop-in turns passwords off before the main file's `yes`
+      [test_ssh_dropin_wins_and_passes]
+    - pass: root may log in with keys only (prohibit-password, without-password, no)
+      [test_ssh_root_login_without_password_is_fine]
+    - warn: Debian's stock config: password logins by OpenSSH's default
+      [test_ssh_defaults_allow_passwords]
+    - warn: PermitRootLogin yes, keyboard-interactive passwords through PAM
+      [test_ssh_root_login_and_kbd_interactive]
+    - fail: PermitEmptyPasswords yes [test_ssh_empty_passwords_fail]
+    - skipped: no /etc/ssh/sshd_config [test_ssh_skipped_without_sshd_config]
+    """
     config = parse_sshd_config(
         lambda p: ctx.read_optional(p, 256 * 1024),
         lambda g: [p for p in ctx.glob(g) if ctx.path(p).is_file()],
