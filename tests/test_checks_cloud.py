@@ -14,17 +14,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from snapshot_agent.checks.cloud import (
-    detect_cloud,
-    parse_cpu_max,
-    parse_limit,
-    parse_proc_cgroup,
-    system_cloud,
-    system_virtualization,
-)
+from snapshot_agent.checks.cloud import detect_cloud, system_cloud, system_virtualization
+from snapshot_agent.checks.memory import memory_usage
 from snapshot_agent.config import ChecksConfig, CloudConfig, Config
 from snapshot_agent.core.context import Context
-from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.core.results import Result, Severity, Status
+from snapshot_agent.node.cgroup import (
+    charge_from_stat,
+    parse_cpu_max,
+    parse_limit,
+    parse_pressure,
+    parse_proc_cgroup,
+)
 
 from .conftest import fixture_roots, make_context, write_tree
 
@@ -198,6 +199,15 @@ def test_aws_spot_interruption_fails(tmp_path: Path, node: Path, metadata: str) 
     assert result.summary == "AWS will terminate this spot instance at 2027-01-21T09:17:23Z"
 
 
+def test_aws_spot_instance_without_notice_passes(tmp_path: Path, node: Path, metadata: str) -> None:
+    MetadataHandler.aws["instance-life-cycle"] = "spot"
+    write_tree(node, AWS_DMI)
+    result = system_cloud.run(cloud_ctx(tmp_path, node, metadata))
+    assert result.status == Status.PASS
+    [finding] = result.findings
+    assert finding.severity == Severity.INFO and "two minutes' notice" in finding.message
+
+
 def test_aws_unreachable_imds_warns(tmp_path: Path, node: Path) -> None:
     write_tree(node, AWS_DMI)
     url = closed_port_url()
@@ -303,35 +313,101 @@ def test_virtualization_pass_without_limits(tmp_path: Path, node: Path) -> None:
     )
     assert result.status == Status.PASS
     assert result.data["container"] == "docker" and result.data["virtualization"] == "qemu"
-    assert result.summary.startswith("VM (qemu), container (docker); memory 3.0 GiB, no limit")
+    assert result.summary.startswith(
+        "VM (qemu), container (docker); memory 3.0 GiB (0 MiB of it reclaimable cache), no limit"
+    )
     assert "no CPU quota (8 cores)" in result.summary
     assert not result.findings
 
 
-@pytest.mark.parametrize(
-    ("current", "status"),
-    [(2 * GIB, Status.PASS), (int(3.5 * GIB), Status.WARN), (int(3.9 * GIB), Status.FAIL)],
-)
-def test_virtualization_memory_verdicts(
-    tmp_path: Path, node: Path, current: int, status: Status
+def virt_run(tmp_path: Path, node: Path, thresholds: dict[str, Any] | None = None) -> Result:
+    """system.virtualization against the fixture tree under `node`."""
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds or VIRT_T)
+    return system_virtualization.run(ctx)
+
+
+def test_virtualization_limit_full_of_active_page_cache_passes(tmp_path: Path, node: Path) -> None:
+    # Issue 8 case 2: a healthy broker whose 8 GiB limit is 98% charged, nearly all of it
+    # *active* page cache (hot segments), no pressure, no OOM. Before: fail ("uses 7.7 GiB of
+    # its 8.0 GiB memory limit (97%, page cache excluded") because only inactive_file counted.
+    cg = "sys/fs/cgroup/system.slice/iggy-server.service"
+    v2_node(
+        node,
+        {
+            "proc/812/comm": "iggy-server\n",
+            "proc/812/cgroup": "0::/system.slice/iggy-server.service\n",
+            f"{cg}/memory.max": f"{8 * GIB}\n",
+            f"{cg}/memory.current": f"{int(7.84 * GIB)}\n",
+            f"{cg}/memory.stat": (
+                f"anon {GIB // 2}\nfile {int(7.2 * GIB)}\nactive_file {int(7.1 * GIB)}\n"
+                f"inactive_file {GIB // 10}\nslab_reclaimable {GIB // 10}\n"
+            ),
+            f"{cg}/memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+            f"{cg}/memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            "proc/meminfo": f"MemTotal: {32 * GIB >> 10} kB\nMemAvailable: {20 * GIB >> 10} kB\n",
+        },
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.PASS and not result.findings
+    assert (
+        "memory 7.8 GiB of 8.0 GiB (7.3 GiB of it reclaimable cache; judged by memory.usage)"
+        in (result.summary)
+    )
+    assert result.data["cgroup"]["memory_reclaimable"] == int(7.1 * GIB) + 2 * (GIB // 10)
+    # memory.usage reads the same cgroup and passes it too.
+    usage = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert usage.status == Status.PASS
+    assert usage.data["judged_against"]["limit_at"] == f"/{cg}"
+
+
+def test_virtualization_leaves_the_memory_verdict_to_memory_usage(
+    tmp_path: Path, node: Path
 ) -> None:
+    # A limit full of anonymous memory: memory.usage judges it, the figures are shown here.
     v2_node(
         node,
         {
             "sys/fs/cgroup/memory.max": f"{4 * GIB}\n",
-            "sys/fs/cgroup/memory.current": f"{current + 100 * 2**20}\n",
-            # Reclaimable page cache does not count as pressure.
-            "sys/fs/cgroup/memory.stat": f"anon {current}\ninactive_file {100 * 2**20}\n",
+            "sys/fs/cgroup/memory.current": f"{int(3.9 * GIB)}\n",
+            "sys/fs/cgroup/memory.stat": f"anon {int(3.9 * GIB)}\n",
         },
     )
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.PASS
+    assert result.data["cgroup"]["memory_unreclaimable"] == int(3.9 * GIB)
+    assert "memory 3.9 GiB of 4.0 GiB (0 MiB of it reclaimable cache; judged by memory.usage)" in (
+        result.summary
     )
-    assert result.status == status
-    assert result.data["cgroup"]["memory_working_set"] == current
-    if status != Status.PASS:
-        assert "MemoryMax=" in result.findings[0].remediation
-        assert result.findings[0].subject == "/sys/fs/cgroup"
+    usage = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert usage.status == Status.FAIL  # no PSI in this tree to say otherwise
+    assert usage.summary.startswith("this agent's cgroup / holds 3.9 GiB it cannot reclaim")
+
+
+def test_virtualization_over_memory_high_warns(tmp_path: Path, node: Path) -> None:
+    files = {
+        "sys/fs/cgroup/memory.high": f"{2 * GIB}\n",
+        "sys/fs/cgroup/memory.current": f"{3 * GIB}\n",
+        "sys/fs/cgroup/memory.stat": f"anon {int(2.5 * GIB)}\nactive_file {GIB // 2}\n",
+    }
+    v2_node(node, files)
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.WARN
+    assert result.summary.startswith("the cgroup holds 2.5 GiB it cannot reclaim")
+    assert "MemoryHigh=" in result.findings[0].remediation
+    # Page cache above memory.high is simply reclaimed: not a finding.
+    write_tree(node, {"sys/fs/cgroup/memory.stat": f"anon {GIB}\nactive_file {2 * GIB}\n"})
+    assert virt_run(tmp_path, node).status == Status.PASS
+
+
+def test_virtualization_pids_near_the_limit_fails(tmp_path: Path, node: Path) -> None:
+    v2_node(node, {"sys/fs/cgroup/pids.max": "100\n", "sys/fs/cgroup/pids.current": "96\n"})
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.FAIL
+    assert result.summary == "96 tasks of a pids.max of 100 (96%; warn at 80%, fail at 95%)"
 
 
 def test_virtualization_limit_from_an_ancestor_cgroup(tmp_path: Path, node: Path) -> None:
@@ -342,34 +418,42 @@ def test_virtualization_limit_from_an_ancestor_cgroup(tmp_path: Path, node: Path
         {
             f"{pod}/memory.max": f"{4 * GIB}\n",
             f"{pod}/memory.current": f"{int(3.9 * GIB)}\n",
+            f"{pod}/memory.stat": f"anon {int(3.8 * GIB)}\ninactive_file {GIB // 10}\n",
+            f"{pod}/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
             f"{pod}/ctr/memory.max": "max\n",
             f"{pod}/ctr/memory.current": f"{1 * GIB}\n",
             f"{pod}/ctr/cpu.max": "200000 100000\n",
             f"{pod}/ctr/cpu.stat": "usage_usec 1\nnr_periods 1000\nnr_throttled 300\n",
             f"{pod}/ctr/pids.max": "100\n",
             f"{pod}/ctr/pids.current": "85\n",
-            f"{pod}/ctr/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+            f"{pod}/ctr/memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
         },
         cgroup="0::/kubepods.slice/pod1/ctr\n",
     )
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
-    )
-    assert result.status == Status.FAIL
-    by_sev = {(f.severity, f.subject) for f in result.findings}
-    assert (Severity.FAIL, "/sys/fs/cgroup/kubepods.slice/pod1") in by_sev  # memory
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.WARN
     messages = " | ".join(f.message for f in result.findings)
     assert "the broker sees 8 cores but may use 2 (CPU quota)" in messages
     assert "CPU-throttled in 30% of its scheduling periods" in messages
     assert "85 tasks of a pids.max of 100 (85%" in messages
-    assert "OOM killer fired 1 time(s)" in messages
     info = [f for f in result.findings if f.severity == Severity.INFO]
     assert "cpu_allocation to 2" in info[0].remediation
+    cg = result.data["cgroup"]
+    assert cg["memory_limit_at"] == f"/{pod}" and cg["memory_events"]["oom_kill"] == 1
+    # memory.usage judges the pod's limit: full of anon, an OOM kill, fails.
+    usage = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert usage.status == Status.FAIL
+    assert "1 OOM event since the cgroup was created" in usage.summary
+    judged = usage.data["judged_against"]
+    assert judged["pressure"]["source"] == f"/{pod}/ctr/memory.pressure"
 
 
 def test_virtualization_bands_use_the_warn_fail_names(tmp_path: Path, node: Path) -> None:
-    assert {"warn_mem_pct", "fail_mem_pct", "warn_pids_pct", "fail_pids_pct"} <= set(VIRT_T)
-    assert "warn_cpu_throttled_pct" in VIRT_T and "mem_warn_pct" not in VIRT_T
+    assert {"warn_pids_pct", "fail_pids_pct", "warn_cpu_throttled_pct"} <= set(VIRT_T)
+    assert "warn_mem_pct" not in VIRT_T  # memory.usage's warn/fail_limit_used_pct now
+    assert {"warn_limit_used_pct", "fail_limit_used_pct"} <= set(memory_usage.thresholds)
     v2_node(
         node,
         {
@@ -380,20 +464,17 @@ def test_virtualization_bands_use_the_warn_fail_names(tmp_path: Path, node: Path
             "sys/fs/cgroup/pids.current": "50\n",
         },
     )
-    thresholds = VIRT_T | {"warn_mem_pct": 50, "warn_pids_pct": 50, "warn_cpu_throttled_pct": 5}
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=thresholds)
-    )
-    # Reaching each warn threshold counts: 50% memory, 50% pids, 5% of periods throttled.
+    thresholds = VIRT_T | {"warn_pids_pct": 50, "warn_cpu_throttled_pct": 5}
+    result = virt_run(tmp_path, node, thresholds)
+    # Reaching each warn threshold counts: 50% pids, 5% of periods throttled.
     assert result.status == Status.WARN
     messages = " | ".join(f.message for f in result.findings)
-    assert "(50%, page cache excluded; warn at 50%, fail at 95%)" in messages
     assert "(50%; warn at 50%, fail at 95%)" in messages
     assert "in 5% of its scheduling periods (50 of 1000; warn at 5%)" in messages
 
 
 def test_virtualization_cgroup_v1(tmp_path: Path, node: Path) -> None:
-    path = "/docker/4f2a"
+    path = "/docker/4f2a9c1e7b3d"
     write_tree(
         node,
         {
@@ -419,7 +500,7 @@ def test_virtualization_cgroup_v1(tmp_path: Path, node: Path) -> None:
     assert result.data["container"] == "docker"
     cg = result.data["cgroup"]
     assert cg["version"] == "v1" and cg["memory_max"] == 2 * GIB and cg["cpu_quota_cores"] is None
-    assert "memory 1.0 GiB of 2.0 GiB (50%)" in result.summary
+    assert "memory 1.0 GiB of 2.0 GiB (0 MiB of it reclaimable cache;" in result.summary
 
 
 def test_virtualization_uses_the_broker_cgroup(tmp_path: Path, node: Path) -> None:
@@ -437,7 +518,7 @@ def test_virtualization_uses_the_broker_cgroup(tmp_path: Path, node: Path) -> No
         make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
     )
     assert result.data["cgroup"]["of"] == "iggy-server (pid 812)"
-    assert "memory 512 MiB of 1.0 GiB (50%)" in result.summary
+    assert "memory 512 MiB of 1.0 GiB (0 MiB of it reclaimable cache;" in result.summary
     assert result.summary.endswith("(cgroup v2 of iggy-server)")
 
 
@@ -452,3 +533,28 @@ def test_cgroup_parsers() -> None:
     assert parse_limit("max\n") is None and parse_limit("9223372036854771712") is None
     assert parse_limit("1073741824\n") == GIB and parse_limit("garbage") is None
     assert parse_cpu_max("150000 100000\n") == 1.5 and parse_cpu_max("max 100000") is None
+    psi = parse_pressure("some avg10=1.50 avg60=0.20 avg300=0 total=9\nfull garbage\n", "/x")
+    assert psi is not None and (psi.some_avg10, psi.some_avg60, psi.full_avg10) == (1.5, 0.2, 0)
+    assert parse_pressure("", "/x") is None and parse_pressure("some avg10=x\n", "/x") is None
+
+
+def test_page_cache_counts_as_reclaimable() -> None:
+    # Active and inactive file pages and reclaimable slab; shmem and anon are not.
+    v2 = charge_from_stat(
+        1000,
+        {
+            "anon": 300,
+            "shmem": 100,
+            "active_file": 400,
+            "inactive_file": 150,
+            "slab_reclaimable": 50,
+        },
+        v1=False,
+    )
+    assert (v2.reclaimable, v2.unreclaimable) == (600, 400)
+    v1 = charge_from_stat(
+        1000, {"total_rss": 700, "total_active_file": 250, "total_inactive_file": 50}, v1=True
+    )
+    assert (v1.anon, v1.reclaimable, v1.unreclaimable) == (700, 300, 700)
+    # A memory.stat that claims more cache than the usage never makes usage negative.
+    assert charge_from_stat(10, {"active_file": 50}, v1=False).unreclaimable == 0

@@ -170,7 +170,11 @@ def test_system_info_garbage_uptime_is_unknown(tmp_path: Path, node: Path, uptim
 def test_system_info_survives_an_empty_node(tmp_path: Path, node: Path) -> None:
     ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds={"recent_boot_minutes": 60})
     result = system_info.run(ctx)
-    assert result.status == Status.PASS and "unknown OS" in result.summary
+    assert result.status == Status.SKIPPED and "nothing identifies this node" in result.summary
+    # One fact is enough to report on.
+    write_tree(node, {"proc/sys/kernel/osrelease": "6.1.0-18-amd64\n"})
+    result = system_info.run(ctx)
+    assert result.status == Status.PASS and "unknown OS, kernel 6.1.0-18-amd64" in result.summary
 
 
 def test_parse_os_release_quoting() -> None:
