@@ -11,6 +11,13 @@ Choices worth knowing when reading the verdicts:
   can fill them; disk.mounts judges why they are read-only). Kept: tmpfs (/dev/shm and
   /run full in RAM break programs too), overlay (a container's writable layer is the host
   disk), network and FUSE mounts. Bind mounts of one block device are judged once.
+- Free space is judged in bytes, because what a volume has left is what the broker can
+  still append: a 10 TiB volume at 85 % still holds 1.5 TiB, a 20 GiB one at 79 % only
+  4.3 GiB, a few segments. The rule is written out next to its bands (FREE_GIB,
+  FLOOR_GIB, USED_PCT) and applied by `space_needed`; inodes are judged the same way
+  (`inodes_needed`). Only one statvfs per mount is taken,
+  so the verdict is about now: how fast space goes (days left) needs a growth rate, which
+  the agent does not have yet (see `MountUsage.growth_per_day`).
 - statvfs on a dead NFS/CIFS/FUSE mount blocks in the kernel forever, so every call that
   may touch a mount runs in a daemon thread with a per-mount timeout; a mount that does
   not answer is a FAIL and the other mounts are still judged. The runner takes the result
@@ -48,9 +55,37 @@ BROKEN_ERRNOS = frozenset(
     {errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENODEV}
 )
 
-#: Used space in percent, as df computes it.
+# How much free space a filesystem must keep (`space_needed`), in three parts:
+#
+# - FREE_GIB, the headroom: free space a broker volume keeps whatever its size, for a
+#   burst of writes, a segment roll-over, a core dump. 100 GiB is about a day of appends
+#   at 1.2 MB/s (ten minutes at 170 MB/s): no fixed number fits every broker, which is
+#   why days left (from a growth rate) will replace it once the agent knows one.
+# - USED_PCT, the share: a volume smaller than five times the headroom (500 GiB) is asked
+#   for 20 % of its usable space instead (10 % for fail; usable is df's used + free), the
+#   old rule, since asking a 100 GiB volume for 100 GiB free would flag every healthy one.
+# - FLOOR_GIB, the floor: yet never less than 5 GiB (1 GiB for fail) on a volume of
+#   SMALL_VOLUME_GIB or more: below that one more 1 GiB segment (Iggy's default size), a
+#   package upgrade or a core dump fills it, whatever the percentage says.
+#
+# Volumes under SMALL_VOLUME_GIB (/boot, /boot/efi, /run and other small tmpfs) hold no
+# broker data and grow slowly: bytes say little there, so the percentage alone decides.
+
+#: Free space a filesystem keeps at most, in GiB (the headroom asked of big volumes).
+FREE_GIB = Band.minimum("free_gib_below", warn=100.0, fail=20.0)
+#: Free space a filesystem of SMALL_VOLUME_GIB or more keeps at least, in GiB.
+FLOOR_GIB = Band.minimum("floor_gib_below", warn=5.0, fail=1.0)
+#: Used space in percent, as df computes it: the share of smaller volumes, and the whole
+#: rule below SMALL_VOLUME_GIB.
 USED_PCT = Band("pct", warn=80.0, fail=90.0)
-#: Used inodes in percent (filesystems with an inode limit).
+#: Volumes smaller than this (GiB) are judged by USED_PCT alone.
+SMALL_VOLUME_GIB = 10.0
+#: Free inodes a filesystem keeps at most: a broker makes a few files per 1 GiB segment,
+#: so a million free inodes is years of segments; big filesystems (100 M inodes) are not
+#: flagged at 85 % used. Smaller ones are asked for the INODE_PCT share; there is no
+#: floor, since a handful of files per segment never needs one.
+FREE_INODES = Band.minimum("free_inodes_below", warn=1_000_000, fail=100_000)
+#: Used inodes in percent (filesystems with an inode limit): the share asked of them.
 INODE_PCT = Band("inode_pct", warn=80.0, fail=90.0)
 
 
@@ -113,12 +148,25 @@ class MountUsage:
     avail: int = 0  # for unprivileged users, like df
     inodes: int = 0  # 0: the filesystem has no inode limit (btrfs, some FUSE)
     inodes_used: int = 0
+    #: Bytes per day this filesystem fills at. Not known yet: it needs a previous snapshot
+    #: (no snapshot store yet) or the broker's own growth from Iggy's stats (a later
+    #: issue). When it is filled, judge `days_left` with a `Band("days_left", warn=7,
+    #: fail=1, higher_is_worse=False)` next to the byte rules: that is the verdict a
+    #: broker volume deserves, and the fixed FREE_GIB headroom is only its stand-in.
+    growth_per_day: float | None = None
 
     @property
     def used_pct(self) -> float:
         """Used space as df computes it: used / (used + available to users)."""
         total = self.used + self.avail
         return 100.0 * self.used / total if total else 0.0
+
+    @property
+    def days_left(self) -> float | None:
+        """Days until full at the known growth rate; None while no rate is known."""
+        if not self.growth_per_day or self.growth_per_day <= 0:
+            return None
+        return self.avail / self.growth_per_day
 
     @property
     def inodes_pct(self) -> float | None:
@@ -257,44 +305,109 @@ def _statvfs_refused(u: MountUsage) -> Finding | None:
     )
 
 
+@dataclass(frozen=True)
+class SpaceNeed:
+    """Free space (bytes or inodes) a filesystem must keep to stay under one severity."""
+
+    amount: float
+    rule: str  # the part that set it, e.g. "the 100 GiB headroom" or "20 % of its usable space"
+
+
+def _small_volume_gib(thresholds: dict[str, Any]) -> float:
+    return float(thresholds.get("small_volume_gib", SMALL_VOLUME_GIB))
+
+
+def space_needed(u: MountUsage, severity: Severity, thresholds: dict[str, Any]) -> SpaceNeed:
+    """Free bytes `u` must keep not to reach `severity`: min(headroom, share), then the floor.
+
+    Under small_volume_gib only the share (the percentage band) counts.
+    """
+    usable = u.used + u.avail  # what df's percentage is of (root's reserve left out)
+    share_pct = 100.0 - float(USED_PCT.limit(severity, thresholds))
+    share = usable * share_pct / 100.0
+    small = _small_volume_gib(thresholds)
+    if u.size < small * GIB:
+        return SpaceNeed(share, f"{share_pct:g} % of a volume under {small:g} GiB")
+    headroom = float(FREE_GIB.limit(severity, thresholds)) * GIB
+    need = (
+        SpaceNeed(headroom, f"the {headroom / GIB:g} GiB headroom")
+        if headroom <= share
+        else SpaceNeed(share, f"{share_pct:g} % of its usable space")
+    )
+    floor = float(FLOOR_GIB.limit(severity, thresholds)) * GIB
+    return SpaceNeed(floor, f"the {floor / GIB:g} GiB floor") if floor > need.amount else need
+
+
+def inodes_needed(u: MountUsage, severity: Severity, thresholds: dict[str, Any]) -> SpaceNeed:
+    """Free inodes `u` must keep not to reach `severity`: the share, capped by the headroom."""
+    share_pct = 100.0 - float(INODE_PCT.limit(severity, thresholds))
+    share = u.inodes * share_pct / 100.0
+    headroom = float(FREE_INODES.limit(severity, thresholds))
+    if headroom <= share:
+        return SpaceNeed(headroom, f"the {headroom:,.0f} inode headroom")
+    return SpaceNeed(share, f"{share_pct:g} % of its inodes")
+
+
+def _grade_free(
+    band: Band, free: float, need: Callable[[Severity], SpaceNeed]
+) -> tuple[Severity, SpaceNeed] | None:
+    """The severity `free` reaches against this filesystem's needs (a minimum: meeting is fine)."""
+    needs = {sev: need(sev) for sev in (Severity.WARN, Severity.FAIL)}
+    limits = {
+        band.warn_key: needs[Severity.WARN].amount,
+        band.fail_key: needs[Severity.FAIL].amount,
+    }
+    severity = band.grade(free, limits)
+    return None if severity is None else (severity, needs[severity])
+
+
 def _space_exhaustion(u: MountUsage, thresholds: dict[str, Any]) -> Finding | None:
-    """WARN or FAIL when the filesystem's used space reaches the USED_PCT band."""
-    pct = u.used_pct
-    severity = USED_PCT.grade(pct, thresholds)
-    if severity is None:
+    """WARN or FAIL when the free bytes fall below what the filesystem must keep."""
+    graded = _grade_free(FREE_GIB, u.avail, lambda sev: space_needed(u, sev, thresholds))
+    if graded is None:
         return None
+    severity, need = graded
     return Finding(
         severity,
-        f"{u.mount.mountpoint} is {pct:.0f} % full ({mib_or_gib(u.avail)} free of "
-        f"{mib_or_gib(u.size)}), at or over {USED_PCT.limit(severity, thresholds):g} %",
+        f"{u.mount.mountpoint} has only {mib_or_gib(u.avail)} free of {mib_or_gib(u.size)} "
+        f"({u.used_pct:.0f} % full): {severity} below {mib_or_gib(need.amount)} ({need.rule})",
         _space_remedy(u),
         u.mount.mountpoint,
     )
 
 
 def _inode_exhaustion(u: MountUsage, thresholds: dict[str, Any]) -> Finding | None:
-    """WARN or FAIL when the filesystem's used inodes reach the INODE_PCT band."""
-    ipct = u.inodes_pct
-    severity = INODE_PCT.grade(ipct, thresholds)
-    if ipct is None or severity is None:
+    """WARN or FAIL when the free inodes fall below what the filesystem must keep."""
+    if not u.inodes:
+        return None  # no inode limit (btrfs, some FUSE)
+    free = u.inodes - u.inodes_used
+    graded = _grade_free(FREE_INODES, free, lambda sev: inodes_needed(u, sev, thresholds))
+    if graded is None:
         return None
+    severity, need = graded
     return Finding(
         severity,
-        f"{u.mount.mountpoint} has used {ipct:.0f} % of its inodes "
-        f"({u.inodes - u.inodes_used:,} of {u.inodes:,} left), at or over "
-        f"{INODE_PCT.limit(severity, thresholds):g} %",
+        f"{u.mount.mountpoint} has only {free:,} inodes free of {u.inodes:,} "
+        f"({u.inodes_pct:.0f} % used): {severity} below {need.amount:,.0f} ({need.rule})",
         _inode_remedy(u),
         u.mount.mountpoint,
     )
 
 
-def _usage_columns(u: MountUsage) -> dict[str, Any]:
-    """Size, use and inode columns of a judged filesystem's table row."""
+# Days left is not judged yet: see MountUsage.growth_per_day for the hook.
+
+
+def _usage_columns(u: MountUsage, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Size, use, what it must keep and inode columns of a judged filesystem's table row."""
     ipct = u.inodes_pct
+    need = space_needed(u, Severity.WARN, thresholds)
     return {
         "size_gib": round(u.size / GIB, 2),
         "used_pct": round(u.used_pct, 1),
         "avail_gib": round(u.avail / GIB, 2),
+        "warn_below_gib": round(need.amount / GIB, 2),
+        "warn_rule": need.rule,
+        "days_left": None if u.days_left is None else round(u.days_left, 1),
         "inodes_used_pct": None if ipct is None else round(ipct, 1),
         "also_at": ", ".join(u.also_at),
     }
@@ -324,16 +437,21 @@ def _left_out(facts: UsageFacts) -> list[Finding]:
 
 
 def _usage_ok(judged: list[MountUsage], thresholds: dict[str, Any]) -> str:
-    """The summary when nothing is wrong: how many filesystems, and the fullest."""
+    """The summary when nothing is wrong: what was measured, and the tightest filesystem."""
     if not judged:
         return "no writable filesystems with a size to judge"
-    fullest = max(judged, key=lambda u: u.used_pct)
-    warn = USED_PCT.limit(Severity.WARN, thresholds)
-    iwarn = INODE_PCT.limit(Severity.WARN, thresholds)
+
+    def margin(u: MountUsage) -> float:
+        """Free space over what it must keep before a warning (smallest: tightest)."""
+        return u.avail / max(space_needed(u, Severity.WARN, thresholds).amount, 1.0)
+
+    tight = min(judged, key=margin)
+    need = space_needed(tight, Severity.WARN, thresholds)
     return (
-        f"{len(judged)} filesystems below {warn:g} % space and {iwarn:g} % inodes; fullest "
-        f"{fullest.mount.mountpoint} at {fullest.used_pct:.0f} % "
-        f"({mib_or_gib(fullest.avail)} free)"
+        f"{len(judged)} filesystems keep the free space and inodes they need (statvfs now; "
+        f"free bytes judged, no growth rate known yet for days left); tightest "
+        f"{tight.mount.mountpoint}: {mib_or_gib(tight.avail)} free of {mib_or_gib(tight.size)}, "
+        f"warns below {mib_or_gib(need.amount)} ({need.rule})"
     )
 
 
@@ -359,7 +477,7 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
                 if f is not None
             ]
             findings += found
-            rows.append(row | _usage_columns(u) | {"status": _row_status(found)})
+            rows.append(row | _usage_columns(u, thresholds) | {"status": _row_status(found)})
     findings += _left_out(facts)
     data = {
         "filesystems": rows[:MAX_ROWS],
@@ -374,12 +492,44 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
     id="disk.usage",
     category="disk",
     title="Disk space and inodes",
-    description="Space and inode usage of every real mount; mounts that do not answer fail.",
+    description="Free space (judged in bytes) and inodes of every real mount; mounts that "
+    "do not answer fail.",
     requires=Requirements(paths=("/proc/self/mounts",)),
     timeout_s=10,
-    bands=(USED_PCT, INODE_PCT),
-    thresholds={"mount_timeout_s": 2.0},
+    bands=(FREE_GIB, FLOOR_GIB, USED_PCT, FREE_INODES, INODE_PCT),
+    thresholds={"mount_timeout_s": 2.0, "small_volume_gib": SMALL_VOLUME_GIB},
 )
 def disk_usage(ctx: Context) -> Result:
-    """df -h and df -i, judged, without hanging on dead network mounts."""
+    """df -h and df -i, judged by free bytes, without hanging on dead network mounts.
+
+    Verdicts:
+    - pass: a 10 TiB broker volume 85 % full, 1.5 TiB still free
+      [test_usage_big_volume_with_a_small_percentage_free_passes]
+    - pass: 100 M inodes 85 % used, 15 M still free
+      [test_usage_big_filesystem_with_a_small_share_of_inodes_free_passes]
+    - pass: a 1 GiB /boot with 300 MiB free (small volumes go by percentage)
+      [test_usage_small_system_volume_is_judged_by_percentage]
+    - pass: pseudo filesystems, squashfs images and bind mounts are not judged twice
+      [test_usage_passes_and_skips_pseudo_and_bind_mounts]
+    - pass: a FUSE mount we may not stat is a note
+      [test_usage_stale_mount_fails_and_permission_is_info]
+    - warn: a 20 GiB root 79 % full with only 4.3 GiB free
+      [test_usage_small_volume_with_a_few_gib_free_warns]
+    - warn: a 1000 GiB broker volume with 60 GiB free [test_usage_space_verdicts]
+    - fail: a 10 TiB volume with 12 GiB free
+      [test_usage_big_volume_with_a_small_percentage_free_passes]
+    - fail: /dev/shm (tmpfs, RAM) 99 % full [test_usage_tmpfs_full_gets_tmpfs_advice]
+    - fail: inodes nearly gone with space left [test_usage_inode_verdicts]
+    - fail: a hung NFS mount (statvfs does not return)
+      [test_usage_hung_mount_fails_without_blocking_the_rest]
+    - fail: a stale NFS handle [test_usage_stale_mount_fails_and_permission_is_info]
+    - fail: a real directory below a configured floor
+      [test_usage_judges_a_real_directory_by_its_free_bytes]
+
+    One statvfs per filesystem, now: no rate is sampled, so days left is not judged
+    until a growth rate is known (MountUsage.growth_per_day). The rule for free space
+    is in `space_needed`: the headroom (100/20 GiB), or 20/10 % of a volume too small
+    for it, but at least the floor (5/1 GiB) from 10 GiB up; under 10 GiB the
+    percentage alone.
+    """
     return judge_usage(read_usage(ctx), ctx.thresholds)

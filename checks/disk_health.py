@@ -433,7 +433,25 @@ def find_tool(binary: str) -> str | None:
     bands=(SECTORS, NVME_USED_PCT, MEDIA_ERRORS),
 )
 def disk_health(ctx: Context) -> Result:
-    """Read SMART / NVMe health for each physical disk and judge it."""
+    """Read SMART / NVMe health for each physical disk and judge it.
+
+    Verdicts:
+    - pass: a SATA SSD with no bad sectors after 21,000 hours [test_smartctl_ata_verdicts]
+    - pass: an NVMe drive with 512 error-log entries and 41 unsafe shutdowns but no media
+      error nor warning (lifetime counters that look alarming)
+      [test_nvme_cli_verbose_critical_warning_object]
+    - pass: a virtual disk without SMART is a note
+      [test_smartctl_on_a_virtual_disk_is_a_note_not_an_error]
+    - skipped: only virtual disks, or no smartctl/nvme installed
+      [test_disk_health_skips_virtual_only_and_without_tools]
+    - warn: 8 reallocated and 2 pending sectors [test_smartctl_ata_verdicts]
+    - warn: an NVMe drive at 85 % of its rated endurance [test_smartctl_nvme_wear_warns]
+    - fail: the SMART self-assessment FAILED [test_smartctl_ata_verdicts]
+    - fail: an NVMe critical warning (reliability degraded) [test_nvme_cli_critical_warning_fails]
+
+    Counters are the drive's lifetime totals (sectors, media errors, wear): they only
+    grow, and any bad sector is worth a look, so they are judged as they are.
+    """
     disks = list_disks(ctx)
     if not disks:
         return Result.skipped("no disks found in /sys/block")

@@ -352,5 +352,27 @@ def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
     thresholds={"mount_timeout_s": 2.0},
 )
 def disk_mounts(ctx: Context) -> Result:
-    """Judge how the data directory's filesystem is mounted."""
+    """Judge how the data directory's filesystem is mounted.
+
+    Verdicts:
+    - pass: Iggy's data on a local xfs mount, rw, noatime [test_mounts_pass_on_xfs_noatime]
+    - pass: a read-only bind of a subtree (a hostPath volume) at the end of a huge table
+      [test_mounts_reads_bind_roots_past_one_mib_of_mountinfo]
+    - pass: the data directory on btrfs (a note about copy-on-write)
+      [test_mounts_network_data_dir_warns_other_fs_notes]
+    - pass: no data directory yet: the mount of / is judged, with a note
+      [test_mounts_missing_data_dir_judges_root]
+    - warn: the data mount uses strict atime (a metadata write per read)
+      [test_mounts_warn_on_strict_atime]
+    - warn: the data directory on NFS [test_mounts_network_data_dir_warns_other_fs_notes]
+    - warn: a read-only mount /etc/fstab does not know [test_mounts_unexpected_read_only_mounts]
+    - fail: the data mount remounted read-only (errors=remount-ro)
+      [test_mounts_fail_when_data_mount_is_read_only]
+    - fail: /var/log read-only while /etc/fstab mounts it read-write
+      [test_mounts_unexpected_read_only_mounts]
+    - fail: the root filesystem read-only [test_mounts_read_only_root_fails]
+    - fail: the data directory does not answer (hung mount) [test_mounts_hung_data_dir_fails]
+
+    One read of the mount tables and one stat of the data directory, now.
+    """
     return judge_mounts(read_mounts(ctx), ctx.thresholds)

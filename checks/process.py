@@ -328,7 +328,20 @@ def _process_listing(facts: TopFacts) -> str:
     sampling_s=0.5,
 )
 def process_top(ctx: Context) -> Result:
-    """Who uses the CPU and the memory, judged on any single process's memory share."""
+    """Who uses the CPU and the memory, judged on any single process's memory share.
+
+    Verdicts:
+    - pass: the broker holding 70 % of memory on a dedicated node (its share is shown,
+      memory.usage judges what is left) [test_process_top_broker_is_exempt_from_the_rss_threshold]
+    - pass: no process but the broker above 50 % of memory [test_process_top_verdicts]
+    - pass: no broker running (a note) [test_process_top_without_broker]
+    - warn: another process holding 70 % of memory
+      [test_process_top_other_process_at_70_percent_warns]
+    - fail: another process holding 95 % of memory [test_process_top_verdicts]
+
+    CPU is the difference of two /proc scans sample_s (0.5 s) apart; memory is resident
+    memory at the second scan.
+    """
     facts = read_top(ctx, float(ctx.thresholds["sample_s"]))
     if not facts.processes:
         return Result.skipped("no processes readable under /proc")
@@ -494,7 +507,22 @@ def judge_limits(facts: LimitsFacts, thresholds: dict[str, Any]) -> Result:
     thresholds={"memlock_unlimited": True},
 )
 def process_limits(ctx: Context) -> Result:
-    """The broker's nofile, memlock and nproc limits from /proc/<pid>/limits."""
+    """The broker's nofile, memlock and nproc limits from /proc/<pid>/limits.
+
+    Verdicts:
+    - pass: nofile 65536, memlock unlimited, nproc 4096 [test_process_limits_pass]
+    - pass: a pre-0.6 broker (no io_uring shards) with a small memlock: a note
+      [test_process_limits_memlock_is_info_for_a_pre_io_uring_broker]
+    - pass: nofile at exactly the 65536 minimum
+      [test_nofile_band_is_lower_is_worse_and_strictly_below]
+    - skipped: no broker process, or limits it cannot read
+      [test_process_limits_skipped_without_broker]
+    - warn: nofile 1024 and a 64 KiB memlock on an io_uring broker
+      [test_process_limits_warn_nofile_and_memlock_on_io_uring]
+    - fail: nofile below 4096 [test_process_limits_fail_on_tiny_nofile]
+
+    The limits in force now, as the kernel applies them to the running broker.
+    """
     broker = find_broker(ctx)
     if broker is None:
         return Result.skipped(
@@ -633,7 +661,19 @@ def judge_zombies(
     bands=(ZOMBIE_COUNT,),
 )
 def process_zombies(ctx: Context) -> Result:
-    """Count zombies and group them by parent."""
+    """Count zombies and group them by parent.
+
+    Verdicts:
+    - pass: no zombies [test_process_zombies_pass_with_none]
+    - pass: three zombies, each named with its parent [test_process_zombies_few_are_info]
+    - pass: the agent's own finished checks, not yet reaped
+      [test_process_zombies_ignores_the_agents_own_children]
+    - warn: seven zombies, six from one parent that does not reap them
+      [test_process_zombies_warn_grouped_by_parent]
+    - fail: zombies reaching fail_count [test_process_zombies_fail]
+
+    A zombie counts only when it is still there ZOMBIE_CONFIRM_S (0.2 s) later.
+    """
     table = read_processes(ctx)
     if not table:
         return Result.skipped("no processes readable under /proc")
@@ -856,7 +896,18 @@ def judge_fds(facts: FdFacts, thresholds: dict[str, Any]) -> Result:
     bands=(FD_PERCENT,),
 )
 def process_fds(ctx: Context) -> Result:
-    """Open fds of the broker and the agent, and the kernel's file handle table."""
+    """Open fds of the broker and the agent, and the kernel's file handle table.
+
+    Verdicts:
+    - pass: the broker at 10 of 100 open files [test_process_fds_broker_verdicts]
+    - pass: the system file table at 95 % is reported, not judged (sysctl.fs judges it)
+      [test_process_fds_reports_the_system_table_without_judging_it]
+    - skipped: nothing readable [test_process_fds_skipped_with_nothing_to_read]
+    - warn: the broker at 85 % of its open-file limit [test_process_fds_broker_verdicts]
+    - fail: the broker at 95 % of its open-file limit [test_process_fds_broker_verdicts]
+
+    Open fds counted now, against the soft limit in force.
+    """
     facts = FdFacts([], unit=ctx.config.iggy.service)
     broker = find_broker(ctx)
     if broker is not None:

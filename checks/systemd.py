@@ -260,7 +260,21 @@ def judge_failed(rows: list[UnitRow], broker_unit: str, agent_unit: str = AGENT_
     timeout_s=8,
 )
 def systemd_failed(ctx: Context) -> Result:
-    """List failed units and keep their status as evidence."""
+    """List failed units and keep their status as evidence.
+
+    Verdicts:
+    - pass: no failed units [test_systemd_failed_pass]
+    - skipped: systemctl cannot talk to systemd
+      [test_systemd_failed_skips_when_systemctl_cannot_talk]
+    - warn: unrelated units failed (apt-daily, e2scrub_all)
+      [test_systemd_failed_unrelated_unit_only_warns]
+    - fail: the broker's unit failed [test_systemd_failed_fail]
+    - fail: the broker's unit named in the config failed
+      [test_systemd_failed_broker_unit_from_config]
+    - fail: the agent's own unit failed [test_systemd_failed_agent_unit_fails]
+
+    The failed state now, as systemd keeps it until the next start or reset-failed.
+    """
     res = ctx.run(
         [
             "systemctl",
@@ -470,7 +484,20 @@ def judge_units(facts: UnitsFacts, thresholds: dict[str, Any]) -> Result:
     bands=(RESTARTS_24H,),
 )
 def systemd_units(ctx: Context) -> Result:
-    """`systemctl show` of both units and PID 1's journal about them."""
+    """`systemctl show` of both units and PID 1's journal about them.
+
+    Verdicts:
+    - pass: the broker's unit active, no restart in 24 h [test_systemd_units_pass]
+    - pass: no unit, but the broker runs as a process [test_systemd_units_broker_unit_missing]
+    - skipped: the units' state cannot be read [test_systemd_units_skips_on_unreadable_state]
+    - warn: the broker restarted automatically 4 times in 24 h (last: oom-kill)
+      [test_systemd_units_crash_loop_warns]
+    - warn: no unit installed and no broker process [test_systemd_units_broker_unit_missing]
+    - fail: the broker's unit down [test_systemd_units_broker_down_fails]
+    - fail: the broker restarting in a loop right now [test_systemd_units_auto_restart_is_a_loop]
+
+    Restarts are counted over the last 24 h of PID 1's journal, not since boot.
+    """
     broker_unit = ctx.config.iggy.service
     names = [(broker_unit, "broker")] + (
         [(AGENT_UNIT, "agent")] if broker_unit != AGENT_UNIT else []
@@ -590,7 +617,16 @@ def judge_timers(facts: TimersFacts) -> Result:
     timeout_s=8,
 )
 def systemd_timers(ctx: Context) -> Result:
-    """List timers (JSON when this systemd has it, else the table) and their units' results."""
+    """List timers (JSON when this systemd has it, else the table) and their units' results.
+
+    Verdicts:
+    - pass: two timers, one that never ran yet [test_systemd_timers_pass_from_json]
+    - skipped: timers cannot be listed [test_systemd_timers_skip_when_listing_fails]
+    - warn: the last run of a timer's service failed
+      [test_systemd_timers_warn_on_failed_last_run_from_text]
+
+    Each timer's last result, as systemd keeps it until the next run.
+    """
     res = ctx.run(
         ["systemctl", "list-timers", "--all", "--no-pager", "--output=json"],
         timeout_s=3,

@@ -19,14 +19,22 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.certificates import (
+    LENIENT_CLIENTS,
+    PYCA_VERIFIER,
     CertFacts,
+    Chain,
+    Deviation,
     NotACertificate,
+    Rejection,
+    build_chain,
+    client_rejection,
     describe,
     issued_by,
     load_certificates,
     name_matches,
     public_der,
-    verify_server_chain,
+    strict_deviations,
+    verify_strict_profile,
 )
 from snapshot_agent.node.tls_inventory import (
     CertFile,
@@ -198,7 +206,7 @@ def _judge_certs(
         out += _judge_validity(who, path, c, now, th)
         out += _judge_strength(who, path, c, th, trust_anchor=c.self_issued and c.is_ca)
         out += _dev_certificate(who, path, c)
-    if leaf.is_ca and len(f.certs) == 1:
+    if leaf.is_ca and len(f.certs) == 1 and not f.source.key_path:
         return out  # a CA certificate file (e.g. a client CA): no server checks apply
     out += _judge_server_usage(path, leaf)
     out += _judge_order(path, f.certs)
@@ -315,9 +323,14 @@ def _judge_server_usage(path: str, leaf: CertFacts) -> list[Finding]:
     if leaf.is_ca:
         out.append(
             Finding(
-                Severity.WARN,
-                f"{path}: the server certificate is a CA certificate (basicConstraints CA:TRUE)",
-                "Issue a leaf certificate (CA:FALSE) for the server; keep the CA key offline.",
+                Severity.FAIL,
+                f"{path}: the server certificate is a CA certificate (basicConstraints "
+                "CA:TRUE): rustls/webpki (the Iggy Rust SDK) refuses it (CaUsedAsEndEntity), "
+                "even when trusted explicitly; OpenSSL accepts it",
+                "Issue a leaf certificate (basicConstraints=critical,CA:FALSE) for the "
+                "server, signed by your CA, and keep the CA key offline. `openssl req "
+                "-x509` marks certificates CA:TRUE by default: add `-addext "
+                "basicConstraints=critical,CA:FALSE`.",
                 path,
             )
         )
@@ -365,33 +378,83 @@ def _judge_order(path: str, certs: list[CertFacts]) -> list[Finding]:
 
 
 def _judge_chain(path: str, certs: list[CertFacts], roots: list, now: datetime) -> list[Finding]:
-    """Validate like a client; when it fails, say which of the usual causes it is.
+    """Build the chain as clients do: fail what they refuse, warn what only strict ones refuse.
 
-    Expiry is judged on its own: when a certificate is out of its validity window
-    now, the chain is checked at a moment when all of them were valid, so an
-    expired certificate is not reported a second time as a broken chain.
+    When no chain reaches a trusted root, say which of the usual causes it is. Expiry is
+    judged on its own: when a certificate is out of its validity window now, the chain
+    is checked at a moment when all of them were valid, so an expired certificate is not
+    reported a second time as a broken chain.
     """
-    leaf = certs[0]
     start, end = max(c.not_before for c in certs), min(c.not_after for c in certs)
-    when = now if start <= now <= end else start + (end - start) / 2
     if start > end:
         return []  # never all valid at once: the validity findings already say so
-    problem = verify_server_chain(leaf.cert, [c.cert for c in certs[1:]], roots, when)
-    if problem is None:
-        return []
+    when = now if start <= now <= end else start + (end - start) / 2
+    chain = build_chain(certs[0].cert, [c.cert for c in certs[1:]], roots)
+    if not chain.anchored:
+        return _not_anchored(path, certs, roots)
+    rejection = client_rejection(chain, when)
+    if rejection is not None:
+        return [_clients_refuse(path, rejection)]
+    return _strict_profile(path, chain, roots, when)
+
+
+def _not_anchored(path: str, certs: list[CertFacts], roots: list) -> list[Finding]:
+    """No path from the leaf to a trusted root: self-signed, untrusted root or a gap."""
+    leaf = certs[0]
     if leaf.self_issued:
         return _self_signed(path, leaf, roots)
     top = _walk_up(certs)
     if not (any(issued_by(top.cert, r) for r in roots) or top.cert in roots):
         return [_unanchored(path, certs, top)]
+    return [_clients_refuse(path, Rejection(f"no path from {leaf.subject} to a trusted root"))]
+
+
+def _clients_refuse(path: str, rejection: Rejection) -> Finding:
+    """FAIL: the verifiers of the broker's clients (not only strict ones) refuse the chain."""
+    return Finding(
+        Severity.FAIL,
+        f"{path}: chain validation failed: {rejection.problem}; clients will reject it "
+        f"(refused by {' and '.join(rejection.refused_by)})",
+        "Reissue the certificate or fix the chain, then restart the broker.",
+        path,
+    )
+
+
+def _strict_profile(path: str, chain: Chain, roots: list, when: datetime) -> list[Finding]:
+    """WARN per strict-profile point the chain misses; the common clients accept it."""
+    deviations = strict_deviations(chain)
+    if deviations:
+        return [_strict_deviation(path, d) for d in deviations]
+    if len(chain.certs) < 2:
+        return []  # a pinned self-signed leaf: strict verifiers apply no profile to it
+    problem = verify_strict_profile(chain.certs[0], chain.certs[1:-1], roots, when)
+    if problem is None:
+        return []
     return [
         Finding(
-            Severity.FAIL,
-            f"{path}: chain validation failed: {problem}",
-            "Reissue the certificate or fix the chain; clients will reject it.",
+            Severity.WARN,
+            f"{path}: {PYCA_VERIFIER} (CA/Browser Forum profile) refuses the chain: {problem}; "
+            f"{LENIENT_CLIENTS} accept it",
+            "Clients of the Iggy SDKs connect; tools built on pyca/cryptography's verifier "
+            "do not. Reissue the certificate from a CA profile that follows RFC 5280.",
             path,
         )
     ]
+
+
+def _strict_deviation(path: str, d: Deviation) -> Finding:
+    """WARN: a point of RFC 5280 only strict verifiers enforce (e.g. a missing AKI)."""
+    return Finding(
+        Severity.WARN,
+        f"{path}: {d.subject} {d.what}: strict verifiers refuse the chain "
+        f"({', '.join(d.strict)}); {LENIENT_CLIENTS} accept it",
+        "Clients of the Iggy Rust SDK and of OpenSSL's defaults connect; clients with a "
+        "strict verifier fail the handshake. Reissue the certificate with the extension "
+        f"`{d.fix}` (OpenSSL: in the -extfile or the CA's extension section) and restart "
+        "the broker. Until then a Python ≥ 3.13 client can connect with "
+        "`ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT`.",
+        path,
+    )
 
 
 def _self_signed(path: str, leaf: CertFacts, roots: list) -> list[Finding]:
@@ -560,7 +623,41 @@ def _sha256() -> hashes.HashAlgorithm:
     view="expiry",
 )
 def tls_certificates(ctx: Context) -> Result:
-    """Judge every certificate and key file found."""
+    """Judge every certificate and key file found; chains as the broker's clients judge them.
+
+    Verdicts:
+    - pass: a leaf and intermediate from a private CA, matching key, mode 0600
+      [test_good_chain_with_matching_key_passes]
+    - pass: an RSA key of exactly 2048 bits [test_key_size_is_a_minimum]
+    - pass: the broker's throwaway self-signed certificate on loopback
+      [test_self_signed_without_files_is_not_a_failure]
+    - pass: a passphrase-protected key is a note [test_encrypted_key_is_reported_and_never_copied]
+    - pass: a CA certificate file [test_ca_file_gets_no_server_checks]
+    - warn: a chain OpenSSL and rustls accept but strict verifiers (Python 3.13) refuse: no
+      Authority or Subject Key Identifier
+      [test_chain_only_strict_verifiers_refuse_warns_naming_them]
+    - warn: an Ed25519 root, which only pyca/cryptography's verifier refuses
+      [test_chain_only_pyca_cryptography_refuses_warns_naming_it]
+    - warn: a leaf expiring in 20 days [test_validity_window]
+    - warn: a self-signed leaf nobody trusts explicitly [test_self_signed_leaf]
+    - warn: a chain ending at an issuer this node does not trust [test_unknown_issuer]
+    - warn: none of this node's names in the certificate [test_wrong_hostname]
+    - warn: a chain file out of order [test_chain_out_of_order]
+    - fail: expired, not yet valid, or 5 days left [test_validity_window]
+    - fail: an issuer that is not a CA, may not sign, is not for servers, or a path
+      too long: every client refuses [test_chain_every_client_refuses_fails]
+    - fail: a CA:TRUE server certificate, which rustls refuses
+      [test_ca_certificate_as_server_certificate_fails_for_rustls]
+    - fail: a missing intermediate [test_missing_intermediate]
+    - fail: a key that is not the certificate's [test_key_that_does_not_match]
+    - fail: a world-readable private key [test_world_readable_key_fails]
+    - fail: a SHA-1 signature [test_sha1_signature_fails]
+    - fail: an RSA 1024 key [test_rsa_1024_fails]
+    - fail: Iggy's development certificates [test_iggy_development_certificates_are_flagged]
+    - skipped: no certificate configured anywhere [test_glob_without_match_and_no_sources]
+
+    Files are read once, now; days left are counted from now.
+    """
     found = discover(ctx)
     notes = discovery_notes(found)
     if not found.sources:
@@ -812,7 +909,24 @@ def _endpoint_row(p: Probe) -> dict[str, Any]:
     thresholds=dict(THRESHOLDS),
 )
 def tls_endpoints(ctx: Context) -> Result:
-    """Probe live listeners and compare with the certificates on disk."""
+    """Probe live listeners and compare with the certificates on disk.
+
+    Verdicts:
+    - pass: a listener serving the certificate on disk, TLS 1.0/1.1 refused
+      [test_live_listener_serving_the_file_on_disk_passes]
+    - warn: a listener still serving the certificate from before a renewal
+      [test_live_listener_serving_an_old_certificate_warns]
+    - warn: a listener accepting TLS 1.0 and 1.1 [test_legacy_protocols_still_accepted_warn]
+    - warn: the served certificate expires in 20 days
+      [test_served_certificate_expiry_is_graded_by_the_same_band]
+    - fail: nothing listens on the configured port
+      [test_closed_port_fails_and_nothing_configured_skips]
+    - fail: listeners that accept TCP and never finish the handshake
+      [test_hung_listeners_are_probed_at_once_within_the_budget]
+    - skipped: no TLS listener configured [test_closed_port_fails_and_nothing_configured_skips]
+
+    One handshake per listener (plus one per legacy version), now.
+    """
     found = discover(ctx)
     if not found.endpoints:
         return Result.skipped(

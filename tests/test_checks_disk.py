@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,30 +26,41 @@ from snapshot_agent.checks.disk_health import (
     parse_smartctl_json,
     read_health,
 )
-from snapshot_agent.checks.disk_io import (
-    DiskCounters,
-    IOFacts,
-    compute_io,
-    disk_io,
-    judge_io,
-    parse_diskstats,
-    read_io,
-)
+from snapshot_agent.checks.disk_io import IOFacts, disk_io, judge_io, read_io
 from snapshot_agent.checks.disk_mounts import MountsFacts, disk_mounts, judge_mounts
 from snapshot_agent.config import Config, IggyConfig
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node import mounts as mounts_mod
+from snapshot_agent.node.diskstats import DiskCounters, compute_io, parse_diskstats
 from snapshot_agent.node.mounts import MountEntry, decode_mount_field, find_mount, parse_mounts
 
 from .conftest import fixture_roots, make_context, write_tree
 
 USAGE_T = {
+    "warn_free_gib_below": 100.0,
+    "fail_free_gib_below": 20.0,
+    "warn_floor_gib_below": 5.0,
+    "fail_floor_gib_below": 1.0,
     "warn_pct": 80.0,
     "fail_pct": 90.0,
+    "warn_free_inodes_below": 1_000_000,
+    "fail_free_inodes_below": 100_000,
     "warn_inode_pct": 80.0,
     "fail_inode_pct": 90.0,
+    "small_volume_gib": 10.0,
     "mount_timeout_s": 2.0,
+}
+#: Thresholds that ask nothing: a verdict on a real directory must not depend on how
+#: full the test machine is.
+ASK_NOTHING = {
+    "warn_free_gib_below": 0.0,
+    "fail_free_gib_below": 0.0,
+    "warn_floor_gib_below": 0.0,
+    "fail_floor_gib_below": 0.0,
+    "warn_free_inodes_below": 0,
+    "fail_free_inodes_below": 0,
+    "small_volume_gib": 0.0,
 }
 MOUNTS_T = {"mount_timeout_s": 2.0}
 IO_T = {
@@ -157,12 +169,22 @@ def test_usage_passes_and_skips_pseudo_and_bind_mounts(tmp_path: Path, node: Pat
     assert mounts["/"]["also_at"] == "/srv/bind copy"
     assert result.data["skipped"]["proc"] == 1 and result.data["skipped"]["squashfs"] == 1
     assert result.data["read_only_not_judged"] == []
-    assert "fullest /var/lib/iggy at 50 %" in result.summary
+    assert "statvfs now" in result.summary and "no growth rate" in result.summary
+    assert "tightest /: 60.0 GiB free of 100.0 GiB, warns below 20.0 GiB" in result.summary
+    assert mounts["/var/lib/iggy"]["warn_below_gib"] == 100.0
+    assert mounts["/var/lib/iggy"]["warn_rule"] == "the 100 GiB headroom"
+    assert mounts["/run"]["warn_rule"] == "20 % of a volume under 10 GiB"
+    assert mounts["/"]["days_left"] is None  # no growth rate known yet
 
 
 @pytest.mark.parametrize(
     ("avail", "status", "word"),
-    [(300, Status.PASS, ""), (150, Status.WARN, "85 % full"), (50, Status.FAIL, "95 % full")],
+    [
+        (300, Status.PASS, ""),
+        (150, Status.PASS, ""),  # 85 % full, but 150 GiB is a lot of segments
+        (60, Status.WARN, "only 60.0 GiB free of 1000.0 GiB (94 % full): warn below 100.0 GiB"),
+        (10, Status.FAIL, "(99 % full): fail below 20.0 GiB (the 20 GiB headroom)"),
+    ],
 )
 def test_usage_space_verdicts(
     tmp_path: Path, node: Path, avail: float, status: Status, word: str
@@ -199,7 +221,7 @@ def test_usage_hung_mount_fails_without_blocking_the_rest(
     tmp_path: Path, node: Path, release: threading.Event
 ) -> None:
     ctx = usage_ctx(tmp_path, node, mount_timeout_s=0.2)
-    table = HEALTHY | {"/var/lib/iggy": sv(1000, 150)}
+    table = HEALTHY | {"/var/lib/iggy": sv(1000, 60)}
     start = time.monotonic()
     facts = read_usage(ctx, statvfs=fake_statvfs(node, table, hang=release))
     assert time.monotonic() - start < 1.5
@@ -246,11 +268,11 @@ def test_usage_judges_the_last_mount_of_a_huge_table(tmp_path: Path, node: Path)
     mounts = MOUNTS + kubernetes_mounts(14000) + tail
     assert len(mounts.encode()) > 1024 * 1024 + len(tail)  # past the old 1 MiB read cap
     ctx = usage_ctx(tmp_path, node, mounts)
-    table = HEALTHY | {"/var/lib/iggy-data": sv(1000, 20)}
+    table = HEALTHY | {"/var/lib/iggy-data": sv(1000, 10)}
     result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
     assert result.status == Status.FAIL
     [finding] = result.findings
-    assert finding.subject == "/var/lib/iggy-data" and "98 % full" in finding.message
+    assert finding.subject == "/var/lib/iggy-data" and "99 % full" in finding.message
     assert result.data["skipped"] == {
         "sysfs": 1,
         "proc": 1,
@@ -287,12 +309,108 @@ def test_usage_against_a_real_directory(tmp_path: Path, node: Path) -> None:
     # thresholds over 100 %: the verdict must not depend on how full the test machine is
     # (both ends: a band grades fail before warn, and warn must not be above fail)
     over = {"warn_pct": 101.0, "fail_pct": 101.0, "warn_inode_pct": 101.0, "fail_inode_pct": 101.0}
-    ctx = usage_ctx(tmp_path, node, mounts, **over)
+    ctx = usage_ctx(tmp_path, node, mounts, **over | ASK_NOTHING)
     result = disk_usage.run(ctx)
     assert result.status == Status.PASS
     rows = result.data["filesystems"]
     assert [r["mount"] for r in rows] == ["/", "/data"]
     assert all(r["size_gib"] > 0 and r["status"] == "ok" for r in rows)
+
+
+# The two examples of issue 8, case 9: percentages alone judged both wrong.
+
+
+def test_usage_big_volume_with_a_small_percentage_free_passes(tmp_path: Path, node: Path) -> None:
+    """A 10 TiB broker volume at 85 % still holds 1.5 TiB: days of appends, not a warning."""
+    ctx = usage_ctx(tmp_path, node)
+    table = HEALTHY | {"/var/lib/iggy": sv(10 * 1024, 1.5 * 1024)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.PASS, result.summary
+    row = next(r for r in result.data["filesystems"] if r["mount"] == "/var/lib/iggy")
+    assert row["used_pct"] == 85.0 and row["warn_rule"] == "the 100 GiB headroom"
+    # ...and the same volume nearly full in bytes still fails
+    table = HEALTHY | {"/var/lib/iggy": sv(10 * 1024, 12)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.FAIL and "the 20 GiB headroom" in result.summary
+
+
+def test_usage_small_volume_with_a_few_gib_free_warns(tmp_path: Path, node: Path) -> None:
+    """A 20 GiB root at 79 % has 4.3 GiB left: one core dump or a few segments fill it."""
+    ctx = usage_ctx(tmp_path, node)
+    table = HEALTHY | {"/": sv(20, 4.3)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.WARN, result.summary
+    [finding] = result.findings
+    assert finding.subject == "/" and "(79 % full)" in finding.message
+    assert "only 4.3 GiB free of 20.0 GiB" in finding.message
+    assert "warn below 5.0 GiB (the 5 GiB floor)" in finding.message
+    assert "retention" in finding.remediation
+    table = HEALTHY | {"/": sv(20, 0.9)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert (
+        result.status == Status.FAIL
+        and "fail below 2.0 GiB (10 % of its usable space)" in result.summary
+    )
+
+
+@pytest.mark.parametrize(
+    ("avail", "status"), [(0.3, Status.PASS), (0.15, Status.WARN), (0.05, Status.FAIL)]
+)
+def test_usage_small_system_volume_is_judged_by_percentage(
+    tmp_path: Path, node: Path, avail: float, status: Status
+) -> None:
+    """A 1 GiB /boot never holds 5 GiB: under 10 GiB bytes say little, the share decides."""
+    mounts = MOUNTS + "/dev/nvme0n1p1 /boot ext4 rw,relatime 0 0\n"
+    ctx = usage_ctx(tmp_path, node, mounts)
+    table = HEALTHY | {"/boot": sv(1, avail)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == status, result.summary
+    if status != Status.PASS:
+        assert "of a volume under 10 GiB" in result.findings[0].message
+
+
+def test_usage_big_filesystem_with_a_small_share_of_inodes_free_passes(
+    tmp_path: Path, node: Path
+) -> None:
+    """100 M inodes at 85 % used leave 15 M: a broker makes a few files per 1 GiB segment."""
+    ctx = usage_ctx(tmp_path, node)
+    big = HEALTHY | {"/var/lib/iggy": sv(1000, 500, inodes=100_000_000, ifree=15_000_000)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, big)), ctx.thresholds)
+    assert result.status == Status.PASS, result.summary
+    nearly = HEALTHY | {"/var/lib/iggy": sv(1000, 500, inodes=100_000_000, ifree=50_000)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, nearly)), ctx.thresholds)
+    assert result.status == Status.FAIL
+    assert "fail below 100,000 (the 100,000 inode headroom)" in result.summary
+
+
+def test_usage_free_space_bands_come_from_the_config(tmp_path: Path, node: Path) -> None:
+    """warn_free_gib_below raises the headroom asked of big volumes (a busier broker)."""
+    ctx = usage_ctx(tmp_path, node, warn_free_gib_below=1024.0 + 512)
+    table = HEALTHY | {"/var/lib/iggy": sv(10 * 1024, 1024)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == Status.WARN
+    [finding] = result.findings
+    assert finding.subject == "/var/lib/iggy" and "the 1536 GiB headroom" in finding.message
+
+
+def test_usage_judges_a_real_directory_by_its_free_bytes(tmp_path: Path, node: Path) -> None:
+    """statvfs of a real directory: its free bytes as the kernel says, judged against a need."""
+    (node / "data").mkdir()
+    mounts = "/dev/sdb /data xfs rw,noatime 0 0\n"
+    result = disk_usage.run(usage_ctx(tmp_path, node, mounts, **ASK_NOTHING))
+    assert result.status == Status.PASS, result.summary
+    [row] = result.data["filesystems"]
+    real = shutil.disk_usage(node / "data")
+    assert abs(row["avail_gib"] * GIB - real.free) < 0.5 * GIB  # other tests may write
+    assert abs(row["size_gib"] * GIB - real.total) < 0.01 * GIB
+    # a floor no disk meets: the same directory now fails, on its bytes
+    floor = ASK_NOTHING | {"warn_floor_gib_below": 1e5, "fail_floor_gib_below": 1e5}
+    result = disk_usage.run(usage_ctx(tmp_path, node, mounts, **floor))
+    assert result.status == Status.FAIL
+    [finding] = result.findings
+    assert finding.subject == "/data" and "fail below 100000.0 GiB (the 100000 GiB floor)" in (
+        finding.message
+    )
 
 
 # -- disk.mounts ----------------------------------------------------------------------------

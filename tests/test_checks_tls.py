@@ -17,7 +17,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from snapshot_agent.checks.tls import (
@@ -69,8 +69,18 @@ def make_cert(
     days: tuple[float, float] = (-1, 365),
     ca: bool = False,
     digest=None,
+    aki: bool = True,
+    ski: bool = True,
+    path_length: int | None = None,
+    key_cert_sign: bool | None = None,
+    eku: tuple[x509.ObjectIdentifier, ...] | None = None,
 ) -> x509.Certificate:
-    """A certificate signed by `issuer` (name, key), or self-signed."""
+    """A certificate signed by `issuer` (name, key), or self-signed.
+
+    `aki`/`ski` False leave out the key identifiers, as some private CAs do;
+    `key_cert_sign` overrides keyUsage's keyCertSign (by default: `ca`); `eku` puts an
+    extendedKeyUsage on any certificate (by default only a leaf with names has one).
+    """
     issuer_name, issuer_key = issuer or (subject, key)
     builder = (
         x509.CertificateBuilder()
@@ -80,11 +90,7 @@ def make_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW + dt.timedelta(days=days[0]))
         .not_valid_after(NOW + dt.timedelta(days=days[1]))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -92,7 +98,7 @@ def make_cert(
                 key_encipherment=False,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=ca,
+                key_cert_sign=ca if key_cert_sign is None else key_cert_sign,
                 crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
@@ -100,10 +106,23 @@ def make_cert(
             critical=True,
         )
     )
+    if ski:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+        )
+    if aki:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
     if names and not ca:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        )
+        eku = eku or (ExtendedKeyUsageOID.SERVER_AUTH,)
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    if isinstance(issuer_key, ed25519.Ed25519PrivateKey):
+        return builder.sign(issuer_key, None)  # EdDSA hashes by itself
     return builder.sign(issuer_key, digest or hashes.SHA256())
 
 
@@ -381,6 +400,157 @@ def test_chain_out_of_order(tmp_path: Path, pki: Pki) -> None:
     path = pki.write("order.pem", pem(pki.leaf(), pki.root, pki.intermediate))
     result = run_certs(tmp_path, pki, [path])
     assert "out of order" in messages(result, Severity.WARN)
+
+
+# -- chains judged as the broker's clients judge them --------------------------------
+#
+# OpenSSL with default flags and rustls/webpki (the Iggy Rust SDK) accept a chain whose
+# certificates lack RFC 5280's key identifiers; strict verifiers (Python >= 3.13's default
+# context sets VERIFY_X509_STRICT; pyca/cryptography's) refuse it. Each chain below is also
+# handed to `openssl verify`, so the tests state the OpenSSL behaviour they rely on
+# (rustls cannot be run from here: its rules are quoted in node/certificates.py).
+
+
+def odd_chain(kind: str) -> tuple[x509.Certificate, list[x509.Certificate], x509.Certificate]:
+    """(root, intermediates, leaf) of a private CA with one peculiarity named by `kind`."""
+    root_key, int_key, leaf_key = new_key(), new_key(), new_key()
+    if kind == "ed25519_root":  # EdDSA: fine for OpenSSL and rustls, not CA/Browser Forum
+        root_key = ed25519.Ed25519PrivateKey.generate()
+    root = make_cert("Odd Root CA", root_key, ca=True, days=(-10, 3650), ski=kind != "root_no_ski")
+    inter_kw: dict = {
+        "intermediate_no_aki": {"aki": False},
+        "issuer_not_ca": {"ca": False, "key_cert_sign": True, "names": ()},
+        "issuer_without_cert_sign": {"key_cert_sign": False},
+        "issuer_not_for_servers": {"eku": (ExtendedKeyUsageOID.CLIENT_AUTH,)},
+        "path_too_long": {"path_length": 0},
+    }.get(kind, {})
+    int_kw = {"ca": True, "days": (-10, 1825)} | inter_kw
+    inter = make_cert("Odd Intermediate CA", int_key, issuer=("Odd Root CA", root_key), **int_kw)
+    chain, issuer = [inter], ("Odd Intermediate CA", int_key)
+    if kind == "path_too_long":  # a second CA below one that allows none (pathlen:0)
+        sub_key = new_key()
+        sub = make_cert("Odd Sub CA", sub_key, issuer=issuer, ca=True, days=(-10, 1000))
+        chain, issuer = [sub, inter], ("Odd Sub CA", sub_key)
+    leaf = make_cert(
+        HOST,
+        leaf_key,
+        issuer=issuer,
+        aki=kind != "leaf_no_aki",
+        key_cert_sign=kind == "leaf_signs_certificates",
+    )
+    return root, chain, leaf
+
+
+def run_chain(tmp_path: Path, kind: str) -> Result:
+    """tls.certificates on a file holding the odd chain, its root trusted via ca_bundle."""
+    root, chain, leaf = odd_chain(kind)
+    bundle, path = tmp_path / "odd-ca.pem", tmp_path / "odd-chain.pem"
+    bundle.write_bytes(pem(root))
+    path.write_bytes(pem(leaf, *chain))
+    config = Config(
+        checks=ChecksConfig(
+            certificates=CertificatesConfig(paths=[str(path)], ca_bundle=str(bundle))
+        )
+    )
+    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+
+
+def openssl_verify(tmp_path: Path, kind: str, *flags: str) -> subprocess.CompletedProcess:
+    """`openssl verify` of the odd chain as a TLS client checks a server (-purpose sslserver)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    root, chain, leaf = odd_chain(kind)
+    (tmp_path / "root.pem").write_bytes(pem(root))
+    (tmp_path / "untrusted.pem").write_bytes(pem(*chain))
+    (tmp_path / "leaf.pem").write_bytes(pem(leaf))
+    argv = ["openssl", "verify", *flags, "-purpose", "sslserver", "-CAfile", "root.pem"]
+    argv += ["-untrusted", "untrusted.pem", "leaf.pem"]
+    return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False)
+
+
+#: kind -> (what the warning says, what `openssl verify -x509_strict` says)
+STRICT_ONLY = {
+    "leaf_no_aki": ("has no Authority Key Identifier", "Missing Authority Key Identifier"),
+    "intermediate_no_aki": ("has no Authority Key Identifier", "Missing Authority Key Identifier"),
+    "root_no_ski": ("without a Subject Key Identifier", "Missing Subject Key Identifier"),
+    "leaf_signs_certificates": (
+        "is not a CA but its keyUsage allows keyCertSign",
+        "Key usage keyCertSign invalid for non-CA cert",
+    ),
+}
+#: kind -> (what the failure says, what `openssl verify` with default flags says)
+REFUSED = {
+    "issuer_not_ca": ("is not a CA", "invalid CA certificate"),
+    "issuer_without_cert_sign": ("does not allow keyCertSign", "invalid CA certificate"),
+    "path_too_long": ("allows 0 CA(s) below it", "path length constraint exceeded"),
+    "issuer_not_for_servers": ("without serverAuth", "unsuitable certificate purpose"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STRICT_ONLY))
+def test_chain_only_strict_verifiers_refuse_warns_naming_them(tmp_path: Path, kind: str) -> None:
+    result = run_chain(tmp_path, kind)
+    assert result.status == Status.WARN, messages(result)
+    [warning] = result.findings
+    assert STRICT_ONLY[kind][0] in warning.message
+    assert "Python ≥ 3.13" in warning.message and "VERIFY_X509_STRICT" in warning.message
+    assert "rustls/webpki (the Iggy Rust SDK) accept it" in warning.message
+    assert "will reject" not in warning.message and "VERIFY_X509_STRICT" in warning.remediation
+
+
+@pytest.mark.parametrize("kind", sorted(STRICT_ONLY))
+def test_openssl_accepts_by_default_what_only_its_strict_mode_refuses(
+    tmp_path: Path, kind: str
+) -> None:
+    default = openssl_verify(tmp_path, kind)
+    assert default.returncode == 0 and "leaf.pem: OK" in default.stdout, default.stderr
+    strict = openssl_verify(tmp_path, kind, "-x509_strict")
+    assert strict.returncode != 0
+    assert STRICT_ONLY[kind][1] in strict.stdout + strict.stderr
+
+
+def test_chain_only_pyca_cryptography_refuses_warns_naming_it(tmp_path: Path) -> None:
+    """An Ed25519 root: OpenSSL, strict or not, and rustls accept; the CA/B Forum profile not."""
+    result = run_chain(tmp_path, "ed25519_root")
+    assert result.status == Status.WARN, messages(result)
+    [warning] = result.findings
+    assert "pyca/cryptography's verifier (CA/Browser Forum profile) refuses" in warning.message
+    assert "rustls/webpki (the Iggy Rust SDK) accept it" in warning.message
+    assert "Python" not in warning.message  # OpenSSL's strict mode accepts it: not named
+
+
+def test_openssl_accepts_an_ed25519_root_even_in_strict_mode(tmp_path: Path) -> None:
+    for flags in ((), ("-x509_strict",)):
+        done = openssl_verify(tmp_path, "ed25519_root", *flags)
+        assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, (flags, done.stdout)
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_chain_every_client_refuses_fails(tmp_path: Path, kind: str) -> None:
+    result = run_chain(tmp_path, kind)
+    assert result.status == Status.FAIL, messages(result)
+    [failure] = [f for f in result.findings if f.severity == Severity.FAIL]
+    assert "chain validation failed" in failure.message
+    assert REFUSED[kind][0] in failure.message and "clients will reject it" in failure.message
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_openssl_refuses_by_default_what_the_check_fails(tmp_path: Path, kind: str) -> None:
+    default = openssl_verify(tmp_path, kind)
+    assert default.returncode != 0
+    assert REFUSED[kind][1] in default.stdout + default.stderr
+
+
+def test_ca_certificate_as_server_certificate_fails_for_rustls(tmp_path: Path, pki: Pki) -> None:
+    """`openssl req -x509` makes CA:TRUE certificates; webpki refuses one as a server's."""
+    key = new_key()
+    cert = pki.write("self-ca.pem", pem(make_cert(HOST, key, ca=True)))
+    key_file = pki.write("self-ca.key", key_pem(key))
+    result = run_certs(tmp_path, pki, [], config_path=str(iggy_toml(tmp_path, cert, key_file)))
+    assert result.status == Status.FAIL
+    assert "CaUsedAsEndEntity" in messages(result, Severity.FAIL)
+    # the same certificate named in checks.certificates.paths is a CA file: not judged as a server
+    assert run_certs(tmp_path, pki, [cert]).status == Status.PASS
 
 
 @pytest.mark.parametrize(

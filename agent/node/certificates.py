@@ -110,7 +110,14 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def describe(cert: x509.Certificate) -> CertFacts:
-    """Facts of one certificate."""
+    """Facts of one certificate; NotACertificate when its fields or extensions do not parse."""
+    try:
+        return _describe(cert)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. a duplicate extension, parsed lazily
+        raise NotACertificate(f"a certificate's fields do not parse ({exc})") from None
+
+
+def _describe(cert: x509.Certificate) -> CertFacts:
     key_type, bits = _key_kind(cert.public_key())
     try:
         sig_hash = cert.signature_hash_algorithm
@@ -182,16 +189,19 @@ def public_der(cert: x509.Certificate) -> bytes:
     )
 
 
-def verify_server_chain(
+def verify_strict_profile(
     leaf: x509.Certificate,
     intermediates: list[x509.Certificate],
     roots: list[x509.Certificate],
     now: datetime | None = None,
 ) -> str | None:
-    """Validate like a TLS client would (webpki rules); None when valid, else the reason.
+    """Validate with pyca/cryptography's verifier; None when valid, else its reason.
 
-    The name checked is one of the leaf's own SANs: hostname match is judged apart,
-    so a chain problem and a name problem are reported as what they are.
+    That verifier applies the RFC 5280 and CA/Browser Forum profile, stricter than the
+    broker's clients (it refuses a leaf without an Authority Key Identifier, which OpenSSL
+    and rustls accept): `client_rejection` decides whether clients connect, this only
+    finds what strict verifiers would refuse. The name checked is one of the leaf's own
+    SANs: hostname match is judged apart.
     """
     facts_dns, facts_ip = _san(leaf, x509.DNSName), _san(leaf, x509.IPAddress)
     if facts_dns:
@@ -213,6 +223,304 @@ def verify_server_chain(
     except Exception as exc:  # VerificationError, plus ValueError on malformed input
         return str(exc) or type(exc).__name__
     return None
+
+
+# -- chains as the broker's clients judge them ---------------------------------------------
+#
+# Two verdicts, because the broker's clients do not agree. The common verifiers, OpenSSL
+# with its default flags (Node.js, C, PHP, Python before 3.13) and rustls/webpki (the Iggy
+# Rust SDK and the SDKs built on it), check signatures, names, validity, that issuers are
+# CAs, key usage and path length. Strict verifiers, OpenSSL with X509_V_FLAG_X509_STRICT
+# (Python 3.13 sets it in its default context) and pyca/cryptography's (CA/Browser Forum
+# profile), also demand RFC 5280's key identifiers and criticality: a chain only they
+# refuse works for the SDKs and breaks only those clients, so it is a warning.
+#
+# The rules follow OpenSSL 3's x509_vfy.c (check_extensions, X509_check_ca, the sslserver
+# purpose) and rustls-webpki's verify_cert.rs (check_basic_constraints: an end entity
+# must not be CA:TRUE, an issuer must be; it does not read keyUsage nor a trust anchor's
+# validity). Name constraints and policies are not modelled: a chain that breaks them
+# fails pyca/cryptography's verifier and is reported by the check as a warning.
+
+OPENSSL = "OpenSSL with default flags"
+RUSTLS = "rustls/webpki (the Iggy Rust SDK)"
+#: The verifiers `client_rejection` models; a chain they accept works for the Iggy SDKs.
+LENIENT_CLIENTS = f"{OPENSSL} and {RUSTLS}"
+#: OpenSSL in strict mode, as Python >= 3.13's ssl.create_default_context() runs it.
+STRICT_OPENSSL = (
+    "Python ≥ 3.13's default SSL context (VERIFY_X509_STRICT)",
+    "`openssl verify -x509_strict`",
+)
+PYCA_VERIFIER = "pyca/cryptography's verifier"
+MAX_CHAIN = 10  # longer paths are loops or junk; clients give up earlier (webpki: 6 CAs)
+
+
+@dataclass
+class Chain:
+    """A certification path as a TLS client builds it: the leaf, then each issuer."""
+
+    certs: list[x509.Certificate]
+    anchored: bool  # the last certificate is trusted: the path reaches a root
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why the common verifiers refuse a chain, and which of them do."""
+
+    problem: str
+    refused_by: tuple[str, ...] = (OPENSSL, RUSTLS)
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A point of the strict X.509 profile one certificate of a chain misses."""
+
+    subject: str  # the certificate's subject
+    what: str  # what it lacks, e.g. "has no Authority Key Identifier"
+    strict: tuple[str, ...]  # the verifiers that refuse it
+    fix: str  # the OpenSSL extension line to reissue it with
+
+
+def build_chain(
+    leaf: x509.Certificate, intermediates: list[x509.Certificate], roots: list[x509.Certificate]
+) -> Chain:
+    """Follow issuers from the leaf by name and signature, a trusted root first (as OpenSSL)."""
+    trusted = set(roots)
+    path = [leaf]
+    while len(path) < MAX_CHAIN:
+        current = path[-1]
+        if current in trusted:
+            return Chain(path, anchored=True)
+        root = next((r for r in roots if issued_by(current, r)), None)
+        if root is not None:
+            return Chain([*path, root], anchored=True)
+        parent = next((c for c in intermediates if c not in path and issued_by(current, c)), None)
+        if parent is None:
+            break
+        path.append(parent)
+    return Chain(path, anchored=False)
+
+
+def client_rejection(chain: Chain, when: datetime) -> Rejection | None:
+    """Why OpenSSL (default flags) or rustls/webpki would refuse this anchored chain, or None.
+
+    The leaf's own usage (extendedKeyUsage, CA:TRUE) and the host name are judged apart.
+    """
+    rules = (
+        _no_subject_alt_name,
+        _unhandled_critical,
+        _issuer_not_a_ca,
+        _issuer_not_for_servers,
+        _path_too_long,
+    )
+    try:
+        for rule in rules:
+            if found := rule(chain):
+                return found
+        return _outside_validity(chain, when)
+    except ValueError as exc:  # an extension that does not parse: clients refuse it too
+        return Rejection(f"an extension does not parse ({exc})")
+
+
+def strict_deviations(chain: Chain) -> list[Deviation]:
+    """What strict verifiers refuse in a chain the common clients accept.
+
+    As in OpenSSL, a lone trusted certificate (a pinned self-signed leaf) has none.
+    """
+    if len(chain.certs) < 2:
+        return []
+    try:
+        return [
+            *_missing_authority_key_id(chain),
+            *_missing_subject_key_id(chain),
+            *_ca_without_key_usage(chain),
+            *_ca_constraints_not_critical(chain),
+            *_non_ca_signs_certificates(chain),
+        ]
+    except ValueError:
+        return []  # client_rejection already reports extensions that do not parse
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def _extension(cert: x509.Certificate, kind: type) -> x509.Extension | None:
+    """The certificate's extension of this class, None when absent."""
+    try:
+        return cert.extensions.get_extension_for_class(kind)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _no_subject_alt_name(chain: Chain) -> Rejection | None:
+    """Host names are matched against subjectAltName only, never the CN (rustls, Go, Python)."""
+    if _extension(chain.certs[0], x509.SubjectAlternativeName) is not None:
+        return None
+    return Rejection(
+        "the certificate has no subjectAltName (modern clients ignore the CN)",
+        (RUSTLS, "every client that checks the host name"),
+    )
+
+
+def _unhandled_critical(chain: Chain) -> Rejection | None:
+    """A critical extension the verifier does not know makes OpenSSL and webpki refuse."""
+    for cert in chain.certs:
+        for ext in cert.extensions:
+            if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+                oid = ext.oid.dotted_string
+                return Rejection(
+                    f"{_name(cert)} has a critical extension clients do not know ({oid})"
+                )
+    return None
+
+
+def _issuer_not_a_ca(chain: Chain) -> Rejection | None:
+    """Every issuer must be a CA allowed to sign certificates (OpenSSL's X509_check_ca).
+
+    OpenSSL lets a trusted root without basicConstraints pass when it is a v1 certificate
+    or its keyUsage allows keyCertSign; an intermediate needs CA:TRUE (webpki too).
+    webpki ignores keyUsage, OpenSSL refuses an issuer whose keyUsage lacks keyCertSign.
+    """
+    for i, cert in enumerate(chain.certs[1:], 1):
+        anchor = chain.anchored and i == len(chain.certs) - 1
+        issued = f"{_name(cert)} issued {_name(chain.certs[i - 1])} but"
+        constraints = _extension(cert, x509.BasicConstraints)
+        usage = _extension(cert, x509.KeyUsage)
+        ca = constraints is not None and constraints.value.ca
+        signs = usage is not None and usage.value.key_cert_sign
+        legacy_root = anchor and constraints is None and (cert.version == x509.Version.v1 or signs)
+        if not (ca or legacy_root):
+            refused_by = (OPENSSL,) if anchor else (OPENSSL, RUSTLS)  # webpki reads no anchor
+            return Rejection(f"{issued} is not a CA (no basicConstraints CA:TRUE)", refused_by)
+        if usage is not None and not usage.value.key_cert_sign:
+            return Rejection(f"{issued} its keyUsage does not allow keyCertSign", (OPENSSL,))
+    return None
+
+
+def _issuer_not_for_servers(chain: Chain) -> Rejection | None:
+    """An issuer whose extendedKeyUsage leaves out serverAuth cannot vouch for a server."""
+    for i, cert in enumerate(chain.certs[1:], 1):
+        usage = _extension(cert, x509.ExtendedKeyUsage)
+        if usage is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usage.value:
+            anchor = chain.anchored and i == len(chain.certs) - 1
+            return Rejection(
+                f"{_name(cert)} limits its extendedKeyUsage to "
+                f"{', '.join(_EKU_NAMES.get(o, o.dotted_string) for o in usage.value)}, "
+                "without serverAuth",
+                (OPENSSL,) if anchor else (OPENSSL, RUSTLS),
+            )
+    return None
+
+
+def _path_too_long(chain: Chain) -> Rejection | None:
+    """A CA's pathLenConstraint caps the CAs below it (self-issued ones do not count)."""
+    for i, cert in enumerate(chain.certs[2:], 2):
+        constraints = _extension(cert, x509.BasicConstraints)
+        limit = constraints.value.path_length if constraints is not None else None
+        below = sum(1 for c in chain.certs[1:i] if c.issuer != c.subject)
+        if limit is not None and below > limit:
+            return Rejection(
+                f"{_name(cert)} allows {limit} CA(s) below it (pathlen) but the chain has {below}"
+            )
+    return None
+
+
+def _outside_validity(chain: Chain, when: datetime) -> Rejection | None:
+    """Clients check every certificate's validity window; OpenSSL the trusted root's too."""
+    for i, cert in enumerate(chain.certs):
+        anchor = chain.anchored and i == len(chain.certs) - 1
+        refused_by = (OPENSSL,) if anchor else (OPENSSL, RUSTLS)
+        if when < cert.not_valid_before_utc:
+            since = cert.not_valid_before_utc
+            return Rejection(f"{_name(cert)} is not valid until {since:%Y-%m-%d}", refused_by)
+        if when > cert.not_valid_after_utc:
+            until = cert.not_valid_after_utc
+            return Rejection(f"{_name(cert)} expired on {until:%Y-%m-%d}", refused_by)
+    return None
+
+
+def _missing_authority_key_id(chain: Chain) -> list[Deviation]:
+    """RFC 5280 4.2.1.1: every certificate but a self-signed root names its issuer's key."""
+    out = []
+    for i, cert in enumerate(chain.certs[:-1]):  # OpenSSL skips the last, the trust anchor
+        if cert.version != x509.Version.v3 or issued_by(cert, cert):
+            continue
+        if _extension(cert, x509.AuthorityKeyIdentifier) is None:
+            # pyca/cryptography's verifier demands it of the leaf only
+            strict = (*STRICT_OPENSSL, PYCA_VERIFIER) if i == 0 else STRICT_OPENSSL
+            out.append(
+                Deviation(
+                    _name(cert),
+                    "has no Authority Key Identifier",
+                    strict,
+                    "authorityKeyIdentifier=keyid",
+                )
+            )
+    return out
+
+
+def _missing_subject_key_id(chain: Chain) -> list[Deviation]:
+    """RFC 5280 4.2.1.2: a CA certificate carries its own key's identifier."""
+    return [
+        Deviation(
+            _name(cert),
+            "is a CA without a Subject Key Identifier",
+            STRICT_OPENSSL,
+            "subjectKeyIdentifier=hash",
+        )
+        for cert in chain.certs
+        if cert.version == x509.Version.v3
+        and _is_ca(cert)
+        and _extension(cert, x509.SubjectKeyIdentifier) is None
+    ]
+
+
+def _ca_without_key_usage(chain: Chain) -> list[Deviation]:
+    """RFC 5280 4.2.1.3: a CA certificate states its keyUsage (keyCertSign)."""
+    return [
+        Deviation(
+            _name(cert),
+            "is a CA without a keyUsage extension",
+            (*STRICT_OPENSSL, PYCA_VERIFIER),
+            "keyUsage=critical,keyCertSign,cRLSign",
+        )
+        for cert in chain.certs
+        if _is_ca(cert) and _extension(cert, x509.KeyUsage) is None
+    ]
+
+
+def _ca_constraints_not_critical(chain: Chain) -> list[Deviation]:
+    """RFC 5280 4.2.1.9: a CA's basicConstraints is marked critical."""
+    out = []
+    for cert in chain.certs:
+        constraints = _extension(cert, x509.BasicConstraints)
+        if constraints is not None and constraints.value.ca and not constraints.critical:
+            out.append(
+                Deviation(
+                    _name(cert),
+                    "is a CA whose basicConstraints is not marked critical",
+                    (*STRICT_OPENSSL, PYCA_VERIFIER),
+                    "basicConstraints=critical,CA:TRUE",
+                )
+            )
+    return out
+
+
+def _non_ca_signs_certificates(chain: Chain) -> list[Deviation]:
+    """RFC 5280 4.2.1.3: keyCertSign is for CA certificates only."""
+    out = []
+    for cert in chain.certs:
+        usage = _extension(cert, x509.KeyUsage)
+        if usage is not None and usage.value.key_cert_sign and not _is_ca(cert):
+            out.append(
+                Deviation(
+                    _name(cert),
+                    "is not a CA but its keyUsage allows keyCertSign",
+                    (*STRICT_OPENSSL, PYCA_VERIFIER),
+                    "keyUsage=critical,digitalSignature",
+                )
+            )
+    return out
 
 
 def name_matches(name: str, dns_names: list[str], ip_addresses: list[str]) -> bool:
