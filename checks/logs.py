@@ -449,7 +449,26 @@ def judge_journal(facts: JournalFacts, thresholds: dict[str, Any]) -> Result:
     bands=(BROKER_ERRORS, TOTAL_ERRORS),
 )
 def logs_journal(ctx: Context) -> Result:
-    """Recent errors in the systemd journal, the broker's first."""
+    """Recent errors in the systemd journal, the broker's first.
+
+    Verdicts:
+    - pass: one error-priority entry from chrony in 24 h, none from the broker
+      [test_judge_journal_pass_warn_fail]
+    - pass: 199 error-priority entries across other units, one under the band
+      [test_judge_journal_bands]
+    - pass: the broker's INFO lines mention "error" in their text
+      [test_judge_journal_broker_info_lines_mentioning_errors_pass]
+    - warn: three ERROR lines the broker wrote to stdout (journald priority info)
+      [test_judge_journal_pass_warn_fail]
+    - warn: the broker's unit failed and was restarted twice
+      [test_judge_journal_warns_on_unit_failures]
+    - fail: the kernel OOM killer killed the broker, or the broker panicked
+      [test_judge_journal_fails_on_oom_kill_and_panic]
+    - fail: an OOM kill found through a fake journalctl, end to end
+      [test_logs_journal_end_to_end_with_a_fake_journalctl]
+    - skipped: no journald and no journal files (tini as PID 1)
+      [test_logs_journal_skips_without_journald]
+    """
     facts = read_journal(ctx)
     if isinstance(facts, str):
         return Result.skipped(facts)
@@ -849,7 +868,20 @@ def _artifact_name(node_path: str) -> str:
     bands=(ERRORS, PANICS),
 )
 def logs_files(ctx: Context) -> Result:
-    """Errors near the end of the broker's log and of the configured log files."""
+    """Errors near the end of the broker's log and of the configured log files.
+
+    Verdicts:
+    - pass: INFO lines and the broker's periodic resource line
+      [test_logs_files_pass_with_resource_line]
+    - pass: 15 old ERROR lines before a rotation, only 5 in the window read
+      [test_logs_files_window_spans_rotation]
+    - pass: the broker's log unwritten for 5 h while it runs (an info note)
+      [test_logs_files_stale_log_while_broker_runs]
+    - warn: 12 ERROR lines in the broker's tail [test_logs_files_verdicts]
+    - fail: 150 ERROR lines, or one panic, in the broker's tail [test_logs_files_verdicts]
+    - skipped: no broker running, no log directory configured, no log files
+      [test_logs_files_skipped_without_logs]
+    """
     facts = read_logs(ctx)
     if not facts.tails and not facts.problems:
         if facts.iggy_dir:

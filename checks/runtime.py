@@ -122,13 +122,13 @@ def read_versions(ctx: Context) -> VersionFacts:
 
 
 def judge_versions(facts: VersionFacts, thresholds: dict[str, Any]) -> Result:
-    """Informational: what runs where; notes a broker whose binary changed under it."""
+    """What runs where; warns when the running broker's binary was replaced on disk."""
     findings: list[Finding] = []
     for proc in facts.broker_processes:
         if proc.exe_deleted:
             findings.append(
                 Finding(
-                    Severity.INFO,
+                    Severity.WARN,
                     f"the running iggy-server (pid {proc.pid}) was started from {proc.exe}, "
                     "which has since been replaced or deleted on disk",
                     "An upgrade installed a new binary but the broker was not restarted: it "
@@ -175,7 +175,15 @@ def judge_versions(facts: VersionFacts, thresholds: dict[str, Any]) -> Result:
     timeout_s=10,
 )
 def runtime_versions(ctx: Context) -> Result:
-    """Which versions run on this node."""
+    """Which versions run on this node.
+
+    Verdicts:
+    - pass: broker 0.6.1 running while 0.7.0 is on PATH (an info note: PATH may be
+      another install) [test_runtime_versions_running_broker_and_path]
+    - pass: no broker installed or running [test_runtime_versions_without_broker]
+    - warn: the running broker's binary was replaced on disk (an upgrade not yet
+      applied) [test_runtime_versions_binary_replaced_under_the_broker]
+    """
     return judge_versions(read_versions(ctx), ctx.thresholds)
 
 
@@ -361,7 +369,18 @@ def judge_packages(facts: PackageFacts, thresholds: dict[str, Any]) -> Result:
     timeout_s=10,
 )
 def runtime_packages(ctx: Context) -> Result:
-    """Relevant package versions and the package database's health."""
+    """Relevant package versions and the package database's health.
+
+    Verdicts:
+    - pass: a healthy dpkg database with a removed package's leftover config files
+      [test_runtime_packages_pass]
+    - pass: a reboot pending after an upgrade and a held iggy-server (info notes)
+      [test_runtime_packages_pending_reboot_and_held_package_pass]
+    - warn: libssl3 left half-configured by an interrupted upgrade
+      [test_runtime_packages_warns_on_half_configured]
+    - skipped: a dpkg database dpkg-query cannot parse
+      [test_runtime_packages_skips_on_a_corrupt_database]
+    """
     facts = read_packages(ctx)
     if isinstance(facts, str):
         return Result.skipped(facts)

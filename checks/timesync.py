@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import find_broker, read_processes
-from snapshot_agent.node.system import detect_container
+from snapshot_agent.node.system import placement, read_system
 
 #: Process names (comm, at most 15 characters) of time synchronisation daemons.
 TIME_DAEMONS = {
@@ -32,8 +33,9 @@ TIME_DAEMONS = {
 #: Why time matters on a broker node; appended to remediations.
 WHY_TIME = (
     " A wrong clock breaks TLS certificate validity checks and JWT expiry (Iggy's HTTP "
-    "tokens), puts wrong timestamps on messages, and makes logs impossible to correlate "
-    "across nodes."
+    "tokens), puts wrong timestamps on messages and segments (so message expiry and "
+    "time-based retention act too early or too late), and makes logs impossible to "
+    "correlate across nodes."
 )
 
 
@@ -55,7 +57,11 @@ class SyncFacts:
 
     daemons: list[str] = field(default_factory=list)
     reports: list[SyncReport] = field(default_factory=list)
-    container: str = ""  # container technology when inside one
+    container: str = ""  # container technology when inside one (namespaces decide)
+    placement: str = "bare metal"  # 'VM (kvm)', 'container (docker)', 'bare metal'
+    placement_evidence: list[str] = field(default_factory=list)
+    kernel: KernelClock | None = None  # the kernel's own sync state (adjtimex)
+    kernel_note: str = ""  # why the kernel's state was not read
     unreadable: list[str] = field(default_factory=list)  # daemon -> why its state is unknown
 
 
@@ -156,6 +162,134 @@ def parse_timesync_status(text: str) -> SyncReport | None:
     return SyncReport("systemd-timesyncd", synced, offset, f.get("Server", ""), stratum, leap)
 
 
+# -- the kernel's clock state (adjtimex) -------------------------------------------
+
+#: adjtimex(2) status bit: the clock is not synchronised (set at boot and by the kernel
+#: itself once maxerror reaches 16 s; daemons that discipline the clock clear it).
+STA_UNSYNC = 0x0040
+#: NTP_PHASE_LIMIT: the kernel caps maxerror here and sets STA_UNSYNC on reaching it.
+MAXERROR_LIMIT_US = 16_000_000
+#: adjtimex's return value: the clock state.
+TIME_STATES = {
+    0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR",
+}  # fmt: skip
+
+
+class _Timeval(ctypes.Structure):
+    """struct timeval inside struct timex."""
+
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long))
+
+
+class _Timex(ctypes.Structure):
+    """struct timex (linux/timex.h) as glibc and musl declare it, with room to spare."""
+
+    _fields_ = (
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_reserved", ctypes.c_int * 11),
+        ("_spare", ctypes.c_char * 128),  # a larger struct on another ABI never overruns
+    )
+
+
+@dataclass(frozen=True)
+class KernelClock:
+    """The kernel's NTP state, as adjtimex(2) reports it at one moment."""
+
+    status: int  # STA_* bits
+    state: int  # adjtimex's return value (TIME_OK ... TIME_ERROR)
+    maxerror_us: int  # the kernel's bound on the clock's error; grows 0.5 ms/s unattended
+    esterror_us: int  # the daemon's estimate of the error
+    syscall: str = "adjtimex"
+
+    @property
+    def sta_unsync(self) -> bool:
+        """The STA_UNSYNC bit is set."""
+        return bool(self.status & STA_UNSYNC)
+
+    @property
+    def synchronized(self) -> bool:
+        """Synchronised as timedatectl judges it: the error bound is under 16 s.
+
+        STA_UNSYNC alone does not decide: chrony without `rtcsync` keeps it set (so the
+        kernel leaves the RTC alone) while it disciplines the clock and keeps maxerror small.
+        """
+        return self.maxerror_us < MAXERROR_LIMIT_US
+
+    def describe(self) -> str:
+        """'adjtimex: STA_UNSYNC set, max error 16 s, estimated error 16 s (TIME_ERROR)'."""
+        flag = "STA_UNSYNC set" if self.sta_unsync else "STA_UNSYNC clear"
+        state = TIME_STATES.get(self.state, str(self.state))
+        return (
+            f"{self.syscall} read once: {flag}, max error {_us(self.maxerror_us)}, "
+            f"estimated error {_us(self.esterror_us)} ({state})"
+        )
+
+
+def _us(value: int) -> str:
+    """Microseconds in words: '16 s', '12.3 ms', '40 us'."""
+    if value >= 1_000_000:
+        return f"{value / 1e6:g} s"
+    if value >= 1000:
+        return f"{value / 1000:.1f} ms"
+    return f"{value} us"
+
+
+def adjtimex(calls: tuple[str, ...] = ("adjtimex", "clock_adjtime")) -> KernelClock | str:
+    """Ask this machine's kernel for its clock state (modes=0: reads, changes nothing).
+
+    `calls` are the libc entry points to try, in order (clock_adjtime on CLOCK_REALTIME
+    reads the same state). A string says why nothing could be read (no such call, or
+    refused: a seccomp profile may forbid it). The state is the kernel's, so inside a
+    container it is the host's: the one clock every container on the host shares.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError as exc:
+        return f"cannot load libc: {exc}"
+    why = f"libc has none of {', '.join(calls)}"
+    for name in calls:
+        func = getattr(libc, name, None)
+        if func is None:
+            continue
+        tx = _Timex()  # zeroed: modes=0
+        args = (
+            (ctypes.c_int(0), ctypes.byref(tx)) if name == "clock_adjtime" else (ctypes.byref(tx),)
+        )
+        state = func(*args)
+        if state < 0:
+            errno = ctypes.get_errno()
+            why = f"{name} failed: {os.strerror(errno)} (a seccomp profile may forbid it)"
+            continue
+        return KernelClock(int(tx.status), int(state), int(tx.maxerror), int(tx.esterror), name)
+    return why
+
+
+def read_kernel_clock(ctx: Context) -> KernelClock | str:
+    """The kernel's clock state on a live node; a reason string on a fixture tree or error."""
+    if not ctx.live:
+        return "adjtimex not read: the checks look at a fixture tree, not this kernel"
+    return adjtimex()
+
+
 # -- reading -----------------------------------------------------------------------
 
 
@@ -167,13 +301,8 @@ def _run_parse(ctx: Context, argv: list[str], save_as: str, parser: Any) -> Sync
     return res.explain()
 
 
-def read_sync(ctx: Context) -> SyncFacts:
-    """Find running time daemons and ask each one (and the kernel via timedatectl)."""
-    facts = SyncFacts()
-    names = {p.name for p in read_processes(ctx).values() if p.state != "Z"}
-    facts.daemons = sorted({label for comm, label in TIME_DAEMONS.items() if comm in names})
-    container, _ = detect_container(ctx)
-    facts.container = "" if container == "none" else container
+def _read_daemons(ctx: Context, facts: SyncFacts) -> None:
+    """Ask chrony and ntpd, when they run, for their view of the clock."""
     queries = [
         ("chrony", "chronyc", ["chronyc", "-n", "tracking"], "chronyc-tracking.txt"),
         ("ntpd", "ntpq", ["ntpq", "-pn"], "ntpq-peers.txt"),
@@ -190,18 +319,23 @@ def read_sync(ctx: Context) -> SyncFacts:
             facts.reports.append(got)
         else:
             facts.unreadable.append(f"{daemon}: {got}")
+
+
+def _read_systemd(ctx: Context, facts: SyncFacts) -> None:
+    """timedatectl's view (and timesyncd's) when systemd runs; timesyncd's flag file without."""
     systemd = ctx.path("/run/systemd/system").is_dir() and shutil.which("timedatectl")
     if systemd:
         res = ctx.run(["timedatectl", "show"], timeout_s=3, save_as="timedatectl-show.txt")
         show = parse_timedatectl_show(res.stdout) if res.ok else {}
-        if "NTPSynchronized" in show:
-            # The kernel's own flag (adjtimex STA_UNSYNC), set by whichever daemon disciplines
-            # the clock: a daemon-independent second opinion.
+        if "NTPSynchronized" in show and facts.kernel is None:
+            # The kernel's own state (adjtimex maxerror), as timedated reads it: the
+            # daemon-independent second opinion when adjtimex could not be called here.
             facts.reports.append(
                 SyncReport(
                     "kernel",
                     show["NTPSynchronized"] == "yes",
-                    detail=f"timedatectl: NTP={show.get('NTP', '?')}",
+                    detail=f"timedatectl NTPSynchronized={show['NTPSynchronized']}, "
+                    f"NTP={show.get('NTP', '?')}",
                 )
             )
         if "systemd-timesyncd" in facts.daemons:
@@ -225,6 +359,28 @@ def read_sync(ctx: Context) -> SyncFacts:
                 detail="/run/systemd/timesync/synchronized " + ("exists" if flag else "absent"),
             )
         )
+
+
+def read_sync(ctx: Context) -> SyncFacts:
+    """Running time daemons and their views; the kernel's state; VM, container or host."""
+    facts = SyncFacts()
+    names = {p.name for p in read_processes(ctx).values() if p.state != "Z"}
+    facts.daemons = sorted({label for comm, label in TIME_DAEMONS.items() if comm in names})
+    system = read_system(ctx)
+    facts.container = "" if system.container == "none" else system.container
+    facts.placement = placement(system.virtualization, system.container)
+    facts.placement_evidence = system.evidence
+    kernel = read_kernel_clock(ctx)
+    if isinstance(kernel, KernelClock):
+        facts.kernel = kernel
+    else:
+        facts.kernel_note = kernel
+    _read_daemons(ctx, facts)
+    if facts.kernel is not None:
+        facts.reports.append(
+            SyncReport("kernel", facts.kernel.synchronized, detail=facts.kernel.describe())
+        )
+    _read_systemd(ctx, facts)
     return facts
 
 
@@ -247,10 +403,23 @@ _REMEDY = {
         "then `timedatectl set-ntp true` and `systemctl restart systemd-timesyncd`."
     ),
     "kernel": (
-        "The kernel says no daemon keeps the clock in sync: `timedatectl` shows which "
-        "service should; enable one (`timedatectl set-ntp true`, or install chrony)."
+        "The kernel's bound on the clock's error has reached 16 s (adjtimex maxerror): the "
+        "daemon that runs is not disciplining the clock. Read its log (`journalctl -u "
+        "chrony -u ntpsec -u systemd-timesyncd -b`) and `timedatectl`; OpenNTPD (also "
+        "called ntpd) never reports to the kernel, so with it ask `ntpctl -s status`."
     ),
 }
+_KVM_HOST_CLOCK = (
+    " On a KVM guest chrony can also follow the host's clock: `modprobe ptp_kvm`, then "
+    "`refclock PHC /dev/ptp0 poll 2` in chrony.conf."
+)
+_HOST_KEEPS_TIME = (
+    "A container has no clock of its own: the host's kernel keeps it, and the host's time "
+    "daemon disciplines it. On the host run `chronyc tracking` (or `timedatectl "
+    "timesync-status`) and fix its time daemon. A host that keeps time with a daemon that "
+    "does not report to the kernel (OpenNTPD, VMware Tools, Hyper-V time sync) leaves this "
+    "state unsynchronised: there, confirm the offset with that daemon's own tool."
+)
 _INSTALL = (
     "Install and enable a time daemon: `apt install chrony` (or `dnf install chrony`) then "
     "`systemctl enable --now chrony`; on cloud VMs point it at the provider's time service "
@@ -262,11 +431,31 @@ _INSTALL = (
 OFFSET = Band("offset_ms", warn=100, fail=1000)
 
 
+def _kernel_data(facts: SyncFacts) -> dict[str, Any]:
+    """The kernel's clock state as read, or why it was not."""
+    k = facts.kernel
+    if k is None:
+        return {"read": False, "note": facts.kernel_note}
+    return {
+        "read": True,
+        "syscall": k.syscall,
+        "synchronized": k.synchronized,
+        "status": f"0x{k.status:04x}",
+        "sta_unsync": k.sta_unsync,
+        "maxerror_us": k.maxerror_us,
+        "esterror_us": k.esterror_us,
+        "state": TIME_STATES.get(k.state, str(k.state)),
+    }
+
+
 def _sync_data(facts: SyncFacts) -> dict[str, Any]:
     """Daemons, what each readable source said, and what could not be read."""
     return {
         "daemons": facts.daemons,
         "container": facts.container or None,
+        "placement": facts.placement,
+        "placement_evidence": facts.placement_evidence,
+        "kernel": _kernel_data(facts),
         "sources": [
             {
                 "source": r.source,
@@ -308,13 +497,14 @@ def _without_reports(facts: SyncFacts, findings: list[Finding], data: dict[str, 
     if facts.container:
         return Result.skipped(
             "no time sync daemon found (chrony, ntpd, systemd-timesyncd); this is a "
-            f"container ({facts.container}), whose clock is the host's: check the host"
+            f"container ({facts.container}), whose clock is the host's, and the kernel's "
+            f"state could not be read ({facts.kernel_note}): check the host"
         )
     nothing_runs = Finding(
         Severity.WARN,
-        "no time sync daemon runs (chrony, ntpd, systemd-timesyncd): nothing keeps "
-        "this clock from drifting",
-        _INSTALL + WHY_TIME,
+        f"no time sync daemon runs on {_where(facts)} (chrony, ntpd, "
+        "systemd-timesyncd): nothing keeps this clock from drifting",
+        _install_advice(facts) + WHY_TIME,
         "time sync",
     )
     return Result.from_findings([*findings, nothing_runs], ok="", data=data)
@@ -328,10 +518,41 @@ def _judged_reports(facts: SyncFacts) -> list[SyncReport]:
     ]
 
 
-def _unsynchronised(r: SyncReport) -> list[Finding]:
-    """The source says the clock is not synchronised."""
+def _where(facts: SyncFacts) -> str:
+    """'this VM (kvm)', 'this container (docker)', 'this bare-metal node'."""
+    return "this bare-metal node" if facts.placement == "bare metal" else f"this {facts.placement}"
+
+
+def _install_advice(facts: SyncFacts) -> str:
+    """How to get a time daemon running here (KVM guests can follow the host)."""
+    return _INSTALL + (_KVM_HOST_CLOCK if "kvm" in facts.placement else "")
+
+
+def _nothing_keeps_time(facts: SyncFacts, r: SyncReport) -> Finding:
+    """No daemon is visible and the kernel says the clock is unsynchronised."""
+    if facts.container:
+        return Finding(
+            Severity.WARN,
+            f"the kernel this container ({facts.container}) shares with its host reports "
+            f"the clock unsynchronised ({r.detail}); no time daemon is visible here",
+            _HOST_KEEPS_TIME + WHY_TIME,
+            "host clock",
+        )
+    return Finding(
+        Severity.WARN,
+        f"no time sync daemon runs on {_where(facts)} and the kernel reports the "
+        f"clock unsynchronised ({r.detail})",
+        _install_advice(facts) + WHY_TIME,
+        "time sync",
+    )
+
+
+def _unsynchronised(r: SyncReport, facts: SyncFacts) -> list[Finding]:
+    """The source says the clock is not synchronised: fail, or warn when no daemon runs."""
     if r.synchronized:
         return []
+    if r.source == "kernel" and not facts.daemons:
+        return [_nothing_keeps_time(facts, r)]
     return [
         Finding(
             Severity.FAIL,
@@ -362,12 +583,14 @@ def _offset_too_large(r: SyncReport, thresholds: dict[str, Any]) -> list[Finding
     ]
 
 
-def _synced_summary(judged: list[SyncReport]) -> str:
+def _synced_summary(facts: SyncFacts, judged: list[SyncReport]) -> str:
     """Which source synchronises the clock, to which server, with what offset."""
     best = next((r for r in judged if r.synchronized), judged[0])
     ok = f"synchronised by {best.source}"
     if best.source == "kernel":
-        ok = "the kernel reports the clock synchronised (timedatectl NTPSynchronized=yes)"
+        ok = f"the kernel reports the clock synchronised ({best.detail})"
+        if not facts.daemons:
+            ok = f"no time daemon visible on {_where(facts)}, but {ok}"
     if best.server:
         ok += f" to {best.server}"
     if best.offset_ms is not None:
@@ -376,7 +599,12 @@ def _synced_summary(judged: list[SyncReport]) -> str:
 
 
 def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
-    """Fail when unsynchronised or far off; warn on a large offset or no daemon at all."""
+    """Fail when a daemon is unsynchronised or far off; warn on a large offset or no daemon.
+
+    The daemons' own views decide; the kernel's state (adjtimex, or timedatectl) decides
+    when no daemon could say. With no daemon at all, an unsynchronised kernel warns on a
+    VM, on bare metal and in a container (whose clock is the host's) alike.
+    """
     data = _sync_data(facts)
     findings = _competing_daemons(facts)
     if not facts.reports:
@@ -388,21 +616,47 @@ def judge_sync(facts: SyncFacts, thresholds: dict[str, Any]) -> Result:
             "the clock is synchronised"
         )
     for r in judged:
-        findings += _unsynchronised(r) + _offset_too_large(r, thresholds)
-    return Result.from_findings(findings, ok=_synced_summary(judged), data=data)
+        findings += _unsynchronised(r, facts) + _offset_too_large(r, thresholds)
+    return Result.from_findings(findings, ok=_synced_summary(facts, judged), data=data)
 
 
 @check(
     id="time.sync",
     category="time",
     title="Clock synchronisation",
-    description="Whether chrony, ntpd or systemd-timesyncd keeps the clock synchronised; offset.",
+    description="Whether chrony, ntpd or timesyncd keeps the clock synchronised (and the kernel "
+    "agrees, adjtimex); offset.",
     requires=Requirements(paths=("/proc",)),
     timeout_s=8,
     bands=(OFFSET,),
 )
 def time_sync(ctx: Context) -> Result:
-    """Ask whichever time daemon runs; no daemon on a host (not a container) warns."""
+    """Ask whichever time daemon runs, and the kernel (adjtimex) for its own state.
+
+    Verdicts:
+    - pass: chrony synchronised to its server, offset 0.012 ms [test_time_sync_chrony]
+    - pass: no daemon visible in a container (the host's is out of sight), the kernel's
+      error bound 12 ms [test_time_sync_no_daemon_but_kernel_synchronised_passes]
+    - pass: STA_UNSYNC set by chrony without rtcsync while the kernel's max error is
+      3 ms [test_time_sync_sta_unsync_with_small_maxerror_is_synchronised]
+    - warn: a KVM guest with a /.dockerenv but PID 1 in the host's PID namespace, no
+      daemon, adjtimex max error 16 s (also bare metal, and a real container whose
+      host's clock is unsynchronised) [test_time_sync_no_daemon_and_unsynchronised_kernel_warns]
+    - warn: a host with no daemon and no readable kernel state
+      [test_time_sync_no_daemon_warns_on_a_host]
+    - warn: ntpd's selected peer 250 ms away [test_time_sync_ntpd]
+    - warn: chrony and ntpd both run and fight over the clock
+      [test_time_sync_two_daemons_warn]
+    - fail: chrony reports "Not synchronised" [test_time_sync_chrony]
+    - fail: timesyncd runs but has never synchronised and the kernel agrees
+      [test_time_sync_kernel_flag_decides_when_daemon_says_nothing]
+    - fail: chrony runs but the kernel's error bound reached 16 s
+      [test_time_sync_daemon_not_disciplining_the_kernel_fails]
+    - skipped: a real container (its own PID namespace), no daemon, the kernel's state
+      unreadable [test_time_sync_no_daemon_in_a_container_is_skipped]
+    - skipped: chrony runs but chronyc cannot reach it
+      [test_time_sync_daemon_that_cannot_be_asked_is_skipped]
+    """
     return judge_sync(read_sync(ctx), ctx.thresholds)
 
 
@@ -615,5 +869,17 @@ def judge_zone(facts: ZoneFacts, thresholds: dict[str, Any]) -> Result:
     thresholds={"require_utc": True},
 )
 def time_timezone(ctx: Context) -> Result:
-    """Which time zone the node and the broker use."""
+    """Which time zone the node and the broker use.
+
+    Verdicts:
+    - pass: /etc/localtime links to Etc/UTC and /etc/timezone agrees
+      [test_timezone_utc_symlink_passes]
+    - pass: /etc/localtime is a copied file whose TZif footer is UTC0
+      [test_timezone_copied_file_uses_the_tzif_footer]
+    - pass: no /etc/localtime at all (glibc uses UTC) [test_timezone_no_localtime_means_utc]
+    - warn: the node is on Europe/Berlin [test_timezone_not_utc_warns]
+    - warn: /etc/timezone says America/New_York, /etc/localtime is UTC
+      [test_timezone_files_disagree]
+    - warn: the broker runs with TZ=Europe/Warsaw on a UTC node [test_timezone_broker_tz]
+    """
     return judge_zone(read_zone(ctx), ctx.thresholds)

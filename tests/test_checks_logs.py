@@ -159,6 +159,17 @@ def test_judge_journal_bands() -> None:
     assert judge_journal(_jfacts(noisy[:199]), JOURNAL_T).status == Status.PASS
 
 
+def test_judge_journal_broker_info_lines_mentioning_errors_pass() -> None:
+    # Healthy lines whose text mentions errors: the tracing level (INFO) decides.
+    lines = [
+        "2026-05-20T03:12:09.101Z  INFO shard-0 server::x: retried after ERROR 0 times",
+        "2026-05-20T03:12:10.101Z  INFO shard-0 server::x: error_count=0 for partition 1",
+    ]
+    broker = [_entry("iggy-server.service", line, prio=6, t=i) for i, line in enumerate(lines)]
+    result = judge_journal(_jfacts([], broker), JOURNAL_T)
+    assert result.status == Status.PASS and result.data["broker_errors"] == 0
+
+
 def test_judge_journal_fails_on_oom_kill_and_panic() -> None:
     oom = _entry("kernel", "Out of memory: Killed process 812 (iggy-server) total-vm:1kB")
     result = judge_journal(_jfacts([oom]), JOURNAL_T)

@@ -90,7 +90,9 @@ def test_runtime_versions_binary_replaced_under_the_broker(tmp_path: Path, node:
         {"pid": 812, "exe": str(tmp_path / "usr/bin/iggy-server"), "exe_deleted": True}
     ]
     assert any("replaced or deleted on disk" in f.message for f in result.findings)
-    assert result.status == Status.PASS  # informational
+    # The node does not run what is installed: an upgrade waits for a restart.
+    assert result.status == Status.WARN
+    assert "systemctl restart iggy-server" in result.findings[0].remediation
 
 
 def test_runtime_versions_run_binaries_in_a_start_proof_environment(
@@ -183,6 +185,24 @@ def test_runtime_packages_warns_on_half_configured(tmp_path: Path, node: Path) -
     assert result.data["broken"][0]["status"] == "install ok half-configured"
     reboot = [f for f in result.findings if f.severity == Severity.INFO]
     assert reboot and "libssl3, linux-image-6.1.0-18-amd64" in reboot[0].message
+
+
+@needs_dpkg
+def test_runtime_packages_pending_reboot_and_held_package_pass(tmp_path: Path, node: Path) -> None:
+    held = ("iggy-server", "0.6.1-1", "hold ok installed")
+    write_tree(
+        node,
+        {
+            "var/lib/dpkg/status": dpkg_status(*HEALTHY, held),
+            "run/reboot-required": "*** System restart required ***\n",
+            "run/reboot-required.pkgs": "linux-image-6.1.0-18-amd64\n",
+        },
+    )
+    result = runtime_packages.run(make_context(tmp_path, roots=fixture_roots(node)))
+    assert result.status == Status.PASS
+    assert result.summary.endswith("libc6 2.36-9+deb12u14, iggy-server 0.6.1-1")
+    [reboot] = result.findings
+    assert reboot.severity == Severity.INFO and "reboot is pending" in reboot.message
 
 
 @needs_dpkg

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from snapshot_agent.checks import timesync
 from snapshot_agent.checks.timesync import (
+    STA_UNSYNC,
+    KernelClock,
+    adjtimex,
     is_utc,
     parse_chronyc_tracking,
     parse_environ_tz,
@@ -24,6 +30,7 @@ from snapshot_agent.checks.timesync import (
 from snapshot_agent.core.results import Status
 
 from .conftest import fake_tools, fixture_roots, make_context, write_tree
+from .test_node_container import CHILD_CGROUP, CHILD_PID, HOST_PID, HOST_USER, namespaces
 
 CHRONY_SYNCED = """\
 Reference ID    : A9FEA97B (169.254.169.123)
@@ -279,11 +286,186 @@ def test_time_sync_no_daemon_warns_on_a_host(tmp_path: Path, node: Path) -> None
     assert "chrony" in result.findings[0].remediation
 
 
-def test_time_sync_no_daemon_in_a_container_is_skipped(tmp_path: Path, node: Path) -> None:
-    daemon(node, 1, "sh")
-    write_tree(node, {".dockerenv": "", "proc/1/cgroup": "0::/\n"})
+def test_time_sync_no_daemon_in_a_container_is_skipped(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_container(node)
+    # A fixture tree never asks this machine's kernel.
+    monkeypatch.setattr(timesync, "adjtimex", lambda: pytest.fail("adjtimex on a fixture"))
     result = run_sync(tmp_path, node)
     assert result.status == Status.SKIPPED and "container (docker)" in result.summary
+    assert "the kernel's state could not be read" in result.summary
+
+
+# -- time.sync: the kernel's state, by the class of node ------------------------------
+
+#: What adjtimex returns on a clock nobody disciplines (this machine): maxerror at 16 s.
+UNSYNCED = KernelClock(status=STA_UNSYNC, state=5, maxerror_us=16_000_000, esterror_us=16_000_000)
+#: A clock a daemon keeps: STA_UNSYNC clear, maxerror a few ms.
+SYNCED = KernelClock(status=0x2001, state=0, maxerror_us=12_345, esterror_us=410)
+#: chrony without `rtcsync` keeps STA_UNSYNC set (the kernel leaves the RTC alone).
+CHRONY_NO_RTCSYNC = KernelClock(
+    status=STA_UNSYNC | 0x2001, state=5, maxerror_us=3_000, esterror_us=90
+)
+
+
+def kernel_clock(monkeypatch: pytest.MonkeyPatch, clock: KernelClock) -> None:
+    """The kernel's state as adjtimex would report it on that node."""
+    monkeypatch.setattr(timesync, "read_kernel_clock", lambda ctx: clock)
+
+
+def kvm_guest_with_dockerenv(node: Path) -> None:
+    """Issue 8 case 3: a KVM microVM built from a container image; PID 1 is the guest's."""
+    namespaces(node, pid=HOST_PID, user=HOST_USER)
+    daemon(node, 1, "process_api")
+    write_tree(
+        node,
+        {
+            ".dockerenv": "",
+            "proc/1/cgroup": "9:name=systemd:/\n4:memory:/\n0::/\n",
+            "proc/1/sched": "process_api (1, #threads: 14)\n",
+            "proc/cpuinfo": "flags\t\t: fpu vme de pse tsc msr pae hypervisor lahf_lm\n",
+            "sys/devices/system/clocksource/clocksource0/available_clocksource": "tsc kvm-clock\n",
+        },
+    )
+
+
+def bare_metal(node: Path) -> None:
+    """A physical server: host namespaces, a DMI vendor, no hypervisor."""
+    namespaces(node, pid=HOST_PID, user=HOST_USER)
+    daemon(node, 1, "systemd")
+    write_tree(node, {"proc/1/cgroup": "0::/init.scope\n", "sys/class/dmi/id/sys_vendor": "Dell\n"})
+
+
+def real_container(node: Path) -> None:
+    """docker run: PID 1 in its own PID and cgroup namespaces (and a /.dockerenv)."""
+    namespaces(node, pid=CHILD_PID, user=HOST_USER, cgroup=CHILD_CGROUP)
+    daemon(node, 1, "iggy-server")
+    write_tree(node, {".dockerenv": "", "proc/1/cgroup": "0::/\n"})
+
+
+@pytest.mark.parametrize(
+    ("build", "where", "advice"),
+    [
+        (kvm_guest_with_dockerenv, "no time sync daemon runs on this VM (kvm)", "ptp_kvm"),
+        (bare_metal, "no time sync daemon runs on this bare-metal node", "apt install chrony"),
+        (real_container, "the kernel this container (docker) shares with its host", "host"),
+    ],
+    ids=["vm-with-dockerenv", "bare-metal", "real-container"],
+)
+def test_time_sync_no_daemon_and_unsynchronised_kernel_warns(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    build: Any,
+    where: str,
+    advice: str,
+) -> None:
+    build(node)
+    kernel_clock(monkeypatch, UNSYNCED)
+    result = run_sync(tmp_path, node)
+    assert result.status == Status.WARN
+    assert result.summary.startswith(where)
+    assert "unsynchronised (adjtimex read once: STA_UNSYNC set, max error 16 s" in result.summary
+    [finding] = result.findings
+    assert advice in finding.remediation and "segments" in finding.remediation
+    kernel = result.data["kernel"]
+    assert kernel["sta_unsync"] and kernel["maxerror_us"] == 16_000_000
+    assert result.data["container"] == ("docker" if build is real_container else None)
+
+
+def test_time_sync_no_daemon_but_kernel_synchronised_passes(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a container the host's daemon is invisible, but the kernel's state is the host's.
+    real_container(node)
+    kernel_clock(monkeypatch, SYNCED)
+    result = run_sync(tmp_path, node)
+    assert result.status == Status.PASS
+    assert result.summary == (
+        "no time daemon visible on this container (docker), but the kernel reports the clock "
+        "synchronised (adjtimex read once: STA_UNSYNC clear, max error 12.3 ms, estimated "
+        "error 410 us (TIME_OK))"
+    )
+
+
+def test_time_sync_sta_unsync_with_small_maxerror_is_synchronised(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chrony runs (without rtcsync) but chronyc is not installed: the kernel decides, by
+    # its error bound as timedatectl does, not by the STA_UNSYNC bit alone.
+    bare_metal(node)
+    daemon(node, 600, "chronyd")
+    fake_tools(tmp_path, monkeypatch, {})
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    kernel_clock(monkeypatch, CHRONY_NO_RTCSYNC)
+    result = run_sync(tmp_path, node)
+    assert result.status == Status.PASS
+    assert result.summary.startswith(
+        "the kernel reports the clock synchronised (adjtimex read once: STA_UNSYNC set, "
+        "max error 3.0 ms"
+    )
+    assert result.data["unreadable"] == ["chrony runs but `chronyc` is not installed"]
+
+
+def test_time_sync_daemon_not_disciplining_the_kernel_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare_metal(node)
+    daemon(node, 600, "chronyd")
+    fake_tools(tmp_path, monkeypatch, {})
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    kernel_clock(monkeypatch, UNSYNCED)
+    result = run_sync(tmp_path, node)
+    assert result.status == Status.FAIL
+    assert result.summary.startswith("the clock is not synchronised (kernel: adjtimex")
+    assert "ntpctl -s status" in result.findings[0].remediation
+
+
+def test_adjtimex_reads_this_kernel() -> None:
+    """Live: adjtimex and clock_adjtime(CLOCK_REALTIME) agree, and the fields are consistent."""
+    clock = adjtimex()
+    if isinstance(clock, str):
+        pytest.skip(clock)
+    assert clock.syscall == "adjtimex"
+    assert 0 <= clock.state <= 5 and 0 <= clock.maxerror_us <= 16_000_000
+    assert clock.synchronized == (clock.maxerror_us < 16_000_000)
+    if clock.sta_unsync:
+        assert clock.state == 5  # the kernel answers TIME_ERROR while STA_UNSYNC is set
+    other = adjtimex(calls=("clock_adjtime",))  # the other entry point to the same state
+    assert isinstance(other, KernelClock) and other.syscall == "clock_adjtime"
+    assert other.sta_unsync == clock.sta_unsync
+    assert abs(other.maxerror_us - clock.maxerror_us) <= 2_000  # grows 0.5 ms per second
+    assert adjtimex(calls=("no_such_call",)) == "libc has none of no_such_call"
+
+
+def test_adjtimex_agrees_with_the_adjtimex_tool() -> None:
+    """Live oracle: `adjtimex -p` (Debian package adjtimex) reads the same kernel state."""
+    if shutil.which("adjtimex") is None:
+        pytest.skip("the adjtimex tool is not installed (apt install adjtimex)")
+    out = subprocess.run(["adjtimex", "-p"], capture_output=True, text=True, timeout=10)
+    clock = adjtimex()
+    if isinstance(clock, str):
+        pytest.skip(clock)
+    tool = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition(":") for line in out.stdout.splitlines())
+    )
+    assert int(tool["status"]) & STA_UNSYNC == clock.status & STA_UNSYNC
+    assert abs(int(tool["maxerror"]) - clock.maxerror_us) <= 2_000
+    assert int(out.stdout.rsplit("return value =", 1)[1]) == clock.state
+
+
+def test_time_sync_live_reads_the_kernel_and_ignores_marker_files(tmp_path: Path) -> None:
+    """Live: the check reads this kernel's state; a /.dockerenv alone never makes a container."""
+    clock = adjtimex()
+    if isinstance(clock, str):
+        pytest.skip(clock)
+    result = time_sync.run(make_context(tmp_path, thresholds=SYNC))
+    assert result.data["kernel"]["read"] is True
+    if os.readlink("/proc/self/ns/pid") == f"pid:[{HOST_PID}]":
+        assert result.data["container"] is None
+        assert result.status != Status.SKIPPED
 
 
 def test_time_sync_daemon_that_cannot_be_asked_is_skipped(
