@@ -1,14 +1,13 @@
 """disk.io: per-disk utilisation, IOPS, throughput and wait from /proc/diskstats.
 
-Two samples half a second apart give `iostat -x` style rates. Whole disks plus dm/md
-devices are judged (partitions double-count their disk); loop/ram/zram and other virtual
-devices appear only when they did I/O in the sample.
+Two samples half a second apart give `iostat -x` style rates (read and computed by
+node/diskstats.py, which the cpu checks share). Whole disks plus dm/md devices are judged
+(partitions double-count their disk); loop/ram/zram and other virtual devices appear only
+when they did I/O in the sample.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,77 +17,13 @@ from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
-from snapshot_agent.core.units import MIB
-
-_PARTITION = re.compile(
-    r"^(?:(?:sd|hd|vd|xvd)[a-z]+\d+|(?:nvme\d+n\d+|mmcblk\d+|nbd\d+|loop\d+|md\d+)p\d+)$"
+from snapshot_agent.node.diskstats import (
+    DeviceIO,
+    compute_io,
+    parse_diskstats,
+    read_block_devices,
+    read_diskstats,
 )
-_VIRTUAL_DEV = re.compile(r"^(?:loop|ram|zram|sr|fd|nbd)\d*")
-
-
-@dataclass(frozen=True)
-class DiskCounters:
-    """One device's cumulative counters from /proc/diskstats (times in ms)."""
-
-    name: str
-    reads: int
-    read_sectors: int
-    read_ms: int
-    writes: int
-    write_sectors: int
-    write_ms: int
-    in_flight: int
-    io_ms: int
-    weighted_ms: int
-    discards: int = 0
-    discard_ms: int = 0
-
-
-def parse_diskstats(text: str) -> dict[str, DiskCounters]:
-    """Parse /proc/diskstats (14 to 20 fields per line); malformed lines are skipped."""
-    out: dict[str, DiskCounters] = {}
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) < 14:
-            continue
-        try:
-            v = [int(x) for x in f[3:]]
-        except ValueError:
-            continue
-        out[f[2]] = DiskCounters(
-            name=f[2],
-            reads=v[0],
-            read_sectors=v[2],
-            read_ms=v[3],
-            writes=v[4],
-            write_sectors=v[6],
-            write_ms=v[7],
-            in_flight=v[8],
-            io_ms=v[9],
-            weighted_ms=v[10],
-            discards=v[11] if len(v) > 14 else 0,
-            discard_ms=v[14] if len(v) > 14 else 0,
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class DeviceIO:
-    """iostat -x style rates of one device over the sample."""
-
-    name: str
-    ios: int  # I/Os completed in the sample
-    r_s: float
-    w_s: float
-    read_mb_s: float
-    write_mb_s: float
-    r_await_ms: float
-    w_await_ms: float
-    await_ms: float
-    util_pct: float
-    aqu_sz: float
-    in_flight: int
-    await_since_boot_ms: float
 
 
 @dataclass
@@ -99,58 +34,6 @@ class IOFacts:
     devices: list[DeviceIO] = field(default_factory=list)
 
 
-def is_whole_disk(name: str, block_devices: set[str] | None) -> bool:
-    """Whole disks and dm/md/nvme namespaces; partitions only double-count their disk."""
-    if block_devices is not None:
-        return name in block_devices
-    return _PARTITION.match(name) is None
-
-
-def compute_io(
-    before: dict[str, DiskCounters],
-    after: dict[str, DiskCounters],
-    interval_s: float,
-    block_devices: set[str] | None = None,
-) -> list[DeviceIO]:
-    """Rates like `iostat -x` between two samples, for whole disks with something to say."""
-    out: list[DeviceIO] = []
-    ms = interval_s * 1000.0
-    for name, b in after.items():
-        a = before.get(name)
-        if a is None or not is_whole_disk(name, block_devices) or interval_s <= 0:
-            continue
-        dr, dw, dd = b.reads - a.reads, b.writes - a.writes, b.discards - a.discards
-        drs, dws = b.read_sectors - a.read_sectors, b.write_sectors - a.write_sectors
-        drt, dwt, ddt = b.read_ms - a.read_ms, b.write_ms - a.write_ms, b.discard_ms - a.discard_ms
-        dio, dwq = b.io_ms - a.io_ms, b.weighted_ms - a.weighted_ms
-        if min(dr, dw, dd, drs, dws, drt, dwt, ddt, dio, dwq) < 0:
-            continue  # counters wrapped or the device was re-created: no honest rate
-        ios = dr + dw + dd
-        if ios == 0 and dio == 0 and _VIRTUAL_DEV.match(name):
-            continue
-        total_ios = b.reads + b.writes + b.discards
-        out.append(
-            DeviceIO(
-                name=name,
-                ios=ios,
-                r_s=dr / interval_s,
-                w_s=dw / interval_s,
-                read_mb_s=drs * 512 / MIB / interval_s,
-                write_mb_s=dws * 512 / MIB / interval_s,
-                r_await_ms=drt / dr if dr else 0.0,
-                w_await_ms=dwt / dw if dw else 0.0,
-                await_ms=(drt + dwt + ddt) / ios if ios else 0.0,
-                util_pct=min(100.0, 100.0 * dio / ms),
-                aqu_sz=dwq / ms,
-                in_flight=b.in_flight,
-                await_since_boot_ms=(
-                    (b.read_ms + b.write_ms + b.discard_ms) / total_ios if total_ios else 0.0
-                ),
-            )
-        )
-    return sorted(out, key=lambda d: d.name)
-
-
 def read_io(
     ctx: Context,
     sample_s: float,
@@ -158,14 +41,11 @@ def read_io(
     clock: Callable[[], float] = time.monotonic,
 ) -> IOFacts:
     """Sample /proc/diskstats twice, `sample_s` apart; keep both samples as evidence."""
-    try:
-        block_devices: set[str] | None = set(os.listdir(ctx.path("/sys/block")))
-    except OSError:
-        block_devices = None
-    first = ctx.read_text("/proc/diskstats")
+    block_devices = read_block_devices(ctx)
+    first = read_diskstats(ctx)
     t0 = clock()
     sleep(sample_s)
-    second = ctx.read_text("/proc/diskstats")
+    second = read_diskstats(ctx)
     interval = clock() - t0
     ctx.artifact(
         "diskstats.txt", f"# sample 1\n{first}\n# sample 2, {interval:.3f} s later\n{second}"
@@ -271,6 +151,17 @@ def judge_io(facts: IOFacts, thresholds: dict[str, Any]) -> Result:
     sampling_s=0.5,
 )
 def disk_io(ctx: Context) -> Result:
-    """iostat -x over half a second, judged."""
+    """iostat -x over half a second, judged.
+
+    Verdicts:
+    - pass: quiet disks, no I/O in the sample [test_disk_io_runs_on_a_quiet_fixture]
+    - pass: two slow I/Os in half a second (too few to judge a wait time), a disk
+      lightly used with fast I/Os [test_judge_io_verdicts]
+    - warn: an NVMe 99% busy with 1 ms I/Os (parallel queues, not saturation)
+      [test_judge_io_verdicts]
+    - fail: a disk 98% busy whose I/Os wait 75 ms on average
+      [test_read_io_samples_through_the_context]
+    - fail: I/Os that wait 500 ms on average [test_judge_io_verdicts]
+    """
     sample = min(float(ctx.thresholds["sample_s"]), max(0.1, ctx.remaining() - 1.0))
     return judge_io(read_io(ctx, sample), ctx.thresholds)

@@ -1,8 +1,9 @@
-"""cpu.usage, cpu.pressure and cpu.frequency against fixture node trees."""
+"""cpu.load, cpu.usage, cpu.pressure and cpu.frequency against fixture node trees."""
 
 from __future__ import annotations
 
-import threading
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import pytest
 
 from snapshot_agent.checks import cpu as cpu_mod
 from snapshot_agent.checks.cpu import (
+    CpuSample,
+    IoUringWaits,
+    OwnTicks,
+    UsageFacts,
+    agent_per_core,
     cpu_frequency,
+    cpu_load,
     cpu_pressure,
     cpu_usage,
     format_cpu_ids,
@@ -20,6 +27,7 @@ from snapshot_agent.checks.cpu import (
     usage_between,
 )
 from snapshot_agent.core.results import Result, Severity, Status
+from snapshot_agent.node.processes import io_uring_waiters
 
 from .conftest import fixture_roots, make_context, write_tree
 
@@ -34,6 +42,20 @@ def run(check: Any, tmp_path: Path, node: Path, files: dict[str, str]) -> Result
 def severities(result: Result) -> list[Severity]:
     """The severities of a result's findings, in order."""
     return [f.severity for f in result.findings]
+
+
+# --- cpu.load --------------------------------------------------------------------------
+
+
+def test_cpu_load_passes_a_one_minute_spike(tmp_path: Path, node: Path) -> None:
+    # 3 per core over the last minute (a deploy, a compaction), 0.5 over five minutes.
+    files = {
+        "proc/loadavg": "12.00 2.00 1.00 3/400 999\n",
+        "sys/devices/system/cpu/online": "0-3\n",
+    }
+    result = run(cpu_load, tmp_path, node, files)
+    assert result.status == Status.PASS, result.summary
+    assert "(0.50 per core, rising)" in result.summary
 
 
 # --- cpu.usage -------------------------------------------------------------------------
@@ -53,14 +75,14 @@ softirq 264068 0 35318 12 3827 88135 0 2 58765 0 78009
 """
 
 
-def stat_after(cpu0: tuple[int, ...], cpu1: tuple[int, ...]) -> str:
-    """STAT_BEFORE advanced by per-field tick deltas for each core."""
+def stat_after(cpu0: tuple[int, ...], cpu1: tuple[int, ...], steps: int = 1) -> str:
+    """STAT_BEFORE advanced `steps` times by per-field tick deltas for each core."""
     base0 = (4654, 183, 3380, 117074, 27, 0, 10, 5)
     base1 = (10160, 461, 5286, 108855, 491, 0, 57, 12)
-    c0 = [b + d for b, d in zip(base0, cpu0, strict=True)]
-    c1 = [b + d for b, d in zip(base1, cpu1, strict=True)]
+    c0 = [b + d * steps for b, d in zip(base0, cpu0, strict=True)]
+    c1 = [b + d * steps for b, d in zip(base1, cpu1, strict=True)]
     base = (14815, 645, 8666, 225929, 519, 0, 67, 18)
-    total = [t + a + b for t, a, b in zip(base, cpu0, cpu1, strict=True)]
+    total = [t + (a + b) * steps for t, a, b in zip(base, cpu0, cpu1, strict=True)]
 
     def line(name: str, values: list[int]) -> str:
         """One cpu line with zero guest columns."""
@@ -69,13 +91,25 @@ def stat_after(cpu0: tuple[int, ...], cpu1: tuple[int, ...]) -> str:
     return line("cpu ", total) + line("cpu0", c0) + line("cpu1", c1) + "intr 1 0\nctxt 2\n"
 
 
-def usage(cpu0: tuple[int, ...], cpu1: tuple[int, ...]) -> Result:
-    """Judge a 50-tick sample per core with the declared thresholds."""
-    facts = usage_between(
-        parse_proc_stat(STAT_BEFORE), parse_proc_stat(stat_after(cpu0, cpu1)), 0.5
+def sample(cpu0: tuple[int, ...], cpu1: tuple[int, ...], own: OwnTicks | None = None) -> CpuSample:
+    """The shares of one sample of the given per-core tick deltas."""
+    found = usage_between(
+        parse_proc_stat(STAT_BEFORE), parse_proc_stat(stat_after(cpu0, cpu1)), 0.5, own
     )
-    assert facts is not None
-    return judge_usage(facts, cpu_usage.thresholds)
+    assert found is not None
+    return found
+
+
+def steady(cpu0: tuple[int, ...], cpu1: tuple[int, ...], **more: Any) -> UsageFacts:
+    """The same shares over the window and in both of its back-to-back samples."""
+    window = sample(cpu0, cpu1)
+    half = dataclasses.replace(window, interval_s=0.25)
+    return UsageFacts(window, (half, half), **more)
+
+
+def usage(cpu0: tuple[int, ...], cpu1: tuple[int, ...], **more: Any) -> Result:
+    """Judge a steady 50-tick window per core with the declared thresholds."""
+    return judge_usage(steady(cpu0, cpu1, **more), cpu_usage.thresholds)
 
 
 def test_parse_proc_stat_reads_cpu_lines_only() -> None:
@@ -99,14 +133,56 @@ def test_cpu_usage_warns_on_one_saturated_core() -> None:
     assert result.status == Status.WARN
     [finding] = result.findings
     assert finding.subject == "cpu0" and "cpu0 100%" in finding.message
-    assert "shard" in finding.remediation
+    assert "in every sample" in finding.message and "shard" in finding.remediation
+
+
+def test_a_core_hot_in_one_sample_only_is_not_saturated() -> None:
+    # cpu0 at 96% over the window: 100% in the first half, 92% in the second.
+    idle = (0, 0, 0, 50, 0, 0, 0, 0)
+    window = sample((48, 0, 0, 2, 0, 0, 0, 0), idle)
+    hot, cool = sample((50, 0, 0, 0, 0, 0, 0, 0), idle), sample((46, 0, 0, 4, 0, 0, 0, 0), idle)
+    result = judge_usage(UsageFacts(window, (hot, cool)), cpu_usage.thresholds)
+    assert result.status == Status.PASS, result.summary
+    assert "hottest cpu0 96%" in result.summary
 
 
 def test_cpu_usage_fails_when_all_cores_busy() -> None:
-    result = usage((40, 0, 10, 0, 0, 0, 0, 0), (45, 0, 5, 0, 0, 0, 0, 0))
+    result = usage(
+        (40, 0, 10, 0, 0, 0, 0, 0), (45, 0, 5, 0, 0, 0, 0, 0), load1_per_core=1.6, cpu_some_avg10=3
+    )
     assert result.status == Status.FAIL
     assert severities(result)[0] == Severity.FAIL
-    assert "100% busy overall" in result.findings[0].message
+    message = result.findings[0].message
+    assert "100% busy overall" in message and "in each of the 2 samples" in message
+    assert "confirmed by the 1-minute load 1.6 per core" in message
+
+
+def test_cpu_usage_one_busy_sample_only_warns() -> None:
+    # One 0.5 s window at 96%, the node otherwise idle: a burst (a cron job, a deploy).
+    busy = sample((48, 0, 0, 2, 0, 0, 0, 0), (48, 0, 0, 2, 0, 0, 0, 0))
+    facts = UsageFacts(busy, (busy,), load1_per_core=0.3, cpu_some_avg10=0.0)
+    result = judge_usage(facts, cpu_usage.thresholds)
+    assert result.status == Status.WARN, result.summary
+    assert "96% busy" in result.summary and "not in every sample" in result.summary
+
+
+def test_cpu_usage_busy_samples_unconfirmed_by_load_and_pressure_warn() -> None:
+    result = usage(
+        (48, 0, 0, 2, 0, 0, 0, 0), (48, 0, 0, 2, 0, 0, 0, 0), load1_per_core=0.3, cpu_some_avg10=1
+    )
+    assert result.status == Status.WARN
+    assert "not confirmed by the 1-minute load 0.3 per core under 0.8" in result.summary
+    assert "CPU pressure 1% (avg10) under 10" in result.summary
+
+
+def test_cpu_usage_busy_confirmed_by_cpu_pressure_alone_fails() -> None:
+    facts = steady((48, 0, 0, 2, 0, 0, 0, 0), (48, 0, 0, 2, 0, 0, 0, 0), cpu_some_avg10=40.0)
+    assert judge_usage(facts, cpu_usage.thresholds).status == Status.FAIL
+
+
+def test_cpu_usage_busy_in_every_sample_fails_when_nothing_can_confirm() -> None:
+    # No /proc/loadavg and no PSI to ask: the samples alone decide.
+    assert usage((48, 0, 0, 2, 0, 0, 0, 0), (48, 0, 0, 2, 0, 0, 0, 0)).status == Status.FAIL
 
 
 @pytest.mark.parametrize(
@@ -119,7 +195,7 @@ def test_cpu_usage_fails_when_all_cores_busy() -> None:
     ],
 )
 def test_cpu_usage_iowait_and_steal(delta: tuple[int, ...], status: Status, word: str) -> None:
-    result = usage(delta, delta)
+    result = usage(delta, delta, io_uring=IoUringWaits())  # looked: no io_uring in use
     assert result.status == status
     assert word in result.summary
     assert result.findings[0].remediation
@@ -132,31 +208,191 @@ def test_cpu_usage_counters_going_backwards_are_clamped() -> None:
     assert facts is not None and facts.overall.iowait == 0.0 and facts.overall.busy == 20.0
 
 
-def test_cpu_usage_samples_the_node_twice(
+# The node, as the check reads it: files that change while the check sleeps.
+
+#: vda, idle: the same counters before and after.
+DISKSTATS_IDLE = (
+    " 254 0 vda 116057 16377 4890346 57858 27239 237483 4831032 49370 0 30232 124494 "
+    "190414 62 3398552 17132 1973 132\n"
+)
+
+
+def diskstats_queued(step: int) -> str:
+    """vda after `step` quarter-seconds with two requests in flight all the time (100% util)."""
+    writes, write_ms = 27239 + 100 * step, 49370 + 500 * step
+    io_ms, weighted_ms = 30232 + 250 * step, 124494 + 500 * step
+    return (
+        f" 254 0 vda 116057 16377 4890346 57858 {writes} 237483 4831032 {write_ms} 2 {io_ms} "
+        f"{weighted_ms} 190414 62 3398552 17132 1973 132\n"
+    )
+
+
+class FakeTime:
+    """Stands in for cpu.py's `time`: each sleep passes that time on the node's files."""
+
+    def __init__(self, node: Path, files_at: Callable[[int], dict[str, str]]) -> None:
+        self.node, self.files_at, self.now, self.step = node, files_at, 1000.0, 0
+        write_tree(node, files_at(0))
+
+    def monotonic(self) -> float:
+        """Seconds on the fake clock."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Let `seconds` pass: the node's files move on one step."""
+        self.now += seconds
+        self.step += 1
+        write_tree(self.node, self.files_at(self.step))
+
+
+def stat_line(
+    pid: int, name: str, ppid: int, utime: int, *, nice: int = 0, start: int = 100, cpu: int = 0
+) -> str:
+    """A /proc/<pid>/stat line (52 fields) with the times, nice, start and last CPU given."""
+    fields = ["S", ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, 0, 0, 0, 20, nice]
+    fields += [1, 0, start, 1000000, 100] + [0] * 14 + [cpu] + [0] * 15
+    return f"{pid} ({name}) " + " ".join(map(str, fields)) + "\n"
+
+
+#: Each quarter-second step of an idle io_uring broker on two cores: cpu0 sits in
+#: iowait (its shard waits in io_uring_enter with a receive pending), cpu1 is idle.
+IDLE_URING_CPU0 = (1, 0, 1, 0, 23, 0, 0, 0)
+IDLE_CPU1 = (1, 0, 0, 24, 0, 0, 0, 0)
+
+
+def io_uring_broker(pid: int = 812, shards: int = 2) -> dict[str, str]:
+    """An iggy-server whose shard threads each wait in io_uring_enter (wchan and syscall)."""
+    files = {
+        f"proc/{pid}/comm": "iggy-server\n",
+        f"proc/{pid}/cmdline": "/usr/bin/iggy-server\0",
+        f"proc/{pid}/stat": stat_line(pid, "iggy-server", 1, 500),
+        f"proc/{pid}/task/{pid}/comm": "iggy-server\n",
+        f"proc/{pid}/task/{pid}/wchan": "futex_wait_queue",
+    }
+    for n in range(shards):
+        task = f"proc/{pid}/task/{pid + 1 + n}"
+        files |= {
+            f"{task}/comm": f"shard-{n}\n",
+            f"{task}/wchan": "io_cqring_wait",
+            f"{task}/syscall": "426 0x7 0x0 0x1 0x1 0x0 0x8 0x7ffc5a1b2c28 0x7f3e9a51e88d\n",
+        }
+    return files
+
+
+def run_usage(tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, files_at: Any) -> Result:
+    """Run cpu.usage on a fixture node whose files move on while it sleeps."""
+    monkeypatch.setattr(cpu_mod, "time", FakeTime(node, files_at))
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_usage.thresholds)
+    return cpu_usage.run(ctx)
+
+
+def test_cpu_usage_idle_io_uring_broker_is_not_iowait(
     tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_mod, "SAMPLE_S", 0.3)
-    write_tree(node, {"proc/stat": STAT_BEFORE})
-    later = stat_after((45, 0, 5, 0, 0, 0, 0, 0), (5, 0, 0, 45, 0, 0, 0, 0))
-    # The fixture changes while the check sleeps between its two reads.
-    timer = threading.Timer(0.1, (node / "proc/stat").write_text, args=(later,))
-    timer.start()
-    try:
-        ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_usage.thresholds)
-        result = cpu_usage.run(ctx)
-    finally:
-        timer.join()
-    assert result.status == Status.WARN  # cpu0 at 100%
-    assert result.data["overall"]["busy_pct"] == 55.0
+    def files_at(step: int) -> dict[str, str]:
+        """The idle broker: iowait rises, the disk does nothing."""
+        return {
+            "proc/stat": stat_after(IDLE_URING_CPU0, IDLE_CPU1, step),
+            "proc/diskstats": DISKSTATS_IDLE,
+        } | io_uring_broker()
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.PASS, result.summary
+    assert "iowait 46% discounted to 0%" in result.summary
+    assert "2 threads sleep in io_uring_enter (iggy-server pid 812)" in result.summary
+    assert "on average 0.00 requests in flight over 0.50 s; busiest vda: 0% util" in result.summary
+    assert result.data["io_uring"]["processes"] == [
+        {"pid": 812, "name": "iggy-server", "threads": 2}
+    ]
+    assert result.data["iowait_judged_pct"] == 0.0 and result.data["disks"]["busy_pct"] == 0.0
+    assert "s later ---" in (tmp_path / "artifacts/diskstats-window.txt").read_text()
+    assert [f.severity for f in result.findings] == [Severity.INFO]
+
+
+def test_cpu_usage_io_uring_node_with_queued_disks_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def files_at(step: int) -> dict[str, str]:
+        """The broker's appends wait on a saturated disk: two requests queued all along."""
+        return {
+            "proc/stat": stat_after(IDLE_URING_CPU0, (1, 0, 0, 0, 24, 0, 0, 0), step),
+            "proc/diskstats": diskstats_queued(step),
+        } | io_uring_broker()
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith("the disks kept CPUs waiting about 94% of the time")
+    assert (
+        "on average 2.00 requests in flight over 0.50 s; busiest vda: 100% util" in result.summary
+    )
+
+
+def test_io_uring_waits_without_diskstats_warn_at_most() -> None:
+    facts = steady(IDLE_URING_CPU0, (1, 0, 0, 0, 24, 0, 0, 0), io_uring=IoUringWaits(broker_pid=9))
+    result = judge_usage(facts, cpu_usage.thresholds)
+    assert result.status == Status.WARN
+    assert "iggy-server (pid 9) uses io_uring" in result.summary
+    assert "could not be read" in result.summary
+
+
+def test_cpu_usage_leaves_the_agent_out_per_core(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (node / "proc").mkdir()
+    (node / "proc/self").symlink_to("4242")
+
+    def files_at(step: int) -> dict[str, str]:
+        """The agent's one thread keeps cpu0 busy (not niced: --no-low-priority)."""
+        agent = stat_line(4242, "snapshot-agent", 1, 100 + 25 * step, cpu=0)
+        return {
+            "proc/stat": stat_after((25, 0, 0, 0, 0, 0, 0, 0), (0, 0, 0, 25, 0, 0, 0, 0), step),
+            "proc/4242/stat": agent,
+            "proc/4242/task/4242/stat": agent,
+        }
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.PASS, result.summary
+    cpu0 = result.data["per_core"][0]
+    assert cpu0["cpu"] == "cpu0" and cpu0["busy_pct"] == 0.0 and cpu0["agent_pct"] == 100.0
+    assert "this snapshot's own 50% left out" in result.summary
     evidence = (tmp_path / "artifacts/proc-stat-samples.txt").read_text()
-    assert "s later ---" in evidence and "intr" not in evidence
+    assert evidence.count("s later ---") == 2 and "intr" not in evidence
+
+
+def test_agent_ticks_nobody_can_place_come_off_the_busiest_core() -> None:
+    deltas = {
+        "cpu0": dict.fromkeys(cpu_mod.STAT_FIELDS, 0) | {"user": 10, "idle": 40},
+        "cpu1": dict.fromkeys(cpu_mod.STAT_FIELDS, 0) | {"user": 48, "idle": 2},
+    }
+    # 30 user ticks: 5 of a thread last seen on cpu0, 25 of a check reaped meanwhile.
+    placed = agent_per_core(deltas, OwnTicks(30, 0, False, {"cpu0": (5, 0)}))
+    assert placed["cpu0"].user == 5 and placed["cpu1"].user == 25
+
+
+def test_io_uring_waiters_are_told_by_wchan_else_by_syscall(tmp_path: Path, node: Path) -> None:
+    write_tree(node, io_uring_broker(812, shards=1))
+    task = "proc/900/task"
+    write_tree(
+        node,
+        {
+            "proc/900/comm": "app\n",
+            f"{task}/900/wchan": "0",  # wchan hidden: the syscall says io_uring_enter
+            f"{task}/900/syscall": "426 0x3 0x0 0x1 0x1 0x0 0x8 0x7ffd 0x7f12\n",
+            f"{task}/901/wchan": "do_epoll_wait",  # asleep elsewhere
+            f"{task}/901/syscall": "426 stale\n",
+            f"{task}/902/wchan": "0",  # running, or nothing readable
+            f"{task}/902/syscall": "running\n",
+        },
+    )
+    ctx = make_context(tmp_path, roots=fixture_roots(node))
+    assert io_uring_waiters(ctx) == {812: 1, 900: 1}
+    assert io_uring_waiters(ctx, limit=2) == {812: 1}  # the scan stops at its budget
 
 
 def test_cpu_usage_skips_when_no_time_elapsed(
     tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_mod, "SAMPLE_S", 0.01)
-    result = run(cpu_usage, tmp_path, node, {"proc/stat": STAT_BEFORE})
+    result = run_usage(tmp_path, node, monkeypatch, lambda step: {"proc/stat": STAT_BEFORE})
     assert result.status == Status.SKIPPED and "no elapsed CPU time" in result.summary
 
 
@@ -227,6 +463,52 @@ def test_cpu_pressure_skips_without_psi(tmp_path: Path, node: Path) -> None:
     assert result.status == Status.SKIPPED and "psi=1" in result.summary
 
 
+def psi_totals(avg10: float, avg60: float, some_us: int, full_us: int) -> str:
+    """A /proc/pressure file whose some and full lines share the averages, with totals."""
+    return (
+        f"some avg10={avg10:.2f} avg60={avg60:.2f} avg300=1.00 total={some_us}\n"
+        f"full avg10={avg10:.2f} avg60={avg60:.2f} avg300=1.00 total={full_us}\n"
+    )
+
+
+def run_pressure(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, diskstats: Callable[[int], str]
+) -> Result:
+    """cpu.pressure on an io_uring broker node: every task stalled on I/O all the time."""
+
+    def files_at(step: int) -> dict[str, str]:
+        """I/O stall time grows by the whole half-second each step; the disks as given."""
+        io = psi_totals(21.05, 4.29, 21999841 + 500000 * step, 17253323 + 500000 * step)
+        return pressure_tree(io=io) | {"proc/diskstats": diskstats(step)} | io_uring_broker()
+
+    monkeypatch.setattr(cpu_mod, "time", FakeTime(node, files_at))
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_pressure.thresholds)
+    return cpu_pressure.run(ctx)
+
+
+def test_cpu_pressure_io_uring_waits_are_not_disk_stalls(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_pressure(tmp_path, node, monkeypatch, lambda step: DISKSTATS_IDLE)
+    assert result.status == Status.PASS, result.summary
+    assert "io pressure discounted: 2 threads sleep in io_uring_enter" in result.summary
+    assert "PSI read some 100%, full 100% and the disks account for some 0%, full 0%" in (
+        result.summary
+    )
+    assert result.data["io_window"]["judged_pct"] == {"some": 0.0, "full": 0.0}
+
+
+def test_cpu_pressure_io_uring_node_with_busy_disks_warns(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # diskstats_queued moves on 250 ms of busy time per step; the window is one 0.5 s step.
+    result = run_pressure(tmp_path, node, monkeypatch, lambda step: diskstats_queued(step))
+    assert result.status == Status.WARN, result.summary
+    some, full = result.findings[:2]
+    assert some.severity == full.severity == Severity.WARN
+    assert "about 50% of 0.50 s as far as the disks account for it" in some.message
+
+
 # --- cpu.frequency ---------------------------------------------------------------------
 
 
@@ -286,3 +568,48 @@ def test_cpu_frequency_skips_without_cpufreq(tmp_path: Path, node: Path) -> None
 def test_format_cpu_ids() -> None:
     assert format_cpu_ids([3, 0, 1, 2, 8, 10, 11]) == "0-3,8,10-11"
     assert format_cpu_ids([5]) == "5"
+
+
+def _stat_line(
+    pid: int, ppid: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0, nice: int = 0
+) -> str:
+    """A /proc/<pid>/stat line with the fields agent_ticks reads."""
+    return (
+        f"{pid} (python3) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} "
+        f"{cutime} {cstime} 30 {nice} 1 0 500 1000000 300 18446744073709551615 0 0 0 0\n"
+    )
+
+
+def test_agent_ticks_sum_the_agent_tree_including_reaped_children(
+    tmp_path: Path, node: Path
+) -> None:
+    write_tree(
+        node,
+        {
+            "proc/100/stat": _stat_line(100, 1, 50, 20, cutime=7, cstime=3, nice=10),
+            "proc/101/stat": _stat_line(101, 100, 5, 4, nice=10),  # a running check
+            "proc/102/stat": _stat_line(102, 101, 2, 1, nice=10),  # a command it started
+            "proc/200/stat": _stat_line(200, 1, 900, 900),  # the broker: not ours
+        },
+    )
+    (node / "proc/self").symlink_to("100")
+    ctx = make_context(tmp_path, roots=fixture_roots(node))
+    ticks = cpu_mod.agent_ticks(ctx)
+    assert ticks is not None
+    assert (ticks.user, ticks.system, ticks.niced) == (50 + 7 + 5 + 2, 20 + 3 + 4 + 1, True)
+
+
+def test_agent_ticks_are_left_out_of_busy() -> None:
+    before = parse_proc_stat("cpu  1000 500 800 5000 10 0 0 0\n")
+    after = parse_proc_stat("cpu  1010 560 880 5050 10 0 0 0\n")  # 200 ticks elapsed
+    plain = usage_between(before, after, 0.5)
+    own = cpu_mod.OwnTicks(user=50, system=60, niced=True)
+    mine = usage_between(before, after, 0.5, own)
+    assert plain is not None and mine is not None
+    assert plain.overall.system == 40.0 and plain.overall.nice == 30.0
+    assert mine.overall.system == 10.0 and mine.overall.nice == 5.0
+    assert mine.overall.agent == 55.0
+    assert mine.overall.busy == 15.0  # user 10 + system 20 ticks of 200
+    # Never more than was there: the kernel's and our counters are read a moment apart.
+    huge = usage_between(before, after, 0.5, cpu_mod.OwnTicks(500, 500, False))
+    assert huge is not None and huge.overall.user == 0 and huge.overall.system == 0

@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 
-from snapshot_agent.checks import cpu as cpu_mod
 from snapshot_agent.checks import memory as memory_mod
-from snapshot_agent.checks.cpu import (
-    parse_proc_stat,
-    usage_between,
-)
 from snapshot_agent.checks.memory import (
     format_kib,
     memory_hugepages,
@@ -809,46 +804,3 @@ def test_memory_numa_agrees_with_proc_meminfo_on_this_machine(tmp_path: Path) ->
     assert result.data["node_total_kib"] == pytest.approx(node_kib, rel=0.05)
     assert result.data["meminfo_total_kib"] == pytest.approx(total_kib, rel=0.01)
     assert result.data["node_figures_partial"] is (node_kib < total_kib * 0.95)
-
-
-def _stat_line(
-    pid: int, ppid: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0, nice: int = 0
-) -> str:
-    """A /proc/<pid>/stat line with the fields own_ticks reads."""
-    return (
-        f"{pid} (python3) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} "
-        f"{cutime} {cstime} 30 {nice} 1 0 500 1000000 300 18446744073709551615 0 0 0 0\n"
-    )
-
-
-def test_own_ticks_sums_the_agent_tree_including_reaped_children(
-    tmp_path: Path, node: Path
-) -> None:
-    write_tree(
-        node,
-        {
-            "proc/100/stat": _stat_line(100, 1, 50, 20, cutime=7, cstime=3, nice=10),
-            "proc/101/stat": _stat_line(101, 100, 5, 4, nice=10),  # a running check
-            "proc/102/stat": _stat_line(102, 101, 2, 1, nice=10),  # a command it started
-            "proc/200/stat": _stat_line(200, 1, 900, 900),  # the broker: not ours
-        },
-    )
-    (node / "proc/self").symlink_to("100")
-    ctx = make_context(tmp_path, roots=fixture_roots(node))
-    assert cpu_mod.own_ticks(ctx) == (50 + 7 + 5 + 2, 20 + 3 + 4 + 1, True)
-
-
-def test_own_ticks_are_left_out_of_busy() -> None:
-    before = parse_proc_stat("cpu  1000 500 800 5000 10 0 0 0\n")
-    after = parse_proc_stat("cpu  1010 560 880 5050 10 0 0 0\n")  # 200 ticks elapsed
-    plain = usage_between(before, after, 0.5)
-    own = cpu_mod.OwnTicks(user=50, system=60, niced=True)
-    mine = usage_between(before, after, 0.5, own)
-    assert plain is not None and mine is not None
-    assert plain.overall.system == 40.0 and plain.overall.nice == 30.0
-    assert mine.overall.system == 10.0 and mine.overall.nice == 5.0
-    assert mine.overall.agent == 55.0
-    assert mine.overall.busy == 15.0  # user 10 + system 20 ticks of 200
-    # Never more than was there: the kernel's and our counters are read a moment apart.
-    huge = usage_between(before, after, 0.5, cpu_mod.OwnTicks(500, 500, False))
-    assert huge is not None and huge.overall.user == 0 and huge.overall.system == 0

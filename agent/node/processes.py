@@ -250,6 +250,52 @@ def uses_io_uring(ctx: Context, pid: int) -> bool | None:
     return False if seen >= 2 else None
 
 
+#: io_uring_enter's syscall number: the same on every architecture but alpha (asm-generic
+#: numbering, 5.1+), as /proc/<pid>/task/<tid>/syscall shows it while the thread sleeps.
+IO_URING_ENTER_NR = 426
+#: Where a thread waiting for io_uring completions sleeps, as wchan names it.
+IO_URING_WCHAN = ("io_cqring_wait", "io_uring")
+IO_URING_WAIT_SCAN_LIMIT = 8192  # threads looked at, machine-wide (~50 µs each)
+WCHAN_LIMIT = 256
+
+
+def waits_in_io_uring(ctx: Context, pid: int, tid: int) -> bool:
+    """Whether a thread sleeps in io_uring_enter, waiting for completions.
+
+    wchan names the function it sleeps in (readable for your own processes even where
+    ptrace is restricted); when it says nothing ('0': running, or not allowed to tell)
+    the syscall it sleeps in (/proc/<pid>/task/<tid>/syscall, root) decides.
+    """
+    task = f"/proc/{pid}/task/{tid}"
+    wchan = (ctx.read_optional(f"{task}/wchan", WCHAN_LIMIT) or "").strip()
+    if wchan.startswith(IO_URING_WCHAN):
+        return True
+    if wchan and wchan != "0":
+        return False  # asleep somewhere else
+    syscall = (ctx.read_optional(f"{task}/syscall", WCHAN_LIMIT) or "").split()
+    return syscall[:1] == [str(IO_URING_ENTER_NR)]
+
+
+def io_uring_waiters(ctx: Context, limit: int = IO_URING_WAIT_SCAN_LIMIT) -> dict[int, int]:
+    """Processes with threads asleep in io_uring_enter: pid -> how many of its threads.
+
+    Since Linux 6.1.39/6.5 such a sleep counts as iowait and I/O pressure while the ring
+    has a request pending (a receive on an idle socket too). At most `limit` threads
+    are looked at; processes that vanish meanwhile are left out.
+    """
+    found: dict[int, int] = {}
+    budget = limit
+    for pid in list_pids(ctx)[:MAX_PIDS]:
+        if budget <= 0:
+            break
+        tids = read_threads(ctx, pid)[:budget]
+        budget -= len(tids)
+        waiting = sum(1 for tid in tids if waits_in_io_uring(ctx, pid, tid))
+        if waiting:
+            found[pid] = waiting
+    return found
+
+
 # -- the broker --------------------------------------------------------------------
 
 _DELETED = " (deleted)"
