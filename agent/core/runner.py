@@ -134,7 +134,7 @@ class Runner:
         try:
             while pending or running:
                 now = time.monotonic()
-                while pending and len(running) < self.concurrency and now < deadline:
+                while pending and now < deadline and self._has_slot(pending[0], running):
                     self._start(pending.popleft(), now, deadline, running, sel)
                 if now >= deadline:
                     for check in pending:
@@ -166,6 +166,16 @@ class Runner:
         return [Outcome(c, results[c.id]) for c in checks]
 
     # -- starting -----------------------------------------------------------------
+
+    def _has_slot(self, check: Check, running: dict[int, _Running]) -> bool:
+        """Room for `check`: sampling checks and the rest each get `concurrency` slots.
+
+        A sampling check spends its time asleep between two reads; letting it hold one of
+        the slots the other checks need would make every snapshot wait on the samples.
+        """
+        sampling = check.sampling_s > 0
+        same_kind = sum(1 for r in running.values() if (r.check.sampling_s > 0) == sampling)
+        return same_kind < self.concurrency
 
     def _start(
         self,
