@@ -9,7 +9,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -482,6 +482,129 @@ def logs_journal(ctx: Context) -> Result:
 
 # -- logs.files ---------------------------------------------------------------------
 
+#: A date and time as ISO 8601 / RFC 3339 writes it: tracing's `2026-11-26T13:05:41.123456Z`
+#: (Iggy's format), rsyslog's `2026-11-26T13:05:41.123+01:00`, Python's `2026-11-26 13:05:41,123`.
+_ISO_TIME = (
+    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?"
+    r"\s?(Z|UTC|[+-]\d\d(?::?\d\d)?)?"
+)
+#: ... at the start of the line, maybe after a bracket or an RFC 5424 priority (`<34>1 `).
+_LEADING_ISO = re.compile(r"^(?:<\d{1,3}>\d?\s*)?(?:\[\s*)?" + _ISO_TIME)
+#: ... as a field near the start: logfmt `ts=...`, `time=...`, JSON `"timestamp":"..."`.
+_FIELD_ISO = re.compile(r"\b(?:ts|time|timestamp)\"?\s*[=:]\s*\"?" + _ISO_TIME)
+#: Seconds since the epoch as a field (zap's `"ts":1779246729.101`).
+_FIELD_EPOCH = re.compile(r"\b(?:ts|time|timestamp)\"?\s*[=:]\s*\"?(\d{10}(?:\.\d+)?)\b")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: Classic syslog (`Nov 26 13:05:41 host prog[pid]: ...`): local time, no year.
+_SYSLOG_TIME = re.compile(r"^(" + "|".join(_MONTHS) + r") {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
+
+
+def _zone(text: str | None) -> timezone | None:
+    """The zone of an ISO time: UTC for Z, a fixed offset, None (local time) when absent."""
+    if not text:
+        return None
+    if text in ("Z", "UTC"):
+        return UTC
+    digits = text[1:].replace(":", "")
+    offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+    return timezone(-offset if text[0] == "-" else offset)
+
+
+#: What datetime raises for a date it cannot hold or place (year 1 in a local zone, ...).
+_BAD_TIME = (ValueError, OverflowError, OSError)
+
+
+def _iso_seconds(match: re.Match[str]) -> float | None:
+    """Epoch seconds of an _ISO_TIME match; None for an impossible date or offset."""
+    year, month, day, hour, minute, second, frac, zone = match.groups()[-8:]
+    try:
+        when = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            min(int(second), 59),  # a leap second
+            tzinfo=_zone(zone),
+        ).timestamp()
+    except _BAD_TIME:
+        return None
+    return when + (float("0." + frac) if frac else 0.0)
+
+
+def _syslog_seconds(match: re.Match[str], reference: float) -> float | None:
+    """Epoch seconds of a syslog time, in the year that puts it before `reference`."""
+    month = _MONTHS.index(match[1]) + 1
+    try:
+        year = datetime.fromtimestamp(reference).year
+    except _BAD_TIME:
+        return None
+    for candidate in (year, year - 1):  # `Dec 31` read on 2 January is last year's
+        try:
+            when = datetime(
+                candidate,
+                month,
+                int(match[2]),
+                int(match[3]),
+                int(match[4]),
+                min(int(match[5]), 59),
+            ).timestamp()
+        except _BAD_TIME:
+            continue  # 29 February of a year without one
+        if when <= reference + 86400:
+            return when
+    return None
+
+
+def line_time(line: str, reference: float) -> float | None:
+    """When a log line says it was written (epoch seconds), or None when it has no time.
+
+    Knows tracing's format (Iggy), RFC 3339 with an offset, `YYYY-MM-DD HH:MM:SS[,ms]`
+    (local time when no zone is given), syslog's `Nov 26 13:05:41` (the year is the one
+    that puts it before `reference`, the file's last write) and `ts=`/`time=` fields.
+    """
+    line = strip_ansi(line)
+    match = _LEADING_ISO.match(line)
+    if match:
+        return _iso_seconds(match)
+    match = _SYSLOG_TIME.match(line)
+    if match:
+        return _syslog_seconds(match, reference)
+    head = line[:200]
+    match = _FIELD_ISO.search(head)
+    if match:
+        return _iso_seconds(match)
+    epoch = _FIELD_EPOCH.search(head)
+    return float(epoch[1]) if epoch else None
+
+
+def line_times(chunks: list[tuple[list[str], float]]) -> tuple[list[float], int]:
+    """When each line was written at the latest, and how many lines carry a timestamp.
+
+    `chunks` are (lines, file mtime), oldest file first. A line without a timestamp (the
+    continuation of a multi-line message, an unknown format) belongs to the timestamped
+    line before it (the first lines read, to the first timestamp). No line is later than
+    its file's mtime: a file not written within the window cannot hold recent lines. When
+    no line has a timestamp, each line gets its file's mtime.
+    """
+    parsed: list[float | None] = []
+    bounds: list[float] = []
+    for lines, mtime in chunks:
+        for line in lines:
+            when = line_time(line, mtime)
+            parsed.append(None if when is None else min(when, mtime))
+            bounds.append(mtime)
+    known = [t for t in parsed if t is not None]
+    if not known:
+        return bounds, 0
+    times: list[float] = []
+    last = known[0]
+    for when, bound in zip(parsed, bounds, strict=True):
+        if when is not None:
+            last = when
+        times.append(min(last, bound))
+    return times, len(known)
+
 
 @dataclass
 class LogTail:
@@ -492,10 +615,8 @@ class LogTail:
     files: list[dict[str, Any]] = field(default_factory=list)  # path, size, mtime
     lines: list[str] = field(default_factory=list)
     mtime: float | None = None  # newest write of the newest file
-    errors: int = 0
-    warnings: int = 0
-    panics: int = 0
-    last_error: str = ""
+    times: list[float] = field(default_factory=list)  # per line: written at the latest
+    stamped: int = 0  # lines with a timestamp of their own (0: judged by the tail alone)
     resource_line: str = ""
 
 
@@ -560,20 +681,19 @@ def _file_entry(ctx: Context, node_path: str) -> tuple[dict[str, Any], float]:
     return entry, st.st_mtime
 
 
-def _scan(tail: LogTail) -> None:
-    """Count error/warn/panic lines and find the newest resource line in the tail."""
-    for line in tail.lines:
-        kind = classify_line(line)
-        if kind == "panic":
-            tail.panics += 1
-            tail.last_error = line
-        elif kind == "error":
-            tail.errors += 1
-            tail.last_error = line
-        elif kind == "warn":
-            tail.warnings += 1
+def _newest_resource_line(lines: list[str]) -> str:
+    """The broker's newest periodic `CPU: ... OpenFDs: N` line among `lines`, or ''."""
+    for line in reversed(lines):
         if "CPU:" in line and ("OpenFDs:" in line or "Mem:" in line):
-            tail.resource_line = line
+            return line
+    return ""
+
+
+def _fill(tail: LogTail, chunks: list[tuple[list[str], float]]) -> None:
+    """Set a tail's lines (oldest first), when each was written, and its resource line."""
+    tail.lines = [line for lines, _ in chunks for line in lines]
+    tail.times, tail.stamped = line_times(chunks)
+    tail.resource_line = _newest_resource_line(tail.lines)
 
 
 def _read_iggy(ctx: Context, facts: LogFacts, max_lines: int, max_files: int) -> None:
@@ -597,16 +717,19 @@ def _read_iggy(ctx: Context, facts: LogFacts, max_lines: int, max_files: int) ->
     tail.files = [s[2] for s in stamped]
     tail.mtime = stamped[0][0]
     # Rotation is hourly: the newest file alone may hold only minutes of history.
-    for _, node_path, _ in stamped[:3]:
-        if len(tail.lines) >= max_lines:
+    chunks: list[tuple[list[str], float]] = []  # oldest file first
+    wanted = max_lines
+    for mtime, node_path, _ in stamped[:3]:
+        if wanted <= 0:
             break
         try:
-            older = read_tail_lines(ctx.path(node_path), max_lines - len(tail.lines))
+            older = read_tail_lines(ctx.path(node_path), wanted)
         except OSError as exc:
             facts.problems.append((node_path, exc.strerror or str(exc)))
             continue
-        tail.lines = older + tail.lines
-    _scan(tail)
+        chunks.insert(0, (older, mtime))
+        wanted -= len(older)
+    _fill(tail, chunks)
     facts.tails.append(tail)
 
 
@@ -633,8 +756,8 @@ def _read_configured(ctx: Context, facts: LogFacts, max_lines: int, max_files: i
             except OSError as exc:
                 facts.problems.append((node_path, exc.strerror or str(exc)))
                 continue
-            tail = LogTail(node_path, "configured", [entry], lines, mtime)
-            _scan(tail)
+            tail = LogTail(node_path, "configured", [entry], mtime=mtime)
+            _fill(tail, [(lines, mtime)])
             facts.tails.append(tail)
 
 
@@ -667,10 +790,88 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-#: ERROR lines in one log's tail.
+def _iso(seconds: float) -> str:
+    """`2026-11-23T10:00:00Z` for epoch seconds (the number itself when out of range)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except _BAD_TIME:
+        return f"{seconds:.0f} s after the epoch"
+
+
+#: ERROR lines in one log's window.
 ERRORS = Band("errors", warn=10, fail=100)
-#: Panic lines in one log's tail (fail_panics 0 turns the rule off).
+#: Panic lines in one log's window (fail_panics 0 turns the rule off).
 PANICS = Band("panics", fail=1)
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """The time judged: the last `hours` before `now`."""
+
+    hours: float
+    now: float
+
+    @property
+    def since(self) -> float:
+        """The window's start (epoch seconds)."""
+        return self.now - self.hours * 3600
+
+
+@dataclass
+class TailCounts:
+    """What one tail holds inside the window (judged) and before it (information)."""
+
+    tail: LogTail
+    window: LogWindow
+    in_window: int = 0  # lines read that were written inside the window
+    errors: int = 0
+    warnings: int = 0
+    panics: int = 0
+    last_error: str = ""
+    last_error_at: float | None = None
+    old_errors: int = 0
+    old_panics: int = 0
+    last_old_error_at: float | None = None
+
+    @property
+    def reaches_back(self) -> float | None:
+        """When the oldest line read was written; None when the lines have no timestamps."""
+        return min(self.tail.times) if self.tail.stamped and self.tail.times else None
+
+    @property
+    def measured(self) -> str:
+        """The lines judged, in words, for messages."""
+        tail, hours = self.tail, f"{self.window.hours:g} h"
+        read = len(tail.lines)
+        if not tail.stamped:
+            return f"the last {read} lines of {tail.name} (they have no timestamps)"
+        oldest = self.reaches_back
+        if oldest is not None and oldest > self.window.since:
+            back = _age(self.window.now - oldest)
+            return f"the last {read} lines of {tail.name} (reaching back {back} of the {hours})"
+        return f"the last {hours} of {tail.name} ({self.in_window} of {read} lines read)"
+
+
+def count_tail(tail: LogTail, window: LogWindow) -> TailCounts:
+    """Count error/warn/panic lines inside the window, and errors/panics before it."""
+    counts = TailCounts(tail, window)
+    for line, when in zip(tail.lines, tail.times, strict=True):
+        kind = classify_line(line)
+        if when < window.since:
+            if kind in ("error", "panic"):
+                counts.old_errors += kind == "error"
+                counts.old_panics += kind == "panic"
+                newest = counts.last_old_error_at
+                counts.last_old_error_at = when if newest is None else max(when, newest)
+            continue
+        counts.in_window += 1
+        if kind == "warn":
+            counts.warnings += 1
+        elif kind in ("error", "panic"):
+            counts.errors += kind == "error"
+            counts.panics += kind == "panic"
+            counts.last_error, counts.last_error_at = line, when
+    return counts
 
 
 def _how_to_read(tail: LogTail) -> str:
@@ -687,65 +888,91 @@ def _how_to_read(tail: LogTail) -> str:
     return how + "decide whether the failing component affects the broker."
 
 
-def _tail_window(tail: LogTail) -> str:
-    """The lines judged, in words."""
-    return f"the last {len(tail.lines)} lines of {tail.name}"
+def _newest_error(counts: TailCounts) -> str:
+    """'; newest: <line>' for a message, '' when the window has no error."""
+    return f"; newest: {counts.last_error[:200]}" if counts.last_error else ""
 
 
-def _newest_error(tail: LogTail) -> str:
-    """'; newest: <line>' for a message, '' when the tail has no error."""
-    return f"; newest: {tail.last_error[:200]}" if tail.last_error else ""
-
-
-def _panics_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
-    """Panics in a tail reach fail_panics: a shard or the process died."""
+def _panics_in_tail(counts: TailCounts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Panics in the window reach fail_panics: a shard or the process died."""
     if PANICS.limit(Severity.FAIL, thresholds) <= 0:
         return []  # fail_panics 0: panics are not judged
-    severity = PANICS.grade(tail.panics, thresholds)
+    severity = PANICS.grade(counts.panics, thresholds)
     if severity is None:
         return []
     return [
         Finding(
             severity,
-            f"{tail.panics} panic(s) in {_tail_window(tail)}{_newest_error(tail)}",
+            f"{counts.panics} panic(s) in {counts.measured}{_newest_error(counts)}",
             "A Rust panic kills a thread (a broker shard) or the process: save the "
             "panic message and the lines before it for the Iggy maintainers, and "
             "check that the broker restarted and serves (`curl -s "
-            "http://127.0.0.1:3000/ping`). " + _how_to_read(tail),
-            tail.name,
+            "http://127.0.0.1:3000/ping`). " + _how_to_read(counts.tail),
+            counts.tail.name,
         )
     ]
 
 
-def _errors_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
-    """ERROR lines in a tail reach their band (none at all is never a finding)."""
-    severity = ERRORS.grade_count(tail.errors, thresholds)
+def _errors_in_tail(counts: TailCounts, thresholds: dict[str, Any]) -> list[Finding]:
+    """ERROR lines in the window reach their band (none at all is never a finding)."""
+    severity = ERRORS.grade_count(counts.errors, thresholds)
     if severity is None:
         return []
     return [
         Finding(
             severity,
-            f"{tail.errors} ERROR lines in {_tail_window(tail)} "
-            f"({_both_ends(ERRORS, thresholds)}){_newest_error(tail)}",
-            _how_to_read(tail),
-            tail.name,
+            f"{counts.errors} ERROR lines in {counts.measured} "
+            f"({_both_ends(ERRORS, thresholds)}){_newest_error(counts)}",
+            _how_to_read(counts.tail),
+            counts.tail.name,
         )
     ]
 
 
-def _many_warnings_in_tail(tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
-    """Many WARN lines in a tail (info_warnings; 0 turns it off): often a prelude to errors."""
+def _many_warnings_in_tail(counts: TailCounts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Many WARN lines in the window (info_warnings; 0 turns it off): often a prelude."""
     info_w = int(thresholds["info_warnings"])
-    if info_w <= 0 or tail.warnings < info_w:
+    if info_w <= 0 or counts.warnings < info_w:
         return []
     return [
         Finding(
             Severity.INFO,
-            f"{tail.warnings} WARN lines in {_tail_window(tail)}",
+            f"{counts.warnings} WARN lines in {counts.measured}",
             "Many warnings often precede errors; skim them for a repeating one.",
+            counts.tail.name,
+        )
+    ]
+
+
+def _errors_before_window(counts: TailCounts, thresholds: dict[str, Any]) -> list[Finding]:
+    """Errors and panics older than the window: history, reported, not judged."""
+    if not (counts.old_errors or counts.old_panics):
+        return []
+    tail, window = counts.tail, counts.window
+    what = f"{counts.old_errors} ERROR line(s)"
+    if counts.old_panics:
+        what += f" and {counts.old_panics} panic(s)"
+    newest = counts.last_old_error_at or window.since
+    when = (
+        f"the newest at {_iso(newest)} ({_age(window.now - newest)} ago)"
+        if tail.stamped
+        else f"the file was last written {_age(window.now - newest)} ago and its lines "
+        "have no timestamps"
+    )
+    return [
+        Finding(
+            Severity.INFO,
+            f"{what} in {tail.name} are older than the {window.hours:g} h window "
+            f"({when}); not judged",
+            "History, not the node's present state: read them only when the incident "
+            f"under investigation is that old (`grep -nE ' ERROR |panicked' {tail.name}`). "
+            "The window is checks.thresholds.logs.files.window_hours.",
             tail.name,
         )
     ]
+
+
+_TAIL_RULES = (_panics_in_tail, _errors_in_tail, _many_warnings_in_tail, _errors_before_window)
 
 
 def _tail_age(facts: LogFacts, tail: LogTail) -> float | None:
@@ -753,27 +980,34 @@ def _tail_age(facts: LogFacts, tail: LogTail) -> float | None:
     return facts.now - tail.mtime if tail.mtime is not None else None
 
 
-def _stale_broker_log(facts: LogFacts, tail: LogTail, thresholds: dict[str, Any]) -> list[Finding]:
+def _stale_broker_log(
+    facts: LogFacts, tail: LogTail, window: LogWindow, thresholds: dict[str, Any]
+) -> list[Finding]:
     """The broker runs but its log has not been written for stale_minutes."""
     age = _tail_age(facts, tail)
     stale_s = float(thresholds["stale_minutes"]) * 60
     if tail.kind != "iggy" or not facts.broker or age is None or age < stale_s:
         return []
     pid = facts.broker[0].pid
+    # Unwritten for longer than the window: none of its lines is judged, so say so.
+    empty = (
+        f"; nothing in it is from the last {window.hours:g} h, so it shows no current errors"
+        if age >= window.hours * 3600
+        else ""
+    )
     return [
         Finding(
             Severity.INFO,
-            f"{tail.name} was last written {_age(age)} ago while iggy-server (pid {pid}) runs",
+            f"{tail.name} was last written {_age(age)} ago while iggy-server (pid {pid}) "
+            f"runs{empty}",
             "The broker normally logs a resource line every few seconds at info "
             "level: it may log elsewhere now ([system.logging] path, file_enabled), "
             "at a higher level, or it is stuck (`top -H -p "
-            f"{pid}`, the process checks).",
+            f"{pid}`, the process checks); read its journal (logs.journal) for current "
+            "errors.",
             tail.name,
         )
     ]
-
-
-_TAIL_RULES = (_panics_in_tail, _errors_in_tail, _many_warnings_in_tail)
 
 
 def _unreadable_logs(facts: LogFacts) -> list[Finding]:
@@ -800,19 +1034,31 @@ def _unreadable_logs(facts: LogFacts) -> list[Finding]:
     return findings
 
 
-def _tail_row(facts: LogFacts, tail: LogTail) -> dict[str, Any]:
+def _tail_row(facts: LogFacts, counts: TailCounts) -> dict[str, Any]:
     """One log as a row of the report's table."""
+    tail = counts.tail
     age = _tail_age(facts, tail)
+    back = counts.reaches_back
     return {
         "log": tail.name,
         "files": len(tail.files),
         "size": sum(int(f["size"]) for f in tail.files),
         "last_write_age_s": round(age) if age is not None else None,
         "lines_read": len(tail.lines),
-        "errors": tail.errors,
-        "warnings": tail.warnings,
-        "panics": tail.panics,
-        "last_error_at": line_timestamp(tail.last_error),
+        "timestamped_lines": tail.stamped,
+        "reaches_back_s": round(facts.now - back) if back is not None else None,
+        "lines_in_window": counts.in_window,
+        "errors": counts.errors,
+        "warnings": counts.warnings,
+        "panics": counts.panics,
+        "last_error_at": _iso(counts.last_error_at)
+        if tail.stamped and counts.last_error_at is not None
+        else "",
+        "older_errors": counts.old_errors,
+        "older_panics": counts.old_panics,
+        "newest_older_error_at": _iso(counts.last_old_error_at)
+        if tail.stamped and counts.last_old_error_at is not None
+        else "",
     }
 
 
@@ -829,28 +1075,46 @@ def broker_resources(facts: LogFacts) -> dict[str, Any]:
     return resource
 
 
-def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
-    """Errors and panics in each tail; a stale broker log; unreadable files."""
-    findings: list[Finding] = []
-    for tail in facts.tails:
-        findings += [f for rule in _TAIL_RULES for f in rule(tail, thresholds)]
-        findings += _stale_broker_log(facts, tail, thresholds)
-    findings += _unreadable_logs(facts)
+def _summary(facts: LogFacts, counts: list[TailCounts], window: LogWindow) -> str:
+    """What was judged over what window, for a passing result."""
+    errors = sum(c.errors for c in counts)
+    old = sum(c.old_errors + c.old_panics for c in counts)
+    ok = f"{len(facts.tails)} log(s) read, {errors} ERROR lines in the last {window.hours:g} h"
+    if old:
+        ok += f" ({old} older error/panic lines not judged)"
+    for c in counts:
+        if not c.tail.stamped and c.tail.lines:
+            ok += f"; {c.tail.name}: lines without timestamps, judged by its last "
+            ok += f"{len(c.tail.lines)} lines and its mtime"
+        elif c.reaches_back is not None and c.reaches_back > window.since:
+            ok += f"; {c.tail.name}: the lines read reach back {_age(window.now - c.reaches_back)}"
     resource = broker_resources(facts)
-    total_err = sum(t.errors for t in facts.tails)
-    ok = f"{len(facts.tails)} log(s) read, {total_err} ERROR lines in their tails"
     if resource.get("fields", {}).get("OpenFDs"):
         ok += f"; broker OpenFDs {resource['fields']['OpenFDs']}"
+    return ok
+
+
+def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
+    """Errors and panics of the window in each tail; older ones inform; a stale broker log."""
+    window = LogWindow(float(thresholds["window_hours"]), facts.now)
+    counts = [count_tail(tail, window) for tail in facts.tails]
+    findings: list[Finding] = []
+    for tail_counts in counts:
+        findings += [f for rule in _TAIL_RULES for f in rule(tail_counts, thresholds)]
+        findings += _stale_broker_log(facts, tail_counts.tail, window, thresholds)
+    findings += _unreadable_logs(facts)
     data: dict[str, Any] = {
-        "logs": [_tail_row(facts, tail) for tail in facts.tails],
+        "window_hours": window.hours,
+        "logs": [_tail_row(facts, c) for c in counts],
         "files": [f for t in facts.tails for f in t.files],
         "iggy_log_dir": facts.iggy_dir,
         "iggy_log_dir_source": facts.iggy_dir_source,
         "broker_running": bool(facts.broker),
     }
+    resource = broker_resources(facts)
     if resource:
         data["broker_resources"] = resource
-    return Result.from_findings(findings, ok=ok, data=data)
+    return Result.from_findings(findings, ok=_summary(facts, counts, window), data=data)
 
 
 def _artifact_name(node_path: str) -> str:
@@ -862,23 +1126,53 @@ def _artifact_name(node_path: str) -> str:
     id="logs.files",
     category="logs",
     title="Log file tails",
-    description="The tails of the broker's log and configured logs: errors, panics, staleness.",
+    description=(
+        "Errors and panics of the last day in the tails of the broker's log and configured "
+        "logs; older ones as information; staleness."
+    ),
     timeout_s=10,
-    thresholds={"tail_lines": 2000, "max_files": 20, "info_warnings": 200, "stale_minutes": 60},
+    thresholds={
+        "tail_lines": 2000,
+        "max_files": 20,
+        "info_warnings": 200,
+        "stale_minutes": 60,
+        "window_hours": 24,
+    },
     bands=(ERRORS, PANICS),
 )
 def logs_files(ctx: Context) -> Result:
-    """Errors near the end of the broker's log and of the configured log files.
+    """Errors of the last day near the end of the broker's log and the configured logs.
 
     Verdicts:
     - pass: INFO lines and the broker's periodic resource line
       [test_logs_files_pass_with_resource_line]
-    - pass: 15 old ERROR lines before a rotation, only 5 in the window read
+    - pass: a quiet broker whose last 2000 lines still hold an error burst and a panic
+      from three days ago (reported as information, not judged)
+      [test_logs_files_errors_from_days_ago_pass_on_a_quiet_broker]
+    - pass: 200 errors from three days ago and 3 in the last 24 h
+      [test_logs_files_judges_only_the_errors_of_the_window]
+    - pass: a log whose lines have no timestamps, not written for three days
+      [test_logs_files_without_timestamps_judged_by_tail_and_mtime]
+    - pass: lines stamped minutes ago in a file not written for three days (skewed clock)
+      [test_logs_files_file_unwritten_in_window_holds_no_recent_lines]
+    - pass: the broker runs, its log unwritten for three days, an old burst in it
+      [test_logs_files_stale_broker_log_with_old_errors]
+    - pass: 15 ERROR lines before a rotation, only 5 in the lines read
       [test_logs_files_window_spans_rotation]
     - pass: the broker's log unwritten for 5 h while it runs (an info note)
       [test_logs_files_stale_log_while_broker_runs]
+    - warn: 12 ERROR lines in the last 24 h after 200 from three days ago
+      [test_logs_files_judges_only_the_errors_of_the_window]
     - warn: 12 ERROR lines in the broker's tail [test_logs_files_verdicts]
+    - warn: a recent WARN entry whose 10 continuation lines (no timestamps) are errors
+      [test_logs_files_continuation_lines_belong_to_their_entry]
+    - warn: a log without timestamps written a minute ago, 12 ERROR lines in its tail
+      [test_logs_files_without_timestamps_judged_by_tail_and_mtime]
+    - warn: 11 errors in the last 24 h of an RFC 3339 (+05:30) log, 30 older
+      [test_logs_files_syslog_and_rfc3339_offset_logs]
     - fail: 150 ERROR lines, or one panic, in the broker's tail [test_logs_files_verdicts]
+    - fail: a panic in the last 24 h after an old burst
+      [test_logs_files_judges_only_the_errors_of_the_window]
     - skipped: no broker running, no log directory configured, no log files
       [test_logs_files_skipped_without_logs]
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from snapshot_agent.checks.logs import (
     JournalFacts,
     classify_line,
     judge_journal,
+    line_time,
+    line_times,
     logs_files,
     logs_journal,
     parse_journal_json,
@@ -257,9 +260,13 @@ RESOURCE = (
 )
 
 
-def iggy_line(level: str, msg: str, second: int = 0) -> str:
-    """A line as Iggy's file layer writes it (tracing full format, thread names, no ANSI)."""
-    return f"2026-05-20T03:12:{second % 60:02d}.123456Z {level:>5} shard-0 server::streaming: {msg}"
+def iggy_line(level: str, msg: str, second: int = 0, *, ago_s: float = 600.0) -> str:
+    """A line as Iggy's file layer writes it (tracing full format, thread names, no ANSI).
+
+    Written `ago_s` seconds ago (10 minutes by default: inside the window), plus `second`.
+    """
+    when = datetime.fromtimestamp(time.time() - ago_s + second, UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S.%fZ} {level:>5} shard-0 server::streaming: {msg}"
 
 
 def files_ctx(
@@ -280,18 +287,20 @@ def files_ctx(
 
 
 def test_logs_files_pass_with_resource_line(tmp_path: Path, node: Path) -> None:
-    lines = [iggy_line("INFO", f"message {i}", i) for i in range(50)] + [RESOURCE]
+    resource = iggy_line("INFO", RESOURCE[RESOURCE.index("CPU:") :], 50)
+    lines = [iggy_line("INFO", f"message {i}", i) for i in range(50)] + [resource]
     write_tree(node, {"var/lib/iggy/logs/iggy-server.log": "\n".join(lines) + "\n"})
     result = logs_files.run(files_ctx(tmp_path, node))
     assert result.status == Status.PASS
     assert result.summary.startswith("1 log(s) read, 0 ERROR lines")
     assert "OpenFDs 311" in result.summary
+    assert "iggy-server.log: the lines read reach back 10 min" in result.summary
     fields = result.data["broker_resources"]["fields"]
     assert fields["OpenFDs"] == "311" and fields["Clients"] == "14"
-    assert result.data["broker_resources"]["at"].startswith("2026-05-20T03:12:10")
+    assert result.data["broker_resources"]["at"] == resource.split()[0]
     assert result.data["iggy_log_dir_source"] == "config iggy.logs_dir"
     tail = tmp_path / "artifacts/tail/var/lib/iggy/logs/iggy-server.log"
-    assert tail.read_text().endswith(RESOURCE + "\n")
+    assert tail.read_text().endswith(resource + "\n")
 
 
 @pytest.mark.parametrize(
@@ -331,6 +340,7 @@ def test_logs_files_bands(tmp_path: Path, node: Path) -> None:
         "max_files": 20,
         "info_warnings": 200,
         "stale_minutes": 60,
+        "window_hours": 24,
         "warn_errors": 10,
         "fail_errors": 100,
         "fail_panics": 1,
@@ -454,3 +464,239 @@ def test_classify_and_resource_parsers() -> None:
     assert classify_line('{"level":"warn","msg":"slow"}') == "warn"
     assert parse_resource_line("nothing here") == {}
     assert parse_resource_line(RESOURCE)["CPU"] == "3.20%/41.50% (IggyUsage/Total)"
+
+
+# -- logs.files: the time window --------------------------------------------------------
+
+DAYS_AGO = 3 * 86400
+IGGY_LOG = "var/lib/iggy/logs/iggy-server.log"
+PANIC = "thread 'shard-3' panicked at core/server/src/shard/mod.rs:211:9:"
+
+
+def _age_file(path: Path, seconds: float) -> None:
+    """Set a file's mtime `seconds` into the past."""
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def _burst_days_ago(errors: int = 150) -> list[str]:
+    """An error burst three days ago ending in a panic (its line carries no timestamp)."""
+    burst = [
+        iggy_line("ERROR", f"Failed to persist segment {i}: No space left", i, ago_s=DAYS_AGO)
+        for i in range(errors)
+    ]
+    return [*burst, PANIC]
+
+
+def test_logs_files_errors_from_days_ago_pass_on_a_quiet_broker(tmp_path: Path, node: Path) -> None:
+    # A quiet broker: the burst three days ago is still within the last 2000 lines.
+    lines = _burst_days_ago() + [iggy_line("INFO", f"ok {i}", i) for i in range(20)]
+    write_tree(node, {IGGY_LOG: "\n".join(lines) + "\n"})
+    result = logs_files.run(files_ctx(tmp_path, node))
+    assert result.status == Status.PASS
+    assert result.summary.startswith("1 log(s) read, 0 ERROR lines in the last 24 h")
+    assert "(151 older error/panic lines not judged)" in result.summary
+    [row] = result.data["logs"]
+    assert (row["errors"], row["panics"], row["lines_in_window"]) == (0, 0, 20)
+    assert (row["older_errors"], row["older_panics"]) == (150, 1)
+    assert row["newest_older_error_at"].startswith(f"{datetime.now(UTC) - timedelta(days=3):%F}")
+    [old] = result.findings
+    assert old.severity == Severity.INFO
+    assert "150 ERROR line(s) and 1 panic(s)" in old.message
+    assert (
+        "older than the 24 h window (the newest at " in old.message and "(3 d ago)" in old.message
+    )
+    # A wider window reaches the burst: judged again.
+    wide = logs_files.run(files_ctx(tmp_path, node, thresholds=FILES_T | {"window_hours": 96}))
+    assert wide.status == Status.FAIL
+    assert "lines of /var/lib/iggy/logs/iggy-server.log (reaching back 3 d of the 96 h)" in (
+        wide.summary
+    )
+
+
+@pytest.mark.parametrize(
+    ("recent_errors", "recent_panic", "status"),
+    [(3, False, Status.PASS), (12, False, Status.WARN), (0, True, Status.FAIL)],
+)
+def test_logs_files_judges_only_the_errors_of_the_window(
+    tmp_path: Path, node: Path, recent_errors: int, recent_panic: bool, status: Status
+) -> None:
+    lines = _burst_days_ago(200) + [
+        iggy_line("ERROR", f"Failed to accept connection {i}", i) for i in range(recent_errors)
+    ]
+    if recent_panic:
+        lines += [iggy_line("INFO", "shard 3 started"), PANIC]
+    write_tree(node, {IGGY_LOG: "\n".join(lines) + "\n"})
+    result = logs_files.run(files_ctx(tmp_path, node))
+    assert result.status == status
+    [row] = result.data["logs"]
+    assert (row["errors"], row["panics"]) == (recent_errors, int(recent_panic))
+    assert (row["older_errors"], row["older_panics"]) == (200, 1)
+    if status != Status.PASS:
+        assert "in the last 24 h of /var/lib/iggy/logs/iggy-server.log" in result.summary
+
+
+def test_logs_files_continuation_lines_belong_to_their_entry(tmp_path: Path, node: Path) -> None:
+    cont = [f"    caused by: ERROR writing partition {i}: Input/output error" for i in range(12)]
+    lines = [
+        *cont[:3],  # the tail starts mid-message: these belong to the first timestamped entry
+        iggy_line("ERROR", "Failed to flush", ago_s=DAYS_AGO),
+        *cont,
+        iggy_line("INFO", "ok"),
+        iggy_line("WARN", "slow fsync, details follow"),
+        *cont[:10],  # continuation of a recent WARN entry: inside the window
+    ]
+    write_tree(node, {IGGY_LOG: "\n".join(lines) + "\n"})
+    result = logs_files.run(files_ctx(tmp_path, node))
+    [row] = result.data["logs"]
+    assert (row["older_errors"], row["errors"], row["warnings"]) == (16, 10, 1)
+    assert result.status == Status.WARN  # 10 recent error lines reach warn_errors
+    assert row["timestamped_lines"] == 3
+
+
+def test_logs_files_without_timestamps_judged_by_tail_and_mtime(tmp_path: Path, node: Path) -> None:
+    log = "var/log/app/app.log"
+    write_tree(node, {log: "".join(f"ERROR db down ({i})\nretrying\n" for i in range(12))})
+    ctx = files_ctx(tmp_path, node, logs_dir=None, files=["/var/log/app/*.log"])
+    # Written a minute ago: judged by its tail, as before, and the summary says why.
+    _age_file(node / log, 60)
+    result = logs_files.run(ctx)
+    assert result.status == Status.WARN
+    assert "12 ERROR lines in the last 24 lines of /var/log/app/app.log" in result.summary
+    assert "(they have no timestamps)" in result.summary
+    # Not written for three days: none of its lines can be from the window.
+    _age_file(node / log, DAYS_AGO)
+    result = logs_files.run(ctx)
+    assert result.status == Status.PASS
+    assert "/var/log/app/app.log: lines without timestamps, judged by its last 24" in result.summary
+    [old] = result.findings
+    assert "12 ERROR line(s) in /var/log/app/app.log are older than the 24 h window" in old.message
+    assert "last written 3 d ago and its lines have no timestamps" in old.message
+
+
+def test_logs_files_file_unwritten_in_window_holds_no_recent_lines(
+    tmp_path: Path, node: Path
+) -> None:
+    # The lines claim to be ten minutes old (a skewed clock, a misread zone); the file's
+    # mtime says nothing was written for three days: the mtime wins.
+    lines = [iggy_line("ERROR", f"Failed {i}", i) for i in range(12)]
+    write_tree(node, {IGGY_LOG: "\n".join(lines) + "\n"})
+    _age_file(node / IGGY_LOG, DAYS_AGO)
+    result = logs_files.run(files_ctx(tmp_path, node))
+    assert result.status == Status.PASS
+    [row] = result.data["logs"]
+    assert (row["errors"], row["older_errors"]) == (0, 12)
+
+
+def test_logs_files_stale_broker_log_with_old_errors(tmp_path: Path, node: Path) -> None:
+    # The broker runs; its log was last written three days ago, during an error burst.
+    write_tree(
+        node,
+        {
+            "proc/812/comm": "iggy-server\n",
+            "proc/812/cmdline": "/usr/bin/iggy-server\0",
+            "srv/iggy/local_data/logs/iggy-server.log": "\n".join(_burst_days_ago()) + "\n",
+        },
+    )
+    (node / "proc/812/cwd").symlink_to("/srv/iggy")
+    _age_file(node / "srv/iggy/local_data/logs/iggy-server.log", DAYS_AGO)
+    result = logs_files.run(files_ctx(tmp_path, node, logs_dir=None))
+    assert result.status == Status.PASS
+    assert {f.severity for f in result.findings} == {Severity.INFO}
+    messages = " | ".join(f.message for f in result.findings)
+    assert "150 ERROR line(s) and 1 panic(s)" in messages
+    stale = "last written 3 d ago while iggy-server (pid 812) runs; nothing in it is from the"
+    assert f"{stale} last 24 h" in messages
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _syslog_time(seconds_ago: float) -> str:
+    """`Nov 23 10:00:00` for local time `seconds_ago` seconds in the past (C-locale names)."""
+    when = datetime.fromtimestamp(time.time() - seconds_ago)
+    return f"{MONTHS[when.month - 1]} {when.day:>2} {when:%H:%M:%S}"
+
+
+def test_logs_files_syslog_and_rfc3339_offset_logs(tmp_path: Path, node: Path) -> None:
+    tz = timezone(timedelta(hours=5, minutes=30))
+    stamp = lambda ago: (datetime.now(tz) - timedelta(seconds=ago)).isoformat()  # noqa: E731
+    write_tree(
+        node,
+        {
+            "var/log/app/syslog.log": "".join(
+                f"{_syslog_time(ago)} node1 app[42]: ERROR queue {i} stuck\n"
+                for i, ago in enumerate([DAYS_AGO] * 20 + [300] * 2)
+            ),
+            "var/log/app/rsyslog.log": "".join(
+                f'{stamp(ago)} node1 app[42]: <error> level=error msg="queue {i}"\n'
+                for i, ago in enumerate([DAYS_AGO] * 30 + [120] * 11)
+            ),
+        },
+    )
+    ctx = files_ctx(tmp_path, node, logs_dir=None, files=["/var/log/app/*.log"])
+    result = logs_files.run(ctx)
+    rows = {r["log"]: r for r in result.data["logs"]}
+    assert (
+        rows["/var/log/app/syslog.log"]["errors"],
+        rows["/var/log/app/syslog.log"]["older_errors"],
+    ) == (2, 20)
+    assert (
+        rows["/var/log/app/rsyslog.log"]["errors"],
+        rows["/var/log/app/rsyslog.log"]["older_errors"],
+    ) == (11, 30)
+    assert result.status == Status.WARN  # 11 recent errors in rsyslog.log
+    assert result.summary.startswith("11 ERROR lines in the last 24 h of /var/log/app/rsyslog.log")
+
+
+def test_line_time_parses_the_formats() -> None:
+    ref = datetime(2027, 1, 2, 12, 0, tzinfo=UTC).timestamp()
+    utc = datetime(2026, 11, 26, 13, 5, 41, tzinfo=UTC).timestamp()
+    assert line_time("2026-11-26T13:05:41.123456Z  INFO shard-0 server: x", ref) == utc + 0.123456
+    ansi = "\x1b[2m2026-11-26T13:05:41.5Z\x1b[0m \x1b[31mERROR\x1b[0m shard-0 server: x"
+    assert line_time(ansi, ref) == utc + 0.5
+    assert line_time("2026-11-26T14:35:41+01:30 host prog[1]: x", ref) == utc
+    assert line_time("[2026-11-26 13:05:41 UTC] ERROR x", ref) == utc
+    assert line_time('{"timestamp":"2026-11-26T13:05:41Z","level":"error"}', ref) == utc
+    assert line_time(f'{{"level":"error","ts":{utc:.3f},"msg":"x"}}', ref) == utc
+    naive = datetime(2026, 11, 26, 13, 5, 41).timestamp()  # no zone: the node's local time
+    assert line_time("2026-11-26 13:05:41,250 ERROR app: x", ref) == naive + 0.25
+    # Syslog has no year: `Dec 31` read on 2 January 2027 is from 2026.
+    dec31 = datetime(2026, 12, 31, 23, 59, 59).timestamp()
+    assert line_time("Dec 31 23:59:59 host kernel: x", ref) == dec31
+    assert line_time("Jan  2 11:00:00 host kernel: x", ref) == datetime(2027, 1, 2, 11).timestamp()
+    for untimed in (
+        "    at core/server/src/main.rs:12",
+        "2026-05-20 ERROR db down",
+        "",
+        "2026-13-01T00:00:00Z x",
+    ):
+        assert line_time(untimed, ref) is None
+
+
+def test_line_times_carry_and_cap() -> None:
+    ref = datetime(2026, 11, 26, 13, 0, tzinfo=UTC).timestamp()
+    stamp = lambda s: f"{datetime.fromtimestamp(ref + s, UTC):%FT%TZ} INFO x"  # noqa: E731
+    older = (["cont", stamp(0), "cont", stamp(10)], ref + 5)  # mtime earlier than stamp(10)
+    newer = (["cont", stamp(20)], ref + 100)
+    times, stamped = line_times([older, newer])
+    assert stamped == 3
+    assert times == [ref, ref, ref, ref + 5, ref + 5, ref + 20]
+    assert line_times([(["a", "b"], ref)]) == ([ref, ref], 0)
+
+
+def test_logs_files_absurd_timestamps_are_not_a_crash(tmp_path: Path, node: Path) -> None:
+    lines = [
+        "0001-01-01T00:00:00Z ERROR year one",
+        "9999-12-31T23:59:59+23:59 ERROR the far future",
+        "2026-02-30T00:00:00+99:99 ERROR no such day, no such offset",
+        '{"ts":9999999999,"level":"error"}',
+        "Feb 30 12:00:00 host app: ERROR no such day in any year",
+    ]
+    write_tree(node, {"var/log/app/odd.log": "\n".join(lines) + "\n"})
+    ctx = files_ctx(tmp_path, node, logs_dir=None, files=["/var/log/app/*.log"])
+    result = logs_files.run(ctx)
+    [row] = result.data["logs"]
+    # Year one is before the window; the others are capped by the file's mtime (now).
+    assert (row["older_errors"], row["errors"]) == (1, 4)
+    assert result.status == Status.PASS
