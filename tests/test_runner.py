@@ -312,3 +312,30 @@ def test_detached_commands_die_with_the_check(tmp_path: Path) -> None:
     assert a.result.status == Status.PASS and b.result.status == Status.TIMEOUT
     for path in (pids, Path(f"{pids}-hang")):
         assert _gone(int(path.read_text())), f"{path.name}: the detached sleep survived"
+
+
+def test_sampling_checks_do_not_take_the_other_checks_slots(tmp_path: Path) -> None:
+    """With one slot, a check that samples for 2 s must not hold up a quick one."""
+    done_at: dict[str, float] = {}
+
+    def sampler(ctx: Context) -> Result:
+        time.sleep(2)
+        return Result(Status.PASS, "sampled")
+
+    checks = [make_check(sampler, id="t.sampler", sampling_s=2.0), make_check(ok, id="t.quick")]
+    start = time.monotonic()
+
+    class Clock:
+        def started(self, check: Check) -> None: ...
+
+        def finished(self, check: Check, result: Result) -> None:
+            done_at[check.id] = time.monotonic() - start
+
+        def tick(self) -> None: ...
+
+    config = Config(checks=ChecksConfig(concurrency=1))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    outcomes = Runner(config, spool, lambda c: {}, Clock()).run(checks)
+    assert [o.result.status for o in outcomes] == [Status.PASS, Status.PASS]
+    assert done_at["t.quick"] < 1.0 < done_at["t.sampler"]
