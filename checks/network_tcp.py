@@ -235,6 +235,7 @@ class BrokerConnections:
     started: float = 0.0  # time.monotonic() of the first `ss` sample
     window_s: float = 0.0  # between the two `ss` samples
     problem: str = ""  # why `ss` gave nothing usable; '' when it did
+    listening: bool = True  # something listens on a broker port (else `ss` is not asked)
 
     def tcp_ports(self) -> list[int]:
         """The broker's TCP port numbers (QUIC is UDP: `ss -t` has nothing to say about it)."""
@@ -363,24 +364,27 @@ def sample_counters(
 
 def read_tcp(ctx: Context, thresholds: dict[str, Any]) -> TcpFacts:
     """Count sockets and sample the counters (and the broker's connections) over a window."""
-    broker = _start_broker_sample(ctx) if ss_usable(ctx) else None
-    start = time.monotonic()
-    before = read_counters(ctx)
     tally = TcpTally()
     read = 0
     for proto in ("tcp", "tcp6"):
         if ctx.path(f"/proc/net/{proto}").exists():
             tally_tcp(iter_lines(ctx, f"/proc/net/{proto}"), proto, tally)
             read += 1
+    listening = {sock.local_port for sock in tally.listeners}
+    broker = _start_broker_sample(ctx, listening) if ss_usable(ctx) else None
+    start = time.monotonic()
+    before = read_counters(ctx)
+    queues: list[ListenQueue] | None = None
+    if ss_usable(ctx):  # a moment's queues: read inside the window, not after it
+        res = ctx.run(["ss", "-H", "-ltn"], timeout_s=3, save_as="ss-ltn.txt")
+        if res.ok:
+            queues = parse_ss_listen(res.stdout)
     bounds = window_bounds(ctx, thresholds)
     after, span = sample_counters(ctx, before, start, bounds, int(thresholds["min_segments"]))
     if broker is not None:
         _finish_broker_sample(ctx, broker)
     facts = TcpFacts(tally, before, after, span, _port_range(ctx), read, broker=broker)
-    if ss_usable(ctx):
-        res = ctx.run(["ss", "-H", "-ltn"], timeout_s=3, save_as="ss-ltn.txt")
-        if res.ok:
-            facts.queues = parse_ss_listen(res.stdout)
+    facts.queues = queues
     return facts
 
 
@@ -392,18 +396,24 @@ def _port_range(ctx: Context) -> int | None:
     return None
 
 
-def _start_broker_sample(ctx: Context) -> BrokerConnections:
-    """The broker's ports and its connections' counters at the start of the window."""
+def _start_broker_sample(ctx: Context, listening: set[int]) -> BrokerConnections:
+    """The broker's ports and its connections' counters at the start of the window.
+
+    With nothing listening on any of the broker's TCP ports there are no broker
+    connections to sample, and `ss` is not run at all.
+    """
     sample = BrokerConnections(read_broker_ports(ctx, PORTS_KEY), started=time.monotonic())
-    sample.before, sample.problem = read_broker_connections(
-        ctx, sample.tcp_ports(), "ss-ti-before.txt"
-    )
+    sample.listening = bool(set(sample.tcp_ports()) & listening)
+    if sample.listening:
+        sample.before, sample.problem = read_broker_connections(
+            ctx, sample.tcp_ports(), "ss-ti-before.txt"
+        )
     return sample
 
 
 def _finish_broker_sample(ctx: Context, sample: BrokerConnections) -> None:
     """The broker's connections' counters at the end of the window."""
-    if sample.problem or not sample.tcp_ports():
+    if sample.problem or not sample.tcp_ports() or not sample.listening:
         return
     sample.window_s = time.monotonic() - sample.started
     sample.after, sample.problem = read_broker_connections(
