@@ -21,6 +21,7 @@ from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.confinement import (
+    SANDBOX_PROPERTIES,
     UnitAccount,
     UnitSandbox,
     parse_label,
@@ -278,19 +279,12 @@ PROBE_PYTHON = sys.executable
 #: The interpreter of the sandboxed probe: one any unit user may run.
 SYSTEM_PYTHON = "/usr/bin/python3"
 SIGSYS = 31
-#: Unit settings the sandboxed probe is started with (`systemd-run -p KEY=VALUE`).
-SANDBOX_SETTINGS = (
-    "User",
-    "Group",
-    "SupplementaryGroups",
-    "DynamicUser",
-    "SystemCallFilter",
-    "SystemCallErrorNumber",
-    "SystemCallArchitectures",
-    "RestrictNamespaces",
-    "NoNewPrivileges",
-    "CapabilityBoundingSet",
-    "AmbientCapabilities",
+#: Unit settings the sandboxed probe is started with (`systemd-run -p KEY=VALUE`): the
+#: sandbox properties that are settings, not state.
+SANDBOX_SETTINGS = tuple(
+    p
+    for p in SANDBOX_PROPERTIES
+    if p not in ("LoadState", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
 )
 _SETTING_VALUE = re.compile(r"^[\w@:~ .,-]+$")
 

@@ -85,6 +85,18 @@ def make_context(
     )
 
 
+def run_check(check: Any, tmp_path: Path, node: Path, files: Mapping[str, str]) -> Any:
+    """Run a check against a fixture tree written from `files`, with its declared thresholds."""
+    write_tree(node, files)
+    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=check.thresholds)
+    return check.run(ctx)
+
+
+def severities(result: Any) -> list[Any]:
+    """The severities of a result's findings, in order."""
+    return [f.severity for f in result.findings]
+
+
 #: The body of every fake tool: RULES is a list of (needles, stdout, exit code).
 FAKE_BODY = """
 args = sys.argv[1:]

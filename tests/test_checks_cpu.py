@@ -29,20 +29,7 @@ from snapshot_agent.checks.cpu import (
 from snapshot_agent.core.results import Result, Severity, Status
 from snapshot_agent.node.processes import io_uring_waiters
 
-from .conftest import fixture_roots, make_context, write_tree
-
-
-def run(check: Any, tmp_path: Path, node: Path, files: dict[str, str]) -> Result:
-    """Run a check against a fixture tree with its declared thresholds."""
-    write_tree(node, files)
-    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=check.thresholds)
-    return check.run(ctx)
-
-
-def severities(result: Result) -> list[Severity]:
-    """The severities of a result's findings, in order."""
-    return [f.severity for f in result.findings]
-
+from .conftest import fixture_roots, make_context, run_check, severities, write_tree
 
 # --- cpu.load --------------------------------------------------------------------------
 
@@ -53,7 +40,7 @@ def test_cpu_load_passes_a_one_minute_spike(tmp_path: Path, node: Path) -> None:
         "proc/loadavg": "12.00 2.00 1.00 3/400 999\n",
         "sys/devices/system/cpu/online": "0-3\n",
     }
-    result = run(cpu_load, tmp_path, node, files)
+    result = run_check(cpu_load, tmp_path, node, files)
     assert result.status == Status.PASS, result.summary
     assert "(0.50 per core, rising)" in result.summary
 
@@ -424,7 +411,7 @@ def test_parse_psi() -> None:
 
 
 def test_cpu_pressure_pass(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_pressure, tmp_path, node, pressure_tree())
+    result = run_check(cpu_pressure, tmp_path, node, pressure_tree())
     assert result.status == Status.PASS
     assert result.summary.startswith("PSI avg10/avg60: cpu some 0/0.12%")
     assert (tmp_path / "artifacts/pressure-io.txt").read_text() == PSI_QUIET
@@ -432,31 +419,31 @@ def test_cpu_pressure_pass(tmp_path: Path, node: Path) -> None:
 
 def test_cpu_pressure_warns_on_a_spike_only(tmp_path: Path, node: Path) -> None:
     # 80% over 10 s but only 15% over a minute: a spike warns, it does not fail.
-    result = run(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(80, 15)))
+    result = run_check(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(80, 15)))
     assert result.status == Status.WARN
     assert result.findings[0].subject == "/proc/pressure/cpu"
 
 
 def test_cpu_pressure_fails_on_sustained_memory_stalls(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_pressure, tmp_path, node, pressure_tree(memory=psi(30, 25, 12, 11)))
+    result = run_check(cpu_pressure, tmp_path, node, pressure_tree(memory=psi(30, 25, 12, 11)))
     assert result.status == Status.FAIL
     assert severities(result) == [Severity.FAIL, Severity.FAIL]  # some and full
     assert "swappiness" in result.findings[0].remediation
 
 
 def test_cpu_pressure_io_full_warns(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_pressure, tmp_path, node, pressure_tree(io=psi(12, 12, 11, 11)))
+    result = run_check(cpu_pressure, tmp_path, node, pressure_tree(io=psi(12, 12, 11, 11)))
     assert result.status == Status.WARN
     assert "every non-idle task" in result.summary
 
 
 def test_cpu_pressure_cpu_full_is_not_judged(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(1, 1, 99, 99)))
+    result = run_check(cpu_pressure, tmp_path, node, pressure_tree(cpu=psi(1, 1, 99, 99)))
     assert result.status == Status.PASS
 
 
 def test_cpu_pressure_skips_without_psi(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_pressure, tmp_path, node, {"proc/stat": STAT_BEFORE})
+    result = run_check(cpu_pressure, tmp_path, node, {"proc/stat": STAT_BEFORE})
     assert result.status == Status.SKIPPED and "CONFIG_PSI" in result.summary
     (node / "proc/pressure").mkdir()
     result = cpu_pressure.run(make_context(tmp_path, roots=fixture_roots(node)))
@@ -530,7 +517,7 @@ def freq_tree(governors: list[str], max_khz: int = 3_500_000) -> dict[str, str]:
 
 
 def test_cpu_frequency_pass(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 4))
+    result = run_check(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 4))
     assert result.status == Status.PASS
     assert result.summary == "governor performance on CPUs 0-3 (driver intel_pstate)"
     assert result.data["cpus"][0]["hardware_max_mhz"] == 3500
@@ -538,7 +525,7 @@ def test_cpu_frequency_pass(tmp_path: Path, node: Path) -> None:
 
 def test_cpu_frequency_warns_on_powersave(tmp_path: Path, node: Path) -> None:
     governors = ["performance", "powersave", "powersave", "performance"] + ["powersave"] * 8
-    result = run(cpu_frequency, tmp_path, node, freq_tree(governors))
+    result = run_check(cpu_frequency, tmp_path, node, freq_tree(governors))
     assert result.status == Status.WARN
     [finding] = result.findings
     assert "10 of 12 CPUs use the `powersave` governor" in finding.message
@@ -547,7 +534,7 @@ def test_cpu_frequency_warns_on_powersave(tmp_path: Path, node: Path) -> None:
 
 
 def test_cpu_frequency_fails_on_a_capped_clock(tmp_path: Path, node: Path) -> None:
-    result = run(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 2, 1_400_000))
+    result = run_check(cpu_frequency, tmp_path, node, freq_tree(["performance"] * 2, 1_400_000))
     assert result.status == Status.FAIL
     assert "1400 MHz of 3500 MHz, 60% below" in result.summary
 
@@ -561,7 +548,7 @@ def test_cpu_frequency_expected_governor_is_configurable(tmp_path: Path, node: P
 
 def test_cpu_frequency_skips_without_cpufreq(tmp_path: Path, node: Path) -> None:
     files = {"sys/devices/system/cpu/cpu0/topology/core_id": "0\n"}
-    result = run(cpu_frequency, tmp_path, node, files)
+    result = run_check(cpu_frequency, tmp_path, node, files)
     assert result.status == Status.SKIPPED and "VMs" in result.summary
 
 

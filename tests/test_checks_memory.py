@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,20 +23,7 @@ from snapshot_agent.checks.memory import (
 from snapshot_agent.core.results import Result, Severity, Status
 from snapshot_agent.node.cgroup import parse_proc_cgroup
 
-from .conftest import fixture_roots, make_context, write_tree
-
-
-def run(check: Any, tmp_path: Path, node: Path, files: dict[str, str]) -> Result:
-    """Run a check against a fixture tree with its declared thresholds."""
-    write_tree(node, files)
-    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=check.thresholds)
-    return check.run(ctx)
-
-
-def severities(result: Result) -> list[Severity]:
-    """The severities of a result's findings, in order."""
-    return [f.severity for f in result.findings]
-
+from .conftest import fixture_roots, make_context, run_check, severities, write_tree
 
 # --- cpu.usage -------------------------------------------------------------------------
 
@@ -99,7 +85,7 @@ def test_parse_meminfo_and_format() -> None:
     [(12_000_000, Status.PASS), (2_000_000, Status.WARN), (400_000, Status.FAIL)],
 )
 def test_memory_usage_available(tmp_path: Path, node: Path, available: int, status: Status) -> None:
-    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
+    result = run_check(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
     assert result.status == status
     assert result.data["available_kib"] == available
     if status != Status.PASS:
@@ -119,14 +105,14 @@ def test_memory_usage_available_reaching_a_threshold_counts(
     tmp_path: Path, node: Path, available: int, status: Status
 ) -> None:
     # Lower is worse: exactly 15% available warns and exactly 5% fails (the band's rule).
-    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
+    result = run_check(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=available)})
     assert result.status == status
 
 
 @pytest.mark.parametrize(("dirty", "status"), [(2_000_000, Status.WARN), (3_500_000, Status.FAIL)])
 def test_memory_usage_dirty(tmp_path: Path, node: Path, dirty: int, status: Status) -> None:
     files = {"proc/meminfo": meminfo(dirty=dirty), "proc/sys/vm/dirty_ratio": "20\n"}
-    result = run(memory_usage, tmp_path, node, files)
+    result = run_check(memory_usage, tmp_path, node, files)
     assert result.status == status
     assert "vm.dirty_ratio 20%" in result.findings[0].remediation
     assert "vm.dirty_bytes = 1073741824" in result.findings[0].remediation
@@ -134,7 +120,7 @@ def test_memory_usage_dirty(tmp_path: Path, node: Path, dirty: int, status: Stat
 
 def test_memory_usage_commit_limit_only_in_strict_mode(tmp_path: Path, node: Path) -> None:
     files = {"proc/meminfo": meminfo(committed=7_900_000), "proc/sys/vm/overcommit_memory": "0\n"}
-    assert run(memory_usage, tmp_path, node, files).status == Status.PASS
+    assert run_check(memory_usage, tmp_path, node, files).status == Status.PASS
     (node / "proc/sys/vm/overcommit_memory").write_text("2\n")
     result = memory_usage.run(
         make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
@@ -143,7 +129,7 @@ def test_memory_usage_commit_limit_only_in_strict_mode(tmp_path: Path, node: Pat
 
 
 def test_memory_usage_estimates_on_old_kernels(tmp_path: Path, node: Path) -> None:
-    result = run(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=None)})
+    result = run_check(memory_usage, tmp_path, node, {"proc/meminfo": meminfo(available=None)})
     assert result.data["available_estimated"] is True and "estimated" in result.summary
 
 
@@ -215,7 +201,7 @@ FULL = int(7.84 * GIB_B)
 
 def usage_run(tmp_path: Path, node: Path, files: dict[str, str]) -> Result:
     """memory.usage against a fixture tree."""
-    return run(memory_usage, tmp_path, node, files)
+    return run_check(memory_usage, tmp_path, node, files)
 
 
 def test_memory_usage_judges_the_broker_cgroup_limit(tmp_path: Path, node: Path) -> None:
@@ -463,7 +449,7 @@ def test_memory_swap_without_swap_passes(tmp_path: Path, node: Path) -> None:
         "proc/swaps": SWAPS.splitlines()[0] + "\n",
         "proc/sys/vm/swappiness": "60\n",
     }
-    result = run(memory_swap, tmp_path, node, files)
+    result = run_check(memory_swap, tmp_path, node, files)
     assert result.status == Status.PASS
     assert result.summary == "no swap configured (vm.swappiness 60 has no effect without swap)"
 
@@ -474,7 +460,7 @@ def test_memory_swap_pass_with_low_swappiness(tmp_path: Path, node: Path) -> Non
         "proc/swaps": SWAPS.replace("524288", "0"),
         "proc/sys/vm/swappiness": "10\n",
     }
-    result = run(memory_swap, tmp_path, node, files)
+    result = run_check(memory_swap, tmp_path, node, files)
     assert result.status == Status.PASS
     assert result.summary == "0 KiB of 10.0 GiB swap in use (0%) on 2 device(s); vm.swappiness 10"
 
@@ -484,7 +470,7 @@ def test_memory_swap_warns_on_swappiness(tmp_path: Path, node: Path) -> None:
         "proc/meminfo": meminfo(swap_total=10_485_752, swap_free=10_485_752),
         "proc/sys/vm/swappiness": "60\n",
     }
-    result = run(memory_swap, tmp_path, node, files)
+    result = run_check(memory_swap, tmp_path, node, files)
     assert result.status == Status.WARN
     [finding] = result.findings
     assert "sysctl -w vm.swappiness=10" in finding.remediation
@@ -505,7 +491,7 @@ def test_memory_swap_in_use_names_the_users(
         "proc/2/status": status_file("kthreadd", None),
         "proc/100/status": status_file("sshd", 0),
     }
-    result = run(memory_swap, tmp_path, node, files)
+    result = run_check(memory_swap, tmp_path, node, files)
     assert result.status == status
     assert [u["pid"] for u in result.data["top_users"]] == [4242, 77]
     assert "most swapped: iggy-server (4242) 1.0 GiB" in result.summary
@@ -524,7 +510,7 @@ def test_memory_swap_full_of_cold_pages_warns_and_swapping_fails(
         "proc/77/status": status_file("java", 6_000_000),
         "proc/4242/status": status_file("iggy-server", 0),
     }
-    result = run(memory_swap, tmp_path, node, files)
+    result = run_check(memory_swap, tmp_path, node, files)
     assert result.status == Status.WARN
     assert result.summary.startswith(
         "6.2 GiB of 10.0 GiB swap in use (61.9%, at the fail level of 50%, but iggy-server has "
@@ -561,14 +547,14 @@ def test_selected_mode() -> None:
 
 def test_memory_hugepages_pass(tmp_path: Path, node: Path) -> None:
     tree = thp_tree("always [madvise] never", "always defer defer+madvise [madvise] never")
-    result = run(memory_hugepages, tmp_path, node, tree)
+    result = run_check(memory_hugepages, tmp_path, node, tree)
     assert result.status == Status.PASS
     assert result.summary.startswith("THP madvise (defrag madvise); no HugeTLB pool")
 
 
 def test_memory_hugepages_warns_on_always_always(tmp_path: Path, node: Path) -> None:
     tree = thp_tree("[always] madvise never", "[always] defer defer+madvise madvise never")
-    result = run(memory_hugepages, tmp_path, node, tree)
+    result = run_check(memory_hugepages, tmp_path, node, tree)
     assert result.status == Status.WARN
     assert "compaction" in result.summary
     assert "madvise > /sys/kernel/mm/transparent_hugepage/defrag" in (
@@ -578,7 +564,7 @@ def test_memory_hugepages_warns_on_always_always(tmp_path: Path, node: Path) -> 
 
 def test_memory_hugepages_always_with_deferred_defrag_is_info(tmp_path: Path, node: Path) -> None:
     tree = thp_tree("[always] madvise never", "always defer [defer+madvise] madvise never")
-    result = run(memory_hugepages, tmp_path, node, tree)
+    result = run_check(memory_hugepages, tmp_path, node, tree)
     assert result.status == Status.PASS and severities(result) == [Severity.INFO]
 
 
@@ -594,14 +580,14 @@ def test_memory_hugepages_unused_pool(
     tmp_path: Path, node: Path, huge: tuple[int, int, int], status: Status
 ) -> None:
     tree = thp_tree("always madvise [never]", "always defer defer+madvise madvise [never]", huge)
-    result = run(memory_hugepages, tmp_path, node, tree)
+    result = run_check(memory_hugepages, tmp_path, node, tree)
     assert result.status == status
     if status != Status.PASS:
         assert f"sysctl -w vm.nr_hugepages={huge[0] - huge[1]}" in result.findings[0].remediation
 
 
 def test_memory_hugepages_without_thp(tmp_path: Path, node: Path) -> None:
-    result = run(memory_hugepages, tmp_path, node, {"proc/meminfo": meminfo()})
+    result = run_check(memory_hugepages, tmp_path, node, {"proc/meminfo": meminfo()})
     assert result.status == Status.PASS and result.summary.startswith("THP not available")
 
 
@@ -670,20 +656,20 @@ def numa_window(monkeypatch: pytest.MonkeyPatch, node: Path) -> NumaWindow:
 
 
 def test_memory_numa_single_node(tmp_path: Path, node: Path) -> None:
-    result = run(memory_numa, tmp_path, node, numa_tree([("0-1", 4 * GIB, 3 * GIB, 0)]))
+    result = run_check(memory_numa, tmp_path, node, numa_tree([("0-1", 4 * GIB, 3 * GIB, 0)]))
     assert result.status == Status.PASS
     assert result.summary.startswith("not a NUMA machine: 1 node with CPUs 0-1 and 4.0 GiB")
     assert result.data["numa"] is False
 
 
 def test_memory_numa_without_node_directory(tmp_path: Path, node: Path) -> None:
-    result = run(memory_numa, tmp_path, node, {"proc/meminfo": meminfo()})
+    result = run_check(memory_numa, tmp_path, node, {"proc/meminfo": meminfo()})
     assert result.status == Status.PASS and "no NUMA support" in result.summary
 
 
 def test_memory_numa_balanced(tmp_path: Path, node: Path) -> None:
     tree = numa_tree([("0-7", 64 * GIB, 2 * GIB, 40 * GIB), ("8-15", 64 * GIB, 3 * GIB, 41 * GIB)])
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == Status.PASS
     assert result.summary.startswith("2 NUMA nodes: node0 CPUs 0-7, 65.6% of 64.0 GiB")
 
@@ -691,7 +677,7 @@ def test_memory_numa_balanced(tmp_path: Path, node: Path) -> None:
 @pytest.mark.parametrize(("free_gib", "status"), [(4, Status.WARN), (1, Status.FAIL)])
 def test_memory_numa_imbalance(tmp_path: Path, node: Path, free_gib: int, status: Status) -> None:
     tree = numa_tree([("0-7", 64 * GIB, 40 * GIB, 0), ("8-15", 64 * GIB, free_gib * GIB, 0)])
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == status
     [finding] = result.findings
     assert finding.subject == "/sys/devices/system/node/node1"
@@ -704,14 +690,14 @@ def test_memory_numa_reaching_a_threshold_counts(
 ) -> None:
     # Lower is worse: a node at exactly 10% available warns, at exactly 3% fails.
     tree = numa_tree([("0-7", 100 * GIB, 40 * GIB, 0), ("8-15", 100 * GIB, free_gib * GIB, 0)])
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == status
     assert result.data["nodes"][1]["available_pct"] == float(free_gib)
 
 
 def test_memory_numa_all_nodes_low_is_not_imbalance(tmp_path: Path, node: Path) -> None:
     tree = numa_tree([("0-7", 64 * GIB, GIB, 0), ("8-15", 64 * GIB, GIB, 0)])
-    assert run(memory_numa, tmp_path, node, tree).status == Status.PASS
+    assert run_check(memory_numa, tmp_path, node, tree).status == Status.PASS
 
 
 def test_memory_numa_zone_reclaim_and_misses(
@@ -720,7 +706,7 @@ def test_memory_numa_zone_reclaim_and_misses(
     tree = numa_tree([("0-7", 64 * GIB, 40 * GIB, 0), ("8-15", 64 * GIB, 40 * GIB, 0)], 300_000)
     tree["proc/sys/vm/zone_reclaim_mode"] = "1\n"
     numa_window.add = [(1_003_000, 301_000), (1_000_000, 300_000)]  # 1000 of 4000 remote
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == Status.WARN
     assert severities(result) == [Severity.WARN, Severity.WARN]
     assert "sysctl -w vm.zone_reclaim_mode=0" in result.findings[0].remediation
@@ -737,7 +723,7 @@ def test_memory_numa_old_misses_since_boot_pass(
     # 23% of allocations missed since boot (some night months ago), none over the sample.
     tree = numa_tree([("0-7", 64 * GIB, 40 * GIB, 0), ("8-15", 64 * GIB, 40 * GIB, 0)], 300_000)
     numa_window.add = [(1_004_000, 300_000), (1_001_000, 300_000)]
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == Status.PASS and not result.findings
     assert result.summary.endswith("; misses 0% of 5000 allocations over 0.5 s")
     assert result.data["miss_pct_since_boot"] == 23.1
@@ -760,7 +746,7 @@ def test_memory_numa_partial_node_memory_is_not_imbalance(tmp_path: Path, node: 
     # "NUMA node 0 has only 100.0 MiB (2.6%) ... while node 1 has 83.3%".
     tree = numa_tree([("0-7", int(3.7 * GIB), GIB // 10, 0), ("8-15", 24 * GIB, 20 * GIB, 0)])
     tree |= {"proc/meminfo": meminfo(total=48 * GIB), "proc/cmdline": CMDLINE}
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == Status.PASS
     [finding] = result.findings
     assert finding.severity == Severity.INFO
@@ -780,7 +766,7 @@ def test_memory_numa_single_node_partial_says_so(tmp_path: Path, node: Path) -> 
     # This machine's own state: one node counting 4.3 GiB of the 23.5 GiB the kernel has.
     tree = numa_tree([("0-1", 4_548_384, 4_128_044, 0)])
     tree |= {"proc/meminfo": meminfo(total=24_683_656), "proc/cmdline": CMDLINE}
-    result = run(memory_numa, tmp_path, node, tree)
+    result = run_check(memory_numa, tmp_path, node, tree)
     assert result.status == Status.PASS
     assert result.summary == (
         "not a NUMA machine: 1 node with CPUs 0-1 and 4.3 GiB of the 23.5 GiB in "
