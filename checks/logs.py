@@ -582,28 +582,27 @@ def line_times(chunks: list[tuple[list[str], float]]) -> tuple[list[float], int]
     """When each line was written at the latest, and how many lines carry a timestamp.
 
     `chunks` are (lines, file mtime), oldest file first. A line without a timestamp (the
-    continuation of a multi-line message, an unknown format) belongs to the timestamped
-    line before it (the first lines read, to the first timestamp). No line is later than
-    its file's mtime: a file not written within the window cannot hold recent lines. When
-    no line has a timestamp, each line gets its file's mtime.
+    continuation of a multi-line message, a panic the runtime printed, an unknown format)
+    between two timestamped lines belongs to the one before it (the first lines read, to
+    the first timestamp). After a file's last timestamp it gets the file's mtime instead:
+    the end of a file is its last write, so a panic printed just now after days of
+    silence is dated now, not days ago. No line is later than its file's mtime: a file
+    not written within the window cannot hold recent lines. When no line has a
+    timestamp, each line gets its file's mtime.
     """
-    parsed: list[float | None] = []
-    bounds: list[float] = []
-    for lines, mtime in chunks:
-        for line in lines:
-            when = line_time(line, mtime)
-            parsed.append(None if when is None else min(when, mtime))
-            bounds.append(mtime)
-    known = [t for t in parsed if t is not None]
-    if not known:
-        return bounds, 0
+    dated = [([line_time(line, mtime) for line in lines], mtime) for lines, mtime in chunks]
+    stamps = [min(w, m) for parsed, m in dated for w in parsed if w is not None]
+    if not stamps:
+        return [mtime for lines, mtime in chunks for _ in lines], 0
     times: list[float] = []
-    last = known[0]
-    for when, bound in zip(parsed, bounds, strict=True):
-        if when is not None:
-            last = when
-        times.append(min(last, bound))
-    return times, len(known)
+    carried = stamps[0]  # lines before the first timestamp belong to it
+    for parsed, mtime in dated:
+        last_stamp = max((k for k, when in enumerate(parsed) if when is not None), default=-1)
+        for k, when in enumerate(parsed):
+            if when is not None:
+                carried = min(when, mtime)
+            times.append(min(carried, mtime) if k <= last_stamp else mtime)
+    return times, len(stamps)
 
 
 @dataclass
@@ -1173,6 +1172,8 @@ def logs_files(ctx: Context) -> Result:
     - fail: 150 ERROR lines, or one panic, in the broker's tail [test_logs_files_verdicts]
     - fail: a panic in the last 24 h after an old burst
       [test_logs_files_judges_only_the_errors_of_the_window]
+    - fail: a panic without a timestamp printed just now, after two days of silence
+      [test_logs_files_untimed_panic_after_days_of_silence_fails]
     - skipped: no broker running, no log directory configured, no log files
       [test_logs_files_skipped_without_logs]
     """

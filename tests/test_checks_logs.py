@@ -700,3 +700,20 @@ def test_logs_files_absurd_timestamps_are_not_a_crash(tmp_path: Path, node: Path
     # Year one is before the window; the others are capped by the file's mtime (now).
     assert (row["older_errors"], row["errors"]) == (1, 4)
     assert result.status == Status.PASS
+
+
+def test_logs_files_untimed_panic_after_days_of_silence_fails(tmp_path: Path, node: Path) -> None:
+    """The end of a file is its last write: a panic printed just now is dated now."""
+    lines = [
+        iggy_line("WARN", "slow fsync", ago_s=2 * 86400),
+        PANIC,
+        "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+    ]
+    write_tree(node, {IGGY_LOG: "\n".join(lines) + "\n"})  # written now: mtime is now
+    result = logs_files.run(files_ctx(tmp_path, node))
+    assert result.status == Status.FAIL
+    [row] = result.data["logs"]
+    assert (row["panics"], row["older_panics"]) == (1, 0)
+    # The same file last written two days ago: the panic is as old as that.
+    _age_file(node / IGGY_LOG, 2 * 86400)
+    assert logs_files.run(files_ctx(tmp_path, node)).status == Status.PASS
