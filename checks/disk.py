@@ -14,10 +14,10 @@ Choices worth knowing when reading the verdicts:
 - Free space is judged in bytes, because what a volume has left is what the broker can
   still append: a 10 TiB volume at 85 % still holds 1.5 TiB, a 20 GiB one at 79 % only
   4.3 GiB, a few segments. The rule is written out next to its bands (FREE_GIB,
-  FLOOR_GIB, USED_PCT) and applied by `space_needed`; inodes are judged the same way
-  (`inodes_needed`). Only one statvfs per mount is taken,
-  so the verdict is about now: how fast space goes (days left) needs a growth rate, which
-  the agent does not have yet (see `MountUsage.growth_per_day`).
+  FREE_PCT, FLOOR_GIB, USED_PCT) and applied by `space_needed`; inodes are judged the
+  same way (`inodes_needed`). Only one statvfs per mount is taken, so the verdict is
+  about now: how fast space goes (days left) needs a growth rate, which the agent does
+  not have yet (see `MountUsage.growth_per_day`).
 - statvfs on a dead NFS/CIFS/FUSE mount blocks in the kernel forever, so every call that
   may touch a mount runs in a daemon thread with a per-mount timeout; a mount that does
   not answer is a FAIL and the other mounts are still judged. The runner takes the result
@@ -55,12 +55,17 @@ BROKEN_ERRNOS = frozenset(
     {errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENODEV}
 )
 
-# How much free space a filesystem must keep (`space_needed`), in three parts:
+# How much free space a filesystem must keep (`space_needed`), in four parts:
 #
 # - FREE_GIB, the headroom: free space a broker volume keeps whatever its size, for a
 #   burst of writes, a segment roll-over, a core dump. 100 GiB is about a day of appends
 #   at 1.2 MB/s (ten minutes at 170 MB/s): no fixed number fits every broker, which is
 #   why days left (from a growth rate) will replace it once the agent knows one.
+# - FREE_PCT, the scale: a big volume keeps 5 % of its usable space (3 % for fail) when
+#   that is more than the headroom, i.e. from 2000 GiB up for warn and from 667 GiB up
+#   for fail. A big volume is bought for a big broker, and a fixed 20 GiB is two minutes
+#   of its appends at 170 MB/s: without the scale a 10 TiB volume 99.8 % full only
+#   warned. 5 % still lets a 10 TiB volume at 85 % (1.5 TiB free) pass.
 # - USED_PCT, the share: a volume smaller than five times the headroom (500 GiB) is asked
 #   for 20 % of its usable space instead (10 % for fail; usable is df's used + free), the
 #   old rule, since asking a 100 GiB volume for 100 GiB free would flag every healthy one.
@@ -71,8 +76,12 @@ BROKEN_ERRNOS = frozenset(
 # Volumes under SMALL_VOLUME_GIB (/boot, /boot/efi, /run and other small tmpfs) hold no
 # broker data and grow slowly: bytes say little there, so the percentage alone decides.
 
-#: Free space a filesystem keeps at most, in GiB (the headroom asked of big volumes).
+#: Free space a volume too big for the USED_PCT share keeps, in GiB (the headroom),
+#: unless FREE_PCT asks more of it.
 FREE_GIB = Band.minimum("free_gib_below", warn=100.0, fail=20.0)
+#: Free space in percent of usable space that a volume keeps above the headroom: the
+#: headroom grows with the volume (warn from 95 % full as df shows it, fail from 97 %).
+FREE_PCT = Band.minimum("free_pct_below", warn=5.0, fail=3.0)
 #: Free space a filesystem of SMALL_VOLUME_GIB or more keeps at least, in GiB.
 FLOOR_GIB = Band.minimum("floor_gib_below", warn=5.0, fail=1.0)
 #: Used space in percent, as df computes it: the share of smaller volumes, and the whole
@@ -318,7 +327,7 @@ def _small_volume_gib(thresholds: dict[str, Any]) -> float:
 
 
 def space_needed(u: MountUsage, severity: Severity, thresholds: dict[str, Any]) -> SpaceNeed:
-    """Free bytes `u` must keep not to reach `severity`: min(headroom, share), then the floor.
+    """Free bytes `u` must keep not to reach `severity`: max(floor, min(headroom, share), scale).
 
     Under small_volume_gib only the share (the percentage band) counts.
     """
@@ -334,6 +343,10 @@ def space_needed(u: MountUsage, severity: Severity, thresholds: dict[str, Any]) 
         if headroom <= share
         else SpaceNeed(share, f"{share_pct:g} % of its usable space")
     )
+    scale_pct = float(FREE_PCT.limit(severity, thresholds))
+    scale = usable * scale_pct / 100.0
+    if scale > need.amount:
+        need = SpaceNeed(scale, f"{scale_pct:g} % of its usable space, the headroom scaled up")
     floor = float(FLOOR_GIB.limit(severity, thresholds)) * GIB
     return SpaceNeed(floor, f"the {floor / GIB:g} GiB floor") if floor > need.amount else need
 
@@ -492,11 +505,11 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
     id="disk.usage",
     category="disk",
     title="Disk space and inodes",
-    description="Free space (judged in bytes) and inodes of every real mount; mounts that "
-    "do not answer fail.",
+    description="Free space (judged in bytes, the need growing with big volumes) and inodes "
+    "of every real mount; mounts that do not answer fail.",
     requires=Requirements(paths=("/proc/self/mounts",)),
     timeout_s=10,
-    bands=(FREE_GIB, FLOOR_GIB, USED_PCT, FREE_INODES, INODE_PCT),
+    bands=(FREE_GIB, FREE_PCT, FLOOR_GIB, USED_PCT, FREE_INODES, INODE_PCT),
     thresholds={"mount_timeout_s": 2.0, "small_volume_gib": SMALL_VOLUME_GIB},
 )
 def disk_usage(ctx: Context) -> Result:
@@ -516,8 +529,15 @@ def disk_usage(ctx: Context) -> Result:
     - warn: a 20 GiB root 79 % full with only 4.3 GiB free
       [test_usage_small_volume_with_a_few_gib_free_warns]
     - warn: a 1000 GiB broker volume with 60 GiB free [test_usage_space_verdicts]
+    - warn: a 10 TiB volume 96 % full, 400 GiB free (under 5 % of it)
+      [test_usage_free_space_need_scales_with_big_volumes]
     - fail: a 10 TiB volume with 12 GiB free
       [test_usage_big_volume_with_a_small_percentage_free_passes]
+    - fail: a 10 TiB volume 99.8 % full, 21 GiB free: above the 20 GiB headroom, but
+      under 3 % of it (minutes of appends for a fast broker)
+      [test_usage_free_space_need_scales_with_big_volumes]
+    - fail: a 1 TiB volume 97.6 % full (25 GiB free)
+      [test_usage_free_space_need_scales_with_big_volumes]
     - fail: /dev/shm (tmpfs, RAM) 99 % full [test_usage_tmpfs_full_gets_tmpfs_advice]
     - fail: inodes nearly gone with space left [test_usage_inode_verdicts]
     - fail: a hung NFS mount (statvfs does not return)
@@ -528,8 +548,9 @@ def disk_usage(ctx: Context) -> Result:
 
     One statvfs per filesystem, now: no rate is sampled, so days left is not judged
     until a growth rate is known (MountUsage.growth_per_day). The rule for free space
-    is in `space_needed`: the headroom (100/20 GiB), or 20/10 % of a volume too small
-    for it, but at least the floor (5/1 GiB) from 10 GiB up; under 10 GiB the
-    percentage alone.
+    is in `space_needed`: warn/fail below the headroom (100/20 GiB), or 20/10 % of a
+    volume too small for it, or 5/3 % of a volume big enough for that to be more (from
+    2000/667 GiB), but never below the floor (5/1 GiB) from 10 GiB up; under 10 GiB the
+    percentage alone. Each finding names the part that decided.
     """
     return judge_usage(read_usage(ctx), ctx.thresholds)

@@ -40,6 +40,8 @@ from .conftest import fixture_roots, make_context, write_tree
 USAGE_T = {
     "warn_free_gib_below": 100.0,
     "fail_free_gib_below": 20.0,
+    "warn_free_pct_below": 5.0,
+    "fail_free_pct_below": 3.0,
     "warn_floor_gib_below": 5.0,
     "fail_floor_gib_below": 1.0,
     "warn_pct": 80.0,
@@ -56,6 +58,8 @@ USAGE_T = {
 ASK_NOTHING = {
     "warn_free_gib_below": 0.0,
     "fail_free_gib_below": 0.0,
+    "warn_free_pct_below": 0.0,
+    "fail_free_pct_below": 0.0,
     "warn_floor_gib_below": 0.0,
     "fail_floor_gib_below": 0.0,
     "warn_free_inodes_below": 0,
@@ -183,7 +187,7 @@ def test_usage_passes_and_skips_pseudo_and_bind_mounts(tmp_path: Path, node: Pat
         (300, Status.PASS, ""),
         (150, Status.PASS, ""),  # 85 % full, but 150 GiB is a lot of segments
         (60, Status.WARN, "only 60.0 GiB free of 1000.0 GiB (94 % full): warn below 100.0 GiB"),
-        (10, Status.FAIL, "(99 % full): fail below 20.0 GiB (the 20 GiB headroom)"),
+        (10, Status.FAIL, "(99 % full): fail below 30.0 GiB (3 % of its usable space"),
     ],
 )
 def test_usage_space_verdicts(
@@ -327,11 +331,39 @@ def test_usage_big_volume_with_a_small_percentage_free_passes(tmp_path: Path, no
     result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
     assert result.status == Status.PASS, result.summary
     row = next(r for r in result.data["filesystems"] if r["mount"] == "/var/lib/iggy")
-    assert row["used_pct"] == 85.0 and row["warn_rule"] == "the 100 GiB headroom"
+    assert row["used_pct"] == 85.0 and row["warn_below_gib"] == 512.0
+    assert row["warn_rule"] == "5 % of its usable space, the headroom scaled up"
     # ...and the same volume nearly full in bytes still fails
     table = HEALTHY | {"/var/lib/iggy": sv(10 * 1024, 12)}
     result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
-    assert result.status == Status.FAIL and "the 20 GiB headroom" in result.summary
+    assert result.status == Status.FAIL and "fail below 307.2 GiB (3 %" in result.summary
+
+
+@pytest.mark.parametrize(
+    ("size", "avail", "status", "word"),
+    [
+        # the reviewer's three: over the fixed 20 GiB headroom, minutes of fast appends
+        (1024, 25, Status.FAIL, "fail below 30.7 GiB (3 % of its usable space, the headroom"),
+        (2048, 21, Status.FAIL, "fail below 61.4 GiB (3 % of its usable space, the headroom"),
+        (10 * 1024, 21, Status.FAIL, "fail below 307.2 GiB (3 % of its usable space, the"),
+        (10 * 1024, 400, Status.WARN, "warn below 512.0 GiB (5 % of its usable space, the"),
+        (10 * 1024, 1.5 * 1024, Status.PASS, ""),  # the issue's healthy example
+        # under 667 GiB the 20 GiB headroom still decides fail, under 500 GiB 20 % warns
+        (500, 15, Status.FAIL, "fail below 20.0 GiB (the 20 GiB headroom)"),
+        (300, 21, Status.WARN, "warn below 60.0 GiB (20 % of its usable space)"),
+    ],
+)
+def test_usage_free_space_need_scales_with_big_volumes(
+    tmp_path: Path, node: Path, size: float, avail: float, status: Status, word: str
+) -> None:
+    """A 10 TiB volume 99.8 % full holds 21 GiB: two minutes at 170 MB/s, so it fails."""
+    ctx = usage_ctx(tmp_path, node)
+    table = HEALTHY | {"/var/lib/iggy": sv(size, avail)}
+    result = judge_usage(read_usage(ctx, statvfs=fake_statvfs(node, table)), ctx.thresholds)
+    assert result.status == status, result.summary
+    if status != Status.PASS:
+        [finding] = result.findings
+        assert finding.subject == "/var/lib/iggy" and word in finding.message, finding.message
 
 
 def test_usage_small_volume_with_a_few_gib_free_warns(tmp_path: Path, node: Path) -> None:
