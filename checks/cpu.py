@@ -19,15 +19,18 @@ from snapshot_agent.node.diskstats import (
     read_block_devices,
     read_diskstats,
 )
+from snapshot_agent.node.mounts import read_mount_table
 from snapshot_agent.node.processes import (
     STAT_LIMIT,
+    BlockedTask,
     agent_pid,
+    blocked_task,
     find_broker,
-    io_uring_waiters,
     parse_stat,
     process_name,
     read_processes,
     read_threads,
+    scan_waits,
     uses_io_uring,
 )
 from snapshot_agent.node.procfs import parse_cpu_list
@@ -204,12 +207,27 @@ IO_URING_IOWAIT = (
 )
 
 
+#: A thread seen in D state is looked at again this much later: only one still there
+#: counts (a short disk wait shows in /proc/diskstats anyway).
+BLOCKED_RECHECK_S = 0.1
+NETWORK_FS_SHOWN = 3  # network/FUSE mounts named in a summary
+
+
 @dataclass(frozen=True)
 class IoUringWaits:
-    """Threads asleep in io_uring_enter, and whether the broker uses io_uring at all."""
+    """Threads asleep in io_uring_enter, and what else may wait where the disks cannot tell.
+
+    io_uring's completion wait sleeps interruptibly (S); disk, NFS, CIFS, Ceph and FUSE
+    waits sleep in D. `blocked` holds user threads in D outside io_uring_enter: each can
+    keep a CPU in iowait whatever /proc/diskstats says.
+    """
 
     waiters: tuple[tuple[int, str, int], ...] = ()  # (pid, name, threads asleep in it)
     broker_pid: int | None = None  # an iggy-server with an io_uring fd or shard-N threads
+    #: User threads in D state outside io_uring_enter: those still there BLOCKED_RECHECK_S
+    #: later, or every one seen when a network/FUSE filesystem is mounted.
+    blocked: tuple[BlockedTask, ...] = ()
+    network_fs: tuple[str, ...] = ()  # 'nfs4 on /mnt/data': waits /proc/diskstats misses
 
     @property
     def present(self) -> bool:
@@ -231,6 +249,30 @@ class IoUringWaits:
         threads = "1 thread sleeps" if self.threads == 1 else f"{self.threads} threads sleep"
         return f"{threads} in io_uring_enter ({shown})"
 
+    def describe_others(self) -> str:
+        """The waits the disks cannot show: threads blocked in D state, network filesystems."""
+        network = ", ".join(self.network_fs[:NETWORK_FS_SHOWN])
+        if len(self.network_fs) > NETWORK_FS_SHOWN:
+            network += f" and {len(self.network_fs) - NETWORK_FS_SHOWN} more"
+        if not self.blocked:
+            if not network:
+                return ""
+            return (
+                f"{network} mounted, whose waits /proc/diskstats does not show; no thread "
+                "sleeps in D state outside io_uring_enter, so none is counted"
+            )
+        shown = ", ".join(
+            f"{t.name} tid {t.tid}" + (f" in {t.wchan}" if t.wchan else "")
+            for t in self.blocked[:WAITERS_SHOWN]
+        )
+        if len(self.blocked) > WAITERS_SHOWN:
+            shown += f" and {len(self.blocked) - WAITERS_SHOWN} more"
+        many = "1 thread sleeps" if len(self.blocked) == 1 else f"{len(self.blocked)} threads sleep"
+        text = f"{many} in D state outside io_uring_enter ({shown}), each counted as waiting"
+        if network:
+            text += f"; {network} mounted, whose waits /proc/diskstats does not show"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         """For a check's data."""
         return {
@@ -239,20 +281,52 @@ class IoUringWaits:
                 {"pid": pid, "name": name, "threads": n} for pid, name, n in self.waiters[:50]
             ],
             "broker_pid": self.broker_pid,
+            "blocked_threads": [
+                {"pid": t.pid, "tid": t.tid, "name": t.name, "wchan": t.wchan}
+                for t in self.blocked[:50]
+            ],
+            "network_fs": list(self.network_fs[:50]),
         }
 
 
-def read_io_uring_waits(ctx: Context) -> IoUringWaits:
-    """Who sleeps in io_uring_enter now; failing that, whether the broker uses io_uring."""
-    waiters = tuple(
-        (pid, process_name(ctx, pid), n) for pid, n in sorted(io_uring_waiters(ctx).items())
+def read_network_fs(ctx: Context) -> tuple[str, ...]:
+    """Network and FUSE filesystems mounted ('nfs4 on /mnt/data'); () when unreadable."""
+    try:
+        mounts, _ = read_mount_table(ctx)
+    except OSError:
+        return ()
+    return tuple(f"{m.fstype} on {m.mountpoint}" for m in mounts if m.network)
+
+
+def still_blocked(ctx: Context, seen: tuple[BlockedTask, ...]) -> tuple[BlockedTask, ...]:
+    """The threads of `seen` still in D state BLOCKED_RECHECK_S later (the same threads)."""
+    if not seen:
+        return ()
+    time.sleep(BLOCKED_RECHECK_S)
+    return tuple(
+        task
+        for task in seen
+        if (now := blocked_task(ctx, task.pid, task.tid)) and now.start_ticks == task.start_ticks
     )
-    if waiters:
-        return IoUringWaits(waiters)
-    broker = find_broker(ctx)
-    if broker is not None and uses_io_uring(ctx, broker.pid):
-        return IoUringWaits(broker_pid=broker.pid)
-    return IoUringWaits()
+
+
+def read_io_uring_waits(ctx: Context) -> IoUringWaits:
+    """Who sleeps in io_uring_enter (failing that, whether the broker uses io_uring) and in D.
+
+    Threads in D state count when they stay there BLOCKED_RECHECK_S, or all of them when
+    a network or FUSE filesystem is mounted (its waits have no other witness).
+    """
+    scan = scan_waits(ctx)
+    waiters = tuple((pid, process_name(ctx, pid), n) for pid, n in sorted(scan.io_uring.items()))
+    broker_pid = None
+    if not waiters:
+        broker = find_broker(ctx)
+        if broker is None or not uses_io_uring(ctx, broker.pid):
+            return IoUringWaits()
+        broker_pid = broker.pid
+    network = read_network_fs(ctx)
+    blocked = scan.blocked if network else still_blocked(ctx, scan.blocked)
+    return IoUringWaits(waiters, broker_pid, blocked, network)
 
 
 def read_disks(ctx: Context) -> str | None:
@@ -724,18 +798,44 @@ def iowait_discounted(facts: UsageFacts) -> bool:
     return facts.io_uring is not None and facts.io_uring.present
 
 
-def disk_wait_pct(facts: UsageFacts) -> float | None:
-    """The share of CPU time the disks can have kept idle; None when they are unknown.
+def _cpus(facts: UsageFacts) -> int:
+    """CPUs in the window (1 when /proc/stat has no per-CPU lines)."""
+    return len(facts.window.cores) or 1
 
-    A task waits on a disk only while its request is in flight, and keeps at most one
-    CPU idle: the requests in flight on average over the window (aqu-sz, summed over
-    the disks) divided by the CPUs, never more than iowait itself.
+
+def _blocked(facts: UsageFacts) -> int:
+    """User threads counted as blocked in D state outside io_uring_enter."""
+    return len(facts.io_uring.blocked) if facts.io_uring is not None else 0
+
+
+def waiting_tasks(facts: UsageFacts) -> float | None:
+    """Tasks that can have waited outside io_uring, on average; None when the disks are unknown.
+
+    The disks' bound (aqu-sz, or %util times the requests in flight at both ends, per
+    device) plus every thread counted as blocked in D state (NFS, FUSE, a hung device).
     """
     if facts.disks is None:
         return None
-    cpus = len(facts.window.cores) or 1
-    from_disks = 100.0 * min(facts.disks.queued, cpus) / cpus
-    return round(min(facts.window.overall.iowait, from_disks), 1)
+    return facts.disks.waiting_bound + _blocked(facts)
+
+
+def disk_wait_pct(facts: UsageFacts) -> float | None:
+    """The share of CPU time real waits can have kept idle; None when the disks are unknown.
+
+    A waiting task keeps at most one CPU idle: the tasks that can have waited outside
+    io_uring (`waiting_tasks`) over the CPUs, never more than iowait itself.
+    """
+    waiting = waiting_tasks(facts)
+    if waiting is None:
+        return None
+    cpus = _cpus(facts)
+    return round(min(facts.window.overall.iowait, 100.0 * min(waiting, cpus) / cpus), 1)
+
+
+def _others(facts: UsageFacts) -> str:
+    """'; 1 thread sleeps in D state ...' when something besides the disks was looked at."""
+    text = facts.io_uring.describe_others() if facts.io_uring is not None else ""
+    return f"; {text}" if text else ""
 
 
 def iowait_note(facts: UsageFacts) -> str:
@@ -747,22 +847,39 @@ def iowait_note(facts: UsageFacts) -> str:
     if facts.disks is None or judged is None:
         return (
             f"iowait {o.iowait:g}% may be io_uring waits: {facts.io_uring.describe()}, "
-            f"{IO_URING_IOWAIT}; /proc/diskstats could not be read to tell, so it warns at most"
+            f"{IO_URING_IOWAIT}; /proc/diskstats could not be read to tell, so it warns at "
+            f"most{_others(facts)}"
         )
     if judged >= o.iowait:
         return (
             f"iowait {o.iowait:g}% includes io_uring waits ({facts.io_uring.describe()}), "
-            f"but the disks account for all of it: {facts.disks.describe()}"
+            f"but the disks and blocked threads account for all of it: "
+            f"{facts.disks.describe()}{_others(facts)}"
         )
     return (
         f"iowait {o.iowait:g}% discounted to {judged:g}%: {facts.io_uring.describe()}, "
         f"{IO_URING_IOWAIT}; disk waiting is judged from the disks instead: "
-        f"{facts.disks.describe()}"
+        f"{facts.disks.describe()}{_others(facts)}"
+    )
+
+
+def _iowait_remedy(facts: UsageFacts) -> str:
+    """What to do; a stalled device or blocked threads get their own advice first."""
+    stuck = facts.disks is not None and facts.disks.stuck
+    if not stuck and not _blocked(facts):
+        return _IOWAIT_REMEDY
+    return (
+        "Requests that never complete, or threads stuck in D state, mean a hung device or "
+        "file server: `dmesg -T | tail -50` shows I/O timeouts and 'server not responding', "
+        "`ps -eLo pid,tid,stat,wchan:32,comm | awk '$3 ~ /D/'` who is stuck and "
+        "`cat /proc/<pid>/stack` where. Replace or detach the dead volume (EBS, iSCSI path, "
+        "NVMe), or fix or unmount the NFS/CIFS/FUSE server; an iggy-server stuck on it "
+        "stops answering. " + _IOWAIT_REMEDY
     )
 
 
 def _cpus_wait_for_disk(facts: UsageFacts, thresholds: dict[str, Any]) -> list[Finding]:
-    """The CPUs sit idle waiting for disk I/O: from iowait, or the disks on an io_uring node."""
+    """CPUs sit idle waiting for I/O: from iowait, or the disks and D state on io_uring nodes."""
     o = facts.window.overall
     span = f"over {facts.window.interval_s:.2f} s"
     if not iowait_discounted(facts):
@@ -775,12 +892,14 @@ def _cpus_wait_for_disk(facts: UsageFacts, thresholds: dict[str, Any]) -> list[F
         warn = IOWAIT.limit(Severity.WARN, thresholds)
         message = f"CPUs spent {o.iowait:g}% in iowait {span} (warn at {warn:g}%)"
         note = iowait_note(facts)
-        return [Finding(Severity.WARN, f"{message}; {note}", _IOWAIT_REMEDY, "/proc/stat")]
+        return [Finding(Severity.WARN, f"{message}; {note}", _iowait_remedy(facts), "/proc/stat")]
+    who = "the disks and threads blocked in D state" if _blocked(facts) else "the disks"
     message = (
-        f"the disks kept CPUs waiting about {judged:g}% of the time {span} "
-        f"({facts.disks.describe()}; iowait read {o.iowait:g}%, io_uring waits included)"
+        f"{who} kept CPUs waiting about {judged:g}% of the time {span} "
+        f"({facts.disks.describe()}{_others(facts)}; iowait read {o.iowait:g}%, io_uring "
+        "waits included)"
     )
-    return _graded_share(IOWAIT, judged, thresholds, message, _IOWAIT_REMEDY)
+    return _graded_share(IOWAIT, judged, thresholds, message, _iowait_remedy(facts))
 
 
 def _cpu_stolen(o: CpuShare, thresholds: dict[str, Any]) -> list[Finding]:
@@ -878,8 +997,9 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         "each agent thread's ticks come off the core it ran on, the rest off the busiest "
         "cores); the agent runs at nice 10. A fail needs every sample at the threshold and "
         "the 1-minute load or CPU pressure agreeing. When threads sleep in io_uring_enter "
-        "(counted as iowait since Linux 6.1.39/6.5) iowait is judged from the disks' "
-        "requests in flight over the same window.",
+        "(counted as iowait since Linux 6.1.39/6.5) iowait is judged from the disks over the "
+        "same window (aqu-sz, or %util times the requests in flight at both ends) plus "
+        "user threads blocked in D state.",
     }
     return Result.from_findings(findings, ok=_usage_summary(facts, hottest), data=data)
 
@@ -903,6 +1023,10 @@ def cpu_usage(ctx: Context) -> Result:
       [test_cpu_usage_idle_io_uring_broker_is_not_iowait]
     - pass: a real program idles in io_uring_enter on a socket that never gets data
       (this machine, the real CLI) [test_idle_io_uring_waiter_shows_no_iowait_finding]
+    - pass: an idle io_uring broker on a node with an NFS share mounted, no thread
+      blocked on it [test_cpu_usage_idle_io_uring_broker_with_nfs_mounted_passes]
+    - pass: an idle io_uring broker while another thread is in D state for a moment
+      [test_cpu_usage_thread_stuck_in_d_state_counts]
     - pass: the snapshot's own threads keep one core at 100%
       [test_cpu_usage_leaves_the_agent_out_per_core]
     - pass: most CPU time in niced work (batch jobs, this agent)
@@ -915,6 +1039,12 @@ def cpu_usage(ctx: Context) -> Result:
       [test_cpu_usage_fails_when_all_cores_busy]
     - fail: an io_uring broker node whose disks keep requests queued all window
       [test_cpu_usage_io_uring_node_with_queued_disks_fails]
+    - fail: an io_uring broker node with a hung disk: 16 requests in flight all window,
+      none completed (aqu-sz reads 0) [test_cpu_usage_io_uring_node_with_a_hung_disk_fails]
+    - fail: an io_uring broker node with a dead NFS server: threads stuck in D state on
+      it, disks idle [test_cpu_usage_io_uring_node_with_a_hung_nfs_server_fails]
+    - fail: an io_uring broker node with a thread that stays in D state, disks idle
+      [test_cpu_usage_thread_stuck_in_d_state_counts]
     - warn: iowait or steal over their thresholds, no io_uring in use
       [test_cpu_usage_iowait_and_steal]
     - skipped: /proc/stat shows no elapsed time between reads
@@ -987,23 +1117,39 @@ class IoWindow:
         """The stall share the disks can account for; None when PSI gave no such line.
 
         A task stalls on a disk only while a request is in flight: never more of the
-        window than the disks were busy (%util, summed over the disks).
+        window than the disks were busy (%util summed, a stalled device all of it). A
+        thread blocked in D state outside io_uring (NFS, FUSE, a hung device) may stall
+        all window long, so then nothing is discounted.
         """
         share = self.stalled_pct.get(kind)
         if share is None:
             return None
         bound = self.disks.busy_pct if self.disks is not None else 100.0
+        if self.io_uring.blocked:
+            bound = 100.0
         return round(min(share, bound), 1)
+
+    def io_uring_pct(self, kind: str) -> float:
+        """The window's stall share the disks cannot account for: io_uring waits, now."""
+        judged = self.judged(kind)
+        return max(0.0, self.stalled_pct.get(kind, 0.0) - (judged or 0.0))
+
+    def describe_disks(self) -> str:
+        """The disks over the window, and the threads blocked in D state if any."""
+        disks = self.disks.describe() if self.disks else "/proc/diskstats unreadable"
+        others = self.io_uring.describe_others()
+        return f"{disks}; {others}" if others else disks
 
     def note(self) -> str:
         """Why the io lines were judged from the disks."""
         read = ", ".join(f"{k} {v:g}%" for k, v in self.stalled_pct.items())
         judged = ", ".join(f"{k} {self.judged(k):g}%" for k in self.stalled_pct)
-        disks = self.disks.describe() if self.disks else "/proc/diskstats unreadable"
+        discounted = any(self.io_uring_pct(k) > 0 for k in self.stalled_pct)
+        verb = "discounted" if discounted else "may include io_uring waits"
         return (
-            f"io pressure discounted: {self.io_uring.describe()}, {IO_URING_IOWAIT}; over "
+            f"io pressure {verb}: {self.io_uring.describe()}, {IO_URING_IOWAIT}; over "
             f"{self.interval_s:.2f} s PSI read {read} and the disks account for {judged} "
-            f"({disks})"
+            f"({self.describe_disks()})"
         )
 
 
@@ -1086,6 +1232,15 @@ def _stalled(resource: str, kind: str, line: PsiLine, thresholds: dict[str, Any]
     return []
 
 
+def _window_text(kind: str, window: IoWindow) -> str:
+    """'... about 50% of 0.50 s as far as the disks account for it (...)'."""
+    return (
+        f"{_PSI_WHAT['io', kind]} about {window.judged(kind):g}% of {window.interval_s:.2f} s "
+        f"as far as the disks account for it ({window.describe_disks()}; PSI read "
+        f"{window.stalled_pct[kind]:g}%, io_uring waits included)"
+    )
+
+
 def _stalled_on_disks(kind: str, window: IoWindow, thresholds: dict[str, Any]) -> list[Finding]:
     """Tasks stall on the disks over the window (io_uring node): warns at most.
 
@@ -1096,17 +1251,85 @@ def _stalled_on_disks(kind: str, window: IoWindow, thresholds: dict[str, Any]) -
     if judged is None or band.grade(judged, thresholds) is None:
         return []
     warn = band.limit(Severity.WARN, thresholds)
-    disks = window.disks.describe() if window.disks else "/proc/diskstats unreadable"
     return [
         Finding(
             Severity.WARN,
-            f"io pressure: {_PSI_WHAT['io', kind]} about {judged:g}% of "
-            f"{window.interval_s:.2f} s as far as the disks account for it ({disks}; PSI read "
-            f"{window.stalled_pct[kind]:g}%, io_uring waits included) (warn at {warn:g}%)",
+            f"io pressure: {_window_text(kind, window)} (warn at {warn:g}%)",
             _PSI_REMEDY["io"],
             "/proc/pressure/io",
         )
     ]
+
+
+def disks_busy(kind: str, window: IoWindow, thresholds: dict[str, Any]) -> bool:
+    """The disks (or threads blocked in D state) account for graded stalls over the window."""
+    judged = window.judged(kind)
+    return judged is not None and PSI_BANDS["io", kind].grade(judged, thresholds) is not None
+
+
+def _averages_while_disks_busy(
+    kind: str, line: PsiLine | None, window: IoWindow, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """The disks are busy now: the averages are judged as on any node (a minute fails).
+
+    The window's own finding stands when the averages grade lower.
+    """
+    averaged = _stalled("io", kind, line, thresholds) if line is not None else []
+    if not averaged:
+        return _stalled_on_disks(kind, window, thresholds)
+    return [
+        replace(
+            f,
+            message=f"{f.message}; over {window.interval_s:.2f} s: {_window_text(kind, window)}",
+        )
+        for f in averaged
+    ]
+
+
+def _averages_unexplained(
+    kind: str, line: PsiLine, window: IoWindow, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """Quiet disks, but the averages stall more than io_uring waits explain now: warn.
+
+    The io_uring waits seen in the window are taken off the averages; what is left came
+    from outside the window (bursts, or waits that have ended) and cannot be told apart.
+    """
+    band = PSI_BANDS["io", kind]
+    explained = window.io_uring_pct(kind)
+    left = max(line.avg10, line.avg60) - explained
+    if band.grade(left, thresholds) is None:
+        return []
+    warn = band.limit(Severity.WARN, thresholds)
+    return [
+        Finding(
+            Severity.WARN,
+            f"io pressure: {_PSI_WHAT['io', kind]} {line.avg10:g}% of the last 10 s and "
+            f"{line.avg60:g}% of the last 60 s, but only {window.stalled_pct.get(kind, 0):g}% "
+            f"of the {window.interval_s:.2f} s measured just now, with the disks quiet "
+            f"({window.describe_disks()}): cannot tell io_uring waits from disk stalls here "
+            f"({left:g}% not explained by the io_uring waits now; warn at {warn:g}%)",
+            "Watch it for a minute: `iostat -x 1 60` for the disks' %util and await, and "
+            "`grep -E 'some|full' /proc/pressure/io` every few seconds. Stalls that come "
+            "with disk activity are the disks (see disk.io); stalls with idle disks and "
+            "iggy-server in io_uring_enter are its pending receives. " + _PSI_REMEDY["io"],
+            "/proc/pressure/io",
+        )
+    ]
+
+
+def _io_stalls_with_io_uring(
+    kind: str, line: PsiLine | None, window: IoWindow, thresholds: dict[str, Any]
+) -> list[Finding]:
+    """io pressure on a node with io_uring waiters, whose waits count as I/O stalls.
+
+    Busy disks over the window: the averages count as on any node. Quiet disks: the
+    averages count only for what the io_uring waits seen now do not explain, and warn.
+    """
+    if disks_busy(kind, window, thresholds):
+        return _averages_while_disks_busy(kind, line, window, thresholds)
+    if line is None:
+        return []
+    return _averages_unexplained(kind, line, window, thresholds)
 
 
 def io_pressure_judged(facts: PressureFacts, thresholds: dict[str, Any]) -> bool:
@@ -1138,14 +1361,15 @@ def _pressure_summary(facts: PressureFacts) -> str:
 def judge_pressure(facts: PressureFacts, thresholds: dict[str, Any]) -> Result:
     """A minute-long stall over the fail threshold fails; any average over warn warns.
 
-    With io_uring waits present (counted as I/O stalls), the io lines are judged from
-    the disks over a short window instead of the averages.
+    With io_uring waits present (counted as I/O stalls), the io lines are judged against
+    the disks over a short window: busy disks leave the averages their say, quiet disks
+    discount what the io_uring waits explain now and warn about the rest.
     """
     findings: list[Finding] = []
     for resource, kind in PSI_BANDS:
         line = facts.lines.get(resource, {}).get(kind)
         if resource == "io" and facts.io_window is not None:
-            findings += _stalled_on_disks(kind, facts.io_window, thresholds)
+            findings += _io_stalls_with_io_uring(kind, line, facts.io_window, thresholds)
         elif line is not None:
             findings += _stalled(resource, kind, line, thresholds)
     for resource, reason in facts.unreadable.items():
@@ -1180,12 +1404,15 @@ def judge_pressure(facts: PressureFacts, thresholds: dict[str, Any]) -> Result:
             "interval_s": window.interval_s,
             "stalled_pct": window.stalled_pct,
             "judged_pct": {kind: window.judged(kind) for kind in window.stalled_pct},
+            "io_uring_pct": {kind: window.io_uring_pct(kind) for kind in window.stalled_pct},
             "disks": window.disks.to_dict() if window.disks else None,
             "io_uring": window.io_uring.to_dict(),
         },
         "note": "system-wide cpu `full` is always 0 (defined only for cgroups); not judged. "
         "When threads sleep in io_uring_enter (counted as I/O stalls since Linux 6.1.39/6.5) "
-        "the io lines are judged over 0.5 s against the disks' %util instead of the averages",
+        "the io lines are judged over 0.5 s against the disks' %util: with the disks busy "
+        "the averages are judged as usual; with them quiet, the averages less the io_uring "
+        "share of the window can only warn",
     }
     return Result.from_findings(findings, ok=_pressure_summary(facts), data=data)
 
@@ -1194,7 +1421,8 @@ def judge_pressure(facts: PressureFacts, thresholds: dict[str, Any]) -> Result:
     id="cpu.pressure",
     category="cpu",
     title="Pressure stall information (CPU, I/O, memory)",
-    description="PSI some/full averages from /proc/pressure/{cpu,io,memory} against thresholds.",
+    description="PSI some/full averages from /proc/pressure/{cpu,io,memory} against thresholds; "
+    "on an io_uring node the io lines with the disks over 0.5 s.",
     timeout_s=5,
     bands=tuple(PSI_BANDS.values()),
 )
@@ -1208,8 +1436,16 @@ def cpu_pressure(ctx: Context) -> Result:
     - pass: a real program idles in io_uring_enter on a socket that never gets data
       (this machine, the real CLI) [test_idle_io_uring_waiter_shows_no_iowait_finding]
     - warn: a 10-second spike of CPU pressure [test_cpu_pressure_warns_on_a_spike_only]
+    - pass: an idle io_uring broker up for an hour, averages near 100% like the window,
+      disks idle [test_cpu_pressure_steady_io_uring_waits_pass]
     - warn: an io_uring broker node whose disks are busy all window
       [test_cpu_pressure_io_uring_node_with_busy_disks_warns]
+    - warn: an io_uring broker node with a minute of I/O stalls, none in the window and
+      the disks quiet: cannot tell
+      [test_cpu_pressure_io_uring_node_quiet_window_high_averages_warns]
+    - fail: an io_uring broker node with a minute of I/O stalls and saturated or hung
+      disks, or threads stuck on a dead NFS server, in the window
+      [test_cpu_pressure_io_uring_node_with_a_minute_of_disk_stalls_fails]
     - warn: every task stalled on I/O at once for a minute [test_cpu_pressure_io_full_warns]
     - fail: memory stalls for a minute [test_cpu_pressure_fails_on_sustained_memory_stalls]
     - skipped: kernel without PSI [test_cpu_pressure_skips_without_psi]

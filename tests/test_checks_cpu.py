@@ -27,7 +27,7 @@ from snapshot_agent.checks.cpu import (
     usage_between,
 )
 from snapshot_agent.core.results import Result, Severity, Status
-from snapshot_agent.node.processes import io_uring_waiters
+from snapshot_agent.node.processes import io_uring_waiters, scan_waits
 
 from .conftest import fixture_roots, make_context, run_check, severities, write_tree
 
@@ -233,10 +233,18 @@ class FakeTime:
 
 
 def stat_line(
-    pid: int, name: str, ppid: int, utime: int, *, nice: int = 0, start: int = 100, cpu: int = 0
+    pid: int,
+    name: str,
+    ppid: int,
+    utime: int,
+    *,
+    nice: int = 0,
+    start: int = 100,
+    cpu: int = 0,
+    state: str = "S",
 ) -> str:
-    """A /proc/<pid>/stat line (52 fields) with the times, nice, start and last CPU given."""
-    fields = ["S", ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, 0, 0, 0, 20, nice]
+    """A /proc/<pid>/stat line (52 fields) with the state, times, nice, start and CPU given."""
+    fields = [state, ppid, pid, pid, 0, -1, 4194560, 100, 0, 0, 0, utime, 0, 0, 0, 20, nice]
     fields += [1, 0, start, 1000000, 100] + [0] * 14 + [cpu] + [0] * 15
     return f"{pid} ({name}) " + " ".join(map(str, fields)) + "\n"
 
@@ -312,6 +320,156 @@ def test_cpu_usage_io_uring_node_with_queued_disks_fails(
     assert (
         "on average 2.00 requests in flight over 0.50 s; busiest vda: 100% util" in result.summary
     )
+
+
+def diskstats_hung(step: int) -> str:
+    """vda with 16 requests stuck in flight (a dead EBS volume, an iSCSI path, an NVMe timeout).
+
+    io_ticks grows (100% util) while nothing completes, so the weighted field (the sum of
+    completed requests' times since Linux 5.x) stays put: aqu-sz reads 0.
+    """
+    io_ms = 30232 + 250 * step
+    return (
+        f" 254 0 vda 116057 16377 4890346 57858 27239 237483 4831032 49370 16 {io_ms} "
+        "124494 190414 62 3398552 17132 1973 132\n"
+    )
+
+
+#: Each quarter-second step of a CPU in iowait all the time.
+IOWAIT_CPU1 = (1, 0, 0, 0, 24, 0, 0, 0)
+
+#: The root filesystem on vda and an NFS share (hard-mounted: a dead server blocks readers).
+MOUNTS_NFS = (
+    "/dev/vda1 / ext4 rw,relatime 0 0\n"
+    "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n"
+    "nfs.example:/export /mnt/archive nfs4 rw,relatime,vers=4.2,hard,proto=tcp 0 0\n"
+)
+
+
+def blocked_app(pid: int = 900, threads: int = 2, wchan: str = "rpc_wait_bit_killable") -> dict:
+    """A user process whose threads sleep in D state (on a file server, a hung device)."""
+    files = {
+        f"proc/{pid}/comm": "rsync\n",
+        f"proc/{pid}/stat": stat_line(pid, "rsync", 1, 50, state="D"),
+    }
+    for tid in range(pid, pid + threads):
+        files |= {
+            f"proc/{pid}/task/{tid}/stat": stat_line(tid, "rsync", 1, 50, state="D"),
+            f"proc/{pid}/task/{tid}/comm": "rsync\n",
+            f"proc/{pid}/task/{tid}/wchan": wchan,
+        }
+    return files
+
+
+def test_cpu_usage_io_uring_node_with_a_hung_disk_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def files_at(step: int) -> dict[str, str]:
+        """Both CPUs in iowait; vda holds 16 requests that never complete."""
+        return {
+            "proc/stat": stat_after(IDLE_URING_CPU0, IOWAIT_CPU1, step),
+            "proc/diskstats": diskstats_hung(step),
+        } | io_uring_broker()
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith("the disks kept CPUs waiting about 94% of the time")
+    assert "16 in flight at the start and 16 at the end" in result.summary
+    assert "nothing completed on vda (16 requests): stalled" in result.summary
+    assert "dmesg" in result.findings[0].remediation
+    assert result.data["disks"]["stuck"] == ["vda"] and result.data["iowait_judged_pct"] == 94.0
+
+
+def test_cpu_usage_io_uring_node_with_a_hung_nfs_server_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def files_at(step: int) -> dict[str, str]:
+        """Disks idle; two rsync threads stuck on a dead NFS server (D state)."""
+        return (
+            {
+                "proc/stat": stat_after(IDLE_URING_CPU0, IOWAIT_CPU1, step),
+                "proc/diskstats": DISKSTATS_IDLE,
+                "proc/self/mounts": MOUNTS_NFS,
+            }
+            | io_uring_broker()
+            | blocked_app()
+        )
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.FAIL, result.summary
+    assert result.summary.startswith(
+        "the disks and threads blocked in D state kept CPUs waiting about 94% of the time"
+    )
+    assert (
+        "2 threads sleep in D state outside io_uring_enter (rsync tid 900 in "
+        "rpc_wait_bit_killable, rsync tid 901 in rpc_wait_bit_killable)" in result.summary
+    )
+    assert "nfs4 on /mnt/archive mounted" in result.summary
+    assert [t["tid"] for t in result.data["io_uring"]["blocked_threads"]] == [900, 901]
+
+
+def test_cpu_usage_idle_io_uring_broker_with_nfs_mounted_passes(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def files_at(step: int) -> dict[str, str]:
+        """Two idle shards keep both CPUs in iowait; an NFS share is mounted, nobody on it."""
+        return {
+            "proc/stat": stat_after(IDLE_URING_CPU0, IOWAIT_CPU1, step),
+            "proc/diskstats": DISKSTATS_IDLE,
+            "proc/self/mounts": MOUNTS_NFS,
+        } | io_uring_broker()
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == Status.PASS, result.summary
+    assert "iowait 94% discounted to 0%" in result.summary
+    assert (
+        "nfs4 on /mnt/archive mounted, whose waits /proc/diskstats does not show; no thread "
+        "sleeps in D state outside io_uring_enter, so none is counted" in result.summary
+    )
+
+
+@pytest.mark.parametrize(
+    ("stays", "status"), [(True, Status.FAIL), (False, Status.PASS)], ids=["stays", "passes"]
+)
+def test_cpu_usage_thread_stuck_in_d_state_counts(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, stays: bool, status: Status
+) -> None:
+    def files_at(step: int) -> dict[str, str]:
+        """Idle disks, no network filesystem; one thread in D state when the threads are
+        walked (after the two samples), still there a moment later or not."""
+        files = {
+            "proc/stat": stat_after(IDLE_URING_CPU0, IOWAIT_CPU1, step),
+            "proc/diskstats": DISKSTATS_IDLE,
+        } | io_uring_broker()
+        if step == 2 or (stays and step > 2):
+            files |= blocked_app(threads=1, wchan="folio_wait_bit_common")
+        else:
+            files |= blocked_app(threads=1, wchan="do_epoll_wait")
+            files["proc/900/task/900/stat"] = stat_line(900, "rsync", 1, 50)
+        return files
+
+    result = run_usage(tmp_path, node, monkeypatch, files_at)
+    assert result.status == status, result.summary
+    blocked = result.data["io_uring"]["blocked_threads"]
+    assert [t["wchan"] for t in blocked] == (["folio_wait_bit_common"] if stays else [])
+
+
+def test_blocked_threads_leave_out_kernel_threads_and_io_uring(tmp_path: Path, node: Path) -> None:
+    kthread = stat_line(55, "kworker/u8:2", 2, 0, state="D")
+    write_tree(
+        node,
+        blocked_app(threads=1)
+        | {
+            "proc/55/task/55/stat": kthread,  # a kernel thread (parent kthreadd)
+            "proc/55/task/55/wchan": "msleep",
+            "proc/60/task/60/stat": stat_line(60, "app", 1, 5, state="D"),
+            "proc/60/task/60/wchan": "io_uring_cancel_generic",  # io_uring's own
+        },
+    )
+    scan = scan_waits(make_context(tmp_path, roots=fixture_roots(node)))
+    assert [(t.pid, t.tid, t.name, t.wchan) for t in scan.blocked] == [
+        (900, 900, "rsync", "rpc_wait_bit_killable")
+    ]
 
 
 def test_io_uring_waits_without_diskstats_warn_at_most() -> None:
@@ -459,14 +617,26 @@ def psi_totals(avg10: float, avg60: float, some_us: int, full_us: int) -> str:
 
 
 def run_pressure(
-    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, diskstats: Callable[[int], str]
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    diskstats: Callable[[int], str],
+    averages: tuple[float, float] = (21.05, 4.29),
+    stalled_us: int = 500000,
+    more: dict[str, str] | None = None,
 ) -> Result:
-    """cpu.pressure on an io_uring broker node: every task stalled on I/O all the time."""
+    """cpu.pressure on an io_uring broker node with the io averages given.
+
+    Each half-second step the I/O stall totals grow by `stalled_us` (all of it: every task
+    stalled all the time); the disks as given; `more` files (mounts, blocked threads).
+    """
 
     def files_at(step: int) -> dict[str, str]:
-        """I/O stall time grows by the whole half-second each step; the disks as given."""
-        io = psi_totals(21.05, 4.29, 21999841 + 500000 * step, 17253323 + 500000 * step)
-        return pressure_tree(io=io) | {"proc/diskstats": diskstats(step)} | io_uring_broker()
+        """The io PSI totals move on by `stalled_us` each step; the disks as given."""
+        grown = stalled_us * step
+        io = psi_totals(*averages, 21999841 + grown, 17253323 + grown)
+        files = pressure_tree(io=io) | {"proc/diskstats": diskstats(step)} | io_uring_broker()
+        return files | (more or {})
 
     monkeypatch.setattr(cpu_mod, "time", FakeTime(node, files_at))
     ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_pressure.thresholds)
@@ -494,6 +664,58 @@ def test_cpu_pressure_io_uring_node_with_busy_disks_warns(
     some, full = result.findings[:2]
     assert some.severity == full.severity == Severity.WARN
     assert "about 50% of 0.50 s as far as the disks account for it" in some.message
+
+
+def test_cpu_pressure_steady_io_uring_waits_pass(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle broker up for an hour: its pending receives stall "I/O" all the time, the
+    # averages read 99%, the window 100%; the disks do nothing.
+    result = run_pressure(tmp_path, node, monkeypatch, lambda step: DISKSTATS_IDLE, (99.5, 98.9))
+    assert result.status == Status.PASS, result.summary
+    assert result.data["io_window"]["io_uring_pct"] == {"some": 100.0, "full": 100.0}
+
+
+def test_cpu_pressure_io_uring_node_quiet_window_high_averages_warns(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A minute of heavy I/O stalls (85/80%), but the 0.5 s window fell between bursts: no
+    # stall and idle disks in it. Neither io_uring nor the disks can be blamed: warn.
+    result = run_pressure(
+        tmp_path, node, monkeypatch, lambda step: DISKSTATS_IDLE, (85.0, 80.0), stalled_us=0
+    )
+    assert result.status == Status.WARN, result.summary
+    some, full = result.findings[:2]
+    assert some.severity == full.severity == Severity.WARN
+    assert "cannot tell io_uring waits from disk stalls here" in some.message
+    assert "85% of the last 10 s and 80% of the last 60 s, but only 0% of the 0.50 s" in (
+        some.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("disks", "more"),
+    [
+        (diskstats_queued, {}),
+        (diskstats_hung, {}),
+        (lambda step: DISKSTATS_IDLE, {"proc/self/mounts": MOUNTS_NFS} | blocked_app()),
+    ],
+    ids=["saturated", "hung-disk", "hung-nfs"],
+)
+def test_cpu_pressure_io_uring_node_with_a_minute_of_disk_stalls_fails(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    disks: Callable[[int], str],
+    more: dict[str, str],
+) -> None:
+    # A minute of I/O stalls (some 85/80%, full 85/80%) and the window shows why: the disks
+    # saturated or stalled, or (idle disks) threads stuck on a dead NFS server.
+    result = run_pressure(tmp_path, node, monkeypatch, disks, (85.0, 80.0), more=more)
+    assert result.status == Status.FAIL, result.summary
+    assert [f.severity for f in result.findings[:2]] == [Severity.FAIL, Severity.FAIL]
+    assert "(fail at 50% over 60 s); over 0.50 s:" in result.findings[0].message
+    assert "as far as the disks account for it" in result.findings[0].message
 
 
 # --- cpu.frequency ---------------------------------------------------------------------

@@ -86,8 +86,36 @@ class DeviceIO:
     await_ms: float
     util_pct: float
     aqu_sz: float
-    in_flight: int
+    in_flight: int  # requests in flight when the sample ended
     await_since_boot_ms: float
+    in_flight_before: int = 0  # requests in flight when the sample began
+
+    @property
+    def stuck(self) -> bool:
+        """Requests in flight at both ends of the sample and none completed: a stalled device."""
+        return self.ios == 0 and self.in_flight_before > 0 and self.in_flight > 0
+
+    @property
+    def held(self) -> float:
+        """The share of the sample (0..1) with a request in flight: %util, all of it if stuck.
+
+        io_ticks (%util) grows while any request is in flight, finished or not (on kernels
+        that bring it up to date when /proc/diskstats is read); a stuck device counts as
+        busy throughout on any kernel.
+        """
+        return 1.0 if self.stuck else self.util_pct / 100.0
+
+    @property
+    def waiting_bound(self) -> float:
+        """At most this many tasks waited on the device, on average over the sample.
+
+        A task waits only while its request is in flight. aqu-sz (field 11) sums the times
+        of completed requests only, so a request that never finishes adds nothing to it;
+        the busy share times the requests in flight at both ends (at least one) does count
+        it. The larger of the two.
+        """
+        in_flight = max(1, min(self.in_flight_before, self.in_flight))
+        return max(self.aqu_sz, self.held * in_flight)
 
 
 def is_whole_disk(name: str, block_devices: set[str] | None) -> bool:
@@ -137,6 +165,7 @@ def compute_io(
                 await_since_boot_ms=(
                     (b.read_ms + b.write_ms + b.discard_ms) / total_ios if total_ios else 0.0
                 ),
+                in_flight_before=a.in_flight,
             )
         )
     return sorted(out, key=lambda d: d.name)
@@ -174,14 +203,32 @@ class DiskActivity:
         return sum(d.aqu_sz for d in self.counted)
 
     @property
+    def waiting_bound(self) -> float:
+        """At most this many tasks waited on the disks on average over the window (summed)."""
+        return sum(d.waiting_bound for d in self.counted)
+
+    @property
     def busy_pct(self) -> float:
-        """At most this much of the window had a request in flight: %util summed, up to 100."""
-        return min(100.0, sum(d.util_pct for d in self.counted))
+        """At most this much of the window had a request in flight: %util summed, up to 100.
+
+        A stuck device (requests in flight at both ends, none completed) counts as 100%.
+        """
+        return min(100.0, 100.0 * sum(d.held for d in self.counted))
 
     @property
     def in_flight(self) -> int:
         """Requests in flight when the window closed."""
         return sum(d.in_flight for d in self.counted)
+
+    @property
+    def in_flight_before(self) -> int:
+        """Requests in flight when the window opened."""
+        return sum(d.in_flight_before for d in self.counted)
+
+    @property
+    def stuck(self) -> tuple[DeviceIO, ...]:
+        """Devices with requests in flight all window and none completed."""
+        return tuple(d for d in self.counted if d.stuck)
 
     @property
     def busiest(self) -> DeviceIO | None:
@@ -194,10 +241,15 @@ class DiskActivity:
         busiest = self.busiest
         if busiest is None:
             return text + "; no disks"
-        return (
+        text = (
             f"{text}; busiest {busiest.name}: {busiest.util_pct:.0f}% util, "
-            f"await {busiest.await_ms:.1f} ms; {self.in_flight} in flight at the end"
+            f"await {busiest.await_ms:.1f} ms; {self.in_flight_before} in flight at the start "
+            f"and {self.in_flight} at the end"
         )
+        if stuck := self.stuck:
+            names = ", ".join(f"{d.name} ({d.in_flight} requests)" for d in stuck[:3])
+            text += f"; nothing completed on {names}: stalled"
+        return text
 
     def to_dict(self) -> dict[str, object]:
         """The window's figures for a check's data."""
@@ -206,7 +258,10 @@ class DiskActivity:
             "interval_s": round(self.interval_s, 3),
             "requests_in_flight_avg": round(self.queued, 3),
             "busy_pct": round(self.busy_pct, 1),
+            "in_flight_at_start": self.in_flight_before,
             "in_flight_at_end": self.in_flight,
+            "waiting_bound": round(self.waiting_bound, 3),
+            "stuck": [d.name for d in self.stuck],
             "busiest": busiest.name if busiest else None,
             "busiest_util_pct": round(busiest.util_pct, 1) if busiest else None,
             "busiest_await_ms": round(busiest.await_ms, 2) if busiest else None,

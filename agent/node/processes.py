@@ -283,17 +283,89 @@ def io_uring_waiters(ctx: Context, limit: int = IO_URING_WAIT_SCAN_LIMIT) -> dic
     has a request pending (a receive on an idle socket too). At most `limit` threads
     are looked at; processes that vanish meanwhile are left out.
     """
+    return scan_waits(ctx, limit).io_uring
+
+
+#: /proc/<pid>/stat flags bit of kernel threads (their D sleeps are not user I/O waits).
+PF_KTHREAD = 0x00200000
+KTHREADD_PID = 2
+
+
+@dataclass(frozen=True)
+class BlockedTask:
+    """A user thread in uninterruptible sleep (state D), not in io_uring_enter."""
+
+    pid: int
+    tid: int
+    start_ticks: int  # tells a reused tid apart
+    name: str  # the thread's comm
+    wchan: str  # where it sleeps ('' when not readable)
+
+
+@dataclass(frozen=True)
+class ThreadWaits:
+    """What a walk over every thread found asleep: io_uring waiters, threads in D state."""
+
+    io_uring: dict[int, int]  # pid -> threads asleep in io_uring_enter
+    blocked: tuple[BlockedTask, ...]
+
+
+def _task_stat(ctx: Context, pid: int, tid: int) -> str:
+    """A thread's stat line ('' when gone or unreadable)."""
+    return ctx.read_optional(f"/proc/{pid}/task/{tid}/stat", STAT_LIMIT) or ""
+
+
+def _state(text: str) -> str:
+    """The state letter of a stat line ('' when there is none), without parsing the rest."""
+    fields = text.rpartition(")")[2].split(maxsplit=1)
+    return fields[0] if fields else ""
+
+
+def blocked_task(ctx: Context, pid: int, tid: int, text: str | None = None) -> BlockedTask | None:
+    """The thread, when it is a user thread asleep in D state outside io_uring; else None.
+
+    Disk, NFS, CIFS and FUSE waits sleep in D (uninterruptible or killable); io_uring's
+    completion wait sleeps interruptibly (S). Kernel threads are left out: some idle in D
+    without doing I/O, and their disk waits show in /proc/diskstats anyway. `text` is
+    the thread's stat line when already read.
+    """
+    task = f"/proc/{pid}/task/{tid}"
+    text = _task_stat(ctx, pid, tid) if text is None else text
+    stat = parse_stat(text) if _state(text) == "D" else None
+    if stat is None:
+        return None
+    fields = text.rpartition(")")[2].split()
+    flags = parse_int(fields[6]) if len(fields) > 6 else None
+    if KTHREADD_PID in (pid, stat.ppid) or (flags is not None and flags & PF_KTHREAD):
+        return None
+    wchan = (ctx.read_optional(f"{task}/wchan", WCHAN_LIMIT) or "").strip()
+    if wchan.startswith(IO_URING_WCHAN):
+        return None
+    return BlockedTask(pid, tid, stat.start_ticks, stat.name, "" if wchan == "0" else wchan)
+
+
+def scan_waits(ctx: Context, limit: int = IO_URING_WAIT_SCAN_LIMIT) -> ThreadWaits:
+    """One walk over at most `limit` threads: who waits in io_uring_enter, who sleeps in D."""
     found: dict[int, int] = {}
+    blocked: list[BlockedTask] = []
     budget = limit
     for pid in list_pids(ctx)[:MAX_PIDS]:
         if budget <= 0:
             break
         tids = read_threads(ctx, pid)[:budget]
         budget -= len(tids)
-        waiting = sum(1 for tid in tids if waits_in_io_uring(ctx, pid, tid))
+        waiting = 0
+        for tid in tids:
+            text = _task_stat(ctx, pid, tid)
+            state = _state(text)
+            if state == "D":
+                if task := blocked_task(ctx, pid, tid, text):
+                    blocked.append(task)
+            elif state in ("S", "") and waits_in_io_uring(ctx, pid, tid):
+                waiting += 1  # io_uring's wait sleeps in S ('': stat unreadable, ask wchan)
         if waiting:
             found[pid] = waiting
-    return found
+    return ThreadWaits(found, tuple(blocked))
 
 
 # -- the broker --------------------------------------------------------------------
