@@ -18,7 +18,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import find_broker, read_processes
-from snapshot_agent.node.system import placement, read_system
+from snapshot_agent.node.system import UNDETERMINED, placement, read_system
 
 #: Process names (comm, at most 15 characters) of time synchronisation daemons.
 TIME_DAEMONS = {
@@ -58,6 +58,7 @@ class SyncFacts:
     daemons: list[str] = field(default_factory=list)
     reports: list[SyncReport] = field(default_factory=list)
     container: str = ""  # container technology when inside one (namespaces decide)
+    maybe_container: bool = False  # the evidence conflicts: a container, or the host itself
     placement: str = "bare metal"  # 'VM (kvm)', 'container (docker)', 'bare metal'
     placement_evidence: list[str] = field(default_factory=list)
     kernel: KernelClock | None = None  # the kernel's own sync state (adjtimex)
@@ -367,7 +368,8 @@ def read_sync(ctx: Context) -> SyncFacts:
     names = {p.name for p in read_processes(ctx).values() if p.state != "Z"}
     facts.daemons = sorted({label for comm, label in TIME_DAEMONS.items() if comm in names})
     system = read_system(ctx)
-    facts.container = "" if system.container == "none" else system.container
+    facts.container = "" if system.container in ("none", UNDETERMINED) else system.container
+    facts.maybe_container = system.container == UNDETERMINED
     facts.placement = placement(system.virtualization, system.container)
     facts.placement_evidence = system.evidence
     kernel = read_kernel_clock(ctx)
@@ -425,6 +427,13 @@ _INSTALL = (
     "`systemctl enable --now chrony`; on cloud VMs point it at the provider's time service "
     "(AWS 169.254.169.123, GCP metadata.google.internal)."
 )
+_HOST_OR_HERE = (
+    "Whether the agent runs in a container could not be settled (the data's "
+    "placement_evidence lists what conflicts). The clock is the kernel's: fix it on the "
+    "machine that runs this kernel, which is this node if the agent runs on it directly and "
+    "the container's host if it runs in a container (a hostPID pod shows the host's "
+    "processes); a daemon inside a container cannot discipline the host's clock. "
+)
 
 
 #: How far (ms, either direction) the clock is from its time source.
@@ -452,7 +461,7 @@ def _sync_data(facts: SyncFacts) -> dict[str, Any]:
     """Daemons, what each readable source said, and what could not be read."""
     return {
         "daemons": facts.daemons,
-        "container": facts.container or None,
+        "container": facts.container or (UNDETERMINED if facts.maybe_container else None),
         "placement": facts.placement,
         "placement_evidence": facts.placement_evidence,
         "kernel": _kernel_data(facts),
@@ -519,13 +528,16 @@ def _judged_reports(facts: SyncFacts) -> list[SyncReport]:
 
 
 def _where(facts: SyncFacts) -> str:
-    """'this VM (kvm)', 'this container (docker)', 'this bare-metal node'."""
+    """'this VM (kvm)', 'this container (docker)', 'this bare-metal node', 'this node (...)'."""
+    if facts.maybe_container:
+        return f"this node ({facts.placement})"
     return "this bare-metal node" if facts.placement == "bare metal" else f"this {facts.placement}"
 
 
 def _install_advice(facts: SyncFacts) -> str:
-    """How to get a time daemon running here (KVM guests can follow the host)."""
-    return _INSTALL + (_KVM_HOST_CLOCK if "kvm" in facts.placement else "")
+    """How to get a time daemon running here, or on the host when this may be a container."""
+    where = _HOST_OR_HERE if facts.maybe_container else ""
+    return where + _INSTALL + (_KVM_HOST_CLOCK if "kvm" in facts.placement else "")
 
 
 def _nothing_keeps_time(facts: SyncFacts, r: SyncReport) -> Finding:
@@ -644,6 +656,10 @@ def time_sync(ctx: Context) -> Result:
       host's clock is unsynchronised) [test_time_sync_no_daemon_and_unsynchronised_kernel_warns]
     - warn: a host with no daemon and no readable kernel state
       [test_time_sync_no_daemon_warns_on_a_host]
+    - warn: a hostPID pod that may not read PID 1's namespaces (its own cgroup namespace,
+      the host's PID namespace: container or host undetermined), no daemon, the kernel
+      unsynchronised; the advice names the host, not the pod
+      [test_time_sync_undetermined_container_gives_neutral_advice]
     - warn: ntpd's selected peer 250 ms away [test_time_sync_ntpd]
     - warn: chrony and ntpd both run and fight over the clock
       [test_time_sync_two_daemons_warn]

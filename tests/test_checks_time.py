@@ -30,7 +30,14 @@ from snapshot_agent.checks.timesync import (
 from snapshot_agent.core.results import Status
 
 from .conftest import fake_tools, fixture_roots, make_context, write_tree
-from .test_node_container import CHILD_CGROUP, CHILD_PID, HOST_PID, HOST_USER, namespaces
+from .test_node_container import (
+    CHILD_CGROUP,
+    CHILD_PID,
+    HOST_PID,
+    HOST_USER,
+    hostpid_pod,
+    namespaces,
+)
 
 CHRONY_SYNCED = """\
 Reference ID    : A9FEA97B (169.254.169.123)
@@ -372,6 +379,42 @@ def test_time_sync_no_daemon_and_unsynchronised_kernel_warns(
     kernel = result.data["kernel"]
     assert kernel["sta_unsync"] and kernel["maxerror_us"] == 16_000_000
     assert result.data["container"] == ("docker" if build is real_container else None)
+
+
+@pytest.mark.parametrize(
+    ("clock", "status", "summary"),
+    [
+        (UNSYNCED, Status.WARN, "no time sync daemon runs on this node (container or host: "),
+        (None, Status.WARN, "no time sync daemon runs on this node (container or host: "),
+        (SYNCED, Status.PASS, "no time daemon visible on this node (container or host: "),
+    ],
+    ids=["kernel-unsynchronised", "kernel-unread", "kernel-synchronised"],
+)
+def test_time_sync_undetermined_container_gives_neutral_advice(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: KernelClock | None,
+    status: Status,
+    summary: str,
+) -> None:
+    # Review of issue 8: a hostPID pod that may not read PID 1's namespaces. It sees the
+    # host's processes, so "no daemon" is the host's state; but it was called bare metal
+    # and told to install chrony here, i.e. in the pod.
+    hostpid_pod(node)
+    daemon(node, 1, "systemd")
+    if clock is not None:
+        kernel_clock(monkeypatch, clock)
+    result = run_sync(tmp_path, node)
+    assert result.status == status
+    assert result.summary.startswith(summary + "undetermined)")
+    assert result.data["container"] == "unknown"
+    assert result.data["placement_evidence"][0].startswith("this process sees its own cgroup")
+    for finding in result.findings:
+        assert "this node if the agent runs on it directly and the container's host" in (
+            finding.remediation
+        )
+        assert "apt install chrony" in finding.remediation
 
 
 def test_time_sync_no_daemon_but_kernel_synchronised_passes(

@@ -1,8 +1,10 @@
 """Container detection: namespaces and cgroups decide, marker files only corroborate.
 
 Fixture trees for each class of node (a real container, a VM whose image kept a
-/.dockerenv, bare metal, a container sharing the host's PID namespace), and two live
-tests: this machine as it is, and a real PID namespace the test starts with unshare(1).
+/.dockerenv, bare metal, a container sharing the host's PID namespace, a hostPID pod that
+may not read PID 1's namespaces, a sandboxed service on a host), and live tests: this
+machine as it is, a real PID namespace the test starts with unshare(1), and real processes
+in private cgroup, mount and UTS namespaces, with and without a runtime shim as parent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ import pytest
 from snapshot_agent.node.system import (
     INIT_MNT_NAMESPACE,
     INIT_NAMESPACES,
+    INIT_UTS_NAMESPACE,
+    UNDETERMINED,
+    ContainerSignals,
+    judge_container,
+    parse_mountinfo_root,
+    placement,
     read_container,
     read_system,
 )
@@ -37,6 +45,14 @@ CGROUP_V1_ROOT = "".join(
     )
 )
 DOCKER_ID = "4aba226333b106980cf796e35105658a" * 2
+POD_UID = "6f1c2a4e-9b7d-4c3a-8e21-0d5f7a9b3c11"
+#: Namespaces a sandbox or a runtime makes for the agent alone (not PID 1's).
+OWN_MNT, OWN_UTS = 4026532400, 4026532401
+#: /proc/self/mountinfo of a containerd container: an overlay root (image layers).
+OVERLAY_ROOT = (
+    "1012 900 0:312 / / rw,relatime master:301 - overlay overlay rw,lowerdir=/var/lib/"
+    "containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/41/fs,upperdir=/u,workdir=/w\n"
+)
 
 
 def namespaces(node: Path, proc: str = "1", **inodes: int) -> None:
@@ -45,6 +61,23 @@ def namespaces(node: Path, proc: str = "1", **inodes: int) -> None:
         link = node / f"proc/{proc}/ns/{kind}"
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(f"{kind}:[{inode}]")
+
+
+def stat(node: Path, pid: int, comm: str, ppid: int, *, own: bool = False) -> None:
+    """/proc/<pid>/stat (/proc/self/stat when `own`): enough to name it and its parent."""
+    line = f"{pid} ({comm}) S {ppid} 1 1 0 -1 0 0 0 0 0 5 5 0 0 20 0 1 0 9 9 9\n"
+    write_tree(node, {f"proc/{'self' if own else pid}/stat": line})
+
+
+def hostpid_pod(node: Path) -> None:
+    """Issue 8 review: a Kubernetes pod with hostPID: true (containerd, cgroup v2).
+
+    The agent may not ptrace PID 1 (the host's systemd), so /proc/1/ns/* is unreadable and
+    its own PID namespace, the host's, stands in. Its cgroup namespace is private: it sees
+    itself at 0::/ and PID 1 outside its root.
+    """
+    namespaces(node, proc="self", pid=HOST_PID)
+    write_tree(node, {"proc/1/cgroup": "0::/init.scope\n", "proc/self/cgroup": "0::/\n"})
 
 
 def detect(tmp_path: Path, node: Path) -> tuple[str, list[str]]:
@@ -131,7 +164,7 @@ def test_old_kernel_sched_shows_the_host_pid(tmp_path: Path, node: Path) -> None
     # Before /proc/PID/sched used namespace pids, a container's PID 1 showed its host pid.
     write_tree(node, {"proc/1/sched": "bash (24601, #threads: 1)\n", "proc/1/cgroup": "0::/\n"})
     name, evidence = detect(tmp_path, node)
-    assert name == "unknown" and "the host's pid 24601" in evidence[0]
+    assert name == "unknown runtime" and "the host's pid 24601" in evidence[0]
 
 
 def test_container_sharing_the_host_pid_namespace_is_found_by_its_cgroup(
@@ -152,6 +185,143 @@ def test_container_sharing_the_host_pid_namespace_is_found_by_its_cgroup(
         evidence[0]
         == f"this process's cgroup /system.slice/docker-{DOCKER_ID}.scope is a docker container's"
     )
+
+
+def test_hostpid_pod_without_ptrace_on_pid1_is_undetermined(tmp_path: Path, node: Path) -> None:
+    # Before: 'none' (the host's PID namespace alone decided), and time.sync told the SRE
+    # to install chrony in the pod.
+    hostpid_pod(node)
+    name, evidence = detect(tmp_path, node)
+    assert name == UNDETERMINED
+    assert evidence == [
+        "this process sees its own cgroup as 0::/ but PID 1's as 0::/init.scope: a cgroup "
+        "namespace of its own",
+        "this process is in the host's PID namespace (pid:[4026531836])",
+    ]
+    assert placement("kvm", name) == "VM (kvm), container or host: undetermined"
+
+
+@pytest.mark.parametrize(
+    ("own", "files", "hint"),
+    [
+        ({"cgroup": CHILD_CGROUP}, {"proc/1/cgroup": "0::/../../init.scope\n"}, "cgroup name"),
+        ({"uts": OWN_UTS}, {}, "uts namespace (uts:[4026532401]) other than the host's"),
+        ({}, {"proc/self/mountinfo": OVERLAY_ROOT}, "root file system is overlay"),
+    ],
+    ids=["own-cgroup-namespace", "own-uts-namespace", "overlay-root"],
+)
+def test_agent_isolated_in_the_host_pid_namespace_is_undetermined(
+    tmp_path: Path, node: Path, own: dict[str, int], files: dict[str, str], hint: str
+) -> None:
+    # Each sign of the agent's own isolation, against only the host's PID namespace.
+    namespaces(node, proc="self", pid=HOST_PID, **own)
+    write_tree(node, files)
+    name, evidence = detect(tmp_path, node)
+    assert name == UNDETERMINED and any(hint in e for e in evidence), evidence
+
+
+def test_reviewer_reproduction_is_undetermined() -> None:
+    # /tmp/rv/t_ctr.py: the signals of a hostPID pod, judged directly.
+    signals = ContainerSignals(
+        namespaces={"pid": HOST_PID},
+        namespaces_of="this process",
+        sched_pid=1,
+        cgroups={"PID 1": "0::/init.scope\n", "this process": "0::/\n"},
+    )
+    assert judge_container(signals).name == UNDETERMINED
+
+
+def test_hostpid_pod_is_found_by_its_runtime_shim(tmp_path: Path, node: Path) -> None:
+    # The host's process tree is visible in a hostPID pod: the agent's parent is the shim.
+    hostpid_pod(node)
+    stat(node, 4300, "snapshot-agent", 4211, own=True)
+    stat(node, 4211, "containerd-shim", 1)
+    stat(node, 1, "systemd", 0)
+    name, evidence = detect(tmp_path, node)
+    assert name == "containerd"
+    assert evidence == [
+        "this process descends from containerd-shim (pid 4211), a containerd container's "
+        "runtime shim"
+    ]
+
+
+def test_privileged_hostpid_pod_is_found_by_its_kubelet_mounts(tmp_path: Path, node: Path) -> None:
+    # Allowed to read PID 1's namespaces (the host's): the pod's own mounts tell.
+    namespaces(node, pid=HOST_PID, user=HOST_USER, cgroup=HOST_CGROUP, mnt=4026531840)
+    namespaces(node, proc="self", pid=HOST_PID, mnt=OWN_MNT)
+    hosts = f"/var/lib/kubelet/pods/{POD_UID}/etc-hosts"
+    write_tree(
+        node,
+        {
+            "proc/1/cgroup": "0::/init.scope\n",
+            "proc/self/cgroup": "0::/\n",
+            "proc/self/mountinfo": OVERLAY_ROOT
+            + f"1020 1012 253:1 {hosts} /etc/hosts rw,relatime - ext4 /dev/vda1 rw\n",
+        },
+    )
+    name, evidence = detect(tmp_path, node)
+    assert name == "kubernetes"
+    assert evidence[0] == f"/etc/hosts is mounted from {hosts}, a kubernetes container's"
+
+
+def sandboxed_service(node: Path) -> None:
+    """The agent as a systemd unit with PrivateTmp= and ProtectHostname= on a host."""
+    namespaces(
+        node, pid=HOST_PID, user=HOST_USER, cgroup=HOST_CGROUP, mnt=4026531840,
+        uts=INIT_UTS_NAMESPACE,
+    )  # fmt: skip
+    namespaces(node, proc="self", pid=HOST_PID, mnt=OWN_MNT, uts=OWN_UTS, cgroup=HOST_CGROUP)
+    write_tree(
+        node,
+        {
+            "proc/1/cgroup": "0::/init.scope\n",
+            "proc/self/cgroup": "0::/system.slice/snapshot-agent.service\n",
+        },
+    )
+
+
+def test_sandboxed_service_on_a_host_is_not_a_container(tmp_path: Path, node: Path) -> None:
+    sandboxed_service(node)
+    stat(node, 812, "snapshot-agent", 1, own=True)
+    stat(node, 1, "systemd", 0)
+    name, evidence = detect(tmp_path, node)
+    assert name == "none"
+    assert (
+        "none of this process's 1 ancestors up to the host's PID 1 (systemd) is a container "
+        "runtime's shim" in evidence
+    )
+    overruled = [e for e in evidence if "overruled" in e]
+    assert [o.split(",")[0] for o in overruled] == [
+        "this process is in a mnt namespace (mnt:[4026532400]) other than PID 1's "
+        "(mnt:[4026531840])",
+        "this process is in a uts namespace (uts:[4026532401]) other than PID 1's "
+        "(uts:[4026531838])",
+    ]
+
+
+def test_sandboxed_service_with_its_ancestry_hidden_is_undetermined(
+    tmp_path: Path, node: Path
+) -> None:
+    # hidepid= hides the parent: nothing tells the sandbox from a privileged hostPID pod.
+    sandboxed_service(node)
+    stat(node, 812, "snapshot-agent", 1, own=True)
+    assert detect(tmp_path, node)[0] == UNDETERMINED
+
+
+def test_parse_mountinfo_root() -> None:
+    text = (
+        "22 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "30 22 0:40 / / rw - overlay overlay rw,lowerdir=/l\n"  # mounted over: in use
+        "31 30 254:0 /var/lib/docker/containers/" + DOCKER_ID + "/hostname /etc/hostname rw - "
+        "ext4 /dev/vda rw\n"
+        "32 30 254:0 /srv/my\\040hosts /etc/hosts rw - ext4 /dev/vda rw\n"  # the host's own
+        "garbage\n"
+    )
+    root_fs, mounts = parse_mountinfo_root(text)
+    assert root_fs == "overlay"
+    assert mounts == [
+        ("/etc/hostname", f"/var/lib/docker/containers/{DOCKER_ID}/hostname", "docker")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -221,3 +391,60 @@ def test_a_real_pid_namespace_is_a_container(tmp_path: Path) -> None:
     facts = json.loads(out.stdout)
     assert facts["name"] != "none"
     assert facts["evidence"][0].startswith("PID 1 is in a pid namespace of its own")
+
+
+#: The agent's view, judged in a child process the live tests start.
+JUDGE_SCRIPT = (
+    "import json, pathlib, tempfile\n"
+    "from snapshot_agent.node.system import read_container\n"
+    "from tests.conftest import make_context\n"
+    "f = read_container(make_context(pathlib.Path(tempfile.mkdtemp())))\n"
+    "print(json.dumps({'name': f.name, 'evidence': f.evidence, 'overruled': f.overruled}))\n"
+)
+#: What `unshare` gives the child: a hostPID pod's (or a sandbox's) private namespaces.
+PRIVATE = ["unshare", "--cgroup", "--mount", "--uts"]
+
+
+def _judged(argv: list[str]) -> dict[str, object]:
+    """Run JUDGE_SCRIPT under `argv` (a launcher prefix) and return its verdict."""
+    out = subprocess.run(
+        [*argv, sys.executable, "-c", JUDGE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _private_namespaces_work() -> bool:
+    """unshare(1) can give a process its own cgroup, mount and UTS namespaces here."""
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run([*PRIVATE, "true"], capture_output=True, timeout=10).returncode == 0
+
+
+def test_real_process_in_private_namespaces_under_a_shim_is_a_container(tmp_path: Path) -> None:
+    """A hostPID pod, for real: own cgroup, mount, UTS namespaces; parent named a shim."""
+    if not _private_namespaces_work():
+        pytest.skip("unshare --cgroup --mount --uts is not permitted here")
+    # The shim: a Python whose comm is 'containerd-shim' (exec'd through a symlink of that
+    # name), waiting for its child as containerd-shim-runc-v2 does.
+    shim = tmp_path / "containerd-shim-runc-v2"
+    shim.symlink_to(os.path.realpath(sys.executable))
+    launcher = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+    facts = _judged([str(shim), "-c", launcher, *PRIVATE])
+    assert facts["name"] == "containerd", facts
+    assert any("descends from containerd-shim (pid" in e for e in facts["evidence"]), facts
+
+
+def test_real_sandboxed_process_is_judged_as_its_parent(tmp_path: Path) -> None:
+    """Own cgroup, mount, UTS namespaces but no shim (a service sandbox): as the test is."""
+    if not _private_namespaces_work():
+        pytest.skip("unshare --cgroup --mount --uts is not permitted here")
+    ours = read_container(make_context(tmp_path)).name
+    facts = _judged(PRIVATE)
+    assert facts["name"] == ours, facts
+    if ours == "none":  # the sandbox's namespaces were seen, and overruled
+        assert any("cgroup namespace of its own" in o for o in facts["overruled"]), facts
