@@ -19,7 +19,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity, Status
 from snapshot_agent.core.units import mib_or_gib
-from snapshot_agent.node.cgroup import CgroupFacts, read_cgroup
+from snapshot_agent.node.cgroup import CgroupFacts, MemoryLevel, read_cgroup
 from snapshot_agent.node.procfs import parse_cpu_list, read_mem_total
 from snapshot_agent.node.system import placement, read_system
 
@@ -434,22 +434,54 @@ PIDS = Band("pids_pct", warn=80, fail=95)
 CPU_THROTTLED = Band("cpu_throttled_pct", warn=10)
 
 
+def _over_high(level: MemoryLevel) -> float | None:
+    """What a level cannot reclaim as a share of its own memory.high; None when not over."""
+    mem, high = level.charge, level.high
+    if high is None or high <= 0 or mem is None or mem.unreclaimable < high:
+        return None  # page cache above memory.high is simply reclaimed: not a finding
+    return mem.unreclaimable / high
+
+
 def _over_memory_high(cg: CgroupFacts) -> list[Finding]:
-    """What the cgroup cannot reclaim is over memory.high (v2): allocations are throttled."""
-    high = cg.memory_high if cg.version == "v2" else None
-    if high is None or cg.memory is None or cg.memory.unreclaimable < high:
-        return []  # page cache above memory.high is simply reclaimed: not a finding
+    """What a level of the cgroup cannot reclaim is over its memory.high (v2): throttled."""
+    if cg.version != "v2":
+        return []
+    # Each level against its own memory.high (a slice's may be the one exceeded).
+    over = [(share, lvl) for lvl in cg.memory_levels if (share := _over_high(lvl)) is not None]
+    if not over:
+        return []
+    _, level = max(over, key=lambda o: o[0])
+    mem, high = level.charge, level.high or 0
+    who = "the cgroup" if level is cg.leaf else f"the cgroup's ancestor {level.path}"
     return [
         Finding(
             Severity.WARN,
-            f"the cgroup holds {mib_or_gib(cg.memory.unreclaimable)} it cannot reclaim "
+            f"{who} holds {mib_or_gib(mem.unreclaimable if mem else 0)} it cannot reclaim "
             f"(anonymous memory, shmem, kernel; page cache excluded), over its memory.high "
             f"of {mib_or_gib(high)}: the kernel throttles every allocation",
             "Over memory.high the kernel slows each allocation of the broker and reclaims "
-            "hard, so its shards stall. Raise it (systemd `MemoryHigh=`, Kubernetes "
-            "memory.high via the runtime) or reduce the broker's memory use "
-            "([system.memory_pool] size, caches).",
-            "memory.high",
+            "hard, so its shards stall. Raise it (systemd `MemoryHigh=` on the unit or slice "
+            "that sets it, Kubernetes memory.high via the runtime) or reduce the broker's "
+            "memory use ([system.memory_pool] size, caches).",
+            f"{level.at}/memory.high",
+        )
+    ]
+
+
+def _limits_unknown(cg: CgroupFacts) -> list[Finding]:
+    """The broker's cgroup is not visible to the agent: its limits are unknown, not absent."""
+    if not cg.hidden:
+        return []
+    return [
+        Finding(
+            Severity.INFO,
+            f"{cg.why_hidden()}: its {', '.join(cg.hidden)} limits are unknown",
+            "Let the agent see the broker's cgroup: run it in the host's cgroup namespace "
+            "(docker `--cgroupns=host`, or on the host), or let it read "
+            f"/proc/{cg.broker_pid}/root (a shared process namespace, the broker's user or "
+            "CAP_SYS_PTRACE). Meanwhile read the limits with `kubectl describe pod` or "
+            "`docker inspect`.",
+            f"/proc/{cg.broker_pid}/cgroup",
         )
     ]
 
@@ -491,7 +523,7 @@ def _cpu_throttling(cg: CgroupFacts, thresholds: dict[str, Any]) -> list[Finding
             f"warn at {CPU_THROTTLED.limit(severity, thresholds):g}%)",
             "Throttling stalls the broker's shards for the rest of a period: latency "
             "spikes. Raise the CPU quota or lower cpu_allocation to the quota.",
-            cg.cpu_limit_at or "cpu.stat",
+            cg.cpu_stat_at or "cpu.stat",
         )
     ]
 
@@ -519,16 +551,21 @@ def _near_pids_limit(cg: CgroupFacts, thresholds: dict[str, Any]) -> list[Findin
 
 
 def _memory_words(facts: VirtFacts) -> str:
-    """The memory charged to the cgroup against its limit; memory.usage judges it."""
+    """The memory charged at the level with least headroom against its limit (memory.usage's)."""
     cg = facts.cgroup
-    limit = cg.binding_memory_limit(facts.mem_total)
-    if cg.memory is None:
+    if not cg.memory_known and cg.version:
+        return "memory limit unknown (the broker's cgroup is not visible here)"
+    level = cg.memory_level(facts.mem_total)
+    shown = level or cg.leaf
+    limit = level.limit if level else None
+    if shown is None or shown.charge is None:
         return f"memory limit {mib_or_gib(limit)}" if limit is not None else "no memory limit"
-    charged = mib_or_gib(cg.memory.usage)
-    cache = f"{mib_or_gib(cg.memory.reclaimable)} of it reclaimable cache"
+    charged = mib_or_gib(shown.charge.usage)
+    cache = f"{mib_or_gib(shown.charge.reclaimable)} of it reclaimable cache"
     if limit is None:
         return f"memory {charged} ({cache}), no limit"
-    return f"memory {charged} of {mib_or_gib(limit)} ({cache}; judged by memory.usage)"
+    at = "" if shown is cg.leaf else f" set on {shown.path}"
+    return f"memory {charged} of {mib_or_gib(limit)}{at} ({cache}; judged by memory.usage)"
 
 
 def _virt_summary(facts: VirtFacts) -> str:
@@ -536,22 +573,30 @@ def _virt_summary(facts: VirtFacts) -> str:
     cg = facts.cgroup
     parts = [placement(facts.virtualization, facts.container), _memory_words(facts)]
     sees = _visible_cores(facts)
-    if cg.cpu_quota is not None:
+    if "cpu" in cg.hidden:
+        parts.append(f"CPU quota unknown ({sees} cores)")
+    elif cg.cpu_quota is not None:
         parts.append(f"CPU quota {cg.cpu_quota:g} of {sees} cores")
     else:
         parts.append(f"no CPU quota ({sees} cores)")
     if cg.pids_max is not None and cg.pids_current is not None:
         parts.append(f"{cg.pids_current} of {cg.pids_max} pids")
     ok = "; ".join(parts)
-    if cg.version:
-        ok += f" (cgroup {cg.version} of {cg.owner})"
+    if cg.hidden:
+        ok += f" (cgroup {cg.version}; {cg.why_hidden()})"
+    elif cg.version:
+        seen = f", read through {cg.seen_through}" if cg.seen_through else ""
+        ok += f" (cgroup {cg.version} of {cg.owner}{seen})"
     return ok
 
 
 def _virt_data(facts: VirtFacts) -> dict[str, Any]:
     """Hypervisor, container, host size and every cgroup figure read."""
     cg = facts.cgroup
-    mem = cg.memory
+    level = cg.memory_level(facts.mem_total)
+    shown = level or cg.leaf
+    mem = shown.charge if shown else None
+    highs = [lvl.high for lvl in cg.memory_levels if lvl.high is not None]
     return {
         "virtualization": facts.virtualization,
         "container": facts.container,
@@ -562,20 +607,35 @@ def _virt_data(facts: VirtFacts) -> dict[str, Any]:
             "version": cg.version,
             "of": cg.of,
             "path": cg.path,
-            "memory_max": cg.memory_max,
-            "memory_high": cg.memory_high,
-            "memory_usage": cg.memory_usage,
+            "hidden": cg.hidden,
+            "seen_through": cg.seen_through or None,
+            "memory_max": level.limit if level else None,
+            "memory_high": min(highs) if highs else None,
+            "memory_usage": mem.usage if mem else None,
             "memory_reclaimable": mem.reclaimable if mem else None,
             "memory_unreclaimable": mem.unreclaimable if mem else None,
-            "memory_limit_at": cg.memory_limit_at,
-            "memory_events": cg.memory_events,
+            "memory_limit_at": level.at if level else "",
+            "memory_events": shown.events if shown else {},
+            "memory_levels": [
+                {
+                    "path": lvl.path,
+                    "at": lvl.at,
+                    "max": lvl.limit,
+                    "high": lvl.high,
+                    "usage": lvl.charge.usage if lvl.charge else None,
+                    "unreclaimable": lvl.charge.unreclaimable if lvl.charge else None,
+                }
+                for lvl in cg.memory_levels
+            ],
             "cpu_quota_cores": cg.cpu_quota,
             "cpu_limit_at": cg.cpu_limit_at,
+            "cpu_stat_at": cg.cpu_stat_at,
             "cpuset_cores": cg.cpuset_cores,
             "nr_periods": cg.nr_periods,
             "nr_throttled": cg.nr_throttled,
             "pids_max": cg.pids_max,
             "pids_current": cg.pids_current,
+            "pids_limit_at": cg.pids_limit_at,
         },
         "note": (
             "memory against the limit (page cache counted as reclaimable, pressure and "
@@ -589,6 +649,7 @@ def judge_virtualization(facts: VirtFacts, thresholds: dict[str, Any]) -> Result
     """CPU quota against the cores, throttling, pids against pids.max, memory.high."""
     cg = facts.cgroup
     findings = [
+        *_limits_unknown(cg),
         *_over_memory_high(cg),
         *_quota_below_cores(facts),
         *_cpu_throttling(cg, thresholds),
@@ -614,11 +675,20 @@ def system_virtualization(ctx: Context) -> Result:
       [test_virtualization_limit_full_of_active_page_cache_passes]
     - pass: a container without limits on a VM [test_virtualization_pass_without_limits]
     - pass: a cgroup v1 container at half its memory limit [test_virtualization_cgroup_v1]
+    - pass: a sidecar agent that cannot see the broker's cgroup: its limits reported
+      unknown, never the agent's own quota, pids or memory limit
+      [test_virtualization_sidecar_does_not_report_its_own_limits_as_the_broker]
+    - pass: a slice above the broker's unit with a larger limit, the fuller level named
+      [test_virtualization_memory_limit_of_an_ancestor_is_named]
     - warn: a pod near its pids.max, CPU-throttled in 30% of its periods
       [test_virtualization_limit_from_an_ancestor_cgroup]
     - warn: reaching each warn threshold (pids, throttled periods)
       [test_virtualization_bands_use_the_warn_fail_names]
     - warn: anonymous memory over memory.high [test_virtualization_over_memory_high_warns]
+    - warn: the slice above the broker's unit over its own memory.high with anonymous
+      memory [test_virtualization_memory_high_of_an_ancestor_slice_warns]
     - fail: 96 of a pids.max of 100 tasks [test_virtualization_pids_near_the_limit_fails]
+    - fail: the slice at 990 of its 1000 tasks while the unit's smaller pids.max has room
+      [test_virtualization_pids_judged_at_every_level]
     """
     return judge_virtualization(read_virtualization(ctx), ctx.thresholds)

@@ -16,7 +16,13 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
-from snapshot_agent.node.cgroup import CgroupFacts, MemoryPressure, read_cgroup
+from snapshot_agent.node.cgroup import (
+    CgroupFacts,
+    MemoryCharge,
+    MemoryLevel,
+    MemoryPressure,
+    read_cgroup,
+)
 from snapshot_agent.node.processes import is_broker, list_pids, parse_proc_status
 from snapshot_agent.node.procfs import (
     SwapDevice,
@@ -65,10 +71,19 @@ class MemoryFacts:
     cgroup: CgroupFacts = field(default_factory=CgroupFacts)
 
     @property
-    def limit(self) -> int | None:
-        """The cgroup memory limit (bytes) that binds the broker, None when none is below RAM."""
-        total = self.info.get("MemTotal", 0) * 1024
-        return self.cgroup.binding_memory_limit(total or None)
+    def mem_total(self) -> int | None:
+        """The host's RAM in bytes (None when /proc/meminfo has none)."""
+        return self.info.get("MemTotal", 0) * 1024 or None
+
+    @property
+    def limits(self) -> list[MemoryLevel]:
+        """Every level of the broker's cgroup whose memory limit can bind (below the RAM)."""
+        return self.cgroup.memory_limits(self.mem_total)
+
+    @property
+    def level(self) -> MemoryLevel | None:
+        """The level with the least headroom under its own limit; None when no limit binds."""
+        return self.cgroup.memory_level(self.mem_total)
 
 
 #: Fields shown in the breakdown table, in /proc/meminfo order.
@@ -139,21 +154,23 @@ def _pressure_words(pressure: MemoryPressure | None) -> str:
     )
 
 
-def _oom_words(cg: CgroupFacts) -> str:
+def _oom_words(level: MemoryLevel) -> str:
     """'3 OOM events since the cgroup was created' or 'no OOM event since …'."""
-    n = cg.oom_events
+    n = level.oom_events
     count = f"{n} OOM event{'s' if n != 1 else ''}" if n else "no OOM event"
     return f"{count} since the cgroup was created"
 
 
-def _struggling(facts: MemoryFacts, thresholds: dict[str, Any], *, oom: bool) -> list[str]:
-    """Signs that the kernel already struggles: memory pressure, and OOM events in the cgroup."""
+def _struggling(
+    facts: MemoryFacts, thresholds: dict[str, Any], level: MemoryLevel | None = None
+) -> list[str]:
+    """Signs that the kernel already struggles: memory pressure, and OOM events at `level`."""
     signs = []
     pressure = facts.cgroup.pressure
     if pressure and STALL.grade(max(pressure.some_avg10, pressure.some_avg60), thresholds):
         signs.append(_pressure_words(pressure))
-    if oom and facts.cgroup.oom_events:
-        signs.append(_oom_words(facts.cgroup))
+    if level is not None and level.oom_events:
+        signs.append(_oom_words(level))
     return signs
 
 
@@ -184,7 +201,7 @@ def _low_available(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Findi
     severity = AVAILABLE.grade(avail_pct, thresholds)
     if severity is None:
         return []
-    signs = _struggling(facts, thresholds, oom=False)
+    signs = _struggling(facts, thresholds)
     settled = _settle(severity, signs, facts)
     return [
         Finding(
@@ -205,35 +222,85 @@ def _low_available(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Findi
     ]
 
 
-def _limit_full(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Finding]:
-    """The broker's cgroup limit is full of memory the kernel cannot reclaim: OOM kill next."""
-    cg, limit = facts.cgroup, facts.limit
-    if limit is None or cg.memory is None:
-        return []
-    mem = cg.memory
-    pct = _pct(mem.unreclaimable, limit)
+def _cgroup_words(cg: CgroupFacts) -> str:
+    """The cgroup with its owner, and where it was read when not under our /sys/fs/cgroup."""
+    seen = (
+        f" (read through {cg.seen_through}; levels above it are not visible)"
+        if cg.seen_through
+        else ""
+    )
+    return f"{cg.owner}'s cgroup {cg.path}{seen}"
+
+
+def _level_words(cg: CgroupFacts, level: MemoryLevel) -> str:
+    """The cgroup itself, or the ancestor that sets the limit, named."""
+    if level is cg.leaf:
+        return _cgroup_words(cg)
+    return f"{level.path}, an ancestor of {_cgroup_words(cg)},"
+
+
+@dataclass(frozen=True)
+class LevelGrade:
+    """One level of the cgroup graded: its own unreclaimable memory against its own limit."""
+
+    level: MemoryLevel
+    limit: int
+    charge: MemoryCharge
+    pct: float
+    severity: Severity  # as LIMIT_USED grades the share
+    settled: Severity  # after the signs of struggle (pressure, OOM events at this level)
+    signs: list[str]
+
+
+_RANK = {Severity.INFO: 0, Severity.WARN: 1, Severity.FAIL: 2}
+
+
+def _grade_level(
+    facts: MemoryFacts, level: MemoryLevel, thresholds: dict[str, Any]
+) -> LevelGrade | None:
+    """A level whose limit is full of memory the kernel cannot reclaim; None when it is not."""
+    pct, limit, charge = level.used_pct, level.limit, level.charge
     severity = LIMIT_USED.grade(pct, thresholds)
-    if severity is None:
-        return []
-    signs = _struggling(facts, thresholds, oom=True)
+    if pct is None or severity is None or limit is None or charge is None:
+        return None
+    signs = _struggling(facts, thresholds, level)
     settled = _settle(severity, signs, facts)
+    return LevelGrade(level, limit, charge, pct, severity, settled, signs)
+
+
+def _limit_full(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Finding]:
+    """A limit over the broker (its cgroup's or an ancestor's) is full: OOM kill next."""
+    # Each level against its own limit: the smallest limit is not the one with least room.
+    graded = [g for lvl in facts.limits if (g := _grade_level(facts, lvl, thresholds))]
+    if not graded:
+        return []
+    worst = max(graded, key=lambda g: (_RANK[g.settled], g.pct))
+    cg, level, mem = facts.cgroup, worst.level, worst.charge
+    shared = (
+        ""
+        if level is cg.leaf
+        else f"The limit is set on {level.path} (a systemd slice or Kubernetes pod), which "
+        "everything under it shares: see which child holds the memory with "
+        "`systemd-cgtop -m` or each child's memory.current. "
+    )
     return [
         Finding(
-            settled,
-            f"{cg.owner}'s cgroup {cg.path} holds {format_bytes(mem.unreclaimable)} it "
-            f"cannot reclaim, {pct:g}% of its {format_bytes(limit)} memory limit "
-            f"({_band_words(LIMIT_USED, severity, settled, thresholds)}; anonymous "
-            f"{format_bytes(mem.anon)}, shmem {format_bytes(mem.shmem)}, reclaimable cache "
-            f"{format_bytes(mem.reclaimable)} not counted)"
-            + (f"; {'; '.join(signs)}" if signs else ""),
+            worst.settled,
+            f"{_level_words(cg, level)} holds {format_bytes(mem.unreclaimable)} it "
+            f"cannot reclaim, {worst.pct:g}% of its {format_bytes(worst.limit)} memory limit "
+            f"({_band_words(LIMIT_USED, worst.severity, worst.settled, thresholds)}; "
+            f"anonymous {format_bytes(mem.anon)}, shmem {format_bytes(mem.shmem)}, "
+            f"reclaimable cache {format_bytes(mem.reclaimable)} not counted)"
+            + (f"; {'; '.join(worst.signs)}" if worst.signs else ""),
             "At the limit the kernel first drops the broker's page cache (consumers then "
-            "read segments from disk), then stalls its allocations and OOM-kills it. See "
-            f"what holds the memory in `{cg.memory_limit_at}/memory.stat` (anon, shmem) and "
+            "read segments from disk), then stalls its allocations and OOM-kills it. "
+            + shared
+            + f"See what holds the memory in `{level.at}/memory.stat` (anon, shmem) and "
             "compare the broker's RSS with [system.memory_pool] size (4 GiB by default) "
             "and its caches. Raise the limit (docker `--memory`, Kubernetes "
-            "resources.limits.memory, or a systemd drop-in `[Service] MemoryMax=`) or "
-            "shrink the broker's memory.",
-            cg.memory_limit_at,
+            "resources.limits.memory, or a systemd drop-in `[Service] MemoryMax=` on the "
+            "unit or slice that sets it) or shrink the broker's memory.",
+            level.at,
         )
     ]
 
@@ -252,7 +319,7 @@ def _cgroup_stalls(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Findi
     return [
         Finding(
             severity,
-            f"{cg.owner}'s cgroup {cg.path} stalled on memory {pressure.some_avg10:g}% of "
+            f"{_cgroup_words(cg)} stalled on memory {pressure.some_avg10:g}% of "
             f"the last 10 s and {pressure.some_avg60:g}% of the last 60 s (PSI some, "
             f"{severity} at {at:g}%" + (" over 60 s)" if severity == Severity.FAIL else ")"),
             "The broker's threads wait for memory reclaim although its limit is not full of "
@@ -266,18 +333,42 @@ def _cgroup_stalls(facts: MemoryFacts, thresholds: dict[str, Any]) -> list[Findi
 
 
 def _past_oom_events(facts: MemoryFacts) -> list[Finding]:
-    """OOM events in the cgroup while its limit is not full now: information, not a verdict."""
+    """OOM events in the cgroup while no limit is full now: information, not a verdict."""
     cg = facts.cgroup
-    if not cg.oom_events:
+    levels = [lvl for lvl in [cg.leaf, *facts.limits] if lvl is not None and lvl.oom_events]
+    if not levels:
+        return []
+    level = max(levels, key=lambda lvl: lvl.oom_events)
+    where = _cgroup_words(cg) if level is cg.leaf else f"{level.path} (above {cg.path})"
+    return [
+        Finding(
+            Severity.INFO,
+            f"{_oom_words(level)} in {where}",
+            "The limit was reached at some point since the cgroup was created (for a "
+            "systemd unit: since the broker last started); memory.oom shows when and what "
+            "was killed from the kernel log.",
+            level.events_at,
+        )
+    ]
+
+
+def _limit_unknown(facts: MemoryFacts) -> list[Finding]:
+    """The broker's cgroup is not visible here: its limit is unknown, the host is judged."""
+    cg = facts.cgroup
+    if not cg.version or cg.memory_known:
         return []
     return [
         Finding(
             Severity.INFO,
-            f"{_oom_words(cg)} in {cg.owner}'s cgroup {cg.path}",
-            "The limit was reached at some point since the cgroup was created (for a "
-            "systemd unit: since the broker last started); memory.oom shows when and what "
-            "was killed from the kernel log.",
-            cg.memory_events_at,
+            f"{cg.why_hidden()}: its memory limit is unknown, so memory was judged against "
+            "the host only",
+            "A broker container can be OOM-killed at its own limit while the host has "
+            "plenty. Let the agent see the broker's cgroup: run it in the host's cgroup "
+            "namespace (docker `--cgroupns=host`, or on the host), or let it read "
+            f"/proc/{cg.broker_pid}/root (a shared process namespace, the broker's user or "
+            "CAP_SYS_PTRACE). Meanwhile check the limit with `kubectl describe pod` or "
+            "`docker inspect`.",
+            f"/proc/{cg.broker_pid}/cgroup",
         )
     ]
 
@@ -350,18 +441,38 @@ def _strict_commit_exhausted(facts: MemoryFacts, thresholds: dict[str, Any]) -> 
     ]
 
 
+def _level_data(level: MemoryLevel) -> dict[str, Any]:
+    """One level of the cgroup: its limits and what is charged to it."""
+    mem = level.charge
+    return {
+        "cgroup_path": level.path,
+        "at": level.at,
+        "limit_bytes": level.limit,
+        "high_bytes": level.high,
+        "charged_bytes": mem.usage if mem else None,
+        "unreclaimable_bytes": mem.unreclaimable if mem else None,
+        "unreclaimable_pct_of_limit": level.used_pct,
+        "oom_events": level.oom_events,
+    }
+
+
 def _judged_against(facts: MemoryFacts) -> dict[str, Any]:
-    """What the memory was judged against: the broker's cgroup limit, or the host's RAM."""
-    cg, limit = facts.cgroup, facts.limit
-    mem = cg.memory
+    """What the memory was judged against: the broker's cgroup limits, or the host's RAM."""
+    cg, level = facts.cgroup, facts.level
+    shown = level or cg.leaf
+    mem = shown.charge if shown else None
+    limit = level.limit if level else None
     pressure = cg.pressure
     return {
-        "scope": "cgroup" if limit is not None else "host",
+        "scope": "cgroup" if level is not None and level.charge is not None else "host",
         "of": cg.of,
         "cgroup_version": cg.version,
         "cgroup_path": cg.path,
+        "limit_unknown": bool(cg.version) and not cg.memory_known,
+        "seen_through": cg.seen_through or None,
         "limit_bytes": limit,
-        "limit_at": cg.memory_limit_at,
+        "limit_at": level.at if level else "",
+        "levels_with_a_limit": [_level_data(lvl) for lvl in facts.limits],
         "charged_bytes": mem.usage if mem else None,
         "anon_bytes": mem.anon if mem else None,
         "shmem_bytes": mem.shmem if mem else None,
@@ -370,9 +481,9 @@ def _judged_against(facts: MemoryFacts) -> dict[str, Any]:
         "slab_reclaimable_bytes": mem.slab_reclaimable if mem else None,
         "reclaimable_bytes": mem.reclaimable if mem else None,
         "unreclaimable_bytes": mem.unreclaimable if mem else None,
-        "unreclaimable_pct_of_limit": _pct(mem.unreclaimable, limit) if mem and limit else None,
-        "oom_events_since_cgroup_created": cg.memory_events,
-        "oom_events_at": cg.memory_events_at,
+        "unreclaimable_pct_of_limit": level.used_pct if level else None,
+        "oom_events_since_cgroup_created": shown.events if shown else {},
+        "oom_events_at": shown.events_at if shown else "",
         "pressure": (
             {
                 "source": pressure.source,
@@ -433,32 +544,51 @@ def _host_words(data: dict[str, Any]) -> str:
     )
 
 
-def _why_host(cg: CgroupFacts) -> str:
-    """Why the host's RAM is what binds: no cgroup, or no limit below the RAM."""
+def _why_host(facts: MemoryFacts) -> str:
+    """Why the host's RAM is what binds: no cgroup, a cgroup not visible, or no limit below RAM."""
+    cg, level = facts.cgroup, facts.level
     if not cg.version:
         return "no cgroup filesystem"
+    if not cg.memory_known:
+        return f"{cg.why_hidden()}: its memory limit is unknown"
     whose = "iggy-server's" if cg.broker_pid is not None else "no iggy-server found; this agent's"
+    if level is not None:
+        return (
+            f"{whose} cgroup {cg.path} has a {format_bytes(level.limit or 0)} memory limit "
+            f"at {level.path} but its usage is unreadable"
+        )
     return f"{whose} cgroup {cg.path} has no memory limit below the RAM"
+
+
+def _limit_words(facts: MemoryFacts, level: MemoryLevel) -> str:
+    """'v2, limit 8.0 GiB', naming the ancestor that sets it and how many limits were graded."""
+    cg, count = facts.cgroup, len(facts.limits)
+    words = f"{cg.version}, limit {format_bytes(level.limit or 0)}"
+    if level is not cg.leaf:
+        words += f" set on its ancestor {level.path}"
+    if count > 1:
+        words += f"; the least headroom of {count} limits, each judged on its own usage"
+    return words
 
 
 def _ok_summary(facts: MemoryFacts, data: dict[str, Any]) -> str:
     """What was judged against what, and the figures, for a node that passes."""
-    info, cg, limit = facts.info, facts.cgroup, facts.limit
+    info, cg, level = facts.info, facts.cgroup, facts.level
     pressure = _pressure_words(cg.pressure)
-    if limit is not None and cg.memory is not None:
-        mem = cg.memory
+    if level is not None and level.charge is not None and level.limit:
+        mem = level.charge
         return (
-            f"judged against {cg.owner}'s cgroup {cg.path} ({cg.version}, limit "
-            f"{format_bytes(limit)}): {format_bytes(mem.usage)} charged, "
+            f"judged against {_cgroup_words(cg)} ({_limit_words(facts, level)}): "
+            f"{format_bytes(mem.usage)} charged, "
             f"{format_bytes(mem.reclaimable)} of it reclaimable cache, "
-            f"{format_bytes(mem.unreclaimable)} ({_pct(mem.unreclaimable, limit):g}% of the "
-            f"limit) not; {pressure}; {_oom_words(cg)}; {_host_words(data)}"
+            f"{format_bytes(mem.unreclaimable)} ({level.used_pct:g}% of the "
+            f"limit) not; {pressure}; {_oom_words(level)}; {_host_words(data)}"
         )
     return (
         f"{_host_words(data)}; cache {format_kib(info.get('Cached', 0))}, "
         f"anon {format_kib(info.get('AnonPages', 0))}, "
         f"dirty+writeback {format_kib(data['dirty_writeback_kib'])}; {pressure}; "
-        f"judged against the host ({_why_host(cg)})"
+        f"judged against the host ({_why_host(facts)})"
     )
 
 
@@ -472,6 +602,7 @@ def judge_memory(facts: MemoryFacts, thresholds: dict[str, Any]) -> Result:
         *limit_full,
         *(_cgroup_stalls(facts, thresholds) if not limit_full else []),
         *(_past_oom_events(facts) if not limit_full else []),
+        *_limit_unknown(facts),
         *_low_available(facts, thresholds),
         *_dirty_backlog(facts, thresholds),
         *_strict_commit_exhausted(facts, thresholds),
@@ -501,6 +632,15 @@ def memory_usage(ctx: Context) -> Result:
       segments), memory PSI 0, no OOM event [test_memory_usage_cgroup_full_of_page_cache_passes]
     - pass: the broker in a cgroup without a memory limit, on a host with room
       [test_memory_usage_broker_cgroup_without_limit_is_judged_on_the_host]
+    - pass: a systemd slice's limit 98% charged with page cache above the broker's unit
+      [test_memory_usage_several_limits_full_of_page_cache_pass]
+    - pass: a sidecar agent that cannot see the broker's cgroup (outside its cgroup
+      namespace): the broker's limit is reported unknown and the host, with room, is
+      judged, never the agent's own container
+      [test_memory_usage_sidecar_cannot_see_the_broker_cgroup]
+    - warn: the slice above the broker's unit 99% full of other services' anonymous
+      memory while the unit's own smaller limit is 20% used, no pressure yet
+      [test_memory_usage_grades_every_level_against_its_own_limit]
     - warn: the broker's cgroup limit 96% full of anonymous memory, no pressure and no OOM
       event yet [test_memory_usage_cgroup_full_of_anon_without_pressure_warns]
     - warn: the host at the fail level of available memory but no memory pressure
@@ -512,6 +652,9 @@ def memory_usage(ctx: Context) -> Result:
       [test_memory_usage_judges_the_broker_cgroup_limit]
     - fail: a cgroup v1 limit full of rss with OOM kills
       [test_memory_usage_cgroup_v1_oom_kills_fail]
+    - fail: a sidecar agent reading the broker's limit through /proc/PID/root: 96% full
+      of anonymous memory with memory pressure
+      [test_memory_usage_sidecar_reads_the_broker_cgroup_through_its_root]
     - fail: 2.5% of the host's memory available, no PSI to say otherwise
       [test_memory_usage_available]
     - fail: dirty and writeback pages at 20% of RAM [test_memory_usage_dirty]

@@ -522,6 +522,142 @@ def test_virtualization_uses_the_broker_cgroup(tmp_path: Path, node: Path) -> No
     assert result.summary.endswith("(cgroup v2 of iggy-server)")
 
 
+def test_virtualization_sidecar_does_not_report_its_own_limits_as_the_broker(
+    tmp_path: Path, node: Path
+) -> None:
+    # Review of issue 8: a sidecar agent in its own cgroup namespace sees the broker's
+    # cgroup as `/../cri-containerd-….scope`. Before: the `..` was dropped and the agent's own
+    # container at /sys/fs/cgroup (its 0.5 CPU quota, its 512 MiB, its pids) was reported
+    # as iggy-server's.
+    v2_node(
+        node,
+        {
+            "proc/812/comm": "iggy-server\n",
+            "proc/812/cgroup": "0::/../cri-containerd-aaaabbbbccccdddd.scope\n",
+            "sys/fs/cgroup/cgroup.procs": "1\n",
+            "sys/fs/cgroup/memory.max": f"{GIB // 2}\n",
+            "sys/fs/cgroup/memory.current": f"{GIB // 4}\n",
+            "sys/fs/cgroup/cpu.max": "50000 100000\n",
+            "sys/fs/cgroup/cpu.stat": "nr_periods 1000\nnr_throttled 600\n",
+            "sys/fs/cgroup/pids.max": "20\n",
+            "sys/fs/cgroup/pids.current": "19\n",
+        },
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.PASS
+    assert "memory limit unknown (the broker's cgroup is not visible here)" in result.summary
+    assert "CPU quota unknown (8 cores)" in result.summary and "pids" not in result.summary
+    cg = result.data["cgroup"]
+    assert cg["hidden"] == ["memory", "cpu", "pids", "cpuset"]
+    assert (cg["memory_max"], cg["cpu_quota_cores"], cg["pids_max"]) == (None, None, None)
+    [info] = result.findings
+    assert info.severity == Severity.INFO
+    assert info.message.startswith(
+        "iggy-server's cgroup /../cri-containerd-aaaabbbbccccdddd.scope is outside this "
+        "agent's cgroup namespace"
+    )
+    # Readable through the broker's own mount: its limits, said where they were read.
+    root = "proc/812/root/sys/fs/cgroup"
+    write_tree(
+        node,
+        {
+            f"{root}/cgroup.procs": "812\n",
+            f"{root}/memory.max": f"{4 * GIB}\n",
+            f"{root}/memory.current": f"{GIB}\n",
+            f"{root}/cpu.max": "800000 100000\n",
+            f"{root}/pids.max": "1000\n",
+            f"{root}/pids.current": "40\n",
+        },
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.PASS and not result.findings
+    assert "memory 1.0 GiB of 4.0 GiB (" in result.summary
+    assert "CPU quota 8 of 8 cores; 40 of 1000 pids" in result.summary
+    assert result.summary.endswith(f"(cgroup v2 of iggy-server, read through /{root})")
+
+
+def slice_node(node: Path, slice_files: dict[str, str], unit_files: dict[str, str]) -> None:
+    """The broker's systemd unit and the slice above it, each with its own files."""
+    unit = "sys/fs/cgroup/system.slice/iggy-server.service"
+    files = {f"sys/fs/cgroup/system.slice/{k}": v for k, v in slice_files.items()}
+    files |= {f"{unit}/{k}": v for k, v in unit_files.items()}
+    files |= {
+        "proc/812/comm": "iggy-server\n",
+        "proc/812/cgroup": "0::/system.slice/iggy-server.service\n",
+    }
+    v2_node(node, files, cgroup="0::/system.slice/snapshot-agent.service\n")
+
+
+def test_virtualization_memory_high_of_an_ancestor_slice_warns(tmp_path: Path, node: Path) -> None:
+    # The slice's memory.high (4 GiB) is exceeded by 5 GiB of anonymous memory; the unit's
+    # own memory.high (8 GiB) has room. Before: the smallest memory.high (the slice's) was
+    # compared with the unit's usage (1 GiB): pass.
+    slice_node(
+        node,
+        {
+            "memory.high": f"{4 * GIB}\n",
+            "memory.current": f"{6 * GIB}\n",
+            "memory.stat": f"anon {5 * GIB}\nactive_file {GIB}\n",
+        },
+        {
+            "memory.high": f"{8 * GIB}\n",
+            "memory.current": f"{GIB}\n",
+            "memory.stat": f"anon {GIB}\n",
+        },
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.WARN
+    assert result.summary.startswith(
+        "the cgroup's ancestor /system.slice holds 5.0 GiB it cannot reclaim"
+    )
+    assert result.findings[0].subject == "/sys/fs/cgroup/system.slice/memory.high"
+    # The same slice full of page cache only: reclaimed, not a finding.
+    write_tree(
+        node, {"sys/fs/cgroup/system.slice/memory.stat": f"anon {GIB}\nactive_file {5 * GIB}\n"}
+    )
+    assert virt_run(tmp_path, node).status == Status.PASS
+
+
+def test_virtualization_pids_judged_at_every_level(tmp_path: Path, node: Path) -> None:
+    # The slice has 990 of its 1000 tasks; the unit 10 of its 500. Before: the smallest
+    # pids.max (the unit's) was judged: 2%, pass.
+    slice_node(
+        node,
+        {"pids.max": "1000\n", "pids.current": "990\n"},
+        {"pids.max": "500\n", "pids.current": "10\n"},
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.FAIL
+    assert result.summary == "990 tasks of a pids.max of 1000 (99%; warn at 80%, fail at 95%)"
+    assert result.findings[0].subject == "/sys/fs/cgroup/system.slice"
+
+
+def test_virtualization_memory_limit_of_an_ancestor_is_named(tmp_path: Path, node: Path) -> None:
+    # Healthy: the unit has 10 GiB with 2 GiB used, the slice 12 GiB with 6 GiB, mostly
+    # page cache: the slice has the least headroom and is named; memory.usage passes it.
+    slice_node(
+        node,
+        {
+            "memory.max": f"{12 * GIB}\n",
+            "memory.current": f"{6 * GIB}\n",
+            "memory.stat": f"anon {GIB}\nactive_file {5 * GIB}\n",
+        },
+        {
+            "memory.max": f"{10 * GIB}\n",
+            "memory.current": f"{2 * GIB}\n",
+            "memory.stat": f"anon {GIB}\nactive_file {GIB}\n",
+        },
+    )
+    result = virt_run(tmp_path, node)
+    assert result.status == Status.PASS
+    assert "memory 2.0 GiB of 10.0 GiB (1.0 GiB of it reclaimable cache;" in result.summary
+    # 10% of the unit's limit, 8.3% of the slice's: the unit has the least headroom.
+    write_tree(node, {"sys/fs/cgroup/system.slice/memory.stat": f"anon {4 * GIB}\n"})
+    result = virt_run(tmp_path, node)
+    assert "memory 6.0 GiB of 12.0 GiB set on /system.slice (0 MiB of it" in result.summary
+    assert result.data["cgroup"]["memory_limit_at"] == "/sys/fs/cgroup/system.slice"
+
+
 def test_cgroup_parsers() -> None:
     assert parse_proc_cgroup("12:pids:/a\n4:cpu,cpuacct:/b\n1:name=systemd:/c\n0::/d\n") == {
         "pids": "/a",

@@ -21,7 +21,7 @@ from snapshot_agent.checks.memory import (
     selected_mode,
 )
 from snapshot_agent.core.results import Result, Severity, Status
-from snapshot_agent.node.cgroup import parse_proc_cgroup
+from snapshot_agent.node.cgroup import parse_proc_cgroup, resolve_path
 
 from .conftest import fixture_roots, make_context, run_check, severities, write_tree
 
@@ -411,6 +411,179 @@ def test_memory_usage_garbage_cgroup_files_are_not_a_crash(
     tree |= {f"{CG_DIR}/{name}": text for name, text in garbage.items()}
     result = usage_run(tmp_path, node, tree)
     assert result.status == Status.PASS
+
+
+# --- memory.usage: every level of the cgroup, and a cgroup this agent cannot see ---------
+
+SLICE_DIR = "sys/fs/cgroup/system.slice"
+
+
+def slice_level(limit: int, current: int, stat: dict[str, int], events: str = "") -> dict:
+    """The systemd slice above the broker's unit, with its own limit and charge."""
+    return {
+        f"{SLICE_DIR}/memory.max": f"{limit}\n",
+        f"{SLICE_DIR}/memory.current": f"{current}\n",
+        f"{SLICE_DIR}/memory.stat": "".join(f"{k} {v}\n" for k, v in stat.items()),
+        f"{SLICE_DIR}/memory.events": events or "oom 0\noom_kill 0\n",
+    }
+
+
+def test_memory_usage_grades_every_level_against_its_own_limit(tmp_path: Path, node: Path) -> None:
+    # Review of issue 8: the slice's 12 GiB limit is 99% full of other services' anonymous
+    # memory, the broker's unit has 10 GiB with 2 GiB used. Before: pass at "20% of the
+    # limit", because the smallest limit (the unit's) was taken as the one that binds.
+    unit = {"anon": 2 * GIB_B, "active_file": 0, "inactive_file": 0}
+    tree = broker_v2_tree(limit=f"{10 * GIB_B}\n", current=2 * GIB_B, stat=unit, pressure=psi(0, 0))
+    tree |= slice_level(12 * GIB_B, int(11.9 * GIB_B), {"anon": int(11.8 * GIB_B)})
+    result = usage_run(tmp_path, node, tree)
+    assert result.status == Status.WARN  # no pressure, no OOM event yet
+    assert result.summary.startswith(
+        f"/system.slice, an ancestor of iggy-server's cgroup {BROKER_CG}, holds 11.9 GiB it "
+        "cannot reclaim, 99.2% of its 12.0 GiB memory limit (at the fail level of 95%"
+    )
+    [finding] = result.findings
+    assert finding.subject == f"/{SLICE_DIR}" and "systemd-cgtop -m" in finding.remediation
+    levels = result.data["judged_against"]["levels_with_a_limit"]
+    assert [(lv["cgroup_path"], lv["unreclaimable_pct_of_limit"]) for lv in levels] == [
+        (BROKER_CG, 20.0),
+        ("/system.slice", 99.2),
+    ]
+    # The broker stalls on memory: now the slice's limit fails.
+    write_tree(node, {f"{CG_DIR}/memory.pressure": psi(25, 21)})
+    result = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert result.status == Status.FAIL and result.findings[0].subject == f"/{SLICE_DIR}"
+
+
+def test_memory_usage_a_less_full_level_with_oom_kills_is_the_worst(
+    tmp_path: Path, node: Path
+) -> None:
+    # The slice is fuller (99%) but quiet; the unit at 96% has OOM-killed the broker: the
+    # unit's fail is reported, not the slice's warn.
+    events = "max 30\noom 2\noom_kill 2\n"
+    tree = broker_v2_tree(
+        limit=f"{8 * GIB_B}\n", current=FULL, stat=ANON_FULL, pressure=psi(0, 0), events=events
+    )
+    tree |= slice_level(12 * GIB_B, int(11.9 * GIB_B), {"anon": int(11.8 * GIB_B)})
+    result = usage_run(tmp_path, node, tree)
+    assert result.status == Status.FAIL
+    assert result.summary.startswith(f"iggy-server's cgroup {BROKER_CG} holds 7.7 GiB")
+    assert "2 OOM events since the cgroup was created" in result.summary
+
+
+def test_memory_usage_several_limits_full_of_page_cache_pass(tmp_path: Path, node: Path) -> None:
+    # Healthy: the slice's limit is 98% charged, nearly all page cache; the unit's has room.
+    cache = {"anon": GIB_B, "active_file": int(10.5 * GIB_B), "inactive_file": GIB_B // 4}
+    unit = {"anon": GIB_B, "active_file": 2 * GIB_B}
+    tree = broker_v2_tree(limit=f"{10 * GIB_B}\n", current=3 * GIB_B, stat=unit, pressure=psi(0, 0))
+    tree |= slice_level(12 * GIB_B, int(11.75 * GIB_B), cache)
+    result = usage_run(tmp_path, node, tree)
+    assert result.status == Status.PASS and not result.findings
+    assert result.summary.startswith(
+        f"judged against iggy-server's cgroup {BROKER_CG} (v2, limit 10.0 GiB; the least "
+        "headroom of 2 limits, each judged on its own usage): 3.0 GiB charged"
+    )
+
+
+def sidecar_tree() -> dict[str, str]:
+    """A sidecar agent in its own cgroup namespace: /sys/fs/cgroup is its own container."""
+    return {
+        "proc/meminfo": meminfo(total=64 * GIB_KIB, available=58 * GIB_KIB),
+        "proc/812/comm": "iggy-server\n",
+        "proc/812/cgroup": "0::/../cri-containerd-aaaabbbbccccdddd.scope\n",
+        "proc/self/cgroup": "0::/\n",
+        "sys/fs/cgroup/cgroup.controllers": "cpu memory pids\n",
+        "sys/fs/cgroup/cgroup.procs": "1\n7\n",
+        "sys/fs/cgroup/memory.max": f"{512 * MIB_B}\n",
+        "sys/fs/cgroup/memory.current": f"{500 * MIB_B}\n",
+        "sys/fs/cgroup/memory.stat": f"anon {495 * MIB_B}\nactive_file 0\ninactive_file 0\n",
+        "sys/fs/cgroup/memory.events": "oom 3\noom_kill 3\n",
+        "sys/fs/cgroup/memory.pressure": psi(40, 30),
+        "proc/pressure/memory": psi(0, 0),
+    }
+
+
+def test_memory_usage_sidecar_cannot_see_the_broker_cgroup(tmp_path: Path, node: Path) -> None:
+    # Review of issue 8: the broker's cgroup is `/../cri-containerd-….scope` (outside this
+    # agent's cgroup namespace). Before: the `..` was dropped and the agent's own container
+    # at /sys/fs/cgroup was judged and labelled iggy-server's (here: fail on the agent's
+    # full 512 MiB limit, its PSI and its OOM kills).
+    result = usage_run(tmp_path, node, sidecar_tree())
+    assert result.status == Status.PASS
+    judged = result.data["judged_against"]
+    assert judged["scope"] == "host" and judged["limit_bytes"] is None
+    assert (
+        judged["limit_unknown"] is True and judged["pressure"]["source"] == "/proc/pressure/memory"
+    )
+    assert "512" not in result.summary and "judged against iggy-server's" not in result.summary
+    assert result.summary.endswith(
+        "judged against the host (iggy-server's cgroup /../cri-containerd-aaaabbbbccccdddd.scope "
+        "is outside this agent's cgroup namespace, and its own mount "
+        "(/proc/812/root/sys/fs/cgroup) does not show it to this agent: its memory limit is "
+        "unknown)"
+    )
+    [info] = result.findings
+    assert info.severity == Severity.INFO and "--cgroupns=host" in info.remediation
+    # The broker's root shows a cgroup that does not list it: still unknown, not guessed.
+    broker_root = "proc/812/root/sys/fs/cgroup"
+    write_tree(
+        node, {f"{broker_root}/memory.max": f"{GIB_B}\n", f"{broker_root}/cgroup.procs": "1\n"}
+    )
+    result = memory_usage.run(
+        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
+    )
+    assert result.status == Status.PASS and result.data["judged_against"]["limit_unknown"]
+
+
+def test_memory_usage_sidecar_reads_the_broker_cgroup_through_its_root(
+    tmp_path: Path, node: Path
+) -> None:
+    # The same sidecar, allowed to read /proc/812/root: the broker's own container is there
+    # (its cgroup.procs lists pid 812), 96% full of anonymous memory and stalling.
+    broker_root = "proc/812/root/sys/fs/cgroup"
+    tree = sidecar_tree() | {
+        f"{broker_root}/cgroup.procs": "812\n",
+        f"{broker_root}/memory.max": f"{8 * GIB_B}\n",
+        f"{broker_root}/memory.current": f"{FULL}\n",
+        f"{broker_root}/memory.stat": "".join(f"{k} {v}\n" for k, v in ANON_FULL.items()),
+        f"{broker_root}/memory.events": "oom 0\noom_kill 0\n",
+        f"{broker_root}/memory.pressure": psi(12, 9),
+    }
+    result = usage_run(tmp_path, node, tree)
+    assert result.status == Status.FAIL
+    assert result.summary.startswith(
+        "iggy-server's cgroup /../cri-containerd-aaaabbbbccccdddd.scope (read through "
+        "/proc/812/root/sys/fs/cgroup; levels above it are not visible) holds 7.7 GiB it "
+        "cannot reclaim, 96% of its 8.0 GiB memory limit (fail at 95%"
+    )
+    judged = result.data["judged_against"]
+    assert judged["limit_at"] == f"/{broker_root}" and judged["limit_bytes"] == 8 * GIB_B
+    assert judged["pressure"]["source"] == f"/{broker_root}/memory.pressure"
+
+
+def test_memory_usage_broker_in_the_agents_own_container_uses_the_mount_root(
+    tmp_path: Path, node: Path
+) -> None:
+    # Agent and broker in one container without a cgroup namespace: /proc/*/cgroup shows
+    # the host path, /sys/fs/cgroup is the container's own cgroup. Same cgroup: the mount
+    # root is the broker's (and only then).
+    tree = sidecar_tree() | {
+        "proc/812/cgroup": "0::/kubepods/pod1/ctr\n",
+        "proc/self/cgroup": "0::/kubepods/pod1/ctr\n",
+    }
+    result = usage_run(tmp_path, node, tree)
+    assert result.status == Status.FAIL
+    assert result.summary.startswith("iggy-server's cgroup /kubepods/pod1/ctr holds 500.0 MiB")
+    assert result.data["judged_against"]["limit_at"] == "/sys/fs/cgroup"
+
+
+def test_resolve_cgroup_path() -> None:
+    assert resolve_path("/system.slice/./a/../iggy.service") == "/system.slice/iggy.service"
+    assert resolve_path("/") == "/" and resolve_path("") == "/"
+    assert resolve_path("/../cri-containerd-aaaa.scope") is None
+    assert resolve_path("/a/../../b") is None
+    assert resolve_path("/x" * 40) is None
 
 
 # --- memory.swap -----------------------------------------------------------------------
