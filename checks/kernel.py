@@ -21,12 +21,13 @@ from snapshot_agent.core.grading import Band
 from snapshot_agent.core.remedies import sysctl_fix
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.confinement import (
-    SANDBOX_PROPERTIES,
+    SANDBOX_SETTINGS,
     UnitAccount,
     UnitSandbox,
     parse_label,
     read_unit_sandbox,
     resolve_account,
+    secure_bits_names,
 )
 from snapshot_agent.node.processes import (
     BROKER_NAME,
@@ -279,14 +280,31 @@ PROBE_PYTHON = sys.executable
 #: The interpreter of the sandboxed probe: one any unit user may run.
 SYSTEM_PYTHON = "/usr/bin/python3"
 SIGSYS = 31
-#: Unit settings the sandboxed probe is started with (`systemd-run -p KEY=VALUE`): the
-#: sandbox properties that are settings, not state.
-SANDBOX_SETTINGS = tuple(
-    p
-    for p in SANDBOX_PROPERTIES
-    if p not in ("LoadState", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+#: A unit value `systemd-run -p KEY=VALUE` is given as is (names, labels, profile paths).
+_SETTING_VALUE = re.compile(r"^[\w@:~ .,/-]+$")
+#: Programs that start the broker under confinement of their own (a container runtime's
+#: seccomp profile and LSM label, a jail, another label or user namespace): a probe under
+#: the unit's settings runs without it.
+CONFINING_WRAPPERS = frozenset(
+    {
+        "docker",
+        "podman",
+        "nerdctl",
+        "ctr",
+        "runc",
+        "crun",
+        "systemd-nspawn",
+        "firejail",
+        "bwrap",
+        "nsjail",
+        "minijail0",
+        "aa-exec",
+        "runcon",
+        "setpriv",
+        "capsh",
+        "unshare",
+    }
 )
-_SETTING_VALUE = re.compile(r"^[\w@:~ .,-]+$")
 
 
 @dataclass(frozen=True)
@@ -299,6 +317,8 @@ class RingProbe:
     error: str = ""  # 'EPERM', 'SIGSYS'... or why it never reached the syscall
     prober: BrokerProcess | None = None  # the child's uid, gids, seccomp, caps
     ended: str = ""  # how the command ended
+    # Confinement the unit gives the broker that the sandboxed probe ran without.
+    left_out: tuple[str, ...] = ()
 
 
 def parse_ring_probe(
@@ -319,16 +339,41 @@ def parse_ring_probe(
     return None, "", prober
 
 
-def sandbox_probe_argv(sandbox: UnitSandbox, python: str) -> list[str]:
-    """`systemd-run` of RING_PROBE with the unit's user, groups, capabilities and filters."""
-    argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
+def probe_settings(sandbox: UnitSandbox) -> tuple[list[str], list[str]]:
+    """The unit's settings as `systemd-run -p` values, and the confinement they cannot carry.
+
+    What cannot be carried: a value `systemd-run -p` would not take as written, and a
+    confining program in ExecStart= (the probe runs python, not the unit's command).
+    """
+    settings, left_out = [], []
     for key in SANDBOX_SETTINGS:
         value = sandbox.properties.get(key)
-        # An empty CapabilityBoundingSet= means no capabilities at all; other empty ones
-        # (and SystemCallErrorNumber=0) mean the default, so they are left out.
-        empty_bounding = key == "CapabilityBoundingSet" and value == ""
-        if empty_bounding or (value and value != "0" and _SETTING_VALUE.match(value)):
-            argv += ["-p", f"{key}={value}"]
+        if key == "CapabilityBoundingSet" and value == "":
+            settings.append(f"{key}=")  # empty: no capabilities at all
+            continue
+        if not value or value == "0":  # empty (and SystemCallErrorNumber=0): the default
+            continue
+        if key == "SELinuxContext":
+            value = value.removeprefix("-")  # '-': the unit ignores a failure to set it
+        elif key == "SecureBits":
+            value = secure_bits_names(value) or ""
+        if value and _SETTING_VALUE.match(value):
+            settings.append(f"{key}={value}")
+        else:
+            left_out.append(f"{key}={sandbox.properties[key][:60]}")
+    for path in sandbox.exec_paths:
+        wrapper = path.rsplit("/", 1)[-1]
+        if wrapper in CONFINING_WRAPPERS:
+            left_out.append(f"ExecStart={path} (the broker runs under {wrapper}'s confinement)")
+    return settings, left_out
+
+
+def sandbox_probe_argv(sandbox: UnitSandbox, python: str) -> list[str]:
+    """`systemd-run` of RING_PROBE with the unit's user, groups, capabilities, seccomp
+    filter, LSM label and user namespace."""
+    argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
+    for setting in probe_settings(sandbox)[0]:
+        argv += ["-p", setting]
     return [*argv, python, "-c", RING_PROBE]
 
 
@@ -368,15 +413,17 @@ def read_ring_probe(ctx: Context, sandbox: UnitSandbox | None, unit_unread: str)
     why = sandbox_unavailable(sandbox, unit_unread)
     if sandbox is not None and not why:
         python = SYSTEM_PYTHON if os.access(SYSTEM_PYTHON, os.X_OK) else sys.executable
+        left_out = probe_settings(sandbox)[1]
+        without = f"; without {'; '.join(left_out)}" if left_out else ""
         probe = _run_probe(
             ctx,
             "sandbox",
             sandbox_probe_argv(sandbox, python),
-            f"under {sandbox.unit}'s sandbox (systemd-run with its User=, groups, capabilities "
-            "and SystemCallFilter=)",
+            f"under {sandbox.unit}'s sandbox (systemd-run with its User=, groups, capabilities, "
+            f"SystemCallFilter=, LSM label and PrivateUsers={without})",
         )
         if probe.created is not None:
-            return probe
+            return replace(probe, left_out=tuple(left_out))
         why = (
             f"the probe under {sandbox.unit}'s sandbox never reached io_uring_setup: {probe.error}"
         )
@@ -742,12 +789,13 @@ def _unit_killed_by_sigsys(facts: IoUringFacts) -> list[Finding]:
 
 
 def _sandbox_probe_decided(facts: IoUringFacts) -> bool:
-    """A probe under the unit's own sandbox got an answer: it outranks reading the filter."""
-    return (
-        facts.probe is not None
-        and facts.probe.mode == "sandbox"
-        and facts.probe.created is not None
-    )
+    """A probe under the unit's sandbox got an answer that outranks reading the filter: a
+    refusal, or a ring made under all of the unit's confinement. A ring made without some
+    of it (`left_out`) does not speak for the broker."""
+    probe = facts.probe
+    if probe is None or probe.mode != "sandbox" or probe.created is None:
+        return False
+    return not probe.created or not probe.left_out
 
 
 def _unit_filter_blocks_io_uring(facts: IoUringFacts) -> list[Finding]:
@@ -756,12 +804,19 @@ def _unit_filter_blocks_io_uring(facts: IoUringFacts) -> list[Finding]:
         return []
     assert facts.unit is not None  # filter_blocks needs a unit
     shown = facts.unit.syscall_filter.shown() if facts.unit.syscall_filter else ""
+    probe = facts.probe
+    overruled = (
+        f" (a probe under its sandbox created a ring, but without {'; '.join(probe.left_out)}, "
+        "which it could not reproduce: the unit's settings decide)"
+        if probe is not None and probe.created and probe.left_out
+        else ""
+    )
     return [
         Finding(
             Severity.FAIL,
             f"{BROKER_NAME} is not running and {facts.unit_name} has SystemCallFilter={shown}, "
             "which does not allow io_uring_setup: Iggy >= 0.6 cannot create its rings and "
-            "will not start",
+            f"will not start{overruled}",
             _SECCOMP_REMEDY.format(unit=facts.unit_name),
             facts.unit_name,
         )
@@ -775,12 +830,22 @@ def _refusal_cause(facts: IoUringFacts, probe: RingProbe) -> tuple[str, bool]:
         return "the kernel is built without io_uring", True
     if facts.disabled == "2":
         return "kernel.io_uring_disabled = 2", True
+    # Under PrivateUsers= the probe's capabilities are its own user namespace's: they do
+    # not count for kernel.io_uring_disabled = 1.
+    own_userns = probe.mode == "sandbox" and facts.unit is not None and facts.unit.private_users
+    sys_admin = prober is not None and prober.has_sys_admin and not own_userns
     if facts.disabled == "1" and (
-        prober is None or not facts.may_create_rings(prober.gids, prober.has_sys_admin)
+        prober is None or not facts.may_create_rings(prober.gids, sys_admin)
     ):
         uid = f"uid {prober.uid}" if prober else "the probe"
+        userns = (
+            " (its CAP_SYS_ADMIN is inside the unit's own user namespace, PrivateUsers=yes, "
+            "where it does not count)"
+            if own_userns and prober is not None and prober.has_sys_admin
+            else ""
+        )
         return (
-            f"kernel.io_uring_disabled = 1 and {uid} is not in io_uring_group",
+            f"kernel.io_uring_disabled = 1 and {uid} is not in io_uring_group{userns}",
             probe.mode == "plain",
         )
     if prober is not None and prober.seccomp == 2:
@@ -850,16 +915,42 @@ def _probe_refused(facts: IoUringFacts) -> list[Finding]:
     ]
 
 
+_UNREPRODUCED_REMEDY = (
+    "Start {unit} and read its log (`journalctl -u {unit}`) for 'Operation not permitted' "
+    "creating its rings. A broker in a container needs a seccomp profile that allows "
+    "io_uring_setup, io_uring_enter and io_uring_register (Docker 25+ and containerd 1.7+ "
+    "default profiles block them); an AppArmor or SELinux policy must allow io_uring."
+)
+
+
 def _probe_outcome(facts: IoUringFacts) -> list[Finding]:
-    """The probe created a ring, or never reached io_uring_setup: information."""
+    """The probe created a ring, or never reached io_uring_setup: information. A ring made
+    without some of the unit's confinement does not show the broker may: a warning."""
     probe = facts.probe
     if probe is None or probe.created is False:
         return []
+    if probe.created and probe.left_out:
+        return [_ring_without_confinement(facts, probe)]
     if probe.created:
         message = f"a probe run {probe.how} created an io_uring ring"
     else:
         message = f"the io_uring probe never reached io_uring_setup: {probe.error}"
     return [Finding(Severity.INFO, message, "", f"{facts.unit_name} (probe)")]
+
+
+def _ring_without_confinement(facts: IoUringFacts, probe: RingProbe) -> Finding:
+    """A sandboxed probe created a ring without confinement the unit gives the broker."""
+    # The unit's filter rule already fails this node and says why.
+    severity = Severity.INFO if facts.filter_blocks else Severity.WARN
+    return Finding(
+        severity,
+        f"a probe under {facts.unit_name}'s sandbox created an io_uring ring, but the unit "
+        f"also confines {BROKER_NAME} in ways the probe could not reproduce "
+        f"({'; '.join(probe.left_out)}): the ring does not show that {BROKER_NAME} may create "
+        "its rings",
+        "" if severity == Severity.INFO else _UNREPRODUCED_REMEDY.format(unit=facts.unit_name),
+        f"{facts.unit_name} (probe)",
+    )
 
 
 #: Rules about the node, then rules about each broker process, then, when no broker
@@ -918,6 +1009,7 @@ def _probe_data(probe: RingProbe | None) -> dict[str, Any] | None:
         "uid": prober.uid if prober else None,
         "gids": list(prober.gids) if prober else [],
         "seccomp": prober.seccomp if prober else None,
+        "left_out": list(probe.left_out),
     }
 
 
@@ -992,7 +1084,8 @@ def judge_io_uring(facts: IoUringFacts, thresholds: dict[str, Any]) -> Result:
     title="io_uring availability",
     description="Whether the broker may create io_uring rings: kernel config, "
     "kernel.io_uring_disabled/io_uring_group, seccomp filter of iggy-server; when it is not "
-    "running, its unit's user and SystemCallFilter= and a probe of io_uring_setup.",
+    "running, its unit's user, SystemCallFilter=, LSM label and user namespace, and a probe "
+    "of io_uring_setup under them.",
     timeout_s=15,
 )
 def kernel_io_uring(ctx: Context) -> Result:
@@ -1031,6 +1124,18 @@ def kernel_io_uring(ctx: Context) -> Result:
       [test_io_uring_broker_down_unit_user_not_in_group_fails]
     - fail: broker stopped, its last run was killed by SIGSYS
       [test_io_uring_broker_down_killed_by_sigsys_fails]
+    - fail: broker stopped, its unit's AppArmor profile or SELinux context denies io_uring;
+      the probe runs under that label and is refused
+      [test_io_uring_broker_down_probe_carries_the_units_lsm_label]
+    - fail: broker stopped, io_uring_disabled = 1 and a root unit with PrivateUsers=yes: its
+      CAP_SYS_ADMIN is its own user namespace's and does not count
+      [test_io_uring_broker_down_private_users_root_unit_not_in_group_fails]
+    - fail: broker stopped, the unit's filter denies io_uring_setup and it starts the broker
+      through bwrap: a probe's ring made without bwrap does not overrule the filter
+      [test_io_uring_broker_down_unit_filter_stands_when_probe_lacks_the_wrapper]
+    - warn: broker stopped, its unit runs it in a Docker container: a probe's ring under the
+      unit's settings on the host does not show the container may
+      [test_io_uring_broker_down_container_unit_probe_ring_warns]
     - fail: io_uring_disabled = 2 [test_io_uring_disabled_fails]
     - fail: a kernel built without CONFIG_IO_URING [test_io_uring_kernel_built_without_it]
     """

@@ -4,8 +4,11 @@ Socket states come from /proc/net/tcp[6]. The kernel's TCP counters (/proc/net/s
 /proc/net/netstat) are sampled over a window of at least half a second, stretched (up to
 `max_sample_s`) until enough segments were sent to judge a retransmit rate, so a quiet
 node with real loss is judged too. The broker's own connections (those on its TCP ports)
-are sampled with `ss -ti` at both ends of the same window. Totals since boot, and each
-connection's totals since it opened, only inform.
+are sampled with `ss -ti` at both ends of the same window. Totals since boot only inform.
+A connection's totals since it opened only inform too, except for a broker connection too
+quiet for the window to judge (fewer than `min_segments` sent in it): a high ratio over
+its lifetime (`min_lifetime_segments` or more sent) then warns, saying it is a lifetime
+ratio, and never fails.
 """
 
 from __future__ import annotations
@@ -433,6 +436,9 @@ SYN_RECV = Band("syn_recv", warn=500)
 #: Retransmitted segments in % of segments sent, over the window (node-wide, and on the
 #: broker's connections); judged once `min_segments` were sent and `min_retrans` resent.
 RETRANS_PCT = Band("retrans_pct", warn=1.0, fail=5.0)
+#: Retransmitted segments in % of segments sent since a broker connection opened: judged
+#: only for a connection the window could not judge, and only ever a warning.
+LIFETIME_RETRANS_PCT = Band("lifetime_retrans_pct", warn=5.0)
 
 
 def retransmit_grade(r: Retransmits | None, thresholds: dict[str, Any]) -> Severity | None:
@@ -598,9 +604,40 @@ def _judge_broker_connections(facts: TcpFacts, thresholds: dict[str, Any]) -> li
     severity = _worst(grades)
     if severity:
         findings.append(_broker_loss(broker, windows, severity, thresholds))
-    else:
+    lossy_lifetimes = [w for w in windows if lifetime_loss_counts(w, thresholds)]
+    if lossy_lifetimes:
+        findings.append(_broker_lifetime_loss(broker, lossy_lifetimes, thresholds))
+    elif not severity:
         findings += _broker_past_loss(broker, thresholds)
     return findings
+
+
+def lifetime_loss_counts(w: ConnectionWindow, thresholds: dict[str, Any]) -> bool:
+    """A connection the window could not judge, with a high retransmit ratio since it opened.
+
+    Only a connection that sent fewer than `min_segments` over the window (a quiet broker
+    below ~33 segments/s never gets there in 3 s) falls back on its lifetime, and only
+    when that covers `min_lifetime_segments` and `min_retrans`; when the window saw no
+    retransmit where the lifetime ratio predicts `min_retrans` or more, the loss is over.
+    """
+    window, lifetime = w.window, w.conn.lifetime
+    if window.sent >= int(thresholds["min_segments"]):
+        return False  # the window judges it
+    if lifetime.sent < int(thresholds["min_lifetime_segments"]):
+        return False
+    if lifetime.retransmitted < int(thresholds["min_retrans"]):
+        return False
+    if LIFETIME_RETRANS_PCT.grade(lifetime.pct, thresholds) is None:
+        return False
+    return not _window_shows_loss_is_over(window, lifetime, thresholds)
+
+
+def _window_shows_loss_is_over(
+    window: Retransmits, lifetime: Retransmits, thresholds: dict[str, Any]
+) -> bool:
+    """No retransmit over the window, though the lifetime ratio predicts `min_retrans`."""
+    expected = window.sent * lifetime.pct / 100
+    return window.retransmitted == 0 and expected >= int(thresholds["min_retrans"])
 
 
 def _worst(grades: Iterable[Severity | None]) -> Severity | None:
@@ -632,6 +669,33 @@ def _broker_loss(
         f"(all {len(windows)} connections on {broker.describe_ports()}: {total.pct:.2f}%, "
         f"{total.describe()}), >= {RETRANS_PCT.limit(severity, thresholds):g}%",
         BROKER_RETRANS_REMEDY,
+        "ss -ti",
+    )
+
+
+def _broker_lifetime_loss(
+    broker: BrokerConnections, lossy: list[ConnectionWindow], thresholds: dict[str, Any]
+) -> Finding:
+    """Quiet broker connections with a high retransmit ratio since they opened (a warning)."""
+    lossy = sorted(lossy, key=lambda w: w.conn.lifetime.pct, reverse=True)
+    worst = ", ".join(
+        f"{w.conn.local} <- {w.conn.peer} {w.conn.lifetime.pct:.1f}% since it opened "
+        f"({w.conn.lifetime.describe()}; {w.window.describe()} over the window)"
+        for w in lossy[:3]
+    )
+    more = f" and {len(lossy) - 3} more" if len(lossy) > 3 else ""
+    limit = LIFETIME_RETRANS_PCT.limit(Severity.WARN, thresholds)
+    return Finding(
+        Severity.WARN,
+        f"{len(lossy)} of the broker's connections sent too little over the "
+        f"{broker.window_s:.1f} s window to judge their rate (fewer than "
+        f"{thresholds['min_segments']} segments) and retransmitted >= {limit:g}% of their "
+        f"segments over their lifetime: {worst}{more}. These are lifetime ratios, since each "
+        f"connection opened (open at least {broker.window_s:.1f} s; `ss` does not say since "
+        "when), not a rate over the window",
+        BROKER_RETRANS_REMEDY
+        + " On a connection this quiet, watch `ss -ti` retrans:X/Y over a minute or two to "
+        "see whether the loss goes on.",
         "ss -ti",
     )
 
@@ -829,13 +893,15 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
     title="TCP health",
     description=(
         "Socket states, the retransmit rate over a 0.5-3 s window (node-wide and on the "
-        "broker's connections) and accept-queue overflows."
+        "broker's connections; a broker connection too quiet for the window is weighed by "
+        "its lifetime ratio, a warning at most) and accept-queue overflows."
     ),
     timeout_s=8,
-    bands=(CLOSE_WAIT, SYN_RECV, RETRANS_PCT),
+    bands=(CLOSE_WAIT, SYN_RECV, RETRANS_PCT, LIFETIME_RETRANS_PCT),
     thresholds={
         "min_segments": 100,
         "min_retrans": 5,
+        "min_lifetime_segments": 500,
         "time_wait_pct": 50.0,
         "sample_s": 0.5,
         "max_sample_s": 3.0,
@@ -860,12 +926,20 @@ def network_tcp(ctx: Context) -> Result:
       [test_tcp_real_loopback_connection_through_ss]
     - pass: a broker connection with loss long ago, none over the window
       [test_tcp_broker_connection_past_loss_is_info]
+    - pass: a quiet broker connection with loss in its past: none over a window where its
+      lifetime ratio predicts some, or too short a life (300 segments) to weigh
+      [test_tcp_quiet_broker_connection_with_old_or_little_loss_passes]
     - warn: a busy node retransmitting 3% over the window [test_tcp_sampled_retransmits]
     - fail: a busy node retransmitting 8% over the window [test_tcp_sampled_retransmits]
     - fail: a quiet node (80 segments/s) retransmitting 20%, judged over a stretched window
       [test_tcp_quiet_node_with_loss_fails]
     - fail: one client's connection to the broker losing 20% while the node-wide rate
       passes [test_tcp_broker_connection_loss_fails]
+    - warn: a quiet broker (20 segments/s, too few to judge over the 3 s window) whose
+      connection resent 20% of its segments since it opened (its lifetime ratio)
+      [test_tcp_quiet_broker_with_lifetime_loss_warns]
+    - warn: a quiet broker connection that resent half its segments since it opened: a
+      lifetime ratio warns, never fails [test_tcp_quiet_broker_connection_lifetime_never_fails]
     - warn: 121 sockets in CLOSE_WAIT on the broker port [test_tcp_close_wait_pileup_warns]
     - warn: listen queues overflowing during the window, an accept queue full
       [test_tcp_listen_overflows_now_and_full_queue_warn]

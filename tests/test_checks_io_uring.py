@@ -18,6 +18,7 @@ from snapshot_agent.checks.kernel import (
     RING_PROBE,
     kernel_io_uring,
     parse_ring_probe,
+    probe_settings,
     sandbox_probe_argv,
 )
 from snapshot_agent.core.context import Context
@@ -51,12 +52,24 @@ SHOW = {
     "NoNewPrivileges": "yes",
     "CapabilityBoundingSet": "cap_net_bind_service",
     "AmbientCapabilities": "",
+    "SecureBits": "0",
+    "PrivateUsers": "no",
+    "AppArmorProfile": "",
+    "SELinuxContext": "",
+    "ExecStart": "{ path=/usr/bin/iggy-server ; argv[]=/usr/bin/iggy-server ; "
+    "ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; "
+    "status=0/0 }",
 }
 # What RING_PROBE prints under User=iggy with the iouring group (no filter, no caps).
 PROBE_AS_IGGY = (
     "status Uid:\t998\t998\t998\t998\nstatus Gid:\t998\t998\t998\t998\n"
     "status Groups:\t998 1001\nstatus NoNewPrivs:\t1\nstatus Seccomp:\t{seccomp}\n"
     "status CapEff:\t0000000000000000\nsetup\n{outcome}"
+)
+#: The same as root (uid 0, every capability), e.g. inside a PrivateUsers= user namespace.
+PROBE_AS_ROOT = (
+    "status Uid:\t0\t0\t0\t0\nstatus Gid:\t0\t0\t0\t0\nstatus Groups:\t0\n"
+    "status NoNewPrivs:\t0\nstatus Seccomp:\t0\nstatus CapEff:\t000001ffffffffff\nsetup\n{outcome}"
 )
 DENY_IO_URING = "~io_uring_enter io_uring_register io_uring_setup"
 
@@ -203,6 +216,155 @@ if any(p.startswith("SystemCallFilter=~") and "io_uring_setup" in p for p in pro
         sys.exit(1)
 os.execv(args[0], args)
 """
+
+
+def confining_systemd_run(
+    tmp_path: Path, refused_with: str, refused: str, allowed: str = PROBE_AS_IGGY
+) -> Path:
+    """A stand-in for systemd-run whose probe is refused only when given a `-p` setting
+    starting with `refused_with` (an LSM profile that denies io_uring, a user namespace):
+    prints `refused`, else `allowed` (a ring). Logs its argv to the returned file."""
+    log = tmp_path / "systemd-run-argv"
+    ring = allowed.format(seccomp=0, outcome="ring\n")
+    script = (
+        "import sys\n"
+        f"open({str(log)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
+        f"refused = any(a.startswith({refused_with!r}) for a in sys.argv[1:])\n"
+        f"sys.stdout.write({refused!r} if refused else {ring!r})\n"
+    )
+    systemd_run = tmp_path / "bin/systemd-run"
+    systemd_run.write_text(f"#!{sys.executable}\n{script}")
+    systemd_run.chmod(0o755)
+    return log
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "passed"),
+    [
+        ("AppArmorProfile", "iggy-server", "AppArmorProfile=iggy-server"),
+        # '-': the unit goes on when the label cannot be set; systemd-run takes it bare.
+        (
+            "SELinuxContext",
+            "-system_u:system_r:iggy_t:s0",
+            "SELinuxContext=system_u:system_r:iggy_t:s0",
+        ),
+    ],
+)
+def test_io_uring_broker_down_probe_carries_the_units_lsm_label(
+    tmp_path: Path,
+    node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    value: str,
+    passed: str,
+) -> None:
+    # The unit confines the broker with an LSM label whose policy denies io_uring (EACCES).
+    # The probe used to run without the label, created a ring, and the node passed.
+    down_node(node)
+    as_root(monkeypatch)
+    tools(tmp_path, monkeypatch, show(**{setting: value}))
+    refused = PROBE_AS_IGGY.format(seccomp=0, outcome="errno 13\n")
+    log = confining_systemd_run(tmp_path, f"{setting}=", refused)
+    result, _ = run(tmp_path, node)
+    assert result.status == Status.FAIL, result.findings
+    assert passed in log.read_text().splitlines()
+    [fail] = [f for f in result.findings if f.severity == Severity.FAIL]
+    assert "io_uring_setup failed with EACCES in a probe run under iggy-server.service's" in (
+        fail.message
+    )
+    assert "a security module (SELinux, AppArmor, a BPF LSM)" in fail.message
+    assert "will not start" in fail.message
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_io_uring_broker_down_private_users_root_unit_not_in_group_fails(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, root: bool
+) -> None:
+    # io_uring_disabled = 1 lets CAP_SYS_ADMIN through only in the initial user namespace:
+    # a root unit with PrivateUsers=yes has it only inside its own. The account rule used
+    # to count it (pass), and the probe, run without PrivateUsers=, created a ring.
+    down_node(node, "1")
+    as_root(monkeypatch, root)
+    unit = show(User="", PrivateUsers="yes", CapabilityBoundingSet="cap_sys_admin cap_chown")
+    tools(tmp_path, monkeypatch, unit)
+    refused = PROBE_AS_ROOT.format(outcome="errno 1\n")
+    log = confining_systemd_run(tmp_path, "PrivateUsers=yes", refused, PROBE_AS_ROOT)
+    fake_python(tmp_path, monkeypatch, PROBE_AS_ROOT.format(outcome="ring\n"))
+    result, _ = run(tmp_path, node)
+    assert result.status == Status.FAIL, result.findings
+    group = result.findings[0]
+    assert group.severity == Severity.FAIL
+    assert "runs it as user root (uid 0, gids 0), which is neither in that group nor has " in (
+        group.message
+    )
+    assert result.data["unit"]["account"]["cap_sys_admin"] is False
+    if root:
+        assert "PrivateUsers=yes" in log.read_text().splitlines()
+        refusal = next(f for f in result.findings if "io_uring_setup failed" in f.message)
+        assert refusal.severity == Severity.FAIL
+        assert "inside the unit's own user namespace, PrivateUsers=yes" in refusal.message
+
+
+WRAPPED = (
+    "{{ path={path} ; argv[]={path} {args} ; ignore_errors=no ; start_time=[n/a] ; "
+    "stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }}"
+)
+
+
+def test_io_uring_broker_down_unit_filter_stands_when_probe_lacks_the_wrapper(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The unit denies io_uring and starts the broker through bwrap. A probe under the unit's
+    # settings created a ring anyway; it ran without bwrap, so it does not speak for the
+    # broker and the unit's filter decides (this used to pass on the probe's word).
+    down_node(node)
+    as_root(monkeypatch)
+    exec_start = WRAPPED.format(path="/usr/bin/bwrap", args="--unshare-all /usr/bin/iggy-server")
+    tools(
+        tmp_path,
+        monkeypatch,
+        show(SystemCallFilter=DENY_IO_URING, ExecStart=exec_start),
+        PROBE_AS_IGGY.format(seccomp=2, outcome="ring\n"),
+    )
+    result, _ = run(tmp_path, node)
+    assert result.status == Status.FAIL, result.findings
+    [fail] = [f for f in result.findings if f.severity == Severity.FAIL]
+    assert "does not allow io_uring_setup" in fail.message
+    assert (
+        "(a probe under its sandbox created a ring, but without ExecStart=/usr/bin/bwrap (the "
+        "broker runs under bwrap's confinement), which it could not reproduce: the unit's "
+        "settings decide)" in fail.message
+    )
+    assert result.data["probe"]["left_out"] == [
+        "ExecStart=/usr/bin/bwrap (the broker runs under bwrap's confinement)"
+    ]
+
+
+def test_io_uring_broker_down_container_unit_probe_ring_warns(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The unit runs the broker in a Docker container, whose default seccomp profile (25+)
+    # blocks io_uring; the probe under the unit's settings runs on the host and gets a
+    # ring. That ring says nothing about the container: a warning, no longer a pass.
+    down_node(node)
+    as_root(monkeypatch)
+    exec_start = WRAPPED.format(path="/usr/bin/docker", args="run --rm --name iggy apache/iggy")
+    tools(
+        tmp_path,
+        monkeypatch,
+        show(User="", CapabilityBoundingSet="", ExecStart=exec_start),
+        PROBE_AS_IGGY.format(seccomp=0, outcome="ring\n"),
+    )
+    result, _ = run(tmp_path, node)
+    assert result.status == Status.WARN, result.findings
+    [warn] = [f for f in result.findings if f.severity == Severity.WARN]
+    assert warn.message.startswith(
+        "a probe under iggy-server.service's sandbox created an io_uring ring, but the unit "
+        "also confines iggy-server in ways the probe could not reproduce (ExecStart="
+        "/usr/bin/docker (the broker runs under docker's confinement)): the ring does not "
+        "show that iggy-server may create its rings"
+    )
+    assert "seccomp profile" in warn.remediation and "journalctl -u" in warn.remediation
 
 
 def test_io_uring_broker_down_not_root_falls_back_to_plain_probe_and_unit_filter(
@@ -419,6 +581,42 @@ def test_resolve_account() -> None:
     assert not resolve_account(bounded, PASSWD, group).has_sys_admin
     ambient = UnitSandbox(UNIT, {"User": "iggy", "AmbientCapabilities": "cap_sys_admin"})
     assert resolve_account(ambient, PASSWD, group).has_sys_admin
+
+
+def test_resolve_account_private_users_and_noroot_lose_cap_sys_admin() -> None:
+    group = GROUP.format(members="")
+    for extra in ({"PrivateUsers": "yes"}, {"SecureBits": "1"}, {"SecureBits": "noroot"}):
+        root = resolve_account(UnitSandbox(UNIT, {"User": "", **extra}), PASSWD, group)
+        assert root.uid == 0 and not root.has_sys_admin, extra
+    ambient = {"User": "iggy", "AmbientCapabilities": "cap_sys_admin", "PrivateUsers": "yes"}
+    assert not resolve_account(UnitSandbox(UNIT, ambient), PASSWD, group).has_sys_admin
+    kept = {"User": "", "SecureBits": "16", "PrivateUsers": "no"}  # keep-caps only
+    assert resolve_account(UnitSandbox(UNIT, kept), PASSWD, group).has_sys_admin
+
+
+def test_probe_settings_carry_lsm_labels_user_namespace_and_secure_bits() -> None:
+    sandbox = UnitSandbox(
+        UNIT,
+        {
+            "User": "iggy",
+            "PrivateUsers": "yes",
+            "SecureBits": "17",
+            "AppArmorProfile": "-/usr/bin/iggy-server",
+            "SELinuxContext": "-system_u:system_r:iggy_t:s0:c0.c1023",
+            "ExecStart": WRAPPED.format(path="/usr/bin/podman", args="run apache/iggy"),
+        },
+    )
+    settings, left_out = probe_settings(sandbox)
+    assert settings == [
+        "User=iggy",
+        "SecureBits=noroot keep-caps",
+        "PrivateUsers=yes",
+        "AppArmorProfile=-/usr/bin/iggy-server",
+        "SELinuxContext=system_u:system_r:iggy_t:s0:c0.c1023",
+    ]
+    assert left_out == ["ExecStart=/usr/bin/podman (the broker runs under podman's confinement)"]
+    odd = UnitSandbox(UNIT, {"SecureBits": "64", "AppArmorProfile": "iggy;rm -rf"})
+    assert probe_settings(odd) == ([], ["SecureBits=64", "AppArmorProfile=iggy;rm -rf"])
 
 
 def test_sandbox_probe_argv_keeps_an_empty_bounding_set() -> None:

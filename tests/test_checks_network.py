@@ -700,13 +700,15 @@ def test_tcp_broker_connection_past_loss_is_info() -> None:
     )
 
 
-def test_tcp_broker_connections_through_the_whole_check(
-    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The real sampling path: `ss -ti` before and after a window that the fixture's
-    # counters cover (a busy, healthy node), one broker client losing 20%.
-    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/10")
-    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1200, "1/50")
+def fake_ss(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    before: str,
+    after: str,
+    module: Any = network_tcp_module,
+) -> Path:
+    """A stateful fake `ss` on PATH: `-ltn` lists a listener on 8090; the first `-tin` call
+    prints `before`, later ones `after`. Returns the file its `-tin` calls are logged to."""
     listen = "LISTEN 0 4096 0.0.0.0:8090 0.0.0.0:*\n"
     state = tmp_path / "ss-calls"
     script = (
@@ -719,11 +721,22 @@ def test_tcp_broker_connections_through_the_whole_check(
         f"sys.stdout.write([{before!r}, {after!r}][min(len(calls), 1)])\n"
     )
     bindir = tmp_path / "bin"
-    bindir.mkdir()
+    bindir.mkdir(exist_ok=True)
     (bindir / "ss").write_text(f"#!{sys.executable}\n{script}")
     (bindir / "ss").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setattr(network_tcp_module, "ss_usable", lambda ctx: True)
+    monkeypatch.setattr(module, "ss_usable", lambda ctx: True)
+    return state
+
+
+def test_tcp_broker_connections_through_the_whole_check(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real sampling path: `ss -ti` before and after a window that the fixture's
+    # counters cover (a busy, healthy node), one broker client losing 20%.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/10")
+    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1200, "1/50")
+    state = fake_ss(tmp_path, monkeypatch, before, after)
     result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=20_000, retrans_per_s=10)
     assert result.status == Status.FAIL, result.summary
     assert result.summary.startswith("the broker's TCP connections retransmit over 0.5 s")
@@ -732,6 +745,65 @@ def test_tcp_broker_connections_through_the_whole_check(
     assert result.data["listeners"] == [
         {"address": "0.0.0.0:8090", "accept_queue": 0, "backlog": 4096}
     ]
+
+
+def test_tcp_quiet_broker_with_lifetime_loss_warns(
+    tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A quiet broker (20 segments/s) losing a fifth of what it sends, on a quiet node:
+    # 60 segments over the whole 3 s window are too few to judge a rate, node-wide or on
+    # the connection, so this used to pass. Since it opened, the connection resent 412 of
+    # 2060 segments: a lifetime ratio, which warns (and says so) rather than fails.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 2000, "0/400")
+    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 2060, "1/412")
+    state = fake_ss(tmp_path, monkeypatch, before, after)
+    result = traffic_run(tmp_path, node, monkeypatch, sent_per_s=20, retrans_per_s=4)
+    assert len(state.read_text().splitlines()) == 2
+    assert result.status == Status.WARN, result.summary
+    [warn] = [f for f in result.findings if f.severity == Severity.WARN]
+    assert warn.message.startswith(
+        "1 of the broker's connections sent too little over the 3.0 s window to judge their "
+        "rate (fewer than 100 segments) and retransmitted >= 5% of their segments over their "
+        "lifetime: 10.0.0.2:8090 <- 10.0.0.7:51234 20.0% since it opened (412 of 2060 "
+        "segments; 12 of 60 segments over the window)"
+    )
+    assert "lifetime ratios, since each connection opened (open at least 3.0 s" in warn.message
+    assert warn.subject == "ss -ti" and "retrans:X/Y" in warn.remediation
+    assert result.data["retransmits"]["judged"] is False  # the node-wide rate: not judged
+    assert result.data["broker_connections"]["judged"] is False
+
+
+def test_tcp_quiet_broker_connection_lifetime_never_fails() -> None:
+    # Even a connection that resent half of everything since it opened only warns: a
+    # lifetime ratio may be old, the window is what fails a node.
+    before = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1000, "0/500")
+    after = ss_block("10.0.0.2:8090", "10.0.0.7:51234", 1010, "1/505")
+    facts = tcp_facts(Counters(100_000, 500, 0, 0), Counters(110_000, 500, 0, 0))
+    facts.broker = broker_sample(before, after, window_s=3.0)
+    result = judge_tcp(facts, TCP_THRESHOLDS)
+    assert result.status == Status.WARN, result.summary
+    assert "50.0% since it opened (505 of 1010 segments" in result.summary
+
+
+@pytest.mark.parametrize(
+    ("after", "why"),
+    [
+        # 60 quiet segments, none resent, where a 25% lifetime ratio predicts 15: over.
+        (ss_block("10.0.0.2:8090", "10.0.0.7:51234", 2060, "0/500"), "loss is over"),
+        # A short-lived connection: 300 segments in all are too few for a lifetime ratio.
+        (ss_block("10.0.0.2:8090", "10.0.0.7:51234", 300, "0/75"), "too short a life"),
+    ],
+)
+def test_tcp_quiet_broker_connection_with_old_or_little_loss_passes(after: str, why: str) -> None:
+    before = after.replace("segs_out:2060", "segs_out:2000").replace("segs_out:300", "segs_out:240")
+    facts = tcp_facts(Counters(100_000, 500, 0, 0), Counters(110_000, 500, 0, 0))
+    facts.broker = broker_sample(before, after, window_s=3.0)
+    result = judge_tcp(facts, TCP_THRESHOLDS)
+    assert result.status == Status.PASS, (why, result.summary)
+    assert any(
+        f.severity == Severity.INFO and "retransmitted since they opened" in f.message
+        for f in result.findings
+    ), why
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ kernel.io_uring and security.lsm both ask how the broker is confined: `parse_lab
 reads an AppArmor label ('docker-default (enforce)') or an SELinux context
 ('system_u:system_r:container_t:s0') into a `Confinement`. When the broker is not
 running, its systemd unit says how it would be confined: `read_unit_sandbox` reads the
-unit's user, groups, capabilities and SystemCallFilter= (`systemctl show`), and
-`resolve_account` turns the user and groups into the uid and gids its process gets.
+unit's user, groups, capabilities, SystemCallFilter=, LSM label, user namespace and command
+(`systemctl show`), and `resolve_account` turns the user and groups into the uid and gids
+its process gets.
 """
 
 from __future__ import annotations
@@ -65,13 +66,12 @@ SYSCALL_GROUPS_HOLDING = {
     for name in ("io_uring_setup", "io_uring_enter", "io_uring_register")
 }
 
-#: `systemctl show -p` properties that decide what a unit's process may do.
-SANDBOX_PROPERTIES = (
-    "LoadState",
-    "ActiveState",
-    "Result",
-    "ExecMainCode",
-    "ExecMainStatus",
+#: The unit settings that decide whether its process may create io_uring rings, each one
+#: a setting `systemd-run -p` takes: its account and capabilities (kernel.io_uring_disabled
+#: = 1 lets only io_uring_group and CAP_SYS_ADMIN in the initial user namespace through),
+#: its seccomp filter, its LSM label (SELinux and AppArmor can deny io_uring), and a user
+#: namespace of its own (PrivateUsers=: its capabilities count only inside it).
+SANDBOX_SETTINGS = (
     "User",
     "Group",
     "SupplementaryGroups",
@@ -83,6 +83,30 @@ SANDBOX_PROPERTIES = (
     "NoNewPrivileges",
     "CapabilityBoundingSet",
     "AmbientCapabilities",
+    "SecureBits",
+    "PrivateUsers",
+    "AppArmorProfile",
+    "SELinuxContext",
+)
+#: `systemctl show -p` properties that decide what a unit's process may do: its last run,
+#: its settings and the command it starts (a wrapper may confine the broker further).
+SANDBOX_PROPERTIES = (
+    "LoadState",
+    "ActiveState",
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    *SANDBOX_SETTINGS,
+    "ExecStart",
+)
+#: SecureBits= names by bit (systemd's secure_bits_to_string), as `systemd-run -p` takes them.
+SECURE_BITS = (
+    (1 << 0, "noroot"),
+    (1 << 1, "noroot-locked"),
+    (1 << 2, "no-setuid-fixup"),
+    (1 << 3, "no-setuid-fixup-locked"),
+    (1 << 4, "keep-caps"),
+    (1 << 5, "keep-caps-locked"),
 )
 SHOW_TIMEOUT_S = 3
 CAP_SYS_ADMIN_NAME = "cap_sys_admin"
@@ -139,6 +163,19 @@ def _yes(value: str | None) -> bool | None:
     return None
 
 
+def secure_bits_names(value: str) -> str | None:
+    """`systemctl show`'s SecureBits (a number, or names) as names; None for unknown bits."""
+    value = value.strip()
+    if not value.isdigit():
+        known = {name for _, name in SECURE_BITS}
+        return value if all(word in known for word in value.split()) else None
+    bits = int(value)
+    names = [name for bit, name in SECURE_BITS if bits & bit]
+    if bits & ~sum(bit for bit, _ in SECURE_BITS):
+        return None
+    return " ".join(names)
+
+
 def _cap_names(value: str | None) -> frozenset[str] | None:
     """A capability list ('cap_chown cap_sys_admin'); None when the property is absent."""
     return None if value is None else frozenset(value.lower().split())
@@ -190,6 +227,22 @@ class UnitSandbox:
     def ambient_capabilities(self) -> frozenset[str]:
         """AmbientCapabilities= names (what a non-root User= keeps)."""
         return _cap_names(self.properties.get("AmbientCapabilities")) or frozenset()
+
+    @property
+    def private_users(self) -> bool:
+        """PrivateUsers=: a user namespace of its own, where its capabilities stay."""
+        return bool(_yes(self.properties.get("PrivateUsers")))
+
+    @property
+    def noroot(self) -> bool:
+        """SecureBits=noroot: root gets no capabilities from running as root."""
+        names = secure_bits_names(self.properties.get("SecureBits", "") or "0") or ""
+        return "noroot" in names.split()
+
+    @property
+    def exec_paths(self) -> tuple[str, ...]:
+        """The programs ExecStart= runs ('{ path=/usr/bin/iggy-server ; argv[]=... }')."""
+        return tuple(re.findall(r"\{\s*path=([^\s;]+)", self.properties.get("ExecStart", "")))
 
     @property
     def killed_by_sigsys(self) -> bool:
@@ -302,7 +355,19 @@ def resolve_account(sandbox: UnitSandbox, passwd_text: str, group_text: str) -> 
             unresolved.append(f"group {name}")
         elif gid not in gids:
             gids.append(gid)
+    return UnitAccount(user, uid, tuple(gids), tuple(unresolved), _has_sys_admin(sandbox, uid))
+
+
+def _has_sys_admin(sandbox: UnitSandbox, uid: int | None) -> bool:
+    """CAP_SYS_ADMIN in the initial user namespace (what kernel.io_uring_disabled = 1 asks).
+
+    Root has it unless the bounding set drops it or SecureBits=noroot withholds root's
+    capabilities; any user has it as an ambient capability. Under PrivateUsers= every
+    capability belongs to the unit's own user namespace, where it does not count.
+    """
+    if sandbox.private_users:
+        return False
     bounding = sandbox.capability_bounding_set
-    root_admin = uid == 0 and (bounding is None or CAP_SYS_ADMIN_NAME in bounding)
-    admin = root_admin or CAP_SYS_ADMIN_NAME in sandbox.ambient_capabilities
-    return UnitAccount(user, uid, tuple(gids), tuple(unresolved), admin)
+    bounded_in = bounding is None or CAP_SYS_ADMIN_NAME in bounding
+    root_admin = uid == 0 and bounded_in and not sandbox.noroot
+    return root_admin or CAP_SYS_ADMIN_NAME in sandbox.ambient_capabilities
