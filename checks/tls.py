@@ -25,12 +25,15 @@ from snapshot_agent.node.certificates import (
     Chain,
     Deviation,
     NotACertificate,
+    PycaRefusal,
     Rejection,
     build_chain,
+    classify_pyca_refusal,
     client_rejection,
     describe,
     issued_by,
     load_certificates,
+    misissued_by,
     name_matches,
     public_der,
     strict_deviations,
@@ -383,30 +386,60 @@ def _judge_chain(path: str, certs: list[CertFacts], roots: list, now: datetime) 
     When no chain reaches a trusted root, say which of the usual causes it is. Expiry is
     judged on its own: when a certificate is out of its validity window now, the chain
     is checked at a moment when all of them were valid, so an expired certificate is not
-    reported a second time as a broken chain.
+    reported a second time as a broken chain. A chain that cannot be judged at all (an
+    error while building or checking it) fails: it is never taken for a good one.
     """
     start, end = max(c.not_before for c in certs), min(c.not_after for c in certs)
     if start > end:
         return []  # never all valid at once: the validity findings already say so
     when = now if start <= now <= end else start + (end - start) / 2
-    chain = build_chain(certs[0].cert, [c.cert for c in certs[1:]], roots)
-    if not chain.anchored:
-        return _not_anchored(path, certs, roots)
-    rejection = client_rejection(chain, when)
-    if rejection is not None:
-        return [_clients_refuse(path, rejection)]
-    return _strict_profile(path, chain, roots, when)
+    try:
+        chain = build_chain(certs[0].cert, [c.cert for c in certs[1:]], roots)
+        if not chain.anchored:
+            return _not_anchored(path, certs, roots)
+        rejection = client_rejection(chain, when)
+        if rejection is not None:
+            return [_clients_refuse(path, rejection)]
+        return _strict_profile(path, chain, roots, when)
+    except Exception as exc:  # a certificate that breaks the judging itself
+        return [_chain_not_judged(path, exc)]
+
+
+def _chain_not_judged(path: str, exc: Exception) -> Finding:
+    """FAIL: the chain could not be checked, so nothing says clients accept it."""
+    return Finding(
+        Severity.FAIL,
+        f"{path}: the chain could not be validated ({type(exc).__name__}: {exc}); "
+        "treat it as refused until `openssl verify` says otherwise",
+        f"Run `openssl verify -purpose sslserver -CAfile <your CA bundle> -untrusted {path} "
+        f"{path}`; reissue the certificate if it fails, then restart the broker.",
+        path,
+    )
 
 
 def _not_anchored(path: str, certs: list[CertFacts], roots: list) -> list[Finding]:
-    """No path from the leaf to a trusted root: self-signed, untrusted root or a gap."""
+    """No path from the leaf to a trusted root: bad signature, self-signed, untrusted root, gap."""
     leaf = certs[0]
     if leaf.self_issued:
         return _self_signed(path, leaf, roots)
     top = _walk_up(certs)
+    wrong_key = misissued_by(top.cert, [c.cert for c in certs] + roots)
+    if not top.self_issued and wrong_key is not None:
+        return [_clients_refuse(path, _bad_signature(top))]
     if not (any(issued_by(top.cert, r) for r in roots) or top.cert in roots):
         return [_unanchored(path, certs, top)]
     return [_clients_refuse(path, Rejection(f"no path from {leaf.subject} to a trusted root"))]
+
+
+def _bad_signature(cert: CertFacts) -> Rejection:
+    """A certificate whose named issuer's key did not sign it."""
+    return Rejection(
+        f"{cert.subject} names {cert.issuer} as its issuer, but its signature does not "
+        "verify with that certificate's key (a damaged file, or a CA re-keyed under the "
+        "same name)",
+        fix="Put the issuer certificate that signed it in the file (the CA's current one), "
+        f"or reissue {cert.subject} from the CA that is trusted.",
+    )
 
 
 def _clients_refuse(path: str, rejection: Rejection) -> Finding:
@@ -415,31 +448,58 @@ def _clients_refuse(path: str, rejection: Rejection) -> Finding:
         Severity.FAIL,
         f"{path}: chain validation failed: {rejection.problem}; clients will reject it "
         f"(refused by {' and '.join(rejection.refused_by)})",
-        "Reissue the certificate or fix the chain, then restart the broker.",
+        (rejection.fix or "Reissue the certificate or fix the chain.")
+        + " Then restart the broker.",
         path,
     )
 
 
 def _strict_profile(path: str, chain: Chain, roots: list, when: datetime) -> list[Finding]:
-    """WARN per strict-profile point the chain misses; the common clients accept it."""
+    """WARN per strict-profile point the chain misses; FAIL when pyca refuses it otherwise.
+
+    pyca/cryptography's verifier runs whatever the deviations found, so a problem behind
+    a missing key identifier is still found; its refusal is a warning only when it is
+    a known strict-only point (`classify_pyca_refusal`).
+    """
     deviations = strict_deviations(chain)
-    if deviations:
-        return [_strict_deviation(path, d) for d in deviations]
+    out = [_strict_deviation(path, d) for d in deviations]
     if len(chain.certs) < 2:
-        return []  # a pinned self-signed leaf: strict verifiers apply no profile to it
+        return out  # a pinned self-signed leaf: strict verifiers apply no profile to it
     problem = verify_strict_profile(chain.certs[0], chain.certs[1:-1], roots, when)
     if problem is None:
-        return []
-    return [
-        Finding(
-            Severity.WARN,
-            f"{path}: {PYCA_VERIFIER} (CA/Browser Forum profile) refuses the chain: {problem}; "
-            f"{LENIENT_CLIENTS} accept it",
-            "Clients of the Iggy SDKs connect; tools built on pyca/cryptography's verifier "
-            "do not. Reissue the certificate from a CA profile that follows RFC 5280.",
-            path,
-        )
-    ]
+        return out
+    kind = classify_pyca_refusal(problem, chain, deviations)
+    if kind is PycaRefusal.STRICT_ONLY:
+        out.append(_pyca_only(path, problem))
+    elif kind is PycaRefusal.UNKNOWN:
+        out.append(_pyca_refuses_unknown(path, problem))
+    return out
+
+
+def _pyca_only(path: str, problem: str) -> Finding:
+    """WARN: a CA/Browser Forum point only pyca/cryptography's verifier enforces."""
+    return Finding(
+        Severity.WARN,
+        f"{path}: {PYCA_VERIFIER} (CA/Browser Forum profile) refuses the chain: {problem}; "
+        f"{LENIENT_CLIENTS} accept it",
+        "Clients of the Iggy SDKs connect; tools built on pyca/cryptography's verifier "
+        "do not. Reissue the certificate from a CA profile that follows RFC 5280.",
+        path,
+    )
+
+
+def _pyca_refuses_unknown(path: str, problem: str) -> Finding:
+    """FAIL: pyca refuses for a reason not known to be strict-only."""
+    return Finding(
+        Severity.FAIL,
+        f"{path}: chain validation failed: {PYCA_VERIFIER} refuses the chain: {problem}; "
+        f"this is not a point known to be strict-only, so {LENIENT_CLIENTS} may refuse "
+        "it too",
+        f"Check with `openssl verify -purpose sslserver -CAfile <your CA bundle> "
+        f"-untrusted {path} {path}`, then reissue the certificate or fix the chain and "
+        "restart the broker.",
+        path,
+    )
 
 
 def _strict_deviation(path: str, d: Deviation) -> Finding:
@@ -633,11 +693,15 @@ def tls_certificates(ctx: Context) -> Result:
       [test_self_signed_without_files_is_not_a_failure]
     - pass: a passphrase-protected key is a note [test_encrypted_key_is_reported_and_never_copied]
     - pass: a CA certificate file [test_ca_file_gets_no_server_checks]
+    - pass: CA name constraints the server's DNS names and IP addresses satisfy, or that
+      constrain another name form [test_name_constraints_satisfied_pass]
     - warn: a chain OpenSSL and rustls accept but strict verifiers (Python 3.13) refuse: no
       Authority or Subject Key Identifier
       [test_chain_only_strict_verifiers_refuse_warns_naming_them]
     - warn: an Ed25519 root, which only pyca/cryptography's verifier refuses
       [test_chain_only_pyca_cryptography_refuses_warns_naming_it]
+    - warn: a `.example.com` name constraint, which only pyca/cryptography calls malformed
+      [test_leading_dot_name_constraint_only_pyca_refuses_warns]
     - warn: a leaf expiring in 20 days [test_validity_window]
     - warn: a self-signed leaf nobody trusts explicitly [test_self_signed_leaf]
     - warn: a chain ending at an issuer this node does not trust [test_unknown_issuer]
@@ -646,6 +710,19 @@ def tls_certificates(ctx: Context) -> Result:
     - fail: expired, not yet valid, or 5 days left [test_validity_window]
     - fail: an issuer that is not a CA, may not sign, is not for servers, or a path
       too long: every client refuses [test_chain_every_client_refuses_fails]
+    - fail: server names outside a CA's permitted subtrees or inside an excluded one (DNS
+      or IP), also when a key identifier is missing too
+      [test_name_constraint_violations_fail]
+    - fail: a critical extension OpenSSL or rustls does not process
+      [test_critical_extension_clients_do_not_process_fails]
+    - fail: a refusal by pyca/cryptography that is no known strict-only point (a 1024-bit
+      intermediate), found beside a missing key identifier
+      [test_unknown_pyca_refusal_fails_even_beside_a_missing_key_identifier]
+    - fail: an Ed448 root, which rustls cannot verify [test_an_ed448_root_fails_for_rustls]
+    - fail: a certificate its named issuer's key did not sign
+      [test_signature_by_another_key_fails]
+    - fail: a chain that cannot be judged (an error while checking it)
+      [test_chain_that_cannot_be_judged_fails]
     - fail: a CA:TRUE server certificate, which rustls refuses
       [test_ca_certificate_as_server_certificate_fails_for_rustls]
     - fail: a missing intermediate [test_missing_intermediate]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -17,9 +18,10 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from snapshot_agent.checks import tls as tls_module
 from snapshot_agent.checks.tls import (
     DAYS_LEFT,
     Probe,
@@ -36,7 +38,12 @@ from snapshot_agent.config import (
     IggyConfig,
 )
 from snapshot_agent.core.results import Result, Severity, Status
-from snapshot_agent.node.certificates import describe
+from snapshot_agent.node.certificates import (
+    PycaRefusal,
+    build_chain,
+    classify_pyca_refusal,
+    describe,
+)
 from snapshot_agent.node.tls_inventory import Endpoint
 
 from .conftest import make_context
@@ -70,16 +77,20 @@ def make_cert(
     ca: bool = False,
     digest=None,
     aki: bool = True,
+    aki_critical: bool = False,
     ski: bool = True,
     path_length: int | None = None,
     key_cert_sign: bool | None = None,
     eku: tuple[x509.ObjectIdentifier, ...] | None = None,
+    extra: tuple[tuple[x509.ExtensionType, bool], ...] = (),
 ) -> x509.Certificate:
     """A certificate signed by `issuer` (name, key), or self-signed.
 
     `aki`/`ski` False leave out the key identifiers, as some private CAs do;
     `key_cert_sign` overrides keyUsage's keyCertSign (by default: `ca`); `eku` puts an
-    extendedKeyUsage on any certificate (by default only a leaf with names has one).
+    extendedKeyUsage on any certificate (by default only a leaf with names has one);
+    `extra` adds (extension, critical) pairs, e.g. nameConstraints. A name that is an
+    IP address becomes an iPAddress SAN.
     """
     issuer_name, issuer_key = issuer or (subject, key)
     builder = (
@@ -112,18 +123,29 @@ def make_cert(
         )
     if aki:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            aki_critical,
         )
     if names and not ca:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            x509.SubjectAlternativeName([san(n) for n in names]), critical=False
         )
         eku = eku or (ExtendedKeyUsageOID.SERVER_AUTH,)
     if eku:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    if isinstance(issuer_key, ed25519.Ed25519PrivateKey):
+    for extension, critical in extra:
+        builder = builder.add_extension(extension, critical=critical)
+    if isinstance(issuer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return builder.sign(issuer_key, None)  # EdDSA hashes by itself
     return builder.sign(issuer_key, digest or hashes.SHA256())
+
+
+def san(name: str) -> x509.GeneralName:
+    """An iPAddress SAN for an address, a dNSName otherwise."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def pem(*certs: x509.Certificate) -> bytes:
@@ -441,31 +463,48 @@ def odd_chain(kind: str) -> tuple[x509.Certificate, list[x509.Certificate], x509
     return root, chain, leaf
 
 
+Certs = tuple[x509.Certificate, list[x509.Certificate], x509.Certificate]
+
+
 def run_chain(tmp_path: Path, kind: str) -> Result:
     """tls.certificates on a file holding the odd chain, its root trusted via ca_bundle."""
-    root, chain, leaf = odd_chain(kind)
+    return run_certs_of(tmp_path, odd_chain(kind))
+
+
+def run_certs_of(
+    tmp_path: Path, certs: Certs, names: tuple[str, ...] = (), thresholds: dict | None = None
+) -> Result:
+    """tls.certificates on a file holding (root, chain, leaf): leaf and chain, root trusted."""
+    root, chain, leaf = certs
     bundle, path = tmp_path / "odd-ca.pem", tmp_path / "odd-chain.pem"
     bundle.write_bytes(pem(root))
     path.write_bytes(pem(leaf, *chain))
-    config = Config(
-        checks=ChecksConfig(
-            certificates=CertificatesConfig(paths=[str(path)], ca_bundle=str(bundle))
-        )
-    )
-    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=tls_thresholds()))
+    certificates = CertificatesConfig(paths=[str(path)], ca_bundle=str(bundle), names=[*names])
+    config = Config(checks=ChecksConfig(certificates=certificates))
+    overrides = tls_thresholds() | (thresholds or {})
+    return tls_certificates.run(make_context(tmp_path, config=config, thresholds=overrides))
 
 
 def openssl_verify(tmp_path: Path, kind: str, *flags: str) -> subprocess.CompletedProcess:
     """`openssl verify` of the odd chain as a TLS client checks a server (-purpose sslserver)."""
+    return openssl_verify_certs(tmp_path, odd_chain(kind), *flags)
+
+
+def openssl_verify_certs(tmp_path: Path, certs: Certs, *flags: str) -> subprocess.CompletedProcess:
+    """`openssl verify -purpose sslserver` of (root, chain, leaf), the root as the CA file."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    root, chain, leaf = odd_chain(kind)
+    root, chain, leaf = certs
     (tmp_path / "root.pem").write_bytes(pem(root))
     (tmp_path / "untrusted.pem").write_bytes(pem(*chain))
     (tmp_path / "leaf.pem").write_bytes(pem(leaf))
     argv = ["openssl", "verify", *flags, "-purpose", "sslserver", "-CAfile", "root.pem"]
-    argv += ["-untrusted", "untrusted.pem", "leaf.pem"]
+    argv += ["-untrusted", "untrusted.pem", "leaf.pem"] if chain else ["leaf.pem"]
     return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False)
+
+
+def openssl_says(done: subprocess.CompletedProcess) -> str:
+    return done.stdout + done.stderr
 
 
 #: kind -> (what the warning says, what `openssl verify -x509_strict` says)
@@ -551,6 +590,379 @@ def test_ca_certificate_as_server_certificate_fails_for_rustls(tmp_path: Path, p
     assert "CaUsedAsEndEntity" in messages(result, Severity.FAIL)
     # the same certificate named in checks.certificates.paths is a CA file: not judged as a server
     assert run_certs(tmp_path, pki, [cert]).status == Status.PASS
+
+
+# -- name constraints, as OpenSSL and rustls/webpki enforce them -----------------------
+#
+# A CA's nameConstraints bind every certificate below it: both verifiers refuse a server
+# whose names fall outside the permitted subtrees or inside an excluded one. `.invalid` is
+# a reserved TLD, so this machine's own name never falls inside `example.invalid`.
+
+BOTH = "OpenSSL with default flags and rustls/webpki (the Iggy Rust SDK)"
+RUSTLS_ONLY = "rustls/webpki (the Iggy Rust SDK)"
+
+
+def dns_trees(*names: str) -> list[x509.GeneralName]:
+    return [x509.DNSName(n) for n in names]
+
+
+def ip_trees(*networks: str) -> list[x509.GeneralName]:
+    return [x509.IPAddress(ipaddress.ip_network(n)) for n in networks]
+
+
+#: kind -> (the CA carrying the constraints, permitted, excluded, the leaf's names)
+CONSTRAINED: dict[str, tuple[str, list | None, list | None, tuple[str, ...]]] = {
+    "permitted_dns": ("intermediate", dns_trees("example.invalid"), None, (HOST, "localhost")),
+    "permitted_dns_intermediate_no_aki": (
+        "intermediate",
+        dns_trees("example.invalid"),
+        None,
+        (HOST, "localhost"),
+    ),
+    "excluded_dns": ("intermediate", None, dns_trees("localhost"), (HOST, "localhost")),
+    "permitted_ip": (
+        "intermediate",
+        dns_trees(HOST, "localhost") + ip_trees("10.0.0.0/8"),
+        None,
+        (HOST, "localhost", "127.0.0.1"),
+    ),
+    "excluded_ip": ("intermediate", None, ip_trees("127.0.0.0/8"), (HOST, "127.0.0.1")),
+    "root_permitted_dns": ("root", dns_trees("example.invalid"), None, (HOST, "localhost")),
+    "excluded_wildcard_reach": (
+        "intermediate",
+        None,
+        dns_trees("www.example.invalid"),
+        ("*.example.invalid",),
+    ),
+    "directory_name": (
+        "intermediate",
+        [x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))],
+        None,
+        (HOST, "localhost"),
+    ),
+    # healthy: names inside the constraints, or constraints on another name form
+    "permitted_satisfied": (
+        "intermediate",
+        dns_trees(HOST, "localhost") + ip_trees("127.0.0.0/8"),
+        None,
+        (HOST, "localhost", "127.0.0.1"),
+    ),
+    "constraint_on_another_form": ("intermediate", ip_trees("10.0.0.0/8"), None, (HOST,)),
+    "permitted_parent_domain": (
+        "root",
+        dns_trees("example.invalid"),
+        dns_trees("internal.example.invalid"),
+        ("iggy.example.invalid", "*.iggy.example.invalid"),
+    ),
+    # `.example.invalid`: subdomains only; OpenSSL and webpki take it, pyca calls it malformed
+    "leading_dot_subtree": (
+        "intermediate",
+        dns_trees(".example.invalid"),
+        None,
+        ("iggy.example.invalid",),
+    ),
+}
+#: kind -> (what the failure says, who refuses, what `openssl verify` says; None: OK)
+NC_REFUSED = {
+    "permitted_dns": (
+        f"CN={HOST} has DNS:{HOST}, outside the permitted names (DNS:example.invalid)",
+        BOTH,
+        "permitted subtree violation",
+    ),
+    "permitted_dns_intermediate_no_aki": (
+        "outside the permitted names (DNS:example.invalid)",
+        BOTH,
+        "permitted subtree violation",
+    ),
+    "excluded_dns": (
+        "has DNS:localhost, inside the excluded names (DNS:localhost)",
+        BOTH,
+        "excluded subtree violation",
+    ),
+    "permitted_ip": (
+        "has IP:127.0.0.1, outside the permitted names (IP:10.0.0.0/8)",
+        BOTH,
+        "permitted subtree violation",
+    ),
+    "excluded_ip": (
+        "has IP:127.0.0.1, inside the excluded names (IP:127.0.0.0/8)",
+        BOTH,
+        "excluded subtree violation",
+    ),
+    "root_permitted_dns": (
+        "name constraints of CN=Odd Root CA",
+        BOTH,
+        "permitted subtree violation",
+    ),
+    "excluded_wildcard_reach": (
+        "has DNS:*.example.invalid, inside the excluded names (DNS:www.example.invalid)",
+        RUSTLS_ONLY,
+        None,  # OpenSSL compares the wildcard as written; webpki expands it (CVE-2025-61727)
+    ),
+    "directory_name": ("directoryName constraint", RUSTLS_ONLY, None),
+}
+NC_ACCEPTED = {
+    "permitted_satisfied": (),
+    "constraint_on_another_form": (),
+    "permitted_parent_domain": ("iggy.example.invalid",),
+}
+
+
+def constrained_chain(kind: str) -> Certs:
+    """(root, [intermediate], leaf) with the nameConstraints of CONSTRAINED[kind]."""
+    where, permitted, excluded, names = CONSTRAINED[kind]
+    constraints = ((x509.NameConstraints(permitted, excluded), True),)
+    root_key, int_key = new_key(), new_key()
+    root = make_cert(
+        "Odd Root CA",
+        root_key,
+        ca=True,
+        days=(-10, 3650),
+        extra=constraints if where == "root" else (),
+    )
+    inter = make_cert(
+        "Odd Intermediate CA",
+        int_key,
+        issuer=("Odd Root CA", root_key),
+        ca=True,
+        days=(-10, 1825),
+        aki=not kind.endswith("no_aki"),
+        extra=constraints if where == "intermediate" else (),
+    )
+    leaf = make_cert(HOST, new_key(), issuer=("Odd Intermediate CA", int_key), names=names)
+    return root, [inter], leaf
+
+
+@pytest.mark.parametrize("kind", sorted(NC_REFUSED))
+def test_name_constraint_violations_fail(tmp_path: Path, kind: str) -> None:
+    """Names outside a CA's constraints: a failure naming who refuses, never a warning.
+
+    With the intermediate also lacking its Authority Key Identifier, the key-identifier
+    warning used to be the only finding; the violation is found on its own now.
+    """
+    result = run_certs_of(tmp_path, constrained_chain(kind))
+    assert result.status == Status.FAIL, messages(result)
+    [failure] = [f for f in result.findings if f.severity == Severity.FAIL]
+    text, refused_by, _ = NC_REFUSED[kind]
+    assert "chain validation failed: name constraints of" in failure.message
+    assert text in failure.message and f"(refused by {refused_by})" in failure.message
+    assert "Reissue" in failure.remediation and "permits" in failure.remediation
+    assert not [f for f in result.findings if "accept it" in f.message]
+
+
+@pytest.mark.parametrize("kind", sorted(NC_REFUSED))
+def test_openssl_on_the_name_constraint_violations(tmp_path: Path, kind: str) -> None:
+    """OpenSSL refuses what the check says it refuses, and accepts the webpki-only cases."""
+    done = openssl_verify_certs(tmp_path, constrained_chain(kind))
+    says = NC_REFUSED[kind][2]
+    if says is None:
+        assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, openssl_says(done)
+    else:
+        assert done.returncode != 0 and says in openssl_says(done)
+
+
+@pytest.mark.parametrize("kind", sorted(NC_ACCEPTED))
+def test_name_constraints_satisfied_pass(tmp_path: Path, kind: str) -> None:
+    result = run_certs_of(tmp_path, constrained_chain(kind), names=NC_ACCEPTED[kind])
+    assert result.status == Status.PASS, messages(result)
+
+
+@pytest.mark.parametrize("kind", sorted(NC_ACCEPTED))
+def test_openssl_accepts_satisfied_name_constraints(tmp_path: Path, kind: str) -> None:
+    done = openssl_verify_certs(tmp_path, constrained_chain(kind))
+    assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, openssl_says(done)
+
+
+def test_leading_dot_name_constraint_only_pyca_refuses_warns(tmp_path: Path) -> None:
+    """A subtree written `.example.invalid`: OpenSSL and webpki accept it, pyca does not."""
+    certs = constrained_chain("leading_dot_subtree")
+    result = run_certs_of(tmp_path, certs, names=("iggy.example.invalid",))
+    assert result.status == Status.WARN, messages(result)
+    [warning] = result.findings
+    assert "malformed DNS name constraint: .example.invalid" in warning.message
+    assert f"{BOTH} accept it" in warning.message
+    done = openssl_verify_certs(tmp_path, certs)
+    assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, openssl_says(done)
+
+
+# -- what pyca/cryptography refuses and the model does not explain ----------------------
+
+
+def private_chain(
+    *,
+    root_key=None,
+    int_key=None,
+    root_kw: dict | None = None,
+    int_kw: dict | None = None,
+    **leaf_kw,
+) -> Certs:
+    """(root, [intermediate], leaf) of a private CA; keywords shape each certificate."""
+    root_key, int_key = root_key or new_key(), int_key or new_key()
+    root = make_cert("Odd Root CA", root_key, ca=True, days=(-10, 3650), **(root_kw or {}))
+    inter = make_cert(
+        "Odd Intermediate CA",
+        int_key,
+        issuer=("Odd Root CA", root_key),
+        **({"ca": True, "days": (-10, 1825)} | (int_kw or {})),
+    )
+    leaf = make_cert(HOST, new_key(), issuer=("Odd Intermediate CA", int_key), **leaf_kw)
+    return root, [inter], leaf
+
+
+def test_unknown_pyca_refusal_fails_even_beside_a_missing_key_identifier(
+    tmp_path: Path,
+) -> None:
+    """A 1024-bit RSA intermediate without AKI, the weak-key band lowered to allow it.
+
+    pyca/cryptography refuses it ("RSA key is too weak"), which is no strict-only point:
+    rustls/webpki refuses RSA keys under 2048 bits too. It used to be skipped (the
+    missing AKI returned first) or, alone, reported as a warning saying rustls accepts.
+    """
+    certs = private_chain(int_key=new_key("rsa", 1024), int_kw={"aki": False})
+    result = run_certs_of(tmp_path, certs, thresholds={"fail_rsa_bits_below": 1024})
+    assert result.status == Status.FAIL, messages(result)
+    [warning] = [f for f in result.findings if f.severity == Severity.WARN]
+    assert "CN=Odd Intermediate CA has no Authority Key Identifier" in warning.message
+    [failure] = [f for f in result.findings if f.severity == Severity.FAIL]
+    assert "pyca/cryptography's verifier refuses the chain" in failure.message
+    assert "RSA key is too weak" in failure.message and "not a point known" in failure.message
+
+
+def test_openssl_on_a_1024_bit_intermediate(tmp_path: Path) -> None:
+    """`openssl verify` takes it at its default level; at level 2 (Debian's) it refuses."""
+    certs = private_chain(int_key=new_key("rsa", 1024), int_kw={"aki": False})
+    default = openssl_verify_certs(tmp_path, certs)
+    assert default.returncode == 0, openssl_says(default)
+    level2 = openssl_verify_certs(tmp_path, certs, "-auth_level", "2")
+    assert level2.returncode != 0 and "key too weak" in openssl_says(level2)
+
+
+def test_an_ed448_root_fails_for_rustls(tmp_path: Path) -> None:
+    """pyca refuses Ed448 as it refuses Ed25519, but rustls/webpki has no Ed448: a failure."""
+    result = run_certs_of(tmp_path, private_chain(root_key=ed448.Ed448PrivateKey.generate()))
+    assert result.status == Status.FAIL, messages(result)
+    [failure] = result.findings
+    assert "Forbidden public key algorithm" in failure.message
+    assert "may refuse it too" in failure.message
+
+
+def test_openssl_accepts_an_ed448_root(tmp_path: Path) -> None:
+    certs = private_chain(root_key=ed448.Ed448PrivateKey.generate())
+    done = openssl_verify_certs(tmp_path, certs)
+    assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, openssl_says(done)
+
+
+def test_pyca_reasons_are_strict_only_only_when_known_and_confirmed() -> None:
+    """A forbidden algorithm is strict-only for Ed25519, not for Ed448 (webpki lacks it)."""
+    ed25519_certs = odd_chain("ed25519_root")
+    chain = build_chain(ed25519_certs[2], ed25519_certs[1], [ed25519_certs[0]])
+    forbidden = "validation failed: candidates exhausted: Forbidden public key algorithm: x"
+    assert classify_pyca_refusal(forbidden, chain, []) is PycaRefusal.STRICT_ONLY
+    new_wording = "validation failed: some reason a later cryptography release invents"
+    assert classify_pyca_refusal(new_wording, chain, []) is PycaRefusal.UNKNOWN
+    ed448_certs = private_chain(root_key=ed448.Ed448PrivateKey.generate())
+    ed448_chain = build_chain(ed448_certs[2], ed448_certs[1], [ed448_certs[0]])
+    assert classify_pyca_refusal(forbidden, ed448_chain, []) is PycaRefusal.UNKNOWN
+
+
+def critical_ski(key) -> tuple[tuple[x509.ExtensionType, bool], ...]:
+    return ((x509.SubjectKeyIdentifier.from_public_key(key.public_key()), True),)
+
+
+ROOT_KEY = new_key()
+#: kind -> (private_chain keywords, who refuses, what `openssl verify` says; None: OK)
+CRITICAL = {
+    "leaf_aki_critical": ({"aki_critical": True}, BOTH, "unhandled critical extension"),
+    "root_ski_critical": (  # webpki reads a trust anchor ignoring unknown critical ones
+        {"root_key": ROOT_KEY, "root_kw": {"ski": False, "extra": critical_ski(ROOT_KEY)}},
+        "OpenSSL with default flags",
+        "unhandled critical extension",
+    ),
+    "intermediate_policies_critical": (
+        {
+            "int_kw": {
+                "extra": (
+                    (
+                        x509.CertificatePolicies(
+                            [x509.PolicyInformation(x509.ObjectIdentifier("2.23.140.1.2.1"), None)]
+                        ),
+                        True,
+                    ),
+                )
+            }
+        },
+        RUSTLS_ONLY,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRITICAL))
+def test_critical_extension_clients_do_not_process_fails(tmp_path: Path, kind: str) -> None:
+    """A critical AKI (both), certificatePolicies (webpki only), a root's SKI (OpenSSL only)."""
+    keywords, refused_by, _ = CRITICAL[kind]
+    result = run_certs_of(tmp_path, private_chain(**keywords))
+    assert result.status == Status.FAIL, messages(result)
+    [failure] = result.findings
+    assert "has a critical extension clients do not process" in failure.message
+    assert f"(refused by {refused_by})" in failure.message
+
+
+@pytest.mark.parametrize("kind", sorted(CRITICAL))
+def test_openssl_on_critical_extensions(tmp_path: Path, kind: str) -> None:
+    keywords, _, says = CRITICAL[kind]
+    done = openssl_verify_certs(tmp_path, private_chain(**keywords))
+    if says is None:
+        assert done.returncode == 0 and "leaf.pem: OK" in done.stdout, openssl_says(done)
+    else:
+        assert done.returncode != 0 and says in openssl_says(done)
+
+
+# -- signatures and errors while judging a chain ----------------------------------------
+
+
+def forged_leaf(pki: Pki, issuer: str) -> x509.Certificate:
+    """A leaf naming `issuer` (and its key identifier) but signed by another key."""
+    issuer_key = pki.root_key if issuer == "Test Root CA" else pki.int_key
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    return make_cert(HOST, new_key(), issuer=(issuer, new_key()), aki=False, extra=((aki, False),))
+
+
+@pytest.mark.parametrize("issuer", ["Test Root CA", "Test Intermediate CA"])
+def test_signature_by_another_key_fails(tmp_path: Path, pki: Pki, issuer: str) -> None:
+    """Named issuer, wrong signature: was an 'unknown issuer' warning (or a wrong gap)."""
+    chain = [pki.intermediate] if issuer == "Test Intermediate CA" else []
+    path = pki.write("forged.pem", pem(forged_leaf(pki, issuer), *chain))
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.FAIL, messages(result)
+    [failure] = result.findings
+    assert f"names CN={issuer} as its issuer, but its signature does not verify" in (
+        failure.message
+    )
+
+
+@pytest.mark.parametrize("issuer", ["Test Root CA", "Test Intermediate CA"])
+def test_openssl_refuses_a_signature_by_another_key(pki: Pki, issuer: str) -> None:
+    chain = [pki.intermediate] if issuer == "Test Intermediate CA" else []
+    done = openssl_verify_certs(pki.tmp, (pki.root, chain, forged_leaf(pki, issuer)))
+    assert done.returncode != 0 and "certificate signature failure" in openssl_says(done)
+
+
+def test_chain_that_cannot_be_judged_fails(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any error while building or checking a chain is a failure, never a pass or a crash."""
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a certificate the checker cannot handle")
+
+    monkeypatch.setattr(tls_module, "client_rejection", broken)
+    path = pki.write("server.pem", pem(pki.leaf(), pki.intermediate))
+    result = run_certs(tmp_path, pki, [path])
+    assert result.status == Status.FAIL
+    [failure] = result.findings
+    assert "the chain could not be validated (RuntimeError" in failure.message
+    assert "openssl verify" in failure.remediation
 
 
 @pytest.mark.parametrize(

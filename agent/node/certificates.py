@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
-from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store
+from cryptography.x509.oid import (
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    NameOID,
+    ObjectIdentifier,
+    SignatureAlgorithmOID,
+)
+from cryptography.x509.verification import (
+    DNSName,
+    IPAddress,
+    PolicyBuilder,
+    ServerVerifier,
+    Store,
+)
 
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
@@ -156,6 +171,20 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def misissued_by(
+    cert: x509.Certificate, candidates: list[x509.Certificate]
+) -> x509.Certificate | None:
+    """A candidate named as `cert`'s issuer whose key did not sign it (or cannot be checked).
+
+    Clients find the issuer by name, then check the signature: a mismatch (a damaged or
+    tampered file, a CA re-keyed under the same name) fails, it is no unknown issuer.
+    """
+    named = [c for c in candidates if c.subject == cert.issuer and c != cert]
+    if not named or any(issued_by(cert, c) for c in named):
+        return None
+    return named[0]
+
+
 def load_private_key(data: bytes) -> KeyFacts:
     """Parse a PEM or DER private key; an encrypted one is reported, not decrypted."""
     if not data.strip():
@@ -199,25 +228,49 @@ def verify_strict_profile(
 
     That verifier applies the RFC 5280 and CA/Browser Forum profile, stricter than the
     broker's clients (it refuses a leaf without an Authority Key Identifier, which OpenSSL
-    and rustls accept): `client_rejection` decides whether clients connect, this only
-    finds what strict verifiers would refuse. The name checked is one of the leaf's own
-    SANs: hostname match is judged apart.
+    and rustls accept): `classify_pyca_refusal` says whether a refusal is one of those
+    strict-only points. The name checked is one of the leaf's own SANs (hostname match is
+    judged apart); each is tried until one is a name the verifier takes. Anything that
+    goes wrong, setting up included, is a refusal: never a silent pass.
     """
-    facts_dns, facts_ip = _san(leaf, x509.DNSName), _san(leaf, x509.IPAddress)
-    if facts_dns:
-        subject: DNSName | IPAddress = DNSName(facts_dns[0].replace("*.", "wildcard.", 1))
-    elif facts_ip:
-        subject = IPAddress(facts_ip[0])
-    else:
-        return "the certificate has no subjectAltName (modern clients ignore the CN)"
     if not roots:
         return "no trusted roots to validate against"
-    verifier = (
-        PolicyBuilder()
-        .store(Store(roots))
-        .time(now or datetime.now(UTC))
-        .build_server_verifier(subject)
-    )
+    problem = "the certificate has no subjectAltName (modern clients ignore the CN)"
+    try:
+        for subject in _pyca_subjects(leaf):
+            try:  # a name the verifier cannot take (e.g. invalid DNS syntax): the next one
+                verifier = (
+                    PolicyBuilder()
+                    .store(Store(roots))
+                    .time(now or datetime.now(UTC))
+                    .build_server_verifier(subject)
+                )
+            except ValueError as exc:
+                problem = f"{exc} (subjectAltName {subject.value})"
+                continue
+            problem = _pyca_verify(verifier, leaf, intermediates)
+            if problem is None or _PYCA_NO_SUCH_NAME not in problem:
+                return problem
+    except Exception as exc:  # a SAN that does not parse, a store that refuses a root...
+        return str(exc) or type(exc).__name__
+    return problem
+
+
+_PYCA_NO_SUCH_NAME = "no matching subjectAltName"
+
+
+def _pyca_subjects(leaf: x509.Certificate) -> list[DNSName | IPAddress]:
+    """The leaf's own SANs as pyca/cryptography subjects (a wildcard made a concrete name)."""
+    subjects: list[DNSName | IPAddress] = [
+        DNSName(name.replace("*.", "wildcard.", 1)) for name in _san(leaf, x509.DNSName)
+    ]
+    return subjects + [IPAddress(ip) for ip in _san(leaf, x509.IPAddress)]
+
+
+def _pyca_verify(
+    verifier: ServerVerifier, leaf: x509.Certificate, intermediates: list[x509.Certificate]
+) -> str | None:
+    """One run of pyca/cryptography's server verifier: None, or why it refuses."""
     try:
         verifier.verify(leaf, intermediates)
     except Exception as exc:  # VerificationError, plus ValueError on malformed input
@@ -238,8 +291,11 @@ def verify_strict_profile(
 # The rules follow OpenSSL 3's x509_vfy.c (check_extensions, X509_check_ca, the sslserver
 # purpose) and rustls-webpki's verify_cert.rs (check_basic_constraints: an end entity
 # must not be CA:TRUE, an issuer must be; it does not read keyUsage nor a trust anchor's
-# validity). Name constraints and policies are not modelled: a chain that breaks them
-# fails pyca/cryptography's verifier and is reported by the check as a warning.
+# validity) and both name-constraint checkers (OpenSSL's check_name_constraints and
+# v3_ncons.c, webpki's subject_name/mod.rs): DNS and IP subtrees as both evaluate them, and
+# the name forms webpki refuses outright. Policies are not modelled. pyca/cryptography's
+# verifier runs as well, on every chain the common verifiers accept: a refusal that is
+# not a known strict-only point (`classify_pyca_refusal`) is a failure, never a warning.
 
 OPENSSL = "OpenSSL with default flags"
 RUSTLS = "rustls/webpki (the Iggy Rust SDK)"
@@ -268,6 +324,7 @@ class Rejection:
 
     problem: str
     refused_by: tuple[str, ...] = (OPENSSL, RUSTLS)
+    fix: str = ""  # what to reissue, when the generic advice is not enough
 
 
 @dataclass(frozen=True)
@@ -278,6 +335,7 @@ class Deviation:
     what: str  # what it lacks, e.g. "has no Authority Key Identifier"
     strict: tuple[str, ...]  # the verifiers that refuse it
     fix: str  # the OpenSSL extension line to reissue it with
+    pyca_says: str = ""  # how pyca/cryptography's verifier words it, when it refuses it
 
 
 def build_chain(
@@ -311,33 +369,32 @@ def client_rejection(chain: Chain, when: datetime) -> Rejection | None:
         _issuer_not_a_ca,
         _issuer_not_for_servers,
         _path_too_long,
+        _name_constraints_violated,
     )
     try:
         for rule in rules:
             if found := rule(chain):
                 return found
         return _outside_validity(chain, when)
-    except ValueError as exc:  # an extension that does not parse: clients refuse it too
-        return Rejection(f"an extension does not parse ({exc})")
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        return Rejection(f"an extension does not parse ({exc})")  # clients refuse it too
 
 
 def strict_deviations(chain: Chain) -> list[Deviation]:
     """What strict verifiers refuse in a chain the common clients accept.
 
-    As in OpenSSL, a lone trusted certificate (a pinned self-signed leaf) has none.
+    As in OpenSSL, a lone trusted certificate (a pinned self-signed leaf) has none. An
+    extension that does not parse raises (ValueError): `client_rejection` reports those.
     """
     if len(chain.certs) < 2:
         return []
-    try:
-        return [
-            *_missing_authority_key_id(chain),
-            *_missing_subject_key_id(chain),
-            *_ca_without_key_usage(chain),
-            *_ca_constraints_not_critical(chain),
-            *_non_ca_signs_certificates(chain),
-        ]
-    except ValueError:
-        return []  # client_rejection already reports extensions that do not parse
+    return [
+        *_missing_authority_key_id(chain),
+        *_missing_subject_key_id(chain),
+        *_ca_without_key_usage(chain),
+        *_ca_constraints_not_critical(chain),
+        *_non_ca_signs_certificates(chain),
+    ]
 
 
 def _name(cert: x509.Certificate) -> str:
@@ -362,14 +419,64 @@ def _no_subject_alt_name(chain: Chain) -> Rejection | None:
     )
 
 
+#: Critical extensions OpenSSL's verifier processes (X509_supported_extension, v3_purp.c):
+#: netscape-cert-type, keyUsage, subjectAltName, basicConstraints, certificatePolicies,
+#: cRLDistributionPoints, extendedKeyUsage, sbgp-ipAddrBlock/autonomousSysNum,
+#: OCSP noCheck, policyConstraints, proxyCertInfo, nameConstraints, policyMappings,
+#: inhibitAnyPolicy. Any other critical extension fails the chain.
+_OPENSSL_CRITICAL_OK = {
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.CERTIFICATE_POLICIES,
+    ExtensionOID.CRL_DISTRIBUTION_POINTS,
+    ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.OCSP_NO_CHECK,
+    ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.NAME_CONSTRAINTS,
+    ExtensionOID.POLICY_MAPPINGS,
+    ExtensionOID.INHIBIT_ANY_POLICY,
+    ObjectIdentifier("2.16.840.1.113730.1.1"),  # netscape-cert-type
+    ObjectIdentifier("1.3.6.1.5.5.7.1.7"),  # sbgp-ipAddrBlock
+    ObjectIdentifier("1.3.6.1.5.5.7.1.8"),  # sbgp-autonomousSysNum
+    ObjectIdentifier("1.3.6.1.5.5.7.1.14"),  # proxyCertInfo
+}
+#: Critical extensions webpki processes (cert.rs remember_cert_extension); it refuses
+#: any other critical one (UnsupportedCriticalExtension), certificatePolicies included.
+_WEBPKI_CRITICAL_OK = {
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.NAME_CONSTRAINTS,
+    ExtensionOID.CRL_DISTRIBUTION_POINTS,
+    ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS,
+}
+
+
 def _unhandled_critical(chain: Chain) -> Rejection | None:
-    """A critical extension the verifier does not know makes OpenSSL and webpki refuse."""
-    for cert in chain.certs:
+    """A critical extension a verifier does not process makes it refuse the chain.
+
+    OpenSSL checks the trust anchor too; webpki reads an anchor ignoring unknown critical
+    extensions (Cert::for_trust_anchor).
+    """
+    for i, cert in enumerate(chain.certs):
+        anchor = chain.anchored and i == len(chain.certs) - 1
+        verifiers = ((OPENSSL, _OPENSSL_CRITICAL_OK), (RUSTLS, _WEBPKI_CRITICAL_OK))
         for ext in cert.extensions:
-            if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            if not ext.critical:
+                continue
+            refused_by = tuple(
+                who for who, known in verifiers[: 1 if anchor else 2] if ext.oid not in known
+            )
+            if refused_by:
                 oid = ext.oid.dotted_string
+                known = getattr(ext.oid, "_name", "Unknown OID") != "Unknown OID"
+                name = f"{ext.oid._name} ({oid})" if known else oid
                 return Rejection(
-                    f"{_name(cert)} has a critical extension clients do not know ({oid})"
+                    f"{_name(cert)} has a critical extension clients do not process ({name})",
+                    refused_by,
+                    f"Reissue {_name(cert)} without the extension {name} marked critical.",
                 )
     return None
 
@@ -425,6 +532,204 @@ def _path_too_long(chain: Chain) -> Rejection | None:
     return None
 
 
+def _name_constraints_violated(chain: Chain) -> Rejection | None:
+    """RFC 5280 4.2.1.10: a CA's nameConstraints bind every certificate below it.
+
+    Both verifiers apply each CA's constraints, the trust anchor's included, to all the
+    certificates under it; OpenSSL skips self-issued intermediates. See `_openssl_nc` and
+    `_webpki_nc` for where they differ.
+    """
+    for j, ca in enumerate(chain.certs[1:], 1):
+        ext = _extension(ca, x509.NameConstraints)
+        if ext is None:
+            continue
+        for i, cert in enumerate(chain.certs[:j]):
+            self_issued = i > 0 and cert.issuer == cert.subject
+            openssl = None if self_issued else _openssl_nc(cert, ext.value, leaf=i == 0)
+            webpki = _webpki_nc(cert, ext.value)
+            if openssl or webpki:
+                refused_by = tuple(w for w, v in ((OPENSSL, openssl), (RUSTLS, webpki)) if v)
+                return Rejection(
+                    f"name constraints of {_name(ca)}: {_name(cert)} {openssl or webpki}",
+                    refused_by,
+                    f"Reissue {_name(cert)} with names inside what {_name(ca)} permits "
+                    f"({_subtrees_text(ext.value)}), or have the CA's constraints widened.",
+                )
+    return None
+
+
+_NameCheck = Callable[[x509.GeneralName, x509.GeneralName, bool], bool]
+
+
+def _openssl_nc(cert: x509.Certificate, nc: x509.NameConstraints, *, leaf: bool) -> str | None:
+    """OpenSSL's NAME_CONSTRAINTS_check (and _check_CN for a leaf), or None when it passes.
+
+    DNS: a subtree `example.com` holds itself and its subdomains, `.example.com` only
+    subdomains; a wildcard SAN is compared as written. IP: address within the network.
+    directoryName: the subject starts with the subtree's RDNs. otherName and
+    registeredID constraints are unsupported: a name of that form fails. rfc822Name and
+    URI constraints are not modelled here.
+    """
+    names = _san_names(cert)
+    subject = cert.subject
+    if len(subject) and (found := _against(x509.DirectoryName(subject), nc, _dn_within)):
+        return found
+    for name in names:
+        if isinstance(name, x509.DNSName):
+            found = _against(name, nc, _dns_within)
+        elif isinstance(name, x509.IPAddress):
+            found = _against(name, nc, _ip_within)
+        elif isinstance(name, (x509.OtherName, x509.RegisteredID)) and _subtrees_of(nc, name):
+            found = f"has {_label(name)}, a name form OpenSSL cannot check against constraints"
+        else:
+            found = None
+        if found:
+            return found
+    if leaf and not any(isinstance(n, x509.DNSName) for n in names):
+        for cn in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            hostname = isinstance(cn.value, str) and _cn_is_hostname(cn.value)
+            if hostname and (found := _against(x509.DNSName(cn.value), nc, _dns_within)):
+                return f"{found} (its CN: OpenSSL checks it when there is no DNS SAN)"
+    return None
+
+
+def _webpki_nc(cert: x509.Certificate, nc: x509.NameConstraints) -> str | None:
+    """webpki's check_name_constraints, or None when it passes.
+
+    DNS and IP as OpenSSL, except that against an excluded subtree a wildcard SAN counts
+    when one of its expansions falls inside (`*.example.com` hits `www.example.com`).
+    It implements no directoryName nor URI constraints and refuses them: a CA with a
+    directoryName subtree fails every certificate below it. Other forms (rfc822Name,
+    otherName, registeredID) fail when the certificate has a name of a constrained form.
+    """
+    if any(isinstance(b, x509.DirectoryName) for b in _all_subtrees(nc)):
+        return "is below a directoryName constraint, which rustls/webpki refuses outright"
+    for name in _san_names(cert):
+        if isinstance(name, x509.DNSName):
+            found = _against(name, nc, _webpki_dns_within)
+        elif isinstance(name, x509.IPAddress):
+            found = _against(name, nc, _ip_within)
+        elif _subtrees_of(nc, name):
+            found = f"has {_label(name)}, a name form rustls/webpki refuses under constraints"
+        else:
+            found = None
+        if found:
+            return found
+    return None
+
+
+def _against(name: x509.GeneralName, nc: x509.NameConstraints, within: _NameCheck) -> str | None:
+    """Why a name breaks the subtrees of its own form (in none permitted, in one excluded).
+
+    As RFC 5280, OpenSSL (nc_match) and webpki read it: with permitted subtrees of the
+    name's form, it must fall in one of them; it must fall in no excluded one.
+    """
+    kind = type(name)
+    permitted = [b for b in nc.permitted_subtrees or () if isinstance(b, kind)]
+    if permitted and not any(within(name, b, False) for b in permitted):
+        allowed = ", ".join(_label(b) for b in permitted)
+        return f"has {_label(name)}, outside the permitted names ({allowed})"
+    for base in nc.excluded_subtrees or ():
+        if isinstance(base, kind) and within(name, base, True):
+            return f"has {_label(name)}, inside the excluded names ({_label(base)})"
+    return None
+
+
+def _dns_within(name: x509.GeneralName, base: x509.GeneralName, excluded: bool) -> bool:
+    """OpenSSL's nc_dns: the name itself or below it (`.x` only below), any case."""
+    n, b = str(name.value).lower(), str(base.value).lower()
+    if not b or n == b:
+        return True
+    return n.endswith(b if b.startswith(".") else "." + b)
+
+
+def _webpki_dns_within(name: x509.GeneralName, base: x509.GeneralName, excluded: bool) -> bool:
+    """webpki: as OpenSSL, plus a wildcard SAN whose expansions reach an excluded subtree."""
+    if _dns_within(name, base, excluded):
+        return True
+    n, b = str(name.value).lower(), str(base.value).lower()
+    if not (excluded and n.startswith("*.") and len(n) <= len(b)):
+        return False
+    first_dot = b.find(".", 1)
+    return first_dot > 0 and n[1:] == b[first_dot:]
+
+
+def _ip_within(name: x509.GeneralName, base: x509.GeneralName, excluded: bool) -> bool:
+    """An address within the network; IPv4 never matches an IPv6 subtree, nor the reverse."""
+    ip, net = name.value, base.value
+    return isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network) and (
+        ip.version == net.version and ip in net
+    )
+
+
+def _dn_within(name: x509.GeneralName, base: x509.GeneralName, excluded: bool) -> bool:
+    """OpenSSL's nc_dn: the subtree's RDNs start the subject (case and spaces folded)."""
+    subject, prefix = list(name.value.rdns), list(base.value.rdns)
+    return len(prefix) <= len(subject) and all(
+        _rdn_key(a) == _rdn_key(b) for a, b in zip(prefix, subject, strict=False)
+    )
+
+
+def _rdn_key(rdn: x509.RelativeDistinguishedName) -> frozenset[tuple[str, str]]:
+    return frozenset((a.oid.dotted_string, " ".join(str(a.value).lower().split())) for a in rdn)
+
+
+def _cn_is_hostname(cn: str) -> bool:
+    """OpenSSL's cn2dnsid: letters, digits, `_`, inner `-` and `.`, at least two labels."""
+    dotted = False
+    for i, c in enumerate(cn):
+        if c.isascii() and (c.isalnum() or c == "_"):
+            continue
+        inner = 0 < i < len(cn) - 1
+        if inner and c == "-":
+            continue
+        if inner and c == "." and cn[i + 1] not in ".-" and cn[i - 1] != "-":
+            dotted = True
+            continue
+        return False
+    return dotted
+
+
+def _san_names(cert: x509.Certificate) -> list[x509.GeneralName]:
+    ext = _extension(cert, x509.SubjectAlternativeName)
+    return list(ext.value) if ext is not None else []
+
+
+def _all_subtrees(nc: x509.NameConstraints) -> list[x509.GeneralName]:
+    return [*(nc.permitted_subtrees or ()), *(nc.excluded_subtrees or ())]
+
+
+def _subtrees_of(nc: x509.NameConstraints, name: x509.GeneralName) -> list[x509.GeneralName]:
+    return [b for b in _all_subtrees(nc) if isinstance(b, type(name))]
+
+
+def _subtrees_text(nc: x509.NameConstraints) -> str:
+    permitted = ", ".join(_label(b) for b in nc.permitted_subtrees or ()) or "any"
+    excluded = ", ".join(_label(b) for b in nc.excluded_subtrees or ())
+    return f"permitted: {permitted}" + (f"; excluded: {excluded}" if excluded else "")
+
+
+_FORMS = {
+    x509.DNSName: "DNS",
+    x509.IPAddress: "IP",
+    x509.DirectoryName: "dirName",
+    x509.RFC822Name: "email",
+    x509.UniformResourceIdentifier: "URI",
+    x509.OtherName: "otherName",
+    x509.RegisteredID: "RID",
+}
+
+
+def _label(name: x509.GeneralName) -> str:
+    """`DNS:example.com`, `IP:10.0.0.0/8`, as OpenSSL prints names."""
+    value = name.value
+    if isinstance(name, x509.DirectoryName):
+        value = value.rfc4514_string()
+    elif isinstance(name, x509.OtherName | x509.RegisteredID):
+        value = getattr(name, "type_id", value).dotted_string
+    return f"{_FORMS.get(type(name), type(name).__name__)}:{value}"
+
+
 def _outside_validity(chain: Chain, when: datetime) -> Rejection | None:
     """Clients check every certificate's validity window; OpenSSL the trusted root's too."""
     for i, cert in enumerate(chain.certs):
@@ -437,6 +742,9 @@ def _outside_validity(chain: Chain, when: datetime) -> Rejection | None:
             until = cert.not_valid_after_utc
             return Rejection(f"{_name(cert)} expired on {until:%Y-%m-%d}", refused_by)
     return None
+
+
+_PYCA_MISSING = "{oid}: Certificate is missing required extension"
 
 
 def _missing_authority_key_id(chain: Chain) -> list[Deviation]:
@@ -454,6 +762,7 @@ def _missing_authority_key_id(chain: Chain) -> list[Deviation]:
                     "has no Authority Key Identifier",
                     strict,
                     "authorityKeyIdentifier=keyid",
+                    _PYCA_MISSING.format(oid="2.5.29.35") if i == 0 else "",
                 )
             )
     return out
@@ -483,6 +792,7 @@ def _ca_without_key_usage(chain: Chain) -> list[Deviation]:
             "is a CA without a keyUsage extension",
             (*STRICT_OPENSSL, PYCA_VERIFIER),
             "keyUsage=critical,keyCertSign,cRLSign",
+            _PYCA_MISSING.format(oid="2.5.29.15"),
         )
         for cert in chain.certs
         if _is_ca(cert) and _extension(cert, x509.KeyUsage) is None
@@ -501,6 +811,7 @@ def _ca_constraints_not_critical(chain: Chain) -> list[Deviation]:
                     "is a CA whose basicConstraints is not marked critical",
                     (*STRICT_OPENSSL, PYCA_VERIFIER),
                     "basicConstraints=critical,CA:TRUE",
+                    "2.5.29.19: Certificate extension has incorrect criticality",
                 )
             )
     return out
@@ -518,9 +829,132 @@ def _non_ca_signs_certificates(chain: Chain) -> list[Deviation]:
                     "is not a CA but its keyUsage allows keyCertSign",
                     (*STRICT_OPENSSL, PYCA_VERIFIER),
                     "keyUsage=critical,digitalSignature",
+                    "EE keyUsage must not assert keyCertSign",
                 )
             )
     return out
+
+
+# -- what pyca/cryptography's refusals mean -------------------------------------------
+
+
+class PycaRefusal(Enum):
+    """What a refusal by pyca/cryptography's verifier means for the broker's clients."""
+
+    EXPLAINED = "a strict-profile deviation the check reports on its own"
+    STRICT_ONLY = "a CA/Browser Forum point OpenSSL and rustls/webpki do not enforce"
+    JUDGED_APART = "the leaf's own usage, which the check fails on its own"
+    UNKNOWN = "not known to be strict-only: the broker's clients may refuse it too"
+
+
+def classify_pyca_refusal(problem: str, chain: Chain, deviations: list[Deviation]) -> PycaRefusal:
+    """Whether pyca/cryptography's reason is strict-only, explained, or unknown (a failure).
+
+    Only reasons named here, each confirmed on the chain itself, count as strict-only;
+    anything else, a new wording in a later cryptography release included, is UNKNOWN.
+    """
+    if any(d.pyca_says and d.pyca_says in problem for d in deviations):
+        return PycaRefusal.EXPLAINED
+    for says, confirmed in _STRICT_ONLY_REASONS:
+        if any(text in problem for text in says) and confirmed(chain):
+            return PycaRefusal.STRICT_ONLY
+    for says, confirmed in _JUDGED_APART_REASONS:
+        if any(text in problem for text in says) and confirmed(chain):
+            return PycaRefusal.JUDGED_APART
+    return PycaRefusal.UNKNOWN
+
+
+def _algorithms_clients_accept(chain: Chain) -> bool:
+    """Every key and signature is one OpenSSL and rustls/webpki accept (Ed25519 included)."""
+    certs = chain.certs
+    if not all(_key_clients_accept(c.public_key()) for c in certs):
+        return False
+    return all(
+        _signature_clients_accept(child.signature_algorithm_oid, issuer.public_key())
+        for child, issuer in itertools.pairwise(certs)
+    )
+
+
+def _key_clients_accept(key: object) -> bool:
+    """webpki's key types (ring): RSA 2048-8192, ECDSA P-256/P-384, Ed25519."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return 2048 <= key.key_size <= 8192
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.name in ("secp256r1", "secp384r1")
+    return isinstance(key, ed25519.Ed25519PublicKey)
+
+
+def _signature_clients_accept(algorithm: ObjectIdentifier, issuer_key: object) -> bool:
+    """webpki's signature algorithms, which OpenSSL accepts too."""
+    s = SignatureAlgorithmOID
+    if isinstance(issuer_key, ed25519.Ed25519PublicKey):
+        return algorithm == s.ED25519
+    if isinstance(issuer_key, ec.EllipticCurvePublicKey):
+        return algorithm in (s.ECDSA_WITH_SHA256, s.ECDSA_WITH_SHA384)
+    return algorithm in (s.RSA_WITH_SHA256, s.RSA_WITH_SHA384, s.RSA_WITH_SHA512, s.RSASSA_PSS)
+
+
+def _only_the_anchor_is_v1(chain: Chain) -> bool:
+    """OpenSSL and rustls take a v1 root as a trust anchor; no other v1 certificate."""
+    return all(c.version == x509.Version.v3 for c in chain.certs[:-1]) and chain.anchored
+
+
+def _leaf_has_san(chain: Chain) -> bool:
+    """The leaf has a subjectAltName (its criticality is all pyca/cryptography minds)."""
+    return _extension(chain.certs[0], x509.SubjectAlternativeName) is not None
+
+
+def _leaf_has_name_constraints(chain: Chain) -> bool:
+    return _extension(chain.certs[0], x509.NameConstraints) is not None
+
+
+def _empty_name_constraints(chain: Chain) -> bool:
+    for cert in chain.certs:
+        ext = _extension(cert, x509.NameConstraints)
+        if ext is not None and not (ext.value.permitted_subtrees or ext.value.excluded_subtrees):
+            return True
+    return False
+
+
+def _leading_dot_dns_constraint(chain: Chain) -> bool:
+    """A DNS subtree written `.example.com` (subdomains only): OpenSSL and webpki take it."""
+    return any(
+        isinstance(b, x509.DNSName) and b.value.startswith(".")
+        for cert in chain.certs
+        if (ext := _extension(cert, x509.NameConstraints)) is not None
+        for b in _all_subtrees(ext.value)
+    )
+
+
+def _leaf_is_ca(chain: Chain) -> bool:
+    return _is_ca(chain.certs[0])
+
+
+def _leaf_not_for_servers(chain: Chain) -> bool:
+    usage = _extension(chain.certs[0], x509.ExtendedKeyUsage)
+    return usage is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usage.value
+
+
+_Confirm = Callable[[Chain], bool]
+#: pyca/cryptography's wording of CA/Browser Forum points OpenSSL (default flags) and
+#: rustls/webpki do not enforce, each with what must hold on the chain for it to count.
+_STRICT_ONLY_REASONS: tuple[tuple[tuple[str, ...], _Confirm], ...] = (
+    (("Forbidden public key algorithm", "Forbidden signature algorithm"),
+     _algorithms_clients_accept),
+    (("must be an X509v3 certificate",), _only_the_anchor_is_v1),
+    (("serial between 1 and 20 octets", "serial number cannot be negative"), lambda _: True),
+    (("must be UtcTime",), lambda _: True),
+    (("subjectAltName MUST NOT be critical", "subjectAltName MUST be critical"),
+     _leaf_has_san),
+    (("Certificate contains prohibited extension",), _leaf_has_name_constraints),
+    (("nameConstraints must have non-empty",), _empty_name_constraints),
+    (("malformed DNS name constraint: .",), _leading_dot_dns_constraint),
+)  # fmt: skip
+#: Reasons about the leaf's own usage, which the check fails apart (CA:TRUE, EKU).
+_JUDGED_APART_REASONS: tuple[tuple[tuple[str, ...], _Confirm], ...] = (
+    (("basicConstraints.cA must not be asserted in an EE",), _leaf_is_ca),
+    (("required EKU not found",), _leaf_not_for_servers),
+)
 
 
 def name_matches(name: str, dns_names: list[str], ip_addresses: list[str]) -> bool:
