@@ -77,7 +77,13 @@ def test_audit_counts_per_rule_never_values() -> None:
     flt.text("a --password x --token y SECRET=z")
     audit = flt.audit()
     assert audit.applied
-    assert audit.rules == {"secret-assignment": 1, "secret-option": 2, "url-password": 0}
+    assert audit.rules == {
+        "secret-assignment": 1,
+        "secret-option": 2,
+        "url-password": 0,
+        "auth-header": 0,
+        "program-option": 0,
+    }
     assert "x" not in str(audit.rules.values())
 
 
@@ -178,3 +184,48 @@ def test_adversarial_text_costs_linear_time() -> None:
     flt = RuleFilter()
     for text in ("a://b:" * 20000, "x" * 300000 + "=1", "-" * 100000 + "password", "pass" * 50000):
         assert flt.text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("/usr/bin/mysql -u root -pS3cret db", "/usr/bin/mysql -u root -p*** db"),
+        ("mysql -u root -p db", "mysql -u root -p db"),  # -p alone prompts; db is a name
+        ("redis-cli -h cache -a 'hunter2' ping", "redis-cli -h cache -a '***' ping"),
+        ("iggy -u iggy -p iggy stream list", "iggy -u iggy -p *** stream list"),
+        ("curl -u bob:pw https://x", "curl -u bob:*** https://x"),
+        (
+            "curl -H 'Authorization: Bearer abc.def' https://x",
+            "curl -H 'Authorization: Bearer ***' https://x",
+        ),
+        ('{"Authorization": "Basic dXNlcjpwYXNz"}', '{"Authorization": "Basic ***"}'),
+        ("ssh -p 22 host; redis-server --port 6379", "ssh -p 22 host; redis-server --port 6379"),
+        (
+            "iggy-server --config /etc/iggy/server.toml",
+            "iggy-server --config /etc/iggy/server.toml",
+        ),
+    ],
+)
+def test_password_options_of_known_programs_and_auth_headers(text: str, shown: str) -> None:
+    assert RuleFilter().text(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["mysql", "-pS3", "db"], ["mysql", "-p***", "db"]),
+        (["/usr/bin/redis-cli", "-a", "pw", "ping"], ["/usr/bin/redis-cli", "-a", "***", "ping"]),
+        (["curl", "-u", "bob:pw", "https://x"], ["curl", "-u", "bob:***", "https://x"]),
+        (["ssh", "-p", "22", "host"], ["ssh", "-p", "22", "host"]),
+    ],
+)
+def test_argv_masks_password_options_of_known_programs(argv: list[str], shown: list[str]) -> None:
+    flt = RuleFilter()
+    assert flt.argv(argv) == shown
+    assert flt.audit().rules["program-option"] == (argv != shown)
+
+
+def test_program_options_cost_linear_time() -> None:
+    flt = RuleFilter()
+    for text in ("mysql " * 50000, "curl -u " * 30000, "redis-cli -a " * 30000):
+        flt.text(text)  # seconds if quadratic; milliseconds here

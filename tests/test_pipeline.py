@@ -167,7 +167,15 @@ def test_default_filter_masks_command_line_secrets_in_results_and_evidence(
 ) -> None:
     def leaks(ctx: Context) -> Result:
         ctx.run(["echo", "--password", "hunter2"], save_as="out.txt")
-        return Result(Status.PASS, "app --token t0ps3cret", data={"cmd": "x DB_PASSWORD=pw"})
+        return Result(
+            Status.PASS,
+            "app --token t0ps3cret",
+            data={
+                "cmd": "x DB_PASSWORD=pw",
+                "top": ["mysql -u root -pMy5ql db", "redis-cli -a R3dis ping"],
+                "header": "curl -H 'Authorization: Bearer b3arer' https://x",
+            },
+        )
 
     record = take_snapshot(
         loaded(Config()), [test_check("test.leaks", leaks)], LocalSink(tmp_path), SnapshotOptions()
@@ -175,7 +183,7 @@ def test_default_filter_masks_command_line_secrets_in_results_and_evidence(
     assert record.archive is not None
     stored = members(Path(record.archive.uri))
     blob = b"".join(stored.values())
-    for secret in (b"hunter2", b"t0ps3cret", b"=pw"):
+    for secret in (b"hunter2", b"t0ps3cret", b"=pw", b"My5ql", b"R3dis", b"b3arer"):
         assert secret not in blob
     assert b"--password ***" in stored["raw/test.leaks/out.txt"]
     manifest = json.loads(stored["manifest.json"])

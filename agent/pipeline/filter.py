@@ -20,6 +20,7 @@ A filter counts what each rule masked (`audit()`), never the values.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -108,6 +109,7 @@ _VALUE = (
     r"|(?![\"'])(?!\*\*\*)[^\s\"'\\]+)"
 )
 SECRET_OPTION = "secret-option"
+PROGRAM_OPTION = "program-option"
 _SECRET_OPTION_NAME = re.compile(rf"-{{1,2}}{_NAME}")
 
 
@@ -120,10 +122,82 @@ def _masked(match: re.Match[str]) -> str:
     return f"{head}{quote}{MASK}{quote}"
 
 
+#: Programs whose short options carry a password: (option, its value only attached).
+#: mysql's `-p VALUE` prompts (VALUE is the database), so only `-pVALUE` is a password.
+PROGRAM_SECRET_FLAGS: dict[str, tuple[tuple[str, bool], ...]] = {
+    **{
+        name: (("-p", True),)
+        for name in (
+            "mysql",
+            "mysqldump",
+            "mysqladmin",
+            "mysqlimport",
+            "mysqlcheck",
+            "mariadb",
+            "mariadb-dump",
+        )
+    },
+    "redis-cli": (("-a", False),),
+    "sshpass": (("-p", False),),
+    "iggy": (("-p", False),),  # the Iggy CLI: -u USER -p PASSWORD
+    "curl": (("-u", False), ("--user", False)),  # USER:PASSWORD: the part after ':'
+}
+
+
+class ProgramOptionRule:
+    """Short options that carry a password for the programs that use them that way.
+
+    `mysql -pSECRET`, `redis-cli -a SECRET`, `iggy -p SECRET`, `curl -u user:SECRET`:
+    the same options mean a port or a path elsewhere (`ssh -p 22`), so the program
+    decides. Text is walked word by word, so the cost stays linear in its length.
+    """
+
+    name = PROGRAM_OPTION
+
+    def apply(self, text: str) -> tuple[str, int]:
+        """(text with each such option's value masked, how many were masked)."""
+        if not any(program in text for program in PROGRAM_SECRET_FLAGS):
+            return text, 0
+        words = re.split(r"([ \t\n]+)", text)
+        hits = mask_program_options(words)
+        return ("".join(words), hits) if hits else (text, 0)
+
+
+def mask_program_options(words: list[str]) -> int:
+    """Mask password options in words interleaved with separators; how many were masked.
+
+    `words` holds words at even indices and the separators between them at odd ones; a
+    separator with a newline starts a new command line.
+    """
+    hits = 0
+    flags: tuple[tuple[str, bool], ...] = ()
+    program = ""
+    for k in range(0, len(words), 2):
+        word = words[k]
+        if k and "\n" in words[k - 1]:
+            flags = ()
+        name = os.path.basename(word.strip("'\""))
+        if name in PROGRAM_SECRET_FLAGS:
+            flags, program = PROGRAM_SECRET_FLAGS[name], name
+            continue
+        for flag, attached_only in flags:
+            if word.startswith(flag) and len(word) > len(flag) and not flag.startswith("--"):
+                words[k] = flag + _hide_password(word[len(flag) :], program)
+            elif word == flag and not attached_only and k + 2 < len(words):
+                value = words[k + 2]
+                if value.startswith("-") or MASK in value:
+                    continue
+                words[k + 2] = _hide_password(value, program)
+            else:
+                continue
+            hits += 1
+    return hits
+
+
 #: Secrets handed to programs on their command line, wherever such text turns up
 #: (process tables, unit files, logs). Order matters: assignments before options.
 #: Absolute paths are not secrets (`--key-file /etc/iggy/key.pem` stays readable).
-COMMAND_LINE_RULES: tuple[Rule, ...] = (
+COMMAND_LINE_RULES: tuple[Rule | ProgramOptionRule, ...] = (
     # NAME=value, --opt=value, -Dsome.password=value, PASSWORD="two words"
     Rule(
         "secret-assignment",
@@ -146,11 +220,35 @@ COMMAND_LINE_RULES: tuple[Rule, ...] = (
         ),
         lambda m: f"{m.string[m.start() : m.start('value')]}{MASK}@",
     ),
+    # Authorization: Bearer <token>, in headers, curl -H arguments, logs
+    Rule(
+        "auth-header",
+        re.compile(
+            r"(?i)(?<![\w-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
+            r"(?:(?:bearer|basic|token|digest|negotiate|apikey)[ \t]+)?"
+            rf"(?P<value>{_VALUE})"
+        ),
+        _masked,
+    ),
+    ProgramOptionRule(),
 )
 
 
 #: Every command-line rule needs one of these in the text.
-COMMAND_LINE_HINT = ("pass", "secret", "token", "key", "auth", "credential", "://")
+COMMAND_LINE_HINT = (
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "://",
+    "mysql",
+    "mariadb",
+    "redis-cli",
+    "iggy",
+    "curl",
+)
 
 
 class RuleFilter:
@@ -231,7 +329,14 @@ class RuleFilter:
             else:
                 out.append(self.text(arg))
             mask_next = "=" not in arg and _SECRET_OPTION_NAME.fullmatch(arg) is not None
-        return out
+        return self._program_flags(out)
+
+    def _program_flags(self, argv: list[str]) -> list[str]:
+        """Mask the values of short options that carry a password for this program."""
+        words = [part for arg in argv for part in (arg, " ")][:-1]
+        hits = mask_program_options(words)
+        self.counts[PROGRAM_OPTION] += hits
+        return words[::2] if hits else argv
 
     def audit(self) -> RedactionAudit:
         """Applied, with the count per rule (rules that never fired are listed with 0)."""
@@ -240,6 +345,18 @@ class RuleFilter:
     def _block(self, data: bytes) -> bytes:
         text = data.decode("utf-8", "surrogateescape")
         return self.text(text).encode("utf-8", "surrogateescape")
+
+
+def _hide_password(value: str, program: str) -> str:
+    """The value with its password masked (for curl's USER:PASSWORD, the part after ':').
+
+    Quotes around it stay, so shell text keeps its shape.
+    """
+    quote = value[0] if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0] else ""
+    inner = value[1:-1] if quote else value
+    if program == "curl" and ":" in inner:
+        return f"{quote}{inner.split(':', 1)[0]}:{MASK}{quote}"
+    return f"{quote}{MASK}{quote}"
 
 
 def _positions(text: str, words: Sequence[str]) -> Iterator[int]:
