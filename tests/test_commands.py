@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import sys
 import time
@@ -76,13 +77,44 @@ def test_output_is_capped_keeping_the_tail() -> None:
     assert res.stdout_dropped == 1_000_006 - 1000
 
 
-def test_tail_buffer_bounds_memory() -> None:
+def test_tail_buffer_is_a_ring_that_never_outgrows_the_cap() -> None:
     buf = TailBuffer(10)
     for i in range(1000):
         buf.write(f"{i:04d}".encode())
-        assert len(buf._buf) <= 20
+        assert buf.kept <= 10
     assert buf.getvalue() == b"9709980999"
     assert buf.total == 4000 and buf.dropped == 3990
+
+
+def test_tail_buffer_keeps_exactly_the_last_bytes_for_any_chunking() -> None:
+    rng = random.Random(9)
+    for cap in (1, 7, 64):
+        buf, seen = TailBuffer(cap), bytearray()
+        for _ in range(300):
+            chunk = rng.randbytes(
+                rng.choice([0, 1, cap - 1, cap, cap + 1, rng.randrange(3 * cap + 1)])
+            )
+            buf.write(chunk)
+            seen += chunk
+            assert buf.getvalue() == bytes(seen[-cap:])
+            assert buf.total == len(seen) and buf.dropped == len(seen) - buf.kept
+        assert buf.take() == bytes(seen[-cap:]) and buf.kept == 0
+
+
+def test_error_lines_are_found_without_splitting_the_whole_output() -> None:
+    script = (
+        "import sys\n"
+        "sys.stderr.write('\\n' * 300000 + '  first problem  \\nmiddle\\n' + 'x' * 2_000_000"
+        " + '\\n  last words \\n\\n')\n"
+        "sys.exit(2)"
+    )
+    res = run_command([sys.executable, "-c", script], timeout_s=10)
+    assert res.first_error_line() == "first problem"
+    assert res.first_error_line(5) == "first"
+    assert res.last_line() == "last words" and res.last_line(4) == "last"
+    assert res.explain(200).endswith("exited 2: first problem")
+    quiet = run_command(["sh", "-c", "echo; echo '  only stdout  '; exit 1"], timeout_s=10)
+    assert quiet.first_error_line() == "" and quiet.last_line() == "only stdout"
 
 
 def test_a_daemon_holding_the_pipes_does_not_stretch_the_command() -> None:

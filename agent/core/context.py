@@ -6,7 +6,7 @@ import glob as globmod
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -14,10 +14,13 @@ from typing import Any, BinaryIO
 from snapshot_agent.config import Config, RootsConfig
 from snapshot_agent.core.commands import CommandResult, run_command
 from snapshot_agent.core.results import ArtifactInfo
-from snapshot_agent.core.tail import truncation_note
+from snapshot_agent.core.tail import TailBuffer, streams_note, truncation_note
 
 DEFAULT_READ_LIMIT = 1024 * 1024
 COPY_CHUNK = 1024 * 1024
+COPY_LIMIT_CAPS = 4  # copy_file reads at most this many caps past where it starts
+#: Between a command's stdout and stderr in its saved output.
+STDERR_MARKER = b"--- stderr ---\n"
 
 #: Node path prefix -> RootsConfig attribute.
 _ROOT_PREFIXES = (
@@ -36,6 +39,23 @@ def map_path(roots: RootsConfig, node_path: str | os.PathLike[str]) -> Path:
         if text == prefix or text.startswith(prefix + "/"):
             return Path(getattr(roots, attr) + text[len(prefix) :])
     return Path(roots.root.rstrip("/") + text) if roots.root != "/" else Path(text)
+
+
+def split_cap(cap: int, out_len: int, err_len: int) -> tuple[int, int]:
+    """How many tail bytes of stdout and stderr one file of `cap` bytes keeps.
+
+    Each stream gets half; what one of them does not need goes to the other, so a flood
+    on one stream never pushes the other (often the error message) out of the file.
+    """
+    cap = max(0, cap)
+    if out_len + err_len <= cap:
+        return out_len, err_len
+    half = cap // 2
+    if out_len <= half:
+        return out_len, cap - out_len
+    if err_len <= cap - half:
+        return cap - err_len, err_len
+    return half, cap - half
 
 
 @dataclass
@@ -100,28 +120,51 @@ class Context:
         timeout_s: float | None = None,
         save_as: str | None = None,
         env: dict[str, str] | None = None,
+        pass_env: Iterable[str] = (),
         cwd: str | None = None,
     ) -> CommandResult:
-        """Run argv (no shell) within this check's time; record it; optionally save output."""
+        """Run argv (no shell) within this check's time; record it; optionally save output.
+
+        The command's environment is commands.command_env(env, pass_env): a few
+        inherited names and what the caller gives, never the agent's whole environment.
+        """
         budget = max(0.1, self.remaining() - 0.5)
         result = run_command(
             argv,
             timeout_s=min(timeout_s, budget) if timeout_s else budget,
             cap=self.artifact_cap,
             env=env,
+            pass_env=pass_env,
             cwd=cwd,
         )
-        self.commands.append(result.record() | {"output": save_as})
+        record = result.record()
         if save_as:
-            body = result.stdout
-            if result.stderr:
-                body += ("\n" if body and not body.endswith("\n") else "") + "--- stderr ---\n"
-                body += result.stderr
-            dropped = result.stdout_dropped + result.stderr_dropped
-            raw = body.encode()
-            header = truncation_note(dropped, len(raw)) if dropped else b""
-            self._write(save_as, header + raw, original_size=len(raw) + dropped)
+            # What the saved file lacks of each stream is what the archive's record says.
+            record |= self._save_output(save_as, result)
+        self.commands.append(record | {"output": save_as})
         return result
+
+    def _save_output(self, name: str, result: CommandResult) -> dict[str, int]:
+        """Write a command's stdout and stderr tails as one artifact within the cap.
+
+        Written from the captured bytes, never decoded; the first line says how many
+        bytes of each stream are missing, counted from what the command printed.
+        """
+        out, err = memoryview(result.raw_stdout), memoryview(result.raw_stderr)
+        sep = b"\n" if out and err and out[-1:] != b"\n" else b""
+        marker = sep + STDERR_MARKER if err else b""
+        keep_out, keep_err = split_cap(self.artifact_cap - len(marker), len(out), len(err))
+        dropped_out = result.stdout_dropped + len(out) - keep_out
+        dropped_err = result.stderr_dropped + len(err) - keep_err
+        note = b""
+        if dropped_out or dropped_err:
+            note = streams_note(
+                [("stdout", dropped_out, keep_out), ("stderr", dropped_err, keep_err)]
+            )
+        body = [out[len(out) - keep_out :], marker, err[len(err) - keep_err :]]
+        original = result.stdout_total + len(marker) + result.stderr_total
+        self._write_pieces(name, [note, *body], original)
+        return {"stdout_bytes_dropped": dropped_out, "stderr_bytes_dropped": dropped_err}
 
     def artifact(self, name: str, content: str | bytes) -> ArtifactInfo:
         """Save raw evidence as raw/<check id>/<name>; over the cap, only the tail is kept."""
@@ -142,36 +185,51 @@ class Context:
         with self.path(node_path).open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             try:
-                written = self._copy_tail(fh, size, self._dest(dest_name))
+                skipped, tail = self._read_tail(fh, size)
             except OSError as exc:
                 return self._unsaved(dest_name, size, exc)
-        info = ArtifactInfo(dest_name, written, max(size, written))
-        self.artifacts.append(info)
-        return info
+        dropped = skipped + tail.dropped
+        note = truncation_note(dropped, tail.kept) if dropped else b""
+        return self._write_pieces(dest_name, [note, *tail.views()], skipped + tail.total)
 
-    def _copy_tail(self, fh: BinaryIO, size: int, dest: Path) -> int:
-        written = 0
-        with dest.open("wb") as out:
-            if size > self.artifact_cap:
-                fh.seek(size - self.artifact_cap)
-                note = truncation_note(size - self.artifact_cap, self.artifact_cap)
-                written += out.write(note)
-            # /proc files report size 0; still never copy more than the cap.
-            budget = self.artifact_cap
-            while budget > 0 and (chunk := fh.read(min(COPY_CHUNK, budget))):
-                written += out.write(chunk)
-                budget -= len(chunk)
-        return written
+    def _read_tail(self, fh: BinaryIO, size: int) -> tuple[int, TailBuffer]:
+        """Bytes skipped by seeking, and the file's last `artifact_cap` bytes after them.
+
+        Read to the end, not just `cap` bytes: /proc files report size 0 and a log
+        grows while it is copied, so only the end tells how much was dropped. The bound
+        keeps a file that never ends from holding the check until its timeout.
+        """
+        skipped = max(0, size - self.artifact_cap)
+        fh.seek(skipped)
+        tail = TailBuffer(self.artifact_cap)
+        limit = COPY_LIMIT_CAPS * self.artifact_cap
+        while tail.total < limit and (chunk := fh.read(COPY_CHUNK)):
+            tail.write(chunk)
+        return skipped, tail
 
     def _write(self, name: str, data: bytes, original_size: int) -> ArtifactInfo:
-        if len(data) > self.artifact_cap:
-            kept = data[-self.artifact_cap :]
-            data = truncation_note(len(data) - len(kept), len(kept)) + kept
+        view = memoryview(data)
+        if len(view) <= self.artifact_cap:
+            return self._write_pieces(name, [view], original_size)
+        kept = view[len(view) - self.artifact_cap :]
+        note = truncation_note(original_size - len(kept), len(kept))
+        return self._write_pieces(name, [note, kept], original_size)
+
+    def _write_pieces(
+        self, name: str, pieces: Sequence[bytes | memoryview], original_size: int
+    ) -> ArtifactInfo:
+        """Write `pieces` in order (never joined: no copy of the evidence in memory).
+
+        `original_size` is the evidence's size before the cap (without any note).
+        """
+        written = 0
         try:
-            self._dest(name).write_bytes(data)
+            with self._dest(name).open("wb") as fh:
+                for piece in pieces:
+                    written += fh.write(piece)
         except OSError as exc:
             return self._unsaved(name, original_size, exc)
-        info = ArtifactInfo(name, len(data), max(original_size, len(data)))
+        info = ArtifactInfo(name, written, max(original_size, written))
         self.artifacts.append(info)
         return info
 

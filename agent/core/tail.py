@@ -8,35 +8,75 @@ from pathlib import Path
 
 
 class TailBuffer:
-    """Accumulates bytes, remembering only the last `cap` of them and how many were seen."""
+    """The last `cap` bytes of a stream, in a ring that never outgrows the cap.
+
+    The ring grows with the stream up to `cap` bytes and is then overwritten in place,
+    so a command printing gigabytes costs `cap` bytes, not a multiple of it.
+    """
 
     def __init__(self, cap: int) -> None:
         if cap <= 0:
             raise ValueError("cap must be positive")
         self.cap = cap
         self.total = 0
-        self._buf = bytearray()
+        self._ring = bytearray()
+        self._start = 0  # index of the oldest byte once the ring is full
 
-    def write(self, chunk: bytes) -> None:
-        """Append a chunk; memory stays under twice the cap."""
-        self.total += len(chunk)
-        if len(chunk) >= self.cap:
-            self._buf = bytearray(chunk[-self.cap :])
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Append a chunk; the oldest bytes beyond the cap are overwritten."""
+        view = memoryview(chunk).cast("B")
+        self.total += len(view)
+        if len(view) >= self.cap:
+            self._replace(view[len(view) - self.cap :])
             return
-        self._buf += chunk
-        if len(self._buf) > 2 * self.cap:
-            del self._buf[: len(self._buf) - self.cap]
+        room = self.cap - len(self._ring)
+        if room > 0:
+            self._ring += view[:room]
+            view = view[room:]
+        if view:
+            self._overwrite(view)
+
+    def _replace(self, view: memoryview) -> None:
+        """The whole ring becomes `view` (exactly `cap` bytes)."""
+        if len(self._ring) == self.cap:
+            self._ring[:] = view  # same length: in place, no second buffer
+        else:
+            self._ring = bytearray(view)
+        self._start = 0
+
+    def _overwrite(self, view: memoryview) -> None:
+        """Write over the oldest bytes of a full ring (`view` is shorter than the cap)."""
+        first = min(len(view), self.cap - self._start)
+        self._ring[self._start : self._start + first] = view[:first]
+        rest = len(view) - first
+        if rest:
+            self._ring[:rest] = view[first:]
+        self._start = (self._start + len(view)) % self.cap
+
+    @property
+    def kept(self) -> int:
+        """Bytes held (at most `cap`)."""
+        return len(self._ring)
 
     @property
     def dropped(self) -> int:
         """Bytes seen but no longer kept."""
-        return self.total - len(self.getvalue())
+        return self.total - len(self._ring)
+
+    def views(self) -> tuple[memoryview, memoryview]:
+        """The kept tail as two pieces in order, without copying it."""
+        ring = memoryview(self._ring)
+        return ring[self._start :], ring[: self._start]
 
     def getvalue(self) -> bytes:
-        """The kept tail (at most `cap` bytes)."""
-        if len(self._buf) > self.cap:
-            del self._buf[: len(self._buf) - self.cap]
-        return bytes(self._buf)
+        """The kept tail (at most `cap` bytes), as one new bytes object."""
+        return b"".join(self.views())
+
+    def take(self) -> bytes:
+        """getvalue(), then empty the buffer: the tail is held once, not twice."""
+        value = self.getvalue()
+        self._ring, self._start = bytearray(), 0
+        return value
 
 
 def truncation_note(dropped: int, kept: int) -> bytes:
@@ -45,6 +85,18 @@ def truncation_note(dropped: int, kept: int) -> bytes:
         f"[snapshot-agent: output capped; the first {dropped} bytes were dropped, "
         f"the last {kept} bytes follow]\n"
     ).encode()
+
+
+def streams_note(streams: list[tuple[str, int, int]]) -> bytes:
+    """The first line of a command's saved output: per (stream, dropped, kept), what is left.
+
+    Only streams that lost bytes are named; the numbers are those of the command's own
+    stream, so the note agrees with commands.json whatever else the file holds.
+    """
+    cut = [(name, dropped, kept) for name, dropped, kept in streams if dropped]
+    first = " and ".join(f"the first {d} bytes of {name}" for name, d, _ in cut)
+    last = " and ".join(f"the last {k} bytes of {name}" for name, _, k in cut)
+    return f"[snapshot-agent: output capped; {first} were dropped, {last} follow]\n".encode()
 
 
 def read_tail(path: Path, max_bytes: int) -> str:
