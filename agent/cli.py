@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from snapshot_agent import __version__
 from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.config import LoadedConfig, default_config_path, load_config
 from snapshot_agent.core.priority import lower_priority
 from snapshot_agent.core.registry import all_checks, select, split_patterns
-from snapshot_agent.errors import AgentError, Interrupted
+from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, signal_name
 from snapshot_agent.pipeline.events import EventWriter, Observers
 from snapshot_agent.pipeline.filter import RuleFilter
+from snapshot_agent.pipeline.record import SnapshotRecord
 
 DESCRIPTION = """\
 Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
@@ -37,7 +41,8 @@ check statuses:
   skipped  not applicable here (missing tool, not root, no systemd); reason given
 
 exit codes: 0 no check failed, 1 some check failed, 2 no snapshot could be made
-(bad input, unwritable output, disk full), 130 interrupted.
+(bad input, unwritable output, disk full), 130 interrupted (SIGINT, SIGTERM, SIGHUP,
+SIGQUIT; nothing is left behind).
 """
 
 
@@ -153,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    with _std_streams():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse, run the subcommand, and turn its errors into one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -170,8 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit_failure(args, message, exc.exit_code)
         print(f"snapshot-agent: {message}", file=sys.stderr)
         return exc.exit_code
-    except (KeyboardInterrupt, Interrupted):
-        message = "interrupted; no archive was written"
+    except (KeyboardInterrupt, Interrupted) as exc:
+        by = f" by {signal_name(exc.signum)}" if isinstance(exc, Interrupted) else ""
+        message = f"interrupted{by}; no archive was written"
         if getattr(args, "json", False):
             print(json.dumps({"status": "failed", "error": message}))
         _emit_failure(args, message, 130)
@@ -181,6 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`snapshot-agent run`."""
+    with _StopOnSignal() as stop:
+        return _run(args, stop)
+
+
+def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
+    """Take the snapshot; `stop` is told the record, to know when it is too late to cancel."""
     from snapshot_agent.pipeline.record import SnapshotOptions
     from snapshot_agent.pipeline.snapshot import take_snapshot
     from snapshot_agent.storage.local import LocalSink
@@ -200,7 +218,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.low_priority:
         lower_priority()
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    # archive.group (a config key the config schema may not have yet): archives 0640 for it.
+    sink = LocalSink(args.output, group=getattr(loaded.config.archive, "group", None))
+
+    def opened(record: SnapshotRecord) -> None:
+        stop.record = record
+        if sink.removed:
+            print(
+                f"snapshot-agent: removed what a dead run left in {args.output}: "
+                + ", ".join(sink.removed),
+                file=sys.stderr,
+            )
+        if events:
+            events.opened(record, len(checks))
+
     progress = None
     if not args.quiet:  # rich is imported only when something is shown
         from snapshot_agent.render.terminal import make_progress
@@ -210,17 +241,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = take_snapshot(
             loaded,
             checks,
-            LocalSink(args.output),
+            sink,
             options,
             Observers(progress, events),
-            on_open=(lambda r: events.opened(r, len(checks))) if events else None,
+            on_open=opened,
         )
     finally:
         if progress:
             progress.close()
-    # The archive is in place: a signal now must not report "no archive was written".
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The archive is in place: from here on a signal is only noted (see _StopOnSignal).
     if not args.quiet:
         from snapshot_agent.render.terminal import print_summary
 
@@ -228,7 +257,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     outline = record.outline()
     if events:
         events.emit("snapshot_completed", **outline)
-    print(json.dumps(outline) if args.json else outline["path"])
+    print(json.dumps(outline) if args.json else outline["path"], flush=True)
+    if getattr(sys.stdout, "broken", False):  # the archive stands, and so does its verdict
+        print(
+            f"snapshot-agent: stdout is closed, so the archive's path was not printed; "
+            f"it is {outline['path']}",
+            file=sys.stderr,
+        )
     return 1 if record.failed else 0
 
 
@@ -293,8 +328,136 @@ def _emit_failure(args: argparse.Namespace, message: str, exit_code: int) -> Non
         events.emit("snapshot_failed", error=message, exit_code=exit_code)
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+class _StopOnSignal:
+    """SIGHUP, SIGINT, SIGQUIT and SIGTERM stop a run, once.
+
+    The first raises Interrupted wherever the run is; the cleanup that follows (the
+    runner kills the checks, the sink removes the .partial and the working directory)
+    then runs to its end: later signals (a burst of Ctrl-C, the SIGHUP of a dropped SSH
+    session after a Ctrl-C) are only noted. Once the archive is in place it is too late
+    to cancel, and the run ends as if no signal had come.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.record: SnapshotRecord | None = None  # the snapshot's, once it is opened
+
+    def __enter__(self) -> _StopOnSignal:
+        """Handle every stop signal here."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """The run is over: ignore stop signals until the process exits.
+
+        Left to the handler, a signal during the interpreter's own exit would kill the
+        process (it puts the default actions back first) and turn 130 into -2.
+        """
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        """The signal handler."""
+        if self.received is not None:
+            return  # cleanup is under way: let it finish
+        self.received = signum
+        if self.record is not None and self.record.archive is not None:
+            return  # committed: the archive, the verdict and the exit code stand
+        raise Interrupted(signum)
+
+
+class BestEffortStream(io.TextIOBase):
+    """stdout or stderr for a command: a reader that is gone loses the output, nothing else.
+
+    A pipe whose reader quit (`2>&1 | head -1`), a terminal that hung up, a descriptor
+    closed at start (`2>&-`): writes are dropped, never raised, and `broken` says so.
+    """
+
+    def __init__(self, inner: TextIO | None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.broken = inner is None
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """The inner stream's, for rich and print."""
+        return getattr(self.inner, "encoding", None) or "utf-8"
+
+    def writable(self) -> bool:
+        """Always: what cannot be written is dropped."""
+        return True
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        """Write through, or drop once the reader is gone."""
+        if self.inner is not None and not self.broken:
+            try:
+                self.inner.write(text)
+            except (OSError, ValueError):
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush through, or drop once the reader is gone."""
+        if self.inner is not None and not self.broken:
+            try:
+                self.inner.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def isatty(self) -> bool:
+        """A live terminal only."""
+        try:
+            return self.inner is not None and not self.broken and self.inner.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        """The inner stream's descriptor (rich asks it for the terminal's size)."""
+        if self.inner is None:
+            raise io.UnsupportedOperation("closed at start")
+        return self.inner.fileno()
+
+    def _drop(self) -> None:
+        """Stop writing, and point the descriptor at /dev/null so that the interpreter's
+        own flush at exit does not fail on what is still buffered either."""
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self.fileno())
+            finally:
+                os.close(null)
+
+
+@contextlib.contextmanager
+def _std_streams() -> Iterator[None]:
+    """Fds 0-2 open and sys.stdout/sys.stderr best effort, for one command."""
+    _open_std_fds()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = BestEffortStream(sys.stdout), BestEffortStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def _open_std_fds() -> None:
+    """Put /dev/null on any of fds 0-2 that is closed, so no file we open becomes one.
+
+    With `2>&-`, the next file opened (the .partial, say) would become fd 2, and
+    anything written to "stderr" at the descriptor level would land in the archive.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 if __name__ == "__main__":  # pragma: no cover

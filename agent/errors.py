@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
+
+#: The signals that stop a run cleanly: a hang-up (an SSH session dropping), Ctrl-C,
+#: Ctrl-\ and a polite kill. Each stops the checks and removes what the run had written.
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
 
 class AgentError(Exception):
     """A failure to report in one line, naming the input or the step, with what to do."""
@@ -21,7 +29,7 @@ class SnapshotError(AgentError):
 
 
 class Interrupted(BaseException):
-    """The snapshot was stopped by a signal (Ctrl-C, SIGTERM).
+    """The snapshot was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT).
 
     A BaseException, like KeyboardInterrupt: the handler raises it wherever the parent
     happens to be, and an `except Exception` there (decoding a check's result, say)
@@ -29,5 +37,26 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
+        super().__init__(f"interrupted by {signal_name(signum)}")
         self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    """`SIGHUP` for 1; the number for a signal Python has no name for."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold the stop signals for a step that must not be cut in half (commit, cleanup).
+
+    A signal that arrives meanwhile stays pending and is handled when the step is done.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

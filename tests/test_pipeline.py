@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -18,7 +19,7 @@ from snapshot_agent.config import ChecksConfig, Config, LoadedConfig, NodeConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Finding, Result, Severity, Status
-from snapshot_agent.errors import SnapshotError
+from snapshot_agent.errors import STOP_SIGNALS, SnapshotError
 from snapshot_agent.pipeline.record import (
     ArchiveLocation,
     RedactionAudit,
@@ -370,3 +371,52 @@ def test_an_interrupt_anywhere_in_the_parent_stops_the_snapshot_and_cleans_up(
             loaded(Config()), checks, LocalSink(out), SnapshotOptions(), InterruptOnFirstResult(2)
         )
     assert list(out.iterdir()) == []  # no .partial, no spool
+
+
+class SignalAfterCommit(LocalSink):
+    """Sends its own process `signum` the moment the archive is renamed into place."""
+
+    def __init__(self, directory: Path, signum: int) -> None:
+        super().__init__(directory)
+        self.signum = signum
+
+    def commit(self, size_bytes: int, sha256: str) -> ArchiveLocation:
+        location = super().commit(size_bytes, sha256)
+        os.kill(os.getpid(), self.signum)
+        return location
+
+
+@pytest.fixture
+def stop_handlers() -> Iterator[None]:
+    """Give pytest its own handlers back after a test installs the CLI's."""
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_once_the_archive_is_in_place_cannot_undo_it(
+    tmp_path: Path, stop_handlers: None, sig: signal.Signals
+) -> None:
+    """A real signal to this process just after the rename: the run completes as usual."""
+    from snapshot_agent.cli import _StopOnSignal
+
+    def noted(record: SnapshotRecord) -> None:
+        stop.record = record
+
+    checks = [test_check("test.fast", lambda _ctx: Result(Status.PASS, "fast"))]
+    with _StopOnSignal() as stop:
+        record = take_snapshot(
+            loaded(Config()),
+            checks,
+            SignalAfterCommit(tmp_path, sig),
+            SnapshotOptions(),
+            None,
+            on_open=noted,
+        )
+    assert stop.received == sig
+    assert record.status == SnapshotStatus.COMPLETED and record.archive is not None
+    archive = Path(record.archive.uri)
+    assert os.listdir(tmp_path) == [archive.name]  # no .partial, no working directory
+    assert verify_archive(archive).ok

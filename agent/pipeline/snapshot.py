@@ -5,11 +5,13 @@
 
 The sink is opened first, so an unwritable destination is refused before any check
 runs. Whatever fails, nothing half-written is left: the sink aborts and the spool of
-raw evidence is removed.
+raw evidence is removed. The commit and that cleanup hold the stop signals: a second
+Ctrl-C cannot cut the cleanup short, and a signal after the commit cannot undo it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -26,7 +28,7 @@ from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
 from snapshot_agent.core.results import Status
 from snapshot_agent.core.runner import Observer, Runner
-from snapshot_agent.errors import SnapshotError
+from snapshot_agent.errors import SnapshotError, stop_signals_held
 from snapshot_agent.node.identity import node_identity
 from snapshot_agent.pipeline.filter import Filter, filter_for, filter_result, filter_value
 from snapshot_agent.pipeline.members import evidence_entries, report_entries
@@ -70,7 +72,8 @@ def take_snapshot(
     spool = None
     try:  # from the first step: a signal at any point leaves nothing behind
         name, stream = sink.open(snapshot_name(started))
-        spool = _make_spool(sink, name)
+        with stop_signals_held():  # created and recorded as one step, so always removed
+            spool = _make_spool(sink, name)
         record = SnapshotRecord(
             name=name,
             created_at=iso(started),
@@ -91,7 +94,9 @@ def take_snapshot(
         record.skipped = skipped_items(record)
         try:
             size, sha256 = _write_archive(stream, spool, record, flt)
-            record.archive = sink.commit(size, sha256)
+            _remove_spool(spool)  # everything is in the archive now
+            with stop_signals_held():  # the caller tells a late signal by record.archive
+                record.archive = sink.commit(size, sha256)
         except OSError as exc:
             raise SnapshotError(
                 f"writing {sink.where} failed ({exc.strerror or exc}); nothing was kept. "
@@ -105,9 +110,10 @@ def take_snapshot(
         record.status = SnapshotStatus.COMPLETED
         return record
     finally:
-        sink.abort()  # no-op after a successful commit
-        if spool is not None:
-            _remove_spool(spool)
+        with stop_signals_held():  # a burst of Ctrl-C waits until this is done
+            if spool is not None:
+                _remove_spool(spool)
+            sink.abort()  # after a commit, only what is left beside the archive
 
 
 def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
@@ -139,14 +145,17 @@ def _write_archive(
 
 
 def _make_spool(sink: Sink, name: str) -> Path:
-    """The working directory for the checks' raw evidence, beside the archive."""
+    """The working directory for the checks' raw evidence (0700: dmesg, configs)."""
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=sink.workdir))
+        spool = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=sink.workdir))
     except OSError as exc:
         raise SnapshotError(
-            f"--output {sink.workdir}: cannot create a working directory there "
-            f"({exc.strerror}); free space or pass another directory"
+            f"{sink.where}: cannot create a working directory in {sink.workdir} "
+            f"({exc.strerror}); free space there or pass another --output"
         ) from None
+    with contextlib.suppress(OSError):  # mkdtemp asks for 0700; a umask may take more off
+        spool.chmod(0o700)
+    return spool
 
 
 def _remove_spool(spool: Path) -> None:

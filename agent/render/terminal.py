@@ -1,9 +1,15 @@
-"""What the SRE sees while a snapshot runs: live progress on a TTY, plain lines otherwise."""
+"""What the SRE sees while a snapshot runs: live progress on a TTY, plain lines otherwise.
+
+All of it is best effort: a stderr closed at start, a pipe whose reader quit
+(`2>&1 | head -1`) or a terminal that hung up ends the display, never the snapshot.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from rich.console import Console, Group
@@ -25,6 +31,8 @@ STYLES = {
 }
 #: Statuses worth a line in the final summary.
 NOTABLE = (Status.FAIL, Status.ERROR, Status.TIMEOUT, Status.WARN)
+#: What writing to a reader that is gone raises (ValueError: a stream closed under us).
+GONE = (OSError, ValueError)
 
 
 class PlainProgress:
@@ -33,7 +41,8 @@ class PlainProgress:
     def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
-        self.stream = stream or sys.stderr
+        # Never print(file=None): with stderr closed at start that is stdout.
+        self.stream: TextIO | None = stream if stream is not None else sys.stderr
 
     def started(self, check: Check) -> None:
         """Nothing to print until it ends."""
@@ -41,13 +50,18 @@ class PlainProgress:
     def finished(self, check: Check, result: Result) -> None:
         """`[ 3/30] pass     cpu.load  0.01s  summary`."""
         self.done += 1
+        if self.stream is None:
+            return
         width = len(str(self.total))
-        print(
-            f"[{self.done:>{width}}/{self.total}] {result.status:<8} {check.id:<24} "
-            f"{result.duration_ms / 1000:6.2f}s  {result.summary}",
-            file=self.stream,
-            flush=True,
-        )
+        try:
+            print(
+                f"[{self.done:>{width}}/{self.total}] {result.status:<8} {check.id:<24} "
+                f"{result.duration_ms / 1000:6.2f}s  {result.summary}",
+                file=self.stream,
+                flush=True,
+            )
+        except GONE:
+            self.stream = None  # the reader is gone: stop telling, keep snapshotting
 
     def tick(self) -> None:
         """Plain output has nothing to refresh."""
@@ -65,9 +79,10 @@ class LiveProgress:
         self.start = time.monotonic()
         self.running: dict[str, float] = {}
         self.counts: dict[Status, int] = {}
+        self.gone = False
         # auto_refresh would start a thread; the runner forks, so we refresh from tick().
         self.live = Live(self._render(), console=console, auto_refresh=False, transient=True)
-        self.live.start()
+        self._show(self.live.start)
         self._last = 0.0
 
     def started(self, check: Check) -> None:
@@ -82,18 +97,27 @@ class LiveProgress:
             line = Text()
             line.append(f"{result.status:<8}", style=STYLES[result.status])
             line.append(f" {check.id}: {result.summary}")
-            self.console.print(line)
+            self._show(lambda: self.console.print(line))
 
     def tick(self) -> None:
         """Redraw at most ten times a second."""
         now = time.monotonic()
         if now - self._last >= 0.1:
             self._last = now
-            self.live.update(self._render(), refresh=True)
+            self._show(lambda: self.live.update(self._render(), refresh=True))
 
     def close(self) -> None:
         """Remove the live panel."""
-        self.live.stop()
+        self._show(self.live.stop)
+
+    def _show(self, draw: Callable[[], None]) -> None:
+        """Draw unless the terminal is gone (it hung up, or its reader quit)."""
+        if self.gone:
+            return
+        try:
+            draw()
+        except GONE:
+            self.gone = True
 
     def _render(self) -> Group:
         done = sum(self.counts.values())
@@ -119,8 +143,16 @@ def make_progress(total: int) -> PlainProgress | LiveProgress:
 
 
 def print_summary(record: SnapshotRecord, stream: TextIO | None = None) -> None:
-    """The closing table: counts by status, then every notable check with its summary."""
-    console = Console(file=stream or sys.stderr, highlight=False)
+    """The closing table on stderr; nothing when it is closed or gone."""
+    stream = stream if stream is not None else sys.stderr
+    if stream is None:  # closed at start: Console(file=None) would print on stdout
+        return
+    with contextlib.suppress(*GONE):  # for a person: the archive and the exit code stand
+        _summary(record, Console(file=stream, highlight=False))
+
+
+def _summary(record: SnapshotRecord, console: Console) -> None:
+    """Counts by status, then every notable check with its summary, then the archive."""
     counts = {s: 0 for s in STATUS_ORDER}
     for check in record.checks:
         counts[check.status] += 1
