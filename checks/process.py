@@ -89,9 +89,23 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+#: Control characters, line breaks and bidi overrides: a process picks its own name and
+#: arguments, and one with a newline would split a line of processes.txt, one with an
+#: escape sequence would reach the terminal summary.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """A process name or command line as shown: control characters escaped (\\n, \\x1b).
+
+    Idempotent (the escapes are plain ASCII), so text escaped once may pass again.
+    """
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _label(name: str, pid: int) -> str:
     """'iggy-server (pid 812)'."""
-    return f"{name} (pid {pid})"
+    return f"{printable(name)} (pid {pid})"
 
 
 # -- process.top -------------------------------------------------------------------
@@ -99,7 +113,7 @@ def _label(name: str, pid: int) -> str:
 
 @dataclass
 class ProcSample:
-    """One process over the sampling interval."""
+    """One process over the sampling interval; name and cmdline as shown (`printable`)."""
 
     pid: int
     ppid: int
@@ -152,7 +166,7 @@ def read_top(ctx: Context, interval_s: float) -> TopFacts:
         ProcSample(
             s.pid,
             s.ppid,
-            s.name,
+            printable(s.name),
             s.state,
             round(cpu.get(s.pid, 0.0), 1),
             s.rss_pages * page,
@@ -167,7 +181,7 @@ def read_top(ctx: Context, interval_s: float) -> TopFacts:
     for p in samples:
         if p.pid in shown:
             # Secrets in arguments are masked by the pipeline's filter, like all output.
-            p.cmdline = command_line(read_argv(ctx, p.pid))
+            p.cmdline = printable(command_line(read_argv(ctx, p.pid)))
     agent = agent_pid(ctx)
     agent_pids = {p.pid for p in samples if agent is not None and agent in (p.pid, p.ppid)}
     return TopFacts(samples, read_mem_total(ctx) or 0, round(elapsed, 3), broker, agent_pids)
@@ -545,7 +559,7 @@ def process_limits(ctx: Context) -> Result:
 
 @dataclass
 class ZombieGroup:
-    """Zombies that share a parent."""
+    """Zombies that share a parent; names as shown (`printable`)."""
 
     parent_pid: int
     parent_name: str
@@ -560,10 +574,11 @@ def group_zombies(table: dict[int, ProcStat]) -> list[ZombieGroup]:
         if p.state != "Z":
             continue
         parent = table.get(p.ppid)
-        group = groups.setdefault(p.ppid, ZombieGroup(p.ppid, parent.name if parent else "?", 0))
+        parent_name = printable(parent.name) if parent else "?"
+        group = groups.setdefault(p.ppid, ZombieGroup(p.ppid, parent_name, 0))
         group.count += 1
-        if p.name not in group.zombie_names and len(group.zombie_names) < 5:
-            group.zombie_names.append(p.name)
+        if (name := printable(p.name)) not in group.zombie_names and len(group.zombie_names) < 5:
+            group.zombie_names.append(name)
     return sorted(groups.values(), key=lambda g: (-g.count, g.parent_pid))
 
 
@@ -707,7 +722,7 @@ def process_zombies(ctx: Context) -> Result:
 
 @dataclass
 class FdUsage:
-    """Open file descriptors of one process against its soft nofile limit."""
+    """Open file descriptors of one process against its soft nofile limit (name as shown)."""
 
     role: str  # "broker" or "agent"
     pid: int
@@ -745,7 +760,7 @@ def classify_fd(target: str) -> str:
 def read_fd_usage(ctx: Context, role: str, pid: int) -> FdUsage:
     """Count /proc/<pid>/fd and break the first FD_SCAN_LIMIT down by type."""
     stat = read_stat(ctx, pid)
-    name = stat.name if stat else "?"
+    name = printable(stat.name) if stat else "?"
     limits = read_limits(ctx, pid) or {}
     nofile = limits.get(NOFILE)
     usage = FdUsage(role, pid, name, None, nofile.soft if nofile else None)

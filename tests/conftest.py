@@ -25,7 +25,7 @@ def run_cli(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `snapshot-agent` CLI in a child process."""
-    full_env = {**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent/snapshot-agent.yaml"}
+    full_env = {**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "snapshot_agent", *map(str, args)],

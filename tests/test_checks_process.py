@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from snapshot_agent.checks.process import (
@@ -28,7 +34,7 @@ from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.processes import BrokerProcess, ProcStat, find_broker, parse_stat
 from snapshot_agent.pipeline.filter import RuleFilter, filter_result
 
-from .conftest import fixture_roots, make_context, write_tree
+from .conftest import fixture_roots, make_context, run_cli, write_tree
 
 # Real /proc/<pid>/stat lines from a Debian 12 VM (the second one's comm has a space).
 REAL_STAT = (
@@ -524,3 +530,81 @@ def test_process_fds_reports_the_system_table_without_judging_it(
 def test_process_fds_skipped_with_nothing_to_read(tmp_path: Path, node: Path) -> None:
     result = process_fds.run(ctx_for(tmp_path, node, FDS))
     assert result.status == Status.SKIPPED
+
+
+# -- names and command lines with control characters (issue 9, item 11) --------------
+
+#: A row of processes.txt: pid, ppid, state, CPU%, RSS KiB, threads, then the name.
+LISTING_ROW = re.compile(r"^ *\d+ +\d+ \S +\d+\.\d +\d+ +\d+ .*$")
+
+#: Names itself `n<newline><tag>`, forks a child that names itself with an escape sequence
+#: and exits unreaped (a zombie), prints the child's pid and waits to be killed.
+NAMED_BADLY = """
+import os, sys, time
+tag = sys.argv[1]
+with open("/proc/self/comm", "w") as f:
+    f.write("n\\n" + tag)
+child = os.fork()
+if child == 0:
+    with open("/proc/self/comm", "w") as f:
+        f.write("z\\x1b[2J" + tag)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(120)
+"""
+
+
+def test_control_characters_in_live_process_names_are_escaped(tmp_path: Path) -> None:
+    """A live process named with a newline and a zombie named with an escape sequence."""
+    tag = secrets.token_hex(3)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", NAMED_BADLY, tag], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        zombie = int(parent.stdout.readline())  # type: ignore[union-attr]
+        config = tmp_path / "config.yaml"
+        config.write_text("{}\n")
+        proc = run_cli(
+            "run", "-c", config, "-o", tmp_path, "--only", "process.top,process.zombies", "-q"
+        )
+    finally:
+        parent.kill()
+        parent.wait()
+    assert proc.returncode in (0, 1), proc.stderr
+    with zipfile.ZipFile(proc.stdout.strip()) as zf:
+        listing = zf.read("raw/process.top/processes.txt").decode()
+        report = json.loads(zf.read("report.json"))
+        html = zf.read("report.html").decode()
+    rows = listing.splitlines()[1:]
+    assert [r for r in rows if not LISTING_ROW.match(r)] == []  # no row split in two
+    mine = {r.split()[0]: r.split(maxsplit=6)[6] for r in rows if tag in r}
+    assert mine == {str(parent.pid): f"n\\n{tag}", str(zombie): f"z\\x1b[2J{tag}"}
+    [zombies] = [c for c in report["checks"] if c["id"] == "process.zombies"]
+    [group] = [g for g in zombies["data"]["parents"] if g["parent_pid"] == parent.pid]
+    assert group["parent"] == f"n\\n{tag}" and group["names"] == f"z\\x1b[2J{tag}"
+    assert any(
+        f"(z\\x1b[2J{tag}) left by n\\n{tag} (pid" in f["message"] for f in zombies["findings"]
+    )
+    text = json.dumps(report, ensure_ascii=False) + html
+    assert f"\n{tag}" not in text and "\x1b" not in text
+
+
+def test_control_characters_in_command_lines_are_escaped(tmp_path: Path, node: Path) -> None:
+    """The broker's command line in a fixture tree, through the real CLI."""
+    write_tree(node, {"proc/meminfo": MEMINFO})
+    write_tree(
+        node,
+        {
+            "proc/812/stat": stat_line(812, "iggy-server"),
+            "proc/812/cmdline": "/usr/bin/iggy-server\0--name\0a\nb\u2028c\x1b[0m\0",
+        },
+    )
+    roots = msgspec.structs.asdict(fixture_roots(node))
+    config = tmp_path / "config.yaml"
+    config.write_text("checks:\n  roots:\n" + "".join(f"    {k}: {v}\n" for k, v in roots.items()))
+    proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "process.top", "-q")
+    assert proc.returncode in (0, 1), proc.stderr
+    with zipfile.ZipFile(proc.stdout.strip()) as zf:
+        report = json.loads(zf.read("report.json"))
+    [top] = report["checks"]
+    assert top["data"]["broker"]["command"] == "/usr/bin/iggy-server --name 'a\\nb\\u2028c\\x1b[0m'"

@@ -198,6 +198,20 @@ def test_unwritable_output_fails_before_any_check(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_output_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "{}\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run_cli("run", "-c", config, "-o", blocker, "--only", "cpu.load")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"snapshot-agent: --output {blocker}: not a directory (a file is there); pass a "
+        "directory, or a new path to create one\n"
+    )
+    assert proc.stdout == "" and blocker.read_text() == "not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "file"]
+
+
 def test_disk_full_removes_partial_and_exits_2(tmp_path: Path) -> None:
     """A real full filesystem: a 16 KiB tmpfs in a private mount namespace."""
     if not shutil.which("unshare"):
@@ -218,7 +232,7 @@ def test_disk_full_removes_partial_and_exits_2(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent"},
+        env={**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull},
     )
     if "rc=" not in proc.stdout and proc.returncode == 99:
         pytest.skip("mounting tmpfs is not permitted here")
@@ -245,7 +259,7 @@ checks:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent"},
+        env={**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull},
     )
     deadline = time.monotonic() + 20
     sleeps: list[psutil.Process] = []
@@ -380,3 +394,32 @@ def test_runs_at_low_priority_unless_told(tmp_path: Path, flags: tuple, expected
         assert ionice != "best-effort: prio 7"  # the kernel's default, whatever it prints
     else:
         assert ionice == "best-effort: prio 7"
+
+
+# -- --only/--skip that select nothing (issue 9, item 11) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--only", ""), "--only/--skip '': an empty pattern"),
+        (("--only", " "), "an empty pattern"),
+        (("--only", "cpu.load,"), "--only/--skip 'cpu.load,': an empty pattern"),
+        (("--only", "cpu.load", "--skip", ""), "an empty pattern"),
+        (("--only", "cpu", "--skip", "cpu"), "nothing to run: --only cpu with --skip cpu"),
+        (("--skip", "*"), "nothing to run: --skip * leaves no check"),
+        (("--only", "cpu.load", "--skip", "cpu.*"), "nothing to run"),
+    ],
+)
+def test_a_selection_of_nothing_is_refused(
+    tmp_path: Path, flags: tuple[str, ...], said: str
+) -> None:
+    """No archive that passes while looking at nothing, and no run of everything instead."""
+    config = write_config(tmp_path, "{}\n")
+    out = tmp_path / "out"
+    proc = run_cli("run", "-c", config, "-o", out, "--json", *flags, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert said in proc.stderr and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["status"] == "failed"
+    assert not out.exists()  # nothing was written, not even the output directory

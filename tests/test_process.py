@@ -16,7 +16,7 @@ from snapshot_agent.pipeline.record import SnapshotOptions
 
 from .conftest import REPO, run_cli
 
-ENV = {**os.environ, "SNAPSHOT_AGENT_CONFIG": "/nonexistent", "PYTHONPATH": str(REPO)}
+ENV = {**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull, "PYTHONPATH": str(REPO)}
 
 
 def write_config(tmp_path: Path, commands: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import math
 import pkgutil
 import traceback
 from collections.abc import Iterable, Sequence
@@ -70,10 +71,14 @@ def all_checks(loaded: LoadedConfig) -> list[Check]:
             )
         checks[item.id] = item
     for index, item in enumerate(config_checks(loaded)):
-        if item.id in checks:
+        # Two commands with one id are refused by load_config, naming both lines.
+        if (taken := checks.get(item.id)) is not None:
+            owner = "a built-in check id" if taken.source == "builtin" else "a check id"
+            if taken.source != "builtin":
+                owner += f" from {taken.source}"
             raise loaded.error(
                 ("checks", "commands", index, "id"),
-                f"{item.id!r} is already a built-in check id; choose another, e.g. custom.NAME",
+                f"{item.id!r} is already {owner}; choose another, e.g. custom.NAME",
             )
         checks[item.id] = item
     validate_thresholds(loaded, checks)
@@ -81,19 +86,47 @@ def all_checks(loaded: LoadedConfig) -> list[Check]:
 
 
 def select(checks: Sequence[Check], only: Iterable[str], skip: Iterable[str]) -> list[Check]:
-    """Apply --only/--skip: each pattern is an id, a category, or a glob like 'cpu.*'."""
+    """Apply --only/--skip: each pattern is an id, a category, or a glob like 'cpu.*'.
+
+    A pattern that matches nothing, and a selection that leaves nothing to run, are
+    refused: a snapshot of no checks would pass while looking at nothing.
+    """
     only, skip = list(only), list(skip)
     for pattern in only + skip:
         if not any(_matches(c, pattern) for c in checks):
             valid = ", ".join(c.id for c in checks)
             raise UsageError(f"no check matches {pattern!r}; valid ids: {valid}")
     chosen = [c for c in checks if not only or any(_matches(c, p) for p in only)]
-    return [c for c in chosen if not any(_matches(c, p) for p in skip)]
+    chosen = [c for c in chosen if not any(_matches(c, p) for p in skip)]
+    if not chosen:
+        asked = " with ".join(
+            f"{flag} {','.join(patterns)}"
+            for flag, patterns in (("--only", only), ("--skip", skip))
+            if patterns
+        )
+        raise UsageError(
+            f"nothing to run: {asked or 'the selection'} leaves no check; "
+            "skip fewer checks or select more"
+        )
+    return chosen
 
 
-def split_patterns(values: Iterable[str] | None) -> list[str]:
-    """Accept both `--only a,b` and `--only a --only b`."""
-    return [p.strip() for v in values or () for p in v.split(",") if p.strip()]
+def split_patterns(values: Iterable[str] | None, option: str = "--only/--skip") -> list[str]:
+    """Accept both `--only a,b` and `--only a --only b`; refuse an empty pattern.
+
+    An empty `--only` (an unset shell variable, a stray comma) would otherwise select
+    every check instead of the few that were meant.
+    """
+    patterns: list[str] = []
+    for value in values or ():
+        for piece in value.split(","):
+            if not piece.strip():
+                raise UsageError(
+                    f"{option} {value!r}: an empty pattern; name check ids, categories "
+                    "or globs (`snapshot-agent checks` lists them)"
+                )
+            patterns.append(piece.strip())
+    return patterns
 
 
 def validate_thresholds(loaded: LoadedConfig, checks: dict[str, Check]) -> None:
@@ -110,6 +143,8 @@ def validate_thresholds(loaded: LoadedConfig, checks: dict[str, Check]) -> None:
             if not _same_kind(declared.thresholds[name], value):
                 expected = type(declared.thresholds[name]).__name__
                 raise loaded.error((*loc, name), f"should be {expected} (got {value!r})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise loaded.error((*loc, name), f"should be a finite number (got {value!r})")
         merged = {**declared.thresholds, **values}
         for band in declared.bands:
             problem = band.misordered(merged)
