@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
@@ -339,3 +341,105 @@ def test_sampling_checks_do_not_take_the_other_checks_slots(tmp_path: Path) -> N
     outcomes = Runner(config, spool, lambda c: {}, Clock()).run(checks)
     assert [o.result.status for o in outcomes] == [Status.PASS, Status.PASS]
     assert done_at["t.quick"] < 1.0 < done_at["t.sampler"]
+
+
+def test_hung_commands_do_not_take_the_built_in_checks_slots(tmp_path: Path) -> None:
+    """With one slot, a config command that hangs must not hold up a built-in check."""
+    done_at: dict[str, float] = {}
+
+    def hangs(ctx: Context) -> Result:
+        time.sleep(600)
+        return Result(Status.PASS, "unreachable")
+
+    checks = [
+        make_check(hangs, id="custom.hang", timeout_s=2, source="config"),
+        make_check(ok, id="t.builtin"),
+    ]
+    start = time.monotonic()
+
+    class Clock:
+        def started(self, check: Check) -> None: ...
+
+        def finished(self, check: Check, result: Result) -> None:
+            done_at[check.id] = time.monotonic() - start
+
+        def tick(self) -> None: ...
+
+    config = Config(checks=ChecksConfig(concurrency=1))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    outcomes = Runner(config, spool, lambda c: {}, Clock()).run(checks)
+    assert [o.result.status for o in outcomes] == [Status.TIMEOUT, Status.PASS]
+    assert done_at["t.builtin"] < 1.0 < 2.0 <= done_at["custom.hang"]
+
+
+#: Built-in checks that run anywhere in well under a second, all sorted after `custom.`.
+QUICK_BUILTINS = (
+    "disk.mounts",
+    "kernel.version",
+    "memory.hugepages",
+    "memory.swap",
+    "network.routes",
+    "sysctl.fs",
+    "system.info",
+    "time.timezone",
+)
+
+
+def test_hung_custom_commands_leave_the_built_ins_their_slots(tmp_path: Path) -> None:
+    """8 x `sleep 300` (timeout 25 s) sorted before the built-ins, against a 5 s deadline:
+    the built-ins run at once, and every summary says what really happened."""
+    deadline = 5
+    hung = "".join(
+        f'    - {{id: custom.hang{i}, title: Hang {i}, command: [sleep, "300"], timeout_s: 25}}\n'
+        for i in range(8)
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"checks:\n  deadline_s: {deadline}\n  commands:\n"
+        '    - {id: custom.a_short, title: Short, command: [sleep, "300"], timeout_s: 1}\n' + hung
+    )
+    read_fd, write_fd = os.pipe()
+    env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_AGENT_CONFIG"}
+    argv = ["run", "-c", config, "-o", tmp_path / "out", "--json", "-q"]
+    argv += ["--only", ",".join(("custom", *QUICK_BUILTINS)), "--events-fd", str(write_fd)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshot_agent", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        pass_fds=(write_fd,),
+    )
+    os.close(write_fd)
+    finished_at: dict[str, float] = {}
+    with os.fdopen(read_fd) as events:
+        for line in events:  # when each check ended, counted from the snapshot's start
+            event = json.loads(line)
+            if event["event"] == "snapshot_started":
+                start = time.monotonic()
+            elif event["event"] == "check_finished":
+                finished_at[event["id"]] = time.monotonic() - start
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 1), err
+    with zipfile.ZipFile(json.loads(out)["path"]) as zf:
+        checks = {c["id"]: c for c in json.loads(zf.read("report.json"))["checks"]}
+
+    for check_id in QUICK_BUILTINS:
+        assert checks[check_id]["status"] != "timeout", checks[check_id]["summary"]
+        assert finished_at[check_id] < deadline / 2, (check_id, finished_at[check_id])
+
+    short = checks["custom.a_short"]
+    assert short["status"] == "timeout"
+    assert short["summary"] == "`sleep 300` did not finish within 1 s and was killed"
+    for i in range(8):
+        hang = checks[f"custom.hang{i}"]
+        ran_s = hang["data"]["duration_ms"] / 1000  # how long `sleep 300` really ran
+        assert hang["status"] == "timeout"
+        assert hang["summary"] == (
+            f"`sleep 300` was stopped at the snapshot deadline ({deadline} s) after {ran_s:.1f} s"
+        )
+        assert abs(ran_s - hang["duration_ms"] / 1000) < 1.0
+    # The last hang got its slot when the short one ended: it ran 1 s less, and says so.
+    ran = sorted(checks[f"custom.hang{i}"]["data"]["duration_ms"] for i in range(8))
+    assert ran[0] < ran[-1] - 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from snapshot_agent.config import CommandCheckConfig
 from snapshot_agent.core.check import Check, Requirements
@@ -38,12 +39,7 @@ def _run(spec: CommandCheckConfig, ctx: Context) -> Result:
     result = ctx.run(spec.command, timeout_s=spec.timeout_s, save_as="output.txt")
     data = {"argv": result.argv, "exit_code": result.exit_code, "duration_ms": result.duration_ms}
     if result.timed_out:
-        return Result(
-            Status.TIMEOUT,
-            f"{result.describe()} after {spec.timeout_s:g} s",
-            [Finding(Severity.FAIL, result.describe(), _hint(spec), " ".join(spec.command))],
-            data,
-        )
+        return _timed_out(spec, ctx, result.duration_ms / 1000, data)
     if result.ok:
         return Result(Status.PASS, result.describe(), data=data)
     last = _last_line(result.stderr) or _last_line(result.stdout)
@@ -60,11 +56,32 @@ def _run(spec: CommandCheckConfig, ctx: Context) -> Result:
     )
 
 
-def _hint(spec: CommandCheckConfig) -> str:
-    return (
-        f"Run `{' '.join(spec.command)}` by hand to see where it blocks; raise timeout_s "
-        "for this command in the config if it is just slow."
-    )
+def _timed_out(
+    spec: CommandCheckConfig, ctx: Context, took_s: float, data: dict[str, Any]
+) -> Result:
+    """A command that was killed: by its own timeout, or earlier by the snapshot deadline.
+
+    ctx.run clips the timeout to the time the check has left, so a command killed before
+    its own timeout was stopped by the deadline: say so, with the time it really ran.
+    """
+    cmd = " ".join(spec.command)
+    if took_s < spec.timeout_s:
+        deadline = ctx.config.checks.deadline_s
+        summary = (
+            f"`{cmd}` was stopped at the snapshot deadline ({deadline:g} s) after {took_s:.1f} s"
+        )
+        hint = (
+            f"The snapshot ended before this command's timeout_s ({spec.timeout_s:g} s): "
+            f"run `{cmd}` by hand to see where it blocks, lower its timeout_s, or raise "
+            "checks.deadline_s."
+        )
+    else:
+        summary = f"`{cmd}` did not finish within {spec.timeout_s:g} s and was killed"
+        hint = (
+            f"Run `{cmd}` by hand to see where it blocks; raise timeout_s for this command "
+            "in the config if it is just slow."
+        )
+    return Result(Status.TIMEOUT, summary, [Finding(Severity.FAIL, summary, hint, cmd)], data)
 
 
 def _last_line(text: str) -> str:

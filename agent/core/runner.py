@@ -10,13 +10,18 @@ on time whatever the checks do.
 Each child gets a pipe for its pickled `Result` and a pipe for anything it prints
 (kept to a bounded tail); artifacts are written by the child straight into the spool
 directory under the cap. The parent is a single-threaded select loop, which is what
-makes `fork` safe here.
+makes `fork` safe here. What a check starts is contained (core/containment.py): a
+cgroup per check where the agent may make one, subreapers always, so a daemon that
+detaches and re-forks still dies with its check.
+
+Slots come from three pools of `concurrency` each: checks that sample over time, the
+config's command checks, and the rest. A hung command can hold up only other commands,
+never a built-in check.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import pickle
@@ -25,16 +30,20 @@ import signal
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from snapshot_agent.config import Config
 from snapshot_agent.core.check import Check
+from snapshot_agent.core.containment import (
+    Containment,
+    join,
+    reap_everything,
+    resolve_mode,
+    set_subreaper,
+)
 from snapshot_agent.core.context import Context, map_path
 from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Severity, Status
 from snapshot_agent.core.tail import TailBuffer
@@ -42,11 +51,13 @@ from snapshot_agent.core.tail import TailBuffer
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
 HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+#: What stops a run (a hang-up, Ctrl-C, Ctrl-\, a polite kill): held while a check is
+#: forked and while everything is stopped, reset to the default in a check's process.
+STOP_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM}
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
+REAP_S = 1.0  # how long a finished check kills and reaps what it left before it reports
 
 
 class Observer(Protocol):
@@ -76,6 +87,7 @@ class _Running:
     started: float
     deadline: float
     artifact_dir: Path
+    cell: str | None = None  # the check's cgroup leaf, when it has one
     payload: bytearray = field(default_factory=bytearray)
     output: TailBuffer = field(default_factory=lambda: TailBuffer(STRAY_OUTPUT_CAP))
     result_eof: bool = False
@@ -106,8 +118,13 @@ class Runner:
         thresholds: Callable[[Check], dict[str, Any]],
         observer: Observer | None = None,
         result_filter: Callable[[Result], Result] | None = None,
+        containment: str | None = None,
     ) -> None:
         self.config = config
+        # auto or subreaper (None: $SNAPSHOT_AGENT_CONTAINMENT); refused here, before a
+        # check runs, when it is neither.
+        self.containment = resolve_mode(containment)
+        self.contained_by = ""  # what contained the last run's checks: cgroup or subreaper
         # Every result passes this before anyone (the observer, the caller) sees it: the
         # pipeline's one exit for what a check says.
         self.result_filter = result_filter or (lambda result: result)
@@ -126,16 +143,19 @@ class Runner:
         start = time.monotonic()
         deadline = start + self.deadline_s
         # Checks that sample over time start first, so their windows overlap the rest.
-        pending = deque(sorted(checks, key=lambda c: c.sampling_s <= 0))
+        pending = sorted(checks, key=lambda c: c.sampling_s <= 0)
         self._unreaped: list[int] = []
         running: dict[int, _Running] = {}  # by result fd
         results: dict[str, Result] = {}
         sel = selectors.DefaultSelector()
+        self._contain = Containment(self.containment)
+        self._contain.open()
+        self.contained_by = self._contain.mode  # cgroup or subreaper, for logs and tests
         try:
             while pending or running:
                 now = time.monotonic()
-                while pending and now < deadline and self._has_slot(pending[0], running):
-                    self._start(pending.popleft(), now, deadline, running, sel)
+                if now < deadline:
+                    self._start_ready(pending, now, deadline, running, sel)
                 if now >= deadline:
                     for check in pending:
                         results[check.id] = self._finish_unstarted(check)
@@ -152,30 +172,60 @@ class Runner:
                         results[run.check.id] = self._kill(run, sel, overall=now >= deadline)
                         del running[fd]
                 self._unreaped = [p for p in self._unreaped if _reap(p, wait_s=0) is None]
+                self._contain.sweep(self._check_pids(running))
                 if self.observer:
                     self.observer.tick()
         finally:
-            for run in running.values():  # Ctrl-C or a bug: leave nothing behind
-                _killpg(run.pid)
+            self._stop_all(running, sel)
+        return [Outcome(c, results[c.id]) for c in checks]
+
+    def _stop_all(self, running: dict[int, _Running], sel: selectors.BaseSelector) -> None:
+        """Ctrl-C, a bug, or the end: kill every check and all they started, reap, clean."""
+        # A second Ctrl-C must not cut this short and leave the checks running.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for run in running.values():
+                self._contain.kill(run.pid, run.cell)
                 _close(run, sel)
                 self._unreaped.append(run.pid)
+            running.clear()
             sel.close()
-            end = time.monotonic() + 0.3  # a child stuck in the kernel is left to init
-            for pid in self._unreaped:
-                _reap(pid, wait_s=max(0.0, end - time.monotonic()))
-        return [Outcome(c, results[c.id]) for c in checks]
+            end = time.monotonic() + 0.3  # a child stuck in the kernel is left behind
+            self._unreaped = [
+                p for p in self._unreaped if _reap(p, max(0.0, end - time.monotonic())) is None
+            ]
+            self._contain.close(self._unreaped)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _check_pids(self, running: dict[int, _Running]) -> set[int]:
+        """The agent's children that are checks (running, or ended and not yet reaped)."""
+        return {r.pid for r in running.values()} | set(self._unreaped)
 
     # -- starting -----------------------------------------------------------------
 
-    def _has_slot(self, check: Check, running: dict[int, _Running]) -> bool:
-        """Room for `check`: sampling checks and the rest each get `concurrency` slots.
+    def _start_ready(
+        self,
+        pending: list[Check],
+        now: float,
+        overall_deadline: float,
+        running: dict[int, _Running],
+        sel: selectors.BaseSelector,
+    ) -> None:
+        """Start every pending check its pool has a slot for, in order.
 
-        A sampling check spends its time asleep between two reads; letting it hold one of
-        the slots the other checks need would make every snapshot wait on the samples.
+        Not only the head of the queue: a full pool of hung commands must not keep a
+        built-in check behind it waiting.
         """
-        sampling = check.sampling_s > 0
-        same_kind = sum(1 for r in running.values() if (r.check.sampling_s > 0) == sampling)
-        return same_kind < self.concurrency
+        for check in list(pending):
+            if self._has_slot(check, running):
+                pending.remove(check)
+                self._start(check, now, overall_deadline, running, sel)
+
+    def _has_slot(self, check: Check, running: dict[int, _Running]) -> bool:
+        """Room for `check` in its pool: each pool gets `concurrency` slots."""
+        pool = _pool(check)
+        return sum(1 for r in running.values() if _pool(r.check) == pool) < self.concurrency
 
     def _start(
         self,
@@ -190,6 +240,7 @@ class Runner:
         artifact_dir = self.spool / check.id
         with contextlib.suppress(OSError):  # full disk: the check still runs, unsaved noted
             artifact_dir.mkdir(parents=True, exist_ok=True)
+        cell = self._contain.cell()
         ctx = Context(
             check_id=check.id,
             config=self.config,
@@ -208,14 +259,14 @@ class Runner:
             if pid == 0:  # child: never returns
                 os.close(result_r)
                 os.close(output_r)
-                _child_main(check, ctx, result_w, output_w, old_mask)
+                _child_main(check, ctx, result_w, output_w, old_mask, cell)
             with contextlib.suppress(OSError):  # the child does this too; first one wins
                 os.setpgid(pid, pid)
             os.close(result_w)
             os.close(output_w)
             os.set_blocking(result_r, False)
             os.set_blocking(output_r, False)
-            run = _Running(check, pid, result_r, output_r, now, deadline, artifact_dir)
+            run = _Running(check, pid, result_r, output_r, now, deadline, artifact_dir, cell)
             running[result_r] = run
             sel.register(result_r, selectors.EVENT_READ, run)
             sel.register(output_r, selectors.EVENT_READ, run)
@@ -249,7 +300,7 @@ class Runner:
     def _collect(self, run: _Running, sel: selectors.BaseSelector) -> Result:
         """The result arrived or the pipe closed: decode the result, or explain its death."""
         self._drain_output(run)
-        _killpg(run.pid)  # anything the check left running in its group
+        self._contain.kill(run.pid, run.cell)  # anything the check left, wherever it went
         _close(run, sel)
         size = int.from_bytes(run.payload[:HEADER], "big") if len(run.payload) >= HEADER else -1
         result: Result
@@ -269,8 +320,7 @@ class Runner:
 
     def _kill(self, run: _Running, sel: selectors.BaseSelector, *, overall: bool) -> Result:
         """The check ran out of time: SIGKILL it and everything it started, and move on."""
-        _kill_descendants(run.pid)
-        _killpg(run.pid)
+        self._contain.kill(run.pid, run.cell)
         self._drain_output(run)
         self._unreaped.append(run.pid)
         _close(run, sel)
@@ -327,14 +377,20 @@ class Runner:
 
 
 def _child_main(
-    check: Check, ctx: Context, result_fd: int, output_fd: int, mask: set[signal.Signals]
+    check: Check,
+    ctx: Context,
+    result_fd: int,
+    output_fd: int,
+    mask: set[signal.Signals],
+    cell: str | None,
 ) -> None:
     """Run one check in the forked child and write its pickled Result; never returns."""
     code = 0
     try:
+        join(cell)  # before anything can fork: all the check starts is born in its cgroup
         os.setpgid(0, 0)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in STOP_SIGNALS:  # the agent's handlers are not the check's
+            signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -347,9 +403,10 @@ def _child_main(
         # print() now goes into the pipe the parent keeps a tail of.
         sys.stdout = open(1, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
-        _become_subreaper()
+        # What a command orphans (`setsid cmd &`, a daemon forking away) stays ours.
+        set_subreaper(True)
         result = _run_check(check, ctx)
-        _kill_descendants(os.getpid())  # a command that daemonised itself dies with the check
+        _note_killed(result, reap_everything(REAP_S))  # before the verdict counts
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
@@ -395,6 +452,19 @@ def _run_check(check: Check, ctx: Context) -> Result:
     return result
 
 
+def _note_killed(result: Result, killed: int) -> None:
+    """Say that the check left processes running, which were killed when it ended."""
+    if killed:
+        result.findings.append(
+            Finding(
+                Severity.INFO,
+                f"{killed} process(es) the check left running were killed when it ended",
+                "A command that daemonises itself is not a check: run something that "
+                "finishes, or give the daemon its own service.",
+            )
+        )
+
+
 def _bound(result: Result, ctx: Context) -> None:
     """Keep a result small enough to travel and to read: excess goes to artifacts."""
     if len(result.findings) > MAX_FINDINGS:
@@ -411,31 +481,16 @@ def _bound(result: Result, ctx: Context) -> None:
 # -- process helpers --------------------------------------------------------------
 
 
-def _become_subreaper() -> None:
-    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER).
+def _pool(check: Check) -> str:
+    """The pool whose slots `check` takes.
 
-    A command that detaches itself (`setsid cmd &`) leaves both our process group
-    and our process tree; as a subreaper the check stays its parent, so it can be
-    found and killed when the check ends or times out.
+    A sampling check spends its time asleep between two reads; a config command may hang
+    until its timeout. Either holding the slots the other checks need would make every
+    snapshot wait on them.
     """
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _kill_descendants(pid: int) -> None:
-    """SIGKILL every descendant of `pid` (not `pid` itself); never raises."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    if check.sampling_s > 0:
+        return "sampling"
+    return "commands" if check.source == "config" else "checks"
 
 
 def _reap(pid: int, wait_s: float) -> int | None:
