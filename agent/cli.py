@@ -218,8 +218,8 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     )
     if args.low_priority:
         lower_priority()
-    # archive.group (a config key the config schema may not have yet): archives 0640 for it.
-    sink = LocalSink(args.output, group=getattr(loaded.config.archive, "group", None))
+    # archive.group: archives 0640 for that group (0600 without it).
+    sink = LocalSink(args.output, group=loaded.config.archive.group)
 
     def opened(record: SnapshotRecord) -> None:
         stop.record = record

@@ -16,6 +16,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from snapshot_agent.core.check import ID_REGEX
 from snapshot_agent.errors import UsageError
 
 DEFAULT_CONFIG_PATH = Path("/etc/snapshot-agent/config.yaml")
@@ -39,7 +40,7 @@ MAX_RULES = 256  # extra redaction keys or patterns
 MAX_TOKENS = 64
 MAX_ID = 2**63 - 1  # deployment and node ids are int64 in the supervisor
 
-CHECK_ID_REGEX = r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+\Z"  # \Z: `$` would let "x.y\n" pass
+CHECK_ID_REGEX = ID_REGEX
 NO_NUL_REGEX = r"^[^\x00]*\Z"
 ONE_LINE_REGEX = r"^[^\x00-\x1f\x7f]*\Z"
 
@@ -84,6 +85,11 @@ class CommandCheckConfig(_Section):
     command: Annotated[list[Argument], Meta(min_length=1, max_length=MAX_ARGS)]
     timeout_s: Seconds = 10.0
     description: str = ""
+    # Variables of the agent's environment the command gets; by default it gets only a
+    # minimal one (PATH, HOME, TZ, the C locale), never the agent's secrets.
+    pass_env: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]], Meta(max_length=64)
+    ] = []
 
 
 class CertificatesConfig(_Section):
@@ -145,6 +151,9 @@ class RedactionConfig(_Section):
 class ArchiveConfig(_Section):
     iggy_mode: Literal["metadata", "full"] = "metadata"
     iggy_max_bytes: Annotated[int, Meta(ge=0, le=MAX_IGGY_BYTES)] = 1024 * 1024 * 1024
+    # A group (name or gid) that may read the archives (0640); by default only the
+    # owner may (0600): archives hold what only root could read on the node.
+    group: str | Annotated[int, Meta(ge=0)] | None = None
 
 
 class S3Config(_Section):

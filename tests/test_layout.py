@@ -39,7 +39,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "snapshot_agent.render",
         "snapshot_agent.pipeline.record",
     ),
-    "snapshot_agent.archive": ("snapshot_agent.archive", "snapshot_agent.pipeline.record"),
+    "snapshot_agent.archive": (
+        "snapshot_agent.archive",
+        "snapshot_agent.core.check",
+        "snapshot_agent.pipeline.record",
+    ),
     "snapshot_agent.storage": ("snapshot_agent.storage", "snapshot_agent.pipeline.record"),
 }
 

@@ -236,6 +236,17 @@ def test_cli_custom_commands_do_not_see_the_agents_environment(
     allowed = {"PATH", "HOME", "TZ", *QUIET_ENV, "PWD", "SHLVL", "_"}  # the last: env's own
     assert set(seen) <= allowed
 
+    # What the config names with pass_env, and only that, is passed through.
+    wanted = f"FLOOD_WANTED_{tag.upper()}"
+    monkeypatch.setenv(wanted, "wanted-value")
+    named = config.replace('command: ["env"],', f'command: ["env"], pass_env: [{wanted}],')
+    assert named != config
+    code, summary, _ = run_agent(tmp_path, "named", named, "--no-redact")
+    assert code == 0
+    with zipfile.ZipFile(summary["path"]) as zf:
+        output = zf.read("raw/custom.env/output.txt").decode()
+    assert f"{wanted}=wanted-value" in output and leak_name not in output
+
 
 def test_command_environment_is_minimal_plus_what_the_caller_names(
     monkeypatch: pytest.MonkeyPatch,

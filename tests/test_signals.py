@@ -192,7 +192,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path: Path, config: Pat
         tree = slow_check_tree(proc)
         proc.kill()  # SIGKILL: no cleanup is possible
         proc.wait()
-    kill_all(tree)  # its orphaned checks; a real node's finish within their timeouts
+    assert_all_gone(tree)  # its checks and their commands die with it (PR_SET_PDEATHSIG)
     left = sorted(os.listdir(out))
     assert len(left) == 2 and left[1].endswith(".zip.partial"), left
     (run_dir,) = [out / n for n in left if n.startswith(".")]

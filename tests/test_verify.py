@@ -144,7 +144,8 @@ def run_measured(tmp_path: Path, *args: str | Path) -> tuple[subprocess.Complete
 
 
 def test_the_archive_knows_the_check_id_pattern() -> None:
-    assert CHECK_ID.pattern == ID_PATTERN.pattern
+    assert CHECK_ID is ID_PATTERN
+    assert not CHECK_ID.match("custom.x\n")  # `$` would have let the newline through
 
 
 def test_every_kind_of_member_the_agent_writes_passes(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -20,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from snapshot_agent.core.check import ID_PATTERN
+
 CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
 #: Raw evidence lives under raw/<check id>/<relative path>.
 RAW_DIR = "raw"
-#: A check id as core/check.py's ID_PATTERN accepts it (the archive stage does not import
-#: core; tests/test_verify.py keeps the two equal).
-CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+$")
+#: A check id (core/check.py): raw/<check id>/ is the only place evidence may be.
+CHECK_ID = ID_PATTERN
 #: Every member the agent writes outside raw/ (iggy-data.zip once the Iggy bundle is built).
 TOP_LEVEL_MEMBERS = frozenset({"report.json", "report.html", MANIFEST, "iggy-data.zip"})
 

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from snapshot_agent.core.context import Context
     from snapshot_agent.core.results import Result
 
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+$")
+#: A check id, `area.name`. \Z, not `$`: `$` would let "x.y\n" pass.
+ID_REGEX = r"^[a-z][a-z0-9_]*\.[a-z0-9_.-]+\Z"
+ID_PATTERN = re.compile(ID_REGEX)
 
 ThresholdValue = float | int | str | bool
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import selectors
@@ -16,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from snapshot_agent.core.containment import die_with_parent
 from snapshot_agent.core.tail import TailBuffer
 
 DEFAULT_CAP = 10 * 1024 * 1024
@@ -183,6 +185,8 @@ def run_command(
             env=command_env(env, pass_env),
             cwd=cwd,
             close_fds=True,
+            # The check that runs it is single-threaded, so a preexec hook is safe here.
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
     except OSError as exc:
         return CommandResult(argv, None, 0, error=exc.strerror or str(exc))

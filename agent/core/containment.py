@@ -35,6 +35,7 @@ from snapshot_agent.errors import UsageError
 MODE_ENV = "SNAPSHOT_AGENT_CONTAINMENT"
 MODES = ("auto", "subreaper")  # auto: a cgroup per check when allowed, else subreapers
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
 PR_GET_CHILD_SUBREAPER = 37
 RUN_PREFIX = "snapshot-agent-"  # <cgroup of the agent>/snapshot-agent-<pid>-<n>/check-<i>
 CLOSE_S = 1.0  # after the run, how long to wait for killed processes to go
@@ -130,6 +131,19 @@ def set_subreaper(on: bool) -> bool:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
     return False
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when `parent` dies (PR_SET_PDEATHSIG); at once if it already has.
+
+    An agent killed outright (SIGKILL, the OOM killer) cannot stop its checks: without
+    this they ran on, writing into a working directory nobody would clean up.
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(70)
 
 
 def is_subreaper() -> bool:

@@ -36,13 +36,15 @@ def command_check(spec: CommandCheckConfig) -> Check:
 
 
 def _run(spec: CommandCheckConfig, ctx: Context) -> Result:
-    result = ctx.run(spec.command, timeout_s=spec.timeout_s, save_as="output.txt")
+    result = ctx.run(
+        spec.command, timeout_s=spec.timeout_s, save_as="output.txt", pass_env=spec.pass_env
+    )
     data = {"argv": result.argv, "exit_code": result.exit_code, "duration_ms": result.duration_ms}
     if result.timed_out:
         return _timed_out(spec, ctx, result.duration_ms / 1000, data)
     if result.ok:
         return Result(Status.PASS, result.describe(), data=data)
-    last = _last_line(result.stderr) or _last_line(result.stdout)
+    last = result.last_line(200)
     message = result.describe() + (f": {last}" if last else "")
     return Result(
         Status.FAIL,
@@ -82,8 +84,3 @@ def _timed_out(
             "in the config if it is just slow."
         )
     return Result(Status.TIMEOUT, summary, [Finding(Severity.FAIL, summary, hint, cmd)], data)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""

@@ -39,6 +39,7 @@ from snapshot_agent.config import Config
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.containment import (
     Containment,
+    die_with_parent,
     join,
     reap_everything,
     resolve_mode,
@@ -46,14 +47,14 @@ from snapshot_agent.core.containment import (
 )
 from snapshot_agent.core.context import Context, map_path
 from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Severity, Status
-from snapshot_agent.core.tail import TailBuffer
+from snapshot_agent.core.tail import TailBuffer, truncation_note
+from snapshot_agent.errors import STOP_SIGNALS
 
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
 HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
 #: What stops a run (a hang-up, Ctrl-C, Ctrl-\, a polite kill): held while a check is
 #: forked and while everything is stopped, reset to the default in a check's process.
-STOP_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM}
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
@@ -254,12 +255,13 @@ class Runner:
         # Ctrl-C or SIGTERM between fork and registration would orphan a child that
         # keeps writing into the spool: hold them until the child is in `running`.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        agent = os.getpid()
         try:
             pid = os.fork()
             if pid == 0:  # child: never returns
                 os.close(result_r)
                 os.close(output_r)
-                _child_main(check, ctx, result_w, output_w, old_mask, cell)
+                _child_main(check, ctx, result_w, output_w, old_mask, cell, agent)
             with contextlib.suppress(OSError):  # the child does this too; first one wins
                 os.setpgid(pid, pid)
             os.close(result_w)
@@ -355,6 +357,8 @@ class Runner:
         if run.output.total:
             name = "check-output.txt"
             data = run.output.getvalue()
+            if run.output.dropped:  # a flood of prints keeps its tail, and says so
+                data = truncation_note(run.output.dropped, len(data)) + data
             with contextlib.suppress(OSError):  # a full disk loses this, not the verdict
                 (run.artifact_dir / name).write_bytes(data)
                 result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
@@ -383,11 +387,13 @@ def _child_main(
     output_fd: int,
     mask: set[signal.Signals],
     cell: str | None,
+    parent: int,
 ) -> None:
     """Run one check in the forked child and write its pickled Result; never returns."""
     code = 0
     try:
         join(cell)  # before anything can fork: all the check starts is born in its cgroup
+        die_with_parent(parent)
         os.setpgid(0, 0)
         for signum in STOP_SIGNALS:  # the agent's handlers are not the check's
             signal.signal(signum, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from snapshot_agent.core.context import Context
-from snapshot_agent.node.processes import find_broker
+from snapshot_agent.node.processes import agent_pid, find_broker
 from snapshot_agent.node.procfs import parse_cpu_list, parse_kv
 
 ROOT = "/sys/fs/cgroup"
@@ -350,7 +350,10 @@ def _locate(
 def _proc_cgroup(ctx: Context, facts: CgroupFacts) -> _Whose:
     """The broker's /proc/PID/cgroup (else the agent's) and the agent's own, noting whose."""
     broker = find_broker(ctx)
-    own_text = ctx.read_optional("/proc/self/cgroup", max_bytes=16 * 1024)
+    # The agent's cgroup, not this check's: a check may run in its own leaf below it.
+    agent = agent_pid(ctx) if ctx.live else None
+    own = f"/proc/{agent}/cgroup" if agent is not None else "/proc/self/cgroup"
+    own_text = ctx.read_optional(own, max_bytes=16 * 1024)
     text = None
     if broker is not None:
         text = ctx.read_optional(f"/proc/{broker.pid}/cgroup", max_bytes=16 * 1024)
