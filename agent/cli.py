@@ -17,6 +17,7 @@ from typing import NoReturn, TextIO
 from snapshot_agent import __version__
 from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.config import LoadedConfig, default_config_path, load_config
+from snapshot_agent.core.printable import printable
 from snapshot_agent.core.priority import lower_priority
 from snapshot_agent.core.registry import all_checks, select, split_patterns
 from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, signal_name
@@ -179,7 +180,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if getattr(args, "json", False):
             print(json.dumps({"status": "failed", "error": message}))
         _emit_failure(args, message, exc.exit_code)
-        print(f"snapshot-agent: {message}", file=sys.stderr)
+        print(f"snapshot-agent: {printable(message)}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Interrupted) as exc:
         by = f" by {signal_name(exc.signum)}" if isinstance(exc, Interrupted) else ""
@@ -343,9 +344,14 @@ class _StopOnSignal:
         self.record: SnapshotRecord | None = None  # the snapshot's, once it is opened
 
     def __enter__(self) -> _StopOnSignal:
-        """Handle every stop signal here."""
+        """Handle every stop signal here, but one the caller chose to ignore.
+
+        `nohup` ignores SIGHUP and a shell's `&` ignores SIGINT and SIGQUIT: such a run
+        must survive them, as every other program does.
+        """
         for signum in STOP_SIGNALS:
-            signal.signal(signum, self.handle)
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                signal.signal(signum, self.handle)
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -42,7 +42,7 @@ MAX_ID = 2**63 - 1  # deployment and node ids are int64 in the supervisor
 
 CHECK_ID_REGEX = ID_REGEX
 NO_NUL_REGEX = r"^[^\x00]*\Z"
-ONE_LINE_REGEX = r"^[^\x00-\x1f\x7f]*\Z"
+ONE_LINE_REGEX = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*\Z"
 
 #: msgspec's regex errors, in words (the key is the regex as msgspec quotes it).
 _PATTERN_WORDS = {
@@ -55,7 +55,8 @@ _PATTERN_WORDS = {
 Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
 NodeId = Annotated[int, Meta(ge=0, le=MAX_ID)]
 Argument = Annotated[str, Meta(min_length=1, pattern=NO_NUL_REGEX)]
-Title = Annotated[str, Meta(min_length=1, pattern=ONE_LINE_REGEX)]
+Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=ONE_LINE_REGEX)]
+Description = Annotated[str, Meta(max_length=2000, pattern=ONE_LINE_REGEX)]
 Probes = Annotated[list[str], Meta(max_length=MAX_PROBES)]
 Paths = Annotated[list[str], Meta(max_length=MAX_PATHS)]
 Rules = Annotated[list[str], Meta(max_length=MAX_RULES)]
@@ -84,7 +85,7 @@ class CommandCheckConfig(_Section):
     title: Title
     command: Annotated[list[Argument], Meta(min_length=1, max_length=MAX_ARGS)]
     timeout_s: Seconds = 10.0
-    description: str = ""
+    description: Description = ""
     # Variables of the agent's environment the command gets; by default it gets only a
     # minimal one (PATH, HOME, TZ, the C locale), never the agent's secrets.
     pass_env: Annotated[
@@ -153,7 +154,7 @@ class ArchiveConfig(_Section):
     iggy_max_bytes: Annotated[int, Meta(ge=0, le=MAX_IGGY_BYTES)] = 1024 * 1024 * 1024
     # A group (name or gid) that may read the archives (0640); by default only the
     # owner may (0600): archives hold what only root could read on the node.
-    group: str | Annotated[int, Meta(ge=0)] | None = None
+    group: str | Annotated[int, Meta(ge=0, le=2**32 - 2)] | None = None  # -1 means "none"
 
 
 class S3Config(_Section):

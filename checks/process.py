@@ -17,6 +17,7 @@ from typing import Any
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
+from snapshot_agent.core.printable import printable
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.node.processes import (
     BROKER_NAME,
@@ -92,17 +93,6 @@ def format_bytes(n: float) -> str:
 #: Control characters, line breaks and bidi overrides: a process picks its own name and
 #: arguments, and one with a newline would split a line of processes.txt, one with an
 #: escape sequence would reach the terminal summary.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """A process name or command line as shown: control characters escaped (\\n, \\x1b).
-
-    Idempotent (the escapes are plain ASCII), so text escaped once may pass again.
-    """
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def _label(name: str, pid: int) -> str:
     """'iggy-server (pid 812)'."""
     return f"{printable(name)} (pid {pid})"

@@ -423,3 +423,20 @@ def test_a_selection_of_nothing_is_refused(
     assert "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["status"] == "failed"
     assert not out.exists()  # nothing was written, not even the output directory
+
+
+def test_command_output_cannot_drive_the_operators_terminal(tmp_path: Path) -> None:
+    """Escape sequences in a summary (clipboard write, screen clear, title) are shown escaped."""
+    hostile = "\x1b]52;c;aGk=\x07\x1b[2J\x1b]0;TITLE\x07 \x9b31m \u202eevil"
+    script = tmp_path / "hostile.py"
+    script.write_text(f"import sys\nsys.stderr.write({hostile!r} + '\\n')\nsys.exit(3)\n")
+    config = write_config(
+        tmp_path,
+        "checks:\n  commands:\n"
+        f"    - {{id: custom.hostile, title: Hostile, command: [{sys.executable}, {script}]}}\n",
+    )
+    proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "custom.hostile")
+    assert proc.returncode == 1, proc.stderr
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in proc.stderr
+    assert "\\x1b]52;c;aGk=\\x07\\x1b[2J" in proc.stderr  # still there to read, escaped

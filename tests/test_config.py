@@ -357,3 +357,16 @@ def test_unreadable_config_is_a_one_line_error(tmp_path: Path) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"config {secret}: permission denied" in proc.stderr
+
+
+@pytest.mark.parametrize("gid", [-1, 4294967295, 99999999999])
+def test_archive_group_outside_the_gid_range_is_refused(tmp_path: Path, gid: int) -> None:
+    msg = error_of(tmp_path, f"archive:\n  group: {gid}\n")
+    assert "archive.group" in msg and "line 2" in msg
+
+
+@pytest.mark.parametrize("title", ["a\\u2028b", "x\\x9by", "\\u202eevil"])
+def test_titles_with_control_characters_are_refused(tmp_path: Path, title: str) -> None:
+    config = f'checks:\n  commands:\n    - {{id: custom.x, title: "{title}", command: [ls]}}\n'
+    msg = error_of(tmp_path, config)
+    assert "checks.commands[0].title" in msg and "line 3" in msg

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import pytest
 
 from snapshot_agent.pipeline.process import SnapshotProcess
 from snapshot_agent.pipeline.record import SnapshotOptions
@@ -106,4 +107,12 @@ def test_bad_events_fd_is_a_one_line_error(tmp_path: Path) -> None:
     proc = run_cli("run", "-o", tmp_path, "--only", "cpu.load", "--events-fd", "97")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--events-fd 97" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fd", ["99999999999", "0"])  # too large; open for reading only
+def test_unusable_events_fds_are_one_line_errors(tmp_path: Path, fd: str) -> None:
+    proc = run_cli("run", "-o", tmp_path, "--only", "cpu.load", "--events-fd", fd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"--events-fd {fd}" in proc.stderr
     assert list(tmp_path.iterdir()) == []

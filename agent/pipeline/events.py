@@ -15,6 +15,7 @@ Summaries have passed the filter like everything else a check says.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from typing import IO, Any
@@ -36,13 +37,15 @@ class EventWriter:
     def from_fd(cls, fd: int) -> EventWriter:
         """Open fd `fd` for writing events, or refuse it with a one-line error."""
         try:
-            os.fstat(fd)
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if flags & os.O_ACCMODE == os.O_RDONLY:
+                raise ValueError("it is open for reading only")
             stream = open(fd, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OverflowError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise UsageError(
-                f"--events-fd {fd}: not an open file descriptor ({reason}); pass an fd the "
-                "caller opened for writing"
+                f"--events-fd {fd}: not a descriptor open for writing ({reason}); pass an fd "
+                "the caller opened for writing"
             ) from None
         return cls(stream)
 

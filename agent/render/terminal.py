@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from snapshot_agent.core.check import Check
+from snapshot_agent.core.printable import printable
 from snapshot_agent.core.results import STATUS_ORDER, Result, Status
 from snapshot_agent.pipeline.record import SnapshotRecord
 
@@ -55,8 +56,9 @@ class PlainProgress:
         width = len(str(self.total))
         try:
             print(
-                f"[{self.done:>{width}}/{self.total}] {result.status:<8} {check.id:<24} "
-                f"{result.duration_ms / 1000:6.2f}s  {result.summary}",
+                f"[{self.done:>{width}}/{self.total}] {result.status:<8} "
+                f"{printable(check.id):<24} {result.duration_ms / 1000:6.2f}s  "
+                f"{printable(result.summary)}",
                 file=self.stream,
                 flush=True,
             )
@@ -96,7 +98,7 @@ class LiveProgress:
         if result.status in NOTABLE:
             line = Text()
             line.append(f"{result.status:<8}", style=STYLES[result.status])
-            line.append(f" {check.id}: {result.summary}")
+            line.append(f" {printable(check.id)}: {printable(result.summary)}")
             self._show(lambda: self.console.print(line))
 
     def tick(self) -> None:
@@ -128,7 +130,7 @@ class LiveProgress:
                 head.append(f"{self.counts[status]} {status}  ", style=STYLES[status])
         now = time.monotonic()
         lines = [
-            Text(f"  running {cid} ({now - t0:.1f} s)", style="dim")
+            Text(f"  running {printable(cid)} ({now - t0:.1f} s)", style="dim")
             for cid, t0 in sorted(self.running.items(), key=lambda kv: kv[1])[:10]
         ]
         return Group(head, *lines)
@@ -170,7 +172,9 @@ def _summary(record: SnapshotRecord, console: Console) -> None:
         rank = {s: i for i, s in enumerate(STATUS_ORDER)}
         for check in sorted(notable, key=lambda c: (rank[c.status], c.id)):
             table.add_row(
-                Text(str(check.status), style=STYLES[check.status]), check.id, check.summary
+                Text(str(check.status), style=STYLES[check.status]),
+                printable(check.id),
+                printable(check.summary),
             )
         console.print(table)
     console.print(f"Archive: {record.archive.uri if record.archive else '(none)'}")

@@ -30,6 +30,9 @@ from snapshot_agent.pipeline.record import ArchiveLocation
 
 MAX_SAME_NAME = 99  # snapshot-…-2 … -99 when several start in the same second
 LOCK_NAME = "snapshot-agent.lock"
+#: An empty working directory younger than this may be a live run between its mkdir and
+#: its lock file: never removed.
+FRESH_S = 10.0
 RUN_DIR = re.compile(r"\.(snapshot-\d{8}-\d{6}(?:-\d+)?)\.run")
 ARCHIVE_MODE = 0o600
 GROUP_ARCHIVE_MODE = 0o640
@@ -150,8 +153,10 @@ class RunDir:
         try:
             os.chmod(path, DIR_MODE)  # exactly, whatever the umask took off or left on
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, ARCHIVE_MODE)
-        except FileNotFoundError:
-            return None  # another run's cleanup took the empty directory: take another name
+        except (FileNotFoundError, FileExistsError):
+            # Another run's cleanup took the empty directory (and a third run may have
+            # made it again, lock and all): the name is not ours, take another.
+            return None
         except OSError:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
@@ -198,8 +203,12 @@ def _remove_if_dead(run_dir: Path, partial: Path) -> list[str]:
     try:
         fd = os.open(lock, os.O_RDWR | _OPEN_FLAGS)
     except FileNotFoundError:
-        # Only between mkdir and the lock file, or after the lock file went last: empty.
+        # Between mkdir and the lock file (a live run a moment old), or after the lock
+        # file went last (a run that died while removing its directory): empty either
+        # way. Only the second is ours to remove, and it is not fresh.
         with contextlib.suppress(OSError):
+            if time.time() - os.stat(run_dir, follow_symlinks=False).st_mtime < FRESH_S:
+                return []
             os.rmdir(run_dir)
             return [run_dir.name]
         return []
