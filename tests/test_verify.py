@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import random
 import stat
 import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from snapshot_agent.archive.writer import CHECK_ID
+from snapshot_agent.archive.writer import CHECK_ID, MANIFEST, ArchiveWriter, Entry, json_bytes
 from snapshot_agent.core.check import ID_PATTERN
 
 from .conftest import run_cli
@@ -332,6 +335,13 @@ GOOD_SHA = hashlib.sha256(BASE["report.json"]).hexdigest()
         ([], "object"),
         (b"{", "malformed"),
         (b"\xff\xfe", "malformed"),
+        # Invalid UTF-8 inside a string: msgspec raised UnicodeDecodeError, a traceback.
+        (
+            b'{"members": [{"path": "\xff\xfe", "size": 0, "sha256": "'
+            + GOOD_SHA.encode()
+            + b'"}]}',
+            "can't decode byte 0xff",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "Expected `object`, got `array`"),
         (b'{"members": []' + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
     ],
@@ -411,3 +421,345 @@ def test_missing_and_special_paths_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("verify", junk), "not a readable ZIP archive")
     (tmp_path / "empty.zip").touch()
     assert_one_line_error(run_cli("verify", tmp_path / "empty.zip"), "not a readable ZIP archive")
+
+
+# What the agent's own writer produces must pass: streamed (data descriptors, a ZIP64
+# field in every local header) and, past the 32-bit limits, ZIP64 throughout.
+
+
+@pytest.fixture(scope="module")
+def real_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot made by the real CLI (one check: fast)."""
+    out = tmp_path_factory.mktemp("real")
+    proc = run_cli("run", "--config", os.devnull, "--only", "cpu.load", "-o", out)
+    assert proc.returncode in (0, 1), proc.stderr
+    (archive,) = out.glob("snapshot-*.zip")
+    return archive
+
+
+def test_a_real_snapshot_verifies(real_archive: Path) -> None:
+    with zipfile.ZipFile(real_archive) as zf:
+        infos = zf.infolist()
+    assert infos and all(i.flag_bits & 0x08 for i in infos)  # streamed: data descriptors
+    raw = real_archive.read_bytes()
+    assert all(raw[i.header_offset + 30 + len(i.filename) :][:2] == b"\x01\x00" for i in infos)
+    proc = run_cli("verify", real_archive)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"OK: {len(infos) - 1} members match the manifest")
+
+
+def zip64_archive(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An archive from the agent's writer with zipfile's limits lowered: ZIP64 everywhere."""
+    with monkeypatch.context() as patched:
+        # zipfile reads these globals as it writes; 4 GiB members would take minutes.
+        patched.setattr(zipfile, "ZIP64_LIMIT", 64)
+        patched.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)
+        with path.open("wb") as sink:
+            writer = ArchiveWriter(sink)
+            for name, data in {**BASE, "raw/cpu.load/big.bin": os.urandom(4096)}.items():
+                writer.add(Entry(name, [data]))
+            doc = {"schema_version": 1, "members": [m.to_dict() for m in writer.members]}
+            writer.add(Entry(MANIFEST, [json_bytes(doc)]))
+            writer.close()
+    return path
+
+
+def test_the_writer_with_zip64_throughout_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = zip64_archive(tmp_path / "zip64.zip", monkeypatch)
+    raw = archive.read_bytes()
+    assert raw[-42:-38] == b"PK\x06\x07"  # a ZIP64 end record and its locator
+    with zipfile.ZipFile(archive) as zf:
+        assert all(i.extra[:2] == b"\x01\x00" for i in zf.infolist()[1:])  # offsets > 64
+    proc = run_cli("verify", archive)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("OK: 4 members match the manifest")
+
+
+# Raw surgery: zipfile cannot write these archives.
+
+
+def splice(path: Path, at: int, blob: bytes, *, remove: int = 0, shift: bool = True) -> None:
+    """Put `blob` in place of `remove` bytes at `at`; with shift, fix every offset after it."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        directory = zf.start_dir
+    assert at <= directory and raw[-22:-18] == b"PK\x05\x06"  # no comment, no ZIP64
+    delta = len(blob) - remove
+    raw[at : at + remove] = blob
+    if shift:
+        pos = directory + delta
+        while raw[pos : pos + 4] == b"PK\x01\x02":
+            offset = struct.unpack_from("<I", raw, pos + 42)[0]
+            if offset >= at:
+                struct.pack_into("<I", raw, pos + 42, offset + delta)
+            n, m, k = struct.unpack_from("<HHH", raw, pos + CD_NAME_LEN)
+            pos += CD_NAME + n + m + k
+        struct.pack_into("<I", raw, len(raw) - 6, directory + delta)
+    path.write_bytes(bytes(raw))
+
+
+def set_local_extra(path: Path, name: str, extra: bytes) -> None:
+    """Replace the extra field of `name`'s local header only (the directory keeps its own)."""
+    with zipfile.ZipFile(path) as zf:
+        at = zf.getinfo(name).header_offset
+    n, m = struct.unpack_from("<HH", path.read_bytes(), at + 26)
+    splice(path, at + LH_NAME + n, extra, remove=m)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<H", raw, at + 28, len(extra))
+    path.write_bytes(bytes(raw))
+
+
+def local_entry(name: str, data: bytes) -> bytes:
+    """A complete local entry (header, name, deflated data) as a streaming extractor reads it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, data)
+    with zipfile.ZipFile(buf) as zf:
+        return buf.getvalue()[: zf.start_dir]
+
+
+def unicode_path(name: str, target: str) -> bytes:
+    """An Info-ZIP Unicode Path extra field (0x7075): unzip names the entry `target`."""
+    body = struct.pack("<BI", 1, zlib.crc32(name.encode())) + target.encode()
+    return struct.pack("<HH", 0x7075, len(body)) + body
+
+
+OUTPUT = "raw/custom.echo/output.txt"
+FORGED = b'{"verdict": "pass", "forged": true}\n'
+
+
+@pytest.mark.parametrize("target", ["report.json", "../../evil.sh", "/tmp/evil.sh"])
+def test_a_unicode_path_field_is_refused(tmp_path: Path, target: str) -> None:
+    # The manifest lists the entry under its own name with the right digest, and verify
+    # said OK; `unzip -o` wrote the command's output as report.json (or outside the target).
+    entry = zipfile.ZipInfo(OUTPUT)
+    entry.extra = unicode_path(OUTPUT, target)
+    archive = snapshot(tmp_path / "upath.zip", [(entry, FORGED)])
+    proc = run_cli("verify", archive)
+    named = f"extractors that honour it (unzip) write it as {target}"
+    assert_refused(
+        proc,
+        f"{OUTPUT}: carries an Info-ZIP Unicode path field (0x7075) in its directory entry: "
+        + named,
+        f"Info-ZIP Unicode path field (0x7075) in its local header: {named}",
+    )
+    assert len(proc.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("local", "central", "why"),
+    [
+        # Streaming extractors read only the local header.
+        (unicode_path(OUTPUT, "report.json"), b"", "in its local header: extractors that"),
+        (b"", struct.pack("<HHBI", 0x5455, 5, 1, 0), "carries extra field 0x5455 in its dir"),
+        (b"\x75\x70\x09", b"", "has a malformed extra field in its local header"),
+        (struct.pack("<HH", 1, 4) + bytes(4), b"", "has a ZIP64 field in its local header"),
+    ],
+    ids=["unicode-path-local-only", "timestamp-directory-only", "malformed", "short-zip64"],
+)
+def test_extra_fields_the_writer_never_makes_are_refused(
+    tmp_path: Path, local: bytes, central: bytes, why: str
+) -> None:
+    entry = zipfile.ZipInfo(OUTPUT)
+    entry.extra = central
+    archive = snapshot(tmp_path / "extra.zip", [(entry, FORGED)])
+    set_local_extra(archive, OUTPUT, local)
+    assert_refused(run_cli("verify", archive), f"{OUTPUT}: ", why)
+
+
+def test_a_hidden_entry_before_the_directory_is_refused(tmp_path: Path) -> None:
+    # A complete report.json that the directory does not list: streaming extractors
+    # (which never read the directory) see it; verify said OK.
+    archive = snapshot(tmp_path / "hidden.zip")
+    with zipfile.ZipFile(archive) as zf:
+        directory = zf.start_dir
+    hidden = local_entry("report.json", FORGED)
+    splice(archive, directory, hidden)
+    assert_refused(
+        run_cli("verify", archive),
+        f"MISMATCH (ZIP layout): bytes {directory} to {directory + len(hidden) - 1}, "
+        "before the ZIP directory, belong to no entry",
+    )
+
+
+@pytest.mark.parametrize("shift", [True, False], ids=["offsets-fixed", "offsets-kept"])
+def test_a_prepended_entry_is_refused(tmp_path: Path, shift: bool) -> None:
+    # zipfile (and unzip) accept bytes before the first entry, as in self-extracting
+    # archives; a streaming extractor reads them first.
+    archive = snapshot(tmp_path / "prepended.zip")
+    hidden = local_entry("report.json", FORGED)
+    splice(archive, 0, hidden, shift=shift)
+    needles = [f"(ZIP layout): bytes 0 to {len(hidden) - 1}, before raw/cpu.load/loadavg.txt"]
+    if not shift:
+        needles.append("(ZIP layout): its end record puts the ZIP directory at byte")
+    assert_refused(run_cli("verify", archive), *needles)
+
+
+def test_bytes_after_a_deflate_stream_are_refused(tmp_path: Path, real_archive: Path) -> None:
+    # Inside report.json's compressed size but after its deflate stream ends: zipfile
+    # stops at the stream's end (CRC and digest fine), a streaming extractor reads on.
+    archive = tmp_path / "tail.zip"
+    archive.write_bytes(real_archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("report.json")
+        directory = zf.start_dir
+    hidden = b"PK\x07\x08" + bytes(20) + local_entry("raw/custom.x/out.txt", b"hidden\n")
+    data = info.header_offset + LH_NAME + len(info.filename) + 20  # after the ZIP64 field
+    splice(archive, data + info.compress_size, hidden)
+    raw = bytearray(archive.read_bytes())
+    descriptor = data + info.compress_size + len(hidden)
+    assert raw[descriptor : descriptor + 4] == b"PK\x07\x08"
+    struct.pack_into("<Q", raw, descriptor + 8, info.compress_size + len(hidden))
+    pos = directory + len(hidden)  # report.json is the directory's first entry
+    assert raw[pos + CD_NAME : pos + CD_NAME + 11] == b"report.json"
+    struct.pack_into("<I", raw, pos + CD_COMPRESSED, info.compress_size + len(hidden))
+    archive.write_bytes(bytes(raw))
+    assert_refused(
+        run_cli("verify", archive),
+        f"report.json: unreadable ({len(hidden)} bytes follow its deflate stream's end",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        (LH_METHOD, 0, "its local header's flags or compression method differ"),
+        (14, 0xDEADBEEF, "its local header's CRC or sizes differ"),  # the CRC-32
+    ],
+    ids=["method", "crc"],
+)
+def test_a_local_header_disagreeing_with_the_directory_is_refused(
+    tmp_path: Path, field: int, value: int, why: str
+) -> None:
+    # zipfile trusts the directory; a streaming extractor, the local header.
+    archive = snapshot(tmp_path / "local.zip")
+    raw = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        at = zf.getinfo("report.json").header_offset
+    struct.pack_into("<H" if field == LH_METHOD else "<I", raw, at + field, value)
+    archive.write_bytes(bytes(raw))
+    assert_refused(run_cli("verify", archive), f"report.json: {why}")
+
+
+def test_empty_and_dot_path_components_are_refused(tmp_path: Path) -> None:
+    names = [OUTPUT.replace("/output", "/./output"), OUTPUT.replace("/output", "//output")]
+    names += [OUTPUT.replace("/output", "/.\\output"), "./report.json"]
+    archive = snapshot(tmp_path / "dots.zip", [(OUTPUT, b"real\n")] + [(n, FORGED) for n in names])
+    # What the refusal is about: extractall writes them all to one file, the last one wins.
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "x")
+    assert (tmp_path / "x" / OUTPUT).read_bytes() == FORGED
+    proc = run_cli("verify", archive)
+    assert_refused(
+        proc,
+        *(f"{n}: has an empty or '.' path component (extractors write it as" for n in names),
+    )
+    assert len(proc.stdout.splitlines()) == len(names)
+
+
+def test_an_empty_name_is_refused(tmp_path: Path) -> None:
+    # zipfile's is_dir() raised IndexError on it: a traceback.
+    archive = snapshot(tmp_path / "empty-name.zip")
+    with zipfile.ZipFile(archive, "a") as zf, zf.open(zipfile.ZipInfo(""), "w") as fh:
+        fh.write(b"x")
+    assert_refused(run_cli("verify", archive), ": in the archive but not in the manifest; has an")
+
+
+def test_a_split_archive_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # zipfile's end-record reader raised BadZipFile before zipfile was called: a traceback.
+    archive = zip64_archive(tmp_path / "split.zip", monkeypatch)
+    raw = bytearray(archive.read_bytes())
+    struct.pack_into("<I", raw, len(raw) - 22 - 4, 2)  # the locator's count of disks
+    archive.write_bytes(bytes(raw))
+    assert_one_line_error(run_cli("verify", archive), f"{archive}: a ZIP archive split across")
+
+
+@pytest.mark.parametrize(
+    "tail", [b"junk after the end", b"comment"], ids=["appended", "archive-comment"]
+)
+def test_bytes_after_the_end_record_are_one_line(tmp_path: Path, tail: bytes) -> None:
+    # Each tool searches back for "its" end record: one hidden in the tail would name
+    # another directory. The writer ends the file with its end record.
+    archive = snapshot(tmp_path / "tail.zip")
+    if tail == b"comment":
+        with zipfile.ZipFile(archive, "a") as zf:
+            zf.comment = tail
+    else:
+        archive.write_bytes(archive.read_bytes() + tail)
+    assert_one_line_error(run_cli("verify", archive), "its last 22 bytes are not a ZIP end record")
+
+
+#: Runs `python -m snapshot_agent verify` on each argv path in a forked child (the real
+#: entry point and exit path, without an interpreter start per case): prints
+#: {path: exit code}; each child's stdout and stderr go to path.out and path.err.
+FORKED_VERIFY = """
+import json, os, runpy, sys, traceback
+import snapshot_agent.cli
+codes = {}
+for path in sys.argv[1:]:
+    pid = os.fork()
+    if pid == 0:
+        for fd, suffix in ((1, ".out"), (2, ".err")):
+            os.dup2(os.open(path + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = ["snapshot-agent", "verify", path]
+        code = 1
+        try:
+            runpy.run_module("snapshot_agent", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()  # as the interpreter would, then exit 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    codes[path] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(codes))
+"""
+
+
+def damaged_copies(archive: Path, into: Path, count: int) -> list[Path]:
+    """`count` copies of `archive` with 1 to 3 bytes changed, half of them in its headers."""
+    src = archive.read_bytes()
+    with zipfile.ZipFile(archive) as zf:
+        hot = list(range(zf.start_dir, len(src)))
+        for info in zf.infolist():
+            header = info.header_offset + LH_NAME + len(info.filename) + 20
+            hot += range(info.header_offset, header)
+            hot += range(header + info.compress_size, header + info.compress_size + 24)
+    rng = random.Random(9)
+    copies = []
+    for n in range(count):
+        raw = bytearray(src)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.choice(hot) if n % 2 else rng.randrange(len(raw))
+            raw[pos] = rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+        copies.append(into / f"damaged-{n}.zip")
+        copies[-1].write_bytes(bytes(raw))
+    return copies
+
+
+def test_random_damage_is_never_a_traceback(tmp_path: Path, real_archive: Path) -> None:
+    copies = damaged_copies(real_archive, tmp_path, 300)
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKED_VERIFY, *map(str, copies)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    codes = json.loads(proc.stdout)
+    for path, code in codes.items():
+        out, err = Path(path + ".out").read_text(), Path(path + ".err").read_text()
+        assert "Traceback" not in err, (path, err)
+        if code == 0:
+            assert out.startswith("OK: ") and not err, (path, out, err)
+        elif code == 1:
+            assert out and all(line.startswith("MISMATCH ") for line in out.splitlines())
+            assert err.startswith("FAILED:") and err.count("\n") == 1, (path, err)
+        else:
+            assert code == 2 and not out and err.count("\n") == 1, (path, code, out, err)
+    assert {1, 2} <= set(codes.values())  # the damage reached both kinds of refusal

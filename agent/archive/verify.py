@@ -4,19 +4,28 @@ The archive handed to `verify` may be hostile, so it is read within fixed bounds
 central directory, the manifest, one chunk of a member at a time) and every entry must be
 one the agent writes: report.json, report.html, manifest.json, iggy-data.zip, or a plain
 file under raw/<check id>/. Anything else (a path climbing out, a link, a directory, a
-duplicate name, an encrypted or oddly compressed entry, overlapping data) is a problem of
-its own and its content is never trusted.
+duplicate name, an encrypted or oddly compressed entry, an extra field other than ZIP64)
+is a problem of its own and its content is never trusted.
+
+Extractors do not all read a ZIP the same way: unzip and zipfile start from the central
+directory at the end, streaming extractors walk the local headers from the start. So the
+archive must also be laid out exactly as the writer lays it out, with one reading only:
+local entries back to back from byte 0 to the directory, each local header agreeing with
+its directory entry, each deflate stream ending where its entry ends, and the end records
+closing the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import stat
 import struct
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -30,6 +39,7 @@ from snapshot_agent.archive.writer import (
     MANIFEST,
     RAW_DIR,
     TOP_LEVEL_MEMBERS,
+    ZIP64_EXTRA_FIELD,
 )
 from snapshot_agent.errors import UsageError
 
@@ -44,18 +54,40 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 #: General purpose flags for traditional (bit 0) and strong (bit 6) encryption.
 _ENCRYPTED = 0x01 | 0x40
+#: General purpose flag: CRC and sizes follow the data, in a data descriptor.
+_DESCRIPTOR_FLAG = 0x08
+#: General purpose flag: the name is UTF-8 (otherwise code page 437).
+_UTF8_FLAG = 0x800
 #: The MS-DOS "directory" attribute in the low byte of external_attr.
 _DOS_DIRECTORY = 0x10
-#: Fixed part of a local file header, before its name and extra field.
-_LOCAL_HEADER_SIZE = 30
-#: Fixed part of a central directory entry, and its signature.
-_CENTRAL_ENTRY = struct.Struct("<4s24xHHH12x")
+#: A 32-bit size or offset field meaning "see the ZIP64 extra field".
+_SATURATED = 0xFFFF_FFFF
+#: The Info-ZIP Unicode Path extra field: unzip extracts the entry under the name it holds.
+_UNICODE_PATH_FIELD = 0x7075
+
+# The records of APPNOTE 4.3 as the writer produces them, fields verify reads (the rest
+# skipped); each begins with its signature.
+_LOCAL = struct.Struct("<4s2xHH4xIIIHH")  # flags, method, crc, sizes, name and extra length
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_CENTRAL = struct.Struct("<4s16xIIHHH8xI")  # sizes, name/extra/comment length, offset
 _CENTRAL_SIGNATURE = b"PK\x01\x02"
+_DESCRIPTOR = struct.Struct("<4sIII")  # crc, compressed size, size
+_DESCRIPTOR64 = struct.Struct("<4sIQQ")  # the same after a local ZIP64 field
+_DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
+_END = struct.Struct("<4sHHHHIIH")  # disks, entries (here, total), size, offset, comment
+_END_SIGNATURE = b"PK\x05\x06"
+_LOCATOR = struct.Struct("<4sIQI")  # disk of the ZIP64 end record, its offset, disks
+_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_END64 = struct.Struct("<4sQ4xIIQQQQ")  # record size, disks, entries, size, offset
+_END64_SIGNATURE = b"PK\x06\x06"
+
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _NOT_AGENT_MEMBER = (
     "not a member the agent writes (report.json, report.html, manifest.json, "
     "iggy-data.zip, raw/<check id>/<path>)"
 )
+#: The name problems of the archive's layout, rather than of one member, are shown under.
+_LAYOUT = "(ZIP layout)"
 
 
 class _Listed(msgspec.Struct, frozen=True):
@@ -92,6 +124,37 @@ class Verification:
         self.problems.append(f"{_shown(name)}: {problem}")
 
 
+@dataclass(frozen=True)
+class _End:
+    """Where the end records put the central directory."""
+
+    start: int  # where it is: just before the end records
+    size: int
+    offset: int  # where the end record says it is (differs when bytes were prepended)
+    count: int
+
+
+@dataclass(frozen=True)
+class _Central:
+    """What verify needs of a raw central directory entry that zipfile does not keep."""
+
+    saturated: int  # how many of its size and offset fields defer to its ZIP64 field
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A directory entry, where its local entry lies, and why the agent would never write it."""
+
+    info: zipfile.ZipInfo
+    data: int  # where its compressed data starts
+    end: int  # just past its data and data descriptor (a lower bound when damaged)
+    problems: tuple[str, ...]
+
+
+class _Unreadable(Exception):
+    """A member's data is not what its entry says (damaged, cut short, or more than it)."""
+
+
 def verify_archive(path: Path) -> Verification:
     """Recompute every member's digest and compare with manifest.json."""
     _check_path(path)
@@ -100,9 +163,16 @@ def verify_archive(path: Path) -> Verification:
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with fh:
-        _bound_directory(fh, path)
-        with _open_zip(fh, path) as zf:
-            return _verify(zf, path)
+        try:
+            end = _read_end(fh, path)
+            centrals = _read_directory(fh, end, path)
+            infos = _read_infos(fh, path)
+            if len(infos) != len(centrals):  # both read the same bytes; never seen
+                raise _not_zip(path, "its ZIP directory reads two ways")
+            entries = [_entry(fh, i, c) for i, c in zip(infos, centrals, strict=True)]
+            return _verify(fh, entries, end, path)
+        except OSError as exc:  # an I/O error under the file (EIO), not its content
+            raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _check_path(path: Path) -> None:
@@ -122,73 +192,144 @@ def _check_path(path: Path) -> None:
         raise UsageError(f"{path}: not a regular file; pass the path of a snapshot .zip")
 
 
-def _bound_directory(fh: BinaryIO, path: Path) -> None:
-    """Refuse a central directory larger than any snapshot's before zipfile loads it whole."""
-    # zipfile reads the whole central directory and builds an object per entry at open;
-    # its private end-record reader is the only way to see the same directory first.
-    try:
-        end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
-    except (OSError, struct.error):
-        return  # zipfile reports an unreadable end record itself
-    if not end:
-        return
-    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-    if size > MAX_DIRECTORY_BYTES:
+def _not_zip(path: Path, why: str) -> UsageError:
+    """The one-line error for a file that cannot be read as a ZIP archive."""
+    return UsageError(f"{path}: not a readable ZIP archive ({why}); is it complete?")
+
+
+def _split(path: Path) -> UsageError:
+    """The one-line error for a multi-disk archive, which no snapshot is."""
+    return UsageError(
+        f"{path}: a ZIP archive split across disks; a snapshot is a single file, "
+        "refusing to read it"
+    )
+
+
+def _read_end(fh: BinaryIO, path: Path) -> _End:
+    """The end record in the file's last 22 bytes (the writer adds no comment), and ZIP64's."""
+    # Only there: searching back for it, as zipfile and unzip do, finds a different record
+    # in each tool when a comment or appended bytes hold another.
+    at = fh.seek(0, os.SEEK_END) - _END.size
+    if at < 0:
+        raise _not_zip(path, "too short to hold a ZIP end record")
+    fh.seek(at)
+    signature, disk, disk_of_directory, here, count, size, offset, comment = _END.unpack(
+        fh.read(_END.size)
+    )
+    if signature != _END_SIGNATURE or comment:
+        raise _not_zip(
+            path, "its last 22 bytes are not a ZIP end record: cut short, or appended to"
+        )
+    if disk or disk_of_directory or here != count:
+        raise _split(path)
+    if at >= _LOCATOR.size:
+        fh.seek(at - _LOCATOR.size)
+        locator = fh.read(_LOCATOR.size)
+        if locator.startswith(_LOCATOR_SIGNATURE):
+            return _read_end64(fh, path, at - _LOCATOR.size, locator, (count, size, offset))
+    if size > at:
+        raise _not_zip(path, f"its end record gives a {size}-byte ZIP directory the file lacks")
+    return _End(start=at - size, size=size, offset=offset, count=count)
+
+
+def _read_end64(
+    fh: BinaryIO, path: Path, locator_at: int, locator: bytes, plain: tuple[int, int, int]
+) -> _End:
+    """The ZIP64 end record just before its locator, agreeing with the plain end record."""
+    _, disk, where, disks = _LOCATOR.unpack(locator)
+    if disk or disks != 1:
+        raise _split(path)
+    at = locator_at - _END64.size
+    if at < 0 or where != at:
+        raise _not_zip(path, "its ZIP64 end record is not just before its locator")
+    fh.seek(at)
+    signature, length, disk, disk_of_directory, here, count, size, offset = _END64.unpack(
+        fh.read(_END64.size)
+    )
+    if signature != _END64_SIGNATURE or length != _END64.size - 12:
+        raise _not_zip(path, "its ZIP64 end record is damaged")
+    if disk or disk_of_directory or here != count:
+        raise _split(path)
+    # The writer saturates what does not fit; any other value is a second directory.
+    if plain != (min(count, 0xFFFF), min(size, _SATURATED), min(offset, _SATURATED)):
+        raise _not_zip(path, "its end record and ZIP64 end record disagree")
+    if size > at:
+        raise _not_zip(path, f"its end record gives a {size}-byte ZIP directory the file lacks")
+    return _End(start=at - size, size=size, offset=offset, count=count)
+
+
+def _read_directory(fh: BinaryIO, end: _End, path: Path) -> list[_Central]:
+    """The central directory, within bounds, filled exactly by the entries the end record counts."""
+    # zipfile reads the whole central directory and builds an object per entry at open:
+    # bound both before it does.
+    if end.size > MAX_DIRECTORY_BYTES:
         raise UsageError(
-            f"{path}: its ZIP directory is {size} bytes, more than the "
+            f"{path}: its ZIP directory is {end.size} bytes, more than the "
             f"{MAX_DIRECTORY_BYTES} of any snapshot archive; not a snapshot, refusing to read it"
         )
-    fh.seek(max(_directory_start(end), 0))
-    if _count_entries(fh.read(size), MAX_MEMBERS + 1) > MAX_MEMBERS:
+    fh.seek(end.start)
+    directory = fh.read(end.size)
+    centrals, used = _walk_directory(directory, MAX_MEMBERS + 1)
+    if len(centrals) > MAX_MEMBERS:
         raise UsageError(
             f"{path}: its ZIP directory lists more than {MAX_MEMBERS} entries, more than "
             "any snapshot archive; not a snapshot, refusing to read it"
         )
+    if used != len(directory):
+        raise _not_zip(path, "its ZIP directory entries do not fill the directory exactly")
+    if len(centrals) != end.count:
+        raise _not_zip(
+            path, f"its end record counts {end.count} entries, its directory {len(centrals)}"
+        )
+    return centrals
 
 
-def _directory_start(end: list[int]) -> int:
-    """Where zipfile will look for the central directory, computed as its own reader does."""
-    size, offset = end[zipfile._ECD_SIZE], end[zipfile._ECD_OFFSET]  # type: ignore[attr-defined]
-    prepended = end[zipfile._ECD_LOCATION] - size - offset  # type: ignore[attr-defined]
-    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-        prepended -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
-    return offset + prepended
-
-
-def _count_entries(directory: bytes, limit: int) -> int:
-    """How many central directory entries `directory` holds, counting no further than limit."""
-    count = pos = 0
-    while count < limit and pos + _CENTRAL_ENTRY.size <= len(directory):
-        signature, name, extra, comment = _CENTRAL_ENTRY.unpack_from(directory, pos)
+def _walk_directory(directory: bytes, limit: int) -> tuple[list[_Central], int]:
+    """The entries `directory` holds (no more than limit) and how many bytes they fill."""
+    centrals: list[_Central] = []
+    pos = 0
+    while len(centrals) < limit and pos + _CENTRAL.size <= len(directory):
+        signature, compressed, size, name, extra, comment, offset = _CENTRAL.unpack_from(
+            directory, pos
+        )
         if signature != _CENTRAL_SIGNATURE:
-            break  # zipfile refuses the directory itself
-        pos += _CENTRAL_ENTRY.size + name + extra + comment
-        count += 1
-    return count
+            break
+        centrals.append(_Central(sum(v == _SATURATED for v in (size, compressed, offset))))
+        pos += _CENTRAL.size + name + extra + comment
+    return centrals, pos
 
 
-def _open_zip(fh: BinaryIO, path: Path) -> zipfile.ZipFile:
-    """The archive as zipfile reads it; any failure is a one-line error about the file."""
+def _read_infos(fh: BinaryIO, path: Path) -> list[zipfile.ZipInfo]:
+    """The directory as zipfile reads it; any failure is a one-line error about the file."""
     try:
-        return zipfile.ZipFile(fh)
+        with zipfile.ZipFile(fh) as zf:  # leaves fh open: it was passed in
+            return zf.infolist()
     except Exception as exc:  # hostile bytes raise more than BadZipFile (ValueError, ...)
-        raise UsageError(
-            f"{path}: not a readable ZIP archive ({_reason(exc)}); is it complete?"
-        ) from None
+        raise _not_zip(path, _reason(exc)) from None
 
 
-def _verify(zf: zipfile.ZipFile, path: Path) -> Verification:
+def _entry(fh: BinaryIO, info: zipfile.ZipInfo, central: _Central) -> _Entry:
+    """One directory entry with its local entry and everything the agent would never write."""
+    problems = _entry_problems(info)
+    problems += _extra_problems(info.extra, central.saturated, "directory entry")
+    data, end, local = _local_entry(fh, info)
+    return _Entry(info, data, end, tuple(problems + local))
+
+
+def _verify(fh: BinaryIO, entries: list[_Entry], end: _End, path: Path) -> Verification:
     """Refuse entries the agent never writes, then check the others against the manifest."""
     result = Verification()
-    entries = _by_name(zf.infolist())
-    if MANIFEST not in entries:
+    by_name = _by_name(entries)
+    if MANIFEST not in by_name:
         raise UsageError(f"{path}: has no {MANIFEST}; not a snapshot archive")
-    refused = _refusals(zf, entries)
+    for problem in _layout_problems(entries, end):
+        result.add(_LAYOUT, problem)
+    refused = _refusals(by_name, _overlaps(entries, end.start))
     if MANIFEST in refused:
         _add_refusals(result, refused)
         result.add(MANIFEST, "refused (see above), so no member's digest was checked")
         return result
-    listed = _read_manifest(zf, entries[MANIFEST][0], path)
+    listed = _read_manifest(fh, by_name[MANIFEST][0], path)
     expected = {m.path: m for m in listed}
     for name in refused.keys() - expected.keys() - {MANIFEST}:
         refused[name].insert(0, "in the archive but not in the manifest")
@@ -196,14 +337,14 @@ def _verify(zf: zipfile.ZipFile, path: Path) -> Verification:
     for name, times in Counter(m.path for m in listed).items():
         if times > 1:
             result.add(name, f"listed {times} times in the manifest")
-    accepted = entries.keys() - refused.keys() - {MANIFEST}
+    accepted = by_name.keys() - refused.keys() - {MANIFEST}
     for name in sorted(accepted - expected.keys()):
         result.add(name, "in the archive but not in the manifest")
-    for name in sorted(expected.keys() - entries.keys()):
+    for name in sorted(expected.keys() - by_name.keys()):
         result.add(name, "listed in the manifest but missing")
     for name in sorted(accepted & expected.keys()):
         result.checked += 1
-        problem = _check_member(zf, entries[name][0], expected[name])
+        problem = _check_member(fh, by_name[name][0], expected[name])
         if problem:
             result.add(name, problem)
     return result
@@ -215,27 +356,25 @@ def _add_refusals(result: Verification, refused: dict[str, list[str]]) -> None:
         result.add(name, "; ".join(refused[name]))
 
 
-def _by_name(infos: Iterable[zipfile.ZipInfo]) -> dict[str, list[zipfile.ZipInfo]]:
-    """Central directory entries grouped by the name zipfile gives them."""
-    entries: dict[str, list[zipfile.ZipInfo]] = {}
-    for info in infos:
-        entries.setdefault(info.filename, []).append(info)
-    return entries
+def _by_name(entries: Iterable[_Entry]) -> dict[str, list[_Entry]]:
+    """Directory entries grouped by the name zipfile gives them."""
+    found: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        found.setdefault(entry.info.filename, []).append(entry)
+    return found
 
 
-def _refusals(
-    zf: zipfile.ZipFile, entries: dict[str, list[zipfile.ZipInfo]]
-) -> dict[str, list[str]]:
+def _refusals(by_name: dict[str, list[_Entry]], overlaps: dict[str, str]) -> dict[str, list[str]]:
     """Every name whose entries the agent would never write, with the reasons."""
     refused: dict[str, list[str]] = {}
-    for name, infos in entries.items():
-        reasons = [f"appears {len(infos)} times in the archive"] if len(infos) > 1 else []
-        for info in infos:
-            reasons += _entry_problems(info)
+    for name, group in by_name.items():
+        reasons = [f"appears {len(group)} times in the archive"] if len(group) > 1 else []
+        if name in overlaps:
+            reasons.append(overlaps[name])
+        for entry in group:
+            reasons += entry.problems
         if reasons:
             refused[name] = list(dict.fromkeys(reasons))
-    for name, reason in _overlaps(zf.infolist(), zf.start_dir).items():
-        refused.setdefault(name, []).append(reason)
     return refused
 
 
@@ -251,6 +390,8 @@ def _entry_problems(info: zipfile.ZipInfo) -> list[str]:
         )
     if (info.external_attr >> 16) & 0o7000:
         problems.append("carries setuid, setgid or sticky bits (the agent never sets them)")
+    if info.comment:
+        problems.append("carries a comment (the agent writes none)")
     return problems
 
 
@@ -259,7 +400,8 @@ def _kind_problem(info: zipfile.ZipInfo) -> str | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return "is a symbolic link (an extractor would create it and write through it)"
-    if info.is_dir() or stat.S_ISDIR(mode) or info.external_attr & _DOS_DIRECTORY:
+    # Not info.is_dir(): it fails on an empty name.
+    if info.filename.endswith("/") or stat.S_ISDIR(mode) or info.external_attr & _DOS_DIRECTORY:
         held = f" holding {info.file_size} bytes" if info.file_size or info.compress_size else ""
         return f"is a directory entry{held} (the agent writes none)"
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
@@ -270,14 +412,20 @@ def _kind_problem(info: zipfile.ZipInfo) -> str | None:
 def _name_problem(info: zipfile.ZipInfo) -> str | None:
     """A name that escapes the extraction directory or is outside the archive's layout."""
     name = info.orig_filename
+    if not name:
+        return "has an empty name"
     if "\0" in name:  # zipfile cuts the name there, other tools may not
         return "has a NUL byte in its name (tools disagree on what it is called)"
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         return "is an absolute path (extracting it would write outside the target directory)"
     # Windows extractors split on backslashes too; a backslash inside a component is
     # legitimate (systemd escapes such as status-dev-disk-by\x2duuid.device.txt).
-    if ".." in re.split(r"[/\\]", name):
+    parts = re.split(r"[/\\]", name.removesuffix("/"))
+    if ".." in parts:
         return "climbs out with '..' (extracting it would write outside the target directory)"
+    if "" in parts or "." in parts:  # extractors drop them: another member's path
+        same = "/".join(p for p in name.split("/") if p not in ("", "."))
+        return f"has an empty or '.' path component (extractors write it as {_shown(same)})"
     if name in TOP_LEVEL_MEMBERS:
         return None
     top, _, rest = name.partition("/")
@@ -287,60 +435,250 @@ def _name_problem(info: zipfile.ZipInfo) -> str | None:
     return _NOT_AGENT_MEMBER
 
 
-def _overlaps(infos: list[zipfile.ZipInfo], directory_start: int) -> dict[str, str]:
+def _extra_problems(extra: bytes, saturated: int, where: str) -> list[str]:
+    """Extra fields the writer never produces, or a ZIP64 field that does not fit its header."""
+    fields = _extra_fields(extra)
+    if fields is None:
+        return [f"has a malformed extra field in its {where}"]
+    problems = [
+        _field_problem(tag, data, where) for tag, data in fields if tag != ZIP64_EXTRA_FIELD
+    ]
+    zip64 = [data for tag, data in fields if tag == ZIP64_EXTRA_FIELD]
+    # The writer's ZIP64 field holds 8 bytes for each header field it saturated, no more.
+    if (zip64 or saturated) and (len(zip64) != 1 or len(zip64[0]) != 8 * saturated):
+        problems.append(f"has a ZIP64 field in its {where} that does not match the header")
+    return problems
+
+
+def _extra_fields(extra: bytes) -> list[tuple[int, bytes]] | None:
+    """(id, data) of each extra field, or None unless they fill `extra` exactly."""
+    fields: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(extra):
+        if pos + 4 > len(extra):
+            return None
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if pos + 4 + size > len(extra):
+            return None
+        fields.append((tag, extra[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    return fields
+
+
+def _field_problem(tag: int, data: bytes, where: str) -> str:
+    """Why an extra field other than ZIP64 is refused."""
+    if tag == _UNICODE_PATH_FIELD:  # version (1 byte), CRC-32 of the header name, the name
+        named = _shown(data[5:].decode("utf-8", "replace"))
+        return (
+            f"carries an Info-ZIP Unicode path field (0x7075) in its {where}: "
+            f"extractors that honour it (unzip) write it as {named}"
+        )
+    return f"carries extra field 0x{tag:04x} in its {where} (the agent writes only ZIP64's, 0x0001)"
+
+
+def _local_entry(fh: BinaryIO, info: zipfile.ZipInfo) -> tuple[int, int, list[str]]:
+    """Where the entry's data starts and its local entry ends; how it differs from the directory."""
+    at = info.header_offset
+    head = b""
+    if at >= 0:  # zipfile shifts offsets by bytes it finds prepended; never below 0 here
+        fh.seek(at)
+        head = fh.read(_LOCAL.size)
+    if len(head) < _LOCAL.size or not head.startswith(_LOCAL_SIGNATURE):
+        bound = at + _LOCAL.size + info.compress_size
+        return bound, bound, [f"has no local header where the ZIP directory points (byte {at})"]
+    _, flags, method, crc, compressed, size, name_length, extra_length = _LOCAL.unpack(head)
+    name, extra = fh.read(name_length), fh.read(extra_length)
+    data = at + _LOCAL.size + name_length + extra_length
+    problems: list[str] = []
+    if name != _encoded_name(info):  # streaming extractors take the local header's name
+        shown = _shown(name.decode("utf-8" if flags & _UTF8_FLAG else "cp437", "replace"))
+        problems.append(f"its local header names it {shown} (streaming extractors use that)")
+    if (flags, method) != (info.flag_bits, info.compress_type):
+        problems.append(
+            "its local header's flags or compression method differ from the directory's"
+        )
+    saturated = (size == _SATURATED) + (compressed == _SATURATED)
+    problems += _extra_problems(extra, saturated, "local header")
+    end = data + info.compress_size
+    if flags & _DESCRIPTOR_FLAG:
+        zip64 = any(tag == ZIP64_EXTRA_FIELD for tag, _ in _extra_fields(extra) or [])
+        end, problem = _descriptor(fh, info, end, zip64)
+        problems += [problem] if problem else []
+    elif (crc, *_sizes(extra, size, compressed)) != (
+        info.CRC,
+        info.file_size,
+        info.compress_size,
+    ):
+        problems.append("its local header's CRC or sizes differ from the directory's")
+    return data, end, problems
+
+
+def _encoded_name(info: zipfile.ZipInfo) -> bytes:
+    """The name's bytes as the directory holds them (zipfile decoded them this way)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & _UTF8_FLAG else "cp437")
+
+
+def _sizes(extra: bytes, size: int, compressed: int) -> tuple[int, int]:
+    """A local header's (size, compressed size), read from its ZIP64 field where saturated."""
+    zip64 = next((d for t, d in _extra_fields(extra) or [] if t == ZIP64_EXTRA_FIELD), b"")
+    values = iter(struct.unpack(f"<{len(zip64) // 8}Q", zip64[: len(zip64) // 8 * 8]))
+    if size == _SATURATED:
+        size = next(values, size)
+    if compressed == _SATURATED:
+        compressed = next(values, compressed)
+    return size, compressed
+
+
+def _descriptor(
+    fh: BinaryIO, info: zipfile.ZipInfo, at: int, zip64: bool
+) -> tuple[int, str | None]:
+    """Where the data descriptor at `at` ends, and what is wrong with it."""
+    if info.compress_type == zipfile.ZIP_STORED:  # only a deflate stream says where it ends
+        return at, "is stored with a data descriptor (a streaming extractor cannot find its end)"
+    layout = _DESCRIPTOR64 if zip64 else _DESCRIPTOR
+    fh.seek(at)
+    raw = fh.read(layout.size)
+    if len(raw) == layout.size:
+        signature, crc, compressed, size = layout.unpack(raw)
+        if signature == _DESCRIPTOR_SIGNATURE and (crc, compressed, size) == (
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+        ):
+            return at + layout.size, None
+    return at + layout.size, "its data descriptor is missing or differs from the directory"
+
+
+def _layout_problems(entries: list[_Entry], end: _End) -> list[str]:
+    """Bytes no entry accounts for: streaming extractors read them, verify cannot vouch for them."""
+    problems = []
+    if end.offset != end.start:
+        problems.append(
+            f"its end record puts the ZIP directory at byte {end.offset}, but it starts at "
+            f"byte {end.start} (bytes prepended or removed)"
+        )
+    pos = 0
+    for entry in sorted(entries, key=lambda e: e.info.header_offset):
+        if entry.info.header_offset > pos:
+            where = f"before {_shown(entry.info.filename)}"
+            problems.append(_unaccounted(pos, entry.info.header_offset, where))
+        pos = max(pos, entry.end)
+    if pos < end.start:
+        problems.append(_unaccounted(pos, end.start, "before the ZIP directory"))
+    return problems
+
+
+def _unaccounted(start: int, stop: int, where: str) -> str:
+    """A run of bytes that belongs to no entry, as one problem."""
+    return (
+        f"bytes {start} to {stop - 1}, {where}, belong to no entry "
+        "(a streaming extractor would read them as members)"
+    )
+
+
+def _overlaps(entries: list[_Entry], directory_start: int) -> dict[str, str]:
     """Entries whose data runs into the next entry or the directory (a zip bomb's trick)."""
-    ordered = sorted(infos, key=lambda i: i.header_offset)
+    ordered = sorted(entries, key=lambda e: e.info.header_offset)
     found: dict[str, str] = {}
-    for info, after in zip(ordered, [*ordered[1:], None], strict=True):
-        # A lower bound of the entry's length: its name and extra field come on top.
-        end = info.header_offset + _LOCAL_HEADER_SIZE + info.compress_size
-        if after is not None and end > after.header_offset:
-            found[info.filename] = f"overlaps the data of {_shown(after.filename)}"
-        elif after is None and end > directory_start:
-            found[info.filename] = "overlaps the ZIP directory"
+    for entry, after in zip(ordered, [*ordered[1:], None], strict=True):
+        name = entry.info.filename
+        if after is not None and entry.end > after.info.header_offset:
+            found[name] = f"overlaps the data of {_shown(after.info.filename)}"
+        elif after is None and entry.end > directory_start:
+            found[name] = "overlaps the ZIP directory"
     return found
 
 
-def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> list[_Listed]:
+def _read_manifest(fh: BinaryIO, entry: _Entry, path: Path) -> list[_Listed]:
     """manifest.json's members, read within MAX_MANIFEST_BYTES and checked for shape."""
-    too_big = (
-        f"{path}: {MANIFEST} is bigger than the {MAX_MANIFEST_BYTES} bytes of any snapshot "
-        "manifest; not a snapshot archive, refusing to read it"
-    )
-    if info.file_size > MAX_MANIFEST_BYTES:
-        raise UsageError(too_big)
+    if entry.info.file_size > MAX_MANIFEST_BYTES:
+        raise UsageError(
+            f"{path}: {MANIFEST} is bigger than the {MAX_MANIFEST_BYTES} bytes of any snapshot "
+            "manifest; not a snapshot archive, refusing to read it"
+        )
     try:
-        with zf.open(info) as fh:
-            data = fh.read(MAX_MANIFEST_BYTES + 1)
-    except Exception as exc:  # CRC, truncation, decompression: all about this file
-        raise UsageError(f"{path}: {MANIFEST} is unreadable ({_reason(exc)})") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise UsageError(too_big)
+        data = b"".join(_contents(fh, entry))  # no more than file_size: checked as it inflates
+    except _Unreadable as exc:
+        raise UsageError(f"{path}: {MANIFEST} is unreadable ({exc})") from None
     try:
         return _MANIFEST_DECODER.decode(data).members
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.MsgspecError, ValueError) as exc:  # ValueError: invalid UTF-8 in a string
         reason = _reason(exc)
     except RecursionError:
         reason = "nested too deeply"
     raise UsageError(f"{path}: {MANIFEST} is not a snapshot manifest ({reason})")
 
 
-def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, expected: _Listed) -> str | None:
+def _check_member(fh: BinaryIO, entry: _Entry, expected: _Listed) -> str | None:
     """Stream one member through sha256, a chunk at a time; what differs, if anything."""
     digest = hashlib.sha256()
     size = 0
     try:
-        with zf.open(info) as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except Exception as exc:  # CRC mismatches, truncation, bad deflate data, header tricks
-        return f"unreadable ({_reason(exc)})"
+        for chunk in _contents(fh, entry):
+            size += len(chunk)
+            if size > expected.size:  # a bomb stops here, not at its end
+                return f"larger than the manifest's {expected.size} bytes"
+            digest.update(chunk)
+    except _Unreadable as exc:
+        return f"unreadable ({exc})"
     if size != expected.size:
         return f"size {size} differs from the manifest's {expected.size}"
     if digest.hexdigest() != expected.sha256:
         return "sha256 differs from the manifest (modified or corrupted)"
     return None
+
+
+def _contents(fh: BinaryIO, entry: _Entry) -> Iterator[bytes]:
+    """A member's bytes, a chunk at a time, exactly as its entry describes them, or _Unreadable."""
+    info = entry.info
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise _Unreadable(f"stored in {info.compress_size} bytes, not its {info.file_size}")
+    crc = size = 0
+    try:
+        for piece in _pieces(fh, entry):
+            size += len(piece)
+            if size > info.file_size:
+                raise _Unreadable(f"inflates past the {info.file_size} bytes its entry gives")
+            crc = zlib.crc32(piece, crc)
+            yield piece
+    except zlib.error as exc:
+        raise _Unreadable(f"bad deflate data: {exc}") from None
+    if size != info.file_size:
+        raise _Unreadable(f"holds {size} bytes, not the {info.file_size} its entry gives")
+    if crc != info.CRC:
+        raise _Unreadable("its CRC-32 differs from its entry's (corrupted)")
+
+
+def _pieces(fh: BinaryIO, entry: _Entry) -> Iterator[bytes]:
+    """The member's data, inflated if deflated; its deflate stream must end with its data."""
+    # zipfile stops at the end of a deflate stream and skips what follows in the entry; a
+    # streaming extractor reads on from there, as a data descriptor and more members.
+    inflater = (
+        None
+        if entry.info.compress_type == zipfile.ZIP_STORED
+        else zlib.decompressobj(-zlib.MAX_WBITS)
+    )
+    left = entry.info.compress_size
+    fh.seek(entry.data)
+    while left:
+        raw = fh.read(min(CHUNK, left))
+        if not raw:
+            raise _Unreadable("the archive ends inside it")
+        left -= len(raw)
+        if inflater is None:
+            yield raw
+            continue
+        yield inflater.decompress(raw, CHUNK)
+        while inflater.unconsumed_tail:  # at most CHUNK out per call: a bomb stays small
+            yield inflater.decompress(inflater.unconsumed_tail, CHUNK)
+        if inflater.eof and (left or inflater.unused_data):
+            hidden = left + len(inflater.unused_data)
+            raise _Unreadable(
+                f"{hidden} bytes follow its deflate stream's end "
+                "(zipfile skips them, a streaming extractor reads them as members)"
+            )
+    if inflater is not None and not inflater.eof:
+        raise _Unreadable("its deflate stream is cut short")
 
 
 def _reason(exc: BaseException) -> str:

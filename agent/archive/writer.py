@@ -29,6 +29,9 @@ RAW_DIR = "raw"
 CHECK_ID = ID_PATTERN
 #: Every member the agent writes outside raw/ (iggy-data.zip once the Iggy bundle is built).
 TOP_LEVEL_MEMBERS = frozenset({"report.json", "report.html", MANIFEST, "iggy-data.zip"})
+#: The only ZIP extra field the writer produces: zipfile's ZIP64 field (force_zip64 puts
+#: it in every local header; the directory has it for sizes and offsets past 2 GiB).
+ZIP64_EXTRA_FIELD = 0x0001
 
 
 @dataclass(frozen=True)
