@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from snapshot_agent.core.commands import run_command
-from snapshot_agent.core.tail import TailBuffer
+from snapshot_agent.core.context import split_cap
+from snapshot_agent.core.tail import SharedCap, TailBuffer
 
 
 def test_records_argv_exit_code_and_output() -> None:
@@ -98,7 +101,61 @@ def test_tail_buffer_keeps_exactly_the_last_bytes_for_any_chunking() -> None:
             seen += chunk
             assert buf.getvalue() == bytes(seen[-cap:])
             assert buf.total == len(seen) and buf.dropped == len(seen) - buf.kept
-        assert buf.take() == bytes(seen[-cap:]) and buf.kept == 0
+        # In one piece for decoding: the same bytes, and the tail takes no more.
+        assert buf.contiguous() == bytes(seen[-cap:]) and buf.kept == len(seen[-cap:])
+        assert buf.views()[0] == bytes(seen[-cap:])
+        with pytest.raises(RuntimeError):
+            buf.write(b"x")
+
+
+def test_shared_tails_keep_what_one_file_of_the_cap_keeps() -> None:
+    """stdout and stderr share one cap by split_cap's rule, however their output interleaves."""
+    rng = random.Random(3)
+    for cap in (1, 2, 9, 5000, 70_001):  # 70 001: many blocks of one page
+        share = SharedCap(cap)
+        tails, seen = (share.tail(), share.tail()), (bytearray(), bytearray())
+        for _ in range(150):
+            which = rng.randrange(2)
+            size = rng.choice([0, 1, cap // 2, cap, cap + 1, rng.randrange(2 * cap + 2)])
+            chunk = rng.randbytes(size)
+            tails[which].write(chunk)
+            seen[which].extend(chunk)
+            totals = len(seen[0]), len(seen[1])
+            kept = tails[0].kept, tails[1].kept
+            assert kept == split_cap(cap, *totals)
+            for tail, data in zip(tails, seen, strict=True):
+                assert tail.getvalue() == bytes(data[len(data) - tail.kept :])
+                assert tail.total == len(data)
+            # The saved file takes a marker off the cap: the tails still hold its split.
+            for marker in (15, 16):
+                if marker < cap:
+                    assert split_cap(cap - marker, *kept) == split_cap(cap - marker, *totals)
+
+
+def _reference_lines(data: bytes, limit: int) -> tuple[bytes, bytes]:
+    """First and last non-blank lines of `data`, from their first non-space, cut to `limit`."""
+    first = re.search(rb"\S[^\n\r]*", data)
+    head = data[first.start() : min(first.end(), first.start() + limit)] if first else b""
+    end = len(data.rstrip())
+    start = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end)) + 1
+    start += len(data[start:end]) - len(data[start:end].lstrip())
+    return head, data[start : min(end, start + limit)]
+
+
+def test_tail_lines_are_found_across_blocks() -> None:
+    """first_line/last_line give what a scan of the whole tail would, for any blocks."""
+    rng = random.Random(5)
+    alphabet = [b"a", b"\xff", b" ", b"\t", b"\n", b"\r"]
+    for _ in range(40):
+        cap = rng.choice([10, 4096, 20_000])
+        buf, seen = TailBuffer(cap), bytearray()
+        for _ in range(rng.randrange(1, 30)):
+            chunk = rng.choice(alphabet) * rng.choice([1, 3, 5000])
+            buf.write(chunk)
+            seen += chunk
+        kept = bytes(seen[len(seen) - buf.kept :])
+        for limit in (1, 7, 10**9):
+            assert (buf.first_line(limit), buf.last_line(limit)) == _reference_lines(kept, limit)
 
 
 def test_error_lines_are_found_without_splitting_the_whole_output() -> None:

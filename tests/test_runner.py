@@ -443,3 +443,16 @@ def test_hung_custom_commands_leave_the_built_ins_their_slots(tmp_path: Path) ->
     # The last hang got its slot when the short one ended: it ran 1 s less, and says so.
     ran = sorted(checks[f"custom.hang{i}"]["data"]["duration_ms"] for i in range(8))
     assert ran[0] < ran[-1] - 500
+
+
+def test_artifact_names_are_stored_as_verify_expects_them(tmp_path: Path) -> None:
+    """'sub//a' and './b' would be refused by verify: they are recorded as 'sub/a' and 'b'."""
+
+    def odd_names(ctx: Context) -> Result:
+        ctx.artifact("sub//a.txt", "a")
+        ctx.artifact("./b.txt", "b")
+        return Result(Status.PASS, "ok")
+
+    [outcome] = run_checks(tmp_path, [make_check(odd_names)])
+    assert [a.name for a in outcome.result.artifacts] == ["sub/a.txt", "b.txt"]
+    assert (tmp_path / "spool/test.check/sub/a.txt").read_text() == "a"

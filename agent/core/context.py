@@ -58,6 +58,15 @@ def split_cap(cap: int, out_len: int, err_len: int) -> tuple[int, int]:
     return half, cap - half
 
 
+def artifact_name(name: str) -> str:
+    """An artifact's name as it is recorded and stored: 'a//b' and './b' become 'a/b', 'b'.
+
+    verify refuses empty and '.' parts in member names (extractors merge them), so the
+    name recorded must be the one the file really has.
+    """
+    return PurePosixPath(name).as_posix()
+
+
 @dataclass
 class Context:
     """Everything a running check may use; one per check run, inside its own process."""
@@ -147,22 +156,24 @@ class Context:
     def _save_output(self, name: str, result: CommandResult) -> dict[str, int]:
         """Write a command's stdout and stderr tails as one artifact within the cap.
 
-        Written from the captured bytes, never decoded; the first line says how many
-        bytes of each stream are missing, counted from what the command printed.
+        Written from the captured tails' own blocks, never joined nor decoded; the first
+        line says how many bytes of each stream are missing, counted from what the
+        command printed.
         """
-        out, err = memoryview(result.raw_stdout), memoryview(result.raw_stderr)
-        sep = b"\n" if out and err and out[-1:] != b"\n" else b""
-        marker = sep + STDERR_MARKER if err else b""
-        keep_out, keep_err = split_cap(self.artifact_cap - len(marker), len(out), len(err))
-        dropped_out = result.stdout_dropped + len(out) - keep_out
-        dropped_err = result.stderr_dropped + len(err) - keep_err
+        out, err = result.stdout_tail, result.stderr_tail
+        sep = b"\n" if out.kept and err.kept and out.slice(out.kept - 1, out.kept) != b"\n" else b""
+        marker = sep + STDERR_MARKER if err.kept else b""
+        # The tails already share the cap by the same rule, so this only makes room for
+        # the marker: what they hold is what the file keeps, give or take its 16 bytes.
+        keep_out, keep_err = split_cap(self.artifact_cap - len(marker), out.kept, err.kept)
+        dropped_out, dropped_err = out.total - keep_out, err.total - keep_err
         note = b""
         if dropped_out or dropped_err:
             note = streams_note(
                 [("stdout", dropped_out, keep_out), ("stderr", dropped_err, keep_err)]
             )
-        body = [out[len(out) - keep_out :], marker, err[len(err) - keep_err :]]
-        original = result.stdout_total + len(marker) + result.stderr_total
+        body = [*out.views(last=keep_out), marker, *err.views(last=keep_err)]
+        original = out.total + len(marker) + err.total
         self._write_pieces(name, [note, *body], original)
         return {"stdout_bytes_dropped": dropped_out, "stderr_bytes_dropped": dropped_err}
 
@@ -222,6 +233,7 @@ class Context:
 
         `original_size` is the evidence's size before the cap (without any note).
         """
+        name = artifact_name(name)
         written = 0
         try:
             with self._dest(name).open("wb") as fh:
@@ -235,6 +247,7 @@ class Context:
 
     def _unsaved(self, name: str, size: int, exc: OSError) -> ArtifactInfo:
         """Evidence that could not be written (disk full...): the verdict still counts."""
+        name = artifact_name(name)
         self.unsaved.append(f"{name}: {exc.strerror or exc}")
         return ArtifactInfo(name, 0, size)
 

@@ -2,81 +2,308 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import re
 import stat
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+#: A tail is kept in blocks of about 1/BLOCKS_PER_CAP of its cap: the partly used blocks
+#: at the ends of each stream then cost about 2 % of the cap.
+BLOCKS_PER_CAP = 256
+MIN_BLOCK = mmap.PAGESIZE
+MAX_BLOCK = 4 * 1024 * 1024
 
-class TailBuffer:
-    """The last `cap` bytes of a stream, in a ring that never outgrows the cap.
+_NON_SPACE = re.compile(rb"\S")  # ASCII whitespace, as bytes.strip() sees it
+_LAST_NON_SPACE = re.compile(rb"\S\s*\Z")  # searched up to an endpos: the last one
 
-    The ring grows with the stream up to `cap` bytes and is then overwritten in place,
-    so a command printing gigabytes costs `cap` bytes, not a multiple of it.
+#: Something a tail's bytes are held in: a block (an mmap), or one bytes object.
+Buffer = mmap.mmap | bytes
+#: A search of buf[a:b] for one kind of byte: its index in buf, or -1.
+Search = Callable[[Buffer, int, int], int]
+
+
+def block_size(cap: int) -> int:
+    """Bytes in one block of a tail with this cap: whole pages, about 1/256 of the cap."""
+    size = max(MIN_BLOCK, min(MAX_BLOCK, cap // BLOCKS_PER_CAP))
+    return -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+class _BlockPool:
+    """Fixed-size blocks of anonymous memory, reused: a flood cycles through the same few.
+
+    Blocks are mappings of their own, not heap memory, so a block that is let go goes
+    back to the kernel at once (malloc may keep freed heap memory resident).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._spare: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        """A block to write into: a spare one, else a new one."""
+        if self._spare:
+            return self._spare.pop()
+        return mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE)
+
+    def give(self, block: mmap.mmap) -> None:
+        """A block no longer used, kept for the next take()."""
+        self._spare.append(block)
+
+    def release(self) -> None:
+        """Unmap the spare blocks (when nothing more will be written)."""
+        self._spare.clear()
+
+
+class SharedCap:
+    """One budget of `cap` bytes for the tails of several streams (a command's stdout and
+    stderr): together they never keep more than `cap` bytes, nor hold more memory.
+
+    Each stream may keep its share (the cap split evenly, the last ones taking the odd
+    bytes); what a stream does not use goes to the others. That is split_cap's rule, so
+    the tails kept are exactly what a file of `cap` bytes with both streams keeps.
     """
 
     def __init__(self, cap: int) -> None:
         if cap <= 0:
             raise ValueError("cap must be positive")
         self.cap = cap
-        self.total = 0
-        self._ring = bytearray()
-        self._start = 0  # index of the oldest byte once the ring is full
+        self.pool = _BlockPool(block_size(cap))
+        # Weak: a tail holds its share, and a cycle would keep the blocks of a dropped
+        # tail mapped until the garbage collector happens to run.
+        self._tails: list[weakref.ReferenceType[TailBuffer]] = []
 
-    def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Append a chunk; the oldest bytes beyond the cap are overwritten."""
-        view = memoryview(chunk).cast("B")
-        self.total += len(view)
-        if len(view) >= self.cap:
-            self._replace(view[len(view) - self.cap :])
-            return
-        room = self.cap - len(self._ring)
-        if room > 0:
-            self._ring += view[:room]
-            view = view[room:]
-        if view:
-            self._overwrite(view)
+    def tail(self) -> TailBuffer:
+        """A new stream sharing this budget."""
+        return TailBuffer(self.cap, share=self)
 
-    def _replace(self, view: memoryview) -> None:
-        """The whole ring becomes `view` (exactly `cap` bytes)."""
-        if len(self._ring) == self.cap:
-            self._ring[:] = view  # same length: in place, no second buffer
-        else:
-            self._ring = bytearray(view)
-        self._start = 0
-
-    def _overwrite(self, view: memoryview) -> None:
-        """Write over the oldest bytes of a full ring (`view` is shorter than the cap)."""
-        first = min(len(view), self.cap - self._start)
-        self._ring[self._start : self._start + first] = view[:first]
-        rest = len(view) - first
-        if rest:
-            self._ring[:rest] = view[first:]
-        self._start = (self._start + len(view)) % self.cap
+    def join(self, tail: TailBuffer) -> None:
+        """Count `tail` in this budget (TailBuffer does it when made)."""
+        self._tails.append(weakref.ref(tail))
 
     @property
-    def kept(self) -> int:
-        """Bytes held (at most `cap`)."""
-        return len(self._ring)
+    def tails(self) -> list[TailBuffer]:
+        """The streams sharing the budget, in the order they were made."""
+        return [tail for ref in self._tails if (tail := ref()) is not None]
+
+    def release(self) -> None:
+        """Give spare blocks back to the kernel: call when the streams have ended."""
+        self.pool.release()
+
+    def shares(self, count: int) -> list[int]:
+        """The cap split evenly among `count` tails, the last ones taking the odd bytes."""
+        base, odd = divmod(self.cap, count)
+        return [base + (i >= count - odd) for i in range(count)]
+
+    def make_room(self, tail: TailBuffer, incoming: int) -> int:
+        """Drop the oldest bytes over the cap before `incoming` bytes are added to `tail`.
+
+        Dropping comes first so that memory never holds more than the cap. Returns how
+        many of the incoming bytes (its head) are dropped before they are even kept.
+        """
+        tails = self.tails
+        excess = sum(t.kept for t in tails) + incoming - self.cap
+        skip = 0
+        for other, share in zip(tails, self.shares(len(tails)), strict=True):
+            if excess <= 0:
+                break
+            held = other.kept + (incoming if other is tail else 0)
+            cut = min(excess, held - share)  # never below its share
+            if cut <= 0:
+                continue
+            excess -= cut
+            old = min(cut, other.kept)
+            other.forget(old)
+            if other is tail:
+                skip = cut - old
+        return skip
+
+
+class TailBuffer:
+    """The last bytes of a stream, held in fixed-size blocks that never outgrow the cap.
+
+    Alone (`TailBuffer(cap)`) it keeps the last `cap` bytes; made by SharedCap.tail(), it
+    keeps what the budget common to several streams gives it. Bytes beyond that are
+    dropped from the head before new ones are stored, so a command printing gigabytes
+    costs the cap (plus at most four blocks: 2 % of a cap of 1 MiB or more), not a
+    multiple of it.
+    """
+
+    def __init__(self, cap: int, *, share: SharedCap | None = None) -> None:
+        self._share = share if share is not None else SharedCap(cap)
+        self._share.join(self)
+        self.cap = self._share.cap
+        self.total = 0
+        self.kept = 0
+        self._blocks: deque[mmap.mmap] = deque()
+        self._head = 0  # offset of the oldest kept byte in the first block
+        self._fill = 0  # bytes used in the last block
+        self._joined: bytes | None = None  # set by contiguous(): the blocks are gone
 
     @property
     def dropped(self) -> int:
         """Bytes seen but no longer kept."""
-        return self.total - len(self._ring)
+        return self.total - self.kept
 
-    def views(self) -> tuple[memoryview, memoryview]:
-        """The kept tail as two pieces in order, without copying it."""
-        ring = memoryview(self._ring)
-        return ring[self._start :], ring[: self._start]
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Append a chunk; the oldest bytes beyond the cap (or the share) are dropped."""
+        if self._joined is not None:
+            raise RuntimeError("a tail made contiguous takes no more writes")
+        view = memoryview(chunk).cast("B")
+        self.total += len(view)
+        skip = self._share.make_room(self, len(view))
+        self._append(view[skip:])
+
+    def _append(self, view: memoryview) -> None:
+        """Copy `view` after the kept bytes (room was made for it)."""
+        pool = self._share.pool
+        while view:
+            if not self._blocks or self._fill == pool.size:
+                self._blocks.append(pool.take())
+                self._fill = 0
+            n = min(pool.size - self._fill, len(view))
+            self._blocks[-1][self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            self.kept += n
+            view = view[n:]
+
+    def forget(self, n: int) -> None:
+        """Drop the `n` oldest kept bytes; blocks emptied go back to the pool."""
+        if n <= 0:
+            return
+        if self._joined is not None:
+            raise RuntimeError("a tail made contiguous takes no more writes")
+        self.kept -= n
+        self._head += n
+        pool = self._share.pool
+        if not self.kept:
+            while self._blocks:
+                pool.give(self._blocks.popleft())
+            self._head = self._fill = 0
+            return
+        while self._head >= pool.size:  # kept > 0, so the first block is not the last
+            pool.give(self._blocks.popleft())
+            self._head -= pool.size
+
+    def pieces(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[Buffer, int, int]]:
+        """(buffer, from, to) pieces holding kept bytes [start, stop), in order."""
+        stop = self.kept if stop is None else min(stop, self.kept)
+        start = max(0, start)
+        if self._joined is not None:
+            if start < stop:
+                yield self._joined, start, stop
+            return
+        size = self._share.pool.size
+        at, end = self._head + start, self._head + stop
+        while at < end:
+            index, offset = divmod(at, size)
+            n = min(size - offset, end - at)
+            yield self._blocks[index], offset, offset + n
+            at += n
+
+    def views(self, last: int | None = None) -> list[memoryview]:
+        """The kept tail (or its `last` bytes) as pieces in order, without copying it.
+
+        Valid until the next write (blocks are reused): take them when the stream ended.
+        """
+        start = 0 if last is None else self.kept - last
+        return [memoryview(buf)[a:b] for buf, a, b in self.pieces(start)]
 
     def getvalue(self) -> bytes:
-        """The kept tail (at most `cap` bytes), as one new bytes object."""
-        return b"".join(self.views())
+        """The kept tail (at most the cap), as one new bytes object."""
+        return self.slice(0, self.kept)
 
-    def take(self) -> bytes:
-        """getvalue(), then empty the buffer: the tail is held once, not twice."""
-        value = self.getvalue()
-        self._ring, self._start = bytearray(), 0
-        return value
+    def slice(self, start: int, stop: int) -> bytes:
+        """A copy of kept bytes [start, stop)."""
+        return b"".join(memoryview(buf)[a:b] for buf, a, b in self.pieces(start, stop))
+
+    def contiguous(self) -> bytes:
+        """The kept tail as one bytes object, which replaces the blocks (no more writes).
+
+        For a caller that needs it in one piece (to decode it): the blocks are unmapped
+        once copied, so the tail is held twice only while the copy is made.
+        """
+        if self._joined is None:
+            self._joined = self.getvalue()
+            self._blocks.clear()
+            self._head = self._fill = 0
+        return self._joined
+
+    def _find(self, search: Search, start: int = 0, stop: int | None = None) -> int:
+        """Where `search` first finds its byte in kept bytes [start, stop), or -1."""
+        at = max(0, start)
+        for buf, a, b in self.pieces(start, stop):
+            found = search(buf, a, b)
+            if found >= 0:
+                return at + found - a
+            at += b - a
+        return -1
+
+    def _rfind(self, search: Search, stop: int | None = None) -> int:
+        """Where `search` (one that finds the last byte of a kind) last finds it before
+        `stop`, or -1: piece by piece from the end, so what is near the end is found
+        without a scan of the rest."""
+        stop = self.kept if stop is None else min(stop, self.kept)
+        at = stop
+        for buf, a, b in reversed(list(self.pieces(0, stop))):
+            at -= b - a
+            found = search(buf, a, b)
+            if found >= 0:
+                return at + found - a
+        return -1
+
+    def first_line(self, max_bytes: int | None = None) -> bytes:
+        """The first line that is not blank, from its first non-space byte: at most
+        `max_bytes` of it (b"" if none), a bounded copy whatever the tail holds."""
+        start = self._find(_first_non_space)
+        if start < 0:
+            return b""
+        stop = self._find(_first_line_end, start)
+        stop = self.kept if stop < 0 else stop
+        return self.slice(start, stop if max_bytes is None else min(stop, start + max_bytes))
+
+    def last_line(self, max_bytes: int | None = None) -> bytes:
+        """The last line that is not blank, from its first non-space byte: at most
+        `max_bytes` of it (b"" if none), a bounded copy whatever the tail holds."""
+        stop = self._rfind(_last_non_space) + 1
+        if not stop:
+            return b""
+        start = self._find(_first_non_space, self._rfind(_last_line_end, stop) + 1, stop)
+        return self.slice(start, stop if max_bytes is None else min(stop, start + max_bytes))
+
+    def __reduce__(self) -> tuple[Callable[[int, int, bytes], TailBuffer], tuple[int, int, bytes]]:
+        """Pickled as its cap, total and kept bytes: blocks are this process's mappings."""
+        return _unpickle, (self.cap, self.total, self.getvalue())
+
+
+def _unpickle(cap: int, total: int, kept: bytes) -> TailBuffer:
+    """A tail holding `kept` of `total` bytes, in one piece (it takes no more writes)."""
+    tail = TailBuffer(cap)
+    tail.total, tail.kept, tail._joined = total, len(kept), kept
+    return tail
+
+
+# Searches of one piece, buf[a:b]: the absolute index of what they look for, or -1.
+def _first_non_space(buf: Buffer, a: int, b: int) -> int:
+    match = _NON_SPACE.search(buf, a, b)
+    return match.start() if match else -1
+
+
+def _last_non_space(buf: Buffer, a: int, b: int) -> int:
+    match = _LAST_NON_SPACE.search(buf, a, b)
+    return match.start() if match else -1
+
+
+def _first_line_end(buf: Buffer, a: int, b: int) -> int:
+    found = [i for i in (buf.find(b"\n", a, b), buf.find(b"\r", a, b)) if i >= 0]
+    return min(found, default=-1)
+
+
+def _last_line_end(buf: Buffer, a: int, b: int) -> int:
+    return max(buf.rfind(b"\n", a, b), buf.rfind(b"\r", a, b))
 
 
 def truncation_note(dropped: int, kept: int) -> bytes:
