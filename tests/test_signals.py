@@ -392,3 +392,113 @@ def test_a_listing_into_a_closed_pipe_is_quiet(config: Path, command: list[str])
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and err == b""
+
+
+def test_nohup_keeps_the_run_alive_through_a_hangup(tmp_path: Path) -> None:
+    """A signal the caller ignores (nohup: SIGHUP) stays ignored; the run completes."""
+    out = tmp_path / "out"
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(
+        "checks:\n  commands:\n"
+        "    - {id: custom.pause, title: Pause, command: [sleep, '1.5'], timeout_s: 10}\n"
+    )
+    cmd = argv(quick, out, only="custom.pause")
+    proc = subprocess.Popen(
+        ["nohup", *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    with killed_at_exit(proc):
+        deadline = time.monotonic() + START_S
+        while not any(
+            p.cmdline()[:2] == ["sleep", "1.5"]
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if p.is_running()
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert archive_in(out).is_file()
+
+
+def test_runs_into_one_directory_at_once_never_take_each_others_names(tmp_path: Path) -> None:
+    """Ten runs at a time, while another process keeps cleaning the directory of dead runs."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stop = time.monotonic() + 60
+    cleaner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from snapshot_agent.storage.local import remove_dead_runs\n"
+            f"while time.time() < {time.time() + 60}:\n"
+            f"    remove_dead_runs(Path({str(out)!r}))\n",
+        ],
+        env=ENV,
+    )
+    try:
+        for _ in range(3):
+            runs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "snapshot_agent",
+                        "run",
+                        "--config",
+                        os.devnull,
+                        "-o",
+                        str(out),
+                        "--only",
+                        "cpu.load",
+                        "-q",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=ENV,
+                )
+                for _ in range(10)
+            ]
+            for run in runs:
+                stdout, stderr = run.communicate(timeout=120)
+                assert run.returncode in (0, 1), stderr
+                assert Path(stdout.strip()).is_file()
+            assert time.monotonic() < stop
+    finally:
+        cleaner.kill()
+        cleaner.wait()
+    assert len([p for p in out.iterdir() if p.name.endswith(".zip")]) == 30
+    assert not [p for p in out.iterdir() if not p.name.endswith(".zip")]
+
+
+def test_a_run_a_moment_old_is_not_taken_for_a_dead_one(tmp_path: Path) -> None:
+    """Between its mkdir and its lock file a live run's directory is empty: leave it."""
+    fresh = tmp_path / ".snapshot-20261126-120000.run"
+    fresh.mkdir(mode=0o700)
+    assert local.remove_dead_runs(tmp_path) == []
+    assert fresh.is_dir()
+    # An empty one left long ago by a run that died removing it is removed.
+    old = time.time() - 3600
+    os.utime(fresh, (old, old))
+    assert local.remove_dead_runs(tmp_path) == [fresh.name]
+    # And a run whose name was taken under it (the lock already there) takes another name.
+    taken = tmp_path / ".snapshot-20261126-120001.run"
+    taken.mkdir(mode=0o700)
+    (taken / local.LOCK_NAME).write_text("")
+    real_mkdir = os.mkdir
+
+    def mkdir_then_lose_the_race(path: object, mode: int = 0o777) -> None:
+        if Path(str(path)) == taken:
+            return  # as if our mkdir won, and another run's lock appeared after
+        real_mkdir(path, mode)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "mkdir", mkdir_then_lose_the_race)
+        assert local.RunDir.claim(taken) is None

@@ -5,20 +5,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import selectors
 import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import psutil
 
-from snapshot_agent.core.containment import die_with_parent
-from snapshot_agent.core.tail import TailBuffer
+from snapshot_agent.core.containment import RUN_ENV, die_with_parent
+from snapshot_agent.core.tail import SharedCap, TailBuffer
 
 DEFAULT_CAP = 10 * 1024 * 1024
 EXIT_GRACE_S = 0.2  # after the command exits, how long its pipes are still drained
@@ -39,8 +38,8 @@ INHERITED_ENV = ("PATH", "HOME", "TZ")
 #: PATH when the agent has none (systemd's default for services).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READ_CHUNK = 256 * 1024  # one pipe read; a flood is drained in few, large reads
-#: Whitespace then the rest of the line: the first non-empty line of a byte string.
-_FIRST_LINE = re.compile(rb"[^\s][^\n\r]*")
+#: Bytes of UTF-8 for one character at most: how much of a line to decode for N characters.
+MAX_CHAR_BYTES = 4
 
 
 def command_env(
@@ -49,54 +48,71 @@ def command_env(
     """A command's whole environment: the few inherited names, QUIET_ENV, then the caller's.
 
     `pass_env` names more of the agent's variables to hand over (a config's list);
-    `env` sets values outright and wins over everything.
+    `env` sets values outright and wins over everything but the run's tag.
     """
     full = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
     full.setdefault("PATH", DEFAULT_PATH)
     full.update(QUIET_ENV)
     full.update({name: os.environ[name] for name in pass_env if name in os.environ})
     full.update(env or {})
+    # Set in a check's process by the runner: the command, and every process it starts
+    # that keeps its environment, is found and killed by it if the agent is killed.
+    if RUN_ENV in os.environ:
+        full[RUN_ENV] = os.environ[RUN_ENV]
     return full
+
+
+def _no_output() -> TailBuffer:
+    """The tail of a stream that printed nothing (it holds no memory)."""
+    return TailBuffer(1)
 
 
 @dataclass
 class CommandResult:
     """What a command did: its argv, exit code, duration and (tail of) its output.
 
-    The output is kept as the bytes the command printed (at most the cap of each
-    stream); `stdout` and `stderr` decode them on first use only, so a check that
-    saves the output without reading it never holds a second copy.
+    The output is kept as the bytes the command printed, in the tails of both streams
+    (which share one cap); `stdout` and `stderr` decode them on first use only, so a
+    check that saves the output without reading it never holds a second copy.
     """
 
     argv: list[str]
     exit_code: int | None  # None when it never started or was killed at its timeout
     duration_ms: int
-    raw_stdout: bytes = b""
-    raw_stderr: bytes = b""
+    stdout_tail: TailBuffer = field(default_factory=_no_output)
+    stderr_tail: TailBuffer = field(default_factory=_no_output)
     timed_out: bool = False
-    stdout_dropped: int = 0  # bytes dropped from the head because of the cap
-    stderr_dropped: int = 0
     error: str = ""  # why it could not start, when it could not
 
     @cached_property
     def stdout(self) -> str:
         """The kept tail of stdout as text (undecodable bytes replaced)."""
-        return self.raw_stdout.decode("utf-8", "replace")
+        return _decode(self.stdout_tail)
 
     @cached_property
     def stderr(self) -> str:
         """The kept tail of stderr as text (undecodable bytes replaced)."""
-        return self.raw_stderr.decode("utf-8", "replace")
+        return _decode(self.stderr_tail)
 
     @property
     def stdout_total(self) -> int:
         """Bytes the command printed on stdout, kept or not."""
-        return len(self.raw_stdout) + self.stdout_dropped
+        return self.stdout_tail.total
 
     @property
     def stderr_total(self) -> int:
         """Bytes the command printed on stderr, kept or not."""
-        return len(self.raw_stderr) + self.stderr_dropped
+        return self.stderr_tail.total
+
+    @property
+    def stdout_dropped(self) -> int:
+        """Bytes of stdout dropped from the head because of the cap."""
+        return self.stdout_tail.dropped
+
+    @property
+    def stderr_dropped(self) -> int:
+        """Bytes of stderr dropped from the head because of the cap."""
+        return self.stderr_tail.dropped
 
     @property
     def ok(self) -> bool:
@@ -116,17 +132,19 @@ class CommandResult:
 
     def first_error_line(self, max_chars: int | None = None) -> str:
         """The first non-empty line of stderr, stripped and cut to `max_chars` ('' if none)."""
-        # Found in the bytes: splitting megabytes of stderr into lines costs far more.
-        match = _FIRST_LINE.search(self.raw_stderr)
-        if not match:
-            return ""
-        end = match.end() if max_chars is None else min(match.end(), match.start() + 4 * max_chars)
-        text = self.raw_stderr[match.start() : end].decode("utf-8", "replace")
+        # Found in the bytes, and only its start decoded: a flood without a newline is
+        # one line of the whole cap.
+        raw = self.stderr_tail.first_line(_byte_limit(max_chars))
+        text = raw.decode("utf-8", "replace")
         return (text.splitlines() or [""])[0].strip()[:max_chars]
 
     def last_line(self, max_chars: int | None = None) -> str:
         """The last non-empty line of stderr, else of stdout, stripped and cut ('' if none)."""
-        return _last_line(self.raw_stderr, max_chars) or _last_line(self.raw_stdout, max_chars)
+        limit = _byte_limit(max_chars)
+        for tail in (self.stderr_tail, self.stdout_tail):
+            if text := tail.last_line(limit).decode("utf-8", "replace").strip()[:max_chars]:
+                return text
+        return ""
 
     def explain(self, max_chars: int | None = None) -> str:
         """describe() plus the first line of stderr: why a command gave nothing usable."""
@@ -148,13 +166,14 @@ class CommandResult:
         }
 
 
-def _last_line(data: bytes, max_chars: int | None) -> str:
-    """The last non-empty line of `data`, decoded, stripped, cut to `max_chars`."""
-    end = len(data.rstrip())  # one bounded copy; a backwards scan in Python is slower
-    if not end:
-        return ""
-    start = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end)) + 1
-    return data[start:end].decode("utf-8", "replace").strip()[:max_chars]
+def _decode(tail: TailBuffer) -> str:
+    """A stream's kept tail as text: decoded from one copy that replaces its blocks."""
+    return tail.contiguous().decode("utf-8", "replace")
+
+
+def _byte_limit(max_chars: int | None) -> int | None:
+    """How many bytes can hold `max_chars` characters of UTF-8 (None: no limit)."""
+    return None if max_chars is None else MAX_CHAR_BYTES * max_chars
 
 
 def run_command(
@@ -169,7 +188,8 @@ def run_command(
     """Run `argv` (no shell), kill it and its children after `timeout_s`, keep output tails.
 
     The command gets command_env(env, pass_env), never the agent's whole environment.
-    Each stream is read into a ring of `cap` bytes, so memory stays about twice the cap
+    Both streams are read into tails sharing one budget of `cap` bytes (split as
+    context.split_cap splits a saved file), so the output held stays within the cap
     whatever the command prints.
     """
     argv = [str(a) for a in argv]
@@ -191,21 +211,20 @@ def run_command(
     except OSError as exc:
         return CommandResult(argv, None, 0, error=exc.strerror or str(exc))
 
-    out, err = TailBuffer(cap), TailBuffer(cap)
+    share = SharedCap(cap)
+    out, err = share.tail(), share.tail()
     timed_out = _pump(proc, out, err, deadline=start + timeout_s)
+    share.release()  # no more output: the spare blocks go back to the kernel
     if timed_out:
         _kill_tree(proc)
     exit_code = None if timed_out else proc.wait()
-    raw_out, raw_err = out.take(), err.take()
     return CommandResult(
         argv=argv,
         exit_code=exit_code,
         duration_ms=int((time.monotonic() - start) * 1000),
-        raw_stdout=raw_out,
-        raw_stderr=raw_err,
+        stdout_tail=out,
+        stderr_tail=err,
         timed_out=timed_out,
-        stdout_dropped=out.total - len(raw_out),
-        stderr_dropped=err.total - len(raw_err),
     )
 
 

@@ -14,6 +14,13 @@ things hold whatever a command does:
 
 Both layers are always on; the cgroup only makes the kill atomic. A process that is not
 a check's is never touched: the agent's own children from before the run are kept.
+
+Neither layer outlives the agent: killed outright (SIGKILL, the OOM killer), it can kill
+nothing, and PR_SET_PDEATHSIG reaches only its checks and their commands, not what those
+started. So each run has a guardian (`Guardian`), a small process forked before the
+first check that waits for the agent's end and, if the agent died, kills the run's
+cgroup and every process that carries the run's tag (RUN_ENV, which every command a
+check starts has in its environment), then exits.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import ctypes
 import functools
 import itertools
 import os
+import secrets
 import signal
 import time
 from collections.abc import Collection, Iterator
@@ -30,14 +38,24 @@ from pathlib import Path
 
 import psutil
 
-from snapshot_agent.errors import UsageError
+from snapshot_agent.errors import STOP_SIGNALS, UsageError
 
 MODE_ENV = "SNAPSHOT_AGENT_CONTAINMENT"
 MODES = ("auto", "subreaper")  # auto: a cgroup per check when allowed, else subreapers
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_GET_CHILD_SUBREAPER = 37
-RUN_PREFIX = "snapshot-agent-"  # <cgroup of the agent>/snapshot-agent-<pid>-<n>/check-<i>
+PR_SET_NAME = 15
+#: <cgroup of the agent>/snapshot-agent-<pid>-<start>-<n>/check-<i>, where <start> is when
+#: the agent started (clock ticks after boot): a later process with the same pid is not it.
+RUN_PREFIX = "snapshot-agent-"
+#: In the environment of every command a check starts: the run's tag, unique per run.
+RUN_ENV = "SNAPSHOT_AGENT_RUN"
+GUARD_S = 10.0  # after the agent died: how long its guardian keeps killing the run
+GUARD_QUIET_S = 0.1  # ...until it has found nothing new to kill for this long
+FULL_SCAN_EVERY = 8  # one guardian round in this many reads every process in /proc
+DISMISS = b"d"  # the agent to its guardian: the run is cleaned up, exit
+DISMISS_S = 1.0  # how long the agent waits for a dismissed guardian to exit
 CLOSE_S = 1.0  # after the run, how long to wait for killed processes to go
 SCAN_EVERY_S = 1.0  # without /proc/PID/task/TID/children, how often to scan all of /proc
 _runs = itertools.count()  # one process may run the checks many times (tests, the service)
@@ -116,13 +134,32 @@ def kill_tree(pid: int) -> set[int]:
 
 
 def _zombie(pid: int) -> bool:
-    """Whether `pid` has exited (a zombie, or gone): the state after the command name."""
+    """Whether `pid` has exited (a zombie, or gone)."""
+    fields = _stat(pid)
+    return fields is None or fields[0] in (b"Z", b"X")
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None if unreadable.
+
+    Split after the last `)`: the name itself may hold spaces and parentheses.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields if len(fields) > 19 else None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (field 22 of its stat); None if unknown.
+
+    With the pid it names one process for good: a pid is reused, a start time never is.
+    """
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def set_subreaper(on: bool) -> bool:
@@ -293,19 +330,250 @@ def _stale_runs(base: Path) -> list[Path]:
     stale = []
     with contextlib.suppress(OSError):
         for entry in base.iterdir():
-            owner = entry.name.removeprefix(RUN_PREFIX).split("-")[0]
-            if not (entry.name.startswith(RUN_PREFIX) and owner.isdigit()):
-                continue
-            if int(owner) == os.getpid():
+            owner = _run_owner(entry.name)
+            if owner is not None and not _owner_alive(*owner):
                 stale.append(entry)
-                continue
-            try:
-                os.kill(int(owner), 0)
-            except ProcessLookupError:
-                stale.append(entry)
-            except PermissionError:
-                pass  # alive, someone else's
     return stale
+
+
+def _run_owner(name: str) -> tuple[int, int | None] | None:
+    """(pid, start ticks) of the agent that made the run cgroup `name`; None: not a run's.
+
+    Names of agents before start ticks were recorded (`<pid>-<n>`) give no start.
+    """
+    if not name.startswith(RUN_PREFIX):
+        return None
+    parts = name.removeprefix(RUN_PREFIX).split("-")
+    if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]) if len(parts) == 3 else None
+
+
+def _owner_alive(pid: int, start: int | None) -> bool:
+    """Whether the agent that made a run cgroup may still be running it.
+
+    Not this agent (its earlier runs are over), not a dead or zombie pid, and not a
+    process that started at another time than the name says: the pid was reused.
+    """
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: still read its stat, if /proc shows it
+    fields = _stat(pid)
+    if fields is None:  # hidden from us (hidepid): alive as far as we can tell
+        return True
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return start is None or int(fields[19]) == start
+
+
+# -- the guardian -------------------------------------------------------------------
+
+
+class Guardian:
+    """A small process that outlives the agent just long enough to kill its run.
+
+    Forked before the first check, it blocks on a pipe whose write end only the agent
+    holds (the checks close it, commands never inherit it). The agent dismisses it once
+    the run is cleaned up; EOF without that means the agent died, and the guardian
+    kills the run (`clean_up_run`) and exits. It ignores the stop signals, which are the
+    agent's to handle, and has a process group of its own, so that killing the agent's
+    group does not take it along.
+    """
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self._fd: int | None = fd  # the write end: closing it without DISMISS means death
+
+    @classmethod
+    def start(cls, tag: str, group: Path | None) -> Guardian | None:
+        """Fork the guardian of the run tagged `tag` (cgroup `group`); None if fork failed."""
+        read_fd, write_fd = os.pipe()  # not inheritable: no command ever holds the write end
+        agent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+        if pid == 0:
+            _guard(read_fd, agent, tag, group)  # never returns
+        with contextlib.suppress(OSError):  # the guardian does this too; first one wins
+            os.setpgid(pid, pid)
+        os.close(read_fd)
+        return cls(pid, write_fd)
+
+    def dismiss(self) -> None:
+        """The run is cleaned up: let the guardian exit without killing anything, reap it."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._fd, DISMISS)
+        os.close(self._fd)
+        self._fd = None
+        end = time.monotonic() + DISMISS_S
+        while not _reaped(self.pid) and time.monotonic() < end:
+            time.sleep(0.0005)
+
+
+def _guard(fd: int, agent: int, tag: str, group: Path | None) -> None:
+    """The guardian's whole life: wait for the agent's end, clean up if it died; exits."""
+    try:
+        for signum in STOP_SIGNALS:  # Ctrl-C, a hang-up: the agent stops the run itself
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        with contextlib.suppress(Exception):  # how `ps` and `top` tell it from the agent
+            ctypes.CDLL(None).prctl(PR_SET_NAME, b"snapshot-guard", 0, 0, 0)
+        _keep_only(fd)
+        if not _dismissed(fd):
+            _await_reparenting(agent)
+            clean_up_run(tag, group, time.monotonic() + GUARD_S)
+    finally:
+        os._exit(0)
+
+
+def _keep_only(fd: int) -> None:
+    """Close every inherited descriptor but `fd`; stdio on /dev/null.
+
+    Held open, the agent's pipes would keep a reader waiting for EOF (a caller's
+    `communicate()`, the service's events) and its lock file would look alive.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    top = os.sysconf("SC_OPEN_MAX")
+    os.closerange(3, fd)
+    os.closerange(fd + 1, max(top, fd + 1))
+
+
+def _dismissed(fd: int) -> bool:
+    """Block until the agent dismisses this guardian (True) or dies (EOF: False)."""
+    while True:
+        data = os.read(fd, 64)
+        if not data:
+            return False
+        if DISMISS in data:
+            return True
+
+
+def _await_reparenting(agent: int) -> None:
+    """Wait until the agent has finished dying: its files close before its children move.
+
+    Until then, what its checks leave is not yet where `hunt` looks for it.
+    """
+    end = time.monotonic() + 1.0
+    while os.getppid() == agent and time.monotonic() < end:
+        time.sleep(0.0005)
+
+
+def clean_up_run(tag: str, group: Path | None, end: float) -> None:
+    """Kill all of a dead agent's run, until `end`: its cgroup, then its tagged processes."""
+    if group is not None:
+        _kill_group(group)
+    hunt(tag, end)
+    while group is not None and not _remove(group) and time.monotonic() < end:
+        _kill_group(group)  # once more: nothing enters a run's cgroup but its checks
+        time.sleep(0.005)
+
+
+def hunt(tag: str, end: float) -> int:
+    """SIGKILL every process carrying the run's tag until none turns up for a while.
+
+    A daemon that keeps re-forking is never where a scan of /proc last saw it. But once
+    the agent is dead everything its checks orphaned lands on the agent's reaper, this
+    process's parent now: its children, read each round newest first, are where such a
+    daemon is, and a killed process's children are read after the kill, when it can
+    fork no more. A full scan of /proc every few rounds finds the rest. Returns how
+    many processes it killed.
+    """
+    marker = b"\0" + f"{RUN_ENV}={tag}".encode() + b"\0"
+    killed: set[int] = set()
+    quiet_since = time.monotonic()
+    quiet_scans = 0  # full scans that found nothing new since `quiet_since`
+    for turn in itertools.count():
+        full = turn % FULL_SCAN_EVERY == 0
+        fresh = _kill_tagged(_all_pids() if full else children(os.getppid()), marker) - killed
+        killed |= fresh
+        now = time.monotonic()
+        if fresh:
+            quiet_since, quiet_scans = now, 0
+        elif full:
+            quiet_scans += 1
+        if now >= end or (quiet_scans >= 2 and now - quiet_since >= GUARD_QUIET_S):
+            break
+        if not fresh:
+            time.sleep(0.001)
+    return len(killed)
+
+
+def _all_pids() -> list[int]:
+    """Every pid in /proc."""
+    with contextlib.suppress(OSError):
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return []
+
+
+def _kill_tagged(pids: list[int], marker: bytes) -> set[int]:
+    """SIGKILL those of `pids` whose environment holds `marker`, and the same below them."""
+    hit: set[int] = set()
+    stack = sorted(pids)  # pop() takes the newest first: a re-forking daemon is there
+    seen = {os.getpid()}
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        if _kill_if_tagged(pid, marker):
+            hit.add(pid)
+            stack += sorted(children(pid))
+    return hit
+
+
+def _kill_if_tagged(pid: int, marker: bytes) -> bool:
+    """SIGKILL `pid` if its environment holds `marker`; whether it did.
+
+    Through a pidfd opened before the environment is read: if the pid is reused
+    meanwhile, the signal goes to the process that was read or to no one.
+    """
+    pidfd: int | None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (OSError, AttributeError):  # before Linux 5.3: plain kill, a narrow race
+        pidfd = None
+    try:
+        if not _tagged(pid, marker):
+            return False
+        if pidfd is None:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _tagged(pid: int, marker: bytes) -> bool:
+    """Whether `pid`'s environment holds `marker` (a zombie's reads as empty).
+
+    Readable for our own uid's processes and, as root, for all.
+    """
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            environ = fh.read()
+    except OSError:
+        return False
+    return marker in b"\0" + environ
 
 
 # -- one run ------------------------------------------------------------------------
@@ -316,14 +584,19 @@ class Containment:
 
     The runner opens it before the first check and closes it after the last; in
     between it makes a cell per check (`cell`), kills a check's whole tree (`kill`) and
-    sweeps up what killed checks orphaned onto the agent (`sweep`).
+    sweeps up what killed checks orphaned onto the agent (`sweep`). A guardian kills the
+    run if the agent dies before `close`.
     """
 
     def __init__(self, mode: str | None = None) -> None:
         self.requested = resolve_mode(mode)
         self.run_group: Path | None = None
         self.mode = "subreaper"  # what contains this run's checks: cgroup or subreaper
-        self._was_subreaper = False
+        #: In every command's environment (as RUN_ENV): how the guardian tells the run's
+        #: processes from all others. Random: a pid and a counter repeat across boots.
+        self.tag = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.guardian: Guardian | None = None
+        self._was_subreaper: bool | None = None  # None: not opened
         self._foreign: set[int] = set()  # the agent's children before the run: not ours
         self._orphans: set[int] = set()  # killed, not yet reaped
         self._dead_cells: list[Path] = []  # killed, not yet removed
@@ -331,22 +604,37 @@ class Containment:
         self._next_scan = 0.0
 
     def open(self) -> None:
-        """Become a subreaper and make the run's cgroup when that is allowed."""
-        self._foreign = set(children(os.getpid()))
-        self._was_subreaper = is_subreaper()
-        set_subreaper(True)
-        if self.requested == "auto":
-            self.run_group = self._make_run_group()
-        self.mode = "cgroup" if self.run_group is not None else "subreaper"
+        """Become a subreaper, start the guardian, make the run's cgroup when allowed.
 
-    def _make_run_group(self) -> Path | None:
+        As one step, with the stop signals held: a Ctrl-C halfway would leave a cgroup
+        or a guardian that `close` does not know of. The guardian is started before the
+        cgroup is made, so there is no moment when the agent could die and leave it.
+        """
+        with _stop_signals_held():
+            self._foreign = set(children(os.getpid()))
+            self._was_subreaper = is_subreaper()
+            set_subreaper(True)
+            base = self._cgroup_base() if self.requested == "auto" else None
+            group = None if base is None else base / _run_group_name()
+            self.guardian = Guardian.start(self.tag, group)
+            if self.guardian is not None:
+                self._foreign.add(self.guardian.pid)
+            if group is not None:
+                self.run_group = self._make_run_group(group)
+            self.mode = "cgroup" if self.run_group is not None else "subreaper"
+
+    def _cgroup_base(self) -> Path | None:
+        """Where this run's cgroup goes (the agent's own), stale runs there cleaned; None:
+        the agent may not make one."""
         base = own_cgroup_dir()
         if base is None or not os.access(base / "cgroup.procs", os.W_OK):
             return None
         for stale in _stale_runs(base):
             _kill_group(stale)
             self._dead_cells.append(stale)  # removed by `sweep` once its processes died
-        group = base / f"{RUN_PREFIX}{os.getpid()}-{next(_runs)}"
+        return base
+
+    def _make_run_group(self, group: Path) -> Path | None:
         try:
             group.mkdir()
         except OSError:
@@ -392,7 +680,17 @@ class Containment:
         self._dead_cells = [cell for cell in self._dead_cells if not _remove(cell)]
 
     def close(self, checks: Collection[int] = ()) -> None:
-        """After the last check: kill what is left, reap it, remove the cgroups."""
+        """After the last check: kill what is left, reap it, remove the cgroups, dismiss
+        the guardian. Safe after an `open` that did not finish, and to repeat."""
+        try:
+            self._clean_up(checks)
+        finally:
+            if self.guardian is not None:
+                self.guardian.dismiss()
+            if self._was_subreaper is False:
+                set_subreaper(False)
+
+    def _clean_up(self, checks: Collection[int]) -> None:
         if self.run_group is not None:
             _kill_group(self.run_group)
         end = time.monotonic() + CLOSE_S
@@ -406,5 +704,23 @@ class Containment:
             time.sleep(0.005)
         if group_gone:
             self.run_group = None
-        if not self._was_subreaper:
-            set_subreaper(False)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """The stop signals held for a step that must not be cut in half, the mask restored.
+
+    The mask is read before anything changes and restored in `finally`: a signal that
+    arrived just before is raised the moment they are held, and must not leave them so.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # only reads it
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _run_group_name() -> str:
+    """A new run cgroup's name: this agent's pid and start (see RUN_PREFIX), then a count."""
+    return f"{RUN_PREFIX}{os.getpid()}-{start_ticks(os.getpid()) or 0}-{next(_runs)}"

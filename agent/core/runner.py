@@ -12,7 +12,8 @@ Each child gets a pipe for its pickled `Result` and a pipe for anything it print
 directory under the cap. The parent is a single-threaded select loop, which is what
 makes `fork` safe here. What a check starts is contained (core/containment.py): a
 cgroup per check where the agent may make one, subreapers always, so a daemon that
-detaches and re-forks still dies with its check.
+detaches and re-forks still dies with its check; and a guardian process kills the
+run's leftovers if the agent itself is killed outright.
 
 Slots come from three pools of `concurrency` each: checks that sample over time, the
 config's command checks, and the rest. A hung command can hold up only other commands,
@@ -38,6 +39,7 @@ from typing import Any, Protocol
 from snapshot_agent.config import Config
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.containment import (
+    RUN_ENV,
     Containment,
     die_with_parent,
     join,
@@ -150,9 +152,10 @@ class Runner:
         results: dict[str, Result] = {}
         sel = selectors.DefaultSelector()
         self._contain = Containment(self.containment)
-        self._contain.open()
-        self.contained_by = self._contain.mode  # cgroup or subreaper, for logs and tests
-        try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # only reads it: restored at the end
+        try:  # from the first step: a signal during `open` still leaves nothing behind
+            self._contain.open()
+            self.contained_by = self._contain.mode  # cgroup or subreaper, for logs and tests
             while pending or running:
                 now = time.monotonic()
                 if now < deadline:
@@ -177,13 +180,23 @@ class Runner:
                 if self.observer:
                     self.observer.tick()
         finally:
-            self._stop_all(running, sel)
+            # Held first thing, here: a signal that came just before is raised by this
+            # very call (or at the entry of any function called first), and the checks
+            # must be stopped all the same. Held, a second Ctrl-C cannot cut that short.
+            try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            finally:
+                self._stop_all(running, sel, mask)
         return [Outcome(c, results[c.id]) for c in checks]
 
-    def _stop_all(self, running: dict[int, _Running], sel: selectors.BaseSelector) -> None:
-        """Ctrl-C, a bug, or the end: kill every check and all they started, reap, clean."""
-        # A second Ctrl-C must not cut this short and leave the checks running.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    def _stop_all(
+        self,
+        running: dict[int, _Running],
+        sel: selectors.BaseSelector,
+        mask: set[signal.Signals],
+    ) -> None:
+        """Ctrl-C, a bug, or the end, with the stop signals held: kill every check and all
+        they started, reap, clean; then the signal `mask` the run began with is back."""
         try:
             for run in running.values():
                 self._contain.kill(run.pid, run.cell)
@@ -197,7 +210,7 @@ class Runner:
             ]
             self._contain.close(self._unreaped)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _check_pids(self, running: dict[int, _Running]) -> set[int]:
         """The agent's children that are checks (running, or ended and not yet reaped)."""
@@ -255,13 +268,13 @@ class Runner:
         # Ctrl-C or SIGTERM between fork and registration would orphan a child that
         # keeps writing into the spool: hold them until the child is in `running`.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        agent = os.getpid()
+        agent, tag = os.getpid(), self._contain.tag
         try:
             pid = os.fork()
             if pid == 0:  # child: never returns
                 os.close(result_r)
                 os.close(output_r)
-                _child_main(check, ctx, result_w, output_w, old_mask, cell, agent)
+                _child_main(check, ctx, result_w, output_w, old_mask, cell, agent, tag)
             with contextlib.suppress(OSError):  # the child does this too; first one wins
                 os.setpgid(pid, pid)
             os.close(result_w)
@@ -388,12 +401,16 @@ def _child_main(
     mask: set[signal.Signals],
     cell: str | None,
     parent: int,
+    tag: str,
 ) -> None:
     """Run one check in the forked child and write its pickled Result; never returns."""
     code = 0
     try:
         join(cell)  # before anything can fork: all the check starts is born in its cgroup
         die_with_parent(parent)
+        # Every command the check starts carries the run's tag: if the agent is killed
+        # outright, its guardian finds by it what the commands left (commands.py).
+        os.environ[RUN_ENV] = tag
         os.setpgid(0, 0)
         for signum in STOP_SIGNALS:  # the agent's handlers are not the check's
             signal.signal(signum, signal.SIG_DFL)
