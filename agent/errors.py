@@ -54,9 +54,12 @@ def stop_signals_held() -> Iterator[None]:
     """Hold the stop signals for a step that must not be cut in half (commit, cleanup).
 
     A signal that arrives meanwhile stays pending and is handled when the step is done.
+    The mask is read before anything changes and restored in `finally`: a signal that
+    arrived just before is raised the moment they are held, and must not leave them so.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # only reads it
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

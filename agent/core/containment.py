@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psutil
 
-from snapshot_agent.errors import STOP_SIGNALS, UsageError
+from snapshot_agent.errors import STOP_SIGNALS, UsageError, stop_signals_held
 
 MODE_ENV = "SNAPSHOT_AGENT_CONTAINMENT"
 MODES = ("auto", "subreaper")  # auto: a cgroup per check when allowed, else subreapers
@@ -610,7 +610,7 @@ class Containment:
         or a guardian that `close` does not know of. The guardian is started before the
         cgroup is made, so there is no moment when the agent could die and leave it.
         """
-        with _stop_signals_held():
+        with stop_signals_held():
             self._foreign = set(children(os.getpid()))
             self._was_subreaper = is_subreaper()
             set_subreaper(True)
@@ -704,21 +704,6 @@ class Containment:
             time.sleep(0.005)
         if group_gone:
             self.run_group = None
-
-
-@contextlib.contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """The stop signals held for a step that must not be cut in half, the mask restored.
-
-    The mask is read before anything changes and restored in `finally`: a signal that
-    arrived just before is raised the moment they are held, and must not leave them so.
-    """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # only reads it
-    try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _run_group_name() -> str:

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
 from snapshot_agent.pipeline.record import SnapshotOptions
 
 #: How long a cancelled snapshot gets to clean up before it is killed outright.
@@ -146,15 +144,9 @@ class SnapshotProcess:
         return Finished(self.proc.returncode, outcome, stderr)
 
     def _kill_all(self) -> None:
-        """SIGKILL the agent and every process below it, checks in their own groups too."""
-        try:
-            tree = psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            tree = []
+        """SIGKILL the agent: its checks die with it (PR_SET_PDEATHSIG) and the run's
+        guardian, in a group of its own, then kills whatever they started."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        for child in tree:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)

@@ -110,10 +110,30 @@ def take_snapshot(
         record.status = SnapshotStatus.COMPLETED
         return record
     finally:
-        with stop_signals_held():  # a burst of Ctrl-C waits until this is done
-            if spool is not None:
-                _remove_spool(spool)
-            sink.abort()  # after a commit, only what is left beside the archive
+        _clean_up(spool, sink)
+
+
+def _clean_up(spool: Path | None, sink: Sink) -> None:
+    """Remove the spool and abort the sink (after a commit, only what is beside it).
+
+    A burst of Ctrl-C waits until this is done; a first signal raised just as the
+    signals are being held would skip the body, so it runs again (both steps are
+    idempotent) whatever happened.
+    """
+    try:
+        with stop_signals_held():
+            _discard(spool, sink)
+    finally:
+        _discard(spool, sink)
+
+
+def _discard(spool: Path | None, sink: Sink) -> None:
+    """The spool removed, the sink aborted; either may already be done."""
+    try:
+        if spool is not None:
+            _remove_spool(spool)
+    finally:
+        sink.abort()
 
 
 def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
