@@ -316,15 +316,9 @@ def test_detached_commands_die_with_the_check(tmp_path: Path) -> None:
         assert _gone(int(path.read_text())), f"{path.name}: the detached sleep survived"
 
 
-def test_sampling_checks_do_not_take_the_other_checks_slots(tmp_path: Path) -> None:
-    """With one slot, a check that samples for 2 s must not hold up a quick one."""
+def finish_times(tmp_path: Path, checks: list[Check]) -> tuple[list[Status], dict[str, float]]:
+    """Run `checks` with one slot per pool: their statuses, and when each finished (s)."""
     done_at: dict[str, float] = {}
-
-    def sampler(ctx: Context) -> Result:
-        time.sleep(2)
-        return Result(Status.PASS, "sampled")
-
-    checks = [make_check(sampler, id="t.sampler", sampling_s=2.0), make_check(ok, id="t.quick")]
     start = time.monotonic()
 
     class Clock:
@@ -335,17 +329,28 @@ def test_sampling_checks_do_not_take_the_other_checks_slots(tmp_path: Path) -> N
 
         def tick(self) -> None: ...
 
-    config = Config(checks=ChecksConfig(concurrency=1))
     spool = tmp_path / "spool"
     spool.mkdir()
+    config = Config(checks=ChecksConfig(concurrency=1))
     outcomes = Runner(config, spool, lambda c: {}, Clock()).run(checks)
-    assert [o.result.status for o in outcomes] == [Status.PASS, Status.PASS]
+    return [o.result.status for o in outcomes], done_at
+
+
+def test_sampling_checks_do_not_take_the_other_checks_slots(tmp_path: Path) -> None:
+    """With one slot, a check that samples for 2 s must not hold up a quick one."""
+
+    def sampler(ctx: Context) -> Result:
+        time.sleep(2)
+        return Result(Status.PASS, "sampled")
+
+    checks = [make_check(sampler, id="t.sampler", sampling_s=2.0), make_check(ok, id="t.quick")]
+    statuses, done_at = finish_times(tmp_path, checks)
+    assert statuses == [Status.PASS, Status.PASS]
     assert done_at["t.quick"] < 1.0 < done_at["t.sampler"]
 
 
 def test_hung_commands_do_not_take_the_built_in_checks_slots(tmp_path: Path) -> None:
     """With one slot, a config command that hangs must not hold up a built-in check."""
-    done_at: dict[str, float] = {}
 
     def hangs(ctx: Context) -> Result:
         time.sleep(600)
@@ -355,21 +360,8 @@ def test_hung_commands_do_not_take_the_built_in_checks_slots(tmp_path: Path) -> 
         make_check(hangs, id="custom.hang", timeout_s=2, source="config"),
         make_check(ok, id="t.builtin"),
     ]
-    start = time.monotonic()
-
-    class Clock:
-        def started(self, check: Check) -> None: ...
-
-        def finished(self, check: Check, result: Result) -> None:
-            done_at[check.id] = time.monotonic() - start
-
-        def tick(self) -> None: ...
-
-    config = Config(checks=ChecksConfig(concurrency=1))
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    outcomes = Runner(config, spool, lambda c: {}, Clock()).run(checks)
-    assert [o.result.status for o in outcomes] == [Status.TIMEOUT, Status.PASS]
+    statuses, done_at = finish_times(tmp_path, checks)
+    assert statuses == [Status.TIMEOUT, Status.PASS]
     assert done_at["t.builtin"] < 1.0 < 2.0 <= done_at["custom.hang"]
 
 
