@@ -176,20 +176,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except AgentError as exc:
         # stderr is the journal under systemd: the message passes the filter too (a
         # refused config value may be a password).
-        message = RuleFilter().text(str(exc))
-        if getattr(args, "json", False):
-            print(json.dumps({"status": "failed", "error": message}))
-        _emit_failure(args, message, exc.exit_code)
-        print(f"snapshot-agent: {printable(message)}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, RuleFilter().text(str(exc)), exc.exit_code)
     except (KeyboardInterrupt, Interrupted) as exc:
         by = f" by {signal_name(exc.signum)}" if isinstance(exc, Interrupted) else ""
-        message = f"interrupted{by}; no archive was written"
-        if getattr(args, "json", False):
-            print(json.dumps({"status": "failed", "error": message}))
-        _emit_failure(args, message, 130)
-        print(f"snapshot-agent: {message}", file=sys.stderr)
-        return 130
+        # All printable ASCII (a signal's name or number), so printable() leaves it be.
+        return _fail(args, f"interrupted{by}; no archive was written", 130)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -322,11 +313,15 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit_failure(args: argparse.Namespace, message: str, exit_code: int) -> None:
-    """Tell the event stream, when there is one, that no snapshot was made."""
+def _fail(args: argparse.Namespace, message: str, exit_code: int) -> int:
+    """No snapshot was made: say so on stdout (--json), the event stream and stderr."""
+    if getattr(args, "json", False):
+        print(json.dumps({"status": "failed", "error": message}))
     events = getattr(args, "events", None)
     if events is not None:
         events.emit("snapshot_failed", error=message, exit_code=exit_code)
+    print(f"snapshot-agent: {printable(message)}", file=sys.stderr)
+    return exit_code
 
 
 class _StopOnSignal:

@@ -40,13 +40,12 @@ MAX_RULES = 256  # extra redaction keys or patterns
 MAX_TOKENS = 64
 MAX_ID = 2**63 - 1  # deployment and node ids are int64 in the supervisor
 
-CHECK_ID_REGEX = ID_REGEX
 NO_NUL_REGEX = r"^[^\x00]*\Z"
 ONE_LINE_REGEX = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*\Z"
 
 #: msgspec's regex errors, in words (the key is the regex as msgspec quotes it).
 _PATTERN_WORDS = {
-    repr(CHECK_ID_REGEX): "a check id like custom.raid: a lowercase area, a dot, then "
+    repr(ID_REGEX): "a check id like custom.raid: a lowercase area, a dot, then "
     "lowercase letters, digits, '_', '.' or '-'",
     repr(NO_NUL_REGEX): "text without NUL characters",
     repr(ONE_LINE_REGEX): "one line of text without control characters",
@@ -81,7 +80,7 @@ class IggyConfig(_Section):
 
 
 class CommandCheckConfig(_Section):
-    id: Annotated[str, Meta(pattern=CHECK_ID_REGEX)]
+    id: Annotated[str, Meta(pattern=ID_REGEX)]
     title: Title
     command: Annotated[list[Argument], Meta(min_length=1, max_length=MAX_ARGS)]
     timeout_s: Seconds = 10.0

@@ -33,6 +33,7 @@ from snapshot_agent.checks.process import (
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.processes import BrokerProcess, ProcStat, find_broker, parse_stat
 from snapshot_agent.pipeline.filter import RuleFilter, filter_result
+from snapshot_agent.pipeline.record import CheckRecord
 
 from .conftest import fixture_roots, make_context, run_cli, write_tree
 
@@ -292,7 +293,7 @@ def test_process_top_command_lines_leave_masked(tmp_path: Path, node: Path) -> N
     assert (
         result.data["broker"]["command"] == "/usr/bin/iggy-server --with-default-root-credentials"
     )
-    text = json.dumps(result.to_dict())
+    text = json.dumps(CheckRecord.of(process_top, result).to_json())
     assert "iggypass" not in text and "abc123" not in text and ":pw@" not in text
 
 

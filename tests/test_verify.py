@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_agent.archive.writer import CHECK_ID, MANIFEST, ArchiveWriter, Entry, json_bytes
+from snapshot_agent.archive import verify
+from snapshot_agent.archive.writer import MANIFEST, ArchiveWriter, Entry, json_bytes
 from snapshot_agent.core.check import ID_PATTERN
 
-from .conftest import run_cli
+from .conftest import run_cli, run_measured
 
 #: The members every synthetic snapshot starts with.
 BASE: dict[str, bytes] = {
@@ -118,37 +119,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in proc.stderr, (needle, proc.stderr)
 
 
-#: Runs argv[2:] as its child and writes "exit-code peak-RSS-KiB" to argv[1]. A go-between
-#: because a child's ru_maxrss starts at its parent's RSS (the exec'd image inherits the
-#: forked one's high-water mark), and pytest holding the archive it just built is large.
-MEASURE = """
-import os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(child.pid, 0)
-with open(sys.argv[1], "w") as out:
-    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
-"""
-
-
-def run_measured(tmp_path: Path, *args: str | Path) -> tuple[subprocess.CompletedProcess[str], int]:
-    """The real CLI in a grandchild; its result and its own peak RSS in bytes (wait4)."""
-    report = tmp_path / "measured.txt"
-    env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_AGENT_CONFIG"}  # verify reads none
-    argv = [sys.executable, "-m", "snapshot_agent", *map(str, args)]
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, report, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    code, peak_kib = map(int, report.read_text().split())
-    return subprocess.CompletedProcess(argv, code, proc.stdout, proc.stderr), peak_kib * 1024
-
-
 def test_the_archive_knows_the_check_id_pattern() -> None:
-    assert CHECK_ID is ID_PATTERN
-    assert not CHECK_ID.match("custom.x\n")  # `$` would have let the newline through
+    assert verify.ID_PATTERN is ID_PATTERN
+    assert not ID_PATTERN.match("custom.x\n")  # `$` would have let the newline through
 
 
 def test_every_kind_of_member_the_agent_writes_passes(tmp_path: Path) -> None:

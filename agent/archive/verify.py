@@ -34,13 +34,13 @@ import msgspec
 from msgspec import Meta
 
 from snapshot_agent.archive.writer import (
-    CHECK_ID,
     CHUNK,
     MANIFEST,
     RAW_DIR,
     TOP_LEVEL_MEMBERS,
     ZIP64_EXTRA_FIELD,
 )
+from snapshot_agent.core.check import ID_PATTERN
 from snapshot_agent.errors import UsageError
 
 #: More members than any snapshot holds (a few per check); bounds what zipfile allocates.
@@ -322,9 +322,10 @@ def _verify(fh: BinaryIO, entries: list[_Entry], end: _End, path: Path) -> Verif
     by_name = _by_name(entries)
     if MANIFEST not in by_name:
         raise UsageError(f"{path}: has no {MANIFEST}; not a snapshot archive")
-    for problem in _layout_problems(entries, end):
+    ordered = sorted(entries, key=lambda e: e.info.header_offset)  # as they lie in the file
+    for problem in _layout_problems(ordered, end):
         result.add(_LAYOUT, problem)
-    refused = _refusals(by_name, _overlaps(entries, end.start))
+    refused = _refusals(by_name, _overlaps(ordered, end.start))
     if MANIFEST in refused:
         _add_refusals(result, refused)
         result.add(MANIFEST, "refused (see above), so no member's digest was checked")
@@ -430,7 +431,7 @@ def _name_problem(info: zipfile.ZipInfo) -> str | None:
         return None
     top, _, rest = name.partition("/")
     check_id, _, relative = rest.partition("/")
-    if top == RAW_DIR and CHECK_ID.fullmatch(check_id) and relative.strip("/"):
+    if top == RAW_DIR and ID_PATTERN.fullmatch(check_id) and relative.strip("/"):
         return None
     return _NOT_AGENT_MEMBER
 
@@ -549,8 +550,11 @@ def _descriptor(
     return at + layout.size, "its data descriptor is missing or differs from the directory"
 
 
-def _layout_problems(entries: list[_Entry], end: _End) -> list[str]:
-    """Bytes no entry accounts for: streaming extractors read them, verify cannot vouch for them."""
+def _layout_problems(ordered: list[_Entry], end: _End) -> list[str]:
+    """Bytes no entry accounts for: streaming extractors read them, verify cannot vouch for them.
+
+    `ordered`: the entries by header offset.
+    """
     problems = []
     if end.offset != end.start:
         problems.append(
@@ -558,7 +562,7 @@ def _layout_problems(entries: list[_Entry], end: _End) -> list[str]:
             f"byte {end.start} (bytes prepended or removed)"
         )
     pos = 0
-    for entry in sorted(entries, key=lambda e: e.info.header_offset):
+    for entry in ordered:
         if entry.info.header_offset > pos:
             where = f"before {_shown(entry.info.filename)}"
             problems.append(_unaccounted(pos, entry.info.header_offset, where))
@@ -576,9 +580,11 @@ def _unaccounted(start: int, stop: int, where: str) -> str:
     )
 
 
-def _overlaps(entries: list[_Entry], directory_start: int) -> dict[str, str]:
-    """Entries whose data runs into the next entry or the directory (a zip bomb's trick)."""
-    ordered = sorted(entries, key=lambda e: e.info.header_offset)
+def _overlaps(ordered: list[_Entry], directory_start: int) -> dict[str, str]:
+    """Entries whose data runs into the next entry or the directory (a zip bomb's trick).
+
+    `ordered`: the entries by header offset.
+    """
     found: dict[str, str] = {}
     for entry, after in zip(ordered, [*ordered[1:], None], strict=True):
         name = entry.info.filename

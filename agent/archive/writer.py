@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from snapshot_agent.core.check import ID_PATTERN
-
 CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
-#: Raw evidence lives under raw/<check id>/<relative path>.
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+IGGY_DATA = "iggy-data.zip"
+#: Raw evidence lives under raw/<check id>/<relative path> (a check id as core/check.py's
+#: ID_PATTERN matches it): the only place evidence may be.
 RAW_DIR = "raw"
-#: A check id (core/check.py): raw/<check id>/ is the only place evidence may be.
-CHECK_ID = ID_PATTERN
 #: Every member the agent writes outside raw/ (iggy-data.zip once the Iggy bundle is built).
-TOP_LEVEL_MEMBERS = frozenset({"report.json", "report.html", MANIFEST, "iggy-data.zip"})
+TOP_LEVEL_MEMBERS = frozenset({REPORT_JSON, REPORT_HTML, MANIFEST, IGGY_DATA})
 #: The only ZIP extra field the writer produces: zipfile's ZIP64 field (force_zip64 puts
 #: it in every local header; the directory has it for sizes and offsets past 2 GiB).
 ZIP64_EXTRA_FIELD = 0x0001

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -73,6 +73,15 @@ class ArtifactInfo:
         """True when only the tail of the evidence was kept."""
         return self.original_size > self.size
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (the report.json artifact entry)."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "original_size": self.original_size,
+            "truncated": self.truncated,
+        }
+
 
 @dataclass
 class Result:
@@ -117,17 +126,6 @@ class Result:
     def skipped(cls, reason: str) -> Result:
         """Not applicable on this node; the reason says why."""
         return cls(Status.SKIPPED, reason)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form (the report.json check entry minus id/category/title)."""
-        return {
-            "status": str(self.status),
-            "summary": self.summary,
-            "duration_ms": self.duration_ms,
-            "findings": [f.to_dict() for f in self.findings],
-            "data": self.data,
-            "artifacts": [asdict(a) | {"truncated": a.truncated} for a in self.artifacts],
-        }
 
 
 def worst_status(statuses: Iterable[Status]) -> Status:

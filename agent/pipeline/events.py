@@ -14,7 +14,6 @@ Summaries have passed the filter like everything else a check says.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -85,11 +84,6 @@ class EventWriter:
 
     def tick(self) -> None:
         """Nothing to refresh."""
-
-    def close(self) -> None:
-        """Flush; the fd itself belongs to the caller."""
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.flush()
 
 
 class Observers:

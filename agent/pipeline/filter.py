@@ -10,7 +10,7 @@ terminal summary are built only from what came out of the filter.
 Two filters exist today:
 - `IdentityFilter` (`--no-redact`): passes everything; the manifest says nothing was
   redacted.
-- `RuleFilter` with `COMMAND_LINE_RULES` (the default): masks secrets given as
+- `RuleFilter`, applying `COMMAND_LINE_RULES` (the default): masks secrets given as
   command-line options, `NAME=value` assignments and URL passwords, wherever they
   appear. It is the first piece of the redactor; the redaction issue replaces it with
   the full structure-aware redactor behind this same interface.
@@ -234,7 +234,8 @@ COMMAND_LINE_RULES: tuple[Rule | ProgramOptionRule, ...] = (
 )
 
 
-#: Every command-line rule needs one of these in the text.
+#: Every command-line rule needs one of these in the text (lower case: `RuleFilter.text`
+#: looks for them in the lower-cased text).
 COMMAND_LINE_HINT = (
     "pass",
     "secret",
@@ -254,29 +255,23 @@ COMMAND_LINE_HINT = (
 class RuleFilter:
     """Applies rules to every string and to every line of every stream, counting matches."""
 
-    def __init__(
-        self,
-        rules: Iterable[Rule] = COMMAND_LINE_RULES,
-        hint: Sequence[str] | None = COMMAND_LINE_HINT,
-    ) -> None:
-        self.rules = tuple(rules)
+    def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        # Lower-case words of which every match of the rules contains one (None: no
-        # shortcut). Lines without any pass at once, which is most text; str.find is
-        # some fifty times faster than a regex alternation over the same text.
-        self.hint = tuple(w.lower() for w in hint) if hint else None
 
     def text(self, value: str) -> str:
         """`value` with every rule applied in order."""
+        # COMMAND_LINE_HINT: lower-case words of which every match of the rules contains
+        # one. Lines without any pass at once, which is most text; str.find is some fifty
+        # times faster than a regex alternation over the same text.
         lower = value.lower()
-        if self.hint is None or len(lower) != len(value):  # (a few letters lengthen)
+        if len(lower) != len(value):  # (a few letters lengthen)
             return self._apply(value)
-        if not any(word in lower for word in self.hint):
+        if not any(word in lower for word in COMMAND_LINE_HINT):
             return value  # most strings: nothing any rule could match
         # No rule spans lines, so only the lines around a hint pay for the rules.
         pieces: list[str] = []
         done = 0
-        for hit in sorted(_positions(lower, self.hint)):
+        for hit in sorted(_positions(lower, COMMAND_LINE_HINT)):
             if hit < done:
                 continue  # on a line already filtered
             start = value.rfind("\n", 0, hit) + 1
@@ -290,7 +285,7 @@ class RuleFilter:
         return "".join(pieces)
 
     def _apply(self, value: str) -> str:
-        for rule in self.rules:
+        for rule in COMMAND_LINE_RULES:
             value, hits = rule.apply(value)
             if hits:
                 self.counts[rule.name] += hits
@@ -340,7 +335,9 @@ class RuleFilter:
 
     def audit(self) -> RedactionAudit:
         """Applied, with the count per rule (rules that never fired are listed with 0)."""
-        return RedactionAudit(applied=True, rules={r.name: self.counts[r.name] for r in self.rules})
+        return RedactionAudit(
+            applied=True, rules={r.name: self.counts[r.name] for r in COMMAND_LINE_RULES}
+        )
 
     def _block(self, data: bytes) -> bytes:
         text = data.decode("utf-8", "surrogateescape")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from snapshot_agent.archive.writer import Entry, file_chunks, json_bytes
+from snapshot_agent.archive.writer import (
+    RAW_DIR,
+    REPORT_HTML,
+    REPORT_JSON,
+    Entry,
+    file_chunks,
+    json_bytes,
+)
 from snapshot_agent.pipeline.filter import Filter
 from snapshot_agent.pipeline.record import COMMANDS, SnapshotRecord, commands_json
 from snapshot_agent.render.html import render_html
@@ -25,7 +32,7 @@ def evidence_entries(spool: Path, record: SnapshotRecord, flt: Filter) -> Iterat
     """
     for check in record.checks:
         for artifact in check.artifacts:
-            path = f"raw/{check.id}/{artifact.name}"
+            path = f"{RAW_DIR}/{check.id}/{artifact.name}"
             if artifact.name == COMMANDS and check.commands:  # already filtered, field by field
                 yield Entry(path, [commands_json(check.commands)])
                 continue
@@ -37,5 +44,5 @@ def evidence_entries(spool: Path, record: SnapshotRecord, flt: Filter) -> Iterat
 def report_entries(record: SnapshotRecord) -> Iterator[Entry]:
     """report.json and report.html, from the record as it stands when they are reached."""
     report = report_document(record)
-    yield Entry("report.json", [json_bytes(report)])
-    yield Entry("report.html", [render_html(report).encode()])
+    yield Entry(REPORT_JSON, [json_bytes(report)])
+    yield Entry(REPORT_HTML, [render_html(report).encode()])

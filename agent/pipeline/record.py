@@ -123,15 +123,7 @@ class CheckRecord:
             "duration_ms": self.duration_ms,
             "findings": [f.to_dict() for f in self.findings],
             "data": self.data,
-            "artifacts": [
-                {
-                    "name": a.name,
-                    "size": a.size,
-                    "original_size": a.original_size,
-                    "truncated": a.truncated,
-                }
-                for a in self.artifacts
-            ],
+            "artifacts": [a.to_dict() for a in self.artifacts],
             "commands": self.commands,
         }
 

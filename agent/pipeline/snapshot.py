@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from snapshot_agent.archive.manifest import manifest_document
-from snapshot_agent.archive.writer import MANIFEST, ArchiveWriter, Entry, json_bytes
+from snapshot_agent.archive.writer import IGGY_DATA, MANIFEST, ArchiveWriter, Entry, json_bytes
 from snapshot_agent.config import LoadedConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
@@ -39,6 +38,7 @@ from snapshot_agent.pipeline.record import (
     SnapshotRecord,
     SnapshotStatus,
 )
+from snapshot_agent.storage.local import retry_removal
 from snapshot_agent.storage.sink import Sink
 
 
@@ -141,9 +141,7 @@ def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
     items = [SkippedItem(c.id, c.summary) for c in record.checks if c.status == Status.SKIPPED]
     if record.options.include_iggy:
         items.append(
-            SkippedItem(
-                "iggy-data.zip", "the Iggy data bundle is not built by this version of the agent"
-            )
+            SkippedItem(IGGY_DATA, "the Iggy data bundle is not built by this version of the agent")
         )
     return items
 
@@ -180,8 +178,9 @@ def _make_spool(sink: Sink, name: str) -> Path:
 
 def _remove_spool(spool: Path) -> None:
     """Delete the working directory; a check killed a moment ago may still add a file."""
-    for _ in range(20):
+
+    def attempt() -> bool:
         shutil.rmtree(spool, ignore_errors=True)
-        if not spool.exists():
-            return
-        time.sleep(0.05)
+        return not spool.exists()
+
+    retry_removal(attempt)

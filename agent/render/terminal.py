@@ -155,9 +155,7 @@ def print_summary(record: SnapshotRecord, stream: TextIO | None = None) -> None:
 
 def _summary(record: SnapshotRecord, console: Console) -> None:
     """Counts by status, then every notable check with its summary, then the archive."""
-    counts = {s: 0 for s in STATUS_ORDER}
-    for check in record.checks:
-        counts[check.status] += 1
+    counts = record.summary  # keyed by status name: a Status (a StrEnum) looks it up
     line = Text("Summary: ")
     for status in STATUS_ORDER:
         line.append(f"{counts[status]} {status}", style=STYLES[status] if counts[status] else "dim")

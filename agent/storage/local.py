@@ -22,6 +22,7 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -230,12 +231,20 @@ def _remove_if_dead(run_dir: Path, partial: Path) -> list[str]:
         os.close(fd)
 
 
+def retry_removal(attempt: Callable[[], bool]) -> None:
+    """Call `attempt` until it returns True (all gone): up to REMOVE_TRIES times, 50 ms apart.
+
+    A check killed a moment ago may still add a file to what is being removed.
+    """
+    for _ in range(REMOVE_TRIES):
+        if attempt():
+            return
+        time.sleep(0.05)
+
+
 def _remove_run_dir(path: Path) -> None:
     """Delete everything but the lock file, then the lock file, then the directory."""
-    for _ in range(REMOVE_TRIES):
-        if not _clear(path):
-            break
-        time.sleep(0.05)
+    retry_removal(lambda: not _clear(path))
     with contextlib.suppress(OSError):
         os.unlink(path / LOCK_NAME)
     with contextlib.suppress(OSError):
