@@ -50,16 +50,17 @@ def signal_name(signum: int) -> str:
 
 
 @contextlib.contextmanager
-def stop_signals_held() -> Iterator[None]:
+def stop_signals_held() -> Iterator[set[signal.Signals]]:
     """Hold the stop signals for a step that must not be cut in half (commit, cleanup).
 
     A signal that arrives meanwhile stays pending and is handled when the step is done.
     The mask is read before anything changes and restored in `finally`: a signal that
     arrived just before is raised the moment they are held, and must not leave them so.
+    Yields that mask, the one from before they were held.
     """
     old = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # only reads it
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        yield
+        yield old
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

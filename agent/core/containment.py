@@ -162,11 +162,26 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields is not None else None
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once: `die_with_parent` runs before every command starts.
+
+    Safe in a forked child (the preexec hook): filled before the fork, the child calls a
+    function pointer it inherited; filled in the child, it loads it there, as each call
+    did before (the process that forks commands is a check's, single-threaded).
+    """
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, *args: object) -> int:
+    """prctl(2) with `args`, the unused ones zero; its return (-1 on error)."""
+    return int(_libc().prctl(option, *args, *(0,) * (4 - len(args))))
+
+
 def set_subreaper(on: bool) -> bool:
     """Make this process a subreaper (or not); False when the kernel refused."""
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+        return _prctl(PR_SET_CHILD_SUBREAPER, int(on)) == 0
     return False
 
 
@@ -177,8 +192,7 @@ def die_with_parent(parent: int) -> None:
     this they ran on, writing into a working directory nobody would clean up.
     """
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the prctl took effect
         os._exit(70)
 
@@ -187,8 +201,7 @@ def is_subreaper() -> bool:
     """Whether this process is a subreaper now."""
     flag = ctypes.c_int(0)
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+        _prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag))
     return bool(flag.value)
 
 
@@ -429,7 +442,7 @@ def _guard(fd: int, agent: int, tag: str, group: Path | None) -> None:
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
         with contextlib.suppress(Exception):  # how `ps` and `top` tell it from the agent
-            ctypes.CDLL(None).prctl(PR_SET_NAME, b"snapshot-guard", 0, 0, 0)
+            _prctl(PR_SET_NAME, b"snapshot-guard")
         _keep_only(fd)
         if not _dismissed(fd):
             _await_reparenting(agent)
@@ -588,8 +601,8 @@ class Containment:
     run if the agent dies before `close`.
     """
 
-    def __init__(self, mode: str | None = None) -> None:
-        self.requested = resolve_mode(mode)
+    def __init__(self, mode: str) -> None:
+        self.requested = mode  # auto or subreaper: resolved by the caller (resolve_mode)
         self.run_group: Path | None = None
         self.mode = "subreaper"  # what contains this run's checks: cgroup or subreaper
         #: In every command's environment (as RUN_ENV): how the guardian tells the run's

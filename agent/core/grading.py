@@ -99,10 +99,8 @@ class Band:
 
     def limits(self, thresholds: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
         """(warn, fail) after the config's overrides, parsed; None for an absent end."""
-        values = {
-            **self.defaults(),
-            **{k: v for k, v in (thresholds or {}).items() if k in self.keys()},
-        }
+        overrides = thresholds or {}
+        values = {k: overrides.get(k, v) for k, v in self.defaults().items()}
         warn = values.get(self.warn_key)
         fail = values.get(self.fail_key)
         return (

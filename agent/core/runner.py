@@ -50,13 +50,11 @@ from snapshot_agent.core.containment import (
 from snapshot_agent.core.context import Context, map_path
 from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Severity, Status
 from snapshot_agent.core.tail import TailBuffer, truncation_note
-from snapshot_agent.errors import STOP_SIGNALS
+from snapshot_agent.errors import STOP_SIGNALS, stop_signals_held
 
 STRAY_OUTPUT_CAP = 64 * 1024  # what a check prints to stdout/stderr (it should not)
 MAX_RESULT_BYTES = 32 * 1024 * 1024  # a pickled result larger than this is refused
 HEADER = 8  # the result travels as an 8-byte big-endian length, then the pickle
-#: What stops a run (a hang-up, Ctrl-C, Ctrl-\, a polite kill): held while a check is
-#: forked and while everything is stopped, reset to the default in a check's process.
 MAX_FINDINGS = 200
 MAX_DATA_BYTES = 2 * 1024 * 1024  # larger structured data moves to an artifact
 MAX_FD = 65536
@@ -267,9 +265,8 @@ class Runner:
         output_r, output_w = os.pipe()
         # Ctrl-C or SIGTERM between fork and registration would orphan a child that
         # keeps writing into the spool: hold them until the child is in `running`.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         agent, tag = os.getpid(), self._contain.tag
-        try:
+        with stop_signals_held() as old_mask:  # the child starts from the mask before
             pid = os.fork()
             if pid == 0:  # child: never returns
                 os.close(result_r)
@@ -285,8 +282,6 @@ class Runner:
             running[result_r] = run
             sel.register(result_r, selectors.EVENT_READ, run)
             sel.register(output_r, selectors.EVENT_READ, run)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if self.observer:
             self.observer.started(check)
 
