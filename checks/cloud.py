@@ -19,7 +19,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity, Status
 from snapshot_agent.core.units import mib_or_gib
-from snapshot_agent.node.cgroup import CgroupFacts, MemoryLevel, read_cgroup
+from snapshot_agent.node.cgroup import MIN_PERIODS, CgroupFacts, MemoryLevel, read_cgroup
 from snapshot_agent.node.procfs import parse_cpu_list, read_mem_total
 from snapshot_agent.node.system import placement, read_system
 
@@ -511,7 +511,7 @@ def _quota_below_cores(facts: VirtFacts) -> list[Finding]:
 
 def _cpu_throttling(cg: CgroupFacts, thresholds: dict[str, Any]) -> list[Finding]:
     """The quota throttles the cgroup: its shards stall for the rest of a period."""
-    throttle_pct = 100 * cg.nr_throttled / cg.nr_periods if cg.nr_periods >= 100 else 0.0
+    throttle_pct = 100 * cg.nr_throttled / cg.nr_periods if cg.nr_periods >= MIN_PERIODS else 0.0
     severity = CPU_THROTTLED.grade(throttle_pct, thresholds)
     if severity is None:
         return []

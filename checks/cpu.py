@@ -624,13 +624,14 @@ class Moment:
     stat: dict[str, CpuTimes]
     stat_text: str
     agent: AgentTicks | None
-    diskstats: str | None
+    diskstats: str | None  # None when unreadable, or not read (a middle moment)
 
 
-def read_moment(ctx: Context) -> Moment:
-    """Read /proc/stat, then what the agent used so far and the disks' counters."""
+def read_moment(ctx: Context, disks: bool = True) -> Moment:
+    """Read /proc/stat, then what the agent used so far and (when `disks`) the disks' counters."""
     at, text = time.monotonic(), ctx.read_text("/proc/stat")
-    return Moment(at, parse_proc_stat(text), text, agent_ticks(ctx), read_disks(ctx))
+    stat, agent = parse_proc_stat(text), agent_ticks(ctx)
+    return Moment(at, stat, text, agent, read_disks(ctx) if disks else None)
 
 
 def sample_between(first: Moment, second: Moment) -> CpuSample | None:
@@ -642,15 +643,15 @@ def sample_between(first: Moment, second: Moment) -> CpuSample | None:
 
 
 def read_usage(ctx: Context) -> tuple[UsageFacts | None, dict[str, str]]:
-    """Read /proc/stat and the disks SAMPLES + 1 times over SAMPLE_S; evidence file -> text.
+    """Read /proc/stat SAMPLES + 1 times over SAMPLE_S, the disks at both ends; evidence -> text.
 
     Load and CPU pressure are read once, to confirm what the samples say.
     """
     block_devices = read_block_devices(ctx)
     moments = [read_moment(ctx)]
-    for _ in range(SAMPLES):
+    for n in range(1, SAMPLES + 1):
         time.sleep(SAMPLE_S / SAMPLES)
-        moments.append(read_moment(ctx))
+        moments.append(read_moment(ctx, disks=n == SAMPLES))  # only the ends' disks are used
     first, last = moments[0], moments[-1]
     stat = _cpu_lines(first.stat_text)
     for moment in moments[1:]:
@@ -1242,15 +1243,11 @@ def _window_text(kind: str, window: IoWindow) -> str:
 
 
 def _stalled_on_disks(kind: str, window: IoWindow, thresholds: dict[str, Any]) -> list[Finding]:
-    """Tasks stall on the disks over the window (io_uring node): warns at most.
+    """Tasks stall on the disks over the window (io_uring node; `disks_busy` held): warns at most.
 
     Half a second is a spike, like avg10; disk.io judges the disks themselves.
     """
-    judged = window.judged(kind)
-    band = PSI_BANDS["io", kind]
-    if judged is None or band.grade(judged, thresholds) is None:
-        return []
-    warn = band.limit(Severity.WARN, thresholds)
+    warn = PSI_BANDS["io", kind].limit(Severity.WARN, thresholds)
     return [
         Finding(
             Severity.WARN,

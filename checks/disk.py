@@ -17,7 +17,7 @@ Choices worth knowing when reading the verdicts:
   FREE_PCT, FLOOR_GIB, USED_PCT) and applied by `space_needed`; inodes are judged the
   same way (`inodes_needed`). Only one statvfs per mount is taken, so the verdict is
   about now: how fast space goes (days left) needs a growth rate, which the agent does
-  not have yet (see `MountUsage.growth_per_day`).
+  not have yet.
 - statvfs on a dead NFS/CIFS/FUSE mount blocks in the kernel forever, so every call that
   may touch a mount runs in a daemon thread with a per-mount timeout; a mount that does
   not answer is a FAIL and the other mounts are still judged. The runner takes the result
@@ -157,25 +157,12 @@ class MountUsage:
     avail: int = 0  # for unprivileged users, like df
     inodes: int = 0  # 0: the filesystem has no inode limit (btrfs, some FUSE)
     inodes_used: int = 0
-    #: Bytes per day this filesystem fills at. Not known yet: it needs a previous snapshot
-    #: (no snapshot store yet) or the broker's own growth from Iggy's stats (a later
-    #: issue). When it is filled, judge `days_left` with a `Band("days_left", warn=7,
-    #: fail=1, higher_is_worse=False)` next to the byte rules: that is the verdict a
-    #: broker volume deserves, and the fixed FREE_GIB headroom is only its stand-in.
-    growth_per_day: float | None = None
 
     @property
     def used_pct(self) -> float:
         """Used space as df computes it: used / (used + available to users)."""
         total = self.used + self.avail
         return 100.0 * self.used / total if total else 0.0
-
-    @property
-    def days_left(self) -> float | None:
-        """Days until full at the known growth rate; None while no rate is known."""
-        if not self.growth_per_day or self.growth_per_day <= 0:
-            return None
-        return self.avail / self.growth_per_day
 
     @property
     def inodes_pct(self) -> float | None:
@@ -407,9 +394,6 @@ def _inode_exhaustion(u: MountUsage, thresholds: dict[str, Any]) -> Finding | No
     )
 
 
-# Days left is not judged yet: see MountUsage.growth_per_day for the hook.
-
-
 def _usage_columns(u: MountUsage, thresholds: dict[str, Any]) -> dict[str, Any]:
     """Size, use, what it must keep and inode columns of a judged filesystem's table row."""
     ipct = u.inodes_pct
@@ -420,7 +404,7 @@ def _usage_columns(u: MountUsage, thresholds: dict[str, Any]) -> dict[str, Any]:
         "avail_gib": round(u.avail / GIB, 2),
         "warn_below_gib": round(need.amount / GIB, 2),
         "warn_rule": need.rule,
-        "days_left": None if u.days_left is None else round(u.days_left, 1),
+        "days_left": None,  # days left needs a growth rate, which the agent does not have yet
         "inodes_used_pct": None if ipct is None else round(ipct, 1),
         "also_at": ", ".join(u.also_at),
     }
@@ -547,10 +531,10 @@ def disk_usage(ctx: Context) -> Result:
       [test_usage_judges_a_real_directory_by_its_free_bytes]
 
     One statvfs per filesystem, now: no rate is sampled, so days left is not judged
-    until a growth rate is known (MountUsage.growth_per_day). The rule for free space
-    is in `space_needed`: warn/fail below the headroom (100/20 GiB), or 20/10 % of a
-    volume too small for it, or 5/3 % of a volume big enough for that to be more (from
-    2000/667 GiB), but never below the floor (5/1 GiB) from 10 GiB up; under 10 GiB the
-    percentage alone. Each finding names the part that decided.
+    until a growth rate is known. The rule for free space is in `space_needed`:
+    warn/fail below the headroom (100/20 GiB), or 20/10 % of a volume too small for it,
+    or 5/3 % of a volume big enough for that to be more (from 2000/667 GiB), but never
+    below the floor (5/1 GiB) from 10 GiB up; under 10 GiB the percentage alone. Each
+    finding names the part that decided.
     """
     return judge_usage(read_usage(ctx), ctx.thresholds)

@@ -368,11 +368,11 @@ def probe_settings(sandbox: UnitSandbox) -> tuple[list[str], list[str]]:
     return settings, left_out
 
 
-def sandbox_probe_argv(sandbox: UnitSandbox, python: str) -> list[str]:
+def sandbox_probe_argv(settings: list[str], python: str) -> list[str]:
     """`systemd-run` of RING_PROBE with the unit's user, groups, capabilities, seccomp
-    filter, LSM label and user namespace."""
+    filter, LSM label and user namespace (`settings`: the first list of probe_settings)."""
     argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
-    for setting in probe_settings(sandbox)[0]:
+    for setting in settings:
         argv += ["-p", setting]
     return [*argv, python, "-c", RING_PROBE]
 
@@ -413,12 +413,12 @@ def read_ring_probe(ctx: Context, sandbox: UnitSandbox | None, unit_unread: str)
     why = sandbox_unavailable(sandbox, unit_unread)
     if sandbox is not None and not why:
         python = SYSTEM_PYTHON if os.access(SYSTEM_PYTHON, os.X_OK) else sys.executable
-        left_out = probe_settings(sandbox)[1]
+        settings, left_out = probe_settings(sandbox)
         without = f"; without {'; '.join(left_out)}" if left_out else ""
         probe = _run_probe(
             ctx,
             "sandbox",
-            sandbox_probe_argv(sandbox, python),
+            sandbox_probe_argv(settings, python),
             f"under {sandbox.unit}'s sandbox (systemd-run with its User=, groups, capabilities, "
             f"SystemCallFilter=, LSM label and PrivateUsers={without})",
         )
@@ -514,27 +514,31 @@ def read_io_uring(ctx: Context) -> IoUringFacts:
     raw = ctx.read_optional("/proc/sys/kernel/io_uring_disabled")
     facts.disabled = raw.strip() if raw is not None else None
     facts.group = read_int(ctx, "/proc/sys/kernel/io_uring_group")
+    group_text: str | None = None
     if facts.has_group:
-        groups = parse_group_file(ctx.read_optional("/etc/group") or "")
-        facts.group_name = groups.get(facts.group, "")
+        group_text = ctx.read_optional("/etc/group") or ""
+        facts.group_name = parse_group_file(group_text).get(facts.group, "")
     release = (ctx.read_optional("/proc/sys/kernel/osrelease") or "").strip()
     facts.kernel_config, facts.config_source = _read_kernel_config(ctx, release)
     facts.brokers = find_brokers(ctx)
     facts.io_uring_use = {b.pid: uses_io_uring(ctx, b.pid) for b in facts.brokers}
     if not facts.brokers:
-        _read_broker_unit(ctx, facts)
+        _read_broker_unit(ctx, facts, group_text)
     return facts
 
 
-def _read_broker_unit(ctx: Context, facts: IoUringFacts) -> None:
-    """No broker runs: read how its unit would run it, and probe for a ring."""
+def _read_broker_unit(ctx: Context, facts: IoUringFacts, group_text: str | None) -> None:
+    """No broker runs: read how its unit would run it, and probe for a ring.
+
+    `group_text` is /etc/group when already read (None: read it here when needed).
+    """
     facts.unit_name = ctx.config.iggy.service
     facts.unit, facts.unit_unread = read_unit_sandbox(ctx, facts.unit_name)
     if facts.unit is not None:
         facts.account = resolve_account(
             facts.unit,
             ctx.read_optional("/etc/passwd") or "",
-            ctx.read_optional("/etc/group") or "",
+            (ctx.read_optional("/etc/group") or "") if group_text is None else group_text,
         )
     facts.probe = read_ring_probe(ctx, facts.unit, facts.unit_unread)
 

@@ -1074,8 +1074,10 @@ def broker_resources(facts: LogFacts) -> dict[str, Any]:
     return resource
 
 
-def _summary(facts: LogFacts, counts: list[TailCounts], window: LogWindow) -> str:
-    """What was judged over what window, for a passing result."""
+def _summary(
+    facts: LogFacts, counts: list[TailCounts], window: LogWindow, resource: dict[str, Any]
+) -> str:
+    """What was judged over what window, for a passing result (`resource`: broker_resources)."""
     errors = sum(c.errors for c in counts)
     old = sum(c.old_errors + c.old_panics for c in counts)
     ok = f"{len(facts.tails)} log(s) read, {errors} ERROR lines in the last {window.hours:g} h"
@@ -1087,7 +1089,6 @@ def _summary(facts: LogFacts, counts: list[TailCounts], window: LogWindow) -> st
             ok += f"{len(c.tail.lines)} lines and its mtime"
         elif c.reaches_back is not None and c.reaches_back > window.since:
             ok += f"; {c.tail.name}: the lines read reach back {_age(window.now - c.reaches_back)}"
-    resource = broker_resources(facts)
     if resource.get("fields", {}).get("OpenFDs"):
         ok += f"; broker OpenFDs {resource['fields']['OpenFDs']}"
     return ok
@@ -1113,7 +1114,7 @@ def judge_logs(facts: LogFacts, thresholds: dict[str, Any]) -> Result:
     resource = broker_resources(facts)
     if resource:
         data["broker_resources"] = resource
-    return Result.from_findings(findings, ok=_summary(facts, counts, window), data=data)
+    return Result.from_findings(findings, ok=_summary(facts, counts, window, resource), data=data)
 
 
 def _artifact_name(node_path: str) -> str:

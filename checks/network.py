@@ -25,7 +25,8 @@ from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
-from snapshot_agent.node.procfs import read_int
+from snapshot_agent.node.procfs import counter_delta, read_int
+from snapshot_agent.node.sampling import stretch_window
 
 # Route flags (include/uapi/linux/route.h).
 RTF_UP = 0x0001
@@ -34,6 +35,11 @@ RTF_REJECT = 0x0200
 
 IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772
+
+#: The window over which interface counters are judged (stretched up to max_sample_s).
+INTERFACES_SAMPLE_S = 0.5
+#: Seconds of network.interfaces' time kept for judging after the window.
+RESERVE_S = 1.0
 
 
 # -- network.interfaces --------------------------------------------------------------------
@@ -196,7 +202,7 @@ def _take_window(ctx: Context, iface: Interface) -> None:
     """Counters again: what changed since the first read (a counter that went down is left out)."""
     now = read_stats(ctx, iface.name)
     iface.window = {
-        k: v - iface.stats[k] for k, v in now.items() if k in iface.stats and v >= iface.stats[k]
+        k: d for k, v in now.items() if (d := counter_delta(iface.stats.get(k), v)) is not None
     }
     changes = read_int(ctx, f"/sys/class/net/{iface.name}/carrier_changes")
     if changes is not None and iface.carrier_changes is not None:
@@ -228,21 +234,23 @@ def sample_interfaces(
     an idle node's snapshot never waits for the long window.
     """
     watched = [i for i in interfaces if i.carries_traffic]
-    budget = max(0.0, ctx.remaining() - 1.0)
-    shortest = min(max(0.0, float(thresholds["sample_s"])), budget)
-    longest = max(shortest, min(float(thresholds["max_sample_s"]), budget))
     min_packets = int(thresholds["min_packets"])
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= shortest:
-            for iface in watched:
-                _take_window(ctx, iface)
-            undecided = [
-                i for i in watched if _had_trouble(i) and not _enough_packets(i, min_packets)
-            ]
-            if elapsed + 0.001 >= longest or not undecided:
-                return elapsed
-        time.sleep(shortest - elapsed if elapsed < shortest else min(0.1, longest - elapsed))
+
+    def still_undecided() -> bool:
+        """Counters again; an interface with trouble has too few packets to judge yet."""
+        for iface in watched:
+            _take_window(ctx, iface)
+        return any(_had_trouble(i) and not _enough_packets(i, min_packets) for i in watched)
+
+    return stretch_window(
+        ctx,
+        thresholds,
+        start,
+        RESERVE_S,
+        still_undecided,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
 
 
 #: Errors per packet sent or received over the window (of one interface, one direction).
@@ -533,10 +541,10 @@ def _judge_mtus(interfaces: list[Interface]) -> list[Finding]:
         "min_packets": 500,
         "min_events": 5,
         "min_speed_mbps": 1000,
-        "sample_s": 0.5,
+        "sample_s": INTERFACES_SAMPLE_S,
         "max_sample_s": 3.0,
     },
-    sampling_s=0.5,
+    sampling_s=INTERFACES_SAMPLE_S,
 )
 def network_interfaces(ctx: Context) -> Result:
     """Interfaces judged on counters over a window, link state and negotiated speed.

@@ -36,21 +36,21 @@ from snapshot_agent.node.procfs import (
     TCP_LISTEN,
     TCP_STATES,
     Socket,
+    counter_delta,
     iter_lines,
     parse_int,
     parse_snmp,
     parse_socket_line,
 )
+from snapshot_agent.node.sampling import stretch_window
 
 #: Where this check's `broker_ports` threshold lives in the agent config.
 PORTS_KEY = threshold_key("network.tcp")
-#: How often the counters are read while the window stretches to reach `min_segments`.
-POLL_S = 0.1
+#: The window over which the counters are judged (stretched up to max_sample_s).
+TCP_SAMPLE_S = 0.5
 #: Seconds of the check's time kept for `ss` and judging after the window.
 RESERVE_S = 2.0
 SS_TIMEOUT_S = 3.0
-#: A window this close to its longest is long enough (no sleeping for microseconds).
-CLOCK_SLACK_S = 0.001
 
 
 @dataclass
@@ -239,6 +239,16 @@ class BrokerConnections:
     window_s: float = 0.0  # between the two `ss` samples
     problem: str = ""  # why `ss` gave nothing usable; '' when it did
     listening: bool = True  # something listens on a broker port (else `ss` is not asked)
+    _windows: list[ConnectionWindow] = field(init=False, repr=False, compare=False)
+    _total: Retransmits = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.settle()
+
+    def settle(self) -> None:
+        """Work out the counts over the window, once `after` is in (windows() and total())."""
+        self._windows = connection_windows(self.before, self.after)
+        self._total = sum((w.window for w in self._windows), Retransmits(0, 0))
 
     def tcp_ports(self) -> list[int]:
         """The broker's TCP port numbers (QUIC is UDP: `ss -t` has nothing to say about it)."""
@@ -250,11 +260,11 @@ class BrokerConnections:
 
     def windows(self) -> list[ConnectionWindow]:
         """Each connection of the later sample with its counts over the window."""
-        return connection_windows(self.before, self.after)
+        return self._windows
 
     def total(self) -> Retransmits:
         """All the broker's connections together, over the window."""
-        return sum((w.window for w in self.windows()), Retransmits(0, 0))
+        return self._total
 
 
 def ss_filter(ports: Sequence[int]) -> str:
@@ -298,8 +308,8 @@ class TcpFacts:
 
     def window(self) -> Retransmits | None:
         """Node-wide RetransSegs per OutSegs over the window; None when not measurable."""
-        sent = _delta(self.before.out_segs, self.after.out_segs)
-        retransmitted = _delta(self.before.retrans_segs, self.after.retrans_segs)
+        sent = counter_delta(self.before.out_segs, self.after.out_segs)
+        retransmitted = counter_delta(self.before.retrans_segs, self.after.retrans_segs)
         return None if sent is None or retransmitted is None else Retransmits(sent, retransmitted)
 
     def since_boot(self) -> Retransmits | None:
@@ -330,39 +340,37 @@ def parse_ss_listen(text: str) -> list[ListenQueue]:
     return out
 
 
-def window_bounds(ctx: Context, thresholds: dict[str, Any]) -> tuple[float, float]:
-    """(shortest, longest) window: `sample_s`, stretched up to `max_sample_s`, in the time left."""
-    budget = max(0.0, ctx.remaining() - RESERVE_S)
-    shortest = min(max(0.0, float(thresholds["sample_s"])), budget)
-    longest = min(max(shortest, float(thresholds["max_sample_s"])), budget)
-    return shortest, max(shortest, longest)
-
-
 def sample_counters(
-    ctx: Context, before: Counters, start: float, bounds: tuple[float, float], min_segments: int
+    ctx: Context, before: Counters, start: float, thresholds: dict[str, Any]
 ) -> tuple[Counters, float]:
     """Counters at the end of the window, and its length.
 
-    The window lasts `shortest` seconds, and goes on (up to `longest`) while fewer than
-    `min_segments` were sent and some were resent: a quiet node with loss needs longer to
-    say anything about its rate. With nothing resent there is no loss to measure, so an
+    The window lasts `sample_s` seconds, and goes on (up to `max_sample_s`) while fewer
+    than `min_segments` were sent and some were resent: a quiet node with loss needs longer
+    to say anything about its rate. With nothing resent there is no loss to measure, so an
     idle node's snapshot never waits for the long window.
     """
-    shortest, longest = bounds
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= shortest:
-            after = read_counters(ctx)
-            sent = _delta(before.out_segs, after.out_segs)
-            resent = _delta(before.retrans_segs, after.retrans_segs)
-            if (
-                sent is None
-                or sent >= min_segments
-                or not resent
-                or elapsed + CLOCK_SLACK_S >= longest
-            ):
-                return after, elapsed
-        time.sleep(shortest - elapsed if elapsed < shortest else min(POLL_S, longest - elapsed))
+    min_segments = int(thresholds["min_segments"])
+    after = before
+
+    def still_undecided() -> bool:
+        """Counters again; some were resent, but too few sent to judge the rate yet."""
+        nonlocal after
+        after = read_counters(ctx)
+        sent = counter_delta(before.out_segs, after.out_segs)
+        resent = counter_delta(before.retrans_segs, after.retrans_segs)
+        return not (sent is None or sent >= min_segments or not resent)
+
+    elapsed = stretch_window(
+        ctx,
+        thresholds,
+        start,
+        RESERVE_S,
+        still_undecided,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
+    return after, elapsed
 
 
 def read_tcp(ctx: Context, thresholds: dict[str, Any]) -> TcpFacts:
@@ -382,8 +390,7 @@ def read_tcp(ctx: Context, thresholds: dict[str, Any]) -> TcpFacts:
         res = ctx.run(["ss", "-H", "-ltn"], timeout_s=3, save_as="ss-ltn.txt")
         if res.ok:
             queues = parse_ss_listen(res.stdout)
-    bounds = window_bounds(ctx, thresholds)
-    after, span = sample_counters(ctx, before, start, bounds, int(thresholds["min_segments"]))
+    after, span = sample_counters(ctx, before, start, thresholds)
     if broker is not None:
         _finish_broker_sample(ctx, broker)
     facts = TcpFacts(tally, before, after, span, _port_range(ctx), read, broker=broker)
@@ -422,11 +429,7 @@ def _finish_broker_sample(ctx: Context, sample: BrokerConnections) -> None:
     sample.after, sample.problem = read_broker_connections(
         ctx, sample.tcp_ports(), "ss-ti-after.txt"
     )
-
-
-def _delta(a: int | None, b: int | None) -> int | None:
-    """b - a when both are known and the counter did not wrap or reset."""
-    return b - a if a is not None and b is not None and b >= a else None
+    sample.settle()
 
 
 #: Sockets in CLOSE_WAIT: the peer closed, the application did not.
@@ -851,8 +854,8 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
         + " "
         + sysctl_fix("net.ipv4.tcp_max_syn_backlog", 8192)
     )
-    overflow = _delta(facts.before.listen_overflows, facts.after.listen_overflows)
-    drops = _delta(facts.before.listen_drops, facts.after.listen_drops)
+    overflow = counter_delta(facts.before.listen_overflows, facts.after.listen_overflows)
+    drops = counter_delta(facts.before.listen_drops, facts.after.listen_drops)
     if overflow or drops:
         findings.append(
             Finding(
@@ -903,11 +906,11 @@ def _judge_listen_queues(facts: TcpFacts) -> list[Finding]:
         "min_retrans": 5,
         "min_lifetime_segments": 500,
         "time_wait_pct": 50.0,
-        "sample_s": 0.5,
+        "sample_s": TCP_SAMPLE_S,
         "max_sample_s": 3.0,
         "broker_ports": DEFAULT_BROKER_PORTS,
     },
-    sampling_s=0.5,
+    sampling_s=TCP_SAMPLE_S,
 )
 def network_tcp(ctx: Context) -> Result:
     """Socket state counts and TCP counters sampled over a window long enough to judge.

@@ -90,9 +90,6 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-#: Control characters, line breaks and bidi overrides: a process picks its own name and
-#: arguments, and one with a newline would split a line of processes.txt, one with an
-#: escape sequence would reach the terminal summary.
 def _label(name: str, pid: int) -> str:
     """'iggy-server (pid 812)'."""
     return f"{printable(name)} (pid {pid})"
@@ -444,9 +441,7 @@ def _process_count_limit(facts: LimitsFacts, thresholds: dict[str, Any]) -> Find
     """WARN: the broker's user may run fewer processes and threads than NPROC_BELOW wants."""
     b = facts.broker
     nproc = facts.limits.get(NPROC)
-    severity = (
-        None if nproc is None or nproc.soft is None else NPROC_BELOW.grade(nproc.soft, thresholds)
-    )
+    severity = NPROC_BELOW.grade(nproc.soft if nproc else None, thresholds)
     if nproc is None or severity is None:
         return None
     return Finding(
@@ -608,10 +603,13 @@ def _zombies_of(g: ZombieGroup, severity: Severity, remedy: str) -> Finding:
 
 
 def _pid_space_at_risk(
-    groups: list[ZombieGroup], total: int, remedy: str, thresholds: dict[str, Any]
+    groups: list[ZombieGroup],
+    total: int,
+    severity: Severity | None,
+    remedy: str,
+    thresholds: dict[str, Any],
 ) -> Finding | None:
-    """WARN or FAIL when the node's zombies reach the ZOMBIE_COUNT band."""
-    severity = ZOMBIE_COUNT.grade(total, thresholds)
+    """WARN or FAIL when the node's zombies reach the ZOMBIE_COUNT band (`severity`: graded)."""
     if severity is None:
         return None
     return Finding(
@@ -632,11 +630,13 @@ def judge_zombies(
 ) -> Result:
     """Warn or fail on the number of zombies; name the parents that do not reap them."""
     total = sum(g.count for g in groups)
-    severity = ZOMBIE_COUNT.level(total, thresholds)
+    graded = ZOMBIE_COUNT.grade(total, thresholds)
+    severity = graded or Severity.INFO
     remedies = [_zombie_remedy(g, broker_pid, unit) for g in groups]
     findings = [_zombies_of(g, severity, r) for g, r in zip(groups, remedies, strict=True)]
     # One headline finding carries the total; the per-parent ones say who.
-    if headline := _pid_space_at_risk(groups, total, remedies[0] if remedies else "", thresholds):
+    remedy = remedies[0] if remedies else ""
+    if headline := _pid_space_at_risk(groups, total, graded, remedy, thresholds):
         findings.insert(0, headline)
     data = {
         "zombies": total,

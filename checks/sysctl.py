@@ -25,6 +25,7 @@ from snapshot_agent.node.ports import (
 from snapshot_agent.node.processes import find_brokers
 from snapshot_agent.node.procfs import (
     SwapDevice,
+    counter_delta,
     parse_kv,
     parse_meminfo,
     parse_snmp,
@@ -266,8 +267,7 @@ class NetworkFacts:
 
     def delta(self, name: str) -> int | None:
         """How much a counter grew over the window; None when unreadable, reset or wrapped."""
-        a, b = self.before.get(name), self.after.get(name)
-        return b - a if a is not None and b is not None and b >= a else None
+        return counter_delta(self.before.get(name), self.after.get(name))
 
 
 def parse_snmp6(text: str) -> dict[str, int]:

@@ -27,7 +27,7 @@ from snapshot_agent.checks.cpu import (
     usage_between,
 )
 from snapshot_agent.core.results import Result, Severity, Status
-from snapshot_agent.node.processes import io_uring_waiters, scan_waits
+from snapshot_agent.node.processes import scan_waits
 
 from .conftest import fixture_roots, make_context, run_check, severities, write_tree
 
@@ -277,8 +277,7 @@ def io_uring_broker(pid: int = 812, shards: int = 2) -> dict[str, str]:
 def run_usage(tmp_path: Path, node: Path, monkeypatch: pytest.MonkeyPatch, files_at: Any) -> Result:
     """Run cpu.usage on a fixture node whose files move on while it sleeps."""
     monkeypatch.setattr(cpu_mod, "time", FakeTime(node, files_at))
-    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_usage.thresholds)
-    return cpu_usage.run(ctx)
+    return run_check(cpu_usage, tmp_path, node, {})
 
 
 def test_cpu_usage_idle_io_uring_broker_is_not_iowait(
@@ -530,8 +529,8 @@ def test_io_uring_waiters_are_told_by_wchan_else_by_syscall(tmp_path: Path, node
         },
     )
     ctx = make_context(tmp_path, roots=fixture_roots(node))
-    assert io_uring_waiters(ctx) == {812: 1, 900: 1}
-    assert io_uring_waiters(ctx, limit=2) == {812: 1}  # the scan stops at its budget
+    assert scan_waits(ctx).io_uring == {812: 1, 900: 1}
+    assert scan_waits(ctx, limit=2).io_uring == {812: 1}  # the scan stops at its budget
 
 
 def test_cpu_usage_skips_when_no_time_elapsed(
@@ -639,8 +638,7 @@ def run_pressure(
         return files | (more or {})
 
     monkeypatch.setattr(cpu_mod, "time", FakeTime(node, files_at))
-    ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=cpu_pressure.thresholds)
-    return cpu_pressure.run(ctx)
+    return run_check(cpu_pressure, tmp_path, node, {})
 
 
 def test_cpu_pressure_io_uring_waits_are_not_disk_stalls(

@@ -623,7 +623,7 @@ def test_sandbox_probe_argv_keeps_an_empty_bounding_set() -> None:
     sandbox = UnitSandbox(
         UNIT, {"User": "iggy", "CapabilityBoundingSet": "", "SystemCallErrorNumber": "0"}
     )
-    argv = sandbox_probe_argv(sandbox, "/usr/bin/python3")
+    argv = sandbox_probe_argv(probe_settings(sandbox)[0], "/usr/bin/python3")
     assert argv[:5] == ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
     assert "User=iggy" in argv and "CapabilityBoundingSet=" in argv
     assert not any(a.startswith("SystemCallErrorNumber") for a in argv)

@@ -317,6 +317,14 @@ class Chain:
     certs: list[x509.Certificate]
     anchored: bool  # the last certificate is trusted: the path reaches a root
 
+    def is_anchor(self, i: int) -> bool:
+        """Whether certs[i] is the trust anchor (the last certificate of an anchored path)."""
+        return self.anchored and i == len(self.certs) - 1
+
+    def refusing_clients(self, i: int) -> tuple[str, ...]:
+        """The verifiers that refuse a chain over certs[i]: webpki reads no trust anchor."""
+        return (OPENSSL,) if self.is_anchor(i) else (OPENSSL, RUSTLS)
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -460,14 +468,13 @@ def _unhandled_critical(chain: Chain) -> Rejection | None:
     OpenSSL checks the trust anchor too; webpki reads an anchor ignoring unknown critical
     extensions (Cert::for_trust_anchor).
     """
+    handled = {OPENSSL: _OPENSSL_CRITICAL_OK, RUSTLS: _WEBPKI_CRITICAL_OK}
     for i, cert in enumerate(chain.certs):
-        anchor = chain.anchored and i == len(chain.certs) - 1
-        verifiers = ((OPENSSL, _OPENSSL_CRITICAL_OK), (RUSTLS, _WEBPKI_CRITICAL_OK))
         for ext in cert.extensions:
             if not ext.critical:
                 continue
             refused_by = tuple(
-                who for who, known in verifiers[: 1 if anchor else 2] if ext.oid not in known
+                who for who in chain.refusing_clients(i) if ext.oid not in handled[who]
             )
             if refused_by:
                 oid = ext.oid.dotted_string
@@ -489,7 +496,7 @@ def _issuer_not_a_ca(chain: Chain) -> Rejection | None:
     webpki ignores keyUsage, OpenSSL refuses an issuer whose keyUsage lacks keyCertSign.
     """
     for i, cert in enumerate(chain.certs[1:], 1):
-        anchor = chain.anchored and i == len(chain.certs) - 1
+        anchor = chain.is_anchor(i)
         issued = f"{_name(cert)} issued {_name(chain.certs[i - 1])} but"
         constraints = _extension(cert, x509.BasicConstraints)
         usage = _extension(cert, x509.KeyUsage)
@@ -497,8 +504,9 @@ def _issuer_not_a_ca(chain: Chain) -> Rejection | None:
         signs = usage is not None and usage.value.key_cert_sign
         legacy_root = anchor and constraints is None and (cert.version == x509.Version.v1 or signs)
         if not (ca or legacy_root):
-            refused_by = (OPENSSL,) if anchor else (OPENSSL, RUSTLS)  # webpki reads no anchor
-            return Rejection(f"{issued} is not a CA (no basicConstraints CA:TRUE)", refused_by)
+            return Rejection(
+                f"{issued} is not a CA (no basicConstraints CA:TRUE)", chain.refusing_clients(i)
+            )
         if usage is not None and not usage.value.key_cert_sign:
             return Rejection(f"{issued} its keyUsage does not allow keyCertSign", (OPENSSL,))
     return None
@@ -509,12 +517,11 @@ def _issuer_not_for_servers(chain: Chain) -> Rejection | None:
     for i, cert in enumerate(chain.certs[1:], 1):
         usage = _extension(cert, x509.ExtendedKeyUsage)
         if usage is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usage.value:
-            anchor = chain.anchored and i == len(chain.certs) - 1
             return Rejection(
                 f"{_name(cert)} limits its extendedKeyUsage to "
                 f"{', '.join(_EKU_NAMES.get(o, o.dotted_string) for o in usage.value)}, "
                 "without serverAuth",
-                (OPENSSL,) if anchor else (OPENSSL, RUSTLS),
+                chain.refusing_clients(i),
             )
     return None
 
@@ -733,8 +740,7 @@ def _label(name: x509.GeneralName) -> str:
 def _outside_validity(chain: Chain, when: datetime) -> Rejection | None:
     """Clients check every certificate's validity window; OpenSSL the trusted root's too."""
     for i, cert in enumerate(chain.certs):
-        anchor = chain.anchored and i == len(chain.certs) - 1
-        refused_by = (OPENSSL,) if anchor else (OPENSSL, RUSTLS)
+        refused_by = chain.refusing_clients(i)
         if when < cert.not_valid_before_utc:
             since = cert.not_valid_before_utc
             return Rejection(f"{_name(cert)} is not valid until {since:%Y-%m-%d}", refused_by)

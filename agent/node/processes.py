@@ -276,16 +276,6 @@ def waits_in_io_uring(ctx: Context, pid: int, tid: int) -> bool:
     return syscall[:1] == [str(IO_URING_ENTER_NR)]
 
 
-def io_uring_waiters(ctx: Context, limit: int = IO_URING_WAIT_SCAN_LIMIT) -> dict[int, int]:
-    """Processes with threads asleep in io_uring_enter: pid -> how many of its threads.
-
-    Since Linux 6.1.39/6.5 such a sleep counts as iowait and I/O pressure while the ring
-    has a request pending (a receive on an idle socket too). At most `limit` threads
-    are looked at; processes that vanish meanwhile are left out.
-    """
-    return scan_waits(ctx, limit).io_uring
-
-
 #: /proc/<pid>/stat flags bit of kernel threads (their D sleeps are not user I/O waits).
 PF_KTHREAD = 0x00200000
 KTHREADD_PID = 2
@@ -331,8 +321,8 @@ def blocked_task(ctx: Context, pid: int, tid: int, text: str | None = None) -> B
     """
     task = f"/proc/{pid}/task/{tid}"
     text = _task_stat(ctx, pid, tid) if text is None else text
-    stat = parse_stat(text) if _state(text) == "D" else None
-    if stat is None:
+    stat = parse_stat(text)
+    if stat is None or stat.state != "D":
         return None
     fields = text.rpartition(")")[2].split()
     flags = parse_int(fields[6]) if len(fields) > 6 else None

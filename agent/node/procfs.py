@@ -122,6 +122,11 @@ def parse_kv(text: str | None) -> dict[str, int]:
     return out
 
 
+def counter_delta(a: int | None, b: int | None) -> int | None:
+    """How much a counter grew from `a` to `b`; None when either is unknown, reset or wrapped."""
+    return b - a if a is not None and b is not None and b >= a else None
+
+
 def parse_cpu_list(text: str) -> int:
     """Count CPUs in a kernel CPU list such as '0-3,8,10-11'."""
     count = 0

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from snapshot_agent.core.context import Context
+from snapshot_agent.node.mounts import decode_mount_field
 from snapshot_agent.node.processes import read_stat
 
 #: DMI vendor/product substrings -> hypervisor or cloud.
@@ -218,11 +219,6 @@ def _container_env(environ: str) -> str:
     return ""
 
 
-def _unescape_mount_path(text: str) -> str:
-    r"""A mountinfo path with its octal escapes ('\040' for a space) decoded."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
 def parse_mountinfo_root(text: str) -> tuple[str, list[tuple[str, str, str]]]:
     """(file system type of /, runtime bind mounts) from /proc/<pid>/mountinfo."""
     root_fs = ""
@@ -232,7 +228,7 @@ def parse_mountinfo_root(text: str) -> tuple[str, list[tuple[str, str, str]]]:
         fields, after = head.split(), tail.split()
         if not sep or len(fields) < 5 or not after:
             continue
-        source, point = _unescape_mount_path(fields[3]), _unescape_mount_path(fields[4])
+        source, point = decode_mount_field(fields[3]), decode_mount_field(fields[4])
         if point == "/":
             root_fs = after[0]  # the last mount on / is the one in use
         if point in _RUNTIME_MOUNT_POINTS:
