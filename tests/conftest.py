@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from snapshot_agent.config import ChecksConfig, Config, RootsConfig
@@ -122,6 +124,70 @@ def fake_tools(
         script.write_text(f"#!{sys.executable}\nimport sys\nRULES = {rules!r}\n{FAKE_BODY}")
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+#: Runs argv[2:] as its child and writes "exit-code peak-RSS-KiB" to argv[1]. A go-between
+#: because a child's ru_maxrss starts at its parent's RSS (the exec'd image inherits the
+#: forked one's high-water mark), and pytest (holding an archive it just built, say) is large.
+MEASURE = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
+def run_measured(
+    tmp_path: Path,
+    *args: str | os.PathLike[str],
+    timeout: float | None = 60,
+    stdin: int | None = None,
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The real CLI (no SNAPSHOT_AGENT_CONFIG) in a grandchild; its result and its own peak
+    RSS in bytes (wait4)."""
+    report = tmp_path / "measured.txt"
+    report.unlink(missing_ok=True)  # a go-between that failed must not leave an old figure
+    env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_AGENT_CONFIG"}
+    argv = [sys.executable, "-m", "snapshot_agent", *map(str, args)]
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, report, *argv],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    code, peak_kib = map(int, report.read_text().split())
+    return subprocess.CompletedProcess(argv, code, proc.stdout, proc.stderr), peak_kib * 1024
+
+
+def runs(proc: psutil.Process, argv: Sequence[str]) -> bool:
+    """Whether `proc` runs exactly `argv` (False once it has ended or cannot be read)."""
+    with contextlib.suppress(psutil.Error):
+        return proc.cmdline() == list(argv)
+    return False
+
+
+def wait_for_descendant(pid: int, argv: Sequence[str], timeout: float) -> list[psutil.Process]:
+    """Wait until `argv` runs below `pid` (that run's own command, never another test's);
+    every process below `pid` at that point. Fails once `pid` has ended, or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ended, tree = False, []
+        try:
+            top = psutil.Process(pid)
+            ended = top.status() == psutil.STATUS_ZOMBIE
+            tree = top.children(recursive=True)
+        except psutil.NoSuchProcess:
+            ended = True
+        except psutil.Error:  # unreadable for now: look again
+            pass
+        assert not ended, f"process {pid} ended before {list(argv)} ran below it"
+        if any(runs(p, argv) for p in tree):
+            return tree
+        time.sleep(0.05)
+    raise AssertionError(f"{list(argv)} never ran below process {pid} in {timeout} s")
 
 
 @pytest.fixture

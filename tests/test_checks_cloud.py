@@ -27,7 +27,7 @@ from snapshot_agent.node.cgroup import (
     parse_proc_cgroup,
 )
 
-from .conftest import fixture_roots, make_context, write_tree
+from .conftest import fixture_roots, make_context, run_check, write_tree
 
 TOKEN = "AQAEAFakeTokenForTests=="
 AWS_DMI = {
@@ -308,9 +308,7 @@ def test_virtualization_pass_without_limits(tmp_path: Path, node: Path) -> None:
             "sys/class/dmi/id/sys_vendor": "QEMU\n",
         },
     )
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
-    )
+    result = virt_run(tmp_path, node)
     assert result.status == Status.PASS
     assert result.data["container"] == "docker" and result.data["virtualization"] == "qemu"
     assert result.summary.startswith(
@@ -355,9 +353,7 @@ def test_virtualization_limit_full_of_active_page_cache_passes(tmp_path: Path, n
     )
     assert result.data["cgroup"]["memory_reclaimable"] == int(7.1 * GIB) + 2 * (GIB // 10)
     # memory.usage reads the same cgroup and passes it too.
-    usage = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    usage = run_check(memory_usage, tmp_path, node, {})
     assert usage.status == Status.PASS
     assert usage.data["judged_against"]["limit_at"] == f"/{cg}"
 
@@ -380,9 +376,7 @@ def test_virtualization_leaves_the_memory_verdict_to_memory_usage(
     assert "memory 3.9 GiB of 4.0 GiB (0 MiB of it reclaimable cache; judged by memory.usage)" in (
         result.summary
     )
-    usage = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    usage = run_check(memory_usage, tmp_path, node, {})
     assert usage.status == Status.FAIL  # no PSI in this tree to say otherwise
     assert usage.summary.startswith("this agent's cgroup / holds 3.9 GiB it cannot reclaim")
 
@@ -441,9 +435,7 @@ def test_virtualization_limit_from_an_ancestor_cgroup(tmp_path: Path, node: Path
     cg = result.data["cgroup"]
     assert cg["memory_limit_at"] == f"/{pod}" and cg["memory_events"]["oom_kill"] == 1
     # memory.usage judges the pod's limit: full of anon, an OOM kill, fails.
-    usage = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    usage = run_check(memory_usage, tmp_path, node, {})
     assert usage.status == Status.FAIL
     assert "1 OOM event since the cgroup was created" in usage.summary
     judged = usage.data["judged_against"]
@@ -493,9 +485,7 @@ def test_virtualization_cgroup_v1(tmp_path: Path, node: Path) -> None:
             f"sys/fs/cgroup/pids{path}/pids.current": "12\n",
         },
     )
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
-    )
+    result = virt_run(tmp_path, node)
     assert result.status == Status.PASS
     assert result.data["container"] == "docker"
     cg = result.data["cgroup"]
@@ -514,9 +504,7 @@ def test_virtualization_uses_the_broker_cgroup(tmp_path: Path, node: Path) -> No
         },
         cgroup="0::/system.slice/snapshot-agent.service\n",
     )
-    result = system_virtualization.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=VIRT_T)
-    )
+    result = virt_run(tmp_path, node)
     assert result.data["cgroup"]["of"] == "iggy-server (pid 812)"
     assert "memory 512 MiB of 1.0 GiB (0 MiB of it reclaimable cache;" in result.summary
     assert result.summary.endswith("(cgroup v2 of iggy-server)")

@@ -20,7 +20,7 @@ from snapshot_agent.checks.memory import (
     parse_swaps,
     selected_mode,
 )
-from snapshot_agent.core.results import Result, Severity, Status
+from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.cgroup import parse_proc_cgroup, resolve_path
 
 from .conftest import fixture_roots, make_context, run_check, severities, write_tree
@@ -121,10 +121,7 @@ def test_memory_usage_dirty(tmp_path: Path, node: Path, dirty: int, status: Stat
 def test_memory_usage_commit_limit_only_in_strict_mode(tmp_path: Path, node: Path) -> None:
     files = {"proc/meminfo": meminfo(committed=7_900_000), "proc/sys/vm/overcommit_memory": "0\n"}
     assert run_check(memory_usage, tmp_path, node, files).status == Status.PASS
-    (node / "proc/sys/vm/overcommit_memory").write_text("2\n")
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    result = run_check(memory_usage, tmp_path, node, {"proc/sys/vm/overcommit_memory": "2\n"})
     assert result.status == Status.FAIL and "strict overcommit" in result.summary
 
 
@@ -199,16 +196,11 @@ CACHE_FULL = {
 FULL = int(7.84 * GIB_B)
 
 
-def usage_run(tmp_path: Path, node: Path, files: dict[str, str]) -> Result:
-    """memory.usage against a fixture tree."""
-    return run_check(memory_usage, tmp_path, node, files)
-
-
 def test_memory_usage_judges_the_broker_cgroup_limit(tmp_path: Path, node: Path) -> None:
     # Issue 8 case 2: the host has 58 GiB available, the broker's limit is 98% anonymous
     # memory and its cgroup stalls on memory. Before: pass with "58.0 GiB ... available".
     tree = broker_v2_tree(limit=f"{8 * GIB_B}\n", current=FULL, stat=ANON_FULL, pressure=psi(12, 9))
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.FAIL
     [finding] = [f for f in result.findings if f.severity == Severity.FAIL]
     assert finding.message.startswith(
@@ -228,7 +220,7 @@ def test_memory_usage_judges_the_broker_cgroup_limit(tmp_path: Path, node: Path)
 def test_memory_usage_cgroup_full_of_page_cache_passes(tmp_path: Path, node: Path) -> None:
     # 98% of the limit charged, but it is page cache: no pressure, no OOM, nothing wrong.
     tree = broker_v2_tree(limit=f"{8 * GIB_B}\n", current=FULL, stat=CACHE_FULL, pressure=psi(0, 0))
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS and not result.findings
     assert result.summary.startswith(
         f"judged against iggy-server's cgroup {BROKER_CG} (v2, limit 8.0 GiB): 7.8 GiB "
@@ -246,15 +238,12 @@ def test_memory_usage_cgroup_full_of_anon_without_pressure_warns(
     tree = broker_v2_tree(
         limit=f"{8 * GIB_B}\n", current=FULL, stat=ANON_FULL, pressure=psi(0, 0.5)
     )
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.WARN
     assert "at the fail level of 95% but no memory pressure or OOM event yet" in result.summary
     # The same with an OOM event in the cgroup fails.
     events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n"
-    write_tree(node, {f"{CG_DIR}/memory.events": events})
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    result = run_check(memory_usage, tmp_path, node, {f"{CG_DIR}/memory.events": events})
     assert result.status == Status.FAIL
     assert "1 OOM event since the cgroup was created" in result.summary
 
@@ -280,7 +269,7 @@ def test_memory_usage_cgroup_v1_oom_kills_fail(tmp_path: Path, node: Path) -> No
         f"sys/fs/cgroup/unified{path}/memory.pressure": psi(0, 0),
         "proc/pressure/memory": psi(0, 0),
     }
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.FAIL
     assert result.summary.startswith(f"iggy-server's cgroup {path} holds 3.9 GiB it cannot")
     assert "; 2 OOM events since the cgroup was created" in result.summary
@@ -298,15 +287,12 @@ def test_memory_usage_cgroup_v1_oom_kills_fail(tmp_path: Path, node: Path) -> No
 def test_memory_usage_low_available_without_pressure_warns(tmp_path: Path, node: Path) -> None:
     # 2.5% of the host available: fails with memory pressure, warns without it.
     files = {"proc/meminfo": meminfo(available=400_000), "proc/pressure/memory": psi(0, 0)}
-    result = usage_run(tmp_path, node, files)
+    result = run_check(memory_usage, tmp_path, node, files)
     assert result.status == Status.WARN
     assert "(2.5%, at the fail level of 5% but no memory pressure or OOM event yet)" in (
         result.summary
     )
-    write_tree(node, {"proc/pressure/memory": psi(30, 22)})
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    result = run_check(memory_usage, tmp_path, node, {"proc/pressure/memory": psi(30, 22)})
     assert result.status == Status.FAIL
     assert "(2.5%, fail below 5%); memory PSI some 30%/22% over 10 s/60 s" in result.summary
 
@@ -317,7 +303,7 @@ def test_memory_usage_broker_cgroup_without_limit_is_judged_on_the_host(
 ) -> None:
     # No memory.max, or one above the RAM (it never binds): the host's memory is the limit.
     tree = broker_v2_tree(limit=limit, current=FULL, stat=ANON_FULL, pressure=psi(0, 0))
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS
     assert result.data["judged_against"]["scope"] == "host"
     assert result.summary.startswith("58.0 GiB of 64.0 GiB host memory available (90.6%)")
@@ -337,7 +323,7 @@ def test_memory_usage_without_broker_uses_the_agent_cgroup(tmp_path: Path, node:
         f"sys/fs/cgroup{agent}/memory.current": f"{GIB_B}\n",
         f"sys/fs/cgroup{agent}/memory.stat": f"anon {GIB_B}\n",
     }
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS
     assert result.summary.startswith(f"judged against this agent's cgroup {agent} (v2, limit")
     assert "no iggy-server process found" in result.data["judged_against"]["of"]
@@ -347,16 +333,13 @@ def test_memory_usage_without_broker_uses_the_agent_cgroup(tmp_path: Path, node:
 def test_memory_usage_cgroup_stalls_on_cache_warn_or_fail(tmp_path: Path, node: Path) -> None:
     # The limit holds mostly cache, yet the broker's cgroup stalls: its hot set does not fit.
     tree = broker_v2_tree(limit=f"{8 * GIB_B}\n", current=FULL, stat=CACHE_FULL, pressure=psi(8, 3))
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.WARN
     assert result.summary == (
         f"iggy-server's cgroup {BROKER_CG} stalled on memory 8% of the last 10 s and 3% of "
         "the last 60 s (PSI some, warn at 5%)"
     )
-    write_tree(node, {f"{CG_DIR}/memory.pressure": psi(30, 25)})
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    result = run_check(memory_usage, tmp_path, node, {f"{CG_DIR}/memory.pressure": psi(30, 25)})
     assert result.status == Status.FAIL and "(PSI some, fail at 20% over 60 s)" in result.summary
 
 
@@ -367,7 +350,7 @@ def test_memory_usage_old_oom_events_only_inform(tmp_path: Path, node: Path) -> 
     tree = broker_v2_tree(
         limit=f"{8 * GIB_B}\n", current=4 * GIB_B, stat=stat, pressure=psi(0, 0), events=events
     )
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS
     [finding] = result.findings
     assert finding.severity == Severity.INFO
@@ -409,7 +392,7 @@ def test_memory_usage_garbage_cgroup_files_are_not_a_crash(
 ) -> None:
     tree = broker_v2_tree(limit="max\n", current=GIB_B, stat={}, pressure=psi(0, 0))
     tree |= {f"{CG_DIR}/{name}": text for name, text in garbage.items()}
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS
 
 
@@ -435,7 +418,7 @@ def test_memory_usage_grades_every_level_against_its_own_limit(tmp_path: Path, n
     unit = {"anon": 2 * GIB_B, "active_file": 0, "inactive_file": 0}
     tree = broker_v2_tree(limit=f"{10 * GIB_B}\n", current=2 * GIB_B, stat=unit, pressure=psi(0, 0))
     tree |= slice_level(12 * GIB_B, int(11.9 * GIB_B), {"anon": int(11.8 * GIB_B)})
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.WARN  # no pressure, no OOM event yet
     assert result.summary.startswith(
         f"/system.slice, an ancestor of iggy-server's cgroup {BROKER_CG}, holds 11.9 GiB it "
@@ -449,10 +432,7 @@ def test_memory_usage_grades_every_level_against_its_own_limit(tmp_path: Path, n
         ("/system.slice", 99.2),
     ]
     # The broker stalls on memory: now the slice's limit fails.
-    write_tree(node, {f"{CG_DIR}/memory.pressure": psi(25, 21)})
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    result = run_check(memory_usage, tmp_path, node, {f"{CG_DIR}/memory.pressure": psi(25, 21)})
     assert result.status == Status.FAIL and result.findings[0].subject == f"/{SLICE_DIR}"
 
 
@@ -466,7 +446,7 @@ def test_memory_usage_a_less_full_level_with_oom_kills_is_the_worst(
         limit=f"{8 * GIB_B}\n", current=FULL, stat=ANON_FULL, pressure=psi(0, 0), events=events
     )
     tree |= slice_level(12 * GIB_B, int(11.9 * GIB_B), {"anon": int(11.8 * GIB_B)})
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.FAIL
     assert result.summary.startswith(f"iggy-server's cgroup {BROKER_CG} holds 7.7 GiB")
     assert "2 OOM events since the cgroup was created" in result.summary
@@ -478,7 +458,7 @@ def test_memory_usage_several_limits_full_of_page_cache_pass(tmp_path: Path, nod
     unit = {"anon": GIB_B, "active_file": 2 * GIB_B}
     tree = broker_v2_tree(limit=f"{10 * GIB_B}\n", current=3 * GIB_B, stat=unit, pressure=psi(0, 0))
     tree |= slice_level(12 * GIB_B, int(11.75 * GIB_B), cache)
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.PASS and not result.findings
     assert result.summary.startswith(
         f"judged against iggy-server's cgroup {BROKER_CG} (v2, limit 10.0 GiB; the least "
@@ -509,7 +489,7 @@ def test_memory_usage_sidecar_cannot_see_the_broker_cgroup(tmp_path: Path, node:
     # agent's cgroup namespace). Before: the `..` was dropped and the agent's own container
     # at /sys/fs/cgroup was judged and labelled iggy-server's (here: fail on the agent's
     # full 512 MiB limit, its PSI and its OOM kills).
-    result = usage_run(tmp_path, node, sidecar_tree())
+    result = run_check(memory_usage, tmp_path, node, sidecar_tree())
     assert result.status == Status.PASS
     judged = result.data["judged_against"]
     assert judged["scope"] == "host" and judged["limit_bytes"] is None
@@ -527,12 +507,8 @@ def test_memory_usage_sidecar_cannot_see_the_broker_cgroup(tmp_path: Path, node:
     assert info.severity == Severity.INFO and "--cgroupns=host" in info.remediation
     # The broker's root shows a cgroup that does not list it: still unknown, not guessed.
     broker_root = "proc/812/root/sys/fs/cgroup"
-    write_tree(
-        node, {f"{broker_root}/memory.max": f"{GIB_B}\n", f"{broker_root}/cgroup.procs": "1\n"}
-    )
-    result = memory_usage.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_usage.thresholds)
-    )
+    files = {f"{broker_root}/memory.max": f"{GIB_B}\n", f"{broker_root}/cgroup.procs": "1\n"}
+    result = run_check(memory_usage, tmp_path, node, files)
     assert result.status == Status.PASS and result.data["judged_against"]["limit_unknown"]
 
 
@@ -550,7 +526,7 @@ def test_memory_usage_sidecar_reads_the_broker_cgroup_through_its_root(
         f"{broker_root}/memory.events": "oom 0\noom_kill 0\n",
         f"{broker_root}/memory.pressure": psi(12, 9),
     }
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.FAIL
     assert result.summary.startswith(
         "iggy-server's cgroup /../cri-containerd-aaaabbbbccccdddd.scope (read through "
@@ -572,7 +548,7 @@ def test_memory_usage_broker_in_the_agents_own_container_uses_the_mount_root(
         "proc/812/cgroup": "0::/kubepods/pod1/ctr\n",
         "proc/self/cgroup": "0::/kubepods/pod1/ctr\n",
     }
-    result = usage_run(tmp_path, node, tree)
+    result = run_check(memory_usage, tmp_path, node, tree)
     assert result.status == Status.FAIL
     assert result.summary.startswith("iggy-server's cgroup /kubepods/pod1/ctr holds 500.0 MiB")
     assert result.data["judged_against"]["limit_at"] == "/sys/fs/cgroup"
@@ -691,9 +667,7 @@ def test_memory_swap_full_of_cold_pages_warns_and_swapping_fails(
     )
     # The same swap while pages are swapped back in: it hurts now.
     numa_window.after = {"proc/vmstat": "pswpin 1834\npswpout 1656789\n"}
-    result = memory_swap.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_swap.thresholds)
-    )
+    result = run_check(memory_swap, tmp_path, node, {})
     assert result.status == Status.FAIL
     assert "(61.9%, fail at 50%); 600 pages swapped in and 0 out over 0.5 s" in result.summary
     assert result.data["pages_swapped_in_since_boot"] == 1234
@@ -902,9 +876,7 @@ def test_memory_numa_old_misses_since_boot_pass(
     assert result.data["miss_pct_since_boot"] == 23.1
     # An idle node allocates too little over the sample to judge a rate.
     numa_window.add = [(1_000_010, 300_010), (1_000_000, 300_000)]
-    result = memory_numa.run(
-        make_context(tmp_path, roots=fixture_roots(node), thresholds=memory_numa.thresholds)
-    )
+    result = run_check(memory_numa, tmp_path, node, {})
     assert result.status == Status.PASS
     assert result.summary.endswith("; too few allocations over 0.5 s to judge misses")
 

@@ -77,7 +77,7 @@ from snapshot_agent.node.procfs import (
     parse_sockets,
 )
 
-from .conftest import fake_tools, fixture_roots, make_context, write_tree
+from .conftest import fake_tools, fixture_roots, make_context, severities, write_tree
 
 
 def net_context(
@@ -97,10 +97,6 @@ def net_context(
         )
     )
     return ctx
-
-
-def severities(result: Any) -> list[Severity]:
-    return [f.severity for f in result.findings]
 
 
 # -- /proc/net socket tables (format copied from a live kernel) ------------------------------

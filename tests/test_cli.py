@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import msgspec
 import psutil
 import pytest
 
-from .conftest import REPO, fixture_roots, run_cli, write_tree
+from .conftest import REPO, fixture_roots, run_cli, runs, wait_for_descendant, write_tree
 
 ARCHIVE_RE = re.compile(r"snapshot-\d{8}-\d{6}(-\d+)?\.zip$")
 
@@ -261,14 +260,8 @@ checks:
         text=True,
         env={**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull},
     )
-    deadline = time.monotonic() + 20
-    sleeps: list[psutil.Process] = []
-    while not sleeps:  # this run's own command, never another test's
-        assert time.monotonic() < deadline, "the slow check never started"
-        time.sleep(0.1)
-        with contextlib.suppress(psutil.Error):
-            tree = psutil.Process(proc.pid).children(recursive=True)
-            sleeps = [p for p in tree if p.cmdline() == ["sleep", "300"]]
+    tree = wait_for_descendant(proc.pid, ["sleep", "300"], 20)
+    sleeps = [p for p in tree if runs(p, ["sleep", "300"])]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130

@@ -61,11 +61,11 @@ def _prctl(option: int, value: int | ctypes.c_int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
 
 
-def _own_children() -> set[int]:
-    """This process's children, zombies included (independent of the code under test)."""
+def _children_of(pid: int) -> set[int]:
+    """Children of `pid`, zombies included (independent of the code under test)."""
     found: set[int] = set()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as fh:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
             found |= {int(p) for p in fh.read().split()}
     return found
 
@@ -93,13 +93,13 @@ def catcher() -> Iterator[set[int]]:
     """This process as a subreaper; yields the children it may keep (all else escaped)."""
     was = ctypes.c_int(0)
     _prctl(PR_GET_CHILD_SUBREAPER, was)
-    keep = _own_children()
+    keep = _children_of(os.getpid())
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     try:
         yield keep
     finally:
         end = time.monotonic() + 10  # a test that failed must still leave nothing behind
-        while (strays := _own_children() - keep) and time.monotonic() < end:
+        while (strays := _children_of(os.getpid()) - keep) and time.monotonic() < end:
             _kill_and_reap(strays)
             time.sleep(0.001)
         _prctl(PR_SET_CHILD_SUBREAPER, was.value)
@@ -127,7 +127,7 @@ def load(catcher: set[int]) -> Iterator[None]:
 
 def _escaped(keep: set[int]) -> list[str]:
     """What reached this subreaper, the living first: each escaped a check."""
-    found = [_cmdline(pid) for pid in _own_children() - keep]
+    found = [_cmdline(pid) for pid in _children_of(os.getpid()) - keep]
     return sorted(found, key=lambda cmdline: cmdline in ("<zombie>", "<gone>"))
 
 
@@ -230,34 +230,29 @@ def test_fork_hopping_daemons_never_outlive_their_check(
         assert not escaped, f"run {run}: {len(escaped)} escaped: {escaped[:3]}"
         killed = outcomes[0].result.findings
         assert any("left running were killed" in f.message for f in killed)
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and tag in _cmdline(int(p))]
+    assert not _tagged_anywhere(tag)
 
 
 @pytest.mark.skipif(not _cgroups_allowed(), reason="no cgroup v2 the agent may write here")
 def test_cgroups_of_the_run_are_removed_and_stale_ones_cleaned(
-    tmp_path: Path, catcher: set[int], tag: str
+    tmp_path: Path, catcher: set[int], tag: str, nest: Path
 ) -> None:
-    base = own_cgroup_dir()
-    assert base is not None
     # What a SIGKILLed agent leaves: its run's cgroup with a process still in it. No
     # process has the pid pid_max: the agent that made this group is surely dead.
     dead = Path("/proc/sys/kernel/pid_max").read_text().strip()
-    stale = base / f"{RUN_PREFIX}{dead}-0"
+    stale = nest / f"{RUN_PREFIX}{dead}-0"
     (stale / "check-0").mkdir(parents=True)
     sleeper = subprocess.Popen(["sleep", f"600.{secrets.randbelow(10**9):09d}"])
     (stale / "check-0" / "cgroup.procs").write_text(str(sleeper.pid))
     catcher.add(sleeper.pid)
     try:
-        outcomes, used = _run(tmp_path, _escape_checks(tmp_path, tag)[:1], "auto")
-        assert used == "cgroup" and outcomes[0].result.status == Status.PASS
+        agent = _fork_agent(tmp_path, _escape_checks(tmp_path, tag)[:1], "auto", nest)
+        assert os.waitpid(agent, 0)[1] == 0, "the agent's run did not pass in its cgroups"
         assert sleeper.wait(timeout=5) == -signal.SIGKILL
         assert not stale.exists()
-        assert not list(base.glob(f"{RUN_PREFIX}{os.getpid()}-*")), "the run left its cgroup"
+        assert not list(nest.glob(f"{RUN_PREFIX}{agent}-*")), "the run left its cgroup"
     finally:
         sleeper.kill()
-        with contextlib.suppress(OSError):
-            (stale / "check-0").rmdir()
-            stale.rmdir()
 
 
 @pytest.mark.parametrize("mode", ["auto", "subreaper"])
@@ -355,7 +350,7 @@ def _left_of_run(keep: set[int], seen: set[int], tag: str, groups: Path | None) 
     hops gives this process a new child. So a child not in `seen` (added to it) counts;
     dead ones are reaped.
     """
-    kids = _own_children() - keep
+    kids = _children_of(os.getpid()) - keep
     left = [f"new child {_cmdline(pid)}" for pid in kids - seen]
     seen |= kids
     for pid in kids:
@@ -552,15 +547,6 @@ def _parents_children(ctx: Context) -> Result:
     return Result(Status.PASS, "looked", data={"children": found})
 
 
-def _children_of(pid: int) -> set[int]:
-    """Children of `pid`, zombies included."""
-    found: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
-            found |= {int(p) for p in fh.read().split()}
-    return found
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_a_run_has_a_guardian_while_it_runs_and_none_after(
     tmp_path: Path, catcher: set[int], mode: str
@@ -577,7 +563,7 @@ def test_a_run_has_a_guardian_while_it_runs_and_none_after(
     others = outcomes[0].result.data["children"]
     guardians = [pid for pid, group in others if pid not in catcher and group == pid]
     assert len(guardians) == 1, f"the agent's children during the run: {others}"
-    assert not _own_children() - catcher, "the run left a process behind (its guardian?)"
+    assert not _children_of(os.getpid()) - catcher, "the run left a process behind (its guardian?)"
 
 
 @pytest.mark.skipif(not _cgroups_allowed(), reason="no cgroup v2 the agent may write here")

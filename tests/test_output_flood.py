@@ -17,7 +17,7 @@ import pytest
 
 from snapshot_agent.core.commands import QUIET_ENV, run_command
 
-from .conftest import make_context
+from .conftest import make_context, run_measured
 
 MIB = 1024 * 1024
 #: Allocator and interpreter noise allowed on top of the budget in caps.
@@ -159,21 +159,9 @@ def run_agent(tmp_path: Path, name: str, config: str, *args: str) -> tuple[int, 
     out.mkdir()
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(config)
-    cmd = [sys.executable, "-m", "snapshot_agent", "run", "-c", str(cfg), "-o", str(out)]
-    env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_AGENT_CONFIG"}  # -c decides
-    with open(tmp_path / f"{name}.stdout", "w+b") as stdout:
-        proc = subprocess.Popen(
-            [*cmd, "--only", "custom", "--json", "-q", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        summary = json.loads(stdout.read())
-    return proc.returncode, summary, usage.ru_maxrss * 1024
+    run = ["run", "-c", cfg, "-o", out, "--only", "custom", "--json", "-q", *args]
+    proc, peak = run_measured(tmp_path, *run, timeout=None, stdin=subprocess.DEVNULL)
+    return proc.returncode, json.loads(proc.stdout), peak
 
 
 def command_config(cap: int, commands: dict[str, list[str]]) -> str:

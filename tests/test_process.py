@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from snapshot_agent.pipeline.process import SnapshotProcess
 from snapshot_agent.pipeline.record import SnapshotOptions
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, wait_for_descendant
 
 ENV = {**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull, "PYTHONPATH": str(REPO)}
 
@@ -71,14 +70,7 @@ def test_cancel_stops_the_checks_and_leaves_nothing(tmp_path: Path) -> None:
     for event in snapshot.events(timeout=60):
         if event["event"] == "check_started":
             break
-    tree: list[psutil.Process] = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # wait until the command itself runs
-        tree = psutil.Process(snapshot.pid).children(recursive=True)
-        if any(p.name() == "sleep" for p in tree if p.is_running()):
-            break
-        time.sleep(0.05)
-    assert any(p.name() == "sleep" for p in tree), "the slow command never started"
+    tree = wait_for_descendant(snapshot.pid, ["sleep", "300"], 10)
 
     snapshot.cancel()
     finished = snapshot.wait(timeout=30)

@@ -28,6 +28,8 @@ from snapshot_agent.errors import UsageError
 from snapshot_agent.storage import local
 from snapshot_agent.storage.local import LocalSink
 
+from .conftest import wait_for_descendant
+
 #: Only the lines below are this file's checks: a slow command, a fast one.
 CONFIG = """
 checks:
@@ -61,15 +63,11 @@ def start(config: Path, out: Path, *extra: str, **popen: object) -> subprocess.P
 
 def slow_check_tree(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     """Wait until the run's `sleep 300` runs; every process below the run at that point."""
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(psutil.Error):
-            tree = psutil.Process(proc.pid).children(recursive=True)
-            if any(p.cmdline() == ["sleep", "300"] for p in tree):
-                return tree
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the slow check never started")
+    try:
+        return wait_for_descendant(proc.pid, ["sleep", "300"], START_S)
+    except AssertionError:
+        assert proc.poll() is None, proc.communicate()  # the run ended: what it said
+        raise
 
 
 def run_quick(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -411,14 +409,7 @@ def test_nohup_keeps_the_run_alive_through_a_hangup(tmp_path: Path) -> None:
         env=ENV,
     )
     with killed_at_exit(proc):
-        deadline = time.monotonic() + START_S
-        while not any(
-            p.cmdline()[:2] == ["sleep", "1.5"]
-            for p in psutil.Process(proc.pid).children(recursive=True)
-            if p.is_running()
-        ):
-            assert time.monotonic() < deadline and proc.poll() is None, "never started"
-            time.sleep(0.05)
+        wait_for_descendant(proc.pid, ["sleep", "1.5"], START_S)
         proc.send_signal(signal.SIGHUP)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
