@@ -1,0 +1,331 @@
+"""The redactor: the one exit every string and byte leaving the node passes.
+
+It runs the rules (rule.py) over text line by line, replaces what they find with
+`[REDACTED:label]` (or a pseudonym) and counts each hit per rule and per source. The
+same object serves strings (`text`), byte streams (`stream`: evidence files, members),
+command lines (`argv`) and the manifest (`audit`).
+
+Speed comes from the rules' hints: a line holding none of a rule's hint words is never
+shown to that rule, and most log lines hold none of any rule's. A rule inside a
+multi-line secret (`open`) sees every line until it closes.
+
+Memory is bounded: streams are cut into blocks of whole lines, and a line longer than
+`MAX_LINE` is cut into pieces after a separator (a space, a comma, ...) near the limit,
+so a 1 GB file without a newline is redacted in 64 KiB pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+try:
+    import re2  # google-re2: the hint prefilter's automaton
+except ImportError:  # pragma: no cover - a platform without its wheel: str.find per hint
+    re2 = None
+
+from snapshot_agent.redact.audit import RedactionAudit, Tally
+from snapshot_agent.redact.cmdline import secret_arguments
+from snapshot_agent.redact.keys import SecretKeys
+from snapshot_agent.redact.rule import MAX_LINE, Hit, Rule, Scanner, replacement
+
+#: What `field` counts its redactions as: the key/value rule, applied to a JSON pair.
+FIELD_RULE = "secret-key-value"
+#: Where a long line may be cut: after one of these, searched in the last `CUT_WINDOW`
+#: characters before the limit (a token holds none of them, so it is rarely split).
+CUT_AFTER = tuple(c.encode() for c in " \t,;&{}[]<>|")
+CUT_WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The rules of one redactor, indexed by hint for the per-line prefilter."""
+
+    rules: tuple[Rule, ...]
+    wakes: tuple[tuple[int, ...], ...]  # per hint (the finder's order): the rules it wakes
+    always: tuple[int, ...]  # rules without hints: every line
+    finder: _HintFinder
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule]) -> _Plan:
+        """Index `rules` by their scanners' hints."""
+        by_hint: dict[bytes, list[int]] = {}
+        always: list[int] = []
+        for index, rule in enumerate(rules):
+            hints = rule.scanner().hints
+            if not hints:
+                always.append(index)
+            for hint in hints:
+                if not hint.isascii() or hint.lower() != hint or not hint:
+                    raise ValueError(f"rule {rule.name}: hint {hint!r} is not lower-case ASCII")
+                by_hint.setdefault(hint.encode(), []).append(index)
+        return cls(
+            tuple(rules),
+            tuple(tuple(i) for i in by_hint.values()),
+            tuple(always),
+            _HintFinder(tuple(by_hint)),
+        )
+
+
+class _HintFinder:
+    """Finds the next line holding any hint, case-insensitively, in bytes.
+
+    One RE2 automaton over all hints finds the next such line (hundreds of MB/s: it is
+    why most log lines cost almost nothing), and an RE2 set names every hint in it,
+    overlapping ones included. Where RE2 is not installed: `bytes.find` per hint.
+    """
+
+    def __init__(self, hints: tuple[bytes, ...]) -> None:
+        self.hints = hints
+        self._any = self._set = None
+        if hints and re2 is not None:
+            self._any = re2.compile(b"(?i)" + b"|".join(re2.escape(h) for h in hints))
+            self._set = re2.Set.SearchSet(re2.Options())
+            for hint in hints:
+                self._set.Add(b"(?i)" + re2.escape(hint))
+            self._set.Compile()
+
+    def lines(self, data: bytes, nul: bool) -> dict[int, tuple[int, list[int]]]:
+        """Start of every line of `data` holding a hint -> (its end, which hints it holds)."""
+        found: dict[int, tuple[int, list[int]]] = {}
+        if not self.hints:
+            return found
+        if self._any is None or self._set is None:
+            return self._by_find(data, nul)
+        at = 0
+        while (match := self._any.search(data, at)) is not None:
+            start = _line_start(data, match.start(), nul)
+            end = _line_end(data, match.start(), nul)
+            found[start] = (end, self._set.Match(data[start : end + 1]))
+            at = end + 1
+        return found
+
+    def _by_find(self, data: bytes, nul: bool) -> dict[int, tuple[int, list[int]]]:
+        lower = data.lower()  # ASCII only: same length, same offsets
+        found: dict[int, tuple[int, list[int]]] = {}
+        for index, hint in enumerate(self.hints):
+            at = lower.find(hint)
+            while at >= 0:
+                start = _line_start(data, at, nul)
+                end = _line_end(data, at, nul)
+                found.setdefault(start, (end, []))[1].append(index)
+                at = lower.find(hint, end + 1) if end < len(data) else -1
+        return found
+
+
+class _Pass:
+    """One text (a string, a stream) going through the rules, line after line, in order."""
+
+    def __init__(self, plan: _Plan, tally: Tally, source: str, prefix: str) -> None:
+        self.plan = plan
+        self.scanners: list[Scanner] = [rule.scanner() for rule in plan.rules]
+        # Scanners inside a multi-line secret. A scanner's state changes only when it
+        # scans, so this is updated there and no line asks every scanner.
+        self.inside: set[int] = set()
+        self.tally = tally
+        self.source = source
+        self.prefix = prefix
+
+    def block(self, data: bytes) -> bytes:
+        """`data` (whole lines, or a piece of one long line) redacted.
+
+        Only lines holding a hint (or all lines, while a rule is open) are decoded and
+        shown to the rules; everything between them is copied as it is.
+        """
+        nul = b"\0" in data
+        hinted = self.plan.finder.lines(data, nul)
+        if not hinted and not self._every_line():
+            return data
+        out: list[bytes] = []
+        pos, size = 0, len(data)
+        starts = sorted(hinted)
+        next_hint = 0
+        while pos < size:
+            if not self._every_line():  # jump to the next line holding a hint
+                while next_hint < len(starts) and starts[next_hint] < pos:
+                    next_hint += 1
+                if next_hint == len(starts):
+                    break
+                start = starts[next_hint]
+                out.append(data[pos:start])
+                pos = start
+            end, hints = hinted.get(pos) or (_line_end(data, pos, nul), [])
+            out.append(self.line(data[pos:end], hints))
+            out.append(data[end : end + 1])
+            pos = end + 1
+        out.append(data[pos:])
+        return b"".join(out)
+
+    def line(self, raw: bytes, hints: Iterable[int]) -> bytes:
+        """One line redacted by the rules its hints wake and the rules that are open."""
+        wake = set(self.plan.always)
+        for hint in hints:
+            wake.update(self.plan.wakes[hint])
+        wake |= self.inside
+        if not wake:
+            return raw
+        text = raw.decode("utf-8", "surrogateescape")
+        body, cr = (text[:-1], "\r") if text.endswith("\r") else (text, "")
+        hits: list[Hit] = []
+        for index in sorted(wake):
+            scanner = self.scanners[index]
+            hits += scanner.scan(body)
+            if scanner.open:
+                self.inside.add(index)
+            else:
+                self.inside.discard(index)
+        if not hits:
+            return raw
+        return (self._replace(body, hits) + cr).encode("utf-8", "surrogateescape")
+
+    def _replace(self, line: str, hits: list[Hit]) -> str:
+        """`line` with the union of the hits' spans replaced, each hit counted."""
+        hits.sort(key=lambda h: (h.start, -h.end))
+        out: list[str] = []
+        done = 0
+        span_start, span_end, label, text = -1, -1, "", ""
+        for hit in hits:
+            self.tally.add(self.prefix + hit.rule, self.source)
+            if hit.start < span_end:  # overlaps the current span: widen it
+                span_end = max(span_end, hit.end)
+                continue
+            if span_end >= 0:
+                out += [line[done:span_start], text or replacement(label)]
+                done = span_end
+            span_start, span_end, label, text = hit.start, hit.end, hit.label, hit.text
+        out += [line[done:span_start], text or replacement(label), line[span_end:]]
+        return "".join(out)
+
+    def _every_line(self) -> bool:
+        """Whether the next line must be scanned whatever it holds."""
+        return bool(self.plan.always or self.inside)
+
+
+def _line_start(data: bytes, at: int, nul: bool) -> int:
+    """Where the line holding position `at` starts (lines end at \\n, and at NUL if `nul`)."""
+    start = data.rfind(b"\n", 0, at)
+    if nul:
+        start = max(start, data.rfind(b"\0", start + 1, at))
+    return start + 1
+
+
+def _line_end(data: bytes, at: int, nul: bool) -> int:
+    """Where the line holding position `at` ends (its terminator, or the data's end)."""
+    end = data.find(b"\n", at)
+    end = len(data) if end < 0 else end
+    if nul:
+        stop = data.find(b"\0", at, end)
+        end = end if stop < 0 else stop
+    return end
+
+
+class Redactor:
+    """Every rule over every line of everything that leaves the node; counts what it did."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        prefix: str = "",
+        pseudonymized: bool = False,
+        keys: SecretKeys | None = None,
+    ):
+        self.plan = _Plan.of(rules)
+        self.keys = keys  # secret key names, for `field`
+        self.tally = Tally()
+        self.prefix = prefix
+        self.pseudonymized = pseudonymized
+
+    def text(self, value: str, source: str = "") -> str:
+        """`value` redacted (`source` names it in the audit)."""
+        work = _Pass(self.plan, self.tally, source, self.prefix)
+        data = _encode(value)
+        if len(data) <= MAX_LINE:
+            out = work.block(data)
+        else:
+            out = b"".join(work.block(piece) for piece in _pieces(data))
+        return value if out is data else _decode(out)
+
+    def field(self, name: str, value: str, source: str = "") -> str:
+        """`value` held under `name` (a JSON field, a dict entry of a check's data).
+
+        The pair is not one line of text, so the key/value rules cannot see it: when the
+        name marks a secret (and the value is not benign), the whole value goes.
+        """
+        label = self.keys.secret_label(name, value) if self.keys else None
+        if label is None:
+            return self.text(value, source)
+        self.tally.add(self.prefix + FIELD_RULE, source)
+        return replacement(label)
+
+    def stream(self, chunks: Iterable[bytes], source: str = "") -> Iterator[bytes]:
+        """A byte stream redacted in blocks of whole lines; bytes that are not UTF-8 pass.
+
+        Memory holds one block and one unfinished line (at most `MAX_LINE`), whatever the
+        size of the stream or of its lines.
+        """
+        work = _Pass(self.plan, self.tally, source, self.prefix)
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            cut = max(pending.rfind(b"\n"), pending.rfind(b"\0")) + 1
+            if cut:
+                yield work.block(pending[:cut])
+                pending = pending[cut:]
+            while len(pending) >= MAX_LINE:
+                piece = _cut(pending)
+                yield work.block(pending[:piece])
+                pending = pending[piece:]
+        if pending:
+            yield work.block(pending)
+
+    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
+        """A command line redacted argument by argument, and across arguments.
+
+        `["--password", "hunter2"]` is two arguments, so no text rule sees both: the
+        command-line rules say which arguments (from which offset) are secret.
+        """
+        out = [self.text(arg, source) for arg in argv]
+        for index, offset, rule, label in secret_arguments(argv):
+            if out[index] == argv[index]:  # not already redacted by a text rule
+                out[index] = argv[index][:offset] + replacement(label)
+                self.tally.add(self.prefix + rule, source)
+        return out
+
+    def audit(self) -> RedactionAudit:
+        """Applied; the count per rule and per file.
+
+        Every rule of a first pass is listed, 0 if it never fired (the record of what
+        ran); a second pass (the leak scan, `prefix`) lists only what it found.
+        """
+        rules = {} if self.prefix else {rule.name: 0 for rule in self.plan.rules}
+        rules.update(self.tally.rules)
+        return RedactionAudit(
+            applied=True,
+            rules=rules,
+            files={name: dict(counts) for name, counts in self.tally.files.items()},
+            pseudonymized=self.pseudonymized,
+        )
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """`data` in pieces of at most MAX_LINE bytes, cut after a separator if one is near."""
+    while len(data) > MAX_LINE:
+        cut = _cut(data)
+        yield data[:cut]
+        data = data[cut:]
+    yield data
+
+
+def _cut(data: bytes) -> int:
+    """Where to cut a line of at least MAX_LINE bytes: after a separator near the limit."""
+    window = data[MAX_LINE - CUT_WINDOW : MAX_LINE]
+    at = max(window.rfind(c) for c in CUT_AFTER)
+    return MAX_LINE - CUT_WINDOW + at + 1 if at >= 0 else MAX_LINE
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
