@@ -143,9 +143,23 @@ class ChecksConfig(_Section):
 
 
 class RedactionConfig(_Section):
-    extra_keys: Rules = []
-    extra_patterns: Rules = []
-    pseudonymize: bool = False
+    extra_keys: Rules = []  # more words that mark a secret key name (case-insensitive)
+    extra_patterns: Rules = []  # regexes: each match (or its group "value") is removed
+    pseudonymize: bool = False  # IPs and host names -> keyed pseudonyms
+
+    def __post_init__(self) -> None:
+        for index, source in enumerate(self.extra_patterns):
+            try:
+                pattern = re.compile(source)
+            except re.error as exc:
+                raise ValueError(
+                    f"extra_patterns[{index}] {source!r} is not a regular expression ({exc})"
+                ) from None
+            if pattern.fullmatch(""):
+                raise ValueError(
+                    f"extra_patterns[{index}] {source!r} matches the empty string; "
+                    "make it match the secret itself"
+                )
 
 
 class ArchiveConfig(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -136,6 +137,15 @@ _, status, usage = os.wait4(child.pid, 0)
 with open(sys.argv[1], "w") as out:
     out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
 """
+
+
+#: What the redactor leaves in place of a secret.
+REDACTED = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
+
+
+def starred(text: str) -> str:
+    """`text` with every `[REDACTED:kind]` shown as `***` (for expectations on the shape)."""
+    return REDACTED.sub("***", text)
 
 
 def run_measured(

@@ -32,10 +32,10 @@ from snapshot_agent.checks.process import (
 )
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.processes import BrokerProcess, ProcStat, find_broker, parse_stat
-from snapshot_agent.pipeline.filter import RuleFilter, filter_result
+from snapshot_agent.pipeline.filter import filter_for, filter_result
 from snapshot_agent.pipeline.record import CheckRecord
 
-from .conftest import fixture_roots, make_context, run_cli, write_tree
+from .conftest import fixture_roots, make_context, run_cli, starred, write_tree
 
 # Real /proc/<pid>/stat lines from a Debian 12 VM (the second one's comm has a space).
 REAL_STAT = (
@@ -287,9 +287,12 @@ def test_process_top_command_lines_leave_masked(tmp_path: Path, node: Path) -> N
     )
     raw = process_top.run(ctx_for(tmp_path, node, TOP))
     assert "abc123" in json.dumps(raw.data)  # the check itself never redacts
-    result = filter_result(RuleFilter(), raw)
+    result = filter_result(filter_for(True), process_top, raw)
     rows = {r["pid"]: r["command"] for r in result.data["top_rss"]}
-    assert rows[900] == "/opt/loader --iggy-password=*** --token *** --url http://u:***@h:3000/"
+    assert (
+        starred(rows[900])
+        == "/opt/loader --iggy-password=*** --token *** --url http://u:***@h:3000/"
+    )
     assert (
         result.data["broker"]["command"] == "/usr/bin/iggy-server --with-default-root-credentials"
     )

@@ -26,8 +26,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "snapshot_agent.core": ("snapshot_agent.core",),
     "snapshot_agent.node": ("snapshot_agent.core", "snapshot_agent.node"),
     "snapshot_agent.checks": ("snapshot_agent.core", "snapshot_agent.node"),
+    "snapshot_agent.redact": ("snapshot_agent.core", "snapshot_agent.redact"),
     "snapshot_agent.pipeline": (
         "snapshot_agent.core",
+        "snapshot_agent.redact",
         "snapshot_agent.node",
         "snapshot_agent.pipeline",
         "snapshot_agent.archive",

@@ -22,14 +22,16 @@ from snapshot_agent.core.results import Finding, Result, Severity, Status
 from snapshot_agent.errors import STOP_SIGNALS, SnapshotError
 from snapshot_agent.pipeline.record import (
     ArchiveLocation,
-    RedactionAudit,
     SnapshotOptions,
     SnapshotRecord,
     SnapshotStatus,
 )
 from snapshot_agent.pipeline.snapshot import take_snapshot
+from snapshot_agent.redact.audit import RedactionAudit
 from snapshot_agent.render.terminal import PlainProgress, print_summary
 from snapshot_agent.storage.local import LocalSink
+
+from .conftest import starred
 
 PLANTED = "PLANTED-7c1e"
 FILTERED = "FILTERED-7c1e"
@@ -41,16 +43,19 @@ class MarkingFilter:
     def __init__(self) -> None:
         self.hits = 0
 
-    def text(self, value: str) -> str:
+    def text(self, value: str, source: str = "") -> str:
         self.hits += value.count(PLANTED)
         return value.replace(PLANTED, FILTERED)
 
-    def stream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def stream(self, chunks: Iterable[bytes], source: str = "") -> Iterator[bytes]:
         data = b"".join(chunks)  # test-sized evidence: the marker never straddles a chunk
         self.hits += data.count(PLANTED.encode())
         yield data.replace(PLANTED.encode(), FILTERED.encode())
 
-    def argv(self, argv: Sequence[str]) -> list[str]:
+    def field(self, name: str, value: str, source: str = "") -> str:
+        return self.text(value, source)
+
+    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
         return [self.text(a) for a in argv]
 
     def audit(self) -> RedactionAudit:
@@ -159,7 +164,9 @@ def test_every_route_out_of_a_check_passes_the_filter(tmp_path: Path) -> None:
     assert FILTERED in stored["report.html"].decode()
     manifest = json.loads(stored["manifest.json"])
     assert manifest["node"]["name"] == f"node {FILTERED}"
-    assert manifest["redaction"] == {"applied": True, "rules": {"marker": flt.hits}}
+    assert manifest["redaction"]["applied"] is True
+    assert manifest["redaction"]["rules"]["marker"] == flt.hits
+    assert manifest["redaction"]["leak_scan_hits"] == 0
     assert verify_archive(Path(record.archive.uri)).ok
 
 
@@ -186,10 +193,12 @@ def test_default_filter_masks_command_line_secrets_in_results_and_evidence(
     blob = b"".join(stored.values())
     for secret in (b"hunter2", b"t0ps3cret", b"=pw", b"My5ql", b"R3dis", b"b3arer"):
         assert secret not in blob
-    assert b"--password ***" in stored["raw/test.leaks/out.txt"]
+    assert starred(stored["raw/test.leaks/out.txt"].decode()) == "--password ***\n"
     manifest = json.loads(stored["manifest.json"])
     assert manifest["redaction"]["applied"] is True
-    assert manifest["redaction"]["rules"]["secret-option"] >= 2
+    assert manifest["redaction"]["files"]["raw/test.leaks/out.txt"]
+    assert sum(manifest["redaction"]["files"]["results/test.leaks"].values()) >= 6
+    assert manifest["redaction"]["leak_scan_hits"] == 0
 
     unredacted = take_snapshot(
         loaded(Config()),
@@ -200,7 +209,10 @@ def test_default_filter_masks_command_line_secrets_in_results_and_evidence(
     assert unredacted.archive is not None
     plain = members(Path(unredacted.archive.uri))
     assert b"hunter2" in plain["raw/test.leaks/out.txt"]
-    assert json.loads(plain["manifest.json"])["redaction"] == {"applied": False, "rules": {}}
+    audit = json.loads(plain["manifest.json"])["redaction"]
+    assert audit["applied"] is False and audit["rules"] == {} and audit["files"] == {}
+    assert "Not redacted" in plain["report.html"].decode()
+    assert "Not redacted" not in stored["report.html"].decode()
 
 
 def test_record_says_where_the_archive_is_and_round_trips(tmp_path: Path) -> None:
@@ -337,8 +349,9 @@ def test_data_that_is_not_json_is_filtered_as_text_and_stored(tmp_path: Path) ->
     )
     assert record.archive is not None
     report = json.loads(members(Path(record.archive.uri))["report.json"])
-    assert report["checks"][0]["data"] == {
-        "raw": "DB_PASSWORD=***",
+    data = report["checks"][0]["data"]
+    assert starred(data.pop("raw")) == "DB_PASSWORD=***"
+    assert data == {
         "path": str(tmp_path),
         "set": ["a", "b"],
         "7": None,

@@ -32,5 +32,5 @@ def manifest_document(record: SnapshotRecord, members: Sequence[Member]) -> dict
             for c in record.checks
         ],
         "skipped": [{"item": s.item, "reason": s.reason} for s in record.skipped],
-        "redaction": {"applied": record.redaction.applied, "rules": dict(record.redaction.rules)},
+        "redaction": record.redaction.to_json(),
     }

@@ -118,7 +118,7 @@ class Runner:
         spool: Path,
         thresholds: Callable[[Check], dict[str, Any]],
         observer: Observer | None = None,
-        result_filter: Callable[[Result], Result] | None = None,
+        result_filter: Callable[[Check, Result], Result] | None = None,
         containment: str | None = None,
     ) -> None:
         self.config = config
@@ -128,7 +128,7 @@ class Runner:
         self.contained_by = ""  # what contained the last run's checks: cgroup or subreaper
         # Every result passes this before anyone (the observer, the caller) sees it: the
         # pipeline's one exit for what a check says.
-        self.result_filter = result_filter or (lambda result: result)
+        self.result_filter = result_filter or (lambda check, result: result)
         self.spool = spool
         self.thresholds = thresholds
         self.observer = observer
@@ -351,10 +351,11 @@ class Runner:
 
     def _finish_unstarted(self, check: Check) -> Result:
         result = self.result_filter(
+            check,
             Result(
                 Status.TIMEOUT,
                 f"not started: the snapshot deadline ({self.deadline_s:g} s) was reached first",
-            )
+            ),
         )
         if self.observer:
             self.observer.finished(check, result)
@@ -372,7 +373,7 @@ class Runner:
                 result.artifacts.append(ArtifactInfo(name, len(data), run.output.total))
         if result.status in (Status.TIMEOUT, Status.ERROR):
             result.artifacts = _scan_artifacts(run.artifact_dir, result.artifacts)
-        result = self.result_filter(result)
+        result = self.result_filter(run.check, result)
         if self.observer:
             self.observer.finished(run.check, result)
         return result

@@ -7,7 +7,7 @@ Iggy data bundle will be one more source.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from snapshot_agent.archive.writer import (
@@ -19,7 +19,8 @@ from snapshot_agent.archive.writer import (
     json_bytes,
 )
 from snapshot_agent.pipeline.filter import Filter
-from snapshot_agent.pipeline.record import COMMANDS, SnapshotRecord, commands_json
+from snapshot_agent.pipeline.record import COMMANDS, SkippedItem, SnapshotRecord, commands_json
+from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.render.html import render_html
 from snapshot_agent.render.report import report_document
 
@@ -38,7 +39,37 @@ def evidence_entries(spool: Path, record: SnapshotRecord, flt: Filter) -> Iterat
                 continue
             source = spool / check.id / artifact.name
             if source.is_file():
-                yield Entry(path, flt.stream(file_chunks(source)))
+                chunks = flt.stream(file_chunks(source), path)
+                yield Entry(path, withheld_on_failure(chunks, path, record))
+
+
+def withheld_on_failure(
+    chunks: Iterable[bytes], path: str, record: SnapshotRecord
+) -> Iterator[bytes]:
+    """The chunks; if redacting (or reading) them fails, the rest is withheld, said so
+    at the end of the member and listed in the manifest, and the snapshot goes on.
+
+    What was written before the failure had passed the redactor, so nothing leaks; the
+    evidence is never dropped silently.
+    """
+    try:
+        yield from chunks
+    except Exception as exc:  # a bug in a rule, an unreadable spool file
+        reason = f"withheld from this point: redaction failed ({type(exc).__name__})"
+        record.skipped.append(SkippedItem(path, reason))
+        yield f"\n[snapshot-agent: the rest of this file was {reason}]\n".encode()
+
+
+def leak_scanned(
+    entries: Iterable[Entry], scan: Redactor | None, record: SnapshotRecord
+) -> Iterator[Entry]:
+    """The entries with their bytes passing the leak scan (`None`: unchanged)."""
+    for entry in entries:
+        if scan is None:
+            yield entry
+        else:
+            chunks = scan.stream(entry.chunks, entry.path)
+            yield Entry(entry.path, withheld_on_failure(chunks, entry.path, record))
 
 
 def report_entries(record: SnapshotRecord) -> Iterator[Entry]:

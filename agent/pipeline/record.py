@@ -19,6 +19,7 @@ import msgspec
 from snapshot_agent import __version__
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Status, worst_status
+from snapshot_agent.redact.audit import RedactionAudit
 
 SCHEMA_VERSION = 1
 #: The member under raw/<check id>/ that lists the commands a check ran.
@@ -134,14 +135,6 @@ class SkippedItem:
 
     item: str
     reason: str
-
-
-@dataclass
-class RedactionAudit:
-    """What the filter did: whether it redacted, and how often each rule fired (never values)."""
-
-    applied: bool = False
-    rules: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,12 +26,18 @@ from snapshot_agent.archive.writer import IGGY_DATA, MANIFEST, ArchiveWriter, En
 from snapshot_agent.config import LoadedConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
-from snapshot_agent.core.results import Status
+from snapshot_agent.core.results import Result, Status
 from snapshot_agent.core.runner import Observer, Runner
 from snapshot_agent.errors import SnapshotError, stop_signals_held
 from snapshot_agent.node.identity import node_identity
-from snapshot_agent.pipeline.filter import Filter, filter_for, filter_result, filter_value
-from snapshot_agent.pipeline.members import evidence_entries, report_entries
+from snapshot_agent.pipeline.filter import (
+    Filter,
+    filter_for,
+    filter_result,
+    filter_value,
+    results_source,
+)
+from snapshot_agent.pipeline.members import evidence_entries, leak_scanned, report_entries
 from snapshot_agent.pipeline.record import (
     CheckRecord,
     SkippedItem,
@@ -38,6 +45,8 @@ from snapshot_agent.pipeline.record import (
     SnapshotRecord,
     SnapshotStatus,
 )
+from snapshot_agent.redact.catalog import leak_scan_for
+from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.storage.local import retry_removal
 from snapshot_agent.storage.sink import Sink
 
@@ -67,7 +76,11 @@ def take_snapshot(
     (name, node) once the archive is reserved, before any check runs.
     """
     config = loaded.config
-    flt = flt or filter_for(options.redact)
+    identity = node_identity(config)
+    names = [identity["hostname"], identity["name"], socket.getfqdn()]
+    flt = flt or filter_for(options.redact, config.redaction, names)
+    # The independent second pass over every member (none when nothing is redacted).
+    scan = leak_scan_for(config.redaction) if options.redact else None
     started = datetime.now(UTC)
     spool = None
     try:  # from the first step: a signal at any point leaves nothing behind
@@ -77,7 +90,7 @@ def take_snapshot(
         record = SnapshotRecord(
             name=name,
             created_at=iso(started),
-            node=filter_value(flt, node_identity(config)),
+            node=filter_value(flt, identity, "node"),
             options=options,
         )
         if on_open:
@@ -89,11 +102,11 @@ def take_snapshot(
             observer,
             result_filter=partial(filter_result, flt),
         )
-        record.checks = [CheckRecord.of(o.check, o.result) for o in runner.run(checks)]
+        record.checks = [_check_record(flt, o.check, o.result) for o in runner.run(checks)]
         record.completed_at = iso(datetime.now(UTC))
         record.skipped = skipped_items(record)
         try:
-            size, sha256 = _write_archive(stream, spool, record, flt)
+            size, sha256 = _write_archive(stream, spool, record, flt, scan)
             _remove_spool(spool)  # everything is in the archive now
             with stop_signals_held():  # the caller tells a late signal by record.archive
                 record.archive = sink.commit(size, sha256)
@@ -111,6 +124,16 @@ def take_snapshot(
         return record
     finally:
         _clean_up(spool, sink)
+
+
+def _check_record(flt: Filter, check: Check, result: Result) -> CheckRecord:
+    """The record of a check, its title and description filtered too: a check from the
+    config describes its command line, which may carry a password."""
+    record = CheckRecord.of(check, result)
+    source = results_source(check.id)
+    record.title = flt.text(record.title, source)
+    record.description = flt.text(record.description, source)
+    return record
 
 
 def _clean_up(spool: Path | None, sink: Sink) -> None:
@@ -147,15 +170,22 @@ def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
 
 
 def _write_archive(
-    stream: IO[bytes], spool: Path, record: SnapshotRecord, flt: Filter
+    stream: IO[bytes], spool: Path, record: SnapshotRecord, flt: Filter, scan: Redactor | None
 ) -> tuple[int, str]:
-    """Raw evidence, then report.json and report.html, then the manifest of them all."""
+    """Raw evidence, then report.json and report.html, then the manifest of them all.
+
+    Every member passes the leak scan (`scan`) on its way into the archive; what it
+    finds is counted in the manifest's audit under `leak-scan:<rule>`.
+    """
     writer = ArchiveWriter(stream)
     try:
-        writer.add_all(evidence_entries(spool, record, flt))
-        writer.add_all(report_entries(record))
+        writer.add_all(leak_scanned(evidence_entries(spool, record, flt), scan, record))
+        writer.add_all(leak_scanned(report_entries(record), scan, record))
         record.redaction = flt.audit()  # every member has passed the filter by now
-        writer.add(Entry(MANIFEST, [json_bytes(manifest_document(record, writer.members))]))
+        if scan is not None:
+            record.redaction.add(scan.audit())
+        manifest = Entry(MANIFEST, [json_bytes(manifest_document(record, writer.members))])
+        writer.add_all(leak_scanned([manifest], scan, record))
         return writer.close()
     except BaseException:
         writer.abandon()
