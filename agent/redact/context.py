@@ -14,8 +14,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from snapshot_agent.redact.keys import SecretKeys, entropy
-from snapshot_agent.redact.rule import Hit
+from snapshot_agent.redact.keys import UUID, SecretKeys, entropy
+from snapshot_agent.redact.rule import Hit, Stateless
 
 NAME = "secret-context"
 #: Entropy (bits per character) a value needs: close to log2(length) for short values
@@ -31,7 +31,6 @@ _CONTEXT = re.compile(
     r"(?P<value>[A-Za-z0-9+/_.~\-]{16,512}+={0,3})(?![A-Za-z0-9+/=_.~\-])"
 )
 _NAME_END = re.compile(r"[\w.\-]{0,65536}")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _VERSION = re.compile(r"v?\d{1,6}(?:\.\d{1,6}){1,4}(?:[-+.][\w.]{0,64})?")
 _HOSTNAME = re.compile(r"[a-z0-9\-]{1,63}(?:\.[a-z0-9\-]{1,63}){1,16}")
 _PATH_START = ("/", "./", "../", "~/")
@@ -65,7 +64,7 @@ def is_generated(value: str) -> bool:
     """Whether `value` looks generated (a key, a token), not a word, path, host or version."""
     if value.startswith(_PATH_START) or value.startswith(("-", ".")):
         return False
-    if _UUID.fullmatch(value) or _VERSION.fullmatch(value) or _HOSTNAME.fullmatch(value):
+    if UUID.fullmatch(value) or _VERSION.fullmatch(value) or _HOSTNAME.fullmatch(value):
         return False
     if not (any(c.isalpha() for c in value) and any(c.isdigit() for c in value)):
         return False
@@ -74,7 +73,7 @@ def is_generated(value: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ContextRule:
+class ContextRule(Stateless):
     """High-entropy values next to secret words in free text (stateless)."""
 
     keys: SecretKeys = field(default_factory=SecretKeys)
@@ -107,15 +106,6 @@ class ContextRule:
     def hints(self) -> tuple[str, ...]:
         """The secret words (a line without one holds no hit)."""
         return self.keys.hints
-
-    @property
-    def open(self) -> bool:
-        """Never inside a multi-line secret."""
-        return False
-
-    def scanner(self) -> ContextRule:
-        """The rule itself: it keeps no state between lines."""
-        return self
 
     def scan(self, line: str) -> list[Hit]:
         """The generated-looking values right after secret words in `line`.

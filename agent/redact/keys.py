@@ -411,7 +411,7 @@ _PUBLIC_PEM = re.compile(
     r"-----BEGIN (?:CERTIFICATE|PUBLIC KEY|RSA PUBLIC KEY|X509 CRL|CERTIFICATE REQUEST"
     r"|TRUSTED CERTIFICATE)-----"
 )
-_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _TOKENISH = re.compile(r"[A-Za-z0-9+/_\-]{16,8192}={0,3}")
 _JWTISH = re.compile(r"[A-Za-z0-9_\-]{8,4096}(?:\.[A-Za-z0-9_\-]{8,4096}){1,2}")
 _HEX = re.compile(r"[0-9a-fA-F]{16,8192}")
@@ -465,7 +465,7 @@ def looks_secret(value: str) -> bool:
     mixed character classes. UUIDs, words joined by `_` or `-`, and benign values do not.
     """
     text = value.strip()
-    if len(text) < 16 or _UUID.fullmatch(text) or _WORDY.fullmatch(text):
+    if len(text) < 16 or UUID.fullmatch(text) or _WORDY.fullmatch(text):
         return False
     if _HEX.fullmatch(text):
         return any(c.isdigit() for c in text) and any(c.isalpha() for c in text)

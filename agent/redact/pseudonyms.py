@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from snapshot_agent.redact.rule import Hit
+from snapshot_agent.redact.rule import Hit, Stateless
 
 NAME = "pseudonym"
 
@@ -44,7 +44,7 @@ def _ip_kept(text: str) -> bool:
 
 
 @dataclass
-class PseudonymRule:
+class PseudonymRule(Stateless):
     """IP addresses and host names replaced by keyed, consistent pseudonyms."""
 
     hostnames: Sequence[str] = ()
@@ -61,7 +61,6 @@ class PseudonymRule:
         "version 0.8.0",
     )
     hints: tuple[str, ...] = ()
-    open: bool = False
 
     def __post_init__(self) -> None:
         names = sorted({h for h in self.hostnames if h and h != "localhost"}, key=len)[::-1]
@@ -70,10 +69,6 @@ class PseudonymRule:
         if own:
             parts.append(rf"(?P<own>(?<![\w.-])(?i:{own})(?![\w-]))")
         self._pattern = re.compile("|".join(parts))
-
-    def scanner(self) -> PseudonymRule:
-        """Stateless: the rule is its own scanner."""
-        return self
 
     def scan(self, line: str) -> list[Hit]:
         """Every address and host name in `line`, with its pseudonym."""

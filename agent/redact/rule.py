@@ -14,7 +14,7 @@ line reaches the rules in pieces, cut after a separator where one is near.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 #: A longer line is scanned in pieces of about this many characters.
 MAX_LINE = 64 * 1024
@@ -82,3 +82,16 @@ class Rule(Protocol):
     def scanner(self) -> Scanner:
         """A scanner for one text (a stateless rule may return one shared object)."""
         ...
+
+
+class Stateless:
+    """For a rule that keeps no state between lines: it is its own scanner, never open."""
+
+    @property
+    def open(self) -> bool:
+        """Never inside a multi-line secret: each line stands alone."""
+        return False
+
+    def scanner(self) -> Self:
+        """The rule itself."""
+        return self

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from snapshot_agent.redact.rule import REDACTED_PREFIX, Hit, Rule
+from snapshot_agent.redact.rule import REDACTED_PREFIX, Hit, Rule, Stateless
 
 #: What the command-line filter of earlier versions left; never a secret.
 MASK = "***"
@@ -30,7 +30,7 @@ def is_redacted(value: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class PatternRule:
+class PatternRule(Stateless):
     """A stateless rule: every match of `pattern` is a secret, the span of group `group`.
 
     `group` names the group whose span is the secret ("value"); a pattern without such
@@ -45,15 +45,6 @@ class PatternRule:
     examples: tuple[str, ...] = ()
     benign: tuple[str, ...] = ()
     group: str | int = "value"
-
-    @property
-    def open(self) -> bool:
-        """Never inside a multi-line secret: each line stands alone."""
-        return False
-
-    def scanner(self) -> PatternRule:
-        """The rule itself: it keeps no state between lines."""
-        return self
 
     def scan(self, line: str) -> list[Hit]:
         """One hit per match, for the span of the secret group (empty spans skipped)."""
@@ -698,7 +689,7 @@ def _preference(value: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class CookieHeaderRule:
+class CookieHeaderRule(Stateless):
     """Cookie / Set-Cookie headers: each cookie's value goes; names and attributes stay."""
 
     name: str = "cookie-header"
@@ -721,15 +712,6 @@ class CookieHeaderRule:
         "Set-Cookie header missing",
         "cookie: expired for user bob",
     )
-
-    @property
-    def open(self) -> bool:
-        """Headers stand on one line."""
-        return False
-
-    def scanner(self) -> CookieHeaderRule:
-        """The rule itself: it keeps no state."""
-        return self
 
     def scan(self, line: str) -> list[Hit]:
         """A hit per cookie value of each Cookie / Set-Cookie header in `line`."""
