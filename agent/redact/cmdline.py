@@ -141,6 +141,8 @@ class _OptionScanner:
     hints: tuple[str, ...]
     label: str
     pending: bool = False
+    #: Every line with a hit holds a dash, then a name holding a secret word.
+    gate = r"-[A-Za-z0-9_.\-]{0,64}(?:pass|secret|token|key|auth|credential)"
 
     @property
     def open(self) -> bool:

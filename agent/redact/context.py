@@ -107,6 +107,17 @@ class ContextRule(Stateless):
         """The secret words (a line without one holds no hit)."""
         return self.keys.hints
 
+    @property
+    def gate(self) -> str:
+        """What a line with a hit matches (the redactor's prefilter, RE2 syntax): `_CONTEXT`
+        from the secret word on, without its bounds and look-ahead."""
+        word = "(?:" + "|".join(re.escape(w) for w in self.keys.hints) + ")"
+        return (
+            rf"{word}[\w.\-]*[\"'`]?(?:[ \t]+|[ \t]*(?::=|=>|[:=])[ \t]*)"
+            r"(?:(?:is|was|are|of|to|now|set[ \t]to|value|=|:)[ \t]+){0,2}"
+            r"[\"'`(<]?[A-Za-z0-9+/_.~\-]{16}"
+        )
+
     def scan(self, line: str) -> list[Hit]:
         """The generated-looking values right after secret words in `line`.
 

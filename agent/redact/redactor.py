@@ -16,13 +16,12 @@ so a 1 GB file without a newline is redacted in 64 KiB pieces.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-try:
-    import re2  # google-re2: the hint prefilter's automaton
-except ImportError:  # pragma: no cover - a platform without its wheel: str.find per hint
-    re2 = None
+import re2  # google-re2: the prefilter's automaton and sets
 
 from snapshot_agent.redact.audit import RedactionAudit, Tally
 from snapshot_agent.redact.cmdline import secret_arguments
@@ -39,78 +38,89 @@ CUT_WINDOW = 4096
 
 @dataclass(frozen=True)
 class _Plan:
-    """The rules of one redactor, indexed by hint for the per-line prefilter."""
+    """The rules of one redactor, and the prefilter that says which lines wake which."""
 
     rules: tuple[Rule, ...]
-    wakes: tuple[tuple[int, ...], ...]  # per hint (the finder's order): the rules it wakes
-    always: tuple[int, ...]  # rules without hints: every line
-    finder: _HintFinder
+    always: tuple[int, ...]  # rules with no hints: every line
+    gates: _Gates
 
     @classmethod
     def of(cls, rules: Sequence[Rule]) -> _Plan:
-        """Index `rules` by their scanners' hints."""
-        by_hint: dict[bytes, list[int]] = {}
-        always: list[int] = []
-        for index, rule in enumerate(rules):
-            hints = rule.scanner().hints
-            if not hints:
-                always.append(index)
-            for hint in hints:
+        """Index `rules` by their scanners' hints and gates."""
+        hints: list[tuple[str, ...]] = []
+        gates: list[str] = []
+        for rule in rules:
+            scanner = rule.scanner()
+            for hint in scanner.hints:
                 if not hint.isascii() or hint.lower() != hint or not hint:
                     raise ValueError(f"rule {rule.name}: hint {hint!r} is not lower-case ASCII")
-                by_hint.setdefault(hint.encode(), []).append(index)
-        return cls(
-            tuple(rules),
-            tuple(tuple(i) for i in by_hint.values()),
-            tuple(always),
-            _HintFinder(tuple(by_hint)),
-        )
+            hints.append(tuple(scanner.hints))
+            gates.append(getattr(scanner, "gate", ""))
+        always = tuple(i for i, h in enumerate(hints) if not h)
+        return cls(tuple(rules), always, _Gates(hints, gates))
 
 
-class _HintFinder:
-    """Finds the next line holding any hint, case-insensitively, in bytes.
+class _Gates:
+    """Finds the lines that may hold a hit, and the rules each may wake.
 
-    One RE2 automaton over all hints finds the next such line (hundreds of MB/s: it is
-    why most log lines cost almost nothing), and an RE2 set names every hint in it,
-    overlapping ones included. Where RE2 is not installed: `bytes.find` per hint.
+    A rule wakes on a line holding one of its hints, and matching its `gate` when it has
+    one (a regex: `password` followed by `=` or `:`, not "Accepted password for"). One RE2
+    automaton over every rule's gate (or hints) finds the next such line at hundreds of
+    MB/s, which is why most log lines cost almost nothing; then one RE2 set of the hints
+    and one of the gates name the rules that line wakes.
     """
 
-    def __init__(self, hints: tuple[bytes, ...]) -> None:
-        self.hints = hints
-        self._any = self._set = None
-        if hints and re2 is not None:
-            self._any = re2.compile(b"(?i)" + b"|".join(re2.escape(h) for h in hints))
-            self._set = re2.Set.SearchSet(re2.Options())
-            for hint in hints:
-                self._set.Add(b"(?i)" + re2.escape(hint))
-            self._set.Compile()
+    def __init__(self, hints: Sequence[tuple[str, ...]], gates: Sequence[str]) -> None:
+        self.rules_of: list[int] = []  # hint index -> rule index
+        words: list[bytes] = []
+        for rule, rule_hints in enumerate(hints):
+            for hint in rule_hints:
+                words.append(b"(?i)" + re2.escape(hint.encode()))
+                self.rules_of.append(rule)
+        either = [
+            (g or "|".join(map(re.escape, h))).encode()
+            for h, g in zip(hints, gates, strict=True)
+            if h
+        ]
+        self.live = bool(words)
+        self.gated = [i for i, g in enumerate(gates) if g]
+        if self.live:
+            self._any = re2.compile(b"(?i)(?:" + b")|(?:".join(either) + b")")
+            self._hints = _re2_set(words)
+        if self.gated:
+            self._gates = _re2_set([b"(?i)(?:" + gates[i].encode() + b")" for i in self.gated])
+
+    def woken(self, line: bytes) -> list[int]:
+        """The rules `line` (with its terminator) wakes: a hint of theirs, and their gate."""
+        found = {self.rules_of[i] for i in self._hints.Match(line) or ()}
+        if self.gated:
+            opened = {self.gated[i] for i in self._gates.Match(line) or ()}
+            found -= set(self.gated) - opened
+        return sorted(found)
 
     def lines(self, data: bytes, nul: bool) -> dict[int, tuple[int, list[int]]]:
-        """Start of every line of `data` holding a hint -> (its end, which hints it holds)."""
+        """Start of every line of `data` that wakes a rule -> (its end, the rules woken)."""
         found: dict[int, tuple[int, list[int]]] = {}
-        if not self.hints:
+        if not self.live:
             return found
-        if self._any is None or self._set is None:
-            return self._by_find(data, nul)
         at = 0
         while (match := self._any.search(data, at)) is not None:
             start = _line_start(data, match.start(), nul)
             end = _line_end(data, match.start(), nul)
-            found[start] = (end, self._set.Match(data[start : end + 1]))
+            rules = self.woken(data[start : end + 1])
+            if rules:
+                found[start] = (end, rules)
             at = end + 1
         return found
 
-    def _by_find(self, data: bytes, nul: bool) -> dict[int, tuple[int, list[int]]]:
-        lower = data.lower()  # ASCII only: same length, same offsets
-        found: dict[int, tuple[int, list[int]]] = {}
-        for index, hint in enumerate(self.hints):
-            at = lower.find(hint)
-            while at >= 0:
-                start = _line_start(data, at, nul)
-                end = _line_end(data, at, nul)
-                found.setdefault(start, (end, []))[1].append(index)
-                at = lower.find(hint, end + 1) if end < len(data) else -1
-        return found
+
+def _re2_set(patterns: list[bytes]) -> Any:
+    """An RE2 set of `patterns`: one call names every pattern a text matches."""
+    found = re2.Set.SearchSet(re2.Options())
+    for pattern in patterns:
+        found.Add(pattern)
+    found.Compile()
+    return found
 
 
 class _Pass:
@@ -133,7 +143,7 @@ class _Pass:
         shown to the rules; everything between them is copied as it is.
         """
         nul = b"\0" in data
-        hinted = self.plan.finder.lines(data, nul)
+        hinted = self.plan.gates.lines(data, nul)
         if not hinted and not self._every_line():
             return data
         out: list[bytes] = []
@@ -156,11 +166,10 @@ class _Pass:
         out.append(data[pos:])
         return b"".join(out)
 
-    def line(self, raw: bytes, hints: Iterable[int]) -> bytes:
-        """One line redacted by the rules its hints wake and the rules that are open."""
+    def line(self, raw: bytes, woken: Iterable[int]) -> bytes:
+        """One line redacted by the rules its gates wake and the rules that are open."""
         wake = set(self.plan.always)
-        for hint in hints:
-            wake.update(self.plan.wakes[hint])
+        wake.update(woken)
         wake |= self.inside
         if not wake:
             return raw

@@ -48,6 +48,12 @@ class Scanner(Protocol):
     this rule, so the redactor may skip `scan` for it. An empty tuple means "scan every
     line". A hint found in nearly every line of real logs makes the redactor slow.
 
+    `gate` (optional): a regular expression in RE2 syntax (no look-around, no
+    back-references), matched case-insensitively against one line and its terminator,
+    that every line holding a hit of this rule matches; a line holding a hint but not
+    matching the gate is not shown to the rule. It is what keeps a rule keyed on common
+    words (`key`, `session`) away from "partition key 3" and "session closed".
+
     While `open` is true (the scanner is inside a multi-line secret: a PEM block, a YAML
     block scalar, a TOML multi-line string), every line must be scanned, hints or not.
     """

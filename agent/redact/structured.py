@@ -27,6 +27,7 @@ A value that is benign (keys.is_benign_value) or already redacted is kept.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from snapshot_agent.redact.keys import (
@@ -87,6 +88,18 @@ _DEFINE = re.compile(
 #: Keys whose value names an environment variable, and the key holding its value.
 _NAME_KEYS = frozenset({"name", "key", "variable", "var", "env", "parameterkey", "parametername"})
 _VALUE_KEYS = frozenset({"value", "parametervalue"})
+#: A key named like one of _NAME_KEYS that holds no secret word (`name: DB_PASSWORD`).
+_NAMED = re.compile(r"(?i)(?<![\w.\-])(?:name|variable|var|env|parametername)(?![\w.\-])")
+#: The characters of a key name (what _CANDIDATE's name group takes).
+_NAME_CHARS = re.compile(r"[\w.\-]")
+
+
+def _name_start(line: str, at: int) -> int:
+    """Where the name holding position `at` starts (at most 128 characters back)."""
+    start = at
+    while start > 0 and at - start < 128 and _NAME_CHARS.match(line, start - 1):
+        start -= 1
+    return start
 
 
 @dataclass
@@ -161,6 +174,25 @@ class _Line:
         self.hits.append(Hit(start + lead, start + lead + len(stripped), NAME, secret.label))
 
 
+def key_value_gate(words: Sequence[str]) -> str:
+    """What every line holding a value of a secret key matches (the redactor's prefilter).
+
+    A secret word, the rest of its name, at most a few closing quotes or brackets, then
+    an assignment (`:`, `=`, `=>`, `,` as in define('X', ...), `(`) of a value that is not
+    only digits (`"session_id": 42` is no secret) or of nothing (`password:` opening a
+    YAML block). Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its
+    `value:` follows). RE2 syntax, one line.
+    """
+    word = "(?:" + "|".join(re.escape(w) for w in words) + ")"
+    value = r"[ \t]*(?:\\?[\"']){0,3}[0-9.]*[^0-9.\"',}\] \t]"  # not a bare number
+    end = r"[ \t]*(?:\\?[\"'])?[ \t]*(?:[\r\n\x00]|$)"  # nothing after it on this line
+    assignment = (
+        rf"{word}[\w.\-]{{0,64}}[\"'\\\]`]{{0,3}}[ \t]{{0,8}}(?:[:=,(]|=>)(?:{value}|{end})"
+    )
+    env_name = rf"name[\"']?[ \t]{{0,8}}[:=][ \t]{{0,8}}[\"']?[\w.\-]{{0,64}}{word}"
+    return f"{assignment}|{env_name}"
+
+
 class KeyValueScanner:
     """Scans the lines of one text for values of secret keys (stateful across lines)."""
 
@@ -169,6 +201,7 @@ class KeyValueScanner:
     def __init__(self, keys: SecretKeys) -> None:
         self.keys = keys
         self.hints = keys.hints
+        self.gate = key_value_gate(keys.hints)
         self._hinted = re.compile("|".join(re.escape(h) for h in keys.hints))
         self.frames: list[_Frame] = []
         self.pending: SecretKind | None = None
@@ -318,7 +351,17 @@ class KeyValueScanner:
                 secret = self.keys.kind(define["name"])
                 if secret is not None:
                     self._value(work, define.end(), secret, "mid", define["name"], 0)
+        # Outside secret parents, and with no `name:`-style key that may announce one,
+        # only pairs whose name holds a secret word matter: jump from one such word to
+        # the next instead of visiting every pair (a JSON log line has dozens).
+        lower = line.lower()
+        skip = nest is None and len(lower) == len(line) and not _NAMED.search(line)
         while pos is not None and pos < len(line):
+            if skip and not self.pending and not work.ranges:
+                word = self._hinted.search(lower, pos)
+                if word is None:
+                    return
+                pos = max(pos, _name_start(line, word.start()))
             match = _CANDIDATE.search(line, pos)
             if match is None:
                 return

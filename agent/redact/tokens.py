@@ -45,6 +45,7 @@ class PatternRule(Stateless):
     examples: tuple[str, ...] = ()
     benign: tuple[str, ...] = ()
     group: str | int = "value"
+    gate: str = ""  # a cheap regex every line with a match matches (rule.py: Scanner)
 
     def scan(self, line: str) -> list[Hit]:
         """One hit per match, for the span of the secret group (empty spans skipped)."""
@@ -65,10 +66,18 @@ def _rule(
     examples: tuple[str, ...],
     benign: tuple[str, ...],
     label: str = "",
+    gate: str = "",
 ) -> PatternRule:
     """A `PatternRule` from its parts (the label defaults to the name)."""
     return PatternRule(
-        name, description, re.compile(pattern), label or name, hints, examples, benign
+        name,
+        description,
+        re.compile(pattern),
+        label or name,
+        hints,
+        examples,
+        benign,
+        gate=gate,
     )
 
 
@@ -371,6 +380,7 @@ TWILIO_API_KEY = _rule(
         "api_key: «SKb19731662b5e803b61ba4168160adb59»",
     ),
     ("TWILIO_ACCOUNT_SID=AC261ff2d3c425c8d99d19bdd0b6cc60d5", "disk SKU SK1234"),
+    gate=r"sk[0-9a-f]{32}",
 )
 
 MAILGUN_KEY = _rule(
@@ -837,6 +847,12 @@ QUERY_SECRET = _rule(
         "GET /items?sort_key=name&page=2",
         "?token=[REDACTED:query-secret]",
     ),
+    gate=(
+        r"[?&;](?:password|passwd|pwd|pass|passphrase|secret|client_?secret"
+        r"|(?:access|refresh|id|auth|session|oauth|private)?[_-]?token|token"
+        r"|api[_-]?key|apikey|hapikey|key|sig|signature|auth|sessionid|jwt|oauth_signature"
+        r"|x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential))="
+    ),
 )
 
 CONNECTION_STRING_PASSWORD = _rule(
@@ -862,6 +878,7 @@ CONNECTION_STRING_PASSWORD = _rule(
         "Server=db;Password=[REDACTED:connection-string];",
     ),
     "connection-string",
+    gate=r"(?:password|pwd)[ \t]*=",
 )
 
 DOCKER_AUTH = _rule(
@@ -879,6 +896,7 @@ DOCKER_AUTH = _rule(
         '{\\"auths\\":{\\"r.io\\":{\\"auth\\":\\"«dXNlcjpwYXNzd29yZA==»\\"}}}',
     ),
     ('{"auth": "none"}', '"auth": {"type": "basic"}', '"auth": "[REDACTED:docker-auth]"'),
+    gate=r"(?:auth|identitytoken|registrytoken)\\?\"[ \t]*:|dockerconfigjson|dockercfg",
 )
 
 # --- Private keys --------------------------------------------------------------------

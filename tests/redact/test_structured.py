@@ -17,6 +17,7 @@ import yaml
 
 from snapshot_agent.redact.context import ContextRule
 from snapshot_agent.redact.keys import SecretKeys
+from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.redact.rule import MAX_LINE, REDACTED_PREFIX, Hit, Rule, replacement
 from snapshot_agent.redact.structured import KeyValueRule
 
@@ -41,18 +42,8 @@ def apply(line: str, hits: Sequence[Hit]) -> str:
 
 
 def redact(text: str, rules: Sequence[Rule] | None = None) -> str:
-    """`text` through the rules line by line (lines end at \\n or NUL), hints honoured."""
-    rules = rules if rules is not None else (KeyValueRule(),)
-    scanners = [rule.scanner() for rule in rules]
-    out = []
-    for line, end in _lines(text):
-        lower = line.lower()
-        hits: list[Hit] = []
-        for scanner in scanners:
-            if scanner.open or any(h in lower for h in scanner.hints):
-                hits += scanner.scan(line)
-        out.append(apply(line, hits) + end)
-    return "".join(out)
+    """`text` through the real redactor with only `rules` (the key/value rule by default)."""
+    return Redactor(rules if rules is not None else (KeyValueRule(),)).text(text)
 
 
 def _lines(text: str) -> Iterator[tuple[str, str]]:
