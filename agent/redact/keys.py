@@ -71,7 +71,7 @@ _WORDS: dict[str, str] = {
 #: WEAK words: the value must look secret too.
 _WEAK_WORDS: dict[str, str] = {"key": "key", "keys": "key", "session": "session", "salt": "salt"}
 #: A word before `key` that makes it strong, and the label then (first found wins).
-_KEY_QUALIFIERS: dict[str, str] = {
+KEY_QUALIFIERS: dict[str, str] = {
     "private": "private-key",
     "secret": "secret-key",
     "encryption": "encryption-key",
@@ -335,7 +335,7 @@ class SecretKeys:
         if word == "secret" and before[-1:] == ["shared"]:
             return SecretKind("shared-secret")
         if word in ("key", "keys"):
-            for qualifier, label in _KEY_QUALIFIERS.items():
+            for qualifier, label in KEY_QUALIFIERS.items():
                 if qualifier in before:
                     return SecretKind(label)
         if word == "session" and lower[at + 1 : at + 2] and lower[at + 1] in _SESSION_SECRETS:

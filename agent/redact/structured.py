@@ -27,10 +27,11 @@ A value that is benign (keys.is_benign_value) or already redacted is kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from snapshot_agent.redact.keys import (
+    KEY_QUALIFIERS,
     SecretKeys,
     SecretKind,
     is_benign_for,
@@ -180,17 +181,30 @@ def key_value_gate(words: Sequence[str]) -> str:
     A secret word, the rest of its name, at most a few closing quotes or brackets, then
     an assignment (`:`, `=`, `=>`, `,` as in define('X', ...), `(`) of a value that is not
     only digits (`"session_id": 42` is no secret) or of nothing (`password:` opening a
-    YAML block). Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its
-    `value:` follows). RE2 syntax, one line.
+    YAML block). A bare `key` is WEAK (keys.py): unless a qualifier makes it strong
+    (`api_key`, `private_key`), its value must be a 16-character run, as `looks_secret`
+    wants. Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its `value:`
+    follows). RE2 syntax, one line.
     """
-    word = "(?:" + "|".join(re.escape(w) for w in words) + ")"
+    strong = [w for w in words if w != "key"]
+    name_end = r"[\w.\-]{0,64}[\"'\\\]`]{0,3}[ \t]{0,8}(?:[:=,(]|=>)"
     value = r"[ \t]*(?:\\?[\"']){0,3}[0-9.]*[^0-9.\"',}\] \t]"  # not a bare number
+    generated = r"[ \t]*(?:\\?[\"']){0,3}[A-Za-z0-9+/=_.\-]{16}"  # what a WEAK name needs
     end = r"[ \t]*(?:\\?[\"'])?[ \t]*(?:[\r\n\x00]|$)"  # nothing after it on this line
-    assignment = (
-        rf"{word}[\w.\-]{{0,64}}[\"'\\\]`]{{0,3}}[ \t]{{0,8}}(?:[:=,(]|=>)(?:{value}|{end})"
-    )
-    env_name = rf"name[\"']?[ \t]{{0,8}}[:=][ \t]{{0,8}}[\"']?[\w.\-]{{0,64}}{word}"
-    return f"{assignment}|{env_name}"
+    gates = [rf"{_either(strong)}{name_end}(?:{value}|{end})"]
+    if "key" in words:
+        qualified = rf"{_either(KEY_QUALIFIERS)}[\w.\-]{{0,24}}key"
+        gates += [
+            rf"{qualified}{name_end}(?:{value}|{end})",
+            rf"key{name_end}(?:{generated}|{end})",
+        ]
+    gates.append(rf"name[\"']?[ \t]{{0,8}}[:=][ \t]{{0,8}}[\"']?[\w.\-]{{0,64}}{_either(words)}")
+    return "|".join(gates)
+
+
+def _either(words: Iterable[str]) -> str:
+    """A regex group matching any of `words` literally."""
+    return "(?:" + "|".join(re.escape(w) for w in words) + ")"
 
 
 class KeyValueScanner:
