@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from snapshot_agent.redact.keys import UUID, SecretKeys, entropy
+from snapshot_agent.redact.keys import UUID, SecretKeys, entropy, looks_secret
 from snapshot_agent.redact.rule import Hit, Stateless
 
 NAME = "secret-context"
@@ -68,6 +68,8 @@ def is_generated(value: str) -> bool:
         return False
     if not (any(c.isalpha() for c in value) and any(c.isdigit() for c in value)):
         return False
+    if "/" in value and not any(looks_secret(part) for part in value.split("/")):
+        return False  # a relative path, an object key: segments/00103544.log
     threshold = min(MAX_THRESHOLD, math.log2(len(value)) - SLACK)
     return entropy(value) >= threshold
 
@@ -100,6 +102,7 @@ class ContextRule(Stateless):
         "token bucket refill_every_second_bucket",
         "key [REDACTED:key] rotated",
         "object sha256=923732881584d8c4fa2815d2802827283e0ad84173581569969e58b081006f7e",
+        '"object_key":"segments/00103544.log","etag":"b75d6d9b"',
     )
 
     @property

@@ -825,7 +825,8 @@ QUERY_SECRET = _rule(
     "(not OAuth code/state: short-lived and single-use).",
     r"(?i)[?&;](?:password|passwd|pwd|pass|passphrase|secret|client_?secret"
     r"|(?:access|refresh|id|auth|session|oauth|private)?[_-]?token|token"
-    r"|api[_-]?key|apikey|hapikey|key|sig|signature|auth|sessionid|jwt|oauth_signature"
+    r"|api[_-]?key|apikey|hapikey|key(?==[^&#\s\"'<>\\]{16})|sig|signature|auth|sessionid|jwt"
+    r"|oauth_signature"
     r"|x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential))"
     r"=(?P<value>[^&#\s\"'<>\\]{1,4096}+)",
     ("pass", "pwd", "token", "key", "secret", "sig", "credential", "auth", "session", "jwt"),
@@ -838,6 +839,7 @@ QUERY_SECRET = _rule(
         '"callback": "https://app.example.com/cb?access_token=«mKh6U3wkxV1v»&expires_in=3600"',
         "POST /login?user=bob&password=«hunter2» 200",
         "ws://stream.internal/feed?apiKey=«d0c621de49f145fda9988c79fc35526f»#top",
+        "GET https://maps.example.com/v1/geo?key=«k9Fq2ZxT7bLw3NcP8sVd»&q=berlin",
         "https://storage.googleapis.com/b/o?X-Goog-Signature=«a1b2c3d4e5f6»&X-Goog-Date=20261101",
     ),
     (
@@ -845,6 +847,7 @@ QUERY_SECRET = _rule(
         "object sha256=923732881584d8c4fa2815d2802827283e0ad84173581569969e58b081006f7e",
         "https://b.s3.amazonaws.com/k?X-Amz-Expires=900&X-Amz-SignedHeaders=host",
         "GET /items?sort_key=name&page=2",
+        "GET /orders?key=order-4711&page=2",  # a short `key` is a lookup key, not an API key
         "?token=[REDACTED:query-secret]",
     ),
     gate=(

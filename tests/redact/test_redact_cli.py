@@ -219,3 +219,16 @@ def test_a_reader_that_quits_early_is_not_an_error(tmp_path: Path) -> None:
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 0
     assert b"Traceback" not in err
+
+
+def test_pseudonyms_are_consistent_within_a_run_and_keyed_per_run(tmp_path: Path) -> None:
+    """pseudonymize: one address, one pseudonym per run; another run, another key."""
+    config = write_config(tmp_path, "redaction:\n  pseudonymize: true\n")
+    text = "from 10.0.1.17 to db-1.prod.internal\nagain 10.0.1.17; local 127.0.0.1\n"
+    first, second = (redact_stdin(text, "-c", str(config)) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    names = re.findall(r"\b(?:ip|host)-[0-9a-f]{8}\b", first.stdout)
+    assert len(names) == 3 and names[0] == names[2] and names[0] != names[1], first.stdout
+    assert "10.0.1.17" not in first.stdout and "db-1.prod" not in first.stdout
+    assert "127.0.0.1" in first.stdout  # loopback says nothing about the node
+    assert re.findall(r"\bip-[0-9a-f]{8}\b", second.stdout)[0] != names[0]
