@@ -90,6 +90,26 @@ BENIGN_LAST_WORDS = frozenset(
         "stdin",
         "fd",
         "cmd",
+        "required",
+        "enabled",
+        "disabled",
+        "only",
+        "optional",
+        "method",
+        "methods",
+        "level",
+        "header",
+        "realm",
+        "scheme",
+        "provider",
+        "policy",
+        "port",
+        "host",
+        "endpoint",
+        "user",
+        "username",
+        "interval",
+        "retries",
     ]
 )
 #: First words of option names that are flags (they take no value when spaced).
@@ -160,8 +180,14 @@ class _OptionScanner:
         for match in _OPTION.finditer(line):
             if _takes_secret(match.group("name"), match.group("spaced") is not None):
                 self._add(line, match, hits)
+        # The next line is this option's value only where a command line goes on there:
+        # after a trailing `\`, or when this line is the option alone (NUL-separated
+        # /proc/PID/cmdline: one argument per line). A log line ending in `--auth-required`
+        # says nothing about the next log line.
         tail = None
-        if line.rstrip(" \t\\")[-1:].isalnum():
+        stripped = line.strip(" \t")
+        carries = stripped[-1:] == "\\" or not any(c in stripped for c in " \t")
+        if carries and stripped.rstrip(" \t\\")[-1:].isalnum():
             tail = _TRAILING_OPTION.search(line, max(0, len(line) - 256))
         self.pending = tail is not None and _takes_secret(tail.group("name"), True)
         return hits

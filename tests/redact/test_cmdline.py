@@ -204,3 +204,17 @@ def test_adversarial_lines_cost_linear_time(line: str) -> None:
         scanner.scan(line)
         scanner.scan(line)
         assert time.perf_counter() - started < 0.5, rule.name
+
+
+def test_a_log_line_ending_in_a_flag_leaves_the_next_line_alone() -> None:
+    """A kernel log with a command line ending `--auth-required`: the next log line is
+    not its value (only a lone argument or a trailing backslash carries over)."""
+    text = (
+        "[    0.000000] Kernel command line: init --listen-port 2024 --auth-required\n"
+        "[    0.000000] BIOS-provided physical RAM map:\n"
+        "agent --api-token\n"
+        "[    0.000001] random: crng init done\n"
+    )
+    assert redact(CMDLINE_RULES, text) == text
+    lone = "agent\n--api-token\nabc123def\n"  # `tr '\0' '\n' < /proc/PID/cmdline`
+    assert redact(CMDLINE_RULES, lone) == f"agent\n--api-token\n{S}\n"
