@@ -6,7 +6,8 @@ The pipeline calls the filter on each check's result as the runner hands it over
 (artifacts, copied files, `traceback.txt`, `check-output.txt`) as it streams into the
 archive; and on the node identity. report.json, report.html, the manifest and the
 terminal summary are built only from what came out of the filter. Then every member
-passes the leak scan (redact/leakscan.py) as the archive writer takes it.
+passes the leak scan (`leak_scan_for` in redact/catalog.py) as the archive writer
+takes it (pipeline/members.py).
 
 Two filters exist:
 - the `Redactor` (snapshot_agent.redact, the default): every rule of the redaction
@@ -93,11 +94,13 @@ def filter_for(
 def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> Any:
     """Filter every string in a JSON-like value (dict keys too), keeping its shape.
 
-    A string under a dict key (or in a list under one) is filtered with that key as its
-    name, so `{"IGGY_ROOT_PASSWORD": "x"}` loses its value; a list of strings is filtered
-    as a command line (`["--password", "x"]`). Whatever is not JSON (bytes,
-    paths, sets, objects) becomes text first, so it is filtered like everything else and
-    the report can always be written.
+    A string is filtered with the path of keys above it as its name (`secrets.db`,
+    `auth.password`), so `{"IGGY_ROOT_PASSWORD": "x"}` and `{"credentials": {"db": "x"}}`
+    lose their values; in a `{"name": "DB_PASSWORD", "value": "x"}` pair (a Kubernetes
+    env entry) the value is named by the name. A list of strings is also filtered as a
+    command line (`["--password", "x"]`). Whatever is not JSON (bytes, paths, sets,
+    objects) becomes text first, so it is filtered like everything else and the report
+    can always be written.
     """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -107,7 +110,7 @@ def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> A
         return value
     if isinstance(value, dict):
         return {
-            str(filter_value(flt, k, source)): filter_value(flt, v, source, str(k))
+            str(filter_value(flt, k, source)): filter_value(flt, v, source, _child(value, k, name))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -121,6 +124,20 @@ def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> A
     if isinstance(value, set | frozenset):
         return [filter_value(flt, v, source, name) for v in sorted(value, key=str)]
     return flt.text(str(value), source)
+
+
+#: Keys nested this deep still carry their parents' names (a bound on the path's length).
+MAX_NAME_DEPTH = 4
+
+
+def _child(parent: dict[Any, Any], key: Any, name: str) -> str:
+    """The name a value under `key` is filtered with: the key path, or for the `value` of
+    a name/value pair, the pair's name."""
+    named = parent.get("name")
+    if str(key).lower() == "value" and isinstance(named, str) and named:
+        return named
+    path = [*name.split("."), str(key)] if name else [str(key)]
+    return ".".join(path[-MAX_NAME_DEPTH:])
 
 
 def results_source(check_id: str) -> str:

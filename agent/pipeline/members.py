@@ -55,7 +55,7 @@ def withheld_on_failure(
     try:
         yield from chunks
     except Exception as exc:  # a bug in a rule, an unreadable spool file
-        reason = f"withheld from this point: redaction failed ({type(exc).__name__})"
+        reason = f"withheld from this point: reading or redacting it failed ({type(exc).__name__})"
         record.skipped.append(SkippedItem(path, reason))
         yield f"\n[snapshot-agent: the rest of this file was {reason}]\n".encode()
 

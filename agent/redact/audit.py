@@ -62,9 +62,3 @@ class Tally:
         self.rules[rule] += n
         if source:
             self.files.setdefault(source, Counter())[rule] += n
-
-    def merge(self, other: Tally) -> None:
-        """Add another tally's counts to this one."""
-        self.rules.update(other.rules)
-        for source, counts in other.files.items():
-            self.files.setdefault(source, Counter()).update(counts)

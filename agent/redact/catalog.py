@@ -55,9 +55,9 @@ def extra_pattern_rules(patterns: Sequence[str]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def first_pass_rules(settings: RedactionConfig) -> tuple[Rule, ...]:
-    """Every rule of the redactor, for these settings."""
-    keys = SecretKeys(settings.extra_keys)
+def first_pass_rules(settings: RedactionConfig, keys: SecretKeys | None = None) -> tuple[Rule, ...]:
+    """Every rule of the redactor, for these settings (`keys`: their secret key names)."""
+    keys = keys or SecretKeys(settings.extra_keys)
     return (
         *CMDLINE_RULES,
         *TOKEN_RULES,
@@ -69,10 +69,10 @@ def first_pass_rules(settings: RedactionConfig) -> tuple[Rule, ...]:
 
 def redactor_for(settings: RedactionConfig, hostnames: Sequence[str] = ()) -> Redactor:
     """The redactor of a snapshot: every rule, plus pseudonyms when the config asks."""
-    rules = first_pass_rules(settings)
+    keys = SecretKeys(settings.extra_keys)
+    rules = first_pass_rules(settings, keys)
     if settings.pseudonymize:
         rules = (*rules, PseudonymRule(hostnames))
-    keys = SecretKeys(settings.extra_keys)
     return Redactor(rules, pseudonymized=settings.pseudonymize, keys=keys)
 
 

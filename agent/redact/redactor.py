@@ -16,8 +16,7 @@ so a 1 GB file without a newline is redacted in 64 KiB pieces.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,8 @@ FIELD_RULE = "secret-key-value"
 #: characters before the limit (a token holds none of them, so it is rarely split).
 CUT_AFTER = tuple(c.encode() for c in " \t,;&{}[]<>|")
 CUT_WINDOW = 4096
+#: A cut is not made where a hint word ends within this many bytes before it.
+CUT_CONTEXT = 48
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,14 @@ class _Gates:
                 words.append(b"(?i)" + re2.escape(hint.encode()))
                 self.rules_of.append(rule)
         either = [
-            (g or "|".join(map(re.escape, h))).encode()
+            g.encode() if g else b"|".join(re2.escape(x.encode()) for x in h)
             for h, g in zip(hints, gates, strict=True)
             if h
         ]
         self.live = bool(words)
         self.gated = [i for i, g in enumerate(gates) if g]
         if self.live:
-            self._any = re2.compile(b"(?i)(?:" + b")|(?:".join(either) + b")")
+            self._any = re2.compile(b"(?i)(?:" + b")|(?:".join(either) + b")", _re2_options())
             self._hints = _re2_set(words)
         if self.gated:
             self._gates = _re2_set([b"(?i)(?:" + gates[i].encode() + b")" for i in self.gated])
@@ -98,15 +99,19 @@ class _Gates:
             found -= set(self.gated) - opened
         return sorted(found)
 
-    def lines(self, data: bytes, nul: bool) -> dict[int, tuple[int, list[int]]]:
+    def hinted(self, data: bytes) -> bool:
+        """Whether `data` holds any rule's hint."""
+        return self.live and bool(self._hints.Match(data))
+
+    def lines(self, data: bytes, view: bytes) -> dict[int, tuple[int, list[int]]]:
         """Start of every line of `data` that wakes a rule -> (its end, the rules woken)."""
         found: dict[int, tuple[int, list[int]]] = {}
         if not self.live:
             return found
         at = 0
         while (match := self._any.search(data, at)) is not None:
-            start = _line_start(data, match.start(), nul)
-            end = _line_end(data, match.start(), nul)
+            start = _line_start(view, match.start())
+            end = _line_end(view, match.start())
             rules = self.woken(data[start : end + 1])
             if rules:
                 found[start] = (end, rules)
@@ -114,9 +119,17 @@ class _Gates:
         return found
 
 
+def _re2_options() -> Any:
+    """Bytes as Latin-1: every byte is a character, so a gate's negated class also
+    matches bytes that are not UTF-8 (a Latin-1 config), and nothing stops a match."""
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    return options
+
+
 def _re2_set(patterns: list[bytes]) -> Any:
     """An RE2 set of `patterns`: one call names every pattern a text matches."""
-    found = re2.Set.SearchSet(re2.Options())
+    found = re2.Set.SearchSet(_re2_options())
     for pattern in patterns:
         found.Add(pattern)
     found.Compile()
@@ -142,8 +155,10 @@ class _Pass:
         Only lines holding a hint (or all lines, while a rule is open) are decoded and
         shown to the rules; everything between them is copied as it is.
         """
-        nul = b"\0" in data
-        hinted = self.plan.gates.lines(data, nul)
+        # Lines end at \n and at NUL: find both as \n in a copy (a linear pass), so no
+        # search for one runs past many of the other.
+        view = data.replace(b"\0", b"\n") if b"\0" in data else data
+        hinted = self.plan.gates.lines(data, view)
         if not hinted and not self._every_line():
             return data
         out: list[bytes] = []
@@ -159,7 +174,7 @@ class _Pass:
                 start = starts[next_hint]
                 out.append(data[pos:start])
                 pos = start
-            end, hints = hinted.get(pos) or (_line_end(data, pos, nul), [])
+            end, hints = hinted.get(pos) or (_line_end(view, pos), [])
             out.append(self.line(data[pos:end], hints))
             out.append(data[end : end + 1])
             pos = end + 1
@@ -210,22 +225,15 @@ class _Pass:
         return bool(self.plan.always or self.inside)
 
 
-def _line_start(data: bytes, at: int, nul: bool) -> int:
-    """Where the line holding position `at` starts (lines end at \\n, and at NUL if `nul`)."""
-    start = data.rfind(b"\n", 0, at)
-    if nul:
-        start = max(start, data.rfind(b"\0", start + 1, at))
-    return start + 1
+def _line_start(view: bytes, at: int) -> int:
+    """Where the line holding position `at` starts (`view`: NUL already made \\n)."""
+    return view.rfind(b"\n", 0, at) + 1
 
 
-def _line_end(data: bytes, at: int, nul: bool) -> int:
+def _line_end(view: bytes, at: int) -> int:
     """Where the line holding position `at` ends (its terminator, or the data's end)."""
-    end = data.find(b"\n", at)
-    end = len(data) if end < 0 else end
-    if nul:
-        stop = data.find(b"\0", at, end)
-        end = end if stop < 0 else stop
-    return end
+    end = view.find(b"\n", at)
+    return len(view) if end < 0 else end
 
 
 class Redactor:
@@ -246,13 +254,9 @@ class Redactor:
 
     def text(self, value: str, source: str = "") -> str:
         """`value` redacted (`source` names it in the audit)."""
-        work = _Pass(self.plan, self.tally, source, self.prefix)
         data = _encode(value)
-        if len(data) <= MAX_LINE:
-            out = work.block(data)
-        else:
-            out = b"".join(work.block(piece) for piece in _pieces(data))
-        return value if out is data else _decode(out)
+        out = b"".join(self.stream([data], source))
+        return value if out == data else _decode(out)
 
     def field(self, name: str, value: str, source: str = "") -> str:
         """`value` held under `name` (a JSON field, a dict entry of a check's data).
@@ -281,7 +285,7 @@ class Redactor:
                 yield work.block(pending[:cut])
                 pending = pending[cut:]
             while len(pending) >= MAX_LINE:
-                piece = _cut(pending)
+                piece = _cut(pending, self.plan.gates.hinted)
                 yield work.block(pending[:piece])
                 pending = pending[piece:]
         if pending:
@@ -293,11 +297,17 @@ class Redactor:
         `["--password", "hunter2"]` is two arguments, so no text rule sees both: the
         command-line rules say which arguments (from which offset) are secret.
         """
-        out = [self.text(arg, source) for arg in argv]
-        for index, offset, rule, label in secret_arguments(argv):
-            if out[index] == argv[index]:  # not already redacted by a text rule
-                out[index] = argv[index][:offset] + replacement(label)
-                self.tally.add(self.prefix + rule, source)
+        secret = {
+            index: (offset, rule, label) for index, offset, rule, label in secret_arguments(argv)
+        }
+        out = []
+        for index, arg in enumerate(argv):
+            if index not in secret:
+                out.append(self.text(arg, source))
+                continue
+            offset, rule, label = secret[index]  # from `offset` on, the argument goes whole
+            self.tally.add(self.prefix + rule, source)
+            out.append(self.text(arg[:offset], source) + replacement(label))
         return out
 
     def audit(self) -> RedactionAudit:
@@ -316,20 +326,20 @@ class Redactor:
         )
 
 
-def _pieces(data: bytes) -> Iterator[bytes]:
-    """`data` in pieces of at most MAX_LINE bytes, cut after a separator if one is near."""
-    while len(data) > MAX_LINE:
-        cut = _cut(data)
-        yield data[:cut]
-        data = data[cut:]
-    yield data
-
-
-def _cut(data: bytes) -> int:
-    """Where to cut a line of at least MAX_LINE bytes: after a separator near the limit."""
-    window = data[MAX_LINE - CUT_WINDOW : MAX_LINE]
-    at = max(window.rfind(c) for c in CUT_AFTER)
-    return MAX_LINE - CUT_WINDOW + at + 1 if at >= 0 else MAX_LINE
+def _cut(data: bytes, hinted: Callable[[bytes], bool]) -> int:
+    """Where to cut a line of at least MAX_LINE bytes: after a separator near the limit,
+    and not one just after a hint word (`--password |value`, `Bearer |token`), whose
+    value the cut would part from it."""
+    low, high, first = MAX_LINE - CUT_WINDOW, MAX_LINE, -1
+    for _ in range(64):
+        at = max(data.rfind(c, low, high) for c in CUT_AFTER)
+        if at < 0:
+            break
+        first = at if first < 0 else first
+        if not hinted(data[max(0, at - CUT_CONTEXT) : at + 1]):
+            return at + 1
+        high = at
+    return first + 1 if first >= 0 else MAX_LINE
 
 
 def _decode(data: bytes) -> str:

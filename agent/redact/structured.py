@@ -179,26 +179,23 @@ def key_value_gate(words: Sequence[str]) -> str:
     """What every line holding a value of a secret key matches (the redactor's prefilter).
 
     A secret word, the rest of its name, at most a few closing quotes or brackets, then
-    an assignment (`:`, `=`, `=>`, `,` as in define('X', ...), `(`) of a value that is not
-    only digits (`"session_id": 42` is no secret) or of nothing (`password:` opening a
-    YAML block). A bare `key` is WEAK (keys.py): unless a qualifier makes it strong
-    (`api_key`, `private_key`), its value must be a 16-character run, as `looks_secret`
-    wants. Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its `value:`
-    follows). RE2 syntax, one line.
+    an assignment (`:`, `=`, `=>`, `,` as in define('X', ...), `(`). A bare `key` is WEAK
+    (keys.py): unless a qualifier makes it strong (`api_key`, `private_key`), its value
+    must hold a 16-character run, as `looks_secret` wants, or be empty (a YAML block
+    follows). Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its
+    `value:` follows). RE2 syntax, one line; a superset of what the scanner takes, never
+    less (tests/redact/test_gates.py holds it to that).
     """
     strong = [w for w in words if w != "key"]
-    name_end = r"[\w.\-]{0,64}[\"'\\\]`]{0,3}[ \t]{0,8}(?:[:=,(]|=>)"
-    value = r"[ \t]*(?:\\?[\"']){0,3}[0-9.]*[^0-9.\"',}\] \t]"  # not a bare number
-    generated = r"[ \t]*(?:\\?[\"']){0,3}[A-Za-z0-9+/=_.\-]{16}"  # what a WEAK name needs
+    name = r"[^ \t:=,(\"'\]`\r\n\x00]{0,128}"  # the rest of a name, any script or bytes
+    name_end = rf"{name}[\"'\\\]`]{{0,3}}[ \t]*(?:[:=,(]|=>)"
+    generated = r"[ \t]*(?:\\?[\"']){0,3}[ \t]*[A-Za-z0-9+/=_.\-]{16}"  # a WEAK name's value
     end = r"[ \t]*(?:\\?[\"'])?[ \t]*(?:[\r\n\x00]|$)"  # nothing after it on this line
-    gates = [rf"{_either(strong)}{name_end}(?:{value}|{end})"]
+    gates = [rf"{_either(strong)}{name_end}"]
     if "key" in words:
-        qualified = rf"{_either(KEY_QUALIFIERS)}[\w.\-]{{0,24}}key"
-        gates += [
-            rf"{qualified}{name_end}(?:{value}|{end})",
-            rf"key{name_end}(?:{generated}|{end})",
-        ]
-    gates.append(rf"name[\"']?[ \t]{{0,8}}[:=][ \t]{{0,8}}[\"']?[\w.\-]{{0,64}}{_either(words)}")
+        qualified = rf"{_either(KEY_QUALIFIERS)}{name}key"
+        gates += [rf"{qualified}{name_end}", rf"key{name_end}(?:{generated}|{end})"]
+    gates.append(rf"name[\"']?[ \t]*[:=][ \t]*[\"']?{name}{_either(words)}")
     return "|".join(gates)
 
 

@@ -97,5 +97,5 @@ def test_a_member_that_cannot_be_redacted_is_withheld_and_listed(tmp_path: Path)
         manifest = json.loads(zf.read("manifest.json"))
     assert log.startswith("Aut") and "withheld" in log and JWT[:20] not in log
     skipped = {s["item"]: s["reason"] for s in manifest["skipped"]}
-    assert "redaction failed (RuntimeError)" in skipped["raw/test.leaky/log.txt"]
+    assert "redacting it failed (RuntimeError)" in skipped["raw/test.leaky/log.txt"]
     assert JWT[:20] not in json.dumps(manifest)
