@@ -254,3 +254,22 @@ def test_program_options_cost_linear_time() -> None:
     flt = RuleFilter()
     for text in ("mysql " * 50000, "curl -u " * 30000, "redis-cli -a " * 30000):
         flt.text(text)  # seconds if quadratic; milliseconds here
+
+
+def test_nested_data_is_named_by_its_key_path_and_env_pairs_by_their_name() -> None:
+    flt = RuleFilter()
+    data = {
+        "secrets": {"db": "N3stedS3cretPw"},
+        "credentials": {"value": "abcdefgh1234"},
+        "env": [{"name": "DB_PASSWORD", "value": "hunter2hunter2"}, {"name": "LANG", "value": "C"}],
+        "tls": {"key_file": "/etc/iggy/key.pem", "key": {"type": "RSA", "bits": 2048}},
+        "session": {"timeout": "30m"},
+    }
+    out = json.loads(starred(json.dumps(filter_value(flt, data))))
+    assert out == {
+        "secrets": {"db": "***"},
+        "credentials": {"value": "***"},
+        "env": [{"name": "DB_PASSWORD", "value": "***"}, {"name": "LANG", "value": "C"}],
+        "tls": {"key_file": "/etc/iggy/key.pem", "key": {"type": "RSA", "bits": 2048}},
+        "session": {"timeout": "30m"},
+    }

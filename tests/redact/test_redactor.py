@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import pytest
+
+from snapshot_agent.config import RedactionConfig
 from snapshot_agent.redact.audit import RedactionAudit
+from snapshot_agent.redact.catalog import redactor_for
 from snapshot_agent.redact.redactor import MAX_LINE, Redactor
 from snapshot_agent.redact.rule import Hit
 
@@ -162,3 +166,25 @@ def test_pseudonym_hits_replace_with_their_own_text() -> None:
     )
     other = PseudonymRule(hostnames=["node-7"])  # another snapshot: another key
     assert other.pseudonym("10.0.1.17") != rule.pseudonym("10.0.1.17")
+
+
+@pytest.mark.parametrize("shift", range(0, 60, 6))
+def test_a_long_line_is_never_cut_between_a_secret_option_and_its_value(shift: int) -> None:
+    """Pieces of a line longer than MAX_LINE end after a separator, but not one right
+    after a hint word: `--password |value` would part the value from its option."""
+    pad = ("x" * 40 + " ") * (MAX_LINE // 41)
+    for tail, secret in (
+        ("--password hunter2secretvalue", "hunter2secretvalue"),
+        ("Authorization: Bearer abcdefghijklmnopqrstuv", "abcdefghijklmnopqrstuv"),
+    ):
+        line = (pad[: MAX_LINE - shift - 20] + " " + tail + " " + "y" * 70000).encode()
+        out = b"".join(redactor_for(RedactionConfig()).stream([line]))
+        assert secret[:10].encode() not in out, (tail, shift)
+
+
+def test_a_secret_argument_goes_whole_even_when_a_text_rule_touched_it() -> None:
+    token = "ghp_3X83RZJzzzzgEOzdmenCkhvMdgaKjIg8xNbe"
+    out = redactor_for(RedactionConfig()).argv(["app", "--password", f"Hunter2x:{token}"])
+    assert out == ["app", "--password", "[REDACTED:cli-secret]"]
+    with_pseudonyms = redactor_for(RedactionConfig(pseudonymize=True))
+    assert with_pseudonyms.argv(["sshpass", "-p", "Hunter2 10.1.2.3"])[2].startswith("[REDACTED")
