@@ -100,7 +100,7 @@ def take_snapshot(
             spool,
             lambda c: thresholds_for(c, loaded),
             observer,
-            result_filter=partial(filter_result, flt),
+            result_filter=partial(_filtered_or_withheld, flt),
         )
         record.checks = [_check_record(flt, o.check, o.result) for o in runner.run(checks)]
         record.completed_at = iso(datetime.now(UTC))
@@ -124,6 +124,16 @@ def take_snapshot(
         return record
     finally:
         _clean_up(spool, sink)
+
+
+def _filtered_or_withheld(flt: Filter, check: Check, result: Result) -> Result:
+    """The result through the filter; if that fails, an error saying it was withheld
+    (with its evidence): one check's odd data never costs the whole snapshot."""
+    try:
+        return filter_result(flt, check, result)
+    except Exception as exc:  # a bug in a rule, met by this check's data
+        summary = f"result withheld: redacting it failed ({type(exc).__name__})"
+        return Result(Status.ERROR, summary, duration_ms=result.duration_ms)
 
 
 def _check_record(flt: Filter, check: Check, result: Result) -> CheckRecord:

@@ -99,3 +99,29 @@ def test_a_member_that_cannot_be_redacted_is_withheld_and_listed(tmp_path: Path)
     skipped = {s["item"]: s["reason"] for s in manifest["skipped"]}
     assert "redacting it failed (RuntimeError)" in skipped["raw/test.leaky/log.txt"]
     assert JWT[:20] not in json.dumps(manifest)
+
+
+class BreaksOnData(IdentityFilter):
+    """A first pass that fails on one check's data (a bug a rule meets on odd input)."""
+
+    def field(self, name: str, value: str, source: str = "") -> str:
+        if source.startswith("results/"):
+            raise RuntimeError("rule bug: " + value)
+        return value
+
+
+def test_a_result_that_cannot_be_redacted_is_withheld_not_the_snapshot(tmp_path: Path) -> None:
+    check = Check(id="test.leaky", category="test", title="leaky", description="x", run=leaky)
+    record = take_snapshot(
+        LoadedConfig(Config(), None, None),
+        [check],
+        LocalSink(tmp_path),
+        SnapshotOptions(),
+        flt=BreaksOnData(),
+    )
+    assert record.archive is not None
+    (only,) = record.checks
+    assert only.status == "error" and "redacting it failed (RuntimeError)" in only.summary
+    with zipfile.ZipFile(record.archive.uri) as zf:
+        assert "raw/test.leaky/log.txt" not in zf.namelist()  # its evidence is withheld too
+        assert JWT[:20].encode() not in zf.read("report.json")
