@@ -5,13 +5,15 @@ It runs the rules (rule.py) over text line by line, replaces what they find with
 same object serves strings (`text`), byte streams (`stream`: evidence files, members),
 command lines (`argv`) and the manifest (`audit`).
 
-Speed comes from the rules' hints: a line holding none of a rule's hint words is never
-shown to that rule, and most log lines hold none of any rule's. A rule inside a
-multi-line secret (`open`) sees every line until it closes.
+Speed comes from the rules' hints and gates: a line holding none of a rule's hint
+words, or not matching its gate, is never shown to that rule, and most log lines wake
+no rule at all (one RE2 automaton finds the ones that do). A rule inside a multi-line
+secret (`open`) sees every line until it closes.
 
-Memory is bounded: streams are cut into blocks of whole lines, and a line longer than
-`MAX_LINE` is cut into pieces after a separator (a space, a comma, ...) near the limit,
-so a 1 GB file without a newline is redacted in 64 KiB pieces.
+Memory is bounded: streams go in blocks of whole lines (one read, 1 MiB, at a time),
+and a line still unfinished after `MAX_LINE` bytes is cut into pieces after a
+separator (a space, a comma, ...) near the limit, so a 1 GB file without a newline is
+redacted in 64 KiB pieces. Strings (`text`) go the same way.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ its rule's name. So rules never see each other's replacements, their order does 
 matter, and a reviewer can read each rule alone.
 
 A line is one line of text without its terminator (`\\n`, `\\r\\n` or NUL: environ
-files separate entries with NUL). Lines are at most `MAX_LINE` characters: a longer
-line reaches the rules in pieces, cut after a separator where one is near.
+files separate entries with NUL). A line that has not ended after `MAX_LINE` bytes of
+a stream reaches the rules in pieces, cut after a separator where one is near (and not
+just after a hint word); a line that arrives whole in one read is shown whole.
 """
 
 from __future__ import annotations
