@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from snapshot_agent.redact.keys import UUID, SecretKeys, entropy, looks_secret
+from snapshot_agent.redact.keys import UUID, SecretKeys, entropy, looks_secret, name_start
 from snapshot_agent.redact.rule import Hit, Stateless
 
 NAME = "secret-context"
@@ -30,6 +30,8 @@ _CONTEXT = re.compile(
     r"[\"'`(<]?"
     r"(?P<value>[A-Za-z0-9+/_.~\-]{16,512}+={0,3})(?![A-Za-z0-9+/=_.~\-])"
 )
+#: How far back a secret word's name may start (the name group of _CONTEXT: 64).
+NAME_REACH = 64
 _NAME_END = re.compile(r"[\w.\-]{0,65536}")
 _VERSION = re.compile(r"v?\d{1,6}(?:\.\d{1,6}){1,4}(?:[-+.][\w.]{0,64})?")
 _HOSTNAME = re.compile(r"[a-z0-9\-]{1,63}(?:\.[a-z0-9\-]{1,63}){1,16}")
@@ -49,15 +51,6 @@ def _positions(line: str, hints: tuple[str, ...]) -> list[tuple[int, int]]:
             at = lower.find(hint, at + len(hint))
     found.sort()
     return found
-
-
-def _name_start(line: str, at: int) -> int:
-    """Where the name holding position `at` starts (at most 64 characters back)."""
-    start = at
-    floor = max(0, at - 64)
-    while start > floor and (line[start - 1].isalnum() or line[start - 1] in "_.-"):
-        start -= 1
-    return start
 
 
 def is_generated(value: str) -> bool:
@@ -132,7 +125,7 @@ class ContextRule(Stateless):
         for at, size in _positions(line, self.keys.hints):
             if at < pos:
                 continue
-            match = _CONTEXT.match(line, _name_start(line, at))
+            match = _CONTEXT.match(line, name_start(line, at, NAME_REACH))
             if match is None or match.end("name") < at + size:
                 pos = _NAME_END.match(line, at + size).end()
                 continue

@@ -418,6 +418,19 @@ _HEX = re.compile(r"[0-9a-fA-F]{16,8192}")
 _WORDY = re.compile(r"[a-z]{2,32}(?:[_\-][a-z]{2,32}|[_\-]?v?\d{1,3}){1,16}")
 
 
+#: A character of a key name, as the rules' name patterns (`[\w.\-]`) take it.
+_NAME_CHAR = re.compile(r"[\w.\-]")
+
+
+def name_start(line: str, at: int, reach: int) -> int:
+    """Where the key name holding position `at` starts: back over word characters, `.`
+    and `-`, at most `reach` characters."""
+    start, floor = at, max(0, at - reach)
+    while start > floor and _NAME_CHAR.match(line, start - 1):
+        start -= 1
+    return start
+
+
 def is_benign_value(value: str) -> bool:
     """Whether `value` can never be a secret: a number, boolean, duration, size, path, ...
 

@@ -36,6 +36,7 @@ from snapshot_agent.redact.keys import (
     SecretKind,
     is_benign_for,
     looks_secret,
+    name_start,
 )
 from snapshot_agent.redact.rule import REDACTED_PREFIX, Hit, replacement
 
@@ -91,16 +92,8 @@ _NAME_KEYS = frozenset({"name", "key", "variable", "var", "env", "parameterkey",
 _VALUE_KEYS = frozenset({"value", "parametervalue"})
 #: A key named like one of _NAME_KEYS that holds no secret word (`name: DB_PASSWORD`).
 _NAMED = re.compile(r"(?i)(?<![\w.\-])(?:name|variable|var|env|parametername)(?![\w.\-])")
-#: The characters of a key name (what _CANDIDATE's name group takes).
-_NAME_CHARS = re.compile(r"[\w.\-]")
-
-
-def _name_start(line: str, at: int) -> int:
-    """Where the name holding position `at` starts (at most 128 characters back)."""
-    start = at
-    while start > 0 and at - start < 128 and _NAME_CHARS.match(line, start - 1):
-        start -= 1
-    return start
+#: How far back a key name may start (the name group of _CANDIDATE: 128).
+NAME_REACH = 128
 
 
 @dataclass
@@ -372,7 +365,7 @@ class KeyValueScanner:
                 word = self._hinted.search(lower, pos)
                 if word is None:
                     return
-                pos = max(pos, _name_start(line, word.start()))
+                pos = max(pos, name_start(line, word.start(), NAME_REACH))
             match = _CANDIDATE.search(line, pos)
             if match is None:
                 return

@@ -15,8 +15,8 @@ from snapshot_agent.config import Config, LoadedConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Result, Status
-from snapshot_agent.pipeline.filter import IdentityFilter
-from snapshot_agent.pipeline.record import SnapshotOptions
+from snapshot_agent.pipeline.filter import Filter, IdentityFilter
+from snapshot_agent.pipeline.record import SnapshotOptions, SnapshotRecord
 from snapshot_agent.pipeline.snapshot import take_snapshot
 from snapshot_agent.storage.local import LocalSink
 
@@ -33,16 +33,20 @@ def leaky(ctx: Context) -> Result:
     return Result(Status.PASS, f"found {GITHUB}", data={"token": JWT})
 
 
-def test_the_leak_scan_alone_keeps_tokens_out_and_counts_them(tmp_path: Path) -> None:
+def snapshot_of_leaky(
+    tmp_path: Path, options: SnapshotOptions, flt: Filter | None = None
+) -> SnapshotRecord:
+    """A snapshot of the leaky check alone, with `flt` as its first pass; it was stored."""
     check = Check(id="test.leaky", category="test", title="leaky", description="x", run=leaky)
-    record = take_snapshot(
-        LoadedConfig(Config(), None, None),
-        [check],
-        LocalSink(tmp_path),
-        SnapshotOptions(),  # redaction asked for: the leak scan runs
-        flt=IdentityFilter(),  # ... but the first pass misses everything
-    )
+    sink = LocalSink(tmp_path)
+    record = take_snapshot(LoadedConfig(Config(), None, None), [check], sink, options, flt=flt)
     assert record.archive is not None
+    return record
+
+
+def test_the_leak_scan_alone_keeps_tokens_out_and_counts_them(tmp_path: Path) -> None:
+    # Redaction asked for, so the leak scan runs; but the first pass misses everything.
+    record = snapshot_of_leaky(tmp_path, SnapshotOptions(), flt=IdentityFilter())
     with zipfile.ZipFile(record.archive.uri) as zf:
         stored = {name: zf.read(name) for name in zf.namelist()}
     for name, data in stored.items():
@@ -59,14 +63,7 @@ def test_the_leak_scan_alone_keeps_tokens_out_and_counts_them(tmp_path: Path) ->
 
 
 def test_no_leak_scan_without_redaction(tmp_path: Path) -> None:
-    check = Check(id="test.leaky", category="test", title="leaky", description="x", run=leaky)
-    record = take_snapshot(
-        LoadedConfig(Config(), None, None),
-        [check],
-        LocalSink(tmp_path),
-        SnapshotOptions(redact=False),
-    )
-    assert record.archive is not None
+    record = snapshot_of_leaky(tmp_path, SnapshotOptions(redact=False))
     with zipfile.ZipFile(record.archive.uri) as zf:
         assert JWT.encode() in zf.read("raw/test.leaky/log.txt")
         assert json.loads(zf.read("manifest.json"))["redaction"]["leak_scan_hits"] == 0
@@ -83,15 +80,7 @@ class Breaks(IdentityFilter):
 
 def test_a_member_that_cannot_be_redacted_is_withheld_and_listed(tmp_path: Path) -> None:
     """Never a crash that loses the snapshot, never the unredacted rest of the file."""
-    check = Check(id="test.leaky", category="test", title="leaky", description="x", run=leaky)
-    record = take_snapshot(
-        LoadedConfig(Config(), None, None),
-        [check],
-        LocalSink(tmp_path),
-        SnapshotOptions(),
-        flt=Breaks(),
-    )
-    assert record.archive is not None
+    record = snapshot_of_leaky(tmp_path, SnapshotOptions(), flt=Breaks())
     with zipfile.ZipFile(record.archive.uri) as zf:
         log = zf.read("raw/test.leaky/log.txt").decode()
         manifest = json.loads(zf.read("manifest.json"))
@@ -111,15 +100,7 @@ class BreaksOnData(IdentityFilter):
 
 
 def test_a_result_that_cannot_be_redacted_is_withheld_not_the_snapshot(tmp_path: Path) -> None:
-    check = Check(id="test.leaky", category="test", title="leaky", description="x", run=leaky)
-    record = take_snapshot(
-        LoadedConfig(Config(), None, None),
-        [check],
-        LocalSink(tmp_path),
-        SnapshotOptions(),
-        flt=BreaksOnData(),
-    )
-    assert record.archive is not None
+    record = snapshot_of_leaky(tmp_path, SnapshotOptions(), flt=BreaksOnData())
     (only,) = record.checks
     assert only.status == "error" and "redacting it failed (RuntimeError)" in only.summary
     with zipfile.ZipFile(record.archive.uri) as zf:
