@@ -55,7 +55,7 @@ class MarkingFilter:
     def field(self, name: str, value: str, source: str = "") -> str:
         return self.text(value, source)
 
-    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
+    def argv(self, argv: Sequence[str], source: str = "", name: str = "") -> list[str]:
         return [self.text(a) for a in argv]
 
     def audit(self) -> RedactionAudit:

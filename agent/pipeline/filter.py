@@ -48,8 +48,9 @@ class Filter(Protocol):
         """The filtered form of a byte stream (an evidence file), chunk by chunk."""
         ...
 
-    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
-        """The filtered form of a command line, argument by argument."""
+    def argv(self, argv: Sequence[str], source: str = "", name: str = "") -> list[str]:
+        """The filtered form of a command line, argument by argument (`name`: the field
+        the list is the value of, for each argument)."""
         ...
 
     def audit(self) -> RedactionAudit:
@@ -72,7 +73,7 @@ class IdentityFilter:
         """The chunks themselves."""
         yield from chunks
 
-    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
+    def argv(self, argv: Sequence[str], source: str = "", name: str = "") -> list[str]:
         """The arguments themselves."""
         return list(argv)
 
@@ -115,11 +116,9 @@ def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> A
         }
     if isinstance(value, list | tuple):
         if value and all(isinstance(v, str) for v in value):
-            # Strings side by side may be a command line: ["--password", "x"].
-            items = flt.argv(value, source)
-            if name:  # {"tokens": ["a", "b"]}
-                items = [flt.field(name, v, source) for v in items]
-            return type(value)(items)
+            # Strings side by side may be a command line: ["--password", "x"]; under a
+            # secret name each is that name's value too ({"tokens": ["a", "b"]}).
+            return type(value)(flt.argv(value, source, name))
         return type(value)(filter_value(flt, v, source, name) for v in value)
     if isinstance(value, set | frozenset):
         return [filter_value(flt, v, source, name) for v in sorted(value, key=str)]

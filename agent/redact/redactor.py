@@ -293,11 +293,12 @@ class Redactor:
         if pending:
             yield work.block(pending)
 
-    def argv(self, argv: Sequence[str], source: str = "") -> list[str]:
+    def argv(self, argv: Sequence[str], source: str = "", name: str = "") -> list[str]:
         """A command line redacted argument by argument, and across arguments.
 
         `["--password", "hunter2"]` is two arguments, so no text rule sees both: the
-        command-line rules say which arguments (from which offset) are secret.
+        command-line rules say which arguments (from which offset) are secret. With a
+        `name` (the list is a field's value), each argument is that field's value too.
         """
         secret = {
             index: (offset, rule, label) for index, offset, rule, label in secret_arguments(argv)
@@ -305,7 +306,7 @@ class Redactor:
         out = []
         for index, arg in enumerate(argv):
             if index not in secret:
-                out.append(self.text(arg, source))
+                out.append(self.field(name, arg, source) if name else self.text(arg, source))
                 continue
             offset, rule, label = secret[index]  # from `offset` on, the argument goes whole
             self.tally.add(self.prefix + rule, source)
