@@ -75,8 +75,15 @@ class IggyConfig(_Section):
     config_path: str | None = None
     data_dir: str | None = None
     logs_dir: str | None = None
-    http_url: str = "http://127.0.0.1:3000"
+    # None: the broker's [http] address from its config (0.0.0.0 -> 127.0.0.1), else :3000.
+    http_url: Annotated[str, Meta(pattern=r"^https?://[^\s]+\Z")] | None = None
     service: str = "iggy-server.service"
+    # The Iggy user the agent logs in as for /stats; its password or a personal access
+    # token only ever in a file (never inline, never on a command line).
+    username: str | None = None
+    password_file: str | None = None
+    token_file: str | None = None
+    native_snapshot: bool = False  # also fetch Iggy's own POST /snapshot zip
 
 
 class CommandCheckConfig(_Section):

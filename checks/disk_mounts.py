@@ -15,6 +15,7 @@ from typing import Any
 from snapshot_agent.core.check import Requirements, check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
+from snapshot_agent.node.iggy_install import discover
 from snapshot_agent.node.mounts import (
     PSEUDO_FS,
     READONLY_BY_DESIGN,
@@ -45,7 +46,7 @@ class MountsFacts:
     fstab: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mount point -> options
     bind_roots: dict[str, str] = field(default_factory=dict)  # mount point -> root in its fs
     data_dir: str = DEFAULT_DATA_DIR
-    data_dir_configured: bool = False
+    data_dir_source: str = "the default location"  # how discovery found it
     data_dir_state: str = "exists"  # exists | missing | hung | error: <reason>
     data_path: str = DEFAULT_DATA_DIR  # data_dir with symlinks resolved when possible
     timeout_s: float = 2.0
@@ -70,9 +71,9 @@ def read_mounts(ctx: Context, timeout_s: float | None = None) -> MountsFacts:
     )
     facts.fstab = parse_fstab(ctx.read_optional("/etc/fstab") or "")
     facts.bind_roots = read_mountinfo_roots(ctx)
-    configured = ctx.config.iggy.data_dir
-    facts.data_dir_configured = bool(configured)
-    facts.data_dir = posixpath.normpath(configured or DEFAULT_DATA_DIR)
+    install = discover(ctx)
+    facts.data_dir_source = install.data_dir_source or "the default location"
+    facts.data_dir = posixpath.normpath(install.data_dir or DEFAULT_DATA_DIR)
     facts.data_path = facts.data_dir
     mapped = ctx.path(facts.data_dir)
     live = ctx.live
@@ -256,7 +257,7 @@ def _data_dir_not_found(facts: MountsFacts) -> Finding | None:
     """INFO: the data directory is missing or unreadable, so / was judged instead."""
     if facts.data_dir_state in ("exists", "hung"):
         return None
-    how = "iggy.data_dir" if facts.data_dir_configured else "the default location"
+    how = facts.data_dir_source
     state = "does not exist" if facts.data_dir_state == "missing" else "is unreadable"
     return Finding(
         Severity.INFO,

@@ -18,6 +18,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.core.tail import read_tail
+from snapshot_agent.node.iggy_install import discover
 from snapshot_agent.node.processes import BrokerProcess, find_brokers
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -638,37 +639,6 @@ def read_tail_lines(path: Path, max_lines: int, max_bytes: int = TAIL_BYTES) -> 
     return [strip_ansi(line)[:MAX_LINE] for line in lines[-max_lines:]]
 
 
-def iggy_log_dir(ctx: Context, broker: list[BrokerProcess]) -> tuple[str, str]:
-    """Where the broker writes its log (node path) and how we know; ('', '') if unknown."""
-    iggy = ctx.config.iggy
-    if iggy.logs_dir:
-        return iggy.logs_dir, "config iggy.logs_dir"
-    if iggy.data_dir:
-        return os.path.join(iggy.data_dir, "logs"), "config iggy.data_dir + /logs"
-    for proc in broker:
-        env = ctx.read_optional(f"/proc/{proc.pid}/environ", max_bytes=256 * 1024) or ""
-        data_dir = "local_data"  # Iggy's default system.path, relative to its working dir
-        logs = "logs"  # [system.logging] path, relative to the data dir
-        for item in env.split("\0"):
-            key, _, value = item.partition("=")
-            if key in ("IGGY_SYSTEM_PATH", "IGGY_PATH") and value:
-                data_dir = value
-            elif key in ("IGGY_SYSTEM_LOGGING_PATH", "IGGY_LOGGING_PATH") and value:
-                logs = value
-        if not (proc.cwd or data_dir.startswith("/")):
-            continue
-        found = os.path.join(proc.cwd or "/", data_dir, logs)
-        source = f"the running iggy-server (pid {proc.pid})"
-        # A broker in a container sees its own mount namespace: reach it via /proc/PID/root.
-        inside = f"/proc/{proc.pid}/root{found}"
-        if not ctx.path(found).is_dir() and ctx.path(inside).is_dir():
-            return inside, source + ", inside its container"
-        return found, source
-    if ctx.path("/app/local_data/logs").is_dir():
-        return "/app/local_data/logs", "the official container image's default"
-    return "", ""
-
-
 def _file_entry(ctx: Context, node_path: str) -> tuple[dict[str, Any], float]:
     """Size and mtime of a node file (raises OSError)."""
     st = os.stat(ctx.path(node_path))
@@ -765,7 +735,8 @@ def read_logs(ctx: Context) -> LogFacts:
     max_lines = int(ctx.thresholds["tail_lines"])
     max_files = int(ctx.thresholds["max_files"])
     facts = LogFacts(broker=find_brokers(ctx), now=time.time())
-    facts.iggy_dir, facts.iggy_dir_source = iggy_log_dir(ctx, facts.broker)
+    install = discover(ctx)
+    facts.iggy_dir, facts.iggy_dir_source = install.logs_dir, install.logs_dir_source
     if facts.iggy_dir:
         _read_iggy(ctx, facts, max_lines, max_files)
     _read_configured(ctx, facts, max_lines, max_files)

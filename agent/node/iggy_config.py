@@ -11,6 +11,11 @@ from snapshot_agent.core.context import Context
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 
+#: Where the broker looks for its config, relative to its working directory, newest first:
+#: 0.7+ (server-0.8.0:core/configs/src/server_config/server.rs DEFAULT_CONFIG_PATH), then
+#: 0.4-0.6 (server-0.5.0:core/server/src/configs/config_provider.rs).
+DEFAULT_RELATIVE = ("core/server/config.toml", "configs/server.toml")
+
 #: Where packaged, containerised and source installs keep server.toml (iggy-facts.md).
 CANDIDATES = (
     "/etc/iggy/server.toml",
@@ -56,6 +61,16 @@ class IggyConfig:
     path: Path | None
     data: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # set when a config was found but could not be parsed
+    overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> IGGY_* variable
+
+    def setting(self, dotted: str, default: Any = None) -> Any:
+        """A value by dotted key path ("http.jwt.encoding_secret"), overrides applied."""
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
 
     def tls_material(self) -> list[TlsMaterial]:
         """The TLS cert/key paths of every transport."""
@@ -85,33 +100,122 @@ class IggyConfig:
         return found
 
 
-def find_iggy_config(ctx: Context) -> Path | None:
-    """The configured path, else the first of the usual locations that exists."""
-    configured = ctx.config.iggy.config_path
-    if configured:
-        return Path(configured)
-    for candidate in CANDIDATES:
-        if ctx.path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-def load_iggy_config(ctx: Context) -> IggyConfig:
-    """Parse server.toml; a missing or broken file is described, never raised."""
-    node_path = find_iggy_config(ctx)
-    if node_path is None:
-        return IggyConfig(None)
+def read_iggy_config(ctx: Context, node_path: str) -> IggyConfig:
+    """Parse the server config at a node path; a missing or broken file is described."""
+    path = Path(node_path)
     try:
-        with ctx.path(str(node_path)).open("rb") as fh:
+        with ctx.path(node_path).open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        return IggyConfig(node_path, problem=f"cannot read: {exc.strerror or exc}")
+        return IggyConfig(path, problem=f"cannot read: {exc.strerror or exc}")
     if len(raw) > MAX_CONFIG_BYTES:
-        return IggyConfig(node_path, problem="larger than 2 MiB; not read")
+        return IggyConfig(path, problem="larger than 2 MiB; not read")
     try:
-        return IggyConfig(node_path, tomllib.loads(raw.decode("utf-8", "replace")))
+        return IggyConfig(path, tomllib.loads(raw.decode("utf-8", "replace")))
     except tomllib.TOMLDecodeError as exc:
-        return IggyConfig(node_path, problem=f"not valid TOML ({exc})")
+        return IggyConfig(path, problem=f"not valid TOML ({exc})")
+
+
+# -- IGGY_* environment overrides -------------------------------------------------------
+
+#: Variables Iggy reads itself rather than as config keys
+#: (server-0.8.0:core/configs/src/configs_impl/typed_env_provider.rs, IGNORED_ENV_VARS).
+NOT_CONFIG_KEYS = frozenset(
+    {
+        "IGGY_CI_BUILD",
+        "IGGY_CONFIG_PATH",
+        "IGGY_CONNECTORS_CONFIG_PATH",
+        "IGGY_MCP_CONFIG_PATH",
+        "IGGY_ROOT_PASSWORD",
+        "IGGY_ROOT_USERNAME",
+        "IGGY_TEST_CLEANUP_DISABLED",
+        "IGGY_TEST_VERBOSE",
+        "IGGY_ENV_PATH",
+    }
+)
+
+
+def env_value(text: str) -> Any:
+    """An override's value as Iggy parses it: true/false, integers, floats, [a, b], text.
+
+    After parse_env_value_to_json in server-0.8.0:core/configs/src/configs_impl/parsing.rs.
+    """
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [env_value(item.strip().strip("\"'")) for item in inner.split(",")] if inner else []
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+#: Tables every server config has (server-0.8.0:core/server/config.toml), so an override
+#: is placed right even when the file on the node leaves its table out.
+KNOWN_TABLES: dict[str, Any] = {
+    "system": {n: {} for n in ("logging", "encryption", "sharding", "memory_pool", "runtime")},
+    "http": {"jwt": {}, "tls": {}, "metrics": {}},
+    "tcp": {"tls": {}},
+    "quic": {"certificate": {}},
+    "websocket": {"tls": {}},
+    "cluster": {"auth": {}},
+}
+
+
+def key_path(table: dict[str, Any], name: str, top: bool = True) -> list[str] | None:
+    """The config key path an IGGY_ variable names, matched against known tables.
+
+    `HTTP_JWT_ENCODING_SECRET` -> ["http", "jwt", "encoding_secret"]: key names hold
+    underscores too, so each table's keys are tried, longest first, and what is left
+    after the deepest table that matches becomes the leaf key. None when no top-level
+    table matches (not a config key this agent can place).
+    """
+    for key in sorted(table, key=len, reverse=True):
+        upper = key.upper()
+        if name == upper:
+            return [key]
+        sub = table[key]
+        if isinstance(sub, dict) and name.startswith(upper + "_"):
+            rest = key_path(sub, name[len(upper) + 1 :], top=False)
+            if rest is not None:
+                return [key, *rest]
+    return None if top or not name else [name.lower()]
+
+
+def _merged(known: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The file's tables and keys over the known tables (for matching names only)."""
+    out = dict(known)
+    for key, value in data.items():
+        base = out.get(key)
+        both = isinstance(base, dict) and isinstance(value, dict)
+        out[key] = _merged(base, value) if both else value
+    return out
+
+
+def apply_env_overrides(config: IggyConfig, env: dict[str, str]) -> None:
+    """Overlay the broker's IGGY_* variables on the parsed file, as Iggy itself does.
+
+    Empty values are ignored (Iggy skips them); each applied override is recorded in
+    `config.overrides` as {"http.jwt.encoding_secret": "IGGY_HTTP_JWT_ENCODING_SECRET"}.
+    """
+    for name in sorted(env):
+        value = env[name]
+        if not name.startswith("IGGY_") or name in NOT_CONFIG_KEYS or not value:
+            continue
+        path = key_path(_merged(KNOWN_TABLES, config.data), name[len("IGGY_") :])
+        if not path:
+            continue
+        table = config.data
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                break
+        else:
+            table[path[-1]] = env_value(value)
+            config.overrides[".".join(path)] = name
 
 
 def locate(ctx: Context, config_path: Path | None, file: str, broker_cwd: str = "") -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Finding, Severity
-from snapshot_agent.node.iggy_config import IggyConfig, Transport, load_iggy_config, transports
+from snapshot_agent.node.iggy_config import IggyConfig, Transport, transports
+from snapshot_agent.node.iggy_install import discover
 from snapshot_agent.node.procfs import parse_int
 
 #: A broker port: (protocol, number), e.g. ("tcp", 8090); QUIC is ("udp", 8080).
@@ -104,8 +105,8 @@ def broker_ports(
 
 
 def read_broker_ports(ctx: Context, threshold_key: str) -> BrokerPorts:
-    """The broker's ports on this node: its server.toml, else the check's threshold."""
-    return broker_ports(load_iggy_config(ctx), ctx.thresholds, threshold_key)
+    """The broker's ports: its config (IGGY_* overrides applied), else the threshold."""
+    return broker_ports(discover(ctx).config, ctx.thresholds, threshold_key)
 
 
 def _from_config(iggy: IggyConfig, path: Path) -> BrokerPorts:

@@ -21,8 +21,8 @@ from snapshot_agent.node.certificates import (
     load_certificates,
     load_private_key,
 )
-from snapshot_agent.node.iggy_config import TlsMaterial, load_iggy_config, locate
-from snapshot_agent.node.processes import find_broker
+from snapshot_agent.node.iggy_config import TlsMaterial, locate
+from snapshot_agent.node.iggy_install import discover as discover_iggy
 
 MAX_PEM_BYTES = 1024 * 1024
 SYSTEM_BUNDLES = (
@@ -99,10 +99,10 @@ def discover(ctx: Context) -> Discovery:
 
 def _from_iggy_config(ctx: Context, found: Discovery) -> None:
     """The files and listeners of every Iggy transport that has TLS on."""
-    iggy = load_iggy_config(ctx)
+    install = discover_iggy(ctx)
+    iggy = install.config
     found.iggy_path, found.iggy_problem = iggy.path, iggy.problem
-    broker = find_broker(ctx) if iggy.tls_material() else None
-    cwd = broker.cwd if broker else ""
+    cwd = install.broker.cwd if install.broker else ""
     for material in iggy.tls_material():
         if not material.enabled:
             continue  # TLS off on this transport: its files are not used

@@ -1,0 +1,266 @@
+"""Where the Iggy broker lives on this node: its process, config, data and log directories.
+
+`discover(ctx)` answers once for every Iggy-aware check, in this order of trust:
+1. the agent's config (`iggy.config_path`, `iggy.data_dir`, `iggy.logs_dir`) overrides;
+2. the running broker (the systemd unit's MainPID, else a process named iggy-server):
+   its working directory, its `IGGY_*` environment (/proc/PID/environ, then the `.env`
+   Iggy loads from its working directory or `IGGY_ENV_PATH`), its `IGGY_CONFIG_PATH`;
+3. Iggy's defaults: `core/server/config.toml` (0.7+) or `configs/server.toml` (0.4-0.6)
+   relative to the broker's working directory, the packaged locations, `system.path`
+   (default `local_data`) against the working directory, `[system.logging] path`
+   (default `logs`) against the data directory, the official image's /app/local_data.
+A broker in a container sees its own mount namespace: a path that exists only under
+/proc/PID/root is reached through it. Environment values are secrets-prone: callers
+never print them (the pipeline's filter redacts what reaches the archive anyway).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapshot_agent.core.context import Context
+from snapshot_agent.node.iggy_config import (
+    CANDIDATES,
+    DEFAULT_RELATIVE,
+    IggyConfig,
+    apply_env_overrides,
+    read_iggy_config,
+)
+from snapshot_agent.node.mounts import probe_all, probe_budget
+from snapshot_agent.node.processes import BrokerProcess, find_broker
+
+MAX_ENVIRON_BYTES = 256 * 1024
+MAX_DOTENV_BYTES = 64 * 1024
+DEFAULT_SYSTEM_PATH = "local_data"  # server-0.8.0:core/server/config.toml [system] path
+DEFAULT_LOGGING_PATH = "logs"  # [system.logging] path, relative to system.path
+IMAGE_DATA_DIR = "/app/local_data"  # the official container image's working directory
+
+
+@dataclass
+class IggyInstall:
+    """The broker and its files as found on this node, with how each was found."""
+
+    broker: BrokerProcess | None
+    env: dict[str, str]
+    config: IggyConfig
+    config_source: str
+    data_dir: str
+    data_dir_source: str
+    logs_dir: str
+    logs_dir_source: str
+    unit: str
+    looked_for: list[str] = field(default_factory=list)
+    data_dir_state: str = "unknown"  # exists | missing | hung | unknown (none to look at)
+
+    @property
+    def found(self) -> bool:
+        """True when a broker runs, or its config or data directory is on the node."""
+        has_data = self.data_dir_state in ("exists", "hung")
+        return self.broker is not None or self.config.path is not None or has_data
+
+    def skip_reason(self) -> str:
+        """Why the Iggy checks have nothing to look at, naming what was searched."""
+        return "no Iggy broker found on this node: looked for " + "; ".join(self.looked_for)
+
+    def setting(self, dotted: str, default: Any = None) -> Any:
+        """A config value by dotted key ("http.address"), IGGY_* overrides applied."""
+        return self.config.setting(dotted, default)
+
+    def describe(self) -> dict[str, Any]:
+        """Where everything was found, for a check's data (no environment values)."""
+        return {
+            "pid": self.broker.pid if self.broker else None,
+            "found_by": self.broker.found_by if self.broker else "",
+            "cwd": self.broker.cwd if self.broker else "",
+            "unit": self.unit,
+            "config_path": str(self.config.path) if self.config.path else None,
+            "config_source": self.config_source,
+            "config_problem": self.config.problem or None,
+            "overrides": dict(self.config.overrides),
+            "data_dir": self.data_dir or None,
+            "data_dir_source": self.data_dir_source,
+            "data_dir_state": self.data_dir_state,
+            "logs_dir": self.logs_dir or None,
+            "logs_dir_source": self.logs_dir_source,
+        }
+
+
+class _Finder:
+    """Resolves the broker's paths on the node (through its container root when needed)."""
+
+    def __init__(self, ctx: Context, broker: BrokerProcess | None) -> None:
+        self.ctx = ctx
+        self.broker = broker
+
+    def absolute(self, path: str, base: str = "") -> str:
+        """A path made absolute against `base` (the broker's cwd), normalised."""
+        base = base or (self.broker.cwd if self.broker else "") or "/"
+        return posixpath.normpath(posixpath.join(base, path))
+
+    def reach(self, path: str, want_dir: bool) -> tuple[str, bool]:
+        """The node path to read `path` through, and whether it exists there."""
+        exists = self.ctx.path(path).is_dir() if want_dir else self.ctx.path(path).is_file()
+        if exists or self.broker is None:
+            return path, exists
+        inside = f"/proc/{self.broker.pid}/root{path}"
+        mapped = self.ctx.path(inside)
+        if mapped.is_dir() if want_dir else mapped.is_file():
+            return inside, True
+        return path, False
+
+
+def discover(ctx: Context) -> IggyInstall:
+    """The broker, its config (overrides applied), data and log directories, or what was tried."""
+    iggy = ctx.config.iggy
+    broker = find_broker(ctx)
+    finder = _Finder(ctx, broker)
+    looked = [f"a process named iggy-server or the MainPID of {iggy.service}: none runs"]
+    if broker is not None:
+        looked = [f"iggy-server pid {broker.pid} ({broker.found_by})"]
+    env = _broker_env(ctx, finder)
+    config, config_source = _config(ctx, finder, env, looked)
+    apply_env_overrides(config, env)
+    install = IggyInstall(broker, env, config, config_source, "", "", "", "", iggy.service, looked)
+    _data_dir(finder, install)
+    _logs_dir(finder, install)
+    return install
+
+
+def _broker_env(ctx: Context, finder: _Finder) -> dict[str, str]:
+    """The broker's IGGY_* variables: its .env file under its own environment."""
+    broker = finder.broker
+    if broker is None:
+        return {}
+    raw = ctx.read_optional(f"/proc/{broker.pid}/environ", max_bytes=MAX_ENVIRON_BYTES) or ""
+    env = _iggy_pairs(raw.split("\0"))
+    dotenv = env.get("IGGY_ENV_PATH") or ".env"
+    path, exists = finder.reach(finder.absolute(dotenv), want_dir=False)
+    if exists:
+        text = ctx.read_optional(path, max_bytes=MAX_DOTENV_BYTES) or ""
+        # dotenvy does not replace variables the process already has.
+        return {**_iggy_pairs(_dotenv_lines(text)), **env}
+    return env
+
+
+def _iggy_pairs(items: list[str]) -> dict[str, str]:
+    """NAME=value items whose name starts with IGGY_."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if sep and name.startswith("IGGY_"):
+            out[name] = value
+    return out
+
+
+def _dotenv_lines(text: str) -> list[str]:
+    """A .env file's assignments as NAME=value (export prefixes and quotes removed)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out.append(f"{name.strip()}={value}")
+    return out
+
+
+def _config(
+    ctx: Context, finder: _Finder, env: dict[str, str], looked: list[str]
+) -> tuple[IggyConfig, str]:
+    """The server config: configured, IGGY_CONFIG_PATH, the defaults, the usual places."""
+    configured = ctx.config.iggy.config_path
+    if configured:
+        return read_iggy_config(ctx, configured), "config iggy.config_path"
+    tried: list[str] = []
+    candidates: list[tuple[str, str]] = []
+    pid = finder.broker.pid if finder.broker else 0
+    if env.get("IGGY_CONFIG_PATH"):
+        candidates.append((env["IGGY_CONFIG_PATH"], f"IGGY_CONFIG_PATH of pid {pid}"))
+    if finder.broker is not None and finder.broker.cwd:
+        source = f"Iggy's default relative to the working directory of pid {pid}"
+        candidates += [(rel, source) for rel in DEFAULT_RELATIVE]
+    candidates += [(path, "a usual location") for path in CANDIDATES]
+    for path, source in candidates:
+        node_path, exists = finder.reach(finder.absolute(path), want_dir=False)
+        tried.append(node_path)
+        if exists:
+            return read_iggy_config(ctx, node_path), source
+    looked.append("a server config at " + ", ".join(tried))
+    return IggyConfig(None), ""
+
+
+def _data_dir(finder: _Finder, install: IggyInstall) -> None:
+    """system.path against the broker's cwd (IGGY_SYSTEM_PATH applied), or the configured one.
+
+    The directory is looked at under a timeout: a hung mount is recorded, never waited on.
+    """
+    ctx = finder.ctx
+    configured = ctx.config.iggy.data_dir
+    legacy = install.env.get("IGGY_PATH")
+    system_path = install.setting("system.path")
+    if configured:
+        path, source = configured, "config iggy.data_dir"
+    elif isinstance(system_path, str) and system_path:
+        path = finder.absolute(system_path)
+        how = (
+            install.config.overrides.get("system.path") or f"[system] path of {install.config.path}"
+        )
+        source = how + _relative_note(system_path, finder)
+    elif legacy:
+        path, source = finder.absolute(legacy), "IGGY_PATH" + _relative_note(legacy, finder)
+    elif finder.broker is not None and finder.broker.cwd:
+        path = finder.absolute(DEFAULT_SYSTEM_PATH)
+        pid = finder.broker.pid
+        source = f"Iggy's default {DEFAULT_SYSTEM_PATH} in the working directory of pid {pid}"
+    else:
+        path, source = IMAGE_DATA_DIR, "the official container image's default"
+    probe = probe_all({"dir": lambda: finder.reach(path, want_dir=True)}, probe_budget(ctx, 2.0))
+    reached, exists = (
+        probe["dir"].value if probe["dir"].done and probe["dir"].value else (path, False)
+    )
+    if exists and reached != path:
+        source += ", inside its container"
+    if not probe["dir"].done:
+        install.data_dir, install.data_dir_source, install.data_dir_state = path, source, "hung"
+        install.looked_for.append(f"a data directory at {path} (its filesystem does not answer)")
+        return
+    if not exists and source.startswith("the official"):
+        install.looked_for.append(f"a data directory at {IMAGE_DATA_DIR}")
+        return
+    install.data_dir, install.data_dir_source = reached, source
+    install.data_dir_state = "exists" if exists else "missing"
+    if not exists:
+        install.looked_for.append(f"a data directory at {path}")
+
+
+def _relative_note(path: str, finder: _Finder) -> str:
+    """', relative to the broker's working directory' when the path is relative."""
+    if path.startswith("/") or finder.broker is None:
+        return ""
+    return f", relative to the working directory of pid {finder.broker.pid}"
+
+
+def _logs_dir(finder: _Finder, install: IggyInstall) -> None:
+    """[system.logging] path against the data dir, or the configured log directory."""
+    configured = finder.ctx.config.iggy.logs_dir
+    if configured:
+        install.logs_dir, install.logs_dir_source = configured, "config iggy.logs_dir"
+        return
+    if not install.data_dir:
+        return
+    logging = install.setting("system.logging.path")
+    legacy = install.env.get("IGGY_LOGGING_PATH")
+    rel = logging if isinstance(logging, str) and logging else legacy or DEFAULT_LOGGING_PATH
+    path = posixpath.normpath(posixpath.join(install.data_dir, rel))
+    source = install.data_dir_source
+    if finder.ctx.config.iggy.data_dir:
+        source = "config iggy.data_dir"
+    install.logs_dir = path
+    install.logs_dir_source = f"{rel} under the data directory (from {source})"
+    if install.data_dir_state == "exists" and not finder.ctx.path(path).is_dir():
+        install.looked_for.append(f"a log directory at {path}")
