@@ -39,6 +39,7 @@ from snapshot_agent.node.certificates import (
     strict_deviations,
     verify_strict_profile,
 )
+from snapshot_agent.node.iggy_config import DEV_CERT_FINGERPRINTS
 from snapshot_agent.node.tls_inventory import (
     CertFile,
     Discovery,
@@ -51,14 +52,6 @@ from snapshot_agent.node.tls_inventory import (
     read_cert_file,
 )
 
-#: The development certificates committed to the Iggy repository (core/certs/): their
-#: private key is public, so a node using them has no transport security at all.
-IGGY_DEV_FINGERPRINTS = {
-    "F3:CB:B3:BB:CB:99:E5:F6:E9:B7:A6:F2:60:4D:4F:4A:08:CA:DE:58:9A:4A:3F:31:A2:43:7D:3B:32:BB:13:21":
-        "iggy_cert.pem",
-    "78:01:B3:12:24:41:30:3A:0A:B3:99:EB:5F:28:75:2B:0A:85:97:47:AF:32:69:D9:8A:E9:79:F3:6B:68:F8:F9":
-        "iggy_ca_cert.pem",
-}  # fmt: skip
 WEAK_HASHES = {"md5", "sha1"}
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -220,13 +213,13 @@ def _judge_certs(
 
 def _dev_certificate(who: str, path: str, c: CertFacts) -> list[Finding]:
     """One of Iggy's development certificates, whose private key anyone can download."""
-    if c.fingerprint not in IGGY_DEV_FINGERPRINTS:
+    if c.fingerprint not in DEV_CERT_FINGERPRINTS:
         return []
     return [
         Finding(
             Severity.FAIL,
             f"{who} is Iggy's development certificate "
-            f"({IGGY_DEV_FINGERPRINTS[c.fingerprint]}), whose private key is public",
+            f"({DEV_CERT_FINGERPRINTS[c.fingerprint]}), whose private key is public",
             "Issue a certificate from your own CA (or ACME) and point the Iggy "
             "config's cert_file/key_file at it; anyone can impersonate this server now.",
             path,
@@ -901,7 +894,7 @@ def _handshake_failed(p: Probe) -> Finding:
 
 def _serves_dev_certificate(label: str, leaf: CertFacts) -> list[Finding]:
     """A listener serving Iggy's development certificate, whose private key is public."""
-    if leaf.fingerprint not in IGGY_DEV_FINGERPRINTS:
+    if leaf.fingerprint not in DEV_CERT_FINGERPRINTS:
         return []
     return [
         Finding(

@@ -26,6 +26,25 @@ CANDIDATES = (
     "/opt/iggy/core/server/config.toml",
 )
 
+#: Config keys whose values are secrets (iggy-facts.md, Configuration): compared, never shown.
+SECRET_KEYS = (
+    "http.jwt.encoding_secret",
+    "http.jwt.decoding_secret",
+    "system.encryption.key",
+    "data_maintenance.archiver.s3.key_secret",  # 0.4-0.5
+    "cluster.auth.shared_secret",  # main
+    "cluster.auth.previous_shared_secret",
+)
+
+#: The development certificates committed to the Iggy repository (core/certs/): their
+#: private key is public, so a node using them has no transport security at all.
+DEV_CERT_FINGERPRINTS = {
+    "F3:CB:B3:BB:CB:99:E5:F6:E9:B7:A6:F2:60:4D:4F:4A:08:CA:DE:58:9A:4A:3F:31:A2:43:7D:3B:32:BB:13:21":
+        "iggy_cert.pem",
+    "78:01:B3:12:24:41:30:3A:0A:B3:99:EB:5F:28:75:2B:0A:85:97:47:AF:32:69:D9:8A:E9:79:F3:6B:68:F8:F9":
+        "iggy_ca_cert.pem",
+}  # fmt: skip
+
 #: Transport sections holding TLS material: (section path, tls table, enabled key).
 TLS_SECTIONS = (
     ("tcp", "tls", "enabled"),

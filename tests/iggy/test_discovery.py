@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_agent.config import ChecksConfig, Config, IggyConfig
+from snapshot_agent.config import ChecksConfig, Config
 from snapshot_agent.node.iggy_config import IggyConfig as ServerConfig
 from snapshot_agent.node.iggy_config import apply_env_overrides, env_value, key_path
 from snapshot_agent.node.iggy_install import IggyInstall, discover
 from snapshot_agent.node.ports import read_broker_ports
 from tests.conftest import fixture_roots, make_context, write_tree
-
-PID = 4242
+from tests.iggy.procs import PID, iggy_context
+from tests.iggy.procs import fake_broker as broker
 
 CONFIG_08 = """
 [http]
@@ -35,25 +35,9 @@ path = "logs"
 """
 
 
-def broker(node: Path, cwd: str, env: dict[str, str] | None = None, pid: int = PID) -> None:
-    """A running iggy-server in the fixture /proc: comm, cmdline, environ, cwd link."""
-    environ = "".join(f"{k}={v}\0" for k, v in {"HOME": "/root", **(env or {})}.items())
-    write_tree(
-        node,
-        {
-            f"proc/{pid}/comm": "iggy-server\n",
-            f"proc/{pid}/cmdline": "/usr/local/bin/iggy-server\0",
-            f"proc/{pid}/stat": f"{pid} (iggy-server) S 1 1 1 0 -1 0 0 0 0 0 5 5 0 0 20 0 8 0 1",
-            f"proc/{pid}/environ": environ,
-        },
-    )
-    (node / f"proc/{pid}/cwd").symlink_to(cwd)
-
-
 def find(tmp_path: Path, node: Path, **iggy: str) -> IggyInstall:
     """discover() on the fixture node with the given agent `iggy:` settings."""
-    config = Config(checks=ChecksConfig(roots=fixture_roots(node)), iggy=IggyConfig(**iggy))
-    return discover(make_context(tmp_path, config=config))
+    return discover(iggy_context(tmp_path, node, **iggy))
 
 
 def test_nothing_found_says_what_was_looked_for(tmp_path: Path, node: Path) -> None:
