@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 
 from snapshot_agent.core.results import STATUS_ORDER
+from snapshot_agent.render.iggy import iggy_overview
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -22,5 +23,8 @@ def render_html(report: dict[str, Any]) -> str:
     rank = {str(s): i for i, s in enumerate(STATUS_ORDER)}
     ordered = sorted(report["checks"], key=lambda c: (rank[c["status"]], c["id"]))
     return env.get_template("report.html").render(
-        report=report, checks=ordered, statuses=[str(s) for s in STATUS_ORDER]
+        report=report,
+        checks=ordered,
+        statuses=[str(s) for s in STATUS_ORDER],
+        iggy=iggy_overview(report["checks"]),
     )

@@ -1,0 +1,93 @@
+"""The Iggy section at the top of report.html: the broker at a glance, its verdicts first.
+
+Built from the report document alone (the iggy.* checks' data), so a report re-rendered
+from an archive shows the same section. Every value is optional: a check that was skipped,
+timed out or came from an older agent simply contributes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snapshot_agent.core.results import STATUS_ORDER
+
+CATEGORY = "iggy"
+
+
+def iggy_overview(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """{'facts': [(label, text)], 'checks': [...]} when a broker was looked at; else None."""
+    iggy = [c for c in checks if c.get("category") == CATEGORY]
+    if not iggy or all(c["status"] == "skipped" for c in iggy):
+        return None
+    rank = {str(s): i for i, s in enumerate(STATUS_ORDER)}
+    by_id = {c["id"]: c.get("data") or {} for c in iggy}
+    health, data_dir = by_id.get("iggy.health", {}), by_id.get("iggy.data_dir", {})
+    process = by_id.get("iggy.process", {})
+    facts = [
+        ("Version", health.get("version")),
+        ("Uptime", _duration(process.get("uptime_s") or health.get("uptime_s"))),
+        *_counts(health, data_dir.get("totals") or {}),
+        ("Data size", _bytes(_get(data_dir, "totals", "bytes"))),
+        ("Growth", _growth(data_dir.get("growth"))),
+        ("Clients", _number(health.get("clients"))),
+    ]
+    return {
+        "facts": [(label, text) for label, text in facts if text],
+        "checks": sorted(iggy, key=lambda c: (rank[c["status"]], c["id"])),
+    }
+
+
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    """data[k1][k2]... or None."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)  # type: ignore[assignment]
+    return data
+
+
+def _counts(health: dict[str, Any], totals: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Streams, topics, partitions (the broker's word first, the data dir's otherwise), messages."""
+    out: list[tuple[str, str | None]] = []
+    for key in ("streams", "topics", "partitions", "segments"):
+        value = health.get(key) if health.get(key) is not None else totals.get(key)
+        out.append((key.capitalize(), _number(value)))
+    out.append(("Messages", _number(health.get("messages"))))
+    return out
+
+
+def _number(value: Any) -> str | None:
+    """1234567 -> '1,234,567'."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _bytes(value: Any) -> str | None:
+    """A byte count in the unit that reads best."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return None
+
+
+def _duration(seconds: Any) -> str | None:
+    """3 d 4 h, 5 h 12 min, 7 min."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return None
+    minutes = int(seconds // 60)
+    days, rem = divmod(minutes, 1440)
+    hours, mins = divmod(rem, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {mins} min" if hours else f"{mins} min"
+
+
+def _growth(growth: Any) -> str | None:
+    """The data dir's growth as the check measured it, in its own words when it has them."""
+    if not isinstance(growth, dict):
+        return None
+    text = growth.get("summary") or growth.get("text")
+    return text if isinstance(text, str) and text else None
