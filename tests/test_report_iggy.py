@@ -45,7 +45,8 @@ def report(checks: list[dict]) -> dict[str, Any]:
 
 
 HEALTH = {"version": "0.8.0", "uptime_s": 90061, "streams": 3, "topics": 12, "messages": 1234567}
-DATA = {"totals": {"bytes": 5 * 1024**3, "partitions": 36, "segments": 400}}
+GROWTH = {"known": True, "bytes_per_day": 3 * 1024**3, "window_s": 86400 * 2, "days_left": 40.5}
+DATA = {"totals": {"bytes": 5 * 1024**3, "partitions": 36, "segments": 400}, "growth": GROWTH}
 
 
 def test_overview_lists_facts_and_verdicts_worst_first() -> None:
@@ -66,6 +67,7 @@ def test_overview_lists_facts_and_verdicts_worst_first() -> None:
         "Segments": "400",
         "Messages": "1,234,567",
         "Data size": "5.0 GiB",
+        "Growth": "+3.0 GiB/day over 2 d 0 h, 40.5 days until full",
     }
     assert [c["id"] for c in overview["checks"]] == ["iggy.logs", "iggy.data_dir", "iggy.health"]
     html = render_html(report(checks))

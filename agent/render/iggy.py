@@ -86,8 +86,16 @@ def _duration(seconds: Any) -> str | None:
 
 
 def _growth(growth: Any) -> str | None:
-    """The data dir's growth as the check measured it, in its own words when it has them."""
-    if not isinstance(growth, dict):
+    """'+1.2 GiB/day over 3 d 2 h, 40.5 days until full' as iggy.data_dir measured it."""
+    if not isinstance(growth, dict) or not growth.get("known"):
         return None
-    text = growth.get("summary") or growth.get("text")
-    return text if isinstance(text, str) and text else None
+    per_day = _bytes(growth.get("bytes_per_day"))
+    if per_day is None:
+        return None
+    text = f"{'' if per_day.startswith('-') else '+'}{per_day}/day"
+    window = _duration(growth.get("window_s"))
+    text += f" over {window}" if window else ""
+    days = growth.get("days_left")
+    if isinstance(days, int | float) and not isinstance(days, bool):
+        text += f", {days:g} days until full"
+    return text
