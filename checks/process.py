@@ -8,7 +8,6 @@ fixture trees work the same as a live node.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.printable import printable
 from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.units import format_bytes
 from snapshot_agent.node.processes import (
     BROKER_NAME,
     BrokerProcess,
@@ -31,63 +31,12 @@ from snapshot_agent.node.processes import (
     read_stat,
     uses_io_uring,
 )
-from snapshot_agent.node.procfs import read_mem_total
+from snapshot_agent.node.procfs import Limit, parse_limits, read_limits, read_mem_total
 
 SHOWN_CMDLINE = 200  # characters of a command line shown in tables
 TOP_N = 10
 FD_SCAN_LIMIT = 20000  # fds whose target is read for the by-type breakdown
 ZOMBIE_CONFIRM_S = 0.2  # a zombie must still be there this much later to count
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One row of /proc/<pid>/limits; None means unlimited."""
-
-    soft: int | None
-    hard: int | None
-    units: str
-
-
-# -- reading /proc -----------------------------------------------------------------
-
-
-def parse_limits(text: str) -> dict[str, Limit]:
-    """Parse /proc/<pid>/limits into {'Max open files': Limit(soft, hard, units)}."""
-    out: dict[str, Limit] = {}
-    for line in text.splitlines():
-        # Names contain single spaces; columns are separated by two or more.
-        m = re.match(r"^(Max [A-Za-z ]+?)\s{2,}(\S+)\s+(\S+)\s*(\S*)\s*$", line)
-        if not m:
-            continue
-        try:
-            out[m.group(1)] = Limit(_limit_value(m.group(2)), _limit_value(m.group(3)), m.group(4))
-        except ValueError:
-            continue  # a garbled line is left out, not guessed at
-    return out
-
-
-def _limit_value(text: str) -> int | None:
-    """'unlimited' -> None, digits -> int; anything else raises ValueError."""
-    if text == "unlimited":
-        return None
-    if not text.isdigit():
-        raise ValueError(text)
-    return int(text)
-
-
-def read_limits(ctx: Context, pid: int) -> dict[str, Limit] | None:
-    """The resource limits of `pid`, or None when /proc/<pid>/limits cannot be read."""
-    text = ctx.read_optional(f"/proc/{pid}/limits", 16384)
-    return parse_limits(text) if text is not None else None
-
-
-def format_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _label(name: str, pid: int) -> str:

@@ -7,19 +7,8 @@ from typing import Any
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.core.units import format_duration
 from snapshot_agent.node.system import SystemFacts, placement, read_system
-
-
-def format_duration(seconds: float) -> str:
-    """12 d 3 h, 4 h 10 min, 7 min."""
-    minutes = int(seconds // 60)
-    days, rem = divmod(minutes, 1440)
-    hours, mins = divmod(rem, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {mins} min"
-    return f"{mins} min"
 
 
 def judge_system(facts: SystemFacts, thresholds: dict[str, Any]) -> Result:

@@ -17,14 +17,12 @@ import msgspec
 import pytest
 
 from snapshot_agent.checks.process import (
-    Limit,
     LimitsFacts,
     agent_pid,
     classify_fd,
     cpu_percents,
     judge_limits,
     parse_file_nr,
-    parse_limits,
     process_fds,
     process_limits,
     process_top,
@@ -32,6 +30,7 @@ from snapshot_agent.checks.process import (
 )
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.processes import BrokerProcess, ProcStat, find_broker, parse_stat
+from snapshot_agent.node.procfs import Limit, parse_limits
 from snapshot_agent.pipeline.filter import filter_for, filter_result
 from snapshot_agent.pipeline.record import CheckRecord
 

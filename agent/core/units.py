@@ -1,4 +1,4 @@
-"""How sizes are written in findings and summaries."""
+"""How sizes and durations are written in findings, summaries and the report."""
 
 from __future__ import annotations
 
@@ -9,3 +9,24 @@ MIB = 1024**2
 def mib_or_gib(n: float) -> str:
     """Bytes as a short size: '512 MiB' below 1 GiB, else '12.3 GiB'."""
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units, bytes without decimals)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_duration(seconds: float) -> str:
+    """Roughly how long: '12 d 3 h', '4 h 10 min', '7 min', '30 s'."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{max(whole, 0)} s"
+    days, rem = divmod(whole // 60, 1440)
+    hours, mins = divmod(rem, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {mins} min" if hours else f"{mins} min"

@@ -269,3 +269,45 @@ def read_sockets(ctx: Context, protos: Iterable[str]) -> tuple[list[Socket], lis
             continue
         sockets.extend(parse_sockets(iter_lines(ctx, path), proto))
     return sockets, missing
+
+
+# -- /proc/PID/limits ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One row of /proc/<pid>/limits; None means unlimited."""
+
+    soft: int | None
+    hard: int | None
+    units: str
+
+
+def parse_limits(text: str) -> dict[str, Limit]:
+    """Parse /proc/<pid>/limits into {'Max open files': Limit(soft, hard, units)}."""
+    out: dict[str, Limit] = {}
+    for line in text.splitlines():
+        # Names contain single spaces; columns are separated by two or more.
+        m = re.match(r"^(Max [A-Za-z ]+?)\s{2,}(\S+)\s+(\S+)\s*(\S*)\s*$", line)
+        if not m:
+            continue
+        try:
+            out[m.group(1)] = Limit(_limit_value(m.group(2)), _limit_value(m.group(3)), m.group(4))
+        except ValueError:
+            continue  # a garbled line is left out, not guessed at
+    return out
+
+
+def _limit_value(text: str) -> int | None:
+    """'unlimited' -> None, digits -> int; anything else raises ValueError."""
+    if text == "unlimited":
+        return None
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def read_limits(ctx: Context, pid: int) -> dict[str, Limit] | None:
+    """The resource limits of `pid`, or None when /proc/<pid>/limits cannot be read."""
+    text = ctx.read_optional(f"/proc/{pid}/limits", 16384)
+    return parse_limits(text) if text is not None else None

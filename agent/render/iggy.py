@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from snapshot_agent.core.results import STATUS_ORDER
+from snapshot_agent.core.units import format_bytes, format_duration
 
 CATEGORY = "iggy"
 
@@ -62,27 +63,17 @@ def _number(value: Any) -> str | None:
 
 
 def _bytes(value: Any) -> str | None:
-    """A byte count in the unit that reads best."""
+    """A byte count in the unit that reads best; None for anything but a number."""
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return None
+    return format_bytes(value)
 
 
 def _duration(seconds: Any) -> str | None:
-    """3 d 4 h, 5 h 12 min, 7 min."""
+    """A duration in words; None for anything but a non-negative number."""
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         return None
-    minutes = int(seconds // 60)
-    days, rem = divmod(minutes, 1440)
-    hours, mins = divmod(rem, 60)
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {mins} min" if hours else f"{mins} min"
+    return format_duration(seconds)
 
 
 def _growth(growth: Any) -> str | None:
