@@ -19,6 +19,7 @@ from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.core.tail import read_tail
 from snapshot_agent.node.iggy_install import discover
+from snapshot_agent.node.iggy_logs import parse_resource_line
 from snapshot_agent.node.processes import BrokerProcess, find_brokers
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -29,7 +30,6 @@ _GENERIC_WARN = re.compile(r"\b(WARN|WARNING)\b")
 _KV_LEVEL = re.compile(r"\blevel\"?\s*[=:]\s*\"?(error|fatal|critical|warn|warning)\b", re.I)
 _PANIC = "panicked at"
 _OOM_KILL = re.compile(r"Killed process (\d+) \((iggy[\w-]*)\)")
-_RESOURCE_FIELD = re.compile(r"(\w+):\s*([^,]+)")
 _COMPRESSED = (".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip")
 
 JOURNAL_FIELDS = "MESSAGE,PRIORITY,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER,_COMM,_PID,UNIT,_TRANSPORT"
@@ -743,14 +743,6 @@ def read_logs(ctx: Context) -> LogFacts:
     return facts
 
 
-def parse_resource_line(line: str) -> dict[str, str]:
-    """Fields of Iggy's periodic `CPU: ..%/..% (IggyUsage/Total), Mem: ..., OpenFDs: N` line."""
-    start = line.find("CPU:")
-    if start < 0:
-        return {}
-    return {k: v.strip() for k, v in _RESOURCE_FIELD.findall(line[start:])}
-
-
 def _age(seconds: float) -> str:
     """'3 h', '12 min', '2 d'."""
     if seconds >= 2 * 86400:
@@ -1060,8 +1052,8 @@ def _summary(
             ok += f"{len(c.tail.lines)} lines and its mtime"
         elif c.reaches_back is not None and c.reaches_back > window.since:
             ok += f"; {c.tail.name}: the lines read reach back {_age(window.now - c.reaches_back)}"
-    if resource.get("fields", {}).get("OpenFDs"):
-        ok += f"; broker OpenFDs {resource['fields']['OpenFDs']}"
+    if resource.get("fields", {}).get("open_fds") is not None:
+        ok += f"; broker OpenFDs {resource['fields']['open_fds']}"
     return ok
 
 

@@ -20,12 +20,12 @@ from snapshot_agent.checks.logs import (
     logs_files,
     logs_journal,
     parse_journal_json,
-    parse_resource_line,
     read_tail_lines,
 )
 from snapshot_agent.config import ChecksConfig, Config, IggyConfig, LogsConfig
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Severity, Status
+from snapshot_agent.node.iggy_logs import parse_resource_line
 
 from .conftest import fixture_roots, make_context, write_tree
 
@@ -296,7 +296,7 @@ def test_logs_files_pass_with_resource_line(tmp_path: Path, node: Path) -> None:
     assert "OpenFDs 311" in result.summary
     assert "iggy-server.log: the lines read reach back 10 min" in result.summary
     fields = result.data["broker_resources"]["fields"]
-    assert fields["OpenFDs"] == "311" and fields["Clients"] == "14"
+    assert fields["open_fds"] == 311 and fields["clients"] == 14
     assert result.data["broker_resources"]["at"] == resource.split()[0]
     assert result.data["iggy_log_dir_source"] == "config iggy.logs_dir"
     tail = tmp_path / "artifacts/tail/var/lib/iggy/logs/iggy-server.log"
@@ -463,7 +463,7 @@ def test_classify_and_resource_parsers() -> None:
     assert classify_line('ts=1 level=error msg="db"') == "error"
     assert classify_line('{"level":"warn","msg":"slow"}') == "warn"
     assert parse_resource_line("nothing here") == {}
-    assert parse_resource_line(RESOURCE)["CPU"] == "3.20%/41.50% (IggyUsage/Total)"
+    assert parse_resource_line(RESOURCE)["cpu_iggy_pct"] == 3.2
 
 
 # -- logs.files: the time window --------------------------------------------------------
