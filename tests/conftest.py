@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,14 @@ def run_check(check: Any, tmp_path: Path, node: Path, files: Mapping[str, str]) 
     write_tree(node, files)
     ctx = make_context(tmp_path, roots=fixture_roots(node), thresholds=check.thresholds)
     return check.run(ctx)
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (connection refused at once): a service that is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def severities(result: Any) -> list[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from snapshot_agent.node.cgroup import (
     parse_proc_cgroup,
 )
 
-from .conftest import fixture_roots, make_context, run_check, write_tree
+from .conftest import closed_port_url, fixture_roots, make_context, run_check, write_tree
 
 TOKEN = "AQAEAFakeTokenForTests=="
 AWS_DMI = {
@@ -132,14 +131,6 @@ def metadata() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on (connection refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def cloud_ctx(tmp_path: Path, node: Path, url: str, *, enabled: bool = True) -> Context:
