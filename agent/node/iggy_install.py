@@ -62,7 +62,11 @@ class IggyInstall:
 
     def skip_reason(self) -> str:
         """Why the Iggy checks have nothing to look at, naming what was searched."""
-        return "no Iggy broker found on this node: looked for " + "; ".join(self.looked_for)
+        return (
+            "no Iggy broker found on this node: looked for "
+            + "; ".join(self.looked_for)
+            + ". If Iggy runs here, set iggy.config_path and iggy.data_dir in the agent config"
+        )
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key ("http.address"), IGGY_* overrides applied."""
