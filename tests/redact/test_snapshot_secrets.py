@@ -634,6 +634,10 @@ def explanation(run: Run, node: SecretNode, finding: tuple[str, int, str, str]) 
         return "the sha256 digest in the fixture's app log"
     if value in node.public:
         return node.public[value]
+    if value.startswith(("/sys/fs/cgroup/", "/proc/")) and "=" not in value:
+        # A cgroup or /proc path of this test's processes (iggy.process and memory.* name
+        # the broker's cgroup); container runtimes name cgroups by a hex container id.
+        return "a cgroup path of the node, whose last part is a container id"
     if kind == "Secret Keyword" and value in BOOLEANS:
         return "a boolean value of a key named like a secret (use_base64_secret)"
     if kind == "Private Key":
