@@ -473,16 +473,3 @@ def _topic_key(data_dir: Path, path: Path) -> tuple[str, str] | None:
     if len(parts) >= 4 and parts[0] == "streams" and parts[2] == "topics":
         return parts[1], parts[3]
     return None
-
-
-def write_broker(node: Path, pid: int = 4242, uid: int = 0, gid: int = 0, cwd: str = "/") -> None:
-    """A running iggy-server in the fixture /proc: comm, cmdline, stat, status, cwd."""
-    proc = node / "proc" / str(pid)
-    proc.mkdir(parents=True)
-    (proc / "comm").write_text("iggy-server\n")
-    (proc / "cmdline").write_text("/usr/local/bin/iggy-server\0")
-    (proc / "stat").write_text(f"{pid} (iggy-server) S 1 1 1 0 -1 0 0 0 0 0 5 5 0 0 20 0 8 0 1")
-    (proc / "status").write_text(
-        f"Name:\tiggy-server\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n"
-    )
-    (proc / "cwd").symlink_to(cwd)

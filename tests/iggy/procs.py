@@ -18,8 +18,10 @@ def fake_broker(
     env: dict[str, str] | None = None,
     pid: int = PID,
     argv: Sequence[str] = ("/usr/local/bin/iggy-server",),
+    uid: int = 0,
+    gid: int = 0,
 ) -> None:
-    """comm, cmdline, stat and environ of an iggy-server, and its cwd link."""
+    """comm, cmdline, stat, status and environ of an iggy-server, and its cwd link."""
     environ = "".join(f"{k}={v}\0" for k, v in {"HOME": "/root", **(env or {})}.items())
     write_tree(
         node,
@@ -28,6 +30,8 @@ def fake_broker(
             f"proc/{pid}/cmdline": "".join(f"{a}\0" for a in argv),
             f"proc/{pid}/stat": f"{pid} (iggy-server) S 1 1 1 0 -1 0 0 0 0 0 5 5 0 0 20 0 8 0 1",
             f"proc/{pid}/environ": environ,
+            f"proc/{pid}/status": f"Name:\tiggy-server\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+            f"Gid:\t{gid}\t{gid}\t{gid}\t{gid}\n",
         },
     )
     (node / f"proc/{pid}/cwd").symlink_to(cwd)

@@ -18,7 +18,8 @@ from snapshot_agent.node import iggy_data as walk
 from snapshot_agent.node.iggy_data import DataDirFacts, Filesystem, Growth
 from tests.conftest import fixture_roots, make_context, run_cli
 
-from .fixture import Spec, build, write_broker
+from .fixture import Spec, build
+from .procs import fake_broker
 
 GIB = 1024**3
 
@@ -143,7 +144,7 @@ def test_short_offset_only_warns_on_main(tmp_path: Path, node: Path) -> None:
 
 def test_foreign_owner_warns(tmp_path: Path, node: Path) -> None:
     built = build(node, Spec())
-    write_broker(node, uid=54321, gid=54321)
+    fake_broker(node, "/", uid=54321, gid=54321)
     result = run(tmp_path, node)
     assert result.status == Status.WARN
     (finding,) = worst(result)
