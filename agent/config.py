@@ -172,16 +172,35 @@ class RedactionConfig(_Section):
 class ArchiveConfig(_Section):
     iggy_mode: Literal["metadata", "full"] = "metadata"
     iggy_max_bytes: Annotated[int, Meta(ge=0, le=MAX_IGGY_BYTES)] = 1024 * 1024 * 1024
+    compression_level: Annotated[int, Meta(ge=0, le=9)] = 6  # deflate; 0 stores
+    # Threads that compress; None: one per core (at most 4). Members that do not shrink
+    # are stored whatever the level.
+    threads: Annotated[int, Meta(ge=1, le=64)] | None = None
+    # X25519 public keys (PEM files) the archive is encrypted to: *.zip.enc, AES-256-GCM
+    # in authenticated chunks; `snapshot-agent decrypt` with one of the private keys.
+    encrypt_to: Paths = []
+    # Sign manifest.json (manifest.sig) with the node's Ed25519 key, made on first use.
+    sign: bool = True
+    signing_key: str | None = None  # default: <state_dir>/keys/node-ed25519.pem
     # A group (name or gid) that may read the archives (0640); by default only the
     # owner may (0600): archives hold what only root could read on the node.
     group: str | Annotated[int, Meta(ge=0, le=2**32 - 2)] | None = None  # -1 means "none"
 
 
 class S3Config(_Section):
-    bucket: str
-    prefix: str = "snapshots"
+    bucket: Annotated[
+        str, Meta(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]\Z")
+    ]
+    prefix: Annotated[str, Meta(max_length=512, pattern=ONE_LINE_REGEX)] = "snapshots"
     region: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: Annotated[str, Meta(pattern=r"^https?://[^\s]+\Z")] | None = None
+    # Server-side encryption: AES256 (S3-managed keys) or aws:kms (with kms_key_id).
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    part_size_mb: Annotated[int, Meta(ge=5, le=5120)] = 16
+    concurrency: Annotated[int, Meta(ge=1, le=16)] = 4  # parts in flight
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 5  # per request, with backoff
+    presign_ttl_s: Annotated[int, Meta(ge=1, le=7 * 86400)] = 900  # download URLs
 
 
 class StorageConfig(_Section):
