@@ -27,10 +27,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "snapshot_agent.node": ("snapshot_agent.core", "snapshot_agent.node"),
     "snapshot_agent.checks": ("snapshot_agent.core", "snapshot_agent.node"),
     "snapshot_agent.redact": ("snapshot_agent.core", "snapshot_agent.redact"),
+    "snapshot_agent.bundle": (
+        "snapshot_agent.core",
+        "snapshot_agent.node",
+        "snapshot_agent.bundle",
+        "snapshot_agent.archive.writer",
+    ),
     "snapshot_agent.pipeline": (
         "snapshot_agent.core",
         "snapshot_agent.redact",
         "snapshot_agent.node",
+        "snapshot_agent.bundle",
         "snapshot_agent.pipeline",
         "snapshot_agent.archive",
         "snapshot_agent.render",

@@ -24,11 +24,12 @@ MANIFEST = "manifest.json"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 IGGY_DATA = "iggy-data.zip"
+MANIFEST_SIG = "manifest.sig"  # the node key's signature of manifest.json
 #: Raw evidence lives under raw/<check id>/<relative path> (a check id as core/check.py's
 #: ID_PATTERN matches it): the only place evidence may be.
 RAW_DIR = "raw"
-#: Every member the agent writes outside raw/ (iggy-data.zip once the Iggy bundle is built).
-TOP_LEVEL_MEMBERS = frozenset({REPORT_JSON, REPORT_HTML, MANIFEST, IGGY_DATA})
+#: Every member the agent writes outside raw/.
+TOP_LEVEL_MEMBERS = frozenset({REPORT_JSON, REPORT_HTML, MANIFEST, MANIFEST_SIG, IGGY_DATA})
 #: The only ZIP extra field the writer produces: zipfile's ZIP64 field (force_zip64 puts
 #: it in every local header; the directory has it for sizes and offsets past 2 GiB).
 ZIP64_EXTRA_FIELD = 0x0001

@@ -1,0 +1,1 @@
+"""The Iggy data bundle: iggy-data.zip, streamed inside the snapshot archive."""
