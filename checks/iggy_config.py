@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 import posixpath
 import stat
@@ -19,6 +18,7 @@ from typing import Any
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import Finding, Result, Severity
+from snapshot_agent.node.addresses import is_loopback, parse_listen_address
 from snapshot_agent.node.iggy_config import (
     DEV_CERT_FINGERPRINTS,
     MAX_CONFIG_BYTES,
@@ -125,14 +125,8 @@ def _default_root_credentials(install: IggyInstall) -> list[Finding]:
 
 
 def _is_loopback(address: str) -> bool:
-    """True when a listen address (host:port) only accepts connections from this node."""
-    host = address.rpartition(":")[0].strip("[]") or address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a hostname: assume it resolves to a routable address
+    """True when a listen address only accepts connections from this node."""
+    return is_loopback(parse_listen_address(address).host)
 
 
 def _tls_on(install: IggyInstall, transport: str) -> bool:

@@ -8,7 +8,6 @@ sysctl.network judge the same ports.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
+from snapshot_agent.node.addresses import is_loopback
 from snapshot_agent.node.ports import (
     DEFAULT_BROKER_PORTS,
     BrokerPorts,
@@ -29,17 +29,6 @@ from snapshot_agent.node.procfs import is_listening, parse_int, read_sockets
 
 #: Time spent mapping socket inodes to processes through /proc/PID/fd.
 OWNER_SCAN_BUDGET_S = 0.5
-
-
-def _is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 def _plural(count: int, word: str) -> str:
@@ -124,7 +113,7 @@ class Listener:
     @property
     def loopback(self) -> bool:
         """Only reachable from this node."""
-        return _is_loopback(self.address)
+        return is_loopback(self.address)
 
     def describe(self) -> str:
         """'tcp 0.0.0.0:22 (sshd, pid 812)'."""

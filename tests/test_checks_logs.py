@@ -417,7 +417,7 @@ def test_logs_files_finds_a_containerised_broker_log(tmp_path: Path, node: Path)
         node,
         {
             "proc/812/comm": "iggy-server\n",
-            "proc/812/environ": "HOME=/root\0IGGY_PATH=/data/iggy\0",
+            "proc/812/environ": "HOME=/root\0IGGY_SYSTEM_PATH=/data/iggy\0",
             "proc/812/root/data/iggy/logs/iggy-server.log": iggy_line("ERROR", "x") + "\n",
         },
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from snapshot_agent.core.context import Context
+from snapshot_agent.node.addresses import parse_listen_address
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 
@@ -289,9 +290,6 @@ def transports(config: IggyConfig) -> list[Transport]:
             continue
         address = section.get("address")
         address = address if isinstance(address, str) else None
-        port: int | None = default_port
-        if address is not None:
-            _, sep, tail = address.strip().rpartition(":")
-            port = int(tail) if sep and tail.isdigit() and 0 < int(tail) < 65536 else None
+        port = parse_listen_address(address).port if address is not None else default_port
         found.append(Transport(name, proto, bool(section.get("enabled", True)), address, port))
     return found

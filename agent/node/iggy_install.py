@@ -16,6 +16,7 @@ never print them (the pipeline's filter redacts what reaches the archive anyway)
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,27 +93,40 @@ class IggyInstall:
 
 
 class _Finder:
-    """Resolves the broker's paths on the node (through its container root when needed)."""
+    """Resolves the broker's paths on the node: through its own root when it has one.
+
+    A broker in a container (its /proc/PID/root is not ours) sees its own files: its
+    paths are read through /proc/PID/root first, so a host file that happens to sit at
+    the same path (a host /etc/iggy/server.toml) is never taken for the broker's.
+    """
 
     def __init__(self, ctx: Context, broker: BrokerProcess | None) -> None:
         self.ctx = ctx
         self.broker = broker
+        self.contained = broker is not None and _own_root(ctx, broker.pid)
 
-    def absolute(self, path: str, base: str = "") -> str:
-        """A path made absolute against `base` (the broker's cwd), normalised."""
-        base = base or (self.broker.cwd if self.broker else "") or "/"
+    def absolute(self, path: str) -> str:
+        """A path made absolute against the broker's cwd, normalised."""
+        base = (self.broker.cwd if self.broker else "") or "/"
         return posixpath.normpath(posixpath.join(base, path))
 
+    def inside(self, path: str) -> str:
+        """The node path of a path as the broker sees it."""
+        return f"/proc/{self.broker.pid}/root{path}" if self.contained and self.broker else path
+
     def reach(self, path: str, want_dir: bool) -> tuple[str, bool]:
-        """The node path to read `path` through, and whether it exists there."""
-        exists = self.ctx.path(path).is_dir() if want_dir else self.ctx.path(path).is_file()
-        if exists or self.broker is None:
-            return path, exists
-        inside = f"/proc/{self.broker.pid}/root{path}"
-        mapped = self.ctx.path(inside)
-        if mapped.is_dir() if want_dir else mapped.is_file():
-            return inside, True
-        return path, False
+        """The node path to read the broker's `path` through, and whether it exists."""
+        node_path = self.inside(path)
+        mapped = self.ctx.path(node_path)
+        return node_path, mapped.is_dir() if want_dir else mapped.is_file()
+
+
+def _own_root(ctx: Context, pid: int) -> bool:
+    """True when the process has a root directory of its own (a container)."""
+    try:
+        return not os.path.samefile(ctx.path(f"/proc/{pid}/root"), ctx.path("/"))
+    except OSError:  # not ours to read (not root), or gone: take it as the host's
+        return False
 
 
 def discover(ctx: Context) -> IggyInstall:
@@ -203,43 +217,68 @@ def _data_dir(finder: _Finder, install: IggyInstall) -> None:
 
     The directory is looked at under a timeout: a hung mount is recorded, never waited on.
     """
-    ctx = finder.ctx
-    configured = ctx.config.iggy.data_dir
-    legacy = install.env.get("IGGY_PATH")
+    configured = finder.ctx.config.iggy.data_dir
     system_path = install.setting("system.path")
     if configured:
         path, source = configured, "config iggy.data_dir"
     elif isinstance(system_path, str) and system_path:
-        path = finder.absolute(system_path)
-        how = (
-            install.config.overrides.get("system.path") or f"[system] path of {install.config.path}"
+        how = install.config.overrides.get("system.path") or (
+            f"[system] path of {install.config.path}"
+            if install.config.path
+            else "Iggy's default system.path"
         )
+        if not system_path.startswith("/") and finder.broker is None:
+            _relative_without_broker(finder, install, system_path, how)
+            return
+        path = finder.absolute(system_path)
         source = how + _relative_note(system_path, finder)
-    elif legacy:
-        path, source = finder.absolute(legacy), "IGGY_PATH" + _relative_note(legacy, finder)
     elif finder.broker is not None and finder.broker.cwd:
         path = finder.absolute(DEFAULT_SYSTEM_PATH)
         pid = finder.broker.pid
         source = f"Iggy's default {DEFAULT_SYSTEM_PATH} in the working directory of pid {pid}"
     else:
         path, source = IMAGE_DATA_DIR, "the official container image's default"
-    probe = probe_all({"dir": lambda: finder.reach(path, want_dir=True)}, probe_budget(ctx, 2.0))
-    reached, exists = (
-        probe["dir"].value if probe["dir"].done and probe["dir"].value else (path, False)
-    )
-    if exists and reached != path:
+    state, reached = _look(finder, path, brokers=not configured)
+    if reached != path:
         source += ", inside its container"
-    if not probe["dir"].done:
-        install.data_dir, install.data_dir_source, install.data_dir_state = path, source, "hung"
-        install.looked_for.append(f"a data directory at {path} (its filesystem does not answer)")
-        return
-    if not exists and source.startswith("the official"):
+    if state != "exists" and source.startswith("the official"):
         install.looked_for.append(f"a data directory at {IMAGE_DATA_DIR}")
         return
-    install.data_dir, install.data_dir_source = reached, source
-    install.data_dir_state = "exists" if exists else "missing"
-    if not exists:
-        install.looked_for.append(f"a data directory at {path}")
+    install.data_dir, install.data_dir_source, install.data_dir_state = reached, source, state
+    if state == "hung":
+        install.looked_for.append(f"a data directory at {reached} (its filesystem does not answer)")
+    elif state == "missing":
+        install.looked_for.append(f"a data directory at {reached}")
+
+
+def _look(finder: _Finder, path: str, brokers: bool = True) -> tuple[str, str]:
+    """('exists' | 'missing' | 'hung', node path) of a directory: the broker's own path
+    (through its root), or with `brokers` False a node path from the agent's config."""
+    node_path = finder.inside(path) if brokers else path
+    budget = probe_budget(finder.ctx, 2.0)
+    probe = probe_all({"dir": lambda: finder.ctx.path(node_path).is_dir()}, budget)["dir"]
+    if not probe.done:
+        return "hung", node_path
+    return ("exists" if probe.value else "missing"), node_path  # unreadable: missing
+
+
+def _relative_without_broker(
+    finder: _Finder, install: IggyInstall, system_path: str, how: str
+) -> None:
+    """A relative system.path and no broker: try it beside the config, as a source tree has it."""
+    config = install.config.path
+    bases = [config.parent, *config.parent.parents[:2]] if config else []
+    for base in bases:
+        path = posixpath.normpath(posixpath.join(str(base), system_path))
+        state, reached = _look(finder, path)
+        if state == "exists":
+            install.data_dir, install.data_dir_state = reached, state
+            install.data_dir_source = f"{how}, relative; found beside the config (no broker runs)"
+            return
+    install.looked_for.append(
+        f"a data directory: system.path {system_path!r} is relative to the broker's working "
+        "directory, and no broker runs to tell it"
+    )
 
 
 def _relative_note(path: str, finder: _Finder) -> str:
@@ -252,19 +291,18 @@ def _relative_note(path: str, finder: _Finder) -> str:
 def _logs_dir(finder: _Finder, install: IggyInstall) -> None:
     """[system.logging] path against the data dir, or the configured log directory."""
     configured = finder.ctx.config.iggy.logs_dir
-    if configured:
+    if configured:  # a node path, like every path in the agent's config
         install.logs_dir, install.logs_dir_source = configured, "config iggy.logs_dir"
         return
     if not install.data_dir:
         return
     logging = install.setting("system.logging.path")
-    legacy = install.env.get("IGGY_LOGGING_PATH")
-    rel = logging if isinstance(logging, str) and logging else legacy or DEFAULT_LOGGING_PATH
-    path = posixpath.normpath(posixpath.join(install.data_dir, rel))
-    source = install.data_dir_source
-    if finder.ctx.config.iggy.data_dir:
-        source = "config iggy.data_dir"
-    install.logs_dir = path
-    install.logs_dir_source = f"{rel} under the data directory (from {source})"
-    if install.data_dir_state == "exists" and not finder.ctx.path(path).is_dir():
+    rel = logging if isinstance(logging, str) and logging else DEFAULT_LOGGING_PATH
+    if rel.startswith("/"):  # an absolute path is the broker's own, maybe in its container
+        path, source = finder.inside(posixpath.normpath(rel)), "[system.logging] path"
+    else:
+        path = posixpath.normpath(posixpath.join(install.data_dir, rel))
+        source = f"{rel} under the data directory (from {install.data_dir_source})"
+    install.logs_dir, install.logs_dir_source = path, source
+    if install.data_dir_state == "exists" and _look(finder, path, brokers=False)[0] != "exists":
         install.looked_for.append(f"a log directory at {path}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from snapshot_agent.core.context import Context
+from snapshot_agent.node.addresses import local_target, parse_listen_address
 from snapshot_agent.node.certificates import (
     CertFacts,
     KeyFacts,
@@ -30,7 +31,6 @@ SYSTEM_BUNDLES = (
     "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora
     "/etc/ssl/cert.pem",  # Alpine, others
 )
-LOOPBACK_FOR_ANY = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 T = TypeVar("T")
 
@@ -158,10 +158,10 @@ def _from_configured_endpoints(ctx: Context, found: Discovery) -> None:
 
 def parse_endpoint(text: str, origin: str, cert: str | None = None) -> Endpoint | None:
     """'host:port' or '[v6]:port' as an Endpoint; None when it is not that."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    address = parse_listen_address(text)
+    if address.port is None or not address.host:
         return None
-    return Endpoint(host.strip("[]"), int(port), origin, cert)
+    return Endpoint(address.host, address.port, origin, cert)
 
 
 def _loopback_endpoint(address: str, origin: str, cert: str | None) -> Endpoint | None:
@@ -169,8 +169,7 @@ def _loopback_endpoint(address: str, origin: str, cert: str | None) -> Endpoint 
     endpoint = parse_endpoint(address, origin, cert)
     if endpoint is None:
         return None
-    host = LOOPBACK_FOR_ANY.get(endpoint.host, endpoint.host)
-    return Endpoint(host, endpoint.port, origin, cert)
+    return Endpoint(local_target(endpoint.host), endpoint.port, origin, cert)
 
 
 def _dedupe(items: list[T], key: Callable[[T], Hashable]) -> list[T]:

@@ -201,3 +201,51 @@ def test_overrides_create_missing_tables_and_skip_empty_values() -> None:
     assert config.data == {"system": {"encryption": {"enabled": True}}}
     assert config.setting("system.encryption.enabled") is True
     assert config.setting("http.address", "none") == "none"
+
+
+def test_a_containerised_broker_never_takes_the_hosts_config(tmp_path: Path, node: Path) -> None:
+    # The host has its own /etc/iggy/server.toml; the broker in its container has none
+    # (the 0.8 image runs on built-in defaults): the host's file is not the broker's.
+    broker(node, "/app")
+    write_tree(
+        node,
+        {
+            "etc/iggy/server.toml": CONFIG_08.replace("local_data", "/srv/host-data"),
+            f"proc/{PID}/root/app/local_data/logs/iggy-server.log": "x\n",
+        },
+    )
+    install = find(tmp_path, node)
+    assert install.config.path is None
+    assert f"/proc/{PID}/root/etc/iggy/server.toml" in install.skip_reason()
+    assert install.data_dir == f"/proc/{PID}/root/app/local_data"
+
+
+def test_an_absolute_log_path_stays_inside_the_container(tmp_path: Path, node: Path) -> None:
+    broker(node, "/app")
+    config = CONFIG_08.replace(
+        '[system.logging]\npath = "logs"', '[system.logging]\npath = "/var/log/iggy"'
+    )
+    write_tree(
+        node,
+        {
+            f"proc/{PID}/root/app/core/server/config.toml": config,
+            f"proc/{PID}/root/app/local_data/streams/.keep": "",
+            f"proc/{PID}/root/var/log/iggy/iggy-server.log": "x\n",
+        },
+    )
+    install = find(tmp_path, node)
+    assert install.logs_dir == f"/proc/{PID}/root/var/log/iggy"
+    assert install.logs_dir_source == "[system.logging] path"
+
+
+def test_relative_system_path_without_a_broker(tmp_path: Path, node: Path) -> None:
+    # No broker to give the working directory: beside the config, as a source tree has it,
+    # else said plainly rather than guessed as /local_data.
+    write_tree(node, {"opt/iggy/core/server/config.toml": CONFIG_08})
+    install = find(tmp_path, node, config_path="/opt/iggy/core/server/config.toml")
+    assert install.data_dir == ""
+    assert "system.path 'local_data' is relative" in install.skip_reason()
+    write_tree(node, {"opt/iggy/local_data/streams/.keep": ""})
+    install = find(tmp_path, node, config_path="/opt/iggy/core/server/config.toml")
+    assert install.data_dir == "/opt/iggy/local_data"
+    assert "found beside the config" in install.data_dir_source
