@@ -13,6 +13,8 @@ import os
 import posixpath
 import stat
 import tomllib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from snapshot_agent.core.check import check
@@ -23,10 +25,12 @@ from snapshot_agent.node.iggy_config import (
     DEV_CERT_FINGERPRINTS,
     MAX_CONFIG_BYTES,
     SECRET_KEYS,
+    IggyConfig,
     locate,
     transports,
 )
 from snapshot_agent.node.iggy_install import IggyInstall, discover
+from snapshot_agent.node.mounts import probe_all, probe_budget
 from snapshot_agent.node.tls_inventory import CertSource, read_cert_file
 
 #: The JWT secret Iggy 0.5-0.7 shipped in its config (iggy-facts.md; server-0.7.0:
@@ -76,13 +80,19 @@ def _no_config(install: IggyInstall) -> list[Finding]:
     ]
 
 
-def _default_jwt_secret(install: IggyInstall) -> list[Finding]:
-    """FAIL: the JWT secret shipped in Iggy's sample config signs the broker's tokens."""
-    keys = [
-        key
-        for key in ("http.jwt.encoding_secret", "http.jwt.decoding_secret")
-        if _secret_state(install.setting(key)) == "default"
-    ]
+def _default_jwt_secret(install: IggyInstall, runtime: RuntimeConfig) -> list[Finding]:
+    """FAIL: the JWT secret shipped in Iggy's sample config signs the broker's tokens.
+
+    Judged on the config with its overrides and on runtime/current_config.toml, the
+    effective config: 0.6 and 0.7 images run on built-in defaults that hold this secret,
+    with no config file at all (server-0.7.0:core/server/config.toml, embedded).
+    """
+    jwt = ("http.jwt.encoding_secret", "http.jwt.decoding_secret")
+    keys = [key for key in jwt if _secret_state(install.setting(key)) == "default"]
+    where = _where(install, keys[0]) if keys else ""
+    if not keys:
+        keys = [key for key in jwt if runtime.secrets().get(key) == "default"]
+        where = runtime.path
     if not keys or install.setting("http.enabled", True) is False:
         return []
     return [
@@ -93,13 +103,18 @@ def _default_jwt_secret(install: IggyInstall) -> list[Finding]:
             "Set [http.jwt] encoding_secret and decoding_secret to a long random value "
             "(`openssl rand -base64 48`), or leave them empty on 0.8+ for a random secret "
             "per start; restart the broker. Existing tokens stop working.",
-            _where(install, keys[0]),
+            where,
         )
     ]
 
 
 def _default_root_credentials(install: IggyInstall) -> list[Finding]:
-    """FAIL: the root user is iggy/iggy (the env asks for it, or the server flag does)."""
+    """FAIL: root was created as iggy/iggy (the env asked for it, or the server flag did).
+
+    IGGY_ROOT_PASSWORD only counts when the root user is first created (later starts reuse
+    the stored one: server-0.8.0:core/server/src/main.rs), so the finding says "created
+    with" and asks to check, rather than stating today's password.
+    """
     env = install.env
     from_env = (env.get("IGGY_ROOT_USERNAME", "iggy"), env.get("IGGY_ROOT_PASSWORD")) == (
         DEFAULT_ROOT
@@ -116,10 +131,12 @@ def _default_root_credentials(install: IggyInstall) -> list[Finding]:
     return [
         Finding(
             Severity.FAIL,
-            f"the root user has the default credentials iggy/iggy ({how})",
-            "Change the root password now (`iggy -u iggy -p iggy user password iggy NEW`, or "
-            "the web UI), then start the broker with IGGY_ROOT_PASSWORD from a secret store "
-            "and without --with-default-root-credentials.",
+            f"the root user was created with the default credentials iggy/iggy ({how}); "
+            "unless someone changed it since, anyone who can reach the broker is root",
+            "Try `iggy -u iggy -p iggy me`: if it logs in, change the password now (`iggy -u "
+            "iggy -p iggy user password iggy`, which prompts for the new one), then start "
+            "the broker with IGGY_ROOT_PASSWORD from a secret store and without "
+            "--with-default-root-credentials.",
         )
     ]
 
@@ -225,47 +242,63 @@ def _dev_certificates(ctx: Context, install: IggyInstall) -> list[Finding]:
     return out
 
 
-def _runtime_config(ctx: Context, install: IggyInstall) -> tuple[str, dict[str, Any]]:
-    """The node path of runtime/current_config.toml and its secrets' states ({} unread)."""
-    if not install.data_dir:
-        return "", {}
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """runtime/current_config.toml: the effective config Iggy 0.6-0.8 writes at start."""
+
+    path: str = ""  # node path; "" when there is no data directory to look in
+    data: dict[str, Any] = field(default_factory=dict)  # {} when absent or unreadable
+
+    def secrets(self) -> dict[str, str]:
+        """{key: 'default' | 'set'} of the secret keys it holds a value for."""
+        states = {key: _secret_state(_dig(self.data, key)) for key in SECRET_KEYS}
+        return {k: v for k, v in states.items() if v != "empty"}
+
+
+def read_runtime_config(ctx: Context, install: IggyInstall) -> RuntimeConfig:
+    """The broker's runtime/current_config.toml, never waited on if its mount hangs."""
+    if not install.data_dir or install.data_dir_state != "exists":
+        return RuntimeConfig()
     runtime = install.setting("system.runtime.path", "runtime")
     runtime = runtime if isinstance(runtime, str) and runtime else "runtime"
     path = posixpath.join(install.data_dir, runtime, RUNTIME_CONFIG)
-    try:
-        with ctx.path(path).open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        data = tomllib.loads(raw[:MAX_CONFIG_BYTES].decode("utf-8", "replace"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return path, {}
-    states = {key: _secret_state(_dig(data, key)) for key in SECRET_KEYS}
-    return path, {k: v for k, v in states.items() if v != "empty"}
+
+    def parse() -> dict[str, Any]:
+        """Read (bounded) and parse the file; {} when it cannot be."""
+        try:
+            with ctx.path(path).open("rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
+            return tomllib.loads(raw[:MAX_CONFIG_BYTES].decode("utf-8", "replace"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
+    probe = probe_all({"read": parse}, probe_budget(ctx, 3.0))["read"]
+    return RuntimeConfig(path, probe.value if probe.done and probe.value else {})
 
 
 def _dig(data: dict[str, Any], dotted: str) -> Any:
     """A value by dotted key in a parsed TOML document."""
-    node: Any = data
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return IggyConfig(None, data).setting(dotted)
 
 
-def _runtime_config_secrets(ctx: Context, install: IggyInstall) -> list[Finding]:
+def _runtime_config_secrets(ctx: Context, runtime: RuntimeConfig) -> list[Finding]:
     """WARN (FAIL when others can read it): Iggy wrote its secrets into current_config.toml."""
-    path, secrets = _runtime_config(ctx, install)
+    path, secrets = runtime.path, runtime.secrets()
     if not secrets:
         return []
     mode = _mode(ctx, path)
-    world = mode is not None and bool(mode & stat.S_IROTH)
+    world = mode is not None and bool(mode & stat.S_IROTH) and _reachable_by_all(ctx, path)
     return [
         Finding(
             Severity.FAIL if world else Severity.WARN,
             f"{path} holds the broker's secrets in plain text ({', '.join(sorted(secrets))})"
             + (f" and is readable by every user (mode {mode:o})" if world else ""),
-            "Iggy 0.8.0 writes its effective config, secrets included, to this file at "
-            f"start. Keep it private (`chmod 600 {path}`, owned by the broker's user), "
-            "exclude it from backups you share, and upgrade to a release that leaves the "
-            "secrets out; rotate the secrets if the file was ever copied off the node.",
+            "Iggy 0.6-0.8 write their effective config, secrets included, to this file at "
+            "every start (the runtime directory is recreated, so a chmod does not last): "
+            "keep the data directory 0700 or run the broker with UMask=0077 (systemd) so "
+            "the file is created private, exclude it from backups you share, and upgrade to "
+            "a release that leaves the secrets out; rotate the secrets if the file was ever "
+            "copied off the node.",
             path,
         )
     ]
@@ -281,6 +314,8 @@ def _config_readable_by_others(ctx: Context, install: IggyInstall) -> list[Findi
     mode = _mode(ctx, str(path))
     if not secrets or mode is None or not mode & stat.S_IROTH:
         return []
+    if not _reachable_by_all(ctx, str(path)):
+        return []  # a directory above it keeps other users out
     return [
         Finding(
             Severity.WARN,
@@ -302,6 +337,22 @@ def _mode(ctx: Context, node_path: str) -> int | None:
         return None
 
 
+def _reachable_by_all(ctx: Context, node_path: str) -> bool:
+    """True when every directory above a file lets other users through (o+x).
+
+    For a path inside a container's root (/proc/PID/root/...), the directories from the
+    container's root down count; /proc/PID itself is the kernel's, not the broker's.
+    """
+    parts = PurePosixPath(node_path).parts
+    start = 4 if parts[:2] == ("/", "proc") and len(parts) > 3 and parts[3] == "root" else 1
+    for depth in range(start, len(parts) - 1):
+        directory = str(PurePosixPath(*parts[: depth + 1]))
+        mode = _mode(ctx, directory)
+        if mode is not None and not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
 def _where(install: IggyInstall, key: str) -> str:
     """Where a setting comes from: its IGGY_* variable, else the config file."""
     if key in install.config.overrides:
@@ -312,25 +363,24 @@ def _where(install: IggyInstall, key: str) -> str:
 # -- the check -------------------------------------------------------------------------
 
 
-def judge_config(ctx: Context, install: IggyInstall) -> list[Finding]:
+def judge_config(ctx: Context, install: IggyInstall, runtime: RuntimeConfig) -> list[Finding]:
     """Every rule over the broker's effective config."""
     if install.config.problem:
         return _config_problem(install)
     return [
         *_no_config(install),
-        *_default_jwt_secret(install),
+        *_default_jwt_secret(install, runtime),
         *_default_root_credentials(install),
         *_plaintext_listeners(install),
         *_encryption(install),
         *_dev_certificates(ctx, install),
-        *_runtime_config_secrets(ctx, install),
+        *_runtime_config_secrets(ctx, runtime),
         *_config_readable_by_others(ctx, install),
     ]
 
 
-def _facts(ctx: Context, install: IggyInstall) -> dict[str, Any]:
+def _facts(install: IggyInstall, runtime: RuntimeConfig) -> dict[str, Any]:
     """What the audit looked at, without a single secret value."""
-    runtime_path, runtime_secrets = _runtime_config(ctx, install)
     return {
         **install.describe(),
         "jwt_secret": _secret_state(install.setting("http.jwt.encoding_secret")),
@@ -345,8 +395,8 @@ def _facts(ctx: Context, install: IggyInstall) -> dict[str, Any]:
             }
             for t in transports(install.config)
         ],
-        "runtime_config": runtime_path or None,
-        "runtime_config_secrets": sorted(runtime_secrets),
+        "runtime_config": runtime.path or None,
+        "runtime_config_secrets": sorted(runtime.secrets()),
     }
 
 
@@ -368,6 +418,8 @@ def iggy_config(ctx: Context) -> Result:
     - pass: a 0.8 config on loopback with an empty (per-start random) JWT secret
       [test_iggy_config_healthy_passes]
     - fail: the JWT secret of Iggy's sample config [test_iggy_config_default_jwt_secret_fails]
+    - fail: the same secret in runtime/current_config.toml of an image without a config
+      file [test_iggy_config_default_jwt_secret_of_an_image_without_a_config]
     - fail: root iggy/iggy from the environment or the server flag
       [test_iggy_config_default_root_credentials_fail]
     - warn: TCP on 0.0.0.0 without TLS; TLS on it passes
@@ -379,6 +431,8 @@ def iggy_config(ctx: Context) -> Result:
     - warn: secrets in runtime/current_config.toml; fail when world-readable
       [test_iggy_config_runtime_config_secrets]
     - warn: a world-readable config holding secrets [test_iggy_config_world_readable_secrets]
+    - pass: the same file in a directory other users cannot enter
+      [test_iggy_config_world_readable_file_in_a_private_directory_passes]
     - warn: a config that does not parse [test_iggy_config_garbage_warns]
     - skipped: no broker, config or data directory [test_iggy_config_skipped_without_iggy]
     """
@@ -387,10 +441,11 @@ def iggy_config(ctx: Context) -> Result:
         return Result.skipped(install.skip_reason())
     if install.config.path is not None:
         ctx.copy_file(str(install.config.path), "server.toml")  # redacted on its way out
-    findings = judge_config(ctx, install)
+    runtime = read_runtime_config(ctx, install)
+    findings = judge_config(ctx, install, runtime)
     where = str(install.config.path or "built-in defaults")
     overrides = len(install.config.overrides)
     ok = f"{where}" + (f" with {overrides} IGGY_* override(s)" if overrides else "")
     return Result.from_findings(
-        findings, ok=f"{ok}: nothing risky found", data=_facts(ctx, install)
+        findings, ok=f"{ok}: nothing risky found", data=_facts(install, runtime)
     )

@@ -236,3 +236,34 @@ def test_iggy_config_skipped_without_iggy(tmp_path: Path, node: Path) -> None:
     result = iggy_config.run(iggy_context(tmp_path, node))
     assert result.status == Status.SKIPPED
     assert result.summary.startswith("no Iggy broker found on this node: looked for")
+
+
+def test_iggy_config_default_jwt_secret_of_an_image_without_a_config(
+    tmp_path: Path, node: Path
+) -> None:
+    # 0.6/0.7 images run on built-in defaults holding the published secret, with no config
+    # file: runtime/current_config.toml, the effective config, tells.
+    fake_broker(node, "/app")
+    runtime = f'[http.jwt]\nencoding_secret = "{DEFAULT_JWT_SECRET}"\n'
+    path = "app/local_data/runtime/current_config.toml"
+    write_tree(node, {path: runtime})
+    (node / path).chmod(0o600)
+    result = iggy_config.run(iggy_context(tmp_path, node))
+    assert result.status == Status.FAIL
+    assert result.summary.startswith("http.jwt.encoding_secret is the JWT secret published")
+    assert result.findings[1].subject == f"/{path}"
+
+
+def test_iggy_config_world_readable_file_in_a_private_directory_passes(
+    tmp_path: Path, node: Path
+) -> None:
+    config = HEALTHY.replace(
+        'encoding_secret = ""', 'encoding_secret = "a-long-private-secret-value"'
+    )
+    audit(tmp_path, node, config)
+    (node / CONFIG).chmod(0o644)
+    (node / "srv/iggy/core").chmod(0o750)  # others cannot get to the file
+    try:
+        assert iggy_config.run(iggy_context(tmp_path, node)).status == Status.PASS
+    finally:
+        (node / "srv/iggy/core").chmod(0o755)
