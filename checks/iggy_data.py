@@ -22,15 +22,15 @@ from snapshot_agent.core.units import mib_or_gib
 from snapshot_agent.node import iggy_data as walk
 from snapshot_agent.node.iggy_data import DataDirFacts, DirNames, Growth, Identity
 from snapshot_agent.node.iggy_install import IggyInstall, discover
+from snapshot_agent.node.mounts import probe_all, probe_budget
 
-#: Free space on the data directory's filesystem, in percent (disk.usage judges every
-#: filesystem in more detail; this is the broker's own view of its volume).
-FREE_PCT = Band.minimum("free_pct_below", warn=5.0, fail=3.0)
 #: Days until the data directory's filesystem is full at the growth measured since an
-#: earlier snapshot.
+#: earlier snapshot. Free space itself is data here: disk.usage grades it (checks/disk.py
+#: FREE_PCT and the rest), and one filesystem fact fails one check, not two.
 DAYS_LEFT = Band.minimum("days_left_below", warn=14.0, fail=3.0)
 
 WALK_MARGIN_S = 3.0  # of the check's time kept for judging and reporting
+PROBE_S = 2.0  # a data directory that does not answer a stat in this time is on a dead mount
 EXAMPLES = 3  # paths named in one finding
 
 #: Coarse segment size buckets for the report: (label, highest power-of-two bucket).
@@ -190,7 +190,7 @@ def _tree_rules(facts: DataDirFacts) -> dict[str, Rule]:
             Severity.WARN,
             "symlink(s) pointing out of the data directory",
             "The broker follows them but this walk does not: their data is not counted, "
-            "and the free space of the filesystem they point to is not judged here. Keep "
+            "and the growth of the filesystem they point to is not measured here. Keep "
             "the data directory on one filesystem, or point `[system] path` at the volume "
             "the data really lives on.",
         ),
@@ -288,24 +288,6 @@ def walk_finding(facts: DataDirFacts) -> Finding | None:
     )
 
 
-def free_space_finding(facts: DataDirFacts, thresholds: dict[str, Any]) -> Finding | None:
-    """WARN or FAIL when the data directory's filesystem is nearly full."""
-    fs = facts.filesystem
-    if fs is None or not fs.total:
-        return None
-    severity = FREE_PCT.grade(fs.free_pct, thresholds)
-    if severity is None:
-        return None
-    return Finding(
-        severity,
-        f"the data directory's filesystem has {mib_or_gib(fs.free)} free, "
-        f"{fs.free_pct:.1f}% of {mib_or_gib(fs.total)} "
-        f"(below {FREE_PCT.limit(severity, thresholds):g}%)",
-        _space_remedy(),
-        facts.root,
-    )
-
-
 def _space_remedy() -> str:
     """How to make room for a broker's data."""
     return (
@@ -329,17 +311,17 @@ def days_left_finding(
         severity,
         f"the data directory grows {mib_or_gib(growth.bytes_per_day)}/day "
         f"({growth.note}): its filesystem is full in {days:.1f} days "
-        f"(below {DAYS_LEFT.limit(severity, thresholds):g})",
+        f"(below {DAYS_LEFT.limit(severity, thresholds):g}; disk.usage judges the free "
+        "space itself)",
         _space_remedy(),
         facts.root,
     )
 
 
 def judge_data_dir(facts: DataDirFacts, growth: Growth, thresholds: dict[str, Any]) -> Result:
-    """Space, growth and damage, as findings; the rest as data for the report."""
+    """Growth and damage, as findings; free space and the rest as data for the report."""
     rules: list[Callable[[], Finding | list[Finding] | None]] = [
         lambda: walk_finding(facts),
-        lambda: free_space_finding(facts, thresholds),
         lambda: days_left_finding(facts, growth, thresholds),
         lambda: anomaly_findings(facts),
     ]
@@ -543,6 +525,9 @@ def dir_names(install: IggyInstall) -> DirNames:
         name("system.stream.path", default.streams),
         name("system.topic.path", default.topics),
         name("system.partition.path", default.partitions),
+        name("system.runtime.path", default.runtime),
+        name("system.logging.path", default.logs),
+        name("system.backup.path", default.backup),
     )
 
 
@@ -559,7 +544,52 @@ def growth_of(ctx: Context, facts: DataDirFacts) -> Growth:
     if facts.walk.truncated:
         return Growth(False, "growth not measured: the walk was cut short, so the total is partial")
     free = facts.filesystem.free if facts.filesystem else None
-    return walk.track_growth(ctx.config.state_dir, facts.root, facts.bytes, free, time.time())
+    key = walk.growth_key(facts.root, facts.dev_ino)
+    return walk.track_growth(ctx.config.state_dir, key, facts.bytes, free, time.time())
+
+
+def hung_result(install: IggyInstall, waited: str) -> Result:
+    """WARN: the data directory's filesystem does not answer; nothing under it was read."""
+    where = install.data_dir
+    finding = Finding(
+        Severity.WARN,
+        f"the data directory {where} ({install.data_dir_source}): its filesystem does not "
+        f"answer ({waited}); nothing was walked",
+        "The broker blocks on it too. Check the mount (`findmnt -T "
+        f"{where}`, `dmesg | tail`) and the disk or network server behind it; a dead NFS "
+        "or FUSE mount needs `umount -l` and a remount.",
+        where,
+    )
+    data = {"data_dir": where, "walk": {"entries": 0, "hung": True}, "found": _found(install)}
+    return Result.from_findings([finding], ok="", data=data)
+
+
+def reach_data_dir(ctx: Context, install: IggyInstall) -> Result | None:
+    """A skip or a WARN when the data directory is not there to walk; None when it is.
+
+    Discovery's "hung" is honoured without touching the path; otherwise the one look
+    before the walk runs under a timeout (node/mounts.probe_all).
+    """
+    if install.data_dir_state == "hung":
+        return hung_result(install, "found so by the discovery of the broker")
+    root = ctx.path(install.data_dir)
+    probe = probe_all({"dir": root.is_dir}, probe_budget(ctx, PROBE_S))["dir"]
+    if not probe.done:
+        return hung_result(install, f"a stat of it hung for {PROBE_S:g} s")
+    if probe.error is not None or not probe.value:
+        return Result.skipped(
+            f"data directory {install.data_dir} ({install.data_dir_source}) does not exist "
+            "on this node"
+        )
+    return None
+
+
+def _found(install: IggyInstall) -> dict[str, Any]:
+    """How the data directory and the config were found."""
+    return {
+        "data_dir_source": install.data_dir_source,
+        "config_path": str(install.config.path) if install.config.path else None,
+    }
 
 
 @check(
@@ -567,12 +597,12 @@ def growth_of(ctx: Context, facts: DataDirFacts) -> Growth:
     category="iggy",
     title="Iggy data directory",
     description=(
-        "Size per stream and topic, segments, free space and days left at the current "
-        "growth, and damaged files: .log without .index, torn indexes, bad offset files, "
-        "ownership, permissions, symlinks and FIFOs."
+        "Size per stream and topic, segments, free space (as data: disk.usage judges it) "
+        "and days left at the current growth, and damaged files: .log without .index, "
+        "torn indexes, bad offset files, ownership, permissions, symlinks and FIFOs."
     ),
     timeout_s=30,
-    bands=(FREE_PCT, DAYS_LEFT),
+    bands=(DAYS_LEFT,),
     thresholds={"max_entries": walk.MAX_ENTRIES},
 )
 def iggy_data_dir(ctx: Context) -> Result:
@@ -588,6 +618,15 @@ def iggy_data_dir(ctx: Context) -> Result:
       [test_walk_cut_short_says_how_far_it_got]
     - pass: a symlink loop inside the data dir (noted, not followed)
       [test_symlink_loop_is_noted_and_not_followed]
+    - pass: a non-root broker on its own volume, root's lost+found (0700) at the top and a
+      stranger's directory beside its own: only what the broker uses is judged
+      [test_lost_found_and_foreign_top_dirs_are_not_judged]
+    - pass: stream and topic directories named "²" (not ASCII digits) are walked, an
+      offset file so named is noted [test_non_ascii_digit_names_are_walked]
+    - pass: 2 % free is data and in the summary, not a verdict (disk.usage judges free
+      space) [test_free_space_is_data_not_a_verdict]
+    - pass: a containerised broker restarted under a new pid keeps its growth record
+      [test_growth_of_a_containerised_broker_survives_its_restart]
     - skipped: no broker, config or data dir on the node [test_skipped_without_iggy]
     - warn: a .log without .index, an orphan .index, an empty or torn index, a 9-byte
       offset file [test_each_defect_gives_its_verdict]
@@ -595,11 +634,13 @@ def iggy_data_dir(ctx: Context) -> Result:
     - warn: files not owned by the broker's user [test_foreign_owner_warns]
     - warn: a filesystem call that does not return (a hung mount): what was seen so far
       [test_hung_walk_warns_with_what_it_saw]
+    - warn: discovery found the data directory's filesystem hung: not touched again
+      [test_hung_data_dir_from_discovery_warns_without_touching_it]
+    - warn: the stat before the walk hangs [test_hung_stat_before_the_walk_warns]
     - warn: the filesystem full in 10 days at the measured growth
       [test_days_left_band_warns_and_fails]
     - fail: a 5-byte offset file 0.5-0.8 cannot load, a file the broker may not read
       [test_each_defect_gives_its_verdict]
-    - fail: 2 % free on the data directory's filesystem [test_free_space_band_fails]
     - fail: the filesystem full in 2 days [test_days_left_band_warns_and_fails]
 
     The walk gets the check's time less a margin; files whose size is caught mid-write
@@ -612,12 +653,10 @@ def iggy_data_dir(ctx: Context) -> Result:
         return Result.skipped(
             "the Iggy broker's data directory is unknown: " + install.skip_reason()
         )
+    unreachable = reach_data_dir(ctx, install)
+    if unreachable is not None:
+        return unreachable
     root = ctx.path(install.data_dir)
-    if not root.is_dir():
-        return Result.skipped(
-            f"data directory {install.data_dir} ({install.data_dir_source}) does not exist "
-            "on this node"
-        )
     deadline = time.monotonic() + max(0.5, ctx.remaining() - WALK_MARGIN_S)
     facts = walk.walk_data_dir(
         root,
@@ -633,8 +672,5 @@ def iggy_data_dir(ctx: Context) -> Result:
             f"{facts.samples[walk.UNLISTED][0].detail}; run snapshot-agent as root"
         )
     result = judge_data_dir(facts, growth_of(ctx, facts), ctx.thresholds)
-    result.data["found"] = {
-        "data_dir_source": install.data_dir_source,
-        "config_path": str(install.config.path) if install.config.path else None,
-    }
+    result.data["found"] = _found(install)
     return result

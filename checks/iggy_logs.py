@@ -12,22 +12,25 @@ from typing import Any
 from snapshot_agent.core.check import check
 from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
+from snapshot_agent.core.printable import printable
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
-from snapshot_agent.core.tail import read_tail
 from snapshot_agent.core.units import MIB, mib_or_gib
 from snapshot_agent.node.iggy_install import IggyInstall, discover
 from snapshot_agent.node.iggy_logs import (
     LOG_PREFIX,
     LogFile,
+    LogListing,
     LogScan,
     iso,
     list_log_files,
     parse_resource_line,
+    read_log_tail,
     scan_logs,
 )
 from snapshot_agent.node.mounts import probe_all, probe_budget
 
-#: ERROR lines in the window's busiest clock hour: a burst is not diluted by a quiet day.
+#: The broker's own ERROR lines in the window's busiest clock hour: a burst is not diluted
+#: by a quiet day. Failed client commands (logged at ERROR too) are counted apart.
 ERRORS_PER_HOUR = Band("errors_per_hour", warn=10, fail=100)
 #: Panics in the window: a shard or the whole broker died.
 PANICS = Band("panics", fail=1)
@@ -110,6 +113,44 @@ def _error_rate(scan: LogScan, where: str, thresholds: dict[str, Any]) -> list[F
             _how_to_read(where),
             where,
         )
+    ]
+
+
+def _client_errors(scan: LogScan, where: str) -> list[Finding]:
+    """Failed client commands in the window: the clients' business, noted with their kinds."""
+    failed = sum(scan.client_errors.window.values())
+    if not failed:
+        return []
+    kinds = "; ".join(
+        f"{k['kind']} ({k['window']})" for k in scan.client_errors.top(3, "kind") if k["window"]
+    )
+    return [
+        Finding(
+            Severity.INFO,
+            f"{failed} client command(s) failed in {_window(scan)}, each logged at ERROR by "
+            f"the broker (not counted as its errors); top kinds: {kinds}",
+            "Usually a client's logic (creating a stream that exists, polling a topic that "
+            "does not, a wrong password): find the client by the session in those lines "
+            f"(`grep -E 'not handled successfully|Command failed|There was an error' "
+            f"{where}/{LOG_PREFIX}*`) and fix or quieten it. A kind that is not the "
+            "client's (an I/O or 'Cannot ...' error) points at the broker.",
+            where,
+        )
+    ]
+
+
+def _symlinks(listing: LogListing) -> list[Finding]:
+    """Log names that are symlinks: noted with their targets, never read."""
+    return [
+        Finding(
+            Severity.INFO,
+            f"{printable(path)} is a symlink to {printable(target)}: not followed, not read",
+            "The broker writes its log files itself and makes no symlinks: find who made "
+            "this one (a log shipper, a hand-made link) and remove it; if the logs really "
+            "live elsewhere, point [system.logging] path (or iggy.logs_dir) there.",
+            path,
+        )
+        for path, target in listing.symlinks[:MAX_ROWS]
     ]
 
 
@@ -247,6 +288,9 @@ def _data(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> di
         "errors_window": sum(scan.errors.window.values()),
         "errors_busiest_hour": dict(zip(("hour", "errors"), scan.busiest_hour(), strict=True)),
         "errors_total": sum(scan.errors.total.values()),
+        "client_errors_window": sum(scan.client_errors.window.values()),
+        "client_errors_total": sum(scan.client_errors.total.values()),
+        "top_client_error_kinds": scan.client_errors.top(top, "kind"),
         "warnings_window": sum(scan.warnings.window.values()),
         "warnings_total": sum(scan.warnings.total.values()),
         "top_error_targets": scan.errors.top(top),
@@ -271,13 +315,20 @@ def _data(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> di
     return data
 
 
-def judge_logs(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> Result:
-    """Panics in the window fail; the ERROR rate is banded; a printed root password warns."""
+def judge_logs(
+    scan: LogScan,
+    install: IggyInstall,
+    thresholds: dict[str, Any],
+    listing: LogListing | None = None,
+) -> Result:
+    """Panics fail, the broker's ERROR rate is banded, a printed password warns; the rest notes."""
     where = install.logs_dir
     findings = (
         _panics_in_window(scan, where, thresholds)
         + _error_rate(scan, where, thresholds)
         + _generated_password(scan, where)
+        + _client_errors(scan, where)
+        + _symlinks(listing or LogListing())
         + _history(scan, where)
         + _restarts(scan, where)
         + _partial_read(scan, where)
@@ -285,19 +336,30 @@ def judge_logs(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) 
         + _foreign_format(scan, where)
     )
     errors = sum(scan.errors.window.values())
-    ok = f"{errors} ERROR lines and no panic in {_window(scan)}"
-    result = Result.from_findings(findings, ok=ok, data=_data(scan, install, thresholds))
+    failed = sum(scan.client_errors.window.values())
+    apart = f" (and {failed} failed client commands)" if failed else ""
+    ok = f"{errors} ERROR lines{apart} and no panic in {_window(scan)}"
+    data = _data(scan, install, thresholds)
+    if listing is not None and listing.symlinks:
+        data["symlinks_not_followed"] = [
+            {"path": printable(p), "target": printable(t)} for p, t in listing.symlinks[:MAX_ROWS]
+        ]
+    result = Result.from_findings(findings, ok=ok, data=data)
     result.summary += f" ({_read_words(scan)})"
     return result
 
 
 def _save_tail(ctx: Context, newest: LogFile) -> None:
-    """The end of the newest log as evidence (the pipeline redacts it)."""
-    try:
-        text = read_tail(newest.path, TAIL_BYTES)
-    except OSError:
-        return  # already reported by the scan as unreadable
-    ctx.artifact(f"tail/{newest.name}", text)
+    """The end of the newest log as evidence (the pipeline redacts it).
+
+    Read as the scan read it (no symlink followed, regular files only), under a timeout.
+    """
+    read = probe_all(
+        {"tail": lambda: read_log_tail(newest.path, TAIL_BYTES)}, probe_budget(ctx, LIST_TIMEOUT_S)
+    )["tail"]
+    if read.done and read.error is None:
+        ctx.artifact(f"tail/{newest.name}", read.value)
+    # Otherwise already reported by the scan as unreadable, or the mount stopped answering.
 
 
 @check(
@@ -326,6 +388,11 @@ def iggy_logs(ctx: Context) -> Result:
       [test_iggy_logs_huge_line_is_cut_and_counted]
     - pass: invalid UTF-8 and ANSI colours in the lines
       [test_iggy_logs_invalid_utf8_and_ansi_are_tolerated]
+    - pass: 500 failed `stream.create` commands in an hour (a fleet ignoring
+      AlreadyExists): counted apart as client errors, a note with their kinds
+      [test_iggy_logs_failed_client_commands_are_not_broker_errors]
+    - pass: `iggy-server.log -> a secret file`: a note with the target, never read nor
+      saved [test_iggy_logs_symlinked_log_is_noted_and_never_read]
     - warn: 30 ERROR lines within one hour (warn at 10/h)
       [test_iggy_logs_error_rate_warns_and_fails]
     - warn: a generated root password printed in a log (its value never in the result)
@@ -364,14 +431,10 @@ def iggy_logs(ctx: Context) -> Result:
     )["list"]
     if not listing.done:
         return Result.skipped(f"{where} does not answer: listing it hung for {LIST_TIMEOUT_S:g} s")
-    files, problems = listing.value
+    found: LogListing = listing.value
+    files = found.files
     if not files:
-        if problems:
-            return Result.skipped(f"{where} could not be listed: {problems[0][1]}")
-        return Result.skipped(
-            f"{where} holds no {LOG_PREFIX}* file; file logging may be off ([system.logging] "
-            "file_enabled) or the logs are elsewhere (set iggy.logs_dir)"
-        )
+        return _nothing_to_read(where, found)
     scan = LogScan(now=time.time(), window_hours=float(ctx.thresholds["window_hours"]))
     budget = int(float(ctx.thresholds["max_read_mb"]) * MIB)
     reading = probe_all(
@@ -385,11 +448,27 @@ def iggy_logs(ctx: Context) -> Result:
         )
     if reading.error is not None:
         raise reading.error
-    scan.problems[:0] = problems
+    scan.problems[:0] = found.problems
     if scan.stopped_by_deadline and not scan.stats.bytes_read:
         return Result.skipped(
             f"the check's deadline came before any of {install.logs_dir} was read "
             f"({len(files)} file(s), {_size(scan.bytes_total)}); raise its timeout"
         )
     _save_tail(ctx, files[-1])
-    return judge_logs(scan, install, ctx.thresholds)
+    return judge_logs(scan, install, ctx.thresholds, found)
+
+
+def _nothing_to_read(where: str, listing: LogListing) -> Result:
+    """The skip when no regular log file was listed, saying why."""
+    if listing.problems:
+        return Result.skipped(f"{where} could not be listed: {listing.problems[0][1]}")
+    if listing.symlinks:
+        path, target = listing.symlinks[0]
+        return Result.skipped(
+            f"{where} holds no regular {LOG_PREFIX}* file: {printable(path)} is a symlink to "
+            f"{printable(target)} (not followed)"
+        )
+    return Result.skipped(
+        f"{where} holds no {LOG_PREFIX}* file; file logging may be off ([system.logging] "
+        "file_enabled) or the logs are elsewhere (set iggy.logs_dir)"
+    )

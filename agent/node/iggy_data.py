@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import posixpath
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -64,6 +65,10 @@ MAX_SAMPLES = 20  # example paths kept per anomaly kind
 MAX_SUSPECTS = 5_000  # size anomalies looked at again at the end of the walk
 CONFIRM_DELAY_S = 0.25  # how long after seeing a size anomaly it is looked at again
 MAX_LINK = 4096
+LOST_FOUND = "lost+found"  # fsck's directory at the top of a volume: root's, never Iggy's
+
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+_CONTAINER_ROOT = re.compile(r"^/proc/[0-9]+/root(?=/|$)")
 
 # Anomaly kinds (the check decides what each is worth).
 LOG_WITHOUT_INDEX = "log_without_index"
@@ -87,11 +92,23 @@ UNPAIRED = "unpaired"  # a partition with more segments than MAX_PAIRED
 
 @dataclass(frozen=True)
 class DirNames:
-    """The directory names of `[system.stream|topic|partition] path` (Iggy's defaults)."""
+    """The directory names of `[system.stream|topic|partition] path` (Iggy's defaults).
+
+    `runtime`, `logs` and `backup` are `[system.runtime|logging|backup] path`
+    (server-0.8.0:core/server/config.toml; server-0.8.0:core/configs/src/server_config/
+    system.rs get_runtime_path, get_backup_path; state/ is fixed, get_state_path).
+    """
 
     streams: str = "streams"
     topics: str = "topics"
     partitions: str = "partitions"
+    runtime: str = "runtime"
+    logs: str = "logs"
+    backup: str = "backup"
+
+    def broker_areas(self) -> frozenset[str]:
+        """The top-level directories the broker writes (main adds metadata/)."""
+        return frozenset({self.streams, "state", self.runtime, self.logs, self.backup, "metadata"})
 
 
 @dataclass(frozen=True)
@@ -209,6 +226,7 @@ class DataDirFacts:
     filesystem_problem: str = ""
     identity: Identity | None = None
     min_id: int | None = None
+    dev_ino: tuple[int, int] | None = None  # st_dev and st_ino of the data directory
 
     def note(self, kind: str, path: str, detail: str = "") -> None:
         """Count one anomaly and keep it as an example while there are few."""
@@ -294,7 +312,7 @@ class Walker:
         start = time.monotonic()
         self._statvfs()
         self._detect_main()
-        self._own_identity()
+        self._stat_root()
         try:
             self._walk()
         finally:
@@ -322,12 +340,14 @@ class Walker:
             self.facts.layout = LAYOUT_MAIN
             self.facts.index_entry = INDEX_ENTRY_MAIN
 
-    def _own_identity(self) -> None:
-        """Without a broker, files are judged against the data directory's owner."""
-        if self.facts.identity is not None:
+    def _stat_root(self) -> None:
+        """The directory's identity (for growth); its owner judges files when no broker runs."""
+        try:
+            st = os.stat(self.root)
+        except OSError:
             return
-        with contextlib.suppress(OSError):
-            st = os.lstat(self.root)
+        self.facts.dev_ino = (st.st_dev, st.st_ino)
+        if self.facts.identity is None:
             self.facts.identity = Identity(
                 st.st_uid, frozenset({st.st_gid}), "the data directory's owner"
             )
@@ -401,14 +421,16 @@ class Walker:
             self._symlink(entry, rel)
             return None
         if stat.S_ISDIR(mode):
+            if frame.kind == "root" and entry.name == LOST_FOUND:
+                return None
             self.facts.walk.dirs += 1
-            self._permissions(rel, st, directory=True)
+            self._permissions(frame, entry.name, rel, st, directory=True)
             return self._descend(frame, entry, rel)
         if not stat.S_ISREG(mode):
             self.facts.note(SPECIAL, rel, _special_kind(mode))
             return None
         self.facts.walk.files += 1
-        self._permissions(rel, st, directory=False)
+        self._permissions(frame, entry.name, rel, st, directory=False)
         self._file(frame, entry.name, rel, st)
         return None
 
@@ -462,7 +484,7 @@ class Walker:
             facts.partitions += 1
             if key is not None:
                 facts.topic(key).partitions += 1
-        if name.isdigit():
+        if _DIGITS.fullmatch(name):
             ident = int(name)
             facts.min_id = ident if facts.min_id is None else min(facts.min_id, ident)
 
@@ -520,7 +542,7 @@ class Walker:
 
     def _offset_file(self, name: str, rel: str, size: int) -> None:
         """A consumer or group offset: a number as its name, 8 bytes (8 or 16 on main)."""
-        if not name.isdigit():
+        if not _DIGITS.fullmatch(name):
             self.facts.note(OFFSET_NAME, rel, "the name is not a numeric consumer id")
         allowed = OFFSET_SIZES_MAIN if self.facts.layout == LAYOUT_MAIN else OFFSET_SIZES
         if size not in allowed:
@@ -558,8 +580,18 @@ class Walker:
         inside = resolved == self.facts.root or resolved.startswith(self.facts.root + "/")
         self.facts.note(SYMLINK if inside else SYMLINK_OUT, rel, f"-> {target}")
 
-    def _permissions(self, rel: str, st: os.stat_result, directory: bool) -> None:
-        """Files the broker's user does not own, or may not read (or list)."""
+    def _judged(self, frame: _Frame, name: str, directory: bool) -> bool:
+        """Whether ownership matters: inside the broker's areas, or a file at the top."""
+        if frame.kind == "root":
+            return not directory or name in self.names.broker_areas()
+        return frame.area in self.names.broker_areas()
+
+    def _permissions(
+        self, frame: _Frame, name: str, rel: str, st: os.stat_result, directory: bool
+    ) -> None:
+        """What the broker uses that its user does not own, or may not read (or list)."""
+        if not self._judged(frame, name, directory):
+            return
         ident = self.facts.identity
         if ident is not None and ident.uid != 0 and st.st_uid != ident.uid:
             self.facts.note(FOREIGN_OWNER, rel, f"owner uid {st.st_uid}")
@@ -706,7 +738,7 @@ def walk_data_dir(
 
 GROWTH_FILE = "iggy/data_dir_growth.json"
 MAX_RECORDS = 32  # per data directory
-MAX_DIRS = 8
+MAX_DIRS = 8  # data directories remembered, least recently seen dropped first (keys are stable)
 MIN_WINDOW_S = 60.0  # a shorter window says nothing about days
 MAX_WINDOW_S = 7 * 86400.0  # the rate is measured over at most the last week
 MAX_STATE_BYTES = 256 * 1024
@@ -723,6 +755,22 @@ class Growth:
     since: float | None = None  # epoch seconds of the earlier snapshot
     days_left: float | None = None  # until the filesystem is full at this rate
     recorded: bool = False  # this snapshot's total was remembered for the next one
+
+
+def broker_view(node_path: str) -> str:
+    """The path as the broker sees it: a container's /proc/<pid>/root prefix removed."""
+    return _CONTAINER_ROOT.sub("", node_path) or "/"
+
+
+def growth_key(node_root: str, dev_ino: tuple[int, int] | None) -> str:
+    """Where a data directory's totals are kept: stable across broker restarts.
+
+    A containerised broker's node path holds its pid, new at every restart; the path it
+    sees itself plus the directory's device and inode stay, and a directory made anew
+    (`--fresh`, a new volume) starts a new record instead of a bogus shrink.
+    """
+    path = broker_view(node_root)
+    return f"{path} (dev {dev_ino[0]}, inode {dev_ino[1]})" if dev_ino else path
 
 
 def growth_state_path(state_dir: str) -> Path:

@@ -24,6 +24,20 @@ What Iggy writes there (read in apache/iggy, not remembered):
 - `Generated root user password: ...` is a println! on first start
   (server-0.8.0:core/server/src/bootstrap.rs, `create_root_user`): on stdout, so in a
   file only when stdout is captured there, and then a secret at rest.
+- Every command a client gets an error for is logged at ERROR by the transport that
+  answered it, whoever was at fault (a stream that already exists, a wrong password):
+  TCP `Command was not handled successfully, session: S, error: E.` (server-0.5.0:
+  core/server/src/tcp/connection_handler.rs), `Command with code C was not handled ...`
+  (0.6, 0.7) and `Command with code C (name) was not handled ...` (server-0.8.0:
+  core/server/src/tcp/connection_handler.rs); QUIC `Command was not handled
+  successfully, session: S, error: E.` (quic/listener.rs, 0.5 to 0.8); WebSocket `Command
+  failed for session: S, error: E.` (websocket/connection_handler.rs, 0.6 to 0.8); HTTP
+  `There was an error: E` (http/error.rs, 0.5 to main). A ClientNotFound or StaleClient
+  error is followed by `Session: S will be deleted.` (TCP) or `Session will be deleted.`
+  (QUIC). These are counted apart from the broker's own errors.
+
+Files are listed without following symlinks and opened with O_NOFOLLOW: a log name
+pointing elsewhere (`iggy-server.log -> /etc/shadow`) is noted with its target, never read.
 
 Lines are handled as bytes in blocks of whole lines (regular expressions run over a block,
 not per line in Python); a line longer than a block is cut, counted and its rest skipped.
@@ -31,6 +45,7 @@ not per line in Python); a line longer than a block is cut, counted and its rest
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -55,6 +70,9 @@ PANIC_LINES = 5  # lines kept of each panic
 MAX_SHOWN = 300  # characters kept of a line shown in data or findings
 MAX_RESOURCE_LINE = 1000  # characters kept of the resource line (it is about 300)
 MAX_PASSWORD_SPOTS = 20  # (file, line) spots of generated-password lines kept
+MAX_LINK = 4096  # characters of a symlink's target kept
+MAX_KIND = 160  # characters of a failed client command's kind
+CLIENT_LINE = 2000  # bytes of an ERROR line searched for a failed client command
 STAMP_LOOKBACK = 256  # lines searched back for the timestamp an untimed line belongs to
 
 _TS = rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
@@ -63,10 +81,24 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z0-9_]+)*:")
 _HOOK_THREAD = re.compile(rb"thread '([^']*)' panicked at")
 _SHARD_PANIC = re.compile(rb"\bShard (\d+) panicked: ")
-_DATED = re.compile(r"^iggy-server\.log\.(\d{4}-\d\d-\d\d(?:-\d\d)?)$")
-_NUMBERED = re.compile(r"^iggy-server\.log\.(\d+)$")
+# [0-9], not \d: in a str pattern \d takes any script's digits.
+_DATED = re.compile(r"^iggy-server\.log\.([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]{2})?)$")
+_NUMBERED = re.compile(r"^iggy-server\.log\.([0-9]+)$")
+_DIGITS = re.compile(r"[0-9]+")
 _RESOURCE_SPLIT = re.compile(r", (?=[A-Z][A-Za-z ]*: )")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+#: A failed client command (see the module docstring for where each shape comes from):
+#: the command's code and name when logged, and the error's text.
+_CLIENT_ERROR = re.compile(
+    rb"Command (?:with code ([0-9]+)(?: \(([^)\s]{1,64})\))? )?was not handled successfully, "
+    rb"session: .*?, error: (.*)"
+    rb"|Command failed for session: .*?, error: (.*)"
+    rb"|There was an error: (.*)"
+    rb"|(Session(?:: .*)? will be deleted\.)"
+)
+SESSION_DELETED = "the session was deleted (a stale or unknown client)"
+_ANY_NUMBER = re.compile(r"[0-9]+")
 
 PASSWORD_NEEDLE = b"Generated root user password"
 START_NEEDLES = (b"It seems that you are a developer", b", built at: ")
@@ -109,39 +141,89 @@ def is_log_name(name: str) -> bool:
     return name.startswith(LOG_PREFIX) and not name.endswith(COMPRESSED)
 
 
+@dataclass
+class LogListing:
+    """The broker's log files, oldest first; what could not be listed; symlinks not followed."""
+
+    files: list[LogFile] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (node path, why)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)  # (node path, target)
+
+
 def list_log_files(
     directory: Path, node_dir: str, deadline: float, clock: Callable[[], float] = time.monotonic
-) -> tuple[list[LogFile], list[tuple[str, str]]]:
-    """The broker's log files in `directory`, oldest first; and (path, why) problems."""
-    files: list[LogFile] = []
-    problems: list[tuple[str, str]] = []
+) -> LogListing:
+    """The broker's log files in `directory`: regular files only, symlinks noted."""
+    listing = LogListing()
     try:
         with os.scandir(directory) as entries:
             for seen, entry in enumerate(entries):
                 if seen >= MAX_DIR_ENTRIES or clock() >= deadline:
                     why = "the deadline came" if seen < MAX_DIR_ENTRIES else "too many entries"
-                    problems.append((node_dir, f"{why}; stopped listing after {seen} entries"))
+                    listing.problems.append(
+                        (node_dir, f"{why}; stopped listing after {seen} entries")
+                    )
                     break
                 if is_log_name(entry.name):
-                    _add_file(entry, node_dir, files, problems)
+                    _add_file(entry, node_dir, listing)
     except OSError as exc:
-        problems.append((node_dir, exc.strerror or str(exc)))
-    files.sort(key=lambda f: rotation_key(f.name))
-    return files, problems
+        listing.problems.append((node_dir, exc.strerror or str(exc)))
+    listing.files.sort(key=lambda f: rotation_key(f.name))
+    return listing
 
 
-def _add_file(
-    entry: os.DirEntry[str], node_dir: str, files: list[LogFile], problems: list[tuple[str, str]]
-) -> None:
-    """Add a directory entry that is a regular file (symlinks followed) to `files`."""
+def _add_file(entry: os.DirEntry[str], node_dir: str, listing: LogListing) -> None:
+    """A regular file joins the listing's files; a symlink is noted, never followed."""
     node_path = f"{node_dir.rstrip('/')}/{entry.name}"
     try:
-        info = entry.stat()
+        info = entry.stat(follow_symlinks=False)
     except OSError as exc:
-        problems.append((node_path, exc.strerror or str(exc)))
+        listing.problems.append((node_path, exc.strerror or str(exc)))
         return
-    if stat.S_ISREG(info.st_mode):
-        files.append(LogFile(Path(entry.path), node_path, info.st_size, info.st_mtime))
+    if stat.S_ISLNK(info.st_mode):
+        listing.symlinks.append((node_path, _link_target(entry.path)))
+    elif stat.S_ISREG(info.st_mode):
+        listing.files.append(LogFile(Path(entry.path), node_path, info.st_size, info.st_mtime))
+
+
+def _link_target(path: str) -> str:
+    """A symlink's target (bounded), or why it cannot be read."""
+    try:
+        return os.readlink(path)[:MAX_LINK]
+    except OSError as exc:
+        return f"? ({exc.strerror or exc})"
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log file open for reading: never through a symlink, never a FIFO or a device.
+
+    O_NOFOLLOW refuses a name swapped for a symlink since it was listed; O_NONBLOCK keeps
+    a FIFO from blocking the open, and fstat refuses anything but a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fh
+
+
+def read_log_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a log file (opened by open_log), from its first whole line."""
+    with open_log(path) as fh:
+        start = max(0, os.fstat(fh.fileno()).st_size - max_bytes)
+        fh.seek(start)
+        raw = fh.read(max_bytes)
+    if start > 0:
+        raw = raw.partition(b"\n")[2]  # the first line was cut by the seek
+    return raw.decode("utf-8", "replace")
+
+
+def _open_problem(exc: OSError) -> str:
+    """Why a log file could not be opened, in words."""
+    if exc.errno == errno.ELOOP:
+        return "a symlink now (it was a file when listed); not followed"
+    return exc.strerror or str(exc)
 
 
 def plan_reads(files: list[LogFile], budget: int) -> list[int]:
@@ -238,7 +320,7 @@ def _resource_field(key: str, value: str) -> dict[str, Any]:
         "OpenFDs": "open_fds",
     }
     name = names.get(key, key.lower().replace(" ", "_"))
-    return {name: int(value) if value.isdigit() else value}
+    return {name: int(value) if _DIGITS.fullmatch(value) else value}
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -330,10 +412,28 @@ class LevelCounts:
         if in_window:
             self.window[target] += 1
 
-    def top(self, n: int) -> list[dict[str, Any]]:
-        """The `n` targets with most lines in the window, then overall."""
+    def top(self, n: int, label: str = "target") -> list[dict[str, Any]]:
+        """The `n` targets (or kinds) with most lines in the window, then overall."""
         ranked = sorted(self.total, key=lambda t: (-self.window[t], -self.total[t], t))
-        return [{"target": t, "window": self.window[t], "total": self.total[t]} for t in ranked[:n]]
+        return [{label: t, "window": self.window[t], "total": self.total[t]} for t in ranked[:n]]
+
+
+def client_error_kind(text: bytes) -> str | None:
+    """The kind of a failed client command logged in `text` (a line after its level), or None.
+
+    'stream.create: Stream with name: orders already exists' (numbers as N, so IDs
+    and sessions do not split a kind); None when the line is not such a failure.
+    """
+    found = _CLIENT_ERROR.search(text[:CLIENT_LINE])
+    if found is None:
+        return None
+    code, name, tcp, websocket, http, deleted = found.groups()
+    if deleted is not None:
+        return SESSION_DELETED
+    error = (tcp or websocket or http or b"").decode("utf-8", "replace").strip().rstrip(".")
+    error = _ANY_NUMBER.sub("N", printable(error))
+    command = name.decode("ascii", "replace") if name else f"code {code.decode()}" if code else ""
+    return (f"{command}: {error}" if command else error)[:MAX_KIND] or "(no error text)"
 
 
 @dataclass
@@ -369,8 +469,9 @@ class LogScan:
     lines: int = 0
     first_at: float | None = None
     last_at: float | None = None
-    errors: LevelCounts = field(default_factory=LevelCounts)
+    errors: LevelCounts = field(default_factory=LevelCounts)  # the broker's own
     error_hours: Counter[str] = field(default_factory=Counter)  # window ERRORs per UTC hour
+    client_errors: LevelCounts = field(default_factory=LevelCounts)  # failed commands by kind
     warnings: LevelCounts = field(default_factory=LevelCounts)
     panics: deque[Panic] = field(default_factory=lambda: deque(maxlen=MAX_PANICS_KEPT))
     panics_total: int = 0
@@ -478,12 +579,23 @@ class _Scanner:
                 stamp = _STAMPED.match(block, start)
                 # The level right after the line's timestamp, not a word of a message.
                 if stamp and not block[stamp.end() : pos].strip():
-                    rest = block[pos + len(needle) : min(end, pos + 400)]
                     in_window = self.in_window(stamp[1])
-                    counts.add(target_of(rest.decode("utf-8", "replace")), in_window)
-                    if in_window and counts is self.scan.errors:
-                        self.scan.error_hours[self._hour(stamp[1])] += 1
+                    if counts is self.scan.errors:
+                        self._error(block[pos + len(needle) : end], stamp[1], in_window)
+                    else:
+                        rest = block[pos + len(needle) : min(end, pos + 400)]
+                        counts.add(target_of(rest.decode("utf-8", "replace")), in_window)
                 pos = block.find(needle, end)
+
+    def _error(self, rest: bytes, stamp: bytes, in_window: bool) -> None:
+        """One ERROR line: a failed client command, or the broker's own error."""
+        kind = client_error_kind(rest)
+        if kind is not None:
+            self.scan.client_errors.add(kind, in_window)
+            return
+        self.scan.errors.add(target_of(rest[:400].decode("utf-8", "replace")), in_window)
+        if in_window:
+            self.scan.error_hours[self._hour(stamp)] += 1
 
     def _panics(self, state: _FileState, offset: int, block: bytes) -> None:
         """Record panics: Rust's hook (`panicked at`) and Iggy's `Shard N panicked:`."""
@@ -651,15 +763,12 @@ def _scan_file(scanner: _Scanner, log: LogFile, start: int, keep_going: Callable
         return "not read: the deadline came first"
     state = _FileState(log, from_start=start == 0)
     try:
-        fd = os.open(log.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return "unreadable: not a regular file"
+        with open_log(log.path) as fh:
             blocks = line_blocks(fh, start, log.size, scanner.scan.stats, keep_going)
             for offset, block in blocks:
                 scanner.feed(state, offset, block)
     except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
+        return f"unreadable: {_open_problem(exc)}"
     finally:
         scanner.end_file(state)
     if scanner.scan.stopped_by_deadline:

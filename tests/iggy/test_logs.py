@@ -24,13 +24,16 @@ from snapshot_agent.checks.iggy_logs import iggy_logs
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.iggy_logs import (
     CHUNK,
+    SESSION_DELETED,
     LogFile,
     LogScan,
     ReadStats,
+    client_error_kind,
     line_blocks,
     list_log_files,
     parse_resource_line,
     plan_reads,
+    read_log_tail,
     rotation_key,
     scan_logs,
     stamp_seconds,
@@ -243,6 +246,130 @@ def test_iggy_logs_error_rate_warns_and_fails(
     assert "top targets: server::tcp::sender" in result.summary
 
 
+def failed_create(ago: timedelta, i: int) -> str:
+    """A 0.8 TCP handler's line for a `create stream` that found the stream there.
+
+    server-0.8.0:core/server/src/tcp/connection_handler.rs (the line), streaming/session.rs
+    (the session's Display), core/common/src/error/iggy_error.rs StreamNameAlreadyExists.
+    """
+    return line(
+        ago,
+        "ERROR",
+        "server::tcp::connection_handler",
+        f"Command with code 202 (stream.create) was not handled successfully, session: "
+        f"client ID: {i}, user ID: 1, IP address: 10.0.0.{i % 250}:5{i % 9999}, error: "
+        "Stream with name: orders already exists..",
+    )
+
+
+def test_iggy_logs_failed_client_commands_are_not_broker_errors(tmp_path: Path, node: Path) -> None:
+    # A fleet that creates its stream at every start and ignores AlreadyExists: 500 ERROR
+    # lines in one hour from a healthy broker, and 3 errors of its own.
+    content = (
+        healthy(timedelta(minutes=50), timedelta(minutes=40))
+        + "".join(failed_create(timedelta(minutes=30, seconds=i), i) for i in range(500))
+        + errors(timedelta(minutes=20), 3)
+    )
+    write_logs(node, {"iggy-server.log": content})
+    result = run(tmp_path, node)
+    assert result.status == Status.PASS, result.summary
+    assert result.summary.startswith(
+        "3 ERROR lines (and 500 failed client commands) and no panic in the last 24 h"
+    )
+    data = result.data
+    assert data["errors_window"] == 3 and data["client_errors_window"] == 500
+    assert data["errors_busiest_hour"]["errors"] == 3
+    assert data["top_client_error_kinds"] == [
+        {
+            "kind": "stream.create: Stream with name: orders already exists",
+            "window": 500,
+            "total": 500,
+        }
+    ]
+    (note,) = [m for m in messages(result, Severity.INFO) if "client command(s)" in m]
+    assert note.startswith("500 client command(s) failed in the last 24 h")
+    assert "stream.create: Stream with name: orders already exists (500)" in note
+
+
+@pytest.mark.parametrize(
+    ("rest", "kind"),
+    [
+        # server-0.5.0:core/server/src/tcp/connection_handler.rs
+        (
+            "shard-0 server::tcp::connection_handler: Command was not handled successfully, "
+            "session: client ID: 3, user ID: 1, IP address: 127.0.0.1:5, error: Unauthenticated.",
+            "Unauthenticated",
+        ),
+        # server-0.7.0:core/server/src/tcp/connection_handler.rs
+        (
+            "shard-0 server::tcp::connection_handler: Command with code 302 was not handled "
+            "successfully, session: client ID: 3, IP address: 127.0.0.1:1, error: Topic with "
+            "name: t1 for stream with ID: 7 already exists..",
+            "code 302: Topic with name: tN for stream with ID: N already exists",
+        ),
+        # server-0.8.0:core/server/src/quic/listener.rs (the session as Debug)
+        (
+            "shard-1 server::quic::listener: Command was not handled successfully, session: "
+            "Session { client_id: 9, ip_address: 127.0.0.1:2 }, error: Invalid credentials.",
+            "Invalid credentials",
+        ),
+        # server-0.8.0:core/server/src/websocket/connection_handler.rs
+        (
+            "shard-0 server::websocket::connection_handler: Command failed for session: "
+            "client ID: 4, IP address: 127.0.0.1:3, error: Unauthorized.",
+            "Unauthorized",
+        ),
+        # server-0.8.0:core/server/src/http/error.rs
+        (
+            "shard-0 server::http::error: There was an error: Stream with ID: 5 was not found.",
+            "Stream with ID: N was not found",
+        ),
+        # server-0.8.0:core/server/src/tcp/connection_handler.rs, after ClientNotFound
+        (
+            "shard-0 server::tcp::connection_handler: Session: client ID: 4, IP address: "
+            "127.0.0.1:3 will be deleted.",
+            SESSION_DELETED,
+        ),
+        ("shard-0 server::tcp::sender: Failed to send response 1", None),
+        ("shard-0 server::streaming: Cannot append messages: No space left on device", None),
+    ],
+)
+def test_client_error_kind_of_every_transport(rest: str, kind: str | None) -> None:
+    assert client_error_kind(rest.encode()) == kind
+
+
+def test_iggy_logs_symlinked_log_is_noted_and_never_read(tmp_path: Path, node: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$saltsalt$SECRETHASH:19000:0:99999:7:::\n")
+    logs = write_logs(node, {"iggy-server.log.1": healthy(timedelta(hours=2), timedelta(0))})
+    (logs / "iggy-server.log").symlink_to(secret)
+    result = run(tmp_path, node)
+    assert result.status == Status.PASS, result.summary
+    (note,) = [m for m in messages(result, Severity.INFO) if "symlink" in m]
+    assert note == f"{NODE_LOGS}/iggy-server.log is a symlink to {secret}: not followed, not read"
+    assert [f["path"] for f in result.data["files"]] == [f"{NODE_LOGS}/iggy-server.log.1"]
+    assert [a.name for a in result.artifacts] == ["tail/iggy-server.log.1"]
+    for artifact in result.artifacts:
+        assert b"SECRETHASH" not in (tmp_path / "artifacts" / artifact.name).read_bytes()
+    assert "SECRETHASH" not in json.dumps(result.data)
+
+
+def test_open_log_refuses_symlinks_and_fifos(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("a\nb\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    os.mkfifo(tmp_path / "fifo")
+    assert read_log_tail(tmp_path / "real", 3) == "b\n"
+    for name in ("link", "fifo"):
+        with pytest.raises(OSError):
+            read_log_tail(tmp_path / name, 100)
+    scan = LogScan(now=time.time(), window_hours=24)
+    swapped = LogFile(tmp_path / "link", "/logs/iggy-server.log", 4, 0.0)  # listed as a file
+    scan_logs([swapped], scan, budget=1 << 20, deadline=time.monotonic() + 5)
+    assert scan.problems == [
+        ("/logs/iggy-server.log", "a symlink now (it was a file when listed); not followed")
+    ]
+
+
 def test_iggy_logs_generated_root_password_warns_without_the_value(
     tmp_path: Path, node: Path
 ) -> None:
@@ -433,6 +560,8 @@ def test_reading_from_mid_file_skips_the_cut_line(tmp_path: Path) -> None:
 
 
 def test_rotation_order_of_every_iggy_naming() -> None:
+    assert rotation_key("iggy-server.log.²") == rotation_key("iggy-server.log.²")  # no crash
+    assert rotation_key("iggy-server.log.٣")[0] == 2  # not a rotation number
     names = [
         "iggy-server.log",
         "iggy-server.log.1",
@@ -457,9 +586,11 @@ def test_list_log_files_keeps_only_regular_uncompressed_logs(tmp_path: Path) -> 
     (tmp_path / "iggy-server.log.3").mkdir()
     (tmp_path / "iggy-server.log.4").symlink_to("/dev/zero")  # would never end
     os.mkfifo(tmp_path / "iggy-server.log.5")  # would block a reader
-    files, problems = list_log_files(tmp_path, "/logs", time.monotonic() + 5)
-    assert [f.node_path for f in files] == ["/logs/iggy-server.log.1", "/logs/iggy-server.log"]
-    assert problems == []
+    listing = list_log_files(tmp_path, "/logs", time.monotonic() + 5)
+    names = [f.node_path for f in listing.files]
+    assert names == ["/logs/iggy-server.log.1", "/logs/iggy-server.log"]
+    assert listing.problems == []
+    assert listing.symlinks == [("/logs/iggy-server.log.4", "/dev/zero")]
 
 
 def test_plan_reads_keeps_the_newest_bytes() -> None:
@@ -496,6 +627,7 @@ def test_parse_resource_line_08_and_05() -> None:
     assert fields["messages"] == 1000 and fields["uptime"] == "1h 2m"
     assert fields["cpu_total_pct"] == 2.0 and "open_fds" not in fields
     assert parse_resource_line("no resources here") == {}
+    assert parse_resource_line("CPU: 1%/2% (IggyUsage/Total), Threads: ²")["threads"] == "²"
 
 
 @pytest.mark.parametrize(
