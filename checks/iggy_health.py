@@ -43,11 +43,10 @@ from snapshot_agent.node.iggy_api import (
 )
 from snapshot_agent.node.iggy_config import locate
 from snapshot_agent.node.iggy_install import IggyInstall, discover
+from snapshot_agent.node.processes import read_link
 
 #: GET /ping round trip, in milliseconds (loopback answers in about one).
 PING_MS = Band("ping_ms", warn=250, fail=2000)
-#: Free space on the data directory's filesystem as the broker reports it (0.8.0+).
-FREE_DISK_PCT = Band("free_disk_pct", warn=15.0, fail=5.0, higher_is_worse=False)
 
 CONFIGURE = (
     "Give the agent an Iggy user that may read server stats (global permission "
@@ -82,11 +81,31 @@ def endpoint_of(ctx: Context, install: IggyInstall) -> tuple[Endpoint | None, st
     return endpoint, why
 
 
+def in_other_netns(ctx: Context, pid: int) -> bool:
+    """True when the process's network namespace is known and not the agent's own."""
+    theirs = read_link(ctx, f"/proc/{pid}/ns/net")
+    ours = read_link(ctx, "/proc/self/ns/net")
+    return bool(theirs and ours) and theirs != ours
+
+
 def find_api(ctx: Context) -> tuple[IggyInstall, Endpoint] | Result:
-    """The broker and its API endpoint, or the skipped result saying why there is none."""
+    """The broker and its API endpoint, or the skipped result saying why there is none.
+
+    A broker in another network namespace (a container) listens on its own loopback and
+    wildcard: the agent's 127.0.0.1 reaches it only through a published port, so without
+    `iggy.http_url` the API is not guessed at.
+    """
     install = discover(ctx)
     if not install.found:
         return Result.skipped(install.skip_reason())
+    broker = install.broker
+    if broker and not ctx.config.iggy.http_url and in_other_netns(ctx, broker.pid):
+        return Result.skipped(
+            f"the broker (pid {broker.pid}) runs in another network namespace (a container); "
+            "set iggy.http_url to an address the agent can reach (the port the container "
+            "publishes on this node, or the container's own address), since its [http] "
+            "address is not this node's"
+        )
     endpoint, why = endpoint_of(ctx, install)
     if endpoint is None:
         return Result.skipped(why)
@@ -118,13 +137,18 @@ class HealthFacts:
     where: dict[str, Any] = field(default_factory=dict)  # install.describe()
 
 
-def read_health(ctx: Context, install: IggyInstall, endpoint: Endpoint) -> HealthFacts:
-    """Ping, log in when credentials are configured, read /stats and /metrics."""
-    client = ApiClient(
+def api_client(ctx: Context, endpoint: Endpoint, reserve_s: float) -> ApiClient:
+    """A client whose every request ends `reserve_s` before the check's deadline."""
+    return ApiClient(
         endpoint,
         timeout_s=float(ctx.thresholds["request_timeout_s"]),
-        deadline=ctx.deadline - 1.0,
+        deadline=ctx.deadline - reserve_s,
     )
+
+
+def read_health(ctx: Context, install: IggyInstall, client: ApiClient) -> HealthFacts:
+    """Ping, log in when credentials are configured, read /stats and /metrics."""
+    endpoint = client.endpoint
     facts = HealthFacts(endpoint, client.request("GET", "/ping"), read_credentials(ctx))
     facts.where = install.describe()
     if facts.ping.ok:
@@ -231,6 +255,15 @@ def _login_rule(facts: HealthFacts) -> Finding | None:
         if result.method == "password"
         else "the personal access token"
     )
+    if result.outcome == "refused":
+        return Finding(
+            Severity.WARN,
+            f"{result.detail}: logged in as nobody, only public endpoints were read",
+            "Point `iggy.http_url` at an https:// address of the broker (enable [http.tls]), "
+            "or run the agent on the broker's node and use its loopback address; a password "
+            "or token sent over plain HTTP can be read by anyone on the path.",
+            facts.endpoint.base_url,
+        )
     if result.outcome == "rejected":
         return Finding(
             Severity.WARN,
@@ -320,24 +353,6 @@ def _field_rule(stats: Stats) -> Finding | None:
         "Those values are left out of the report. A newer or older Iggy may name fields "
         "differently; garbage values point at a proxy or a broken build answering.",
         "/stats",
-    )
-
-
-def _disk_rule(stats: Stats, thresholds: dict[str, Any]) -> Finding | None:
-    """WARN or FAIL when the broker sees little free space for its data (FREE_DISK_PCT)."""
-    pct = free_disk_pct(stats)
-    severity = FREE_DISK_PCT.grade(pct, thresholds)
-    if severity is None or pct is None or stats.free_disk_bytes is None:
-        return None
-    return Finding(
-        severity,
-        f"the broker reports {mib_or_gib(stats.free_disk_bytes)} free of "
-        f"{mib_or_gib(stats.total_disk_bytes or 0)} for its data ({pct:.1f}%, limit "
-        f"{FREE_DISK_PCT.limit(severity, thresholds):g}%)",
-        "Iggy stops accepting messages when its disk fills. Lower the topics' "
-        "message_expiry or max_topic_size, delete old segments (`iggy segment delete`), or "
-        "grow the filesystem; iggy.data_dir shows which streams use the space.",
-        "/stats free_disk_space",
     )
 
 
@@ -482,18 +497,31 @@ def _summary(facts: HealthFacts) -> str:
         )
         if value is not None
     )
-    return f"Iggy {stats.version or '(version unknown)'}{up}: {counts}; {ping}"
+    disk = _disk_words(stats)
+    return f"Iggy {stats.version or '(version unknown)'}{up}: {counts}; {disk}{ping}"
+
+
+def _disk_words(stats: Stats) -> str:
+    """'disk 20.0 GiB free of 1000.0 GiB (2.0%); ' or '' before 0.8.0."""
+    pct = free_disk_pct(stats)
+    if pct is None or stats.free_disk_bytes is None or stats.total_disk_bytes is None:
+        return ""
+    free, total = mib_or_gib(stats.free_disk_bytes), mib_or_gib(stats.total_disk_bytes)
+    return f"disk {free} free of {total} ({pct:.1f}%); "
 
 
 def judge_health(facts: HealthFacts, thresholds: dict[str, Any]) -> Result:
-    """Compose the rules: ping, credentials, login, stats, fields, disk, metrics, TLS."""
+    """Compose the rules: ping, credentials, login, stats, fields, metrics, TLS.
+
+    Free disk is data only: disk.usage and iggy.data_dir judge that filesystem.
+    """
     ping = _ping_rule(facts, thresholds)
     if facts.ping.status is None or not facts.ping.ok:
         return Result.from_findings([ping] if ping else [], ok="", data=health_data(facts))
     findings = [ping, *_credential_rules(facts), _login_rule(facts), _stats_rule(facts)]
     stats = facts.stats.stats if facts.stats else None
     if stats is not None:
-        findings += [_field_rule(stats), _disk_rule(stats, thresholds)]
+        findings.append(_field_rule(stats))
     findings += [_metrics_rule(facts), _tls_note(facts)]
     kept = [f for f in findings if f is not None]
     return Result.from_findings(kept, ok=_summary(facts), data=health_data(facts))
@@ -504,9 +532,10 @@ def judge_health(facts: HealthFacts, thresholds: dict[str, Any]) -> Result:
     category="iggy",
     title="Iggy broker health (HTTP API)",
     description="Ping, login and /stats of the broker's HTTP API: version, uptime, streams, "
-    "messages, clients, cache hit ratios, disk free as the broker sees it; /metrics.",
+    "messages, clients, cache hit ratios, disk free as the broker sees it (shown, not "
+    "judged); /metrics.",
     timeout_s=30,
-    bands=(PING_MS, FREE_DISK_PCT),
+    bands=(PING_MS,),
     thresholds={"request_timeout_s": 5.0},
 )
 def iggy_health(ctx: Context) -> Result:
@@ -539,13 +568,18 @@ def iggy_health(ctx: Context) -> Result:
     - warn: /stats is malformed JSON, an HTML page, cut off, slow or full of garbage
       [test_health_names_what_was_wrong_with_stats]
     - warn: the user lacks read_servers (403) [test_health_warns_when_stats_is_forbidden]
-    - warn: the broker sees 10% free disk [test_health_grades_free_disk_as_the_broker_sees_it]
-    - fail: the broker sees 2% free disk [test_health_grades_free_disk_as_the_broker_sees_it]
+    - pass: the broker sees 2% free disk: shown, not judged (disk.usage and iggy.data_dir
+      judge that filesystem) [test_health_shows_free_disk_without_judging_it]
+    - warn: credentials configured for a plain-http API off loopback: not sent, public
+      endpoints still read [test_health_refuses_clear_text_credentials_off_loopback]
+    - skipped: the broker runs in another network namespace and iggy.http_url is unset
+      [test_health_skipped_for_a_broker_in_another_network_namespace]
     """
     found = find_api(ctx)
     if isinstance(found, Result):
         return found
-    facts = read_health(ctx, *found)
+    install, endpoint = found
+    facts = read_health(ctx, install, api_client(ctx, endpoint, reserve_s=1.0))
     return judge_health(facts, ctx.thresholds)
 
 
@@ -692,11 +726,7 @@ def iggy_native_snapshot(ctx: Context) -> Result:
     if not creds.usable:
         reason = "; ".join(creds.problems) or "no Iggy credentials configured"
         return Result.skipped(f"Iggy's snapshot needs a login: {reason}. {CONFIGURE}")
-    client = ApiClient(
-        endpoint,
-        timeout_s=float(ctx.thresholds["request_timeout_s"]),
-        deadline=ctx.deadline - 2.0,
-    )
+    client = api_client(ctx, endpoint, reserve_s=2.0)
     started = time.monotonic()
     result = login(client, creds)
     if result.token is None:

@@ -23,6 +23,8 @@ from snapshot_agent.node.iggy_install import IggyInstall, discover
 from snapshot_agent.node.iggy_process import (
     DEFAULT_ALLOCATION,
     DEFAULT_POOL_SIZE,
+    DIGITS,
+    RING_MEMLOCK_UNTIL,
     BrokerThreads,
     CpuAllocation,
     FdCount,
@@ -37,7 +39,7 @@ from snapshot_agent.node.iggy_process import (
 )
 from snapshot_agent.node.processes import BrokerProcess, read_status
 from snapshot_agent.node.procfs import Limit, parse_kib, read_limits, read_mem_total
-from snapshot_agent.node.system import parse_uptime
+from snapshot_agent.node.system import parse_uptime, read_kernel_version
 
 SHARDS_SHOWN = 8  # shard names listed in one finding
 
@@ -47,6 +49,9 @@ SHARDS_PER_CORE = Band("shards_per_core", warn=1.25, fail=2.0)
 MEMLOCK_BELOW = Band.minimum("memlock_mib_below", warn=64)
 #: Open fds in percent of the soft nofile limit.
 FDS_USED = Band("fds_used_pct", warn=80, fail=90)
+#: Resident memory in percent of the memory the pool outgrows (cgroup limit or RAM): the
+#: evidence that turns a pool larger than the memory into a warning.
+RSS_NEAR_MEMORY = Band("rss_of_memory_pct", warn=90)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class ProcessFacts:
     mem_total: int | None = None
     memory_limit: int | None = None  # the smallest binding cgroup memory.max
     memory_limit_at: str = ""
+    memory_oom_events: int | None = None  # memory.events oom/oom_kill at that limit's level
+    kernel: tuple[int, int, int] | None = None  # the running kernel's version
     uptime_s: float | None = None
     unit_props: dict[str, str] | None = None  # systemctl show of the unit running it
 
@@ -254,24 +261,50 @@ def _invalid_allocation(facts: ProcessFacts) -> Finding | None:
 
 
 def _memlock(facts: ProcessFacts, thresholds: dict[str, Any]) -> Finding | None:
-    """WARN: a finite memlock below MEMLOCK_BELOW on a broker that may use io_uring."""
+    """WARN: a finite memlock below MEMLOCK_BELOW on an io_uring broker on a kernel before
+    5.12 (later kernels charge the rings to the memory cgroup: INFO at most)."""
     if facts.memlock is None or facts.memlock.soft is None or facts.threads.generation == "tokio":
         return None
     soft = facts.memlock.soft
     severity = MEMLOCK_BELOW.grade(soft / 1024**2, thresholds)
     if severity is None:
         return None
+    limit = f"{MEMLOCK_BELOW.limit(severity, thresholds):g} MiB"
+    where = f"/proc/{facts.broker.pid}/limits"
+    message = (
+        f"{facts.label} may lock only {mib_or_gib(soft)} of memory (soft memlock limit, "
+        f"below {limit})"
+    )
+    if facts.kernel is None or facts.kernel >= RING_MEMLOCK_UNTIL:
+        return Finding(Severity.INFO, message + _memlock_moot(facts), "", where)
     return Finding(
         severity,
-        f"{facts.label} may lock only {mib_or_gib(soft)} of memory (soft memlock limit, below "
-        f"{MEMLOCK_BELOW.limit(severity, thresholds):g} MiB); Iggy 0.6+ runs every shard on "
-        "io_uring, whose rings count as locked memory on kernels before 5.12",
+        f"{message}; Iggy 0.6+ runs every shard on io_uring, whose rings count as locked "
+        f"memory on this kernel ({_release(facts.kernel)}, before 5.12)",
         f"`systemctl edit {facts.short_unit}` and add `[Service]` `LimitMEMLOCK=infinity` (in "
         "Docker `--ulimit memlock=-1:-1`), as Iggy's own start-up diagnostic advises "
         "(server-0.8.0:core/server/src/diagnostics.rs); a shard that cannot create its ring "
         "panics at start." + _restart_hint(facts),
-        f"/proc/{facts.broker.pid}/limits",
+        where,
     )
+
+
+def _memlock_moot(facts: ProcessFacts) -> str:
+    """Why a small memlock does not hold the broker back on this (or an unknown) kernel."""
+    if facts.kernel is None:
+        return (
+            "; the kernel version could not be read: before Linux 5.12 io_uring rings count "
+            "against it (set `LimitMEMLOCK=infinity` there), from 5.12 they do not"
+        )
+    return (
+        f"; kernel {_release(facts.kernel)} charges io_uring rings to the memory cgroup, not "
+        "to memlock, so it does not limit the shards"
+    )
+
+
+def _release(version: tuple[int, int, int]) -> str:
+    """(6, 1, 0) -> '6.1'."""
+    return f"{version[0]}.{version[1]}"
 
 
 def _fds_used_pct(facts: ProcessFacts) -> float | None:
@@ -314,34 +347,67 @@ def _pool_size(facts: ProcessFacts) -> int | None:
     return pool.size if pool is not None and pool.enabled and pool.size else None
 
 
-def _pool_over_limit(facts: ProcessFacts) -> Finding | None:
-    """FAIL: a cgroup memory limit below the pool; WARN: less RAM than the pool."""
+def _pool_over_memory(facts: ProcessFacts, thresholds: dict[str, Any]) -> Finding | None:
+    """INFO: the pool is larger than the cgroup limit or the RAM; WARN only with evidence
+    that memory runs out (RSS within RSS_NEAR_MEMORY of it, or OOM events in the cgroup).
+
+    The pool is lazy and a soft cap: it allocates buffers as they are used and, once
+    full, allocates outside itself (server-0.8.0:core/common/src/alloc/memory_pool.rs,
+    `acquire_buffer`), so its size alone never exhausts memory.
+    """
     size = _pool_size(facts)
     if size is None or facts.pool is None:
         return None
-    pool = f"`[system.memory_pool] size` {mib_or_gib(size)} ({facts.pool.source})"
     if facts.memory_limit is not None and facts.memory_limit < size:
-        return Finding(
-            Severity.FAIL,
-            f"{facts.label} may use {mib_or_gib(facts.memory_limit)} (cgroup memory.max at "
-            f"{facts.memory_limit_at}), less than its {pool}: when the pool fills, the "
-            "kernel OOM-kills the broker",
-            "Raise the memory limit above the pool plus a working margin (`systemctl edit "
-            f"{facts.short_unit}` -> `MemoryMax=`; Kubernetes: the container's memory limit), "
-            "or lower `[system.memory_pool] size` (a multiple of 4 KiB, at least 512 MiB)."
-            + _restart_hint(facts),
-            facts.memory_limit_at or "memory.max",
+        memory = (
+            f"its cgroup memory limit {mib_or_gib(facts.memory_limit)} (memory.max at "
+            f"{facts.memory_limit_at})"
         )
+        return _pool_finding(facts, thresholds, size, facts.memory_limit, memory)
     if facts.mem_total is not None and facts.mem_total < size:
-        return Finding(
-            Severity.WARN,
-            f"the node has {mib_or_gib(facts.mem_total)} of memory, less than the broker's "
-            f"{pool}: a full pool pushes the node into swap or the OOM killer",
-            "Lower `[system.memory_pool] size` below the node's memory, leaving room for the "
-            "page cache the broker reads segments through, or add memory." + _restart_hint(facts),
-            "/proc/meminfo",
-        )
+        memory = f"the node's {mib_or_gib(facts.mem_total)} of memory"
+        return _pool_finding(facts, thresholds, size, facts.mem_total, memory)
     return None
+
+
+def _pool_finding(
+    facts: ProcessFacts, thresholds: dict[str, Any], size: int, memory: int, what: str
+) -> Finding:
+    """The pool outgrows `memory` bytes (`what`): WARN with evidence, else INFO."""
+    assert facts.pool is not None
+    pool = f"`[system.memory_pool] size` {mib_or_gib(size)} ({facts.pool.source})"
+    rss_pct = facts.rss / memory * 100 if facts.rss is not None else None
+    severity = RSS_NEAR_MEMORY.grade(rss_pct, thresholds)
+    oom = facts.memory_oom_events if facts.memory_limit == memory else None
+    evidence = []
+    if severity is not None and rss_pct is not None and facts.rss is not None:
+        evidence.append(f"it holds {mib_or_gib(facts.rss)} resident ({rss_pct:.0f}% of it)")
+    if oom:
+        evidence.append(f"the cgroup counted {oom} OOM events")
+    remedy = (
+        "Size the pool below the memory the broker may use, leaving room for indexes, "
+        "caches and client buffers: `[system.memory_pool] size` (or "
+        "IGGY_SYSTEM_MEMORY_POOL_SIZE), a multiple of 4 KiB, at least 512 MiB"
+    )
+    if not evidence:
+        used = f"; it holds {mib_or_gib(facts.rss)} resident now" if facts.rss is not None else ""
+        return Finding(
+            Severity.INFO,
+            f"{facts.label}'s {pool} is larger than {what}; the pool fills lazily and "
+            f"allocates outside itself once full, so this is harmless until the broker's "
+            f"memory nears that{used}",
+            remedy + ".",
+            facts.memory_limit_at or "/proc/meminfo",
+        )
+    return Finding(
+        Severity.WARN,
+        f"{facts.label} is running out of {what}: {' and '.join(evidence)}; its {pool} is "
+        "larger still, so a busy broker will be OOM-killed",
+        remedy + ", or raise the limit (`systemctl edit "
+        f"{facts.short_unit}` -> `MemoryMax=`; Kubernetes: the container's memory limit)."
+        + _restart_hint(facts),
+        facts.memory_limit_at or "/proc/meminfo",
+    )
 
 
 def _rss_over_pool(facts: ProcessFacts, thresholds: dict[str, Any]) -> Finding | None:
@@ -383,7 +449,7 @@ def _recent_start(facts: ProcessFacts, thresholds: dict[str, Any]) -> Finding | 
 def _restart_count(facts: ProcessFacts) -> int | None:
     """systemd's NRestarts of the unit running the broker (None: unknown)."""
     count = (facts.unit_props or {}).get("NRestarts", "")
-    return int(count) if count.isdigit() else None
+    return int(count) if DIGITS.fullmatch(count) else None
 
 
 def _restarts(facts: ProcessFacts) -> Finding | None:
@@ -469,6 +535,8 @@ def _data(facts: ProcessFacts) -> dict[str, Any]:
         "memory_pool_bytes": facts.pool.size if facts.pool else None,
         "memory_pool_source": facts.pool.source if facts.pool else None,
         "memory_limit_bytes": facts.memory_limit,
+        "memory_oom_events": facts.memory_oom_events,
+        "kernel": _release(facts.kernel) if facts.kernel else None,
         "mem_total_bytes": facts.mem_total,
         "uptime_s": round(facts.uptime_s) if facts.uptime_s is not None else None,
         "unit": facts.unit,
@@ -488,7 +556,7 @@ def judge_process(facts: ProcessFacts, thresholds: dict[str, Any]) -> Result:
         _memlock(facts, thresholds),
         _open_files(facts, thresholds),
         _fds_unknown(facts),
-        _pool_over_limit(facts),
+        _pool_over_memory(facts, thresholds),
         _rss_over_pool(facts, thresholds),
         _recent_start(facts, thresholds),
         _restarts(facts),
@@ -566,6 +634,7 @@ def _cgroup(ctx: Context, facts: ProcessFacts) -> None:
     limits = cg.memory_limits(facts.mem_total) if cg.memory_known else []
     if smallest := min(limits, key=lambda lvl: lvl.limit or 0, default=None):
         facts.memory_limit, facts.memory_limit_at = smallest.limit, smallest.at
+        facts.memory_oom_events = smallest.oom_events if smallest.events else None
 
 
 def _unit(ctx: Context, facts: ProcessFacts) -> None:
@@ -591,6 +660,7 @@ def read_process(ctx: Context, install: IggyInstall, broker: BrokerProcess) -> P
     facts.pool = _pool(install)
     facts.mem_total = read_mem_total(ctx)
     facts.uptime_s = _uptime(ctx, broker)
+    facts.kernel = read_kernel_version(ctx)
     _cgroup(ctx, facts)
     _unit(ctx, facts)
     return facts
@@ -606,7 +676,7 @@ def read_process(ctx: Context, install: IggyInstall, broker: BrokerProcess) -> P
     ),
     requires=Requirements(paths=("/proc",)),
     timeout_s=10,
-    bands=(SHARDS_PER_CORE, MEMLOCK_BELOW, FDS_USED),
+    bands=(SHARDS_PER_CORE, MEMLOCK_BELOW, FDS_USED, RSS_NEAR_MEMORY),
     thresholds={"rss_headroom_pct": 50, "recent_start_minutes": 60},
 )
 def iggy_process(ctx: Context) -> Result:
@@ -629,13 +699,19 @@ def iggy_process(ctx: Context) -> Result:
     - warn: five shards on four cores [test_iggy_process_shards_against_cores]
     - warn: shards not pinned, or two on one CPU
       [test_iggy_process_unpinned_and_shared_shards_warn]
-    - warn: memlock 8 MiB on an io_uring broker [test_iggy_process_memlock_and_fds]
+    - warn: memlock 8 MiB on an io_uring broker on kernel 5.10
+      [test_iggy_process_memlock_and_fds]
+    - pass: memlock 8 MiB on kernel 6.1 (rings charged to the memory cgroup; a note)
+      [test_iggy_process_memlock_is_moot_from_kernel_5_12]
     - warn: 85 % of the nofile limit open [test_iggy_process_memlock_and_fds]
     - fail: eight shards under a two-core cgroup CPU quota
       [test_iggy_process_shards_against_cores]
     - fail: 95 % of the nofile limit open [test_iggy_process_memlock_and_fds]
-    - fail: a cgroup memory limit below the memory pool size
-      [test_iggy_process_memory_limit_below_the_pool_fails]
+    - pass: the default 4 GiB pool under a 2 GiB cgroup limit or on a 2 GiB node, RSS
+      well below (a note: the pool is lazy and a soft cap)
+      [test_iggy_process_pool_above_the_memory_is_a_note_without_evidence]
+    - warn: the pool above the cgroup limit and RSS within 10 % of the limit, or OOM
+      events in the cgroup [test_iggy_process_pool_above_the_memory_warns_with_evidence]
 
     Shards are the threads named shard-N (Iggy 0.6+); usable cores are the process's CPU
     affinity capped by its cgroup's cpu.max.

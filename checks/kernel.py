@@ -37,18 +37,11 @@ from snapshot_agent.node.processes import (
     uses_io_uring,
 )
 from snapshot_agent.node.procfs import read_int
+from snapshot_agent.node.system import parse_kernel_version
 
 # --------------------------------------------------------------------------------------
 # Kernel version
 # --------------------------------------------------------------------------------------
-
-
-def parse_kernel_version(text: str) -> tuple[int, int, int] | None:
-    """(major, minor, patch) of a release like '6.1.0-18-amd64' or '5.15.0-1051-aws'."""
-    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
-    if not match:
-        return None
-    return int(match[1]), int(match[2] or 0), int(match[3] or 0)
 
 
 def kernel_version_limit(text: Any) -> tuple[int, int, int]:

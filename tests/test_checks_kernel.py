@@ -15,7 +15,6 @@ from snapshot_agent.checks.kernel import (
     judge_kernel_version,
     kernel_io_uring,
     kernel_version,
-    parse_kernel_version,
 )
 from snapshot_agent.checks.kernel_log import (
     categorize,
@@ -30,6 +29,7 @@ from snapshot_agent.checks.kernel_log import (
 from snapshot_agent.core.results import Severity, Status
 from snapshot_agent.node.kernel_log import KernelLog, journal_lines, parse_log_time, within_window
 from snapshot_agent.node.processes import BrokerProcess, broker_from_status
+from snapshot_agent.node.system import parse_kernel_version
 
 from .conftest import fixture_roots, make_context, write_tree
 

@@ -37,14 +37,17 @@ repr, an error message or anything returned for display.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import json
 import math
 import os
 import re
+import socket
 import ssl
 import stat
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -55,6 +58,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from snapshot_agent.core.tail import TailBuffer
+from snapshot_agent.node.addresses import is_loopback, local_target, parse_listen_address
 
 JSON_CAP = 4 * 1024 * 1024  # /stats, login answers
 METRICS_CAP = 1024 * 1024
@@ -410,42 +414,22 @@ class Endpoint:
 
     @property
     def loopback(self) -> bool:
-        """True when the API is on this node's loopback."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        """True when the API is on this node's loopback (IPv4-mapped included)."""
+        return is_loopback(self.host)
 
 
 def http_base_url(address: Any, tls: bool) -> str:
     """The URL to reach a broker listening on `address` ("0.0.0.0:3000") from this node.
 
-    A wildcard listener is reached on loopback; an address without a port gets 3000.
+    A wildcard listener is reached on loopback; an address without a usable port gets 3000.
     """
     scheme = "https" if tls else "http"
     if not isinstance(address, str) or not address.strip():
         return f"{scheme}://127.0.0.1:{DEFAULT_PORT}"
-    host, port = _split_address(address.strip())
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
+    listen = parse_listen_address(address)
+    host = local_target(listen.host)
     shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port}"
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    """'[::]:3000' -> ('::', 3000); '127.0.0.1' -> ('127.0.0.1', 3000)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif address.count(":") == 1:
-        host, _, port = address.partition(":")
-    else:
-        host, port = address, ""
-    return host, int(port) if port.isdigit() and 0 < int(port) < 65536 else DEFAULT_PORT
+    return f"{scheme}://{shown}:{listen.port or DEFAULT_PORT}"
 
 
 # -- requests ------------------------------------------------------------------------
@@ -482,13 +466,113 @@ class Reply:
         return ""
 
 
+class Expired(TimeoutError):
+    """The request's own budget ran out (its message says where)."""
+
+
+#: socket.getaddrinfo's shape: (host, port, family, type) -> [(family, type, proto, name, addr)].
+Lookup = Callable[..., list[tuple[Any, ...]]]
+
+
+def resolve(host: str, port: int, timeout_s: float, lookup: Lookup = socket.getaddrinfo) -> list:
+    """The stream addresses of host:port, waiting at most `timeout_s` for the resolver.
+
+    getaddrinfo cannot be interrupted, so a host name is looked up in a daemon thread
+    that is left behind when the resolver hangs (TimeoutError); an address is not looked up.
+    """
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return lookup(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    box: list[Any] = []
+
+    def work() -> None:
+        try:
+            box.append(lookup(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=work, name="iggy-api-resolve", daemon=True)
+    thread.start()
+    thread.join(max(0.0, timeout_s))
+    if not box:
+        raise Expired(f"resolving {host[:100]} took longer than {timeout_s:.1f} s")
+    if isinstance(box[0], OSError):
+        raise box[0]
+    return box[0]
+
+
+def _connect(addresses: list, end: float, watchdog: _Watchdog) -> socket.socket:
+    """A TCP connection to the first address that answers before `end` (monotonic)."""
+    last: OSError = Expired("no time left to connect")
+    for family, kind, proto, _, sockaddr in addresses:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        watchdog.watch(sock)
+        try:
+            sock.settimeout(left)
+            sock.connect(sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last
+
+
+class _Watchdog:
+    """Shuts the watched socket down at `end`, so no trickling answer outlasts the budget.
+
+    A socket timeout bounds each read, not the request: a server sending one header byte
+    per second keeps every read short and the whole answer endless.
+    """
+
+    def __init__(self, end: float) -> None:
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, end - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Make `sock` the one shut down at the deadline (at once if it has passed)."""
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        """Stop the timer (the request is over)."""
+        self._timer.cancel()
+
+
 class ApiClient:
     """Requests to one broker's HTTP API, each bounded by a timeout and a deadline."""
 
-    def __init__(self, endpoint: Endpoint, *, timeout_s: float, deadline: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout_s: float,
+        deadline: float,
+        lookup: Lookup = socket.getaddrinfo,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.deadline = deadline  # time.monotonic() past which nothing is sent
+        self.lookup = lookup  # name resolution (tests map a name to 127.0.0.1)
         self.verified: bool | None = None  # TLS: was the certificate verified?
         self.verify_error = ""  # why it was not
 
@@ -523,6 +607,7 @@ class ApiClient:
             # On loopback the broker is this node's own; its certificate names a host
             # name (often a self-signed localhost one), not 127.0.0.1: go on, say so.
             self.verified, self.verify_error = False, str(exc.verify_message or exc)
+            started = time.monotonic()  # the answer's time, not the refused handshake's
             reply = self._unverified_retry(method, path, data, headers, cap, sink)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             return self._failed(started, _why(exc), exc)
@@ -561,14 +646,28 @@ class ApiClient:
             refused=isinstance(exc, ConnectionRefusedError),
         )
 
-    def _connection(self, budget: float, verify: bool) -> http.client.HTTPConnection:
-        """A connection to the endpoint (TLS when https)."""
+    def _connection(
+        self, end: float, verify: bool, watchdog: _Watchdog
+    ) -> http.client.HTTPConnection:
+        """A connected (and for https, handshaken) connection, all within `end`."""
         ep = self.endpoint
-        if not ep.tls:
-            return http.client.HTTPConnection(ep.host, ep.port, timeout=budget)
-        return http.client.HTTPSConnection(
-            ep.host, ep.port, timeout=budget, context=self._tls_context(verify)
+        sock = _connect(
+            resolve(ep.host, ep.port, end - time.monotonic(), self.lookup), end, watchdog
         )
+        conn = http.client.HTTPConnection(ep.host, ep.port, timeout=end - time.monotonic())
+        conn.sock = sock
+        if ep.tls:
+            context = self._tls_context(verify)
+            tls = context.wrap_socket(sock, server_hostname=ep.host, do_handshake_on_connect=False)
+            conn.sock = tls
+            watchdog.watch(tls)
+            try:
+                tls.settimeout(max(0.01, end - time.monotonic()))
+                tls.do_handshake()
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def _tls_context(self, verify: bool) -> ssl.SSLContext:
         """System CAs plus the configured certificate (trusted as is), or no checks."""
@@ -597,19 +696,31 @@ class ApiClient:
         sink: IO[bytes] | None,
         verify: bool = True,
     ) -> Reply:
-        """Connect, send, and read the answer within `budget` seconds."""
+        """Resolve, connect, send, and read the whole answer within `budget` seconds."""
         end = time.monotonic() + budget
-        conn = self._connection(budget, verify)
+        watchdog = _Watchdog(end)
+        conn: http.client.HTTPConnection | None = None
         try:
+            conn = self._connection(end, verify, watchdog)
             conn.request(method, path, body=data, headers=headers)
             if conn.sock is not None:  # connecting used part of the budget
                 conn.sock.settimeout(max(0.01, end - time.monotonic()))
             resp = conn.getresponse()
+            if watchdog.fired:  # headers cut at the deadline look whole to http.client
+                raise Expired("no whole answer in time")
             reply = Reply(resp.status, content_type=resp.getheader("Content-Type", "") or "")
             _read_body(conn, resp, reply, end, cap, sink)
-            return reply
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if watchdog.fired and not isinstance(exc, Expired):  # the shut socket ended it
+                raise Expired("no whole answer in time") from None
+            raise
         finally:
-            conn.close()
+            watchdog.cancel()
+            if conn is not None:
+                conn.close()
+        if watchdog.fired and not reply.oversize:
+            reply.error, reply.timed_out = "the answer did not finish in time", True
+        return reply
 
 
 def _read_body(
@@ -657,6 +768,8 @@ def _why(exc: BaseException) -> str:
     """A short reason for a failed request (never a secret: none is in the exception)."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (nothing listens there)"
+    if isinstance(exc, Expired):
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, ssl.SSLError):
@@ -791,7 +904,7 @@ def credentials_from(
 class Login:
     """A login's outcome: ok, rejected, failed (no usable answer); the token hidden."""
 
-    outcome: str  # ok | rejected | failed
+    outcome: str  # ok | rejected | failed | refused (not sent: clear text off loopback)
     method: str  # password | token
     reply: Reply
     detail: str = ""  # what was wrong, in words
@@ -799,8 +912,14 @@ class Login:
 
 
 def login(client: ApiClient, creds: Credentials) -> Login:
-    """POST /users/login or /personal-access-tokens/login; the bearer token on success."""
+    """POST /users/login or /personal-access-tokens/login; the bearer token on success.
+
+    Credentials go only over https or to this node's loopback: anything else is refused
+    before a byte is sent.
+    """
     assert creds.secret is not None
+    if cleartext := cleartext_refusal(client.endpoint):
+        return Login("refused", creds.kind, Reply(None, error=cleartext), cleartext)
     if creds.kind == "token":
         path, payload = "/personal-access-tokens/login", {"token": creds.secret.value}
     else:
@@ -816,6 +935,16 @@ def login(client: ApiClient, creds: Credentials) -> Login:
         why = reply.error or reply.api_error() or describe_body(reply.body, reply.content_type)
         return Login("failed", creds.kind, reply, f"HTTP {reply.status}: {why}")
     return _identity(creds.kind, reply)
+
+
+def cleartext_refusal(endpoint: Endpoint) -> str:
+    """Why credentials must not go to `endpoint` (plain http off loopback), or ''."""
+    if endpoint.tls or endpoint.loopback:
+        return ""
+    return (
+        f"not sending credentials in clear text to {endpoint.base_url}; use https or a "
+        "loopback address"
+    )
 
 
 def _identity(method: str, reply: Reply) -> Login:

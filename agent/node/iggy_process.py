@@ -17,7 +17,9 @@ like a live node. What the broker does with these comes from the Iggy sources:
   (server-0.8.0:core/common/src/alloc/memory_pool.rs);
 - a shard whose io_uring runtime cannot be created (ENOMEM from RLIMIT_MEMLOCK) panics,
   and Iggy prints advice ending in `LimitMEMLOCK=infinity`
-  (server-0.8.0:core/server/src/diagnostics.rs, core/server/src/bootstrap.rs).
+  (server-0.8.0:core/server/src/diagnostics.rs, core/server/src/bootstrap.rs); from
+  Linux 5.12 the kernel charges io_uring rings to the memory cgroup instead of
+  RLIMIT_MEMLOCK, so the limit only bites on older kernels.
 """
 
 from __future__ import annotations
@@ -25,21 +27,20 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.core.context import Context
-from snapshot_agent.node.confinement import parse_show
-from snapshot_agent.node.processes import COMM_LIMIT, read_threads
+from snapshot_agent.node.processes import COMM_LIMIT, DIGITS, read_threads, systemctl_show
 
 #: Seconds kept back from the check's deadline while walking threads and fds.
 RESERVE_S = 1.0
 MAX_CPU_ID = 8192  # the kernel's largest NR_CPUS; a list naming more is garbage
 TASK_STATUS_LIMIT = 16 * 1024
 FD_COUNT_CHECK_EVERY = 4096  # fds counted between two looks at the deadline
-SHARD_NAME = re.compile(r"shard-(\d+)")
+SHARD_NAME = re.compile(r"shard-([0-9]+)")
 
+RING_MEMLOCK_UNTIL = (5, 12, 0)  # kernels before this charge io_uring rings to RLIMIT_MEMLOCK
 DEFAULT_POOL_SIZE = 4 * 1024**3  # server-0.5.0 .. server-0.8.0 config: size = "4 GiB"
 DEFAULT_ALLOCATION = "numa:auto"  # server-0.7.0 and later; 0.6 shipped "all"
 
@@ -103,11 +104,16 @@ def parse_cpu_allocation(value: Any) -> CpuAllocation:
     if text.startswith("numa:"):
         return CpuAllocation(text, "numa")
     start, sep, end = text.partition("..")
-    if sep and start.isdigit() and end.isdigit() and int(end) - int(start) <= MAX_CPU_ID:
+    if sep and _number(start) and _number(end) and int(end) - int(start) <= MAX_CPU_ID:
         return CpuAllocation(text, "range", tuple(range(int(start), int(end))))
-    if text.isdigit() and int(text) <= MAX_CPU_ID:
+    if _number(text) and int(text) <= MAX_CPU_ID:
         return CpuAllocation(text, "count", tuple(range(int(text))))
     return CpuAllocation(text, "invalid")
+
+
+def _number(text: str) -> bool:
+    """True for ASCII digits only (str.isdigit also takes superscripts, other scripts)."""
+    return DIGITS.fullmatch(text) is not None
 
 
 def all_cores_shards(affinity: int, quota: float | None) -> int:
@@ -199,6 +205,9 @@ def read_broker_threads(ctx: Context, pid: int) -> BrokerThreads:
     return found
 
 
+# -- the kernel ---------------------------------------------------------------------------
+
+
 # -- open files ---------------------------------------------------------------------------
 
 
@@ -232,13 +241,6 @@ def count_fds(ctx: Context, pid: int) -> FdCount:
 UNIT_PROPS = ("LoadState", "MainPID", "NRestarts", "ActiveEnterTimestamp")
 
 
-def read_unit_restarts(ctx: Context, unit: str) -> dict[str, str] | None:
-    """The unit's MainPID, NRestarts and last activation; None without systemd or systemctl."""
-    if not ctx.path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
-        return None
-    res = ctx.run(
-        ["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPS), unit],
-        timeout_s=3,
-        save_as="unit.txt",
-    )
-    return parse_show(res.stdout) if res.ok else None
+def read_unit_restarts(ctx: Context, unit: str) -> dict[str, str]:
+    """The unit's MainPID, NRestarts and last activation; {} without systemd or systemctl."""
+    return systemctl_show(ctx, unit, UNIT_PROPS, save_as="unit.txt")

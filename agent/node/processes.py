@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from snapshot_agent.core.context import Context
+from snapshot_agent.node.confinement import parse_show
 from snapshot_agent.node.procfs import parse_int
 
 BROKER_NAME = "iggy-server"
@@ -31,6 +32,8 @@ CAP_SYS_ADMIN = 21
 IO_URING_SCAN_LIMIT = 1024  # fds and threads looked at to tell an io_uring (0.6+) broker
 IO_URING_FD = "anon_inode:[io_uring]"
 _SHARD_THREAD = re.compile(r"shard-\d+")
+DIGITS = re.compile(r"[0-9]+")  # ASCII digits only (str.isdigit takes "²")
+SYSTEMCTL_TIMEOUT_S = 3
 
 
 # -- /proc/<pid>/stat --------------------------------------------------------------
@@ -465,13 +468,24 @@ def is_broker(name: str) -> bool:
     return name == BROKER_NAME
 
 
+def systemctl_show(
+    ctx: Context, unit: str, props: Sequence[str], save_as: str | None = None
+) -> dict[str, str]:
+    """`systemctl show -p PROPS UNIT` as {property: value}; {} without systemd or an answer."""
+    if not ctx.path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        return {}
+    res = ctx.run(
+        ["systemctl", "show", "--no-pager", "-p", ",".join(props), unit],
+        timeout_s=SYSTEMCTL_TIMEOUT_S,
+        save_as=save_as,
+    )
+    return parse_show(res.stdout) if res.ok else {}
+
+
 def systemd_main_pid(ctx: Context, unit: str) -> int:
     """The unit's MainPID (0 when not running, not installed or not asked)."""
-    if not ctx.path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
-        return 0
-    res = ctx.run(["systemctl", "show", "-p", "MainPID", "--value", unit], timeout_s=3)
-    text = res.stdout.strip()
-    return int(text) if res.ok and text.isdigit() else 0
+    text = systemctl_show(ctx, unit, ("MainPID",)).get("MainPID", "")
+    return int(text) if DIGITS.fullmatch(text) else 0
 
 
 def find_broker(ctx: Context) -> BrokerProcess | None:

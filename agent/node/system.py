@@ -54,6 +54,19 @@ class SystemFacts:
     evidence: list[str] = field(default_factory=list)
 
 
+def parse_kernel_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a release like '6.1.0-18-amd64' or '5.15.0-1051-aws'."""
+    match = re.match(r"\s*([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?", text)
+    if not match:
+        return None
+    return int(match[1]), int(match[2] or 0), int(match[3] or 0)
+
+
+def read_kernel_version(ctx: Context) -> tuple[int, int, int] | None:
+    """The running kernel's version from /proc/sys/kernel/osrelease; None when unknown."""
+    return parse_kernel_version(ctx.read_optional("/proc/sys/kernel/osrelease", 256) or "")
+
+
 def placement(virtualization: str, container: str) -> str:
     """'VM (kvm), container (docker)', 'bare metal', or 'container or host: undetermined'."""
     where = []

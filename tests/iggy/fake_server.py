@@ -61,8 +61,13 @@ FAILURES = frozenset(
         "metrics_off",  # [http.metrics] enabled = false: 404
         "snapshot_huge",  # /snapshot answers a zip larger than the client's cap
         "snapshot_garbage",  # /snapshot answers 200 with bytes that are no zip
+        "headers_drip",  # every answer's headers trickle, one byte per DRIP_S, for DRIP_FOR_S
     }
 )
+
+#: "headers_drip": seconds between two header bytes, and how long the trickle lasts.
+DRIP_S = 0.05
+DRIP_FOR_S = 5.0
 
 #: Versions and what differs between their /stats and auth rules.
 VERSIONS = {
@@ -261,7 +266,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.requests.append((method, path, bool(self.headers.get("Authorization"))))
         if delay := self.fake.delays.get(path):
             time.sleep(delay)
+        if "headers_drip" in self.fake.failures:
+            self._drip()
         return path
+
+    def _drip(self) -> None:
+        """A status line, then one header byte every DRIP_S: each read is quick, the answer
+        never is (a stuck proxy, a slowloris in reverse)."""
+        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        header = b"X-Drip: " + b"." * int(DRIP_FOR_S / DRIP_S)
+        for byte in header:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(DRIP_S)
+        self.close_connection = True
+        raise ConnectionAbortedError("dripped")  # no real answer follows
 
     def do_GET(self) -> None:
         path = self._start("GET")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -14,10 +15,12 @@ from snapshot_agent.node.iggy_api import (
     ApiClient,
     Credentials,
     Endpoint,
+    Expired,
     Member,
     SecretFile,
     StatsError,
     ZipSkip,
+    cleartext_refusal,
     credentials_from,
     decode_json,
     endpoint_from_config,
@@ -30,11 +33,13 @@ from snapshot_agent.node.iggy_api import (
     parse_metrics,
     parse_stats,
     read_secret_file,
+    resolve,
     snapshot_members,
 )
 
 from ..conftest import closed_port_url
 from .fake_server import (
+    DRIP_FOR_S,
     JWT,
     PASSWORD,
     PAT,
@@ -177,6 +182,8 @@ def test_parse_metrics_picks_the_series_worth_showing() -> None:
         (None, False, "http://127.0.0.1:3000"),
         ("localhost", False, "http://localhost:3000"),
         ("127.0.0.1:99999", False, "http://127.0.0.1:3000"),
+        ("127.0.0.1:\u00b2", False, "http://127.0.0.1:3000"),  # '²' is no port
+        ("[::]:\uff13\uff10\uff10\uff10", False, "http://[::1]:3000"),  # full-width 3000
     ],
 )
 def test_http_base_url_reaches_the_listener_from_this_node(
@@ -318,6 +325,74 @@ def test_a_slow_answer_is_cut_at_the_timeout() -> None:
         reply = _client(url, timeout_s=0.4).request("GET", "/ping")
         assert time.monotonic() - started < 2.0
     assert reply.status is None and reply.timed_out
+
+
+def test_dripping_headers_are_cut_at_the_budget() -> None:
+    # Each header byte comes well within the socket timeout; the whole answer never does.
+    with serve(FakeIggy("0.8", failures={"headers_drip"})) as url:
+        started = time.monotonic()
+        reply = _client(url, timeout_s=0.5).request("GET", "/ping")
+        took = time.monotonic() - started
+    assert took < min(2.0, DRIP_FOR_S / 2), took
+    assert reply.status is None and reply.timed_out
+    assert reply.error == "no whole answer in time"
+
+
+def _slow_lookup(*args: object, **kwargs: object) -> list:
+    """A resolver that hangs (a dead DNS server)."""
+    time.sleep(3)
+    raise OSError("never")
+
+
+def _to_loopback(host: str, port: int, **kwargs: object) -> list:
+    """Resolve every name to 127.0.0.1 (a name that is not loopback, reaching the fake)."""
+    return socket.getaddrinfo("127.0.0.1", port, **kwargs)  # type: ignore[arg-type]
+
+
+def test_name_resolution_is_bounded_by_the_budget() -> None:
+    started = time.monotonic()
+    with pytest.raises(Expired, match=r"resolving broker\.example took longer than 0\.2 s"):
+        resolve("broker.example", 3000, 0.2, _slow_lookup)
+    client = ApiClient(
+        Endpoint("http://broker.example:3000", "t"),
+        timeout_s=0.3,
+        deadline=time.monotonic() + 30,
+        lookup=_slow_lookup,
+    )
+    reply = client.request("GET", "/ping")
+    assert time.monotonic() - started < 1.5
+    assert reply.timed_out and "resolving broker.example" in reply.error
+    # An address is never looked up in a thread, and a name that resolves is reached.
+    assert resolve("127.0.0.1", 80, 0.0)[0][4] == ("127.0.0.1", 80)
+    with serve(FakeIggy("0.8")) as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert resolve("localhost", port, 5.0)
+
+
+def test_credentials_never_go_in_clear_text_off_loopback() -> None:
+    fake = FakeIggy("0.6")  # /stats is public: still read without a login
+    with serve(fake) as url:
+        port = url.rsplit(":", 1)[1]
+        client = ApiClient(
+            Endpoint(f"http://broker.example:{port}", "t"),
+            timeout_s=3,
+            deadline=time.monotonic() + 30,
+            lookup=_to_loopback,
+        )
+        assert client.request("GET", "/ping").ok
+        for creds in (_password(), _token()):
+            refused = login(client, creds)
+            assert refused.outcome == "refused" and refused.token is None
+            assert refused.detail == (
+                f"not sending credentials in clear text to http://broker.example:{port}; "
+                "use https or a loopback address"
+            )
+        got = get_stats(client, None)
+        assert got.stats is not None and got.stats.version == "0.6.0"
+    assert [r[:2] for r in fake.requests] == [("GET", "/ping"), ("GET", "/stats")]
+    assert fake.bodies == []  # nothing was posted
+    for url in ("https://broker.example:3000", "http://[::ffff:127.0.0.1]:3000", "http://[::1]:1"):
+        assert cleartext_refusal(Endpoint(url, "t")) == ""
 
 
 def test_the_deadline_bounds_every_request() -> None:

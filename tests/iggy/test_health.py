@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import ssl
 import zipfile
 from pathlib import Path
@@ -11,10 +12,18 @@ from typing import Any
 
 import pytest
 
-from snapshot_agent.checks.iggy_health import iggy_health, iggy_native_snapshot
+from snapshot_agent.checks.iggy_health import (
+    endpoint_of,
+    iggy_health,
+    iggy_native_snapshot,
+    judge_health,
+    read_health,
+)
 from snapshot_agent.config import ChecksConfig, Config
 from snapshot_agent.config import IggyConfig as AgentIggy
 from snapshot_agent.core.results import Result, Severity, Status
+from snapshot_agent.node.iggy_api import ApiClient
+from snapshot_agent.node.iggy_install import discover
 
 from ..conftest import closed_port_url, fixture_roots, make_context, run_cli, write_tree
 from .fake_server import (
@@ -26,6 +35,7 @@ from .fake_server import (
     FakeIggy,
     serve,
 )
+from .procs import PID, fake_broker
 
 PASSWORD_FILE = "/etc/snapshot-agent/iggy-password"
 TOKEN_FILE = "/etc/snapshot-agent/iggy-token"
@@ -267,16 +277,91 @@ def test_health_warns_when_stats_is_forbidden(tmp_path: Path) -> None:
     assert "-g r_srv" in result.findings[0].remediation
 
 
-@pytest.mark.parametrize(("free_gib", "status"), [(100, Status.WARN), (20, Status.FAIL)])
-def test_health_grades_free_disk_as_the_broker_sees_it(
-    tmp_path: Path, free_gib: int, status: Status
-) -> None:
+def test_health_shows_free_disk_without_judging_it(tmp_path: Path) -> None:
+    # 20 GiB free of a 1000 GiB volume is 2 %: disk.usage and iggy.data_dir judge that
+    # filesystem (by size and growth); the broker's own figure is shown, not graded twice.
     fake = FakeIggy("0.8")
-    fake.broker.free_disk_bytes = free_gib * 1024**3
+    fake.broker.free_disk_bytes = 20 * 1024**3
     with serve(fake) as url:
         result = run_health(tmp_path, url)
-    assert result.status == status
-    assert f"({free_gib / 10:.1f}%, limit" in result.summary
+    assert result.status == Status.PASS, _messages(result)
+    assert result.findings == []
+    assert "disk 20.0 GiB free of 1000.0 GiB (2.0%); ping" in result.summary
+    assert result.data["free_disk_pct"] == 2.0
+    assert result.data["total_disk_bytes"] == 1000 * 1024**3
+    assert "free_disk_pct" not in " ".join(iggy_health.thresholds)
+
+
+def _to_loopback(host: str, port: int, **kwargs: Any) -> list:
+    """Resolve every name to 127.0.0.1: a name that is not loopback, reaching the fake."""
+    return socket.getaddrinfo("127.0.0.1", port, **kwargs)
+
+
+def test_health_refuses_clear_text_credentials_off_loopback(tmp_path: Path) -> None:
+    fake = FakeIggy("0.6")  # /stats is public: read without a login
+    with serve(fake) as url:
+        port = url.rsplit(":", 1)[1]
+        node = tmp_path / "node"
+        write_tree(node, {"etc/iggy/server.toml": "[system]\n", PASSWORD_FILE[1:]: PASSWORD})
+        (node / PASSWORD_FILE[1:]).chmod(0o600)
+        broker_url = f"http://broker.example:{port}"
+        iggy = AgentIggy(username=USERNAME, password_file=PASSWORD_FILE, http_url=broker_url)
+        config = Config(iggy=iggy, checks=ChecksConfig(roots=fixture_roots(node)))
+        ctx = make_context(tmp_path, config=config, thresholds=iggy_health.thresholds)
+        install = discover(ctx)
+        endpoint, _ = endpoint_of(ctx, install)
+        assert endpoint is not None and endpoint.base_url == broker_url
+        client = ApiClient(endpoint, timeout_s=3, deadline=ctx.deadline, lookup=_to_loopback)
+        result = judge_health(read_health(ctx, install, client), ctx.thresholds)
+    assert result.status == Status.WARN, _messages(result)
+    [warn] = result.findings
+    assert warn.message.startswith(
+        f"not sending credentials in clear text to {broker_url}; use https or a loopback address"
+    )
+    assert "https://" in warn.remediation
+    assert result.data["login"] == "password refused" and result.data["stats_read"]
+    assert [r[:2] for r in fake.requests] == [
+        ("GET", "/ping"),
+        ("GET", "/stats"),
+        ("GET", "/metrics"),
+    ]
+    assert fake.bodies == []  # the password was never posted
+    _no_secret(result)
+
+
+def _netns(node: Path, broker: str, agent: str) -> None:
+    """The broker's and the agent's network namespaces as /proc shows them (readlink)."""
+    for pid, ns in ((str(PID), broker), ("self", agent)):
+        (node / f"proc/{pid}/ns").mkdir(parents=True, exist_ok=True)
+        (node / f"proc/{pid}/ns/net").symlink_to(ns)
+
+
+@pytest.mark.parametrize(
+    ("broker_ns", "http_url", "status"),
+    [
+        ("net:[4026532999]", False, Status.SKIPPED),  # a container: its 0.0.0.0 is not ours
+        ("net:[4026532999]", True, Status.PASS),  # told where to reach it: go ahead
+        ("net:[4026531840]", False, Status.PASS),  # the host's namespace: loopback works
+    ],
+)
+def test_health_skipped_for_a_broker_in_another_network_namespace(
+    tmp_path: Path, broker_ns: str, http_url: bool, status: Status
+) -> None:
+    fake = FakeIggy("0.8")
+    with serve(fake) as url:
+        node = tmp_path / "node"
+        fake_broker(node, "/app")
+        _netns(node, broker_ns, "net:[4026531840]")
+        result = run_health(tmp_path, url, http_url=url if http_url else None)
+    assert result.status == status, result.summary
+    if status == Status.SKIPPED:
+        assert result.summary.startswith(
+            f"the broker (pid {PID}) runs in another network namespace (a container); set "
+            "iggy.http_url to an address the agent can reach"
+        )
+        assert fake.requests == []  # nothing was tried
+    else:
+        assert result.data["install"]["pid"] == PID
 
 
 def test_health_with_the_agents_url_and_no_server_config(tmp_path: Path) -> None:
