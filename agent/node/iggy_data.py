@@ -427,7 +427,7 @@ class Walker:
             self._permissions(frame, entry.name, rel, st, directory=True)
             return self._descend(frame, entry, rel)
         if not stat.S_ISREG(mode):
-            self.facts.note(SPECIAL, rel, _special_kind(mode))
+            self.facts.note(SPECIAL, rel, special_kind(mode))
             return None
         self.facts.walk.files += 1
         self._permissions(frame, entry.name, rel, st, directory=False)
@@ -677,7 +677,7 @@ def _readable(st: os.stat_result, ident: Identity | None, directory: bool) -> bo
     return mode & need == need
 
 
-def _special_kind(mode: int) -> str:
+def special_kind(mode: int) -> str:
     """'FIFO', 'socket', 'block device'..."""
     if stat.S_ISFIFO(mode):
         return "FIFO"
