@@ -161,8 +161,10 @@ class _OptionScanner:
     hints: tuple[str, ...]
     label: str
     pending: bool = False
-    #: Every line with a hit holds a dash, then a name holding a secret word.
-    gate = r"-[A-Za-z0-9_.\-]{0,64}(?:pass|secret|token|key|auth|credential)"
+    #: Every line with a hit holds a dash that does not follow a word character or a dash
+    #: (`_OPTION`'s look-behind: not `/personal-access-tokens`), then a name holding a
+    #: secret word.
+    gate = r"(?:^|[^A-Za-z0-9_\-])-[A-Za-z0-9_.\-]*(?:pass|secret|token|key|auth|credential)"
 
     @property
     def open(self) -> bool:

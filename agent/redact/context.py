@@ -14,7 +14,14 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from snapshot_agent.redact.keys import UUID, SecretKeys, entropy, looks_secret, name_start
+from snapshot_agent.redact.keys import (
+    GATE_NAME_CHAR,
+    UUID,
+    SecretKeys,
+    entropy,
+    looks_secret,
+    name_start,
+)
 from snapshot_agent.redact.rule import Hit, Stateless
 
 NAME = "secret-context"
@@ -106,12 +113,15 @@ class ContextRule(Stateless):
     @property
     def gate(self) -> str:
         """What a line with a hit matches (the redactor's prefilter, RE2 syntax): `_CONTEXT`
-        from the secret word on, without its bounds and look-ahead."""
+        from the secret word on, without its bounds and look-ahead, and a value as
+        `is_generated` wants it: not starting with `/`, `-` or `.`, and 16 characters
+        without a `/` (a part that may look secret: `segments/00103544.log` has none)."""
         word = "(?:" + "|".join(re.escape(w) for w in self.keys.hints) + ")"
+        part = r"[A-Za-z0-9+_.~\-=]"
         return (
-            rf"{word}[\w.\-]*[\"'`]?(?:[ \t]+|[ \t]*(?::=|=>|[:=])[ \t]*)"
+            rf"{word}{GATE_NAME_CHAR}*[\"'`]?(?:[ \t]+|[ \t]*(?::=|=>|[:=])[ \t]*)"
             r"(?:(?:is|was|are|of|to|now|set[ \t]to|value|=|:)[ \t]+){0,2}"
-            r"[\"'`(<]?[A-Za-z0-9+/_.~\-]{16}"
+            rf"[\"'`(<]?[A-Za-z0-9+_~](?:{part}{{15}}|[A-Za-z0-9+/_.~\-]*/{part}{{16}})"
         )
 
     def scan(self, line: str) -> list[Hit]:

@@ -22,6 +22,7 @@ Decisions a reviewer should know:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -347,6 +348,64 @@ class SecretKeys:
         if word in _WEAK_WORDS:
             return SecretKind(_WEAK_WORDS[word], weak=True)
         return None
+
+
+# --- the prefilter's view of names (RE2 syntax, bytes read as Latin-1) ------------------
+
+#: A character of a key name, as `[\w.\-]` takes it in the decoded line: any byte of a
+#: non-ASCII character counts (RE2's `\w` is ASCII only).
+GATE_NAME_CHAR = r"[0-9A-Za-z_.\-\x80-\xff]"
+#: A name character that does not separate words.
+_GATE_WORD_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_GATE_WORD_CHAR = r"[0-9A-Za-z\x80-\xff]"
+#: The secret words whose names need a generated-looking value (the WEAK words).
+GATE_WEAK_WORDS = ("key", "session", "salt")
+
+
+def gate_name_rest(keep: Sequence[str] = ()) -> str:
+    """RE2: the rest of a key name after a secret word, unless the name's last word is an
+    exempt suffix written as one word (`_ttl`, `-TTL`, `.method`): such a name is never
+    secret (`token_ttl`, `auth_method`), whatever came before. `keep`: suffix words that
+    some `redaction.extra_keys` entry holds, so not exempt. Lower case only, as log and
+    JSON keys mostly are (`TOKEN_TTL` is left to the rule: a larger automaton costs every
+    process more to compile than the rule costs on such lines); `_tTL` would be cut into
+    other words anyway.
+    """
+    last = _gate_none_of(sorted(w for w in EXEMPT_SUFFIXES if w not in keep))
+    return rf"(?:{GATE_NAME_CHAR}*[_.\-](?-i:{last})|{_GATE_WORD_CHAR}*)"
+
+
+def _gate_none_of(words: Sequence[str]) -> str:
+    """RE2: a run of word characters (maximal: the caller says what follows) that is none
+    of `words`, built as a trie: at each node, end (unless a word ends there), leave the
+    trie by another character, or follow a branch."""
+    trie: dict[str, dict] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def walk(node: dict[str, dict]) -> str:
+        branches = sorted(c for c in node if c)
+        parts = [] if "" in node else [""]
+        parts.append(rf"[{_others(''.join(branches))}\x80-\xff]{_GATE_WORD_CHAR}*")
+        parts += [re.escape(c) + walk(node[c]) for c in branches]
+        return "(?:" + "|".join(parts) + ")"
+
+    return walk(trie)
+
+
+@functools.lru_cache(maxsize=256)
+def _others(branches: str) -> str:
+    """The word characters other than `branches`, as the ranges of a character class."""
+    out: list[str] = []
+    for char in (c for c in _GATE_WORD_CHARS if c not in branches):
+        if out and ord(char) == ord(out[-1][-1]) + 1:
+            out[-1] = out[-1][0] + char
+        else:
+            out.append(char)
+    return "".join(run if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in out)
 
 
 def _ends_word(words: list[tuple[str, bool]], at: int) -> bool:

@@ -5,10 +5,11 @@ It runs the rules (rule.py) over text line by line, replaces what they find with
 same object serves strings (`text`), byte streams (`stream`: evidence files, members),
 command lines (`argv`) and the manifest (`audit`).
 
-Speed comes from the rules' hints and gates: a line holding none of a rule's hint
-words, or not matching its gate, is never shown to that rule, and most log lines wake
-no rule at all (one RE2 automaton finds the ones that do). A rule inside a multi-line
-secret (`open`) sees every line until it closes.
+Speed comes from the rules' gates (or hints): a line not matching a rule's gate, or
+holding none of its hint words when it has no gate, is never shown to that rule, and
+most log lines wake no rule at all (one RE2 automaton finds the ones that do, then one
+RE2 set names the rules each wakes). A rule inside a multi-line secret (`open`) sees
+every line until it closes.
 
 Memory is bounded: streams go in blocks of whole lines (one read, 1 MiB, at a time),
 and a line still unfinished after `MAX_LINE` bytes is cut into pieces after a
@@ -18,6 +19,7 @@ redacted in 64 KiB pieces. Strings (`text`) go the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,10 @@ CUT_AFTER = tuple(c.encode() for c in " \t,;&{}[]<>|")
 CUT_WINDOW = 4096
 #: A cut is not made where a hint word ends within this many bytes before it.
 CUT_CONTEXT = 48
+NEWLINE = ord("\n")
+#: RE2's memory budget for each automaton (its DFA cache grows to this, then is reset):
+#: the key/value gate's automaton needs more than RE2's default of 8 MiB.
+MAX_MEM = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -60,63 +66,84 @@ class _Plan:
             hints.append(tuple(scanner.hints))
             gates.append(getattr(scanner, "gate", ""))
         always = tuple(i for i, h in enumerate(hints) if not h)
-        return cls(tuple(rules), always, _Gates(hints, gates))
+        return cls(tuple(rules), always, _gates(tuple(hints), tuple(gates)))
+
+
+@functools.lru_cache(maxsize=16)
+def _gates(hints: tuple[tuple[str, ...], ...], gates: tuple[str, ...]) -> _Gates:
+    """The prefilter for these hints and gates, compiled once per process (the same rule
+    set serves every redactor of a snapshot, and its automata warm up once)."""
+    return _Gates(hints, gates)
 
 
 class _Gates:
     """Finds the lines that may hold a hit, and the rules each may wake.
 
-    A rule wakes on a line holding one of its hints, and matching its `gate` when it has
-    one (a regex: `password` followed by `=` or `:`, not "Accepted password for"). One RE2
-    automaton over every rule's gate (or hints) finds the next such line at hundreds of
-    MB/s, which is why most log lines cost almost nothing; then one RE2 set of the hints
-    and one of the gates name the rules that line wakes.
+    A rule wakes on a line matching its `gate` (a regex: `password` followed by `=` or
+    `:`, not "Accepted password for"), or, without one, holding one of its hints. One
+    RE2 automaton over every rule's gate (or hints) finds the next such line at hundreds
+    of MB/s, which is why most log lines cost almost nothing; then one RE2 set of the
+    same patterns names the rules that line wakes.
     """
 
     def __init__(self, hints: Sequence[tuple[str, ...]], gates: Sequence[str]) -> None:
-        self.rules_of: list[int] = []  # hint index -> rule index
+        patterns: list[bytes] = []
+        self.rules_of: list[int] = []  # set pattern index -> rule index
         words: list[bytes] = []
-        for rule, rule_hints in enumerate(hints):
-            for hint in rule_hints:
-                words.append(b"(?i)" + re2.escape(hint.encode()))
-                self.rules_of.append(rule)
-        either = [
-            g.encode() if g else b"|".join(re2.escape(x.encode()) for x in h)
-            for h, g in zip(hints, gates, strict=True)
-            if h
-        ]
-        self.live = bool(words)
-        self.gated = [i for i, g in enumerate(gates) if g]
+        for rule, (rule_hints, gate) in enumerate(zip(hints, gates, strict=True)):
+            if not rule_hints:
+                continue  # no hints: every line (the plan's `always`)
+            escaped = [re2.escape(h.encode()) for h in rule_hints]
+            words += escaped
+            patterns.append(b"(?i)(?:" + (gate.encode() if gate else b"|".join(escaped)) + b")")
+            self.rules_of.append(rule)
+        self.live = bool(patterns)
         if self.live:
-            self._any = re2.compile(b"(?i)(?:" + b")|(?:".join(either) + b")", _re2_options())
-            self._hints = _re2_set(words)
-        if self.gated:
-            self._gates = _re2_set([b"(?i)(?:" + gates[i].encode() + b")" for i in self.gated])
+            self._any = re2.compile(b"|".join(patterns), _re2_options())
+            self._set = _re2_set(patterns)
+            self._hints = _re2_set([b"(?i)(?:" + b"|".join(words) + b")"])
+            self._patterns = patterns
+            self._each: list[Any] = []  # each pattern alone, compiled when first needed
 
     def woken(self, line: bytes) -> list[int]:
-        """The rules `line` (with its terminator) wakes: a hint of theirs, and their gate."""
-        found = {self.rules_of[i] for i in self._hints.Match(line) or ()}
-        if self.gated:
-            opened = {self.gated[i] for i in self._gates.Match(line) or ()}
-            found -= set(self.gated) - opened
-        return sorted(found)
+        """The rules `line` (with its terminator) wakes, in order: their gate, or a hint."""
+        rules_of = self.rules_of
+        found = self._set.Match(line)
+        if not found:
+            # `_any` matched this line, so one pattern does. An RE2 set that runs out of
+            # memory answers "none" instead of failing (a search falls back to a slower
+            # engine instead): ask each pattern, so no line is skipped that way.
+            if not self._each:
+                self._each = [re2.compile(p, _re2_options()) for p in self._patterns]
+            found = [i for i, pattern in enumerate(self._each) if pattern.search(line)]
+        return [rules_of[i] for i in sorted(found)]
 
     def hinted(self, data: bytes) -> bool:
         """Whether `data` holds any rule's hint."""
         return self.live and bool(self._hints.Match(data))
 
-    def lines(self, data: bytes, view: bytes) -> dict[int, tuple[int, list[int]]]:
-        """Start of every line of `data` that wakes a rule -> (its end, the rules woken)."""
-        found: dict[int, tuple[int, list[int]]] = {}
+    def lines(self, data: bytes, view: bytes) -> list[tuple[int, int, list[int]]]:
+        """(start, end, rules woken) of every line of `data` that wakes a rule, in order."""
+        found: list[tuple[int, int, list[int]]] = []
         if not self.live:
             return found
+        search, woken = self._any.search, self.woken
+        rfind, find, size = view.rfind, view.find, len(view)
         at = 0
-        while (match := self._any.search(data, at)) is not None:
-            start = _line_start(view, match.start())
-            end = _line_end(view, match.start())
-            rules = self.woken(data[start : end + 1])
+        # Each search starts on the terminator before the next line, so a gate anchored
+        # at a line start (`(?:^|[\n\x00])`) sees it; a match starting on a terminator
+        # is the next line's.
+        while (match := search(data, max(at - 1, 0))) is not None:
+            hit = match.start()
+            if view[hit] == NEWLINE:
+                hit += 1
+            start = rfind(b"\n", 0, hit) + 1
+            end = find(b"\n", hit)
+            if end < 0:
+                end = size
+            rules = woken(data[start : end + 1])
             if rules:
-                found[start] = (end, rules)
+                found.append((start, end, rules))
             at = end + 1
         return found
 
@@ -126,6 +153,7 @@ def _re2_options() -> Any:
     matches bytes that are not UTF-8 (a Latin-1 config), and nothing stops a match."""
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
+    options.max_mem = MAX_MEM
     return options
 
 
@@ -154,52 +182,54 @@ class _Pass:
     def block(self, data: bytes) -> bytes:
         """`data` (whole lines, or a piece of one long line) redacted.
 
-        Only lines holding a hint (or all lines, while a rule is open) are decoded and
+        Only lines that wake a rule (or all lines, while a rule is open) are decoded and
         shown to the rules; everything between them is copied as it is.
         """
         # Lines end at \n and at NUL: find both as \n in a copy (a linear pass), so no
         # search for one runs past many of the other.
         view = data.replace(b"\0", b"\n") if b"\0" in data else data
-        hinted = self.plan.gates.lines(data, view)
-        if not hinted and not self._every_line():
+        found = self.plan.gates.lines(data, view)
+        if not found and not self._every_line():
             return data
         out: list[bytes] = []
-        pos, size = 0, len(data)
-        starts = sorted(hinted)
-        next_hint = 0
+        pos, size, index, count = 0, len(data), 0, len(found)
         while pos < size:
-            if not self._every_line():  # jump to the next line holding a hint
-                while next_hint < len(starts) and starts[next_hint] < pos:
-                    next_hint += 1
-                if next_hint == len(starts):
-                    break
-                start = starts[next_hint]
+            while index < count and found[index][0] < pos:
+                index += 1
+            if index < count and (found[index][0] == pos or not self._every_line()):
+                start, end, woken = found[index]
+                index += 1
                 out.append(data[pos:start])
-                pos = start
-            end, hints = hinted.get(pos) or (_line_end(view, pos), [])
-            out.append(self.line(data[pos:end], hints))
+            elif self._every_line():
+                start, end, woken = pos, _line_end(view, pos), []
+            else:
+                break  # no rule open and no line left that wakes one
+            out.append(self.line(data[start:end], woken))
             out.append(data[end : end + 1])
             pos = end + 1
         out.append(data[pos:])
         return b"".join(out)
 
-    def line(self, raw: bytes, woken: Iterable[int]) -> bytes:
+    def line(self, raw: bytes, woken: list[int]) -> bytes:
         """One line redacted by the rules its gates wake and the rules that are open."""
-        wake = set(self.plan.always)
-        wake.update(woken)
-        wake |= self.inside
+        inside, always = self.inside, self.plan.always
+        # `woken` is in rule order already; rules open or always on join it.
+        wake = sorted({*woken, *inside, *always}) if inside or always else woken
         if not wake:
             return raw
         text = raw.decode("utf-8", "surrogateescape")
         body, cr = (text[:-1], "\r") if text.endswith("\r") else (text, "")
         hits: list[Hit] = []
-        for index in sorted(wake):
-            scanner = self.scanners[index]
-            hits += scanner.scan(body)
+        scanners = self.scanners
+        for index in wake:
+            scanner = scanners[index]
+            found = scanner.scan(body)
+            if found:
+                hits += found
             if scanner.open:
-                self.inside.add(index)
+                inside.add(index)
             else:
-                self.inside.discard(index)
+                inside.discard(index)
         if not hits:
             return raw
         return (self._replace(body, hits) + cr).encode("utf-8", "surrogateescape")
@@ -225,11 +255,6 @@ class _Pass:
     def _every_line(self) -> bool:
         """Whether the next line must be scanned whatever it holds."""
         return bool(self.plan.always or self.inside)
-
-
-def _line_start(view: bytes, at: int) -> int:
-    """Where the line holding position `at` starts (`view`: NUL already made \\n)."""
-    return view.rfind(b"\n", 0, at) + 1
 
 
 def _line_end(view: bytes, at: int) -> int:

@@ -50,10 +50,13 @@ class Scanner(Protocol):
     line". A hint found in nearly every line of real logs makes the redactor slow.
 
     `gate` (optional): a regular expression in RE2 syntax (no look-around, no
-    back-references), matched case-insensitively against one line and its terminator,
-    that every line holding a hit of this rule matches; a line holding a hint but not
-    matching the gate is not shown to the rule. It is what keeps a rule keyed on common
-    words (`key`, `session`) away from "partition key 3" and "session closed".
+    back-references), matched case-insensitively against one line and its terminator
+    (bytes read as Latin-1: a non-ASCII character is several "characters"), that every
+    line holding a hit of this rule matches; it replaces the hints in the prefilter, so
+    it holds one of them, and a line not matching it is not shown to the rule. It is
+    what keeps a rule keyed on common words (`key`, `session`) away from "partition
+    key 3" and "session closed". A gate may look at what stands before a match only
+    through a character it matches: `(?:^|[\\n\\x00])` for the start of a line.
 
     While `open` is true (the scanner is inside a multi-line secret: a PEM block, a YAML
     block scalar, a TOML multi-line string), every line must be scanned, hints or not.

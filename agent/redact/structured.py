@@ -26,14 +26,18 @@ A value that is benign (keys.is_benign_value) or already redacted is kept.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from snapshot_agent.redact.keys import (
+    GATE_NAME_CHAR,
+    GATE_WEAK_WORDS,
     KEY_QUALIFIERS,
     SecretKeys,
     SecretKind,
+    gate_name_rest,
     is_benign_for,
     looks_secret,
     name_start,
@@ -168,27 +172,82 @@ class _Line:
         self.hits.append(Hit(start + lead, start + lead + len(stripped), NAME, secret.label))
 
 
-def key_value_gate(words: Sequence[str]) -> str:
+#: The gate's pieces (RE2, bytes read as Latin-1; see `key_value_gate`).
+#: Before a key that may start its line (`line` context: the value may run to its end):
+#: the line's start, or `- ` / `export ` (anything ending in `t` or `-`), then blanks.
+_G_MAY_START = r"(?:^|[\n\x00t\-])[ \t]*"
+#: Before a key that cannot start its line: another character, then blanks (its quote).
+_G_MID = r"[^ \t\n\x00t\-][ \t]*"
+#: The same before an unquoted key (a quote right before a name opens a quoted string).
+_G_MID_BARE = r"(?:[^ \t\n\x00t\-][ \t]+|[^ \t\n\x00t\-\"'])"
+_G_QUOTE = r"\\?[\"']"
+_G_CLOSE = r"[\"'\\\]`]{0,3}[ \t]*"  # closing quotes or brackets of the key
+_G_SEP = r"(?:=>|:=|=(?:[^=]|$)|:(?:[^:]|$))"
+_G_SEP_VALUE = r"(?:=>|:=|=|:)[ \t]*"  # then the value
+#: The value of a strong key in the middle of a line: anything but a number or a path
+#: without long parts ending at a delimiter (`"session_id":746391,`, `; PWD=/home/bob ;`),
+#: which `is_benign_value` keeps.
+_G_MID_VALUE = (
+    r"(?:[^0-9/ \t]|$|[0-9]{13}|[0-9]+[^0-9,;&})\] \t\r\n\x00\"']"
+    r"|/[0-9A-Za-z_.@+~%:=/\-]*(?:[^0-9A-Za-z_.@+~%:=/\-,;&})\] \t\r\n\x00\"']"
+    r"|[0-9A-Za-z_.@+~%:=\-]{16}))"
+)
+#: The value of a WEAK key (`key`, `session`, `salt`): one that looks generated
+#: (`looks_secret`: 16+ token characters, or a JWT shape, and nothing else), or one
+#: that goes on to the next lines (nothing yet, an unclosed quote, a list, a table, a
+#: block scalar, YAML properties, a comment).
+_G_WEAK_VALUE = (
+    r"(?:[\[{|>&!#]|[\r\n\x00]|$|\"\"\"|'''"
+    r"|\\?\"(?:[^\"\\\r\n\x00]|\\[^\r\n\x00])*\\?(?:[\r\n\x00]|$)"
+    r"|'[^'\r\n\x00]*(?:''[^'\r\n\x00]*)*(?:[\r\n\x00]|$)"
+    r"|(?:\\?[\"'`]){0,3}[ \t\x0b\x0c\x1c-\x1f\x85\xa0]*"
+    r"(?:[A-Za-z0-9+/_\-]{16,}={0,3}(?:[^A-Za-z0-9+/_\-=.]|$)"
+    r"|[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]{8,}){1,2}(?:[^A-Za-z0-9_\-.]|$)))"
+)
+
+
+def key_value_gate(keys: SecretKeys) -> str:
+    """What every line holding a value of a secret key matches (`_key_value_gate`)."""
+    return _key_value_gate(keys.hints, keys.extra)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_value_gate(hints: tuple[str, ...], extra_keys: tuple[tuple[str, ...], ...]) -> str:
     """What every line holding a value of a secret key matches (the redactor's prefilter).
 
-    A secret word, the rest of its name, at most a few closing quotes or brackets, then
-    an assignment (`:`, `=`, `=>`, `,` as in define('X', ...), `(`). A bare `key` is WEAK
-    (keys.py): unless a qualifier makes it strong (`api_key`, `private_key`), its value
-    must hold a 16-character run, as `looks_secret` wants, or be empty (a YAML block
-    follows). Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its
-    `value:` follows). RE2 syntax, one line; a superset of what the scanner takes, never
-    less (tests/redact/test_gates.py holds it to that).
+    A secret word, the rest of its name (not ending in an exempt suffix: `token_ttl`),
+    at most a few closing quotes or brackets, then an assignment (`:`, `=`, `=>`, `:=`);
+    then, for a WEAK word (`key`, `session`, `salt`, unless qualified: `api_key`,
+    `session_id`), a value that looks generated or goes on to the next lines; for a
+    strong word in the middle of a line (neither at its start nor inside a quoted
+    string, where a value runs further), a value that is not a plain number or short
+    path. Or a Kubernetes env entry naming a secret (`- name: DB_PASSWORD`: its `value:`
+    follows), or PHP's define('DB_PASSWORD', ...). RE2 syntax, one line; a superset of
+    what the scanner takes, never less (tests/redact/test_gates.py holds it to that).
     """
-    strong = [w for w in words if w != "key"]
-    name = r"[^ \t:=,(\"'\]`\r\n\x00]{0,128}"  # the rest of a name, any script or bytes
-    name_end = rf"{name}[\"'\\\]`]{{0,3}}[ \t]*(?:[:=,(]|=>)"
-    generated = r"[ \t]*(?:\\?[\"']){0,3}[ \t]*[A-Za-z0-9+/=_.\-]{16}"  # a WEAK name's value
-    end = r"[ \t]*(?:\\?[\"'])?[ \t]*(?:[\r\n\x00]|$)"  # nothing after it on this line
-    gates = [rf"{_either(strong)}{name_end}"]
-    if "key" in words:
-        qualified = rf"{_either(KEY_QUALIFIERS)}{name}key"
-        gates += [rf"{qualified}{name_end}", rf"key{name_end}(?:{generated}|{end})"]
-    gates.append(rf"name[\"']?[ \t]*[:=][ \t]*[\"']?{name}{_either(words)}")
+    extra = {word for words in extra_keys for word in words}
+    weak = [w for w in GATE_WEAK_WORDS if w in hints and w not in extra]
+    strong = [re.escape(w) for w in hints if w not in weak]
+    if "key" in weak:
+        strong.append(rf"{_either(KEY_QUALIFIERS)}{GATE_NAME_CHAR}*key")
+    if "session" in weak:
+        strong.append(r"session[_.\-]?id")
+    rest = gate_name_rest(sorted(extra))
+    name = rf"{GATE_NAME_CHAR}*(?:{'|'.join(strong)}){rest}"
+    gates = [
+        rf"{_G_MAY_START}(?:{_G_QUOTE})?{name}{_G_CLOSE}{_G_SEP}",  # any value
+        rf"[\"']{name}[ \t]*[:=]",  # in a quoted string: the value runs to its end
+        # Mid-line, unquoted or quoted (a quoted key without its closing quote is the
+        # alternative above's).
+        rf"(?:{_G_MID_BARE}|{_G_MID}{_G_QUOTE}){name}(?:{_G_QUOTE}\]?)?[ \t]*"
+        rf"{_G_SEP_VALUE}{_G_MID_VALUE}",
+    ]
+    if weak:
+        gates.append(rf"{_either(weak)}{rest}{_G_CLOSE}{_G_SEP_VALUE}{_G_WEAK_VALUE}")
+    hinted = rf"{GATE_NAME_CHAR}*{_either(hints)}"
+    names = _either(sorted(_NAME_KEYS))
+    gates.append(rf"{names}[\"'\\\]]{{0,3}}[ \t]*(?:=>|:=|=|:)[ \t]*[\"']?{hinted}")
+    gates.append(rf"define[ \t]*\([ \t]*[\"']{hinted}")
     return "|".join(gates)
 
 
@@ -205,7 +264,7 @@ class KeyValueScanner:
     def __init__(self, keys: SecretKeys) -> None:
         self.keys = keys
         self.hints = keys.hints
-        self.gate = key_value_gate(keys.hints)
+        self.gate = key_value_gate(keys)
         self._hinted = re.compile("|".join(re.escape(h) for h in keys.hints))
         self.frames: list[_Frame] = []
         self.pending: SecretKind | None = None

@@ -587,6 +587,7 @@ TELEGRAM_BOT_TOKEN = _rule(
         "POST https://api.telegram.org/bot«7484896886:AAX7TfS5biDm0VZty1_Z4RlvUOUjNwoLR1u»/sendMessage",
     ),
     ("12:30:AM", "port 3000:Accept"),
+    gate=r"[0-9]{5}:aa[a-z0-9_\-]{33}",
 )
 
 DISCORD_WEBHOOK = _rule(
@@ -708,6 +709,8 @@ class CookieHeaderRule(Stateless):
     )
     label: str = "cookie"
     hints: tuple[str, ...] = ("cookie",)
+    #: Every line with a hit has the header's name and its colon (`_COOKIE_HEADER`).
+    gate: str = r"cookie\\?[\"']?[ \t]*:"
     examples: tuple[str, ...] = (
         "Cookie: session=«9f2b7c1e8d4a6f30»; csrftoken=«Xk2m9Qp7Lw4z»",
         "Set-Cookie: sid=«s%3AaSM9nDthTiB64fN3.mKh6U3wkxV1v»; Path=/; HttpOnly; "
@@ -853,8 +856,9 @@ QUERY_SECRET = _rule(
     gate=(
         r"[?&;](?:password|passwd|pwd|pass|passphrase|secret|client_?secret"
         r"|(?:access|refresh|id|auth|session|oauth|private)?[_-]?token|token"
-        r"|api[_-]?key|apikey|hapikey|key|sig|signature|auth|sessionid|jwt|oauth_signature"
+        r"|api[_-]?key|apikey|hapikey|sig|signature|auth|sessionid|jwt|oauth_signature"
         r"|x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential))="
+        r"|[?&;]key=[^&#\s\"'<>\\]{16}"
     ),
 )
 
@@ -881,7 +885,7 @@ CONNECTION_STRING_PASSWORD = _rule(
         "Server=db;Password=[REDACTED:connection-string];",
     ),
     "connection-string",
-    gate=r"(?:password|pwd)[ \t]*=",
+    gate=r"(?:password|pwd)[ \t]*=[ \t]*[^/; \t\r\n\x00\"]",
 )
 
 DOCKER_AUTH = _rule(
@@ -899,7 +903,7 @@ DOCKER_AUTH = _rule(
         '{\\"auths\\":{\\"r.io\\":{\\"auth\\":\\"«dXNlcjpwYXNzd29yZA==»\\"}}}',
     ),
     ('{"auth": "none"}', '"auth": {"type": "basic"}', '"auth": "[REDACTED:docker-auth]"'),
-    gate=r"(?:auth|identitytoken|registrytoken)\\?\"[ \t]*:|dockerconfigjson|dockercfg",
+    gate=r"\"(?:auth|identitytoken|registrytoken)\\?\"[ \t]*:|dockerconfigjson|dockercfg",
 )
 
 # --- Private keys --------------------------------------------------------------------
