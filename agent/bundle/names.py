@@ -1,0 +1,43 @@
+"""Member names from node file names: relative, printable, one line, one name per file.
+
+A name on the node is bytes: it may hold invalid UTF-8, newlines, tabs, terminal escapes
+or a backslash. A byte that is not UTF-8, an ASCII control character and the backslash
+are written `\\xNN`; a non-ASCII character that does not print (a bidi override, U+0085)
+`\\uNNNN` (or `\\UNNNNNNNN`). Every backslash in the result starts an escape, so the
+mapping is one-to-one: two files never share a member name, and the original bytes can
+be read back. The listing shows names escaped the same way.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+#: Unicode categories written as escapes: controls, format characters (bidi overrides),
+#: separators other than the plain space, unassigned and private-use code points.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+
+
+def escape_name(raw: bytes) -> str:
+    """One file name (or path) as printable one-line text; invalid UTF-8 as `\\xNN`."""
+    text = raw.decode("utf-8", "surrogateescape")
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case, untouched
+    return "".join(_escape_char(c) for c in text)
+
+
+def _escape_char(char: str) -> str:
+    """One character, or its escape."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if char == " " or (char != "\\" and unicodedata.category(char) not in _ESCAPED_CATEGORIES):
+        return char
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def member_name(prefix: str, rel: bytes) -> str:
+    """`prefix/` + a path relative to the data directory, each part escaped."""
+    parts = [escape_name(part) for part in rel.split(b"/") if part]
+    return "/".join([prefix, *parts]) if prefix else "/".join(parts)
