@@ -13,6 +13,12 @@ archive must also be laid out exactly as the writer lays it out, with one readin
 local entries back to back from byte 0 to the directory, each local header agreeing with
 its directory entry, each deflate stream ending where its entry ends, and the end records
 closing the file.
+
+manifest.sig, the node key's signature of manifest.json (see signing.py), is the one
+member the manifest does not list. With a public key given, it must be present and
+valid; without one, a well-formed signature is reported as present but not checked
+(anyone can sign with a key of their own: only a key the verifier holds proves anything).
+An encrypted snapshot (`.zip.enc`) is refused with the advice to decrypt it first.
 """
 
 from __future__ import annotations
@@ -31,11 +37,20 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from msgspec import Meta
 
+from snapshot_agent.archive.crypto import MAGIC
+from snapshot_agent.archive.signing import (
+    MAX_SIGNATURE_BYTES,
+    check_signature,
+    load_public_key,
+    parse_signature,
+)
 from snapshot_agent.archive.writer import (
     CHUNK,
     MANIFEST,
+    MANIFEST_SIG,
     RAW_DIR,
     TOP_LEVEL_MEMBERS,
     ZIP64_EXTRA_FIELD,
@@ -88,6 +103,8 @@ _NOT_AGENT_MEMBER = (
 )
 #: The name problems of the archive's layout, rather than of one member, are shown under.
 _LAYOUT = "(ZIP layout)"
+#: The members the manifest does not list: itself, and its signature.
+_UNLISTED = frozenset({MANIFEST, MANIFEST_SIG})
 
 
 class _Listed(msgspec.Struct, frozen=True):
@@ -113,6 +130,8 @@ class Verification:
 
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    #: What became of manifest.sig, as one line for a person ("valid: ...", "none: ...").
+    signature: str = "not checked"
 
     @property
     def ok(self) -> bool:
@@ -155,22 +174,30 @@ class _Unreadable(Exception):
     """A member's data is not what its entry says (damaged, cut short, or more than it)."""
 
 
-def verify_archive(path: Path) -> Verification:
-    """Recompute every member's digest and compare with manifest.json."""
+def verify_archive(path: Path, public_key: Path | None = None) -> Verification:
+    """Recompute every member's digest and compare with manifest.json; with `public_key`
+    (the node's .pub), manifest.sig must be present and made by that key."""
     _check_path(path)
+    public = load_public_key(public_key) if public_key is not None else None
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with fh:
         try:
+            if fh.read(len(MAGIC)) == MAGIC:
+                raise UsageError(
+                    f"{path}: an encrypted snapshot; decrypt it first "
+                    "(snapshot-agent decrypt FILE.zip.enc with a recipient's private key), "
+                    "then verify the .zip"
+                )
             end = _read_end(fh, path)
             centrals = _read_directory(fh, end, path)
             infos = _read_infos(fh, path)
             if len(infos) != len(centrals):  # both read the same bytes; never seen
                 raise _not_zip(path, "its ZIP directory reads two ways")
             entries = [_entry(fh, i, c) for i, c in zip(infos, centrals, strict=True)]
-            return _verify(fh, entries, end, path)
+            return _verify(fh, entries, end, path, public)
         except OSError as exc:  # an I/O error under the file (EIO), not its content
             raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
@@ -316,8 +343,11 @@ def _entry(fh: BinaryIO, info: zipfile.ZipInfo, central: _Central) -> _Entry:
     return _Entry(info, data, end, tuple(problems + local))
 
 
-def _verify(fh: BinaryIO, entries: list[_Entry], end: _End, path: Path) -> Verification:
-    """Refuse entries the agent never writes, then check the others against the manifest."""
+def _verify(
+    fh: BinaryIO, entries: list[_Entry], end: _End, path: Path, public: Ed25519PublicKey | None
+) -> Verification:
+    """Refuse entries the agent never writes, check the others against the manifest, and
+    the manifest against its signature."""
     result = Verification()
     by_name = _by_name(entries)
     if MANIFEST not in by_name:
@@ -329,16 +359,19 @@ def _verify(fh: BinaryIO, entries: list[_Entry], end: _End, path: Path) -> Verif
     if MANIFEST in refused:
         _add_refusals(result, refused)
         result.add(MANIFEST, "refused (see above), so no member's digest was checked")
+        result.signature = f"not checked: {MANIFEST} is refused"
         return result
-    listed = _read_manifest(fh, by_name[MANIFEST][0], path)
+    manifest, listed = _read_manifest(fh, by_name[MANIFEST][0], path)
     expected = {m.path: m for m in listed}
-    for name in refused.keys() - expected.keys() - {MANIFEST}:
+    if expected.pop(MANIFEST_SIG, None):
+        result.add(MANIFEST_SIG, "listed in the manifest (the agent never lists it there)")
+    for name in refused.keys() - expected.keys() - _UNLISTED:
         refused[name].insert(0, "in the archive but not in the manifest")
     _add_refusals(result, refused)
     for name, times in Counter(m.path for m in listed).items():
         if times > 1:
             result.add(name, f"listed {times} times in the manifest")
-    accepted = by_name.keys() - refused.keys() - {MANIFEST}
+    accepted = by_name.keys() - refused.keys() - _UNLISTED
     for name in sorted(accepted - expected.keys()):
         result.add(name, "in the archive but not in the manifest")
     for name in sorted(expected.keys() - by_name.keys()):
@@ -348,7 +381,55 @@ def _verify(fh: BinaryIO, entries: list[_Entry], end: _End, path: Path) -> Verif
         problem = _check_member(fh, by_name[name][0], expected[name])
         if problem:
             result.add(name, problem)
+    if MANIFEST_SIG in refused:
+        result.signature = f"not checked: {MANIFEST_SIG} is refused (see above)"
+    else:
+        _check_signature(result, fh, by_name.get(MANIFEST_SIG, []), manifest, public)
     return result
+
+
+def _check_signature(
+    result: Verification,
+    fh: BinaryIO,
+    signatures: list[_Entry],
+    manifest: bytes,
+    public: Ed25519PublicKey | None,
+) -> None:
+    """Check manifest.sig (its one entry, if any, not refused) against the manifest's bytes."""
+    if not signatures:
+        result.signature = f"none: the archive is not signed (no {MANIFEST_SIG})"
+        if public is not None:
+            result.add(MANIFEST_SIG, "missing, but a signed archive was asked for (--public-key)")
+        return
+    try:
+        member = _signature_bytes(fh, signatures[0])
+        try:
+            found = parse_signature(member)
+        except ValueError as exc:
+            raise ValueError(f"malformed ({exc})") from None
+        problem = None if public is None else check_signature(manifest, member, public)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        result.add(MANIFEST_SIG, problem)
+        result.signature = f"INVALID: {problem}"
+    elif public is None:
+        result.signature = (
+            f"present (key id {found.key_id[:16]}), not checked: "
+            "to check it, pass the node's .pub as --public-key"
+        )
+    else:
+        result.signature = f"valid: {MANIFEST} signed by the key given ({found.key_id[:16]})"
+
+
+def _signature_bytes(fh: BinaryIO, entry: _Entry) -> bytes:
+    """manifest.sig's bytes, read within MAX_SIGNATURE_BYTES, or ValueError saying why not."""
+    if entry.info.file_size > MAX_SIGNATURE_BYTES:
+        raise ValueError(f"larger than the {MAX_SIGNATURE_BYTES} bytes of any signature")
+    try:
+        return b"".join(_contents(fh, entry))
+    except _Unreadable as exc:
+        raise ValueError(f"unreadable ({exc})") from None
 
 
 def _add_refusals(result: Verification, refused: dict[str, list[str]]) -> None:
@@ -595,8 +676,8 @@ def _overlaps(ordered: list[_Entry], directory_start: int) -> dict[str, str]:
     return found
 
 
-def _read_manifest(fh: BinaryIO, entry: _Entry, path: Path) -> list[_Listed]:
-    """manifest.json's members, read within MAX_MANIFEST_BYTES and checked for shape."""
+def _read_manifest(fh: BinaryIO, entry: _Entry, path: Path) -> tuple[bytes, list[_Listed]]:
+    """manifest.json's bytes and members, read within MAX_MANIFEST_BYTES, checked for shape."""
     if entry.info.file_size > MAX_MANIFEST_BYTES:
         raise UsageError(
             f"{path}: {MANIFEST} is bigger than the {MAX_MANIFEST_BYTES} bytes of any snapshot "
@@ -607,7 +688,7 @@ def _read_manifest(fh: BinaryIO, entry: _Entry, path: Path) -> list[_Listed]:
     except _Unreadable as exc:
         raise UsageError(f"{path}: {MANIFEST} is unreadable ({exc})") from None
     try:
-        return _MANIFEST_DECODER.decode(data).members
+        return data, _MANIFEST_DECODER.decode(data).members
     except (msgspec.MsgspecError, ValueError) as exc:  # ValueError: invalid UTF-8 in a string
         reason = _reason(exc)
     except RecursionError:
