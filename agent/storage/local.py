@@ -34,6 +34,8 @@ LOCK_NAME = "snapshot-agent.lock"
 #: An empty working directory younger than this may be a live run between its mkdir and
 #: its lock file: never removed.
 FRESH_S = 10.0
+#: What an archive's name ends with: a ZIP, or a ZIP encrypted to recipients' keys.
+ARCHIVE_SUFFIXES = (".zip", ".zip.enc")
 RUN_DIR = re.compile(r"\.(snapshot-\d{8}-\d{6}(?:-\d+)?)\.run")
 ARCHIVE_MODE = 0o600
 GROUP_ARCHIVE_MODE = 0o640
@@ -47,8 +49,11 @@ class LocalSink:
 
     kind = "local"
 
-    def __init__(self, directory: Path, group: str | int | None = None) -> None:
+    def __init__(
+        self, directory: Path, group: str | int | None = None, suffix: str = ".zip"
+    ) -> None:
         self.directory = directory
+        self.suffix = suffix  # ".zip", or ".zip.enc" for an encrypted archive
         self.workdir = directory  # the run's own locked directory once open() returns
         self.group = group
         self.final: Path | None = None
@@ -64,7 +69,7 @@ class LocalSink:
         return str(self.partial or self.directory)
 
     def open(self, name: str) -> tuple[str, IO[bytes]]:
-        """Create the directory, the run's working directory and `<name>.zip.partial`."""
+        """Create the directory, the run's working directory and `<name><suffix>.partial`."""
         _ensure_directory(self.directory)
         gid = _group_id(self.group)
         self.removed = remove_dead_runs(self.directory)
@@ -111,9 +116,10 @@ class LocalSink:
 
     def _claim(self, candidate: str, gid: int | None) -> bool:
         """Reserve `candidate` (its working directory, then its .partial); False if taken."""
-        final = self.directory / f"{candidate}.zip"
-        partial = self.directory / f"{candidate}.zip.partial"
-        if final.exists() or os.path.lexists(partial):
+        final = self.directory / f"{candidate}{self.suffix}"
+        partial = self.directory / f"{candidate}{self.suffix}.partial"
+        taken = [self.directory / f"{candidate}{suffix}" for suffix in ARCHIVE_SUFFIXES]
+        if any(p.exists() for p in taken) or os.path.lexists(partial):
             return False
         try:
             run = RunDir.claim(self.directory / f".{candidate}.run")
@@ -193,12 +199,12 @@ def remove_dead_runs(directory: Path) -> list[str]:
         match = RUN_DIR.fullmatch(entry.name)
         with contextlib.suppress(OSError):
             if match and entry.is_dir(follow_symlinks=False):
-                partial = directory / f"{match[1]}.zip.partial"
-                removed += _remove_if_dead(Path(entry.path), partial)
+                partials = [directory / f"{match[1]}{s}.partial" for s in ARCHIVE_SUFFIXES]
+                removed += _remove_if_dead(Path(entry.path), partials)
     return removed
 
 
-def _remove_if_dead(run_dir: Path, partial: Path) -> list[str]:
+def _remove_if_dead(run_dir: Path, partials: list[Path]) -> list[str]:
     """Remove a run's directory and .partial if its lock is free: the run is dead."""
     lock = run_dir / LOCK_NAME
     try:
@@ -222,9 +228,7 @@ def _remove_if_dead(run_dir: Path, partial: Path) -> list[str]:
             return []  # held: a live run
         if not _same_file(lock, fd):
             return []  # replaced meanwhile: a new run's, and live
-        removed = []
-        if _unlink_regular_file(partial):
-            removed.append(partial.name)
+        removed = [p.name for p in partials if _unlink_regular_file(p)]
         _remove_run_dir(run_dir)
         return [*removed, run_dir.name]
     finally:

@@ -1,0 +1,72 @@
+"""The real CLI into object storage: run -> url -> download -> verify, encrypted and signed."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+from . import MotoS3, aws_credentials, moto_fixture  # noqa: F401
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def config(tmp_path: Path, moto: MotoS3, bucket: str, extra: str = "") -> Path:
+    """An agent config that stores archives in `bucket` on the moto server."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "node: {deployment_id: 611298765432109056, node_id: 610809900976570889}\n"
+        f"storage:\n  local_dir: {tmp_path / 'spool'}\n"
+        f"  s3: {{bucket: {bucket}, region: us-east-1, endpoint_url: '{moto.endpoint}', "
+        "part_size_mb: 5, sse: AES256}\n" + extra
+    )
+    return path
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    """Dummy credentials, and no shared AWS files to find."""
+    return {**CREDENTIALS, "AWS_CONFIG_FILE": os.devnull, "HOME": str(tmp_path)}
+
+
+def test_run_to_s3_then_url_download_and_verify(tmp_path: Path, moto: MotoS3) -> None:
+    bucket = moto.bucket()
+    (tmp_path / "state").mkdir()  # an installed agent: its node key signs the manifest
+    cfg = config(tmp_path, moto, bucket)
+    run = run_cli("run", "-c", cfg, "--only", "system.info", "--json", "-q", env=env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    outline = json.loads(run.stdout)
+    key = f"snapshots/611298765432109056/610809900976570889/{outline['name']}.zip"
+    assert outline["path"] == f"s3://{bucket}/{key}"
+    head = moto.client().head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256"
+    assert not moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
+    # Nothing but the spool's parent is left locally.
+    assert not [p for p in (tmp_path / "spool").iterdir()]
+
+    url = run_cli("url", "-c", cfg, outline["name"], env=env(tmp_path))
+    assert url.returncode == 0, url.stderr
+    archive = tmp_path / "downloaded.zip"
+    with urllib.request.urlopen(url.stdout.strip(), timeout=30) as answer:  # no credentials
+        archive.write_bytes(answer.read())
+    public = tmp_path / "state/keys/node-ed25519.pub"
+    verify = run_cli("verify", archive, "--public-key", public)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "signature: valid" in verify.stdout
+
+
+def test_a_missing_bucket_is_one_line_and_nothing_runs(tmp_path: Path, moto: MotoS3) -> None:
+    cfg = config(tmp_path, moto, "no-such-bucket-here")
+    run = run_cli("run", "-c", cfg, "--only", "system.info", "-q", env=env(tmp_path))
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "no-such-bucket-here" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_url_of_a_name_that_is_not_there(tmp_path: Path, moto: MotoS3) -> None:
+    cfg = config(tmp_path, moto, moto.bucket())
+    url = run_cli("url", "-c", cfg, "snapshot-20000101-000000", env=env(tmp_path))
+    assert url.returncode == 2 and "no archive snapshot-20000101-000000" in url.stderr

@@ -1,0 +1,278 @@
+"""The S3 sink against moto's S3 server over HTTP, with faults injected by a TCP proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapshot_agent import __version__
+from snapshot_agent.archive.writer import ArchiveWriter, Entry
+from snapshot_agent.config import S3Config
+from snapshot_agent.errors import SnapshotError, UsageError
+from snapshot_agent.storage.presign import presigned_get_url
+from snapshot_agent.storage.s3 import MIB, UNASSIGNED, S3Sink, S3UploadError, s3_client
+
+from . import FaultProxy, MotoS3, aws_credentials, moto_fixture, proxy_fixture  # noqa: F401
+
+PART = r"partNumber=\d+ "  # in the request line of every UploadPart
+COMPLETE = r"^POST .*\?uploadId="  # CompleteMultipartUpload
+
+
+def settings(bucket: str, endpoint: str, **overrides: Any) -> S3Config:
+    """Small parts, two in flight, few attempts: a test's upload takes moments."""
+    values: dict[str, Any] = {
+        "bucket": bucket,
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "part_size_mb": 5,
+        "concurrency": 2,
+        "max_attempts": 3,
+        **overrides,
+    }
+    return S3Config(**values)
+
+
+def sink_for(config: S3Config, tmp_path: Path, read_timeout_s: float = 2.0) -> S3Sink:
+    """A sink on node 7 of deployment 42, its spool in tmp_path, short timeouts."""
+    client = s3_client(config, connect_timeout_s=2.0, read_timeout_s=read_timeout_s)
+    return S3Sink(
+        config,
+        tmp_path / "spool",
+        deployment_id=42,
+        node_id=7,
+        client=client,
+        part_backoff_s=0.05,
+    )
+
+
+def write_archive(stream: Any, size: int = 12 * MIB) -> tuple[int, str]:
+    """A real snapshot ZIP of incompressible members, `size` bytes of them."""
+    writer = ArchiveWriter(stream)
+    members = [Entry(f"raw/test.data/{i}.bin", [os.urandom(MIB)]) for i in range(size // MIB)]
+    writer.add_all(members)
+    return writer.close()
+
+
+def pending_uploads(moto: MotoS3, bucket: str) -> list[Any]:
+    return moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def keys(moto: MotoS3, bucket: str) -> list[str]:
+    listed = moto.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    return sorted(o["Key"] for o in listed)
+
+
+def test_archive_streams_in_parts_with_sse_metadata_and_sidecar(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint, sse="AES256"), tmp_path)
+    name, stream = sink.open("snapshot-20260101-120000")
+    assert sink.workdir.parent == tmp_path / "spool" and sink.workdir.is_dir()
+    size, sha256 = write_archive(stream)
+    location = sink.commit(size, sha256)
+
+    key = "snapshots/42/7/snapshot-20260101-120000.zip"
+    assert name == "snapshot-20260101-120000"
+    assert location.sink == "s3" and location.uri == f"s3://{bucket}/{key}"
+    assert (location.size_bytes, location.sha256) == (size, sha256)
+    assert proxy.seen(PART) == 3  # 12 MiB and a little: two 5 MiB parts and the rest
+    head = moto.client().head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"] == {"agent-version": __version__}
+    body = moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == sha256 and len(body) == size
+    assert zipfile.ZipFile(io.BytesIO(body)).testzip() is None
+    sidecar = moto.client().get_object(Bucket=bucket, Key=key + ".sha256")
+    assert sidecar["Body"].read() == f"{sha256}  snapshot-20260101-120000.zip\n".encode()
+    assert sidecar["Metadata"]["sha256"] == sha256
+    assert pending_uploads(moto, bucket) == []
+    sink.abort()  # after the commit: only the local spool directory goes
+    assert keys(moto, bucket) == [key, key + ".sha256"]
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_presigned_get_downloads_the_archive(moto: MotoS3, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    config = settings(bucket, moto.endpoint, sse="AES256")
+    sink = sink_for(config, tmp_path)
+    _, stream = sink.open("snapshot-20260101-120001")
+    size, sha256 = write_archive(stream, 6 * MIB)
+    sink.commit(size, sha256)
+    assert sink.key is not None
+    url = presigned_get_url(config, sink.key, client=s3_client(config))
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=900" in url  # SigV4, 15 minutes
+    with urllib.request.urlopen(url, timeout=10) as response:  # no credentials: the URL only
+        assert hashlib.sha256(response.read()).hexdigest() == sha256
+
+
+def test_ids_absent_from_the_config_are_unassigned(moto: MotoS3, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    config = settings(bucket, moto.endpoint, prefix="diag/snaps/")
+    sink = S3Sink(config, tmp_path, client=s3_client(config))
+    _, stream = sink.open("snapshot-20260101-120002")
+    stream.write(b"tiny")
+    sink.commit(4, hashlib.sha256(b"tiny").hexdigest())
+    assert sink.key == f"diag/snaps/{UNASSIGNED}/{UNASSIGNED}/snapshot-20260101-120002.zip"
+
+
+def test_a_name_already_stored_gets_the_next_free_variant(moto: MotoS3, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    moto.client().put_object(Bucket=bucket, Key="snapshots/42/7/snapshot-20260101-120003.zip")
+    sink = sink_for(settings(bucket, moto.endpoint), tmp_path)
+    name, _ = sink.open("snapshot-20260101-120003")
+    assert name == "snapshot-20260101-120003-2"
+    sink.abort()
+    assert pending_uploads(moto, bucket) == []
+
+
+def test_resets_503s_and_stalls_are_retried(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint), tmp_path, read_timeout_s=1.0)
+    proxy.fail(r"\?uploads ", "503")  # CreateMultipartUpload
+    proxy.fail("partNumber=1 ", "reset")
+    proxy.fail("partNumber=2 ", "503", times=2)
+    proxy.fail("partNumber=3 ", "stall")
+    proxy.fail(COMPLETE, "reset")
+    _, stream = sink.open("snapshot-20260101-120004")
+    size, sha256 = write_archive(stream)
+    location = sink.commit(size, sha256)
+
+    assert proxy.seen(PART, "pass") == 3
+    assert proxy.seen(r"\?uploads ", "503") == proxy.seen(COMPLETE, "reset") == 1
+    assert proxy.seen("partNumber=1 ", "reset") == proxy.seen("partNumber=3 ", "stall") == 1
+    assert proxy.seen("partNumber=2 ", "503") == 2
+    body = moto.client().get_object(Bucket=bucket, Key=sink.key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == location.sha256
+    assert pending_uploads(moto, bucket) == []
+
+
+def test_a_part_that_keeps_failing_aborts_the_upload(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint, max_attempts=2), tmp_path)
+    proxy.fail("partNumber=2 ", "503", times=1000)
+    _, stream = sink.open("snapshot-20260101-120005")
+    assert len(pending_uploads(moto, bucket)) == 1
+    with pytest.raises(S3UploadError) as raised:
+        size, sha256 = write_archive(stream)
+        sink.commit(size, sha256)
+    sink.abort()
+    message = str(raised.value)
+    assert "\n" not in message and "SlowDown" in message and "nothing was kept" in message
+    assert f"storage.s3.bucket {bucket}" in message
+    # 3 rounds of 2 attempts each (max_attempts), then given up.
+    assert proxy.seen("partNumber=2 ", "503") == 6
+    assert pending_uploads(moto, bucket) == [] and keys(moto, bucket) == []
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_a_failed_completion_leaves_no_object_and_no_sidecar(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint), tmp_path)
+    _, stream = sink.open("snapshot-20260101-120006")
+    size, sha256 = write_archive(stream, 1 * MIB)
+    proxy.fail(COMPLETE, "403", times=1000)
+    with pytest.raises(S3UploadError, match="access denied while completing the upload"):
+        sink.commit(size, sha256)
+    sink.abort()
+    assert pending_uploads(moto, bucket) == [] and keys(moto, bucket) == []
+
+
+def test_memory_is_bounded_while_the_store_stalls(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """With every part stalled, the writer stops after part size x (concurrency + 1)."""
+    bucket = moto.bucket()
+    config = settings(bucket, proxy.endpoint, concurrency=1)
+    sink = sink_for(config, tmp_path, read_timeout_s=2.0)
+    proxy.fail(PART, "stall")  # the first part: two seconds of no progress
+    _, stream = sink.open("snapshot-20260101-120007")
+    data = os.urandom(MIB)
+    written = threading.Thread(target=lambda: [stream.write(data) for _ in range(16)])
+    written.start()
+    bound = 2 * 5 * MIB  # one part in flight, one filling
+    deadline = time.monotonic() + 1.5
+    while stream.size < bound and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert written.is_alive() and stream.size == bound
+    written.join(30)
+    sink.commit(16 * MIB, hashlib.sha256(data * 16).hexdigest())
+    assert proxy.seen(PART, "pass") == 4
+    assert pending_uploads(moto, bucket) == []
+
+
+def test_an_abandoned_archive_is_aborted(moto: MotoS3, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, moto.endpoint), tmp_path)
+    _, stream = sink.open("snapshot-20260101-120008")
+    stream.write(os.urandom(11 * MIB))  # two parts sent, one buffered
+    sink.abort()
+    assert pending_uploads(moto, bucket) == [] and keys(moto, bucket) == []
+    assert sink.abort_problem is None
+
+
+def test_a_missing_bucket_is_named_before_anything_runs(moto: MotoS3, tmp_path: Path) -> None:
+    sink = sink_for(settings("no-such-bucket", moto.endpoint), tmp_path)
+    with pytest.raises(UsageError) as raised:
+        sink.open("snapshot-20260101-120009")
+    message = str(raised.value)
+    assert message.startswith("storage.s3.bucket no-such-bucket: no such bucket at http://")
+    assert "create it" in message
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
+    with socket_closed() as port:
+        config = settings("diag", f"http://127.0.0.1:{port}", max_attempts=1)
+        with pytest.raises(UsageError) as raised:
+            sink_for(config, tmp_path).open("snapshot-20260101-120010")
+    message = str(raised.value)
+    assert f"cannot reach http://127.0.0.1:{port}" in message and "\n" not in message
+
+
+def test_no_credentials_is_one_line(
+    moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(UsageError) as raised:
+        S3Sink(settings("diag", moto.endpoint), tmp_path).open("snapshot-20260101-120011")
+    assert str(raised.value).startswith("storage.s3.bucket diag: no AWS credentials found")
+
+
+def test_wrong_credentials_are_named(moto: MotoS3, proxy: FaultProxy, tmp_path: Path) -> None:
+    assert issubclass(S3UploadError, SnapshotError)  # exit 2, one line, through the CLI
+    bucket = moto.bucket()
+    proxy.fail(r"\?uploads ", "403")
+    with pytest.raises(UsageError, match=f"storage.s3.bucket {bucket}: access denied"):
+        sink_for(settings(bucket, proxy.endpoint), tmp_path).open("snapshot-20260101-120012")
+
+
+class socket_closed:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
