@@ -16,8 +16,10 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from snapshot_agent import __version__
+from snapshot_agent.archive.crypto_command import add_parsers as add_crypto_parsers
 from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.config import (
+    Config,
     LoadedConfig,
     RedactionConfig,
     default_config_path,
@@ -30,6 +32,7 @@ from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, UsageEr
 from snapshot_agent.pipeline.events import EventWriter, Observers
 from snapshot_agent.pipeline.record import SnapshotRecord
 from snapshot_agent.redact.catalog import redactor_for
+from snapshot_agent.storage.sink import Sink
 
 DESCRIPTION = """\
 Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
@@ -84,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         "-o",
         type=Path,
-        default=Path("."),
+        default=None,
         metavar="DIR",
-        help="directory for the archive (default: current directory)",
+        help="directory for the archive (default: object storage when the config has "
+        "storage.s3, else the current directory)",
     )
     _config_arg(run)
     run.add_argument(
@@ -161,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _version(verify)
     verify.add_argument("archive", type=Path, metavar="ARCHIVE", help="a snapshot-*.zip file")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="the node's node-ed25519.pub: manifest.sig must be present and made by it",
+    )
+
+    url = sub.add_parser(
+        "url",
+        help="print a short-lived download URL for an archive in object storage",
+        description="Print a presigned HTTPS URL for NAME (as `run` printed it) under this "
+        "node's prefix in storage.s3. It expires after storage.s3.presign_ttl_s (default "
+        "15 minutes) or --ttl. Credentials come from the standard AWS chain.",
+    )
+    _version(url)
+    _config_arg(url)
+    url.add_argument("name", metavar="NAME", help="e.g. snapshot-20261126-183000")
+    url.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime of the URL")
 
     redact = sub.add_parser(
         "redact",
@@ -178,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print what was removed (counts per rule, never values) as JSON on stderr",
     )
     redact.add_argument("--rules", action="store_true", help="list the redaction rules and exit")
+    for name, handler in add_crypto_parsers(sub, _version).items():
+        sub.choices[name].set_defaults(handler=handler)
     return parser
 
 
@@ -194,9 +218,15 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    handlers = {"run": cmd_run, "checks": cmd_checks, "verify": cmd_verify, "redact": cmd_redact}
+    handlers = {
+        "run": cmd_run,
+        "checks": cmd_checks,
+        "verify": cmd_verify,
+        "redact": cmd_redact,
+        "url": cmd_url,
+    }
     try:
-        return handlers[args.command](args)
+        return (getattr(args, "handler", None) or handlers[args.command])(args)
     except AgentError as exc:
         # stderr is the journal under systemd: the message passes the filter too (a
         # refused config value may be a password).
@@ -221,7 +251,6 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     """Take the snapshot; `stop` is told the record, to know when it is too late to cancel."""
     from snapshot_agent.pipeline.record import SnapshotOptions
     from snapshot_agent.pipeline.snapshot import take_snapshot
-    from snapshot_agent.storage.local import LocalSink
 
     events = args.events = (
         EventWriter.from_fd(args.events_fd) if args.events_fd is not None else None
@@ -238,14 +267,13 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     )
     if args.low_priority:
         lower_priority()
-    # archive.group: archives 0640 for that group (0600 without it).
-    sink = LocalSink(args.output, group=loaded.config.archive.group)
+    sink = _sink(args, loaded.config)
 
     def opened(record: SnapshotRecord) -> None:
         stop.record = record
         if sink.removed:
             print(
-                f"snapshot-agent: removed what a dead run left in {args.output}: "
+                f"snapshot-agent: removed what a dead run left in {sink.workdir.parent}: "
                 + ", ".join(sink.removed),
                 file=sys.stderr,
             )
@@ -287,6 +315,26 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     return 1 if record.failed else 0
 
 
+def _sink(args: argparse.Namespace, config: Config) -> Sink:
+    """Where the archive goes: --output, else storage.s3 when configured, else here."""
+    from snapshot_agent.storage.local import LocalSink
+
+    suffix = ".zip.enc" if config.archive.encrypt_to else ".zip"
+    if args.output is None and config.storage.s3 is not None:
+        from snapshot_agent.storage.s3 import S3Sink
+
+        return S3Sink(
+            config.storage.s3,
+            Path(config.storage.local_dir),  # the evidence spool only, bounded by the caps
+            deployment_id=config.node.deployment_id,
+            node_id=config.node.node_id,
+            suffix=suffix,
+        )
+    args.output = args.output or Path(".")
+    # archive.group: archives 0640 for that group (0600 without it).
+    return LocalSink(args.output, group=config.archive.group, suffix=suffix)
+
+
 def cmd_checks(args: argparse.Namespace) -> int:
     """`snapshot-agent checks`."""
     checks = all_checks(_load(args))
@@ -311,14 +359,30 @@ def cmd_checks(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """`snapshot-agent verify ARCHIVE`."""
-    result = verify_archive(args.archive)
+    result = verify_archive(args.archive, args.public_key)
     for problem in result.problems:
         print(f"MISMATCH {problem}")
+    # Without --public-key, a signature line only for an archive that has one.
+    signed = result.signature.startswith(("valid", "INVALID", "present"))
+    quiet = args.public_key is None and not signed
     if result.ok:
         print(f"OK: {result.checked} members match the manifest ({args.archive})")
+        if not quiet:
+            print(f"signature: {result.signature}")
         return 0
+    if not quiet:
+        print(f"signature: {result.signature}")
     print(f"FAILED: {len(result.problems)} problem(s) in {args.archive}", file=sys.stderr)
     return 1
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    """`snapshot-agent url NAME`."""
+    from snapshot_agent.storage.command import print_archive_url
+
+    if args.ttl is not None and not 0 < args.ttl <= 7 * 86400:
+        raise UsageError(f"--ttl {args.ttl}: give seconds between 1 and 604800 (7 days)")
+    return print_archive_url(_load(args).config, args.name, sys.stdout, ttl_s=args.ttl)
 
 
 def cmd_redact(args: argparse.Namespace) -> int:

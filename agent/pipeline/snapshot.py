@@ -21,14 +21,22 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+from snapshot_agent.archive.crypto import EncryptingStream
 from snapshot_agent.archive.manifest import manifest_document
-from snapshot_agent.archive.writer import IGGY_DATA, MANIFEST, ArchiveWriter, Entry, json_bytes
-from snapshot_agent.config import LoadedConfig
+from snapshot_agent.archive.signing import signed
+from snapshot_agent.archive.writer import (
+    MANIFEST,
+    ArchiveWriter,
+    Entry,
+    compress_threads,
+    json_bytes,
+)
+from snapshot_agent.config import Config, LoadedConfig
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
 from snapshot_agent.core.results import Result, Status
 from snapshot_agent.core.runner import Observer, Runner
-from snapshot_agent.errors import SnapshotError, stop_signals_held
+from snapshot_agent.errors import AgentError, SnapshotError, stop_signals_held
 from snapshot_agent.node.identity import node_identity
 from snapshot_agent.pipeline.filter import (
     Filter,
@@ -37,7 +45,9 @@ from snapshot_agent.pipeline.filter import (
     filter_value,
     results_source,
 )
+from snapshot_agent.pipeline.iggy_bundle import iggy_entries
 from snapshot_agent.pipeline.members import evidence_entries, leak_scanned, report_entries
+from snapshot_agent.pipeline.protection import Protection
 from snapshot_agent.pipeline.record import (
     CheckRecord,
     SkippedItem,
@@ -49,6 +59,9 @@ from snapshot_agent.redact.catalog import leak_scan_for
 from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.storage.local import retry_removal
 from snapshot_agent.storage.sink import Sink
+
+#: The bundle's working files (its listing), beside the evidence, removed with it.
+BUNDLE_SPOOL = ".iggy-data"
 
 
 def snapshot_name(now: datetime) -> str:
@@ -79,6 +92,9 @@ def take_snapshot(
     identity = node_identity(config)
     names = [identity["hostname"], identity["name"], socket.getfqdn()]
     flt = flt or filter_for(options.redact, config.redaction, names)
+    # Keys first: a missing recipient key or an unusable node key stops the run before
+    # any check runs or anything is written.
+    protect = Protection.for_config(config)
     # The independent second pass over every member (none when nothing is redacted).
     scan = leak_scan_for(config.redaction) if options.redact else None
     started = datetime.now(UTC)
@@ -104,9 +120,9 @@ def take_snapshot(
         )
         record.checks = [_check_record(flt, o.check, o.result) for o in runner.run(checks)]
         record.completed_at = iso(datetime.now(UTC))
-        record.skipped = skipped_items(record)
+        record.skipped = skipped_items(record) + protect.skipped
         try:
-            size, sha256 = _write_archive(stream, spool, record, flt, scan)
+            size, sha256 = _write_archive(stream, spool, record, flt, scan, config, protect)
             _remove_spool(spool)  # everything is in the archive now
             with stop_signals_held():  # the caller tells a late signal by record.archive
                 record.archive = sink.commit(size, sha256)
@@ -115,6 +131,8 @@ def take_snapshot(
                 f"writing {sink.where} failed ({exc.strerror or exc}); nothing was kept. "
                 "Free space there or pass --output to another disk"
             ) from None
+        except AgentError:  # already one line saying what to do (an S3 upload refused)
+            raise
         except Exception as exc:  # a bug: still one line, still nothing left behind
             raise SnapshotError(
                 f"writing {sink.where} failed ({type(exc).__name__}: {exc}); nothing was "
@@ -171,32 +189,43 @@ def _discard(spool: Path | None, sink: Sink) -> None:
 
 def skipped_items(record: SnapshotRecord) -> list[SkippedItem]:
     """Everything that was not collected, with the reason."""
-    items = [SkippedItem(c.id, c.summary) for c in record.checks if c.status == Status.SKIPPED]
-    if record.options.include_iggy:
-        items.append(
-            SkippedItem(IGGY_DATA, "the Iggy data bundle is not built by this version of the agent")
-        )
-    return items
+    return [SkippedItem(c.id, c.summary) for c in record.checks if c.status == Status.SKIPPED]
 
 
 def _write_archive(
-    stream: IO[bytes], spool: Path, record: SnapshotRecord, flt: Filter, scan: Redactor | None
+    stream: IO[bytes],
+    spool: Path,
+    record: SnapshotRecord,
+    flt: Filter,
+    scan: Redactor | None,
+    config: Config,
+    protect: Protection,
 ) -> tuple[int, str]:
-    """Raw evidence, then report.json and report.html, then the manifest of them all.
+    """Raw evidence, iggy-data.zip, report.json and report.html, then the manifest (and
+    manifest.sig when signing); encrypted on the way out when there are recipients.
 
-    Every member passes the leak scan (`scan`) on its way into the archive; what it
-    finds is counted in the manifest's audit under `leak-scan:<rule>`.
+    Every member passes the leak scan (`scan`) on its way into the archive (the Iggy
+    bundle's text files inside it); what it finds is counted in the manifest's audit
+    under `leak-scan:<rule>`. The size and sha256 returned are of the bytes stored.
     """
-    writer = ArchiveWriter(stream)
+    out = EncryptingStream(stream, protect.recipients) if protect.recipients else None
+    level, threads = config.archive.compression_level, compress_threads(config.archive.threads)
+    writer = ArchiveWriter(out if out is not None else stream, level, threads)
     try:
         writer.add_all(leak_scanned(evidence_entries(spool, record, flt), scan, record))
+        writer.add_all(iggy_entries(config, record, flt, scan, spool / BUNDLE_SPOOL))
         writer.add_all(leak_scanned(report_entries(record), scan, record))
         record.redaction = flt.audit()  # every member has passed the filter by now
         if scan is not None:
             record.redaction.add(scan.audit())
         manifest = Entry(MANIFEST, [json_bytes(manifest_document(record, writer.members))])
-        writer.add_all(leak_scanned([manifest], scan, record))
-        return writer.close()
+        entries = leak_scanned([manifest], scan, record)  # signed as stored: outside the scan
+        writer.add_all(signed(entries, protect.key) if protect.key else entries)
+        size, sha256 = writer.close()
+        if out is None:
+            return size, sha256
+        out.close()
+        return out.size, out.sha256
     except BaseException:
         writer.abandon()
         raise
