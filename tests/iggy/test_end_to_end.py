@@ -7,6 +7,7 @@ config (checks.roots, iggy.http_url and credentials from a file), as an SRE woul
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -112,3 +113,22 @@ def test_a_broker_that_is_down_fails_health_and_the_rest_still_judge(tmp_path: P
     # readable by all (mode 644), as a default install leaves it.
     assert checks["iggy.config"]["status"] == "fail"
     assert "current_config.toml holds the broker's secrets" in checks["iggy.config"]["summary"]
+
+
+def test_the_data_bundle_of_a_whole_node_holds_no_secret(tmp_path: Path) -> None:
+    """iggy-data.zip through the real CLI: redacted runtime config, withheld hashes, verify."""
+    _, members = snapshot(tmp_path, "0.8", FakeIggy("0.8"))
+    inner = zipfile.ZipFile(io.BytesIO(members["iggy-data.zip"]))
+    names = inner.namelist()
+    assert "listing.tsv" in names and "bundle.json" in names
+    assert "data/state/log" not in names and "data/state/tokens" not in names
+    runtime = inner.read("data/runtime/current_config.toml").decode()
+    assert "encoding_secret" in runtime and "[REDACTED:" in runtime
+    manifest = json.loads(members["manifest.json"])
+    withheld = [s for s in manifest["skipped"] if s["item"].endswith("state/log")]
+    assert withheld and "withheld" in withheld[0]["reason"]
+    everything = b"".join(inner.read(n) for n in names)
+    assert PASSWORD.encode() not in everything
+    archive = next(tmp_path.glob("snapshot-*.zip"))
+    verify = run_cli("verify", archive)
+    assert verify.returncode == 0, verify.stdout
