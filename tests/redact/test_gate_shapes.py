@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from snapshot_agent.redact.catalog import first_pass_rules
 from snapshot_agent.redact.keys import EXEMPT_SUFFIXES
 from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.redact.rule import Rule
+from tests.redact.test_gates import Ungated
 
 CORPUS = Path(__file__).parent / "corpus"
 MARKED = re.compile(r"«(.*?)»", re.S)
@@ -282,30 +282,6 @@ FOLLOWERS = (
     '\n  XSc7Tvo+hBKqFYY+kv5ZJr3J"\nnext: 1',
     "\nnext = hunter2",
 )
-
-
-class Ungated:
-    """A rule shown every line holding one of its hints: its gate taken away."""
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.name = rule.name
-
-    def scanner(self) -> Any:
-        inner = self.rule.scanner()
-
-        class Scanner:
-            name = inner.name
-            hints = inner.hints
-
-            @property
-            def open(self) -> bool:
-                return inner.open
-
-            def scan(self, line: str) -> Any:
-                return inner.scan(line)
-
-        return Scanner()
 
 
 def shapes(count: int, seed: int) -> list[str]:
