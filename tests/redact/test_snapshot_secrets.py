@@ -706,3 +706,12 @@ def test_a_full_run_holds_no_secret(node: SecretNode, tmp_path: Path) -> None:
     found = unexplained(run, node, tmp_path)
     assert not found, "detect-secrets findings:\n" + "\n".join(map(str, found))
     print(f"full run: {run.seconds:.1f} s, {len(run.members)} members")
+
+
+def test_the_iggy_data_bundle_is_scanned_too(node: SecretNode, redacted: Run, plain: Run) -> None:
+    """iggy-data.zip's text files are in what the leak and detect-secrets tests read."""
+    runtime = "iggy-data.zip!/data/runtime/current_config.toml"
+    assert runtime in redacted.members and runtime in plain.members
+    toml = [k for k in node.planted.cores if k.startswith("toml-")]
+    assert present(node.planted, {runtime: plain.members[runtime]}) >= set(toml)
+    assert not present(node.planted, {runtime: redacted.members[runtime]})
