@@ -330,9 +330,8 @@ def _sink(args: argparse.Namespace, config: Config) -> Sink:
             node_id=config.node.node_id,
             suffix=suffix,
         )
-    args.output = args.output or Path(".")
     # archive.group: archives 0640 for that group (0600 without it).
-    return LocalSink(args.output, group=config.archive.group, suffix=suffix)
+    return LocalSink(args.output or Path("."), group=config.archive.group, suffix=suffix)
 
 
 def cmd_checks(args: argparse.Namespace) -> int:

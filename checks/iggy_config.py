@@ -25,8 +25,8 @@ from snapshot_agent.node.iggy_config import (
     DEV_CERT_FINGERPRINTS,
     MAX_CONFIG_BYTES,
     SECRET_KEYS,
-    IggyConfig,
     locate,
+    lookup,
     transports,
 )
 from snapshot_agent.node.iggy_install import IggyInstall, discover
@@ -251,7 +251,7 @@ class RuntimeConfig:
 
     def secrets(self) -> dict[str, str]:
         """{key: 'default' | 'set'} of the secret keys it holds a value for."""
-        states = {key: _secret_state(_dig(self.data, key)) for key in SECRET_KEYS}
+        states = {key: _secret_state(lookup(self.data, key)) for key in SECRET_KEYS}
         return {k: v for k, v in states.items() if v != "empty"}
 
 
@@ -274,11 +274,6 @@ def read_runtime_config(ctx: Context, install: IggyInstall) -> RuntimeConfig:
 
     probe = probe_all({"read": parse}, probe_budget(ctx, 3.0))["read"]
     return RuntimeConfig(path, probe.value if probe.done and probe.value else {})
-
-
-def _dig(data: dict[str, Any], dotted: str) -> Any:
-    """A value by dotted key in a parsed TOML document."""
-    return IggyConfig(None, data).setting(dotted)
 
 
 def _runtime_config_secrets(ctx: Context, runtime: RuntimeConfig) -> list[Finding]:
@@ -309,7 +304,7 @@ def _config_readable_by_others(ctx: Context, install: IggyInstall) -> list[Findi
     path = install.config.path
     if path is None:
         return []
-    secrets = [k for k in SECRET_KEYS if _secret_state(_dig(install.config.data, k)) != "empty"]
+    secrets = [k for k in SECRET_KEYS if _secret_state(lookup(install.config.data, k)) != "empty"]
     secrets = [k for k in secrets if k not in install.config.overrides]  # in the file itself
     mode = _mode(ctx, str(path))
     if not secrets or mode is None or not mode & stat.S_IROTH:

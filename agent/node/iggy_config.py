@@ -85,12 +85,7 @@ class IggyConfig:
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A value by dotted key path ("http.jwt.encoding_secret"), overrides applied."""
-        node: Any = self.data
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
+        return lookup(self.data, dotted, default)
 
     def tls_material(self) -> list[TlsMaterial]:
         """The TLS cert/key paths of every transport."""
@@ -118,6 +113,16 @@ class IggyConfig:
                 )
             )
         return found
+
+
+def lookup(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    """A value by dotted key path in a parsed TOML document; `default` when absent."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def read_iggy_config(ctx: Context, node_path: str) -> IggyConfig:

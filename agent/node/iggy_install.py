@@ -61,13 +61,17 @@ class IggyInstall:
         has_data = self.data_dir_state in ("exists", "hung")
         return self.broker is not None or self.config.path is not None or has_data
 
-    def skip_reason(self) -> str:
-        """Why the Iggy checks have nothing to look at, naming what was searched."""
+    def searched(self) -> str:
+        """'looked for ...; ...' and which settings point the agent at a broker it missed."""
         return (
-            "no Iggy broker found on this node: looked for "
+            "looked for "
             + "; ".join(self.looked_for)
             + ". If Iggy runs here, set iggy.config_path and iggy.data_dir in the agent config"
         )
+
+    def skip_reason(self) -> str:
+        """Why the Iggy checks have nothing to look at, naming what was searched."""
+        return "no Iggy broker found on this node: " + self.searched()
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key ("http.address"), IGGY_* overrides applied."""
@@ -129,8 +133,12 @@ def _own_root(ctx: Context, pid: int) -> bool:
         return False
 
 
-def discover(ctx: Context) -> IggyInstall:
-    """The broker, its config (overrides applied), data and log directories, or what was tried."""
+def discover(ctx: Context, *, directories: bool = True) -> IggyInstall:
+    """The broker, its config (overrides applied), data and log directories, or what was tried.
+
+    `directories` False leaves out the data and log directories (and the timed look at
+    them): for callers that need only the broker and its config, such as the ports.
+    """
     iggy = ctx.config.iggy
     broker = find_broker(ctx)
     finder = _Finder(ctx, broker)
@@ -141,8 +149,9 @@ def discover(ctx: Context) -> IggyInstall:
     config, config_source = _config(ctx, finder, env, looked)
     apply_env_overrides(config, env)
     install = IggyInstall(broker, env, config, config_source, "", "", "", "", iggy.service, looked)
-    _data_dir(finder, install)
-    _logs_dir(finder, install)
+    if directories:
+        _data_dir(finder, install)
+        _logs_dir(finder, install)
     return install
 
 

@@ -106,7 +106,7 @@ def broker_ports(
 
 def read_broker_ports(ctx: Context, threshold_key: str) -> BrokerPorts:
     """The broker's ports: its config (IGGY_* overrides applied), else the threshold."""
-    return broker_ports(discover(ctx).config, ctx.thresholds, threshold_key)
+    return broker_ports(discover(ctx, directories=False).config, ctx.thresholds, threshold_key)
 
 
 def _from_config(iggy: IggyConfig, path: Path) -> BrokerPorts:

@@ -99,7 +99,7 @@ def discover(ctx: Context) -> Discovery:
 
 def _from_iggy_config(ctx: Context, found: Discovery) -> None:
     """The files and listeners of every Iggy transport that has TLS on."""
-    install = discover_iggy(ctx)
+    install = discover_iggy(ctx, directories=False)
     iggy = install.config
     found.iggy_path, found.iggy_problem = iggy.path, iggy.problem
     cwd = install.broker.cwd if install.broker else ""

@@ -80,6 +80,4 @@ def _not_bundled(state: str, install: IggyInstall) -> str:
     """Why there is no iggy-data.zip, in words."""
     if state == "hung":
         return f"{install.data_dir}: its filesystem does not answer; nothing was bundled"
-    return "no Iggy data directory found; " + install.skip_reason().removeprefix(
-        "no Iggy broker found on this node: "
-    )
+    return "no Iggy data directory found; " + install.searched()
