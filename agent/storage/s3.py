@@ -49,6 +49,8 @@ MAX_PARTS = 10_000  # S3's limit: the largest archive is 10,000 parts
 #: A word for an id the config does not give, so keys keep their shape.
 UNASSIGNED = "unassigned"
 SIDECAR_SUFFIX = ".sha256"
+CHECKSUM_ALGORITHM = "CRC32"  # per part, checked by the store (awscli's default too)
+CHECKSUM_MEMBER = "ChecksumCRC32"
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0  # a stalled request fails after this long, then is retried
 PART_ROUNDS = 3  # a part is sent up to this many times, each with botocore's retries
@@ -131,6 +133,16 @@ def sse_arguments(settings: S3Config) -> dict[str, str]:
     if settings.sse == "aws:kms" and settings.kms_key_id:
         found["SSEKMSKeyId"] = settings.kms_key_id
     return found
+
+
+def checksum_arguments(client: Any) -> dict[str, str]:
+    """CRC32 part checksums, as awscli asks for them: the store checks every part as it
+    arrives and keeps a composite checksum, rather than hashing the whole object again
+    when the upload completes. Not when the client is set to send checksums only where
+    required (a store that refuses them)."""
+    if getattr(client.meta.config, "request_checksum_calculation", None) == "when_required":
+        return {}
+    return {"ChecksumAlgorithm": CHECKSUM_ALGORITHM}
 
 
 def explain(exc: BaseException, settings: S3Config, doing: str) -> str:
@@ -273,7 +285,7 @@ class S3Sink:
             self._client.complete_multipart_upload,
             Key=self.key,
             UploadId=self._stream.upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            MultipartUpload={"Parts": parts},
         )
         self._stream, self._sidecar = None, None  # it is the archive now: abort() keeps it
         return ArchiveLocation(
@@ -310,6 +322,7 @@ class S3Sink:
                 ContentType="application/zip",
                 Metadata={"agent-version": __version__},
                 **sse_arguments(self.settings),
+                **checksum_arguments(self._client),
             )
         except Exception as exc:
             self.abort()  # the spool directory
@@ -383,7 +396,7 @@ class MultipartStream:
         self._buffer = bytearray()
         self._buffered = 0
         self._number = 0  # of the last part handed to the pool
-        self._etags: dict[int, str] = {}
+        self._parts: dict[int, dict[str, Any]] = {}  # number -> PartNumber, ETag, checksum
         self._futures: list[Future[None]] = []
         self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="s3-part")
@@ -423,14 +436,15 @@ class MultipartStream:
     def close(self) -> None:
         """Nothing to do: commit() finishes the upload, abort() cancels it."""
 
-    def finish(self) -> list[tuple[int, str]]:
-        """Send the last part and wait for every part; (number, ETag) in order."""
+    def finish(self) -> list[dict[str, Any]]:
+        """Send the last part and wait for every part; the parts of CompleteMultipartUpload
+        in order (PartNumber, ETag and the part's checksum when the store gave one)."""
         if self._buffered or self._number == 0:  # an empty archive is one empty part
             self._send_part()
         wait(self._futures)
         self._pool.shutdown(wait=True)
         self._raise_failure()
-        return sorted(self._etags.items())
+        return [self._parts[n] for n in sorted(self._parts)]
 
     def cancel(self) -> None:
         """Stop sending: parts not started are dropped; those in flight get CANCEL_WAIT_S
@@ -482,7 +496,10 @@ class MultipartStream:
                     pause = self.part_backoff_s * 2 ** (round_ - 1)
                     self._stop.wait(pause * random.uniform(0.5, 1.0))
                     continue
-                self._etags[number] = sent["ETag"]
+                part = {"PartNumber": number, "ETag": sent["ETag"]}
+                if sent.get(CHECKSUM_MEMBER):
+                    part[CHECKSUM_MEMBER] = sent[CHECKSUM_MEMBER]
+                self._parts[number] = part
                 return
         except BaseException as exc:
             if self._error is None:
