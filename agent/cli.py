@@ -41,6 +41,7 @@ timeout), and writes one ZIP: report.html (open it in a browser), report.json,
 manifest.json and the raw evidence under raw/.
 """
 
+MAX_URL_BYTES = 64 * 1024  # a presigned URL is a few hundred bytes; a file is read no further
 STATUS_HELP = """\
 check statuses:
   pass     looked, found nothing wrong
@@ -91,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory for the archive (default: object storage when the config has "
         "storage.s3, else the current directory)",
+    )
+    upload = run.add_mutually_exclusive_group()
+    upload.add_argument(
+        "--upload-url",
+        metavar="URL",
+        help="PUT the archive to this presigned URL (signed by someone else, e.g. the "
+        "control plane). A PUT needs the size up front, so the archive is staged first in "
+        "--output DIR, else storage.local_dir, after checking free space, and removed "
+        "once uploaded",
+    )
+    upload.add_argument(
+        "--upload-url-file",
+        type=Path,
+        metavar="FILE",
+        help="the same, with the URL read from FILE (- for stdin): its signature then "
+        "stays out of the process list",
     )
     _config_arg(run)
     run.add_argument(
@@ -316,10 +333,17 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
 
 
 def _sink(args: argparse.Namespace, config: Config) -> Sink:
-    """Where the archive goes: --output, else storage.s3 when configured, else here."""
+    """Where the archive goes: a presigned URL when given, else --output, else storage.s3
+    when configured, else here."""
     from snapshot_agent.storage.local import LocalSink
 
     suffix = ".zip.enc" if config.archive.encrypt_to else ".zip"
+    url = _upload_url(args)
+    if url is not None:
+        from snapshot_agent.storage.presign import PresignedPutSink, staging_estimate
+
+        stage = args.output or Path(config.storage.local_dir)
+        return PresignedPutSink(url, stage, staging_estimate(config.archive, args.include_iggy))
     if args.output is None and config.storage.s3 is not None:
         from snapshot_agent.storage.s3 import S3Sink
 
@@ -332,6 +356,25 @@ def _sink(args: argparse.Namespace, config: Config) -> Sink:
         )
     # archive.group: archives 0640 for that group (0600 without it).
     return LocalSink(args.output or Path("."), group=config.archive.group, suffix=suffix)
+
+
+def _upload_url(args: argparse.Namespace) -> str | None:
+    """--upload-url, or the first line of --upload-url-file (- for stdin)."""
+    if args.upload_url_file is None:
+        return args.upload_url  # type: ignore[no-any-return]
+    where = args.upload_url_file
+    try:
+        if str(where) == "-":
+            text = sys.stdin.readline(MAX_URL_BYTES)
+        else:
+            with where.open(encoding="utf-8") as file:
+                text = file.readline(MAX_URL_BYTES)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"--upload-url-file {where}: cannot read it ({reason})") from None
+    if not text.strip():
+        raise UsageError(f"--upload-url-file {where}: empty; put the presigned PUT URL in it")
+    return text.strip()
 
 
 def cmd_checks(args: argparse.Namespace) -> int:

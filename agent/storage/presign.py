@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from snapshot_agent.config import S3Config
+from snapshot_agent.config import ArchiveConfig, S3Config
 from snapshot_agent.errors import SnapshotError, UsageError, stop_signals_held
 from snapshot_agent.pipeline.record import ArchiveLocation
 from snapshot_agent.storage.local import MAX_SAME_NAME, RunDir, remove_dead_runs
@@ -33,6 +33,8 @@ from snapshot_agent.storage.s3 import claim_run_dir, ensure_spool_dir, s3_client
 
 #: Free space kept beyond the estimate: the spool, the report, the rest of the disk's users.
 RESERVE_BYTES = 256 * 1024 * 1024
+#: A whole snapshot's evidence, compressed: 1 to 5 MB seen; each file capped besides.
+EVIDENCE_ESTIMATE_BYTES = 64 * 1024 * 1024
 BLOCK = 1024 * 1024  # bytes per send() of the staged file
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -44,6 +46,12 @@ class PutRetry:
     attempts: int = 5
     backoff_s: float = 1.0
     timeout_s: float = 60.0  # a stalled PUT fails after this long without progress
+
+
+def staging_estimate(archive: ArchiveConfig, include_iggy: bool) -> int:
+    """The staged archive's size to make room for: the evidence, plus the Iggy bundle's
+    hard cap (archive.iggy_max_bytes) when it is included."""
+    return EVIDENCE_ESTIMATE_BYTES + (archive.iggy_max_bytes if include_iggy else 0)
 
 
 def presigned_get_url(
@@ -111,8 +119,10 @@ class PresignedPutSink:
             raise UsageError(
                 f"staging directory {self.stage_dir}: {_mib(free)} free, but an upload to a "
                 "presigned URL stages the archive there first (estimated "
-                f"{_mib(self.estimate_bytes)} plus {_mib(RESERVE_BYTES)} to spare); free space "
-                "or use S3 storage, which streams"
+                f"{_mib(self.estimate_bytes)}, the Iggy bundle's cap archive.iggy_max_bytes "
+                f"included, plus {_mib(RESERVE_BYTES)} to spare); free space, stage on another "
+                "disk with --output, lower the cap or pass --no-include-iggy, or use S3 "
+                "storage, which streams"
             )
         self.removed = remove_dead_runs(self.stage_dir)
         for attempt in range(1, MAX_SAME_NAME + 1):

@@ -70,3 +70,59 @@ def test_url_of_a_name_that_is_not_there(tmp_path: Path, moto: MotoS3) -> None:
     cfg = config(tmp_path, moto, moto.bucket())
     url = run_cli("url", "-c", cfg, "snapshot-20000101-000000", env=env(tmp_path))
     assert url.returncode == 2 and "no archive snapshot-20000101-000000" in url.stderr
+
+
+def presigned_put(moto: MotoS3, bucket: str, key: str) -> str:
+    """A PUT URL signed by someone else (the control plane), as the node would get it."""
+    return str(
+        moto.client().generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300
+        )
+    )
+
+
+def test_run_uploads_to_a_given_presigned_url_then_verifies(tmp_path: Path, moto: MotoS3) -> None:
+    bucket, stage = moto.bucket(), tmp_path / "stage"
+    url_file = tmp_path / "url.txt"
+    url_file.write_text(presigned_put(moto, bucket, "cp/given-name.zip") + "\n")
+    # No credentials at all: the URL is the only authority the node needs.
+    run = run_cli(
+        "run", "--upload-url-file", url_file, "-o", stage, "--only", "system.info",
+        "--json", "-q", env={"HOME": str(tmp_path), "AWS_CONFIG_FILE": os.devnull},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    outline = json.loads(run.stdout)
+    assert outline["path"] == f"{moto.endpoint}/{bucket}/cp/given-name.zip"  # no signature
+    assert "Signature" not in run.stdout + run.stderr
+    archive = tmp_path / "got.zip"
+    archive.write_bytes(
+        moto.client().get_object(Bucket=bucket, Key="cp/given-name.zip")["Body"].read()
+    )
+    verify = run_cli("verify", archive)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert list(stage.iterdir()) == []  # the staged copy is gone once uploaded
+
+
+def test_a_refused_presigned_url_fails_cleanly(tmp_path: Path, moto: MotoS3) -> None:
+    stage = tmp_path / "stage"
+    url = presigned_put(moto, "no-such-bucket-here", "k.zip")
+    run = run_cli(
+        "run", "--upload-url", url, "-o", stage, "--only", "system.info", "-q",
+        env={"HOME": str(tmp_path), "AWS_CONFIG_FILE": os.devnull},
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "refused (HTTP 404: NoSuchBucket)" in run.stderr
+    assert "Signature" not in run.stderr and "Traceback" not in run.stderr
+    assert list(stage.iterdir()) == []
+
+
+def test_an_empty_url_file_is_bad_input(tmp_path: Path) -> None:
+    empty = tmp_path / "url.txt"
+    empty.write_text("\n")
+    run = run_cli("run", "--upload-url-file", empty, "-o", tmp_path, "-q")
+    assert run.returncode == 2
+    assert (
+        run.stderr
+        == f"snapshot-agent: --upload-url-file {empty}: empty; put the presigned PUT URL in it\n"
+    )
+    assert list(tmp_path.iterdir()) == [empty]
