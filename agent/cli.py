@@ -311,6 +311,10 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
             Observers(progress, events),
             on_open=opened,
         )
+    except AgentError:
+        # "Nothing was kept" unless the store refused the abort too: _fail says what is left.
+        args.also = getattr(sink, "abort_problem", None)
+        raise
     finally:
         if progress:
             progress.close()
@@ -475,6 +479,8 @@ def _fail(args: argparse.Namespace, message: str, exit_code: int) -> int:
     if events is not None:
         events.emit("snapshot_failed", error=message, exit_code=exit_code)
     print(f"snapshot-agent: {printable(message)}", file=sys.stderr)
+    if getattr(args, "also", None):
+        print(f"snapshot-agent: also: {printable(args.also)}", file=sys.stderr)
     return exit_code
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import run_cli
 
-from . import MotoS3, aws_credentials, moto_fixture  # noqa: F401
+from . import FaultProxy, MotoS3, aws_credentials, moto_fixture, proxy_fixture  # noqa: F401
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -126,3 +126,27 @@ def test_an_empty_url_file_is_bad_input(tmp_path: Path) -> None:
         == f"snapshot-agent: --upload-url-file {empty}: empty; put the presigned PUT URL in it\n"
     )
     assert list(tmp_path.iterdir()) == [empty]
+
+
+def test_an_upload_the_store_will_not_abort_is_named(
+    tmp_path: Path, moto: MotoS3, proxy: FaultProxy
+) -> None:
+    """The part is refused, then so is every AbortMultipartUpload: the run fails in one
+    line, and a second says which upload is left and how it goes away."""
+    bucket = moto.bucket()
+    cfg = config(tmp_path, moto, bucket)
+    cfg.write_text(
+        cfg.read_text()
+        .replace(moto.endpoint, proxy.endpoint)
+        .replace("sse:", "max_attempts: 1, sse:")
+    )
+    proxy.fail(r"partNumber=\d+ ", "403", times=100)
+    proxy.fail("^DELETE ", "503", times=100)
+    run = run_cli("run", "-c", cfg, "--only", "system.info", "-q", env=env(tmp_path))
+    assert run.returncode == 2, run.stderr
+    first, also = run.stderr.splitlines()
+    assert "access denied while uploading a part" in first
+    assert also.startswith("snapshot-agent: also: s3://") and "could not abort multipart" in also
+    assert "AbortIncompleteMultipartUpload" in also
+    upload = moto.client().list_multipart_uploads(Bucket=bucket)["Uploads"][0]["UploadId"]
+    assert upload in also
