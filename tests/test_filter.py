@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from snapshot_agent.core.check import Check
+from snapshot_agent.core.printable import well_formed
 from snapshot_agent.core.results import Finding, Result, Severity, Status
 from snapshot_agent.pipeline.filter import (
     IdentityFilter,
@@ -273,3 +275,24 @@ def test_nested_data_is_named_by_its_key_path_and_env_pairs_by_their_name() -> N
         "tls": {"key_file": "/etc/iggy/key.pem", "key": {"type": "RSA", "bits": 2048}},
         "session": {"timeout": "30m"},
     }
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_names_that_are_not_utf8_become_escapes_json_can_hold(redact: bool) -> None:
+    """os.listdir gives surrogates for bytes that are not UTF-8; JSON and UTF-8 cannot
+    hold them, so they are escaped as the Iggy bundle names them (found by a snapshot of
+    a hostile data directory, whose report.json could not be written)."""
+    odd = os.fsdecode(b"odd\xff\xfe dir")
+    result = Result(
+        Status.WARN,
+        f"see {odd}",
+        findings=[Finding(Severity.WARN, odd, "rm", odd)],
+        data={odd: [odd, {"path": odd}], "argv": [odd, "--x"], "half": "\ud800"},
+    )
+    shown = filter_result(filter_for(redact), CHECK, result)
+    text = json.dumps([shown.summary, shown.data, shown.findings[0].subject], ensure_ascii=False)
+    text.encode("utf-8")  # no surrogate is left
+    assert "odd\\xff\\xfe dir" in shown.summary
+    assert shown.data["odd\\xff\\xfe dir"][1] == {"path": "odd\\xff\\xfe dir"}
+    assert shown.data["half"] == "\\ud800"
+    assert well_formed("plain café") == "plain café"

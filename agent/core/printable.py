@@ -19,3 +19,21 @@ def printable(text: str) -> str:
     Idempotent (the escapes are plain ASCII), so text escaped once may pass again.
     """
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+#: A lone surrogate: a byte that was not UTF-8 in a name read with surrogateescape
+#: (os.listdir, os.fsdecode), or a half of a pair; JSON and UTF-8 cannot hold it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """`text` that encodes as UTF-8: a byte that was not UTF-8 (surrogateescape) becomes
+    `\\xff`, as the bundle's names show it; any other lone surrogate `\\ud800`."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

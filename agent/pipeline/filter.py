@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from snapshot_agent.config import RedactionConfig
 from snapshot_agent.core.check import Check
+from snapshot_agent.core.printable import well_formed
 from snapshot_agent.core.results import Finding, Result
 from snapshot_agent.redact.audit import RedactionAudit
 from snapshot_agent.redact.catalog import redactor_for
@@ -106,6 +107,7 @@ def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> A
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
+        value = well_formed(value)  # a file name that is not UTF-8 (surrogateescape)
         return flt.field(name, value, source) if name else flt.text(value, source)
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -118,7 +120,7 @@ def filter_value(flt: Filter, value: Any, source: str = "", name: str = "") -> A
         if value and all(isinstance(v, str) for v in value):
             # Strings side by side may be a command line: ["--password", "x"]; under a
             # secret name each is that name's value too ({"tokens": ["a", "b"]}).
-            return type(value)(flt.argv(value, source, name))
+            return type(value)(flt.argv([well_formed(v) for v in value], source, name))
         return type(value)(filter_value(flt, v, source, name) for v in value)
     if isinstance(value, set | frozenset):
         return [filter_value(flt, v, source, name) for v in sorted(value, key=str)]
@@ -147,16 +149,15 @@ def results_source(check_id: str) -> str:
 def filter_result(flt: Filter, check: Check, result: Result) -> Result:
     """The result with its summary, findings and data filtered (artifacts stream later)."""
     source = results_source(check.id)
+
+    def text(value: str) -> str:
+        return flt.text(well_formed(value), source)
+
     return replace(
         result,
-        summary=flt.text(result.summary, source),
+        summary=text(result.summary),
         findings=[
-            Finding(
-                f.severity,
-                flt.text(f.message, source),
-                flt.text(f.remediation, source),
-                flt.text(f.subject, source),
-            )
+            Finding(f.severity, text(f.message), text(f.remediation), text(f.subject))
             for f in result.findings
         ],
         data=filter_value(flt, result.data, source),
@@ -167,5 +168,5 @@ def filter_result(flt: Filter, check: Check, result: Result) -> Result:
 def _filter_command(flt: Filter, record: dict[str, Any], source: str) -> dict[str, Any]:
     """A command record with its argv filtered as a command line, other strings as text."""
     out = {k: filter_value(flt, v, source) for k, v in record.items() if k != "argv"}
-    out["argv"] = flt.argv([str(a) for a in record.get("argv", [])], source)
+    out["argv"] = flt.argv([well_formed(str(a)) for a in record.get("argv", [])], source)
     return out
