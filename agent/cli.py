@@ -294,6 +294,12 @@ def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
                 + ", ".join(sink.removed),
                 file=sys.stderr,
             )
+        if getattr(sink, "aborted", None):
+            print(
+                "snapshot-agent: aborted the uploads dead runs left unfinished: "
+                + ", ".join(sink.aborted),  # type: ignore[attr-defined]
+                file=sys.stderr,
+            )
         if events:
             events.opened(record, len(checks))
 

@@ -34,6 +34,7 @@ import os
 import random
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +57,10 @@ READ_TIMEOUT_S = 60.0  # a stalled request fails after this long, then is retrie
 PART_ROUNDS = 3  # a part is sent up to this many times, each with botocore's retries
 PART_BACKOFF_S = 2.0  # before a part's second round; doubled for the third
 ABORT_TRIES = 3
+#: An upload of this node's prefix started this long ago is a run killed outright
+#: (SIGKILL, power loss) that could not abort it: the next run aborts it.
+STALE_UPLOAD_S = 24 * 3600
+MAX_STALE_LISTED = 1000  # uploads looked at per run: one listing page
 #: How long an abort waits for the parts in flight before aborting the upload anyway
 #: (a part that lands after the abort is removed by the store, or by a lifecycle rule).
 CANCEL_WAIT_S = 10.0
@@ -217,14 +222,17 @@ class S3Sink:
         suffix: str = ".zip",
         client: Any = None,
         part_backoff_s: float = PART_BACKOFF_S,
+        stale_upload_s: float = STALE_UPLOAD_S,
     ) -> None:
         self.settings = settings
+        self.stale_upload_s = stale_upload_s
         self.spool_dir = spool_dir  # storage.local_dir: only the evidence spool lives here
         self.workdir = spool_dir  # the run's own locked directory once open() returns
         self.prefix = node_prefix(settings, deployment_id, node_id)
         self.suffix = suffix
         self.key: str | None = None
         self.removed: list[str] = []  # what dead runs had left in spool_dir
+        self.aborted: list[str] = []  # their uploads, older than stale_upload_s
         #: Set when abort() could not abort the upload (the store unreachable): its id.
         self.abort_problem: str | None = None
         self.part_backoff_s = part_backoff_s
@@ -244,6 +252,7 @@ class S3Sink:
             self._client = s3_client(self.settings)
         ensure_spool_dir(self.spool_dir)
         self.removed = remove_dead_runs(self.spool_dir)
+        self.aborted = self._abort_stale_uploads()
         for attempt in range(1, MAX_SAME_NAME + 1):
             candidate = name if attempt == 1 else f"{name}-{attempt}"
             key = f"{self.prefix}{candidate}{self.suffix}"
@@ -334,6 +343,25 @@ class S3Sink:
             created["UploadId"],
             part_backoff_s=self.part_backoff_s,
         )
+
+    def _abort_stale_uploads(self) -> list[str]:
+        """Abort this node's uploads older than stale_upload_s (a run killed outright left
+        them; they cost storage until aborted); best effort: without
+        s3:ListBucketMultipartUploads the lifecycle rule is left to do it."""
+        try:
+            listed = self._client.list_multipart_uploads(
+                Bucket=self.settings.bucket, Prefix=self.prefix, MaxUploads=MAX_STALE_LISTED
+            )
+        except Exception:
+            return []
+        aborted = []
+        for upload in stale_uploads(listed.get("Uploads", []), time.time() - self.stale_upload_s):
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(
+                    Bucket=self.settings.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted.append(f"s3://{self.settings.bucket}/{upload['Key']}")
+        return aborted
 
     def _exists(self, key: str) -> bool:
         """Whether an object is at `key` already (a 404, or a 403 without s3:ListBucket: not)."""
@@ -518,6 +546,12 @@ class MultipartStream:
             ) from None
         if self._stop.is_set():
             raise S3UploadError(f"s3://{self.settings.bucket}/{self.key}: the upload was cancelled")
+
+
+def stale_uploads(uploads: list[dict[str, Any]], cutoff: float) -> list[dict[str, Any]]:
+    """The listed uploads initiated before `cutoff` (a Unix time); one without a time is
+    left alone."""
+    return [u for u in uploads if u.get("Initiated") and u["Initiated"].timestamp() <= cutoff]
 
 
 def ensure_spool_dir(directory: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ from snapshot_agent.archive.writer import ArchiveWriter, Entry
 from snapshot_agent.config import S3Config
 from snapshot_agent.errors import SnapshotError, UsageError
 from snapshot_agent.storage.presign import presigned_get_url
-from snapshot_agent.storage.s3 import MIB, UNASSIGNED, S3Sink, S3UploadError, s3_client
+from snapshot_agent.storage.s3 import (
+    MIB,
+    STALE_UPLOAD_S,
+    UNASSIGNED,
+    S3Sink,
+    S3UploadError,
+    s3_client,
+    stale_uploads,
+)
 
 from . import FaultProxy, MotoS3, aws_credentials, moto_fixture, proxy_fixture  # noqa: F401
 
@@ -276,3 +285,29 @@ class socket_closed:
 
     def __exit__(self, *_exc: object) -> None:
         return None
+
+
+def test_uploads_a_killed_run_left_are_aborted_by_the_next(moto: MotoS3, tmp_path: Path) -> None:
+    """A run killed outright cannot abort its upload; the next run on the node does (moto
+    dates every upload 2010, so it is stale), and leaves other nodes' uploads alone."""
+    bucket = moto.bucket()
+    client = moto.client()
+    mine = client.create_multipart_upload(Bucket=bucket, Key="snapshots/42/7/snapshot-1.zip")
+    other = client.create_multipart_upload(Bucket=bucket, Key="snapshots/42/8/snapshot-1.zip")
+    sink = sink_for(settings(bucket, moto.endpoint), tmp_path)
+    sink.open("snapshot-20260101-120011")
+    assert sink.aborted == [f"s3://{bucket}/snapshots/42/7/snapshot-1.zip"]
+    sink.abort()
+    left = {u["UploadId"] for u in pending_uploads(moto, bucket)}
+    assert left == {other["UploadId"]} and mine["UploadId"] not in left
+
+
+def test_only_uploads_older_than_the_cutoff_are_stale() -> None:
+    now = datetime.now(UTC)
+    uploads = [
+        {"Key": "old", "Initiated": now - timedelta(days=2)},
+        {"Key": "live", "Initiated": now - timedelta(minutes=5)},
+        {"Key": "undated"},
+    ]
+    cutoff = now.timestamp() - STALE_UPLOAD_S
+    assert [u["Key"] for u in stale_uploads(uploads, cutoff)] == ["old"]
