@@ -239,6 +239,7 @@ def test_disk_full_removes_partial_and_exits_2(tmp_path: Path) -> None:
     assert "rc=2" in lines, proc.stdout + proc.stderr
     assert lines[-1] == "rc=2", f"left behind: {lines}"  # `ls -A` printed nothing
     assert str(out) in proc.stderr and "No space left" in proc.stderr
+    assert "Free space there or pass --output to another disk" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

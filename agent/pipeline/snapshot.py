@@ -12,6 +12,7 @@ Ctrl-C cannot cut the cleanup short, and a signal after the commit cannot undo i
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import socket
 import tempfile
@@ -129,7 +130,7 @@ def take_snapshot(
         except OSError as exc:
             raise SnapshotError(
                 f"writing {sink.where} failed ({exc.strerror or exc}); nothing was kept. "
-                "Free space there or pass --output to another disk"
+                + _what_to_do(exc)
             ) from None
         except AgentError:  # already one line saying what to do (an S3 upload refused)
             raise
@@ -142,6 +143,19 @@ def take_snapshot(
         return record
     finally:
         _clean_up(spool, sink)
+
+
+def _what_to_do(exc: OSError) -> str:
+    """The advice for an archive that could not be written, by what went wrong."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "Free space there or pass --output to another disk"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+        return "Check the disk, or pass --output to another one"
+    named = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"Check that the destination still exists and is writable{named}; if it is, this "
+        "is a bug in snapshot-agent: please report this message"
+    )
 
 
 def _filtered_or_withheld(flt: Filter, check: Check, result: Result) -> Result:
