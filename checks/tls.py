@@ -747,7 +747,13 @@ def tls_certificates(ctx: Context) -> Result:
     ok = f"{len(files)} certificate file(s) fine"
     if soonest:
         ok += f"; next expiry in {soonest['days_left']:.0f} days ({soonest['path']})"
-    data = {"expiry": rows, "files": [_file_row(f) for f in files], "trust": bundles}
+    warn_days, fail_days = DAYS_LEFT.limits(ctx.thresholds)
+    data = {
+        "expiry": rows,
+        "windows": {"warn_days": warn_days, "fail_days": fail_days},  # the timeline's shading
+        "files": [_file_row(f) for f in files],
+        "trust": bundles,
+    }
     return Result.from_findings(notes + findings, ok=ok, data=data)
 
 

@@ -345,6 +345,7 @@ def test_timeline_level_and_findings_come_from_one_expiry_band(tmp_path: Path, p
     assert "expires in 365 days" in messages(result, Severity.WARN)
     levels = {r["subject"]: r["level"] for r in result.data["expiry"]}
     assert levels == {f"CN={HOST}": "warn", "CN=Test Intermediate CA": "pass"}
+    assert result.data["windows"] == {"warn_days": 400, "fail_days": 7}  # the chart's shading
     failing = run_certs(tmp_path, pki, [path], {"warn_days": 2000, "fail_days": 365})
     assert {r["level"] for r in failing.data["expiry"]} == {"fail", "warn"}
 
