@@ -41,6 +41,7 @@ timeout), and writes one ZIP: report.html (open it in a browser), report.json,
 manifest.json and the raw evidence under raw/.
 """
 
+MAX_WAIT_S = 24 * 3600.0  # --wait: never forever
 MAX_URL_BYTES = 64 * 1024  # a presigned URL is a few hundred bytes; a file is read no further
 STATUS_HELP = """\
 check statuses:
@@ -156,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not lower the agent's CPU (nice 10) and I/O priority",
     )
+    run.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        metavar="SECONDS",
+        help="if another snapshot is in progress on this node (the service's, or another "
+        "run's), wait up to SECONDS for it to end (default: refuse at once, exit 2)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
     run.add_argument(
         "--events-fd",
@@ -266,13 +274,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     """Take the snapshot; `stop` is told the record, to know when it is too late to cancel."""
+    from snapshot_agent.service.exclusive import SnapshotLock
+
+    args.events = EventWriter.from_fd(args.events_fd) if args.events_fd is not None else None
+    loaded = _load(args)
+    # One snapshot at a time per node, with the service's and other SREs' runs alike.
+    lock = SnapshotLock(Path(loaded.config.state_dir))
+    with lock.acquire(args.wait, "; pass --wait SECONDS to wait for it") as lease:
+        if lease.note:
+            print(f"snapshot-agent: {lease.note}", file=sys.stderr)
+        return _take(args, stop, loaded)
+
+
+def _take(args: argparse.Namespace, stop: _StopOnSignal, loaded: LoadedConfig) -> int:
+    """The snapshot itself, the node's snapshot lock held."""
     from snapshot_agent.pipeline.record import SnapshotOptions
     from snapshot_agent.pipeline.snapshot import take_snapshot
 
-    events = args.events = (
-        EventWriter.from_fd(args.events_fd) if args.events_fd is not None else None
-    )
-    loaded = _load(args)
+    events = args.events
     only, skip = split_patterns(args.only), split_patterns(args.skip)
     checks = select(all_checks(loaded), only, skip)
     options = SnapshotOptions(
@@ -366,6 +385,17 @@ def _sink(args: argparse.Namespace, config: Config) -> Sink:
         )
     # archive.group: archives 0640 for that group (0600 without it).
     return LocalSink(args.output or Path("."), group=config.archive.group, suffix=suffix)
+
+
+def _wait_seconds(text: str) -> float:
+    """--wait: seconds from 0 to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f"{text}: give seconds from 0 to {MAX_WAIT_S:g}")
+    return value
 
 
 def _upload_url(args: argparse.Namespace) -> str | None:

@@ -434,3 +434,48 @@ def test_command_output_cannot_drive_the_operators_terminal(tmp_path: Path) -> N
     for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert raw not in proc.stderr
     assert "\\x1b]52;c;aGk=\\x07\\x1b[2J" in proc.stderr  # still there to read, escaped
+
+
+def test_one_snapshot_at_a_time_per_node(tmp_path: Path) -> None:
+    """A run holds the node's lock in state_dir: a second is refused naming the first,
+    a third with --wait takes its turn once the first is done."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"state_dir: {state}\n"
+        "checks:\n  commands:\n"
+        "    - {id: custom.slow, title: Slow, command: [sleep, '4'], timeout_s: 10}\n"
+    )
+    argv = [sys.executable, "-m", "snapshot_agent", "run", "-c", str(config), "-q"]
+    env = {**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull}
+    first = subprocess.Popen(
+        [*argv, "-o", str(tmp_path / "a"), "--only", "custom.slow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        lock, deadline = state / "snapshot.lock", time.monotonic() + 30
+        while not (lock.exists() and lock.read_text()):  # the holder writes its pid in it
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = run_cli("run", "-c", config, "-o", tmp_path / "b", "--only", "cpu.load", "-q")
+        assert second.returncode == 2
+        assert f"another snapshot is in progress on this node (pid {first.pid}" in second.stderr
+        assert "pass --wait SECONDS to wait for it" in second.stderr
+        assert second.stderr.count("\n") == 1 and not (tmp_path / "b").exists()
+        third = run_cli(
+            "run", "-c", config, "-o", tmp_path / "c", "--only", "cpu.load", "-q", "--wait", "60"
+        )  # fmt: skip
+        assert third.returncode in (0, 1), third.stderr
+        assert first.poll() is not None  # it waited for the first to finish
+        assert first.returncode in (0, 1)
+    finally:
+        first.kill()
+        first.communicate()
+    assert len(list((tmp_path / "c").glob("snapshot-*.zip"))) == 1
+
+
+@pytest.mark.parametrize("wait", ["-1", "soon", "86401"])
+def test_wait_is_seconds_within_a_day(tmp_path: Path, wait: str) -> None:
+    run = run_cli("run", "--wait", wait, "-o", tmp_path)
+    assert run.returncode == 2 and f"{wait}: give seconds from 0 to 86400" in run.stderr

@@ -54,6 +54,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "snapshot_agent.pipeline.record",
     ),
     "snapshot_agent.storage": ("snapshot_agent.storage", "snapshot_agent.pipeline.record"),
+    "snapshot_agent.service": (
+        "snapshot_agent.pipeline",
+        "snapshot_agent.storage",
+        "snapshot_agent.service",
+    ),
 }
 
 
