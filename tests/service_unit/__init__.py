@@ -1,0 +1,1 @@
+"""Tests of packaging/snapshot-agent.service: systemd's verdicts and the agent's needs."""
