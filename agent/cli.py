@@ -32,6 +32,7 @@ from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, UsageEr
 from snapshot_agent.pipeline.events import EventWriter, Observers
 from snapshot_agent.pipeline.record import SnapshotRecord
 from snapshot_agent.redact.catalog import redactor_for
+from snapshot_agent.service.command import add_parsers as add_serve_parsers
 from snapshot_agent.storage.sink import Sink
 
 DESCRIPTION = """\
@@ -225,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print what was removed (counts per rule, never values) as JSON on stderr",
     )
     redact.add_argument("--rules", action="store_true", help="list the redaction rules and exit")
-    for name, handler in add_crypto_parsers(sub, _version).items():
+    handlers = {**add_crypto_parsers(sub, _version), **add_serve_parsers(sub, _version)}
+    for name, handler in handlers.items():
         sub.choices[name].set_defaults(handler=handler)
     return parser
 

@@ -228,6 +228,7 @@ class ApiToken(_Section):
 
 class ApiConfig(_Section):
     unix_socket: str = "/run/snapshot-agent/agent.sock"
+    group: str | Annotated[int, Meta(ge=0)] | None = None  # the socket's group (0660)
     listen: str | None = None
     tls: ApiTlsConfig = ApiTlsConfig()
     tokens: Annotated[list[ApiToken], Meta(max_length=MAX_TOKENS)] = []

@@ -56,6 +56,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "snapshot_agent.storage": ("snapshot_agent.storage", "snapshot_agent.pipeline.record"),
     "snapshot_agent.service": (
         "snapshot_agent.pipeline",
+        "snapshot_agent.redact",
         "snapshot_agent.storage",
         "snapshot_agent.service",
     ),

@@ -5,6 +5,12 @@ priority, which a threaded or async server must not do inside itself. So a serve
 each snapshot as `snapshot-agent run --json --events-fd N` in a new session (fork+exec
 through subprocess, safe from threads), reads progress from the pipe, and cancels by
 signalling the session: the agent then stops its checks and removes its partial files.
+
+A presigned upload URL is a secret until it expires: it reaches the child on a pipe
+(`--upload-url-file /dev/fd/N`), never on its command line, which every user can read.
+A caller that must not leave a snapshot running behind it when it dies (the service,
+killed outright) asks for `end_with_caller`: the child then gets SIGTERM when the
+caller ends, and cleans up as on any stop.
 """
 
 from __future__ import annotations
@@ -26,14 +32,39 @@ from snapshot_agent.pipeline.record import SnapshotOptions
 
 #: How long a cancelled snapshot gets to clean up before it is killed outright.
 CANCEL_GRACE_S = 10.0
+#: The longest upload URL passed on: its line and newline fit in a pipe's buffer (64 KiB),
+#: so writing it never waits for the child to read.
+MAX_UPLOAD_URL_BYTES = 60 * 1024
+#: Run before the agent in the child when it is to end with its caller: PR_SET_PDEATHSIG
+#: (1) with SIGTERM, kept across exec; a caller already gone means no snapshot at all.
+#: argv: the caller's pid, then the agent's command line.
+END_WITH_CALLER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def run_argv(
-    output: Path, options: SnapshotOptions, config: Path | None, events_fd: int
+    output: Path | None,
+    options: SnapshotOptions,
+    config: Path | None,
+    events_fd: int,
+    upload_url_fd: int | None = None,
 ) -> list[str]:
-    """The `snapshot-agent run` command line that takes this snapshot."""
+    """The `snapshot-agent run` command line that takes this snapshot.
+
+    `output` None: where the config stores archives (storage.s3, else the current
+    directory: a caller that wants storage.local_dir passes it). `upload_url_fd`: an
+    inherited descriptor to read the presigned PUT URL from.
+    """
     argv = [sys.executable, "-m", "snapshot_agent", "run", "--json", "--quiet"]
-    argv += ["--output", str(output), "--events-fd", str(events_fd)]
+    if output is not None:
+        argv += ["--output", str(output)]
+    argv += ["--events-fd", str(events_fd)]
+    if upload_url_fd is not None:
+        argv += ["--upload-url-file", f"/dev/fd/{upload_url_fd}"]
     if config is not None:
         argv += ["--config", str(config)]
     if not options.redact:
@@ -78,21 +109,33 @@ class SnapshotProcess:
     @classmethod
     def start(
         cls,
-        output: Path,
+        output: Path | None,
         options: SnapshotOptions | None = None,
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
+        *,
+        upload_url: str | None = None,
+        end_with_caller: bool = False,
     ) -> SnapshotProcess:
-        """Start a snapshot in a new session; returns at once."""
+        """Start a snapshot in a new session; returns at once.
+
+        `upload_url`: PUT the archive there (passed on a pipe). `end_with_caller`: SIGTERM
+        the snapshot when this process ends; call from a thread that lives as long as the
+        process (the kernel ties the signal to the thread that started the child).
+        """
+        url = _url_pipe(upload_url) if upload_url is not None else None
         read_fd, write_fd = os.pipe()
         try:
+            argv = run_argv(output, options or SnapshotOptions(), config, write_fd, url)
+            if end_with_caller:
+                argv = [sys.executable, "-c", END_WITH_CALLER, str(os.getpid()), *argv]
             proc = subprocess.Popen(
-                run_argv(output, options or SnapshotOptions(), config, write_fd),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd,) if url is None else (write_fd, url),
                 start_new_session=True,
                 env=dict(env) if env is not None else None,
             )
@@ -101,6 +144,8 @@ class SnapshotProcess:
             raise
         finally:
             os.close(write_fd)
+            if url is not None:
+                os.close(url)
         return cls(proc, os.fdopen(read_fd, "r", encoding="utf-8"))
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
@@ -150,3 +195,21 @@ class SnapshotProcess:
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+
+
+def _url_pipe(url: str) -> int:
+    """A pipe's read end holding `url` and a newline, its write end closed."""
+    data = url.encode() + b"\n"
+    if "\n" in url or "\r" in url or len(data) > MAX_UPLOAD_URL_BYTES:
+        raise ValueError("upload URL: one line of at most 60 KiB expected")
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)  # a pipe the kernel made small: an error, not a hang
+        if os.write(write_fd, data) != len(data):
+            raise OSError(f"upload URL: a pipe took only part of its {len(data)} bytes")
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
