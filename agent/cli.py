@@ -31,6 +31,7 @@ from snapshot_agent.core.registry import all_checks, select, split_patterns
 from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, UsageError, signal_name
 from snapshot_agent.pipeline.events import EventWriter, Observers
 from snapshot_agent.pipeline.record import SnapshotRecord
+from snapshot_agent.pipeline.report_command import add_parsers as add_report_parsers
 from snapshot_agent.redact.catalog import redactor_for
 from snapshot_agent.service.command import add_parsers as add_serve_parsers
 from snapshot_agent.storage.sink import Sink
@@ -226,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print what was removed (counts per rule, never values) as JSON on stderr",
     )
     redact.add_argument("--rules", action="store_true", help="list the redaction rules and exit")
-    handlers = {**add_crypto_parsers(sub, _version), **add_serve_parsers(sub, _version)}
+    handlers = {
+        **add_crypto_parsers(sub, _version),
+        **add_report_parsers(sub, _version),
+        **add_serve_parsers(sub, _version),
+    }
     for name, handler in handlers.items():
         sub.choices[name].set_defaults(handler=handler)
     return parser

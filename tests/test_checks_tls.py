@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import shutil
 import socket
 import ssl
@@ -1161,9 +1162,11 @@ def test_report_shows_the_expiry_timeline(tmp_path: Path, pki: Pki) -> None:
     proc = run_cli("run", "-c", config, "-o", tmp_path, "--only", "tls", "-q")
     assert proc.returncode == 1, proc.stderr
     html = zipfile.ZipFile(proc.stdout.strip()).read("report.html").decode()
-    assert "Certificate expiry (days left)" in html
-    assert html.count('class="timeline-row"') == 4  # soon + intermediate, 2 Iggy dev certs
-    assert 'class="timeline-days fail">5 d' in html
+    start = html.index('class="chart chart-expiry"')
+    chart = html[start : html.index("</svg>", start)]
+    assert "<title" in chart and "Certificate expiry" in chart
+    assert chart.count('<g class="row">') == 4  # soon + intermediate, 2 Iggy dev certs
+    assert re.search(r'class="value">in 5 days · [^<]* · fail<', chart), chart
 
 
 def shipped_toml(tmp: Path, address: str, cert_file: str = "core/certs/iggy_cert.pem") -> Path:

@@ -71,9 +71,10 @@ def test_overview_lists_facts_and_verdicts_worst_first() -> None:
     }
     assert [c["id"] for c in overview["checks"]] == ["iggy.logs", "iggy.data_dir", "iggy.health"]
     html = render_html(report(checks))
-    section = html[html.index('<section class="iggy"') : html.index("</section>")]
+    start = html.index('<section class="iggy"')
+    section = html[start : html.index("</section>", start)]
     assert "0.8.0" in section and "1,234,567" in section and "cpu.load" not in section
-    assert html.index('<section class="iggy"') < html.index('<table class="checks">')
+    assert html.index('id="dashboard"') < start < html.index('<article class="check"')
 
 
 def test_no_section_without_a_broker() -> None:

@@ -94,7 +94,7 @@ class Check:
     thresholds: dict[str, ThresholdValue] = field(default_factory=dict, compare=False)
     bands: tuple[Band, ...] = ()  # graded measures; their ends are in `thresholds` too
     source: str = "builtin"  # builtin | entry point name | config
-    view: str | None = None  # a report partial for the data (templates/views/<view>.html)
+    view: str | None = None  # a hint kept in report.json; the page draws charts (render/charts)
     sampling_s: float = 0.0  # time the check deliberately waits to sample; started first
 
     def __post_init__(self) -> None:

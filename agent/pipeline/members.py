@@ -8,6 +8,7 @@ Iggy data bundle will be one more source.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from snapshot_agent.archive.writer import (
@@ -22,6 +23,7 @@ from snapshot_agent.pipeline.filter import Filter
 from snapshot_agent.pipeline.record import COMMANDS, SkippedItem, SnapshotRecord, commands_json
 from snapshot_agent.redact.redactor import Redactor
 from snapshot_agent.render.html import render_html
+from snapshot_agent.render.raw import RawHeads
 from snapshot_agent.render.report import report_document
 
 
@@ -72,8 +74,16 @@ def leak_scanned(
             yield Entry(entry.path, withheld_on_failure(chunks, entry.path, record))
 
 
-def report_entries(record: SnapshotRecord) -> Iterator[Entry]:
-    """report.json and report.html, from the record as it stands when they are reached."""
+def teed(entries: Iterable[Entry], heads: RawHeads) -> Iterator[Entry]:
+    """The entries unchanged, each one's head kept in `heads` as its bytes go by (for the
+    page's raw viewer: the bytes as stored)."""
+    for entry in entries:
+        yield replace(entry, chunks=heads.tee(entry.path, entry.chunks))
+
+
+def report_entries(record: SnapshotRecord, heads: RawHeads | None = None) -> Iterator[Entry]:
+    """report.json and report.html, from the record as it stands when they are reached
+    (and the raw heads collected by then)."""
     report = report_document(record)
     yield Entry(REPORT_JSON, [json_bytes(report)])
-    yield Entry(REPORT_HTML, [render_html(report).encode()])
+    yield Entry(REPORT_HTML, [render_html(report, heads.heads() if heads else None).encode()])

@@ -47,7 +47,7 @@ from snapshot_agent.pipeline.filter import (
     results_source,
 )
 from snapshot_agent.pipeline.iggy_bundle import iggy_entries
-from snapshot_agent.pipeline.members import evidence_entries, leak_scanned, report_entries
+from snapshot_agent.pipeline.members import evidence_entries, leak_scanned, report_entries, teed
 from snapshot_agent.pipeline.protection import Protection
 from snapshot_agent.pipeline.record import (
     CheckRecord,
@@ -58,6 +58,7 @@ from snapshot_agent.pipeline.record import (
 )
 from snapshot_agent.redact.catalog import leak_scan_for
 from snapshot_agent.redact.redactor import Redactor
+from snapshot_agent.render.raw import RawHeads
 from snapshot_agent.storage.local import retry_removal
 from snapshot_agent.storage.sink import Sink
 
@@ -226,9 +227,11 @@ def _write_archive(
     level, threads = config.archive.compression_level, compress_threads(config.archive.threads)
     writer = ArchiveWriter(out if out is not None else stream, level, threads)
     try:
-        writer.add_all(leak_scanned(evidence_entries(spool, record, flt), scan, record))
+        heads = RawHeads()  # of the evidence as stored: after the filter and the leak scan
+        evidence = leak_scanned(evidence_entries(spool, record, flt), scan, record)
+        writer.add_all(teed(evidence, heads))
         writer.add_all(iggy_entries(config, record, flt, scan, spool / BUNDLE_SPOOL))
-        writer.add_all(leak_scanned(report_entries(record), scan, record))
+        writer.add_all(leak_scanned(report_entries(record, heads), scan, record))
         record.redaction = flt.audit()  # every member has passed the filter by now
         if scan is not None:
             record.redaction.add(scan.audit())

@@ -18,10 +18,10 @@ CATEGORY = "iggy"
 def iggy_overview(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
     """{'facts': [(label, text)], 'checks': [...]} when a broker was looked at; else None."""
     iggy = [c for c in checks if c.get("category") == CATEGORY]
-    if not iggy or all(c["status"] == "skipped" for c in iggy):
+    if not iggy or all(c.get("status") == "skipped" for c in iggy):
         return None
     rank = {str(s): i for i, s in enumerate(STATUS_ORDER)}
-    by_id = {c["id"]: c.get("data") or {} for c in iggy}
+    by_id = {c.get("id"): c.get("data") or {} for c in iggy}
     health, data_dir = by_id.get("iggy.health", {}), by_id.get("iggy.data_dir", {})
     process = by_id.get("iggy.process", {})
     facts = [
@@ -34,7 +34,7 @@ def iggy_overview(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
     ]
     return {
         "facts": [(label, text) for label, text in facts if text],
-        "checks": sorted(iggy, key=lambda c: (rank[c["status"]], c["id"])),
+        "checks": sorted(iggy, key=lambda c: (rank.get(c.get("status"), len(rank)), c.get("id"))),
     }
 
 

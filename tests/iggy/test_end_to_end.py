@@ -91,7 +91,8 @@ def test_every_iggy_check_on_a_whole_node(tmp_path: Path, layout: str, version: 
     assert (totals["streams"], totals["topics"], totals["partitions"]) == (2, 4, 8)
     # The broker's own account of itself leads the report.
     html = members["report.html"].decode()
-    section = html[html.index('<section class="iggy"') : html.index("</section>")]
+    start = html.index('<section class="iggy"')
+    section = html[start : html.index("</section>", start)]
     assert checks["iggy.health"]["data"]["version"] in section
     assert "1,234,567" in section  # messages, from /stats
     # The password the agent logged in with is nowhere in the archive.

@@ -1,0 +1,82 @@
+"""The raw viewer: heads of raw evidence as the page shows them, error lines marked,
+within one page budget.
+
+The text goes into the page as it is stored, line for line (escaped, nothing else on its
+lines), so a line-based secret scanner reads the page's copy as it reads the member;
+the page's script numbers the lines and marks the error lines the server listed.
+
+A page inlines at most RAW_BUDGET of raw text: heads are given out in the order the
+cards are shown (worst first), whole (HEAD_BYTES) while the budget allows, then short
+(SMALL_HEAD), then not at all (the link to the whole file is always there).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from snapshot_agent.render.raw import HEAD_BYTES, RawHead
+
+#: Raw text inlined in one page, over all viewers.
+RAW_BUDGET = 192 * 1024
+#: The head a viewer gets once the budget cannot give a whole one.
+SMALL_HEAD = 2 * 1024
+#: Lines shown in one viewer (each becomes an element in the browser).
+MAX_LINES = 1000
+#: Words that make a line an error line (highlighted).
+ERROR_LINE = re.compile(
+    r"\b(errors?|fail(s|ed|ure|ing)?|fatal|panic(ked)?|oom|out of memory|segfault|"
+    r"segmentation fault|denied|refused|timed out|timeout|critical|emerg|killed|abort(ed)?|"
+    r"call trace)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RawView:
+    """What a viewer shows of one raw member: its first lines, which of them (1-based)
+    are error lines, and how many of the member's bytes that is."""
+
+    lines: list[str]
+    errors: list[int]
+    shown_bytes: int
+    size: int
+
+    @property
+    def partial(self) -> bool:
+        """True when less than the whole member is shown."""
+        return self.shown_bytes < self.size
+
+
+def lines_of(text: str, max_lines: int = MAX_LINES) -> tuple[list[str], bool]:
+    """`text` as viewer lines (a final newline ends the last line, it does not add one;
+    a CR before it is dropped), and whether they are all of it (not cut at `max_lines`)."""
+    rows = text.split("\n", max_lines)
+    complete = len(rows) <= max_lines or rows[-1] == ""
+    rows = rows[:max_lines]
+    if len(rows) > 1 and rows[-1] == "":
+        rows.pop()
+    return [r.removesuffix("\r") for r in rows], complete
+
+
+class RawBudget:
+    """Gives out viewer heads until the page's raw budget is spent."""
+
+    def __init__(self, total: int = RAW_BUDGET) -> None:
+        self.left = total
+
+    def view(self, head: RawHead) -> RawView | None:
+        """The viewer of `head`, as much of it as the budget allows; None when spent."""
+        limit = next((n for n in (HEAD_BYTES, SMALL_HEAD) if n <= self.left), 0)
+        if not limit or not head.text:
+            return None
+        text = head.text
+        if len(text) > limit:
+            cut = text.rfind("\n", 0, limit) + 1
+            text = text[: cut or limit]
+        lines, complete = lines_of(text)
+        shown = sum(len(line.encode()) + 1 for line in lines)
+        self.left -= shown
+        errors = [n for n, line in enumerate(lines, 1) if ERROR_LINE.search(line)]
+        whole = complete and not head.truncated and text is head.text
+        return RawView(lines, errors, head.size if whole else min(shown, head.size), head.size)
