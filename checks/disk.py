@@ -18,6 +18,10 @@ Choices worth knowing when reading the verdicts:
   same way (`inodes_needed`). Only one statvfs per mount is taken, so the verdict is
   about now: how fast space goes (days left) needs a growth rate, which the agent does
   not have yet.
+- The mounts judged are the host's: from a sandbox of its own (the systemd unit's
+  ProtectSystem=strict shows / read-only, PrivateTmp= a private /tmp) the agent reads
+  PID 1's mount table and reaches each mount through /proc/1/root (node.host_view); the
+  data's `mount_view` and the summary say which view was read.
 - statvfs on a dead NFS/CIFS/FUSE mount blocks in the kernel forever, so every call that
   may touch a mount runs in a daemon thread with a per-mount timeout; a mount that does
   not answer is a FAIL and the other mounts are still judged. The runner takes the result
@@ -37,6 +41,13 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
 from snapshot_agent.core.units import GIB, mib_or_gib
+from snapshot_agent.node.host_view import (
+    OWN,
+    MountView,
+    mount_view,
+    statvfs_beneath,
+    view_result,
+)
 from snapshot_agent.node.mounts import (
     PSEUDO_FS,
     READONLY_BY_DESIGN,
@@ -179,7 +190,8 @@ class UsageFacts:
     read_only: list[str] = field(default_factory=list)
     timeout_s: float = 2.0
     not_probed: int = 0
-    table_truncated: bool = False  # /proc/self/mounts had more than MAX_MOUNT_LINES lines
+    table_truncated: bool = False  # the mount table had more than MAX_MOUNT_LINES lines
+    view: MountView = OWN  # whose mount table was read (the host's from a sandbox)
 
 
 def fill_usage(usage: MountUsage, st: Any) -> None:
@@ -223,20 +235,32 @@ def usage_candidates(mounts: list[MountEntry], facts: UsageFacts) -> list[MountU
 
 def read_usage(
     ctx: Context,
-    statvfs: Callable[[str], Any] = os.statvfs,
+    statvfs: Callable[[Any], Any] = os.statvfs,
     timeout_s: float | None = None,
+    view: MountView | None = None,
 ) -> UsageFacts:
-    """statvfs every candidate mount (mapped through the context roots) under a timeout."""
+    """statvfs every candidate mount under a timeout, in the view `mount_view` picks.
+
+    The own view maps each mount point through the context roots; the host's reaches it
+    beneath /proc/1/root, through a descriptor (statvfs is then given that descriptor).
+    """
     wanted = float(timeout_s if timeout_s is not None else ctx.thresholds["mount_timeout_s"])
-    facts = UsageFacts(timeout_s=probe_budget(ctx, wanted))
-    mounts, facts.table_truncated = read_mount_table(ctx)
+    view = mount_view(ctx) if view is None else view
+    facts = UsageFacts(timeout_s=probe_budget(ctx, wanted), view=view)
+    mounts, facts.table_truncated = read_mount_table(ctx, view.mounts_path)
     candidates = usage_candidates(mounts, facts)
     if len(candidates) > MAX_MOUNTS:
         facts.not_probed = len(candidates) - MAX_MOUNTS
         candidates = candidates[:MAX_MOUNTS]
-    calls = {
-        u.mount.mountpoint: bind(statvfs, str(ctx.path(u.mount.mountpoint))) for u in candidates
-    }
+    root = str(ctx.path(view.root))
+
+    def reach(mountpoint: str) -> Callable[[], Any]:
+        """The statvfs call of one mount point, in the chosen view."""
+        if view.host:
+            return lambda: statvfs_beneath(root, mountpoint, statvfs)
+        return bind(statvfs, str(ctx.path(mountpoint)))
+
+    calls = {u.mount.mountpoint: reach(u.mount.mountpoint) for u in candidates}
     probes = probe_all(calls, facts.timeout_s)
     for usage in candidates:
         probe = probes[usage.mount.mountpoint]
@@ -429,7 +453,7 @@ def _left_out(facts: UsageFacts) -> list[Finding]:
             )
         )
     if facts.table_truncated:
-        findings.append(table_truncated_finding())
+        findings.append(table_truncated_finding(facts.view.mounts_path))
     return findings
 
 
@@ -482,7 +506,7 @@ def judge_usage(facts: UsageFacts, thresholds: dict[str, Any]) -> Result:
         "skipped": facts.skipped_types,
         "mount_timeout_s": facts.timeout_s,
     }
-    return Result.from_findings(findings, ok=_usage_ok(judged, thresholds), data=data)
+    return view_result(facts.view, findings, ok=_usage_ok(judged, thresholds), data=data)
 
 
 @check(
@@ -510,6 +534,9 @@ def disk_usage(ctx: Context) -> Result:
       [test_usage_passes_and_skips_pseudo_and_bind_mounts]
     - pass: a FUSE mount we may not stat is a note
       [test_usage_stale_mount_fails_and_permission_is_info]
+    - pass: run in a sandbox whose / is read-only and /tmp a private tmpfs: the host's
+      writable / is judged, the sandbox's tmpfs is not
+      [test_host_view_from_a_read_only_namespace_judges_the_hosts_mounts]
     - warn: a 20 GiB root 79 % full with only 4.3 GiB free
       [test_usage_small_volume_with_a_few_gib_free_warns]
     - warn: a 1000 GiB broker volume with 60 GiB free [test_usage_space_verdicts]

@@ -2,7 +2,9 @@
 read-only mounts.
 
 The mount table and the hang-safe probes come from snapshot_agent.node.mounts: the data
-directory is looked up under a timeout, since its filesystem may hang.
+directory is looked up under a timeout, since its filesystem may hang. The table, fstab,
+bind roots and the data directory are all read in one view, the host's when the agent
+runs in a sandbox of its own (node.host_view): a sandbox's read-only / is not the node's.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_agent.core.check import Requirements, check
-from snapshot_agent.core.context import Context
+from snapshot_agent.core.context import DEFAULT_READ_LIMIT, Context
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
+from snapshot_agent.node.host_view import (
+    OWN,
+    MountView,
+    mount_view,
+    read_beneath,
+    resolve_beneath,
+    view_result,
+)
 from snapshot_agent.node.iggy_install import discover
 from snapshot_agent.node.mounts import (
     PSEUDO_FS,
@@ -50,7 +60,8 @@ class MountsFacts:
     data_dir_state: str = "exists"  # exists | missing | hung | error: <reason>
     data_path: str = DEFAULT_DATA_DIR  # data_dir with symlinks resolved when possible
     timeout_s: float = 2.0
-    table_truncated: bool = False  # /proc/self/mounts had more than MAX_MOUNT_LINES lines
+    table_truncated: bool = False  # the mount table had more than MAX_MOUNT_LINES lines
+    view: MountView = OWN  # whose mount table was read (the host's from a sandbox)
 
 
 def parse_fstab(text: str) -> dict[str, tuple[str, ...]]:
@@ -62,24 +73,51 @@ def parse_fstab(text: str) -> dict[str, tuple[str, ...]]:
     }
 
 
-def read_mounts(ctx: Context, timeout_s: float | None = None) -> MountsFacts:
-    """Mount table, fstab, bind roots, and the Iggy data directory (stat under a timeout)."""
+def _read_fstab(ctx: Context, view: MountView) -> str:
+    """/etc/fstab as the view's root has it ("" when unreadable)."""
+    if not view.host:
+        return ctx.read_optional("/etc/fstab") or ""
+    try:
+        return read_beneath(str(ctx.path(view.root)), "/etc/fstab", DEFAULT_READ_LIMIT)
+    except OSError:
+        return ""
+
+
+def _look_beneath(root: str, data_dir: str) -> tuple[bool, str]:
+    """Does the data directory exist in the host's tree, and where it really lives there."""
+    real, exists = resolve_beneath(root, data_dir)
+    return exists, real if exists else data_dir
+
+
+def read_mounts(
+    ctx: Context, timeout_s: float | None = None, view: MountView | None = None
+) -> MountsFacts:
+    """Mount table, fstab, bind roots, and the Iggy data directory (stat under a timeout).
+
+    All in the view `mount_view` picks: in the host's, the data directory is resolved
+    beneath /proc/1/root. A path into a broker's container (/proc/PID/root/...) is
+    looked at as the agent sees it, since its mounts are in neither table.
+    """
     wanted = float(timeout_s if timeout_s is not None else ctx.thresholds["mount_timeout_s"])
-    mounts, truncated = read_mount_table(ctx)
+    view = mount_view(ctx) if view is None else view
+    mounts, truncated = read_mount_table(ctx, view.mounts_path)
     facts = MountsFacts(
-        mounts=mounts, timeout_s=probe_budget(ctx, wanted), table_truncated=truncated
+        mounts=mounts, timeout_s=probe_budget(ctx, wanted), table_truncated=truncated, view=view
     )
-    facts.fstab = parse_fstab(ctx.read_optional("/etc/fstab") or "")
-    facts.bind_roots = read_mountinfo_roots(ctx)
+    facts.fstab = parse_fstab(_read_fstab(ctx, view))
+    facts.bind_roots = read_mountinfo_roots(ctx, view.mountinfo_path)
     install = discover(ctx)
     facts.data_dir_source = install.data_dir_source or "the default location"
     facts.data_dir = posixpath.normpath(install.data_dir or DEFAULT_DATA_DIR)
     facts.data_path = facts.data_dir
     mapped = ctx.path(facts.data_dir)
     live = ctx.live
+    root = str(ctx.path(view.root))
 
     def look() -> tuple[bool, str]:
         """Does the data directory exist, and where does it really live."""
+        if view.host and not facts.data_dir.startswith("/proc/"):
+            return _look_beneath(root, facts.data_dir)
         exists = mapped.is_dir()
         # Symlinks resolve only on the live node: in a fixture tree they point elsewhere.
         real = os.path.realpath(facts.data_dir) if live and exists else facts.data_dir
@@ -319,7 +357,7 @@ def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
     others = (_unexpected_read_only(facts, m) for m in facts.mounts if m is not data_mount)
     findings += [f for f in others if f is not None]
     if facts.table_truncated:
-        findings.append(table_truncated_finding())
+        findings.append(table_truncated_finding(facts.view.mounts_path))
     rows = [
         {
             "mount": m.mountpoint,
@@ -337,9 +375,8 @@ def judge_mounts(facts: MountsFacts, thresholds: dict[str, Any]) -> Result:
         "data_mount": data_mount.mountpoint if data_mount else None,
         "mounts": rows[:MAX_ROWS],
     }
-    if data_mount is None:
-        return Result.from_findings(findings, ok="no mount table entries", data=data)
-    return Result.from_findings(findings, ok=_mounts_ok(facts, data_mount), data=data)
+    ok = _mounts_ok(facts, data_mount) if data_mount else "no mount table entries"
+    return view_result(facts.view, findings, ok=ok, data=data)
 
 
 @check(
@@ -363,6 +400,9 @@ def disk_mounts(ctx: Context) -> Result:
       [test_mounts_network_data_dir_warns_other_fs_notes]
     - pass: no data directory yet: the mount of / is judged, with a note
       [test_mounts_missing_data_dir_judges_root]
+    - pass: run in a sandbox whose / is read-only (ProtectSystem=strict): the host's /
+      and the data directory's mount are judged, read-write
+      [test_host_view_from_a_read_only_namespace_judges_the_hosts_mounts]
     - warn: the data mount uses strict atime (a metadata write per read)
       [test_mounts_warn_on_strict_atime]
     - warn: the data directory on NFS [test_mounts_network_data_dir_warns_other_fs_notes]
@@ -374,6 +414,7 @@ def disk_mounts(ctx: Context) -> Result:
     - fail: the root filesystem read-only [test_mounts_read_only_root_fails]
     - fail: the data directory does not answer (hung mount) [test_mounts_hung_data_dir_fails]
 
-    One read of the mount tables and one stat of the data directory, now.
+    One read of the mount tables and one stat of the data directory, now, in the host's
+    view when the agent runs in a mount namespace of its own.
     """
     return judge_mounts(read_mounts(ctx), ctx.thresholds)

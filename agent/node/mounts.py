@@ -1,5 +1,8 @@
 """The mount table, and calls on mounts that may hang, shared by disk.usage and disk.mounts.
 
+Which table is read (the agent's own, or the host's from a sandbox) is node.host_view's
+choice; the functions here take the table's path.
+
 Kubernetes nodes have thousands of mounts: the tables are streamed line by line, with a
 cap on the lines read. statvfs (or a stat) on a dead NFS/CIFS/FUSE mount blocks in the
 kernel forever, so such calls run in daemon threads under a deadline (`probe_all`): a
@@ -48,7 +51,7 @@ def decode_mount_field(text: str) -> str:
 
 @dataclass(frozen=True)
 class MountEntry:
-    """One line of /proc/self/mounts."""
+    """One line of a mount table (/proc/self/mounts, or /proc/1/mounts for the host's)."""
 
     device: str
     mountpoint: str
@@ -129,14 +132,17 @@ def read_table_lines(ctx: Context, node_path: str) -> Iterator[str | None]:
             yield raw.decode("utf-8", "replace")
 
 
-def read_mount_table(ctx: Context) -> tuple[list[MountEntry], bool]:
+def read_mount_table(
+    ctx: Context, node_path: str = "/proc/self/mounts"
+) -> tuple[list[MountEntry], bool]:
     """The node's mounts, one per mount point, and whether MAX_MOUNT_LINES cut the table.
 
-    Raises OSError when /proc/self/mounts is unreadable.
+    `node_path` is the table read: the agent's own, or /proc/1/mounts for the host's
+    (node.host_view). Raises OSError when it is unreadable.
     """
     entries: list[MountEntry] = []
     truncated = False
-    for line in read_table_lines(ctx, "/proc/self/mounts"):
+    for line in read_table_lines(ctx, node_path):
         if line is None:
             truncated = True
         elif entry := parse_mount_line(line):
@@ -144,11 +150,11 @@ def read_mount_table(ctx: Context) -> tuple[list[MountEntry], bool]:
     return dedupe_mounts(entries), truncated
 
 
-def read_mountinfo_roots(ctx: Context) -> dict[str, str]:
-    """parse_mountinfo_roots of /proc/self/mountinfo, streamed like the mount table."""
+def read_mountinfo_roots(ctx: Context, node_path: str = "/proc/self/mountinfo") -> dict[str, str]:
+    """parse_mountinfo_roots of a mountinfo table, streamed like the mount table."""
     roots: dict[str, str] = {}
     try:
-        for line in read_table_lines(ctx, "/proc/self/mountinfo"):
+        for line in read_table_lines(ctx, node_path):
             if line is not None:
                 roots.update(parse_mountinfo_roots(line))
     except OSError:
@@ -156,16 +162,16 @@ def read_mountinfo_roots(ctx: Context) -> dict[str, str]:
     return roots
 
 
-def table_truncated_finding() -> Finding:
+def table_truncated_finding(node_path: str = "/proc/self/mounts") -> Finding:
     """INFO: the mount table had more lines than MAX_MOUNT_LINES; the rest was not read."""
     return Finding(
         Severity.INFO,
-        f"/proc/self/mounts has more than {MAX_MOUNT_LINES:,} mounts: only the first "
+        f"{node_path} has more than {MAX_MOUNT_LINES:,} mounts: only the first "
         f"{MAX_MOUNT_LINES:,} were read and judged",
         "Run `df -h` and `df -i` by hand for the rest, and find what keeps adding mounts "
-        "(`cut -d' ' -f3 /proc/self/mounts | sort | uniq -c | sort -n | tail`): leaked "
+        f"(`cut -d' ' -f3 {node_path} | sort | uniq -c | sort -n | tail`): leaked "
         "container or snap mounts.",
-        "/proc/self/mounts",
+        node_path,
     )
 
 
