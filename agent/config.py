@@ -197,8 +197,9 @@ class S3Config(_Section):
     # Server-side encryption: AES256 (S3-managed keys) or aws:kms (with kms_key_id).
     sse: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
-    part_size_mb: Annotated[int, Meta(ge=5, le=5120)] = 16
-    concurrency: Annotated[int, Meta(ge=1, le=16)] = 4  # parts in flight
+    # awscli's shape: 8 MiB parts, 10 in flight (memory: 8 MiB x 11 at the most).
+    part_size_mb: Annotated[int, Meta(ge=5, le=5120)] = 8
+    concurrency: Annotated[int, Meta(ge=1, le=16)] = 10  # parts in flight
     max_attempts: Annotated[int, Meta(ge=1, le=20)] = 5  # per request, with backoff
     presign_ttl_s: Annotated[int, Meta(ge=1, le=7 * 86400)] = 900  # download URLs
 
