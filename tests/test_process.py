@@ -108,3 +108,21 @@ def test_unusable_events_fds_are_one_line_errors(tmp_path: Path, fd: str) -> Non
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and f"--events-fd {fd}" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_snapshot_does_not_inherit_the_services_notify_socket(tmp_path: Path) -> None:
+    """NotifyAccess=main: only the service talks to systemd; its child gets no socket."""
+    config = write_config(
+        tmp_path, "    - {id: custom.slow, title: Slow, command: [sleep, '2'], timeout_s: 10}\n"
+    )
+    env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "60000000"}
+    snapshot = SnapshotProcess.start(
+        tmp_path / "out", SnapshotOptions(only=("custom.slow",)), config, env
+    )
+    try:
+        environ = Path(f"/proc/{snapshot.pid}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_"))]
+        assert f"PYTHONPATH={REPO}".encode() in environ  # the rest is passed on
+    finally:
+        finished = snapshot.wait(timeout=60)
+    assert finished.exit_code in (0, 1), finished.stderr

@@ -137,7 +137,7 @@ class SnapshotProcess:
                 text=True,
                 pass_fds=(write_fd,) if url is None else (write_fd, url),
                 start_new_session=True,
-                env=dict(env) if env is not None else None,
+                env=_child_env(os.environ if env is None else env),
             )
         except BaseException:
             os.close(read_fd)
@@ -213,3 +213,13 @@ def _url_pipe(url: str) -> int:
     finally:
         os.close(write_fd)
     return read_fd
+
+
+#: What only the service's own process may use: systemd's notify socket and watchdog
+#: (NotifyAccess=main drops a child's messages; it must not send them by mistake).
+SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def _child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The snapshot's environment: the caller's, without the service's own variables."""
+    return {k: v for k, v in env.items() if k not in SERVICE_ONLY_ENV}
