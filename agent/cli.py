@@ -412,13 +412,18 @@ def _upload_url(args: argparse.Namespace) -> str | None:
     where = args.upload_url_file
     try:
         if str(where) == "-":
-            text = sys.stdin.readline(MAX_URL_BYTES)
+            text = sys.stdin.readline(MAX_URL_BYTES + 1)
         else:
             with where.open(encoding="utf-8") as file:
-                text = file.readline(MAX_URL_BYTES)
+                text = file.readline(MAX_URL_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise UsageError(f"--upload-url-file {where}: cannot read it ({reason})") from None
+    if len(text.rstrip("\n")) > MAX_URL_BYTES:
+        raise UsageError(
+            f"--upload-url-file {where}: its first line is longer than {MAX_URL_BYTES} "
+            "characters; put only the presigned PUT URL in it"
+        )
     if not text.strip():
         raise UsageError(f"--upload-url-file {where}: empty; put the presigned PUT URL in it")
     return text.strip()

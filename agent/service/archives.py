@@ -58,11 +58,21 @@ class Archives:
         if location is None or location.sink != "local":
             return None
         path = Path(location.uri)
+        if not self._in_store(path):
+            return None
         try:
             mode = path.lstat().st_mode
         except OSError:
             return None
         return path if stat.S_ISREG(mode) and ARCHIVE_NAME.fullmatch(path.name) else None
+
+    def _in_store(self, path: Path) -> bool:
+        """Whether `path` is a file directly in storage.local_dir (its real directory, no
+        symlinked parent): a record never leads the service to a file elsewhere."""
+        try:
+            return path.parent.resolve(strict=True) == Path(self.storage.local_dir).resolve()
+        except OSError:
+            return False
 
     def download_url(self, record: Record) -> str:
         """A presigned GET URL for a record stored in S3 (ArchiveError when not reachable)."""
@@ -91,6 +101,12 @@ class Archives:
         """Unlink an archive file (never a symlink's target, never another kind of file)."""
         if not ARCHIVE_NAME.fullmatch(path.name):
             raise ArchiveError(f"{path}: not an archive name; left in place, remove it by hand")
+        if not self._in_store(path):
+            if not path.parent.exists():
+                return  # its directory is gone, and the archive with it
+            raise ArchiveError(
+                f"{path}: not in storage.local_dir {self.storage.local_dir}; left in place"
+            )
         try:
             mode = path.lstat().st_mode
         except FileNotFoundError:

@@ -43,6 +43,9 @@ STOP_REASON = "agent stopped"
 #: failed without it (a check's orphan holding the event pipe open, say).
 AFTER_CANCEL_S = 5.0
 MAX_REASON_CHARS = 500
+#: Recording a failed snapshot, when the store is busy: tries, and the pause between.
+FAIL_TRIES = 5
+FAIL_RETRY_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ class SnapshotRunner:
             record = await self.archives.run(self._finish, run, finished)
         except Exception as exc:  # a bug, or the store failing: never leave it processing
             log.exception("snapshot %s: following it failed", run.record.id)
-            record = await asyncio.to_thread(self._fail, run, f"the agent lost track of it ({exc})")
+            record = await self._fail_retried(run, f"the agent lost track of it ({exc})")
         finally:
             self._running = None
             self.notifier.status(self.status_line())
@@ -172,6 +175,18 @@ class SnapshotRunner:
             await self.apply_retention()
         except Exception:  # the store failing: the hourly pass tries again
             log.exception("retention after snapshot %s failed", record.id)
+
+    async def _fail_retried(self, run: Running, reason: str) -> Record:
+        """Record the run failed, trying again while the store is busy (a record left
+        processing would refuse every create until the next restart)."""
+        for attempt in range(FAIL_TRIES):
+            try:
+                return await asyncio.to_thread(self._fail, run, reason)
+            except Exception:
+                log.exception("snapshot %s: recording its failure failed", run.record.id)
+                if attempt + 1 < FAIL_TRIES:
+                    await asyncio.sleep(FAIL_RETRY_S)
+        return run.record  # the next start's recovery marks it failed
 
     def _on_event(self, run: Running, event: dict[str, Any]) -> None:
         """Progress from the run (in the event loop)."""

@@ -150,3 +150,11 @@ def test_an_upload_the_store_will_not_abort_is_named(
     assert "AbortIncompleteMultipartUpload" in also
     upload = moto.client().list_multipart_uploads(Bucket=bucket)["Uploads"][0]["UploadId"]
     assert upload in also
+
+
+def test_a_url_file_longer_than_a_url_is_bad_input(tmp_path: Path) -> None:
+    long = tmp_path / "url.txt"
+    long.write_text("http://127.0.0.1:9/b/k?X-Amz-Signature=" + "a" * 70_000 + "\n")
+    run = run_cli("run", "--upload-url-file", long, "-o", tmp_path, "-q")
+    assert run.returncode == 2 and "its first line is longer than 65536" in run.stderr
+    assert list(tmp_path.iterdir()) == [long]
