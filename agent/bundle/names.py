@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from snapshot_agent.core.printable import escape_surrogate
+
 #: Unicode categories written as escapes: controls, format characters (bidi overrides),
 #: separators other than the plain space, unassigned and private-use code points.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
@@ -28,8 +30,8 @@ def escape_name(raw: bytes) -> str:
 def _escape_char(char: str) -> str:
     """One character, or its escape."""
     code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:  # a byte that was not UTF-8 (surrogateescape), or half a pair
+        return escape_surrogate(char)
     if char == " " or (char != "\\" and unicodedata.category(char) not in _ESCAPED_CATEGORIES):
         return char
     if code < 0x80:

@@ -31,9 +31,10 @@ def well_formed(text: str) -> str:
     `\\xff`, as the bundle's names show it; any other lone surrogate `\\ud800`."""
     if text.isascii() or not _SURROGATE.search(text):
         return text
-    return _SURROGATE.sub(_escape_surrogate, text)
+    return _SURROGATE.sub(lambda m: escape_surrogate(m.group()), text)
 
 
-def _escape_surrogate(match: re.Match[str]) -> str:
-    code = ord(match.group())
+def escape_surrogate(char: str) -> str:
+    """One lone surrogate as text: `\\xNN` for a byte surrogateescape kept, else `\\uNNNN`."""
+    code = ord(char)
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
