@@ -34,6 +34,7 @@ from snapshot_agent.pipeline.record import SnapshotRecord
 from snapshot_agent.pipeline.report_command import add_parsers as add_report_parsers
 from snapshot_agent.redact.catalog import redactor_for
 from snapshot_agent.service.command import add_parsers as add_serve_parsers
+from snapshot_agent.service.exclusive import MAX_WAIT_S, SnapshotLock
 from snapshot_agent.storage.sink import Sink
 
 DESCRIPTION = """\
@@ -43,7 +44,6 @@ timeout), and writes one ZIP: report.html (open it in a browser), report.json,
 manifest.json and the raw evidence under raw/.
 """
 
-MAX_WAIT_S = 24 * 3600.0  # --wait: never forever
 MAX_URL_BYTES = 64 * 1024  # a presigned URL is a few hundred bytes; a file is read no further
 STATUS_HELP = """\
 check statuses:
@@ -281,8 +281,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, stop: _StopOnSignal) -> int:
     """Take the snapshot; `stop` is told the record, to know when it is too late to cancel."""
-    from snapshot_agent.service.exclusive import SnapshotLock
-
     args.events = EventWriter.from_fd(args.events_fd) if args.events_fd is not None else None
     loaded = _load(args)
     # One snapshot at a time per node, with the service's and other SREs' runs alike.
