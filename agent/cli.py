@@ -28,7 +28,14 @@ from snapshot_agent.config import (
 from snapshot_agent.core.printable import printable
 from snapshot_agent.core.priority import lower_priority
 from snapshot_agent.core.registry import all_checks, select, split_patterns
-from snapshot_agent.errors import STOP_SIGNALS, AgentError, Interrupted, UsageError, signal_name
+from snapshot_agent.errors import (
+    STOP_SIGNALS,
+    AgentError,
+    Interrupted,
+    UsageError,
+    deferred,
+    signal_name,
+)
 from snapshot_agent.pipeline.events import EventWriter, Observers
 from snapshot_agent.pipeline.record import SnapshotRecord
 from snapshot_agent.pipeline.report_command import add_parsers as add_report_parsers
@@ -566,6 +573,8 @@ class _StopOnSignal:
 
     def handle(self, signum: int, _frame: FrameType | None) -> None:
         """The signal handler."""
+        if deferred(signum):
+            return  # a step that must not be cut in half: raised again when it is done
         if self.received is not None:
             return  # cleanup is under way: let it finish
         self.received = signum
