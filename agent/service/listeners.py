@@ -29,6 +29,8 @@ SOCKET_DIR_MODE = 0o750
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with its NUL
 PROBE_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 128  # per listener: beyond it, a new connection gets a 503 and is closed
+LINGER_S = 2.0  # a turned-away client has this long to send its request and read the 503
+MAX_LINGERING = 128  # past this many turned-away connections lingering, close at once
 BACKLOG = 128
 HANDSHAKE_TIMEOUT_S = 10.0
 _BUSY_BODY = json.dumps(
@@ -210,29 +212,50 @@ class Gate:
         self.factory = factory
         self.limit = limit
         self.live = 0
+        self.lingering = 0
 
     def __call__(self) -> asyncio.Protocol:
         return _Counted(self)
 
 
 class _Counted(asyncio.Protocol):
-    """A connection counted against its gate, handed on to the HTTP protocol once let in."""
+    """A connection counted against its gate, handed on to the HTTP protocol once let in.
+
+    One past the limit is answered 503 and closed the way HTTP servers close ("lingering
+    close"): the answer is written and the write side shut, then what the client sends is
+    read and dropped for up to LINGER_S before the socket is closed. Closing at once
+    would make the client's request fail with EPIPE (or, on TCP, a reset that can
+    discard the 503) before it ever reads why it was turned away.
+    """
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.inner: asyncio.Protocol | None = None
+        self.turned_away: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.gate.live >= self.gate.limit:
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(BUSY_RESPONSE)
-            transport.close()
+            self._turn_away(transport)
             return
         self.gate.live += 1
         self.inner = self.gate.factory()
         self.inner.connection_made(transport)
 
+    def _turn_away(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(BUSY_RESPONSE)
+        if self.gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.gate.lingering += 1
+        self.turned_away = transport
+        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.turned_away is not None:
+            self.turned_away = None
+            self.gate.lingering -= 1
         inner, self.inner = self.inner, None
         if inner is not None:
             self.gate.live -= 1
@@ -243,6 +266,9 @@ class _Counted(asyncio.Protocol):
             self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self.turned_away is not None:
+            self.turned_away.close()  # the client is done sending: nothing to linger for
+            return None
         return self.inner.eof_received() if self.inner is not None else None
 
     def pause_writing(self) -> None:

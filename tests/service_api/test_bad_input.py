@@ -168,9 +168,18 @@ def test_connections_past_the_limit_are_turned_away_then_let_in(server: Server) 
             sock = socket.socket(socket.AF_UNIX)
             sock.connect(str(server.socket))
             idle.append(sock)
-        time.sleep(0.3)  # all accepted
-        reply = exchange(UnixConnection(server.socket), "GET", "/healthz")
+        # Until the server has accepted all of them a new connection may still get in.
+        deadline = time.monotonic() + 10
+        while (reply := exchange(UnixConnection(server.socket), "GET", "/healthz")).status != 503:
+            assert time.monotonic() < deadline, "the connection past the limit was let in"
+            time.sleep(0.05)
         assert reply.problem["status"] == 503
+        assert reply.headers["retry-after"] == "5"
+        # A client slow to send its request still reads why it was turned away.
+        late = UnixConnection(server.socket)
+        late.connect()
+        time.sleep(0.5)
+        assert exchange(late, "GET", "/healthz").status == 503
     finally:
         for sock in idle:
             sock.close()
