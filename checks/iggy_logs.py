@@ -29,8 +29,9 @@ from snapshot_agent.node.iggy_logs import (
 )
 from snapshot_agent.node.mounts import probe_all, probe_budget
 
-#: The broker's own ERROR lines in the window's busiest clock hour: a burst is not diluted
-#: by a quiet day. Failed client commands (logged at ERROR too) are counted apart.
+#: The broker's own ERROR lines in the window's busiest 60 minutes: a burst is not diluted
+#: by a quiet day, nor split by the top of an hour. Failed client commands (logged at ERROR
+#: too) are counted apart.
 ERRORS_PER_HOUR = Band("errors_per_hour", warn=10, fail=100)
 #: Panics in the window: a shard or the whole broker died.
 PANICS = Band("panics", fail=1)
@@ -97,8 +98,8 @@ def _panics_in_window(scan: LogScan, where: str, thresholds: dict[str, Any]) -> 
 
 
 def _error_rate(scan: LogScan, where: str, thresholds: dict[str, Any]) -> list[Finding]:
-    """ERROR lines in the busiest hour of the window reach their band."""
-    hour, peak = scan.busiest_hour()
+    """ERROR lines in the busiest 60 minutes of the window reach their band."""
+    start, peak = scan.busiest_hour()
     severity = ERRORS_PER_HOUR.grade_count(peak, thresholds)
     if severity is None:
         return []
@@ -108,8 +109,8 @@ def _error_rate(scan: LogScan, where: str, thresholds: dict[str, Any]) -> list[F
     return [
         Finding(
             severity,
-            f"{errors} ERROR lines in {_window(scan)}, {peak} of them in the hour from "
-            f"{hour}:00Z (warn at {warn:g}/h, fail at {fail:g}/h); top targets: {top}",
+            f"{errors} ERROR lines in {_window(scan)}, {peak} of them in the 60 minutes from "
+            f"{start} (warn at {warn:g}/h, fail at {fail:g}/h); top targets: {top}",
             _how_to_read(where),
             where,
         )
@@ -286,7 +287,7 @@ def _data(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> di
         "first_line_at": iso(scan.first_at),
         "last_line_at": iso(scan.last_at),
         "errors_window": sum(scan.errors.window.values()),
-        "errors_busiest_hour": dict(zip(("hour", "errors"), scan.busiest_hour(), strict=True)),
+        "errors_busiest_hour": dict(zip(("from", "errors"), scan.busiest_hour(), strict=True)),
         "errors_total": sum(scan.errors.total.values()),
         "client_errors_window": sum(scan.client_errors.window.values()),
         "client_errors_total": sum(scan.client_errors.total.values()),

@@ -470,7 +470,7 @@ class LogScan:
     first_at: float | None = None
     last_at: float | None = None
     errors: LevelCounts = field(default_factory=LevelCounts)  # the broker's own
-    error_hours: Counter[str] = field(default_factory=Counter)  # window ERRORs per UTC hour
+    error_minutes: Counter[str] = field(default_factory=Counter)  # window ERRORs per minute
     client_errors: LevelCounts = field(default_factory=LevelCounts)  # failed commands by kind
     warnings: LevelCounts = field(default_factory=LevelCounts)
     panics: deque[Panic] = field(default_factory=lambda: deque(maxlen=MAX_PANICS_KEPT))
@@ -495,11 +495,24 @@ class LogScan:
         return self.stats.bytes_read >= self.bytes_total and not self.stopped_by_deadline
 
     def busiest_hour(self) -> tuple[str, int]:
-        """The clock hour of the window with most ERROR lines ('2026-05-20T10'), and them."""
-        if not self.error_hours:
+        """The 60 minutes of the window with most ERROR lines: where they start
+        ('2026-05-20T10:17Z') and how many. Any 60 minutes, to the minute, not clock hours:
+        a burst across the top of an hour is counted whole."""
+        if not self.error_minutes:
             return "", 0
-        hour = max(self.error_hours, key=lambda h: (self.error_hours[h], h))
-        return hour, self.error_hours[hour]
+        minutes = sorted(
+            (int(datetime.strptime(key, "%Y-%m-%dT%H:%M").replace(tzinfo=UTC).timestamp()) // 60, n)
+            for key, n in self.error_minutes.items()
+        )
+        best, best_start, left, running = 0, minutes[0][0], 0, 0
+        for minute, n in minutes:
+            running += n
+            while minute - minutes[left][0] >= 60:
+                running -= minutes[left][1]
+                left += 1
+            if running >= best:  # the latest of equal hours
+                best, best_start = running, minutes[left][0]
+        return iso(best_start * 60)[:16] + "Z", best
 
 
 @dataclass
@@ -534,11 +547,11 @@ class _Scanner:
         return when is not None and when >= self.scan.since
 
     @staticmethod
-    def _hour(raw: bytes) -> str:
-        """The UTC clock hour of a timestamp, '2026-05-20T10'."""
+    def _minute(raw: bytes) -> str:
+        """The UTC minute of a timestamp, '2026-05-20T10:17'."""
         if raw.endswith(b"Z"):
-            return raw[:13].decode("ascii", "replace")
-        return iso(stamp_seconds(raw))[:13]
+            return raw[:16].decode("ascii", "replace")
+        return iso(stamp_seconds(raw))[:16]
 
     def feed(self, state: _FileState, offset: int, block: bytes) -> None:
         """Count one block of whole lines of `state.file`."""
@@ -595,7 +608,7 @@ class _Scanner:
             return
         self.scan.errors.add(target_of(rest[:400].decode("utf-8", "replace")), in_window)
         if in_window:
-            self.scan.error_hours[self._hour(stamp)] += 1
+            self.scan.error_minutes[self._minute(stamp)] += 1
 
     def _panics(self, state: _FileState, offset: int, block: bytes) -> None:
         """Record panics: Rust's hook (`panicked at`) and Iggy's `Shard N panicked:`."""

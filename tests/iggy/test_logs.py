@@ -246,6 +246,35 @@ def test_iggy_logs_error_rate_warns_and_fails(
     assert "top targets: server::tcp::sender" in result.summary
 
 
+def test_iggy_logs_a_burst_across_the_top_of_an_hour_is_counted_whole(
+    tmp_path: Path, node: Path
+) -> None:
+    # 150 errors from 23:58:30 to 00:00:59 (of some hour): 90 in one clock hour and 60 in
+    # the next, each under the fail band alone, but all in one 60 minutes.
+    top = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    content = healthy(timedelta(hours=3), timedelta(hours=2)) + errors(
+        NOW - top + timedelta(seconds=90), 150
+    )
+    write_logs(node, {"iggy-server.log": content})
+    result = run(tmp_path, node)
+    assert result.status == Status.FAIL, result.summary
+    start = (top - timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M")
+    assert f"150 of them in the 60 minutes from {start}Z" in result.summary
+    assert result.data["errors_busiest_hour"] == {"from": f"{start}Z", "errors": 150}
+
+
+def test_busiest_hour_slides_by_the_minute() -> None:
+    scan = LogScan(now=0, window_hours=24)
+    assert scan.busiest_hour() == ("", 0)
+    scan.error_minutes.update(
+        {"2026-05-20T09:30": 5, "2026-05-20T10:10": 5, "2026-05-20T10:29": 5, "2026-05-20T10:30": 1}
+    )
+    # 09:30 to 10:29 holds 15; the clock hour 10:00 only 11.
+    assert scan.busiest_hour() == ("2026-05-20T09:30Z", 15)
+    scan.error_minutes["2026-05-20T11:09"] = 5  # 10:10 to 11:09 holds 16: the later wins
+    assert scan.busiest_hour() == ("2026-05-20T10:10Z", 16)
+
+
 def failed_create(ago: timedelta, i: int) -> str:
     """A 0.8 TCP handler's line for a `create stream` that found the stream there.
 
