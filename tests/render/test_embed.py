@@ -30,7 +30,7 @@ def test_long_strings_lists_and_mappings_are_cut_with_a_note() -> None:
             "map": dict.fromkeys(map(str, range(MAX_ITEMS + 1)), 1),
         }
     )
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2  # about 0.1 s here: not quadratic
     assert cut["big"].startswith("A" * MAX_STRING)
     assert "more characters: the whole value is in report.json" in cut["big"]
     assert len(cut["big"]) < MAX_STRING + 100
@@ -73,7 +73,7 @@ def test_controls_and_direction_overrides_are_shown_not_obeyed() -> None:
     assert visible(42) == 42
     start = time.perf_counter()
     assert visible(BIG + "\x00").endswith("\u2400")
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2  # about 0.1 s here: not quadratic
 
 
 def test_backticks_become_code_and_everything_is_escaped() -> None:

@@ -178,7 +178,7 @@ def test_connections_past_the_limit_are_turned_away_then_let_in(server: Server) 
         # A client slow to send its request still reads why it was turned away.
         late = UnixConnection(server.socket)
         late.connect()
-        time.sleep(0.5)
+        time.sleep(0.2)
         assert exchange(late, "GET", "/healthz").status == 503
     finally:
         for sock in idle:

@@ -57,10 +57,13 @@ def test_presigned_download_then_delete_and_retention_in_s3(
     second = server.snapshot()  # max_count 1: the first one's object and sidecar go
     kept = f"{prefix}{second['name']}.zip"
     deadline = time.monotonic() + 30  # retention runs just after the record is completed
-    while keys(moto, bucket) != [kept, kept + ".sha256"]:
+    # The archive goes before its record: poll for both.
+    while (
+        keys(moto, bucket) != [kept, kept + ".sha256"]
+        or server.get(f"/v1/snapshots/{first['id']}").status != 404
+    ):
         assert time.monotonic() < deadline, keys(moto, bucket)
         time.sleep(0.1)
-    assert server.get(f"/v1/snapshots/{first['id']}").status == 404
 
     assert server.request("DELETE", f"/v1/snapshots/{second['id']}").status == 204
     assert keys(moto, bucket) == []

@@ -208,14 +208,14 @@ def test_memory_is_bounded_while_the_store_stalls(
     """With every part stalled, the writer stops after part size x (concurrency + 1)."""
     bucket = moto.bucket()
     config = settings(bucket, proxy.endpoint, concurrency=1)
-    sink = sink_for(config, tmp_path, read_timeout_s=2.0)
-    proxy.fail(PART, "stall")  # the first part: two seconds of no progress
+    sink = sink_for(config, tmp_path, read_timeout_s=5.0)
+    proxy.fail(PART, "stall")  # the first part: five seconds of no progress
     _, stream = sink.open("snapshot-20260101-120007")
     data = os.urandom(MIB)
     written = threading.Thread(target=lambda: [stream.write(data) for _ in range(16)])
     written.start()
     bound = 2 * 5 * MIB  # one part in flight, one filling
-    deadline = time.monotonic() + 1.5
+    deadline = time.monotonic() + 4
     while stream.size < bound and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)
