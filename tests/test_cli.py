@@ -436,16 +436,38 @@ def test_command_output_cannot_drive_the_operators_terminal(tmp_path: Path) -> N
     assert "\\x1b]52;c;aGk=\\x07\\x1b[2J" in proc.stderr  # still there to read, escaped
 
 
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (its /proc/PID/fd links)."""
+    target = str(path.resolve())
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_one_snapshot_at_a_time_per_node(tmp_path: Path) -> None:
     """A run holds the node's lock in state_dir: a second is refused naming the first,
     a third with --wait takes its turn once the first is done."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
+    stop = tmp_path / "stop"  # the first run's check lasts until the test creates it
+    hold = (
+        f"end=$(($(date +%s) + 60)); while [ ! -e '{stop}' ] && [ $(date +%s) -lt $end ];"
+        f" do sleep 0.05; done; [ -e '{stop}' ]"
+    )
     config = tmp_path / "agent.yaml"
     config.write_text(
         f"state_dir: {state}\n"
         "checks:\n  commands:\n"
-        "    - {id: custom.slow, title: Slow, command: [sleep, '4'], timeout_s: 10}\n"
+        f"    - {{id: custom.slow, title: Slow, command: [sh, -c, {json.dumps(hold)}],"
+        " timeout_s: 90}\n"
     )
     argv = [sys.executable, "-m", "snapshot_agent", "run", "-c", str(config), "-q"]
     env = {**os.environ, "SNAPSHOT_AGENT_CONFIG": os.devnull}
@@ -453,6 +475,7 @@ def test_one_snapshot_at_a_time_per_node(tmp_path: Path) -> None:
         [*argv, "-o", str(tmp_path / "a"), "--only", "custom.slow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+    third = None
     try:
         lock, deadline = state / "snapshot.lock", time.monotonic() + 30
         while not (lock.exists() and lock.read_text()):  # the holder writes its pid in it
@@ -463,15 +486,27 @@ def test_one_snapshot_at_a_time_per_node(tmp_path: Path) -> None:
         assert f"another snapshot is in progress on this node (pid {first.pid}" in second.stderr
         assert "pass --wait SECONDS to wait for it" in second.stderr
         assert second.stderr.count("\n") == 1 and not (tmp_path / "b").exists()
-        third = run_cli(
-            "run", "-c", config, "-o", tmp_path / "c", "--only", "cpu.load", "-q", "--wait", "60"
+        third = subprocess.Popen(
+            [*argv, "-o", str(tmp_path / "c"), "--only", "cpu.load", "--wait", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        assert third.returncode in (0, 1), third.stderr
+        deadline = time.monotonic() + 30
+        while not holds_open(third.pid, lock):  # it has reached the lock, held by the first
+            assert time.monotonic() < deadline and third.poll() is None
+            time.sleep(0.05)
+        assert first.poll() is None  # so the third cannot have found it free
+        stop.touch()
+        _, third_err = third.communicate(timeout=90)
+        assert third.returncode in (0, 1), third_err
         assert first.poll() is not None  # it waited for the first to finish
         assert first.returncode in (0, 1)
     finally:
+        stop.touch()  # the first's check ends even if the first is killed
         first.kill()
         first.communicate()
+        if third is not None:
+            third.kill()
+            third.communicate()
     assert len(list((tmp_path / "c").glob("snapshot-*.zip"))) == 1
 
 

@@ -5,7 +5,9 @@ classes and data- attributes), never its wording."""
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +50,20 @@ STATE = """() => {
 }"""
 
 
-def settle(tab: Tab) -> None:
-    """Wait until the list and its count agree and stay so for 100 ms (a debounced filter)."""
-    last, same = None, 0
-    for _ in range(100):
+def settle(tab: Tab, action: Callable[[], object], seconds: float = 10) -> None:
+    """Do `action` (one that changes which cards show) and wait until the list has changed
+    and its count agrees (the search filters on a later animation frame: the list as it was
+    before must not pass for its result, however late that frame comes)."""
+    before = tab.page.evaluate(STATE)
+    action()
+    deadline = time.monotonic() + seconds
+    while True:
         state = tab.page.evaluate(STATE)
-        same = same + 1 if state == last else 0
-        if same >= 2 and state[0] == state[1]:
+        if state != before and state[0] == state[1]:
             return
-        last = state
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the list never changed from {before} (now {state})")
         tab.page.wait_for_timeout(50)
-    raise AssertionError(f"the list never settled: {last}")
 
 
 def until(tab: Tab, expression: str, seconds: float = 5) -> None:
@@ -73,8 +78,7 @@ def until(tab: Tab, expression: str, seconds: float = 5) -> None:
 
 def search(tab: Tab, text: str) -> None:
     """Type into the search box and wait for the list to follow."""
-    tab.page.fill("#search", text)
-    settle(tab)
+    settle(tab, lambda: tab.page.fill("#search", text))
 
 
 def statuses(snapshot: Snapshot) -> Counter[str]:
@@ -142,8 +146,7 @@ def test_search_narrows_the_list(open_page: Opener, snapshot: Snapshot) -> None:
     assert tab.shown() == ["custom.boom"]
     search(tab, "no check says this")
     assert tab.count() == 0
-    tab.page.press("#search", "Escape")
-    settle(tab)
+    settle(tab, lambda: tab.page.press("#search", "Escape"))
     assert tab.page.input_value("#search") == "" and tab.count() == total
 
 
@@ -158,25 +161,21 @@ def test_status_chips(open_page: Opener, snapshot: Snapshot) -> None:
     tab = open_page(snapshot.page)
     page, want = tab.page, statuses(snapshot)
     warn = page.locator('button.chip[data-filter-status="warn"]')
-    warn.click()
-    settle(tab)
+    settle(tab, warn.click)
     assert warn.get_attribute("aria-pressed") == "true"
     shown = page.eval_on_selector_all(
         "article.check:not([hidden])", "cs => cs.map(c => c.dataset.status)"
     )
     assert shown == ["warn"] * want["warn"] and tab.count() == want["warn"]
-    page.locator('button.chip[data-filter-status="fail"]').click()
-    settle(tab)
+    settle(tab, page.locator('button.chip[data-filter-status="fail"]').click)
     assert tab.count() == want["warn"] + want["fail"]
-    warn.click()  # pressed again: let go
-    settle(tab)
+    settle(tab, warn.click)  # pressed again: let go
     assert warn.get_attribute("aria-pressed") == "false" and tab.count() == want["fail"]
 
 
 def test_category_chip(open_page: Opener, snapshot: Snapshot) -> None:
     tab = open_page(snapshot.page)
-    tab.page.locator('button.chip[data-filter-category="memory"]').click()
-    settle(tab)
+    settle(tab, tab.page.locator('button.chip[data-filter-category="memory"]').click)
     memory = [c["id"] for c in snapshot.report["checks"] if c["category"] == "memory"]
     assert sorted(tab.shown()) == sorted(memory) and tab.count() == len(memory)
 
