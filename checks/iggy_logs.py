@@ -14,14 +14,13 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.printable import printable
 from snapshot_agent.core.results import MAX_ROWS, Finding, Result, Severity
-from snapshot_agent.core.units import MIB, mib_or_gib
+from snapshot_agent.core.units import MIB, mib_or_gib, utc_iso
 from snapshot_agent.node.iggy_install import IggyInstall, discover
 from snapshot_agent.node.iggy_logs import (
     LOG_PREFIX,
     LogFile,
     LogListing,
     LogScan,
-    iso,
     list_log_files,
     parse_resource_line,
     read_log_tail,
@@ -50,7 +49,7 @@ def _read_words(scan: LogScan) -> str:
     read = f"read {_size(scan.stats.bytes_read)} of {_size(scan.bytes_total)}"
     read += f" in {len(scan.files)} file(s)"
     if scan.first_at is not None and scan.last_at is not None:
-        read += f", {iso(scan.first_at)} to {iso(scan.last_at)}"
+        read += f", {utc_iso(scan.first_at)} to {utc_iso(scan.last_at)}"
     if scan.stopped_by_deadline:
         read += ", stopped by the deadline"
     elif scan.bytes_budget_skipped:
@@ -82,7 +81,9 @@ def _panics_in_window(scan: LogScan, where: str, thresholds: dict[str, Any]) -> 
         return []
     newest = scan.panics[-1] if scan.panics else None
     what = (
-        f"; newest at {iso(newest.at)}: {newest.lines[0][:200]}" if newest and newest.lines else ""
+        f"; newest at {utc_iso(newest.at)}: {newest.lines[0][:200]}"
+        if newest and newest.lines
+        else ""
     )
     return [
         Finding(
@@ -205,7 +206,7 @@ def _restarts(scan: LogScan, where: str) -> list[Finding]:
         Finding(
             Severity.INFO,
             f"the broker started {scan.starts_window} time(s) in {_window(scan)} "
-            f"(latest at {iso(scan.last_start_at)})",
+            f"(latest at {utc_iso(scan.last_start_at)})",
             "If the restarts were not planned, read the lines before each start for the "
             "cause, and the unit's journal (`journalctl -u iggy-server`).",
             where,
@@ -284,8 +285,8 @@ def _data(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> di
         "stopped_by_deadline": scan.stopped_by_deadline,
         "lines": scan.lines,
         "long_lines_cut": scan.stats.long_lines,
-        "first_line_at": iso(scan.first_at),
-        "last_line_at": iso(scan.last_at),
+        "first_line_at": utc_iso(scan.first_at),
+        "last_line_at": utc_iso(scan.last_at),
         "errors_window": sum(scan.errors.window.values()),
         "errors_busiest_hour": dict(zip(("from", "errors"), scan.busiest_hour(), strict=True)),
         "errors_total": sum(scan.errors.total.values()),
@@ -303,13 +304,13 @@ def _data(scan: LogScan, install: IggyInstall, thresholds: dict[str, Any]) -> di
         "root_password_spots": [{"file": f, "where": w} for f, w in scan.password_spots],
         "starts_total": scan.starts,
         "starts_window": scan.starts_window,
-        "last_start_at": iso(scan.last_start_at),
+        "last_start_at": utc_iso(scan.last_start_at),
         "files": scan.files[-MAX_ROWS:],
         "files_left_out": max(0, len(scan.files) - MAX_ROWS),
     }
     if scan.resource_line:
         data["resource"] = {
-            "at": iso(scan.resource_at),
+            "at": utc_iso(scan.resource_at),
             "fields": parse_resource_line(scan.resource_line),
             "line": scan.resource_line,
         }

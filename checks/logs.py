@@ -18,6 +18,7 @@ from snapshot_agent.core.context import Context
 from snapshot_agent.core.grading import Band
 from snapshot_agent.core.results import Finding, Result, Severity
 from snapshot_agent.core.tail import read_tail
+from snapshot_agent.core.units import utc_iso
 from snapshot_agent.node.iggy_install import discover
 from snapshot_agent.node.iggy_logs import parse_resource_line
 from snapshot_agent.node.processes import BrokerProcess, find_brokers
@@ -86,7 +87,7 @@ class JournalEntry:
 
     def format(self) -> str:
         """`2026-05-20T03:12:09Z unit[pid]: message`, one line."""
-        when = datetime.fromtimestamp(self.time_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = utc_iso(self.time_us / 1e6)
         pid = f"[{self.pid}]" if self.pid else ""
         msg = self.message.replace("\n", " ")[:MAX_LINE]
         return f"{when} p{self.priority} {self.unit}{pid}: {msg}"
@@ -754,10 +755,7 @@ def _age(seconds: float) -> str:
 
 def _iso(seconds: float) -> str:
     """`2026-11-23T10:00:00Z` for epoch seconds (the number itself when out of range)."""
-    try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except _BAD_TIME:
-        return f"{seconds:.0f} s after the epoch"
+    return utc_iso(seconds) or f"{seconds:.0f} s after the epoch"
 
 
 #: ERROR lines in one log's window.

@@ -13,11 +13,11 @@ import grp
 import os
 import pwd
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from snapshot_agent.bundle.names import escape_name
+from snapshot_agent.core.units import utc_iso
 from snapshot_agent.node.iggy_data import special_kind
 
 LISTING = "listing.tsv"
@@ -95,18 +95,10 @@ def format_row(row: Row, owners: Owners) -> bytes:
             owners.user(st.st_uid),
             str(st.st_gid),
             owners.group(st.st_gid),
-            _utc(st.st_mtime),
+            utc_iso(st.st_mtime),
         ]
     fields += [row.bundled, _one_line(row.reason), escape_name(row.target)]
     return ("\t".join(fields) + "\n").encode()
-
-
-def _utc(epoch: float) -> str:
-    """'2026-11-25T10:00:00Z'."""
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    except (OverflowError, OSError, ValueError):
-        return ""
 
 
 def _one_line(text: str) -> str:

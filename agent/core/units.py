@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 GIB = 1024**3
 MIB = 1024**2
+#: ISO 8601 UTC with a Z, to the second: the supervisor's timestamps, and ours.
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_iso(when: datetime | float | None) -> str:
+    """'2026-11-25T10:00:00Z' for a datetime (naive ones taken as UTC) or epoch seconds;
+    '' for None or a time out of range."""
+    if when is None:
+        return ""
+    try:
+        if isinstance(when, datetime):
+            aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+            return aware.astimezone(UTC).strftime(ISO_UTC)
+        return datetime.fromtimestamp(when, UTC).strftime(ISO_UTC)
+    except (ValueError, OverflowError, OSError):
+        return ""
 
 
 def mib_or_gib(n: float) -> str:

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from snapshot_agent.core.printable import printable
+from snapshot_agent.core.units import utc_iso
 
 LOG_PREFIX = "iggy-server.log"
 CHUNK = 1024 * 1024  # bytes read at a time; also the longest line kept whole
@@ -254,16 +255,6 @@ def stamp_seconds(raw: bytes) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-def iso(seconds: float | None) -> str:
-    """`2026-05-20T10:00:00Z` for epoch seconds; '' for None."""
-    if seconds is None:
-        return ""
-    try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (ValueError, OverflowError, OSError):
-        return ""
-
-
 def target_of(rest: str) -> str:
     """The tracing target of a line's text after its level (thread name and spans skipped)."""
     candidates = [t for t in rest.split()[:8] if _TARGET.fullmatch(t)]
@@ -451,7 +442,7 @@ class Panic:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
-        return {"at": iso(self.at), "file": self.file, "where": self.where, "lines": self.lines}
+        return {"at": utc_iso(self.at), "file": self.file, "where": self.where, "lines": self.lines}
 
 
 @dataclass
@@ -512,7 +503,7 @@ class LogScan:
                 left += 1
             if running >= best:  # the latest of equal hours
                 best, best_start = running, minutes[left][0]
-        return iso(best_start * 60)[:16] + "Z", best
+        return utc_iso(best_start * 60)[:16] + "Z", best
 
 
 @dataclass
@@ -536,7 +527,7 @@ class _Scanner:
 
     def __init__(self, scan: LogScan) -> None:
         self.scan = scan
-        self.since_key = iso(scan.since).rstrip("Z").encode()
+        self.since_key = utc_iso(scan.since).rstrip("Z").encode()
         self._last_panic: Panic | None = None
 
     def in_window(self, raw: bytes) -> bool:
@@ -551,7 +542,7 @@ class _Scanner:
         """The UTC minute of a timestamp, '2026-05-20T10:17'."""
         if raw.endswith(b"Z"):
             return raw[:16].decode("ascii", "replace")
-        return iso(stamp_seconds(raw))[:16]
+        return utc_iso(stamp_seconds(raw))[:16]
 
     def feed(self, state: _FileState, offset: int, block: bytes) -> None:
         """Count one block of whole lines of `state.file`."""
@@ -794,7 +785,7 @@ def _file_row(log: LogFile, start: int, read: int, status: str) -> dict[str, Any
     return {
         "path": log.node_path,
         "size": log.size,
-        "mtime": iso(log.mtime),
+        "mtime": utc_iso(log.mtime),
         "read_from": start,
         "bytes_read": read,
         "status": status,

@@ -37,6 +37,7 @@ from snapshot_agent.core.check import Check
 from snapshot_agent.core.registry import thresholds_for
 from snapshot_agent.core.results import Result, Status
 from snapshot_agent.core.runner import Observer, Runner
+from snapshot_agent.core.units import utc_iso
 from snapshot_agent.errors import AgentError, SnapshotError, stop_signals_held
 from snapshot_agent.node.identity import node_identity
 from snapshot_agent.pipeline.filter import (
@@ -71,11 +72,6 @@ def snapshot_name(now: datetime) -> str:
     return now.strftime("snapshot-%Y%m%d-%H%M%S")
 
 
-def iso(now: datetime) -> str:
-    """ISO 8601 UTC with a Z, second precision (the supervisor's format)."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def take_snapshot(
     loaded: LoadedConfig,
     checks: Sequence[Check],
@@ -107,7 +103,7 @@ def take_snapshot(
             spool = _make_spool(sink, name)
         record = SnapshotRecord(
             name=name,
-            created_at=iso(started),
+            created_at=utc_iso(started),
             node=filter_value(flt, identity, "node"),
             options=options,
         )
@@ -121,7 +117,7 @@ def take_snapshot(
             result_filter=partial(_filtered_or_withheld, flt),
         )
         record.checks = [_check_record(flt, o.check, o.result) for o in runner.run(checks)]
-        record.completed_at = iso(datetime.now(UTC))
+        record.completed_at = utc_iso(datetime.now(UTC))
         record.skipped = skipped_items(record) + protect.skipped
         try:
             size, sha256 = _write_archive(stream, spool, record, flt, scan, config, protect)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from snapshot_agent.core.units import utc_iso
 from snapshot_agent.errors import AgentError
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 LOCK_NAME = "snapshot.lock"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-#: ISO 8601 UTC with a Z, second precision: the supervisor's timestamps.
-ISO = "%Y-%m-%dT%H:%M:%SZ"
 POLL_S = 0.05
 #: `holder()` locks the file shared for a moment to look; a run that does not wait still
 #: tries this long, so a look never turns it away (a real snapshot holds it for seconds).
@@ -203,7 +202,7 @@ def open_private(path: Path, make_dir: bool = False) -> int:
 
 
 def _holder_text() -> bytes:
-    started = datetime.now(UTC).strftime(ISO)
+    started = utc_iso(datetime.now(UTC))
     return json.dumps({"pid": os.getpid(), "started_at": started}).encode() + b"\n"
 
 

@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from snapshot_agent.service.exclusive import ISO
+from snapshot_agent.core.units import ISO_UTC
 from snapshot_agent.service.records import MAX_RESULTS, Record, RecordStore
 
 PREFIX = "snapshot_agent"
@@ -89,7 +89,7 @@ class Metrics:
     def succeeded(self, record: Record) -> None:
         """`record` completed: the last success is its end."""
         assert record.completed_at is not None
-        ended = datetime.strptime(record.completed_at, ISO).replace(tzinfo=UTC)
+        ended = datetime.strptime(record.completed_at, ISO_UTC).replace(tzinfo=UTC)
         self.last_success.set(ended.timestamp())
 
     def timed_out(self, check_id: str) -> None:

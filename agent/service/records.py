@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from snapshot_agent.config import NodeConfig
+from snapshot_agent.core.units import ISO_UTC, utc_iso
 from snapshot_agent.errors import AgentError
 from snapshot_agent.pipeline.record import ArchiveLocation, SnapshotOptions, SnapshotStatus
-from snapshot_agent.service.exclusive import ISO, Busy, open_private
+from snapshot_agent.service.exclusive import Busy, open_private
 
 DB_NAME = "records.sqlite3"
 SCHEMA_VERSION = 1
@@ -130,7 +131,7 @@ class Record:
     @property
     def created(self) -> datetime:
         """created_at as an aware datetime."""
-        return datetime.strptime(self.created_at, ISO).replace(tzinfo=UTC)
+        return datetime.strptime(self.created_at, ISO_UTC).replace(tzinfo=UTC)
 
     def to_json(self) -> dict[str, Any]:
         """The API's item: the reference's fields, then size_bytes, summary and error.
@@ -257,7 +258,7 @@ class RecordStore:
                     now.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S"),
                     node.node_id,
                     node.deployment_id,
-                    now.astimezone(UTC).strftime(ISO),
+                    utc_iso(now),
                     json.dumps(options.to_json()),
                 ),
             )
@@ -467,4 +468,4 @@ def _valid_id(record_id: object) -> bool:
 
 
 def _iso(now: datetime | None) -> str:
-    return (now or datetime.now(UTC)).astimezone(UTC).strftime(ISO)
+    return utc_iso(now or datetime.now(UTC))
