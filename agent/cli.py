@@ -37,7 +37,7 @@ from snapshot_agent.errors import (
     signal_name,
 )
 from snapshot_agent.pipeline.events import EventWriter, Observers
-from snapshot_agent.pipeline.record import SnapshotRecord
+from snapshot_agent.pipeline.record import SNAPSHOT_NAME, SnapshotRecord
 from snapshot_agent.pipeline.report_command import add_parsers as add_report_parsers
 from snapshot_agent.redact.catalog import redactor_for
 from snapshot_agent.service.command import add_parsers as add_serve_parsers
@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run's), wait up to SECONDS for it to end (default: refuse at once, exit 2)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    # The service names the archive as its record (snapshot-YYYYMMDD-HHMMSS), so the name
+    # its 202 answered with is the name the snapshot completes with.
+    run.add_argument("--name", type=_snapshot_name, help=argparse.SUPPRESS)
     run.add_argument(
         "--events-fd",
         type=int,
@@ -347,6 +350,7 @@ def _take(args: argparse.Namespace, stop: _StopOnSignal, loaded: LoadedConfig) -
             options,
             Observers(progress, events),
             on_open=opened,
+            name=args.name,
         )
     except AgentError:
         # "Nothing was kept" unless the store refused the abort too: _fail says what is left.
@@ -397,6 +401,13 @@ def _sink(args: argparse.Namespace, config: Config) -> Sink:
         )
     # archive.group: archives 0640 for that group (0600 without it).
     return LocalSink(args.output or Path("."), group=config.archive.group, suffix=suffix)
+
+
+def _snapshot_name(text: str) -> str:
+    """--name: snapshot-YYYYMMDD-HHMMSS."""
+    if not SNAPSHOT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text}: give a name like snapshot-20260520-101500")
+    return text
 
 
 def _wait_seconds(text: str) -> float:

@@ -514,3 +514,21 @@ def test_one_snapshot_at_a_time_per_node(tmp_path: Path) -> None:
 def test_wait_is_seconds_within_a_day(tmp_path: Path, wait: str) -> None:
     run = run_cli("run", "--wait", wait, "-o", tmp_path)
     assert run.returncode == 2 and f"{wait}: give seconds from 0 to 86400" in run.stderr
+
+
+def test_a_caller_can_name_the_archive(tmp_path: Path) -> None:
+    # The service passes its record's name, so the 202's name is the archive's.
+    argv = ("run", "--name", "snapshot-20260520-101500", "--only", "cpu.load", "-o", tmp_path)
+    run = run_cli(*argv)
+    assert run.returncode in (0, 1), run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["snapshot-20260520-101500.zip"]
+    again = run_cli(*argv)
+    assert again.returncode in (0, 1), again.stderr  # taken: the sink adds a suffix
+    assert (tmp_path / "snapshot-20260520-101500-2.zip").is_file()
+
+
+@pytest.mark.parametrize("name", ["../x", "snapshot-2026-05-20", "snapshot-20260520-101500.zip"])
+def test_a_name_must_be_a_snapshot_name(tmp_path: Path, name: str) -> None:
+    run = run_cli("run", "--name", name, "-o", tmp_path / "out")
+    assert run.returncode == 2 and f"{name}: give a name like snapshot-" in run.stderr
+    assert run.stderr.count("\n") == 1 and not (tmp_path / "out").exists()

@@ -52,12 +52,14 @@ def run_argv(
     config: Path | None,
     events_fd: int,
     upload_url_fd: int | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """The `snapshot-agent run` command line that takes this snapshot.
 
     `output` None: where the config stores archives (storage.s3, else the current
     directory: a caller that wants storage.local_dir passes it). `upload_url_fd`: an
-    inherited descriptor to read the presigned PUT URL from.
+    inherited descriptor to read the presigned PUT URL from. `name`: the archive's name
+    (snapshot-YYYYMMDD-HHMMSS) instead of one from the run's clock.
     """
     argv = [sys.executable, "-m", "snapshot_agent", "run", "--json", "--quiet"]
     if output is not None:
@@ -76,6 +78,8 @@ def run_argv(
         argv += ["--skip", ",".join(options.skip)]
     if not options.low_priority:
         argv.append("--no-low-priority")
+    if name is not None:
+        argv += ["--name", name]
     return argv
 
 
@@ -116,17 +120,19 @@ class SnapshotProcess:
         *,
         upload_url: str | None = None,
         end_with_caller: bool = False,
+        name: str | None = None,
     ) -> SnapshotProcess:
         """Start a snapshot in a new session; returns at once.
 
         `upload_url`: PUT the archive there (passed on a pipe). `end_with_caller`: SIGTERM
         the snapshot when this process ends; call from a thread that lives as long as the
-        process (the kernel ties the signal to the thread that started the child).
+        process (the kernel ties the signal to the thread that started the child). `name`:
+        the archive's name, as run_argv.
         """
         url = _url_pipe(upload_url) if upload_url is not None else None
         read_fd, write_fd = os.pipe()
         try:
-            argv = run_argv(output, options or SnapshotOptions(), config, write_fd, url)
+            argv = run_argv(output, options or SnapshotOptions(), config, write_fd, url, name)
             if end_with_caller:
                 argv = [sys.executable, "-c", END_WITH_CALLER, str(os.getpid()), *argv]
             proc = subprocess.Popen(

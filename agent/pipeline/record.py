@@ -9,8 +9,10 @@ check functions, no open files): it round-trips through `to_json` / `from_json`.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +26,13 @@ from snapshot_agent.redact.audit import RedactionAudit
 SCHEMA_VERSION = 1
 #: The member under raw/<check id>/ that lists the commands a check ran.
 COMMANDS = "commands.json"
+#: The supervisor's naming of a snapshot: snapshot-YYYYMMDD-HHMMSS in UTC.
+SNAPSHOT_NAME = re.compile(r"snapshot-[0-9]{8}-[0-9]{6}")
+
+
+def snapshot_name(now: datetime) -> str:
+    """A snapshot's name from the time it started: snapshot-YYYYMMDD-HHMMSS in UTC."""
+    return now.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S")
 
 
 def commands_json(commands: list[dict[str, Any]]) -> bytes:

@@ -56,6 +56,7 @@ from snapshot_agent.pipeline.record import (
     SnapshotOptions,
     SnapshotRecord,
     SnapshotStatus,
+    snapshot_name,
 )
 from snapshot_agent.redact.catalog import leak_scan_for
 from snapshot_agent.redact.redactor import Redactor
@@ -67,11 +68,6 @@ from snapshot_agent.storage.sink import Sink
 BUNDLE_SPOOL = ".iggy-data"
 
 
-def snapshot_name(now: datetime) -> str:
-    """The supervisor's naming: snapshot-YYYYMMDD-HHMMSS in UTC."""
-    return now.strftime("snapshot-%Y%m%d-%H%M%S")
-
-
 def take_snapshot(
     loaded: LoadedConfig,
     checks: Sequence[Check],
@@ -80,11 +76,14 @@ def take_snapshot(
     observer: Observer | None = None,
     flt: Filter | None = None,
     on_open: Callable[[SnapshotRecord], None] | None = None,
+    name: str | None = None,
 ) -> SnapshotRecord:
     """Run `checks` and store the archive in `sink`; the completed record says where.
 
     `flt` defaults to the one `options.redact` asks for; `on_open` is told the record
-    (name, node) once the archive is reserved, before any check runs.
+    (name, node) once the archive is reserved, before any check runs. `name`: the
+    archive's name (the service's record names it) instead of one from the clock; the
+    sink adds a suffix only if an archive of that name is already there.
     """
     config = loaded.config
     identity = node_identity(config)
@@ -98,7 +97,7 @@ def take_snapshot(
     started = datetime.now(UTC)
     spool = None
     try:  # from the first step: a signal at any point leaves nothing behind
-        name, stream = sink.open(snapshot_name(started))
+        name, stream = sink.open(name or snapshot_name(started))
         with stop_signals_held():  # created and recorded as one step, so always removed
             spool = _make_spool(sink, name)
         record = SnapshotRecord(

@@ -31,7 +31,12 @@ from typing import Any
 from snapshot_agent.config import NodeConfig
 from snapshot_agent.core.units import ISO_UTC, utc_iso
 from snapshot_agent.errors import AgentError
-from snapshot_agent.pipeline.record import ArchiveLocation, SnapshotOptions, SnapshotStatus
+from snapshot_agent.pipeline.record import (
+    ArchiveLocation,
+    SnapshotOptions,
+    SnapshotStatus,
+    snapshot_name,
+)
 from snapshot_agent.service.exclusive import Busy, open_private
 
 DB_NAME = "records.sqlite3"
@@ -255,7 +260,7 @@ class RecordStore:
                 "INSERT INTO snapshots (name, node_id, deployment_id, status, created_at, "
                 "options) VALUES (?, ?, ?, 'processing', ?, ?)",
                 (
-                    now.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S"),
+                    snapshot_name(now),
                     node.node_id,
                     node.deployment_id,
                     utc_iso(now),

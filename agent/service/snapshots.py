@@ -138,6 +138,7 @@ class SnapshotRunner:
                 self.config_path,
                 child_environment(),
                 end_with_caller=True,
+                name=record.name,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             reason = f"could not start the snapshot process ({exc})"
