@@ -9,7 +9,8 @@ holding the node's snapshot lock turns a create away too.
 The run is tied to the service (`end_with_caller`): a service killed outright takes its
 snapshot down with it (SIGTERM: the run removes its partial archive), so a restart never
 finds a run going on without a record. On a stop, the running snapshot gets the time its
-checks are allowed (checks.deadline_s) to finish, then is cancelled and recorded failed.
+checks are allowed (checks.deadline_s, at most 60 s) to finish, then is cancelled and
+recorded failed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ STOP_REASON = "agent stopped"
 #: After a cancel, how long the run's end may take to be noticed before the record is
 #: failed without it (a check's orphan holding the event pipe open, say).
 AFTER_CANCEL_S = 5.0
+#: The most a stop gives a running snapshot before cancelling it, whatever
+#: checks.deadline_s says: with the cancel's grace (10 s) and AFTER_CANCEL_S, a stop ends
+#: inside the unit's TimeoutStopSec=90s, so the record is failed by this process rather
+#: than by the next start after a SIGKILL.
+MAX_STOP_WAIT_S = 60.0
 MAX_REASON_CHARS = 500
 #: Recording a failed snapshot, when the store is busy: tries, and the pause between.
 FAIL_TRIES = 5
@@ -88,7 +94,7 @@ class SnapshotRunner:
         self.output = None if config.storage.s3 is not None else Path(config.storage.local_dir)
         self.lock = SnapshotLock(Path(config.state_dir))
         self.policy = retention.policy(config.retention)
-        self.stop_wait_s = config.checks.deadline_s
+        self.stop_wait_s = min(config.checks.deadline_s, MAX_STOP_WAIT_S)
         self._running: Running | None = None
         self._task: asyncio.Task[None] | None = None
         self._starting: set[asyncio.Future[Record]] = set()

@@ -20,6 +20,7 @@ import pytest
 
 from snapshot_agent.config import ApiConfig, ChecksConfig, Config, StorageConfig
 from snapshot_agent.pipeline.process import CANCEL_GRACE_S
+from snapshot_agent.service.snapshots import AFTER_CANCEL_S, MAX_STOP_WAIT_S
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = PACKAGING / "snapshot-agent.service"
@@ -193,9 +194,11 @@ def test_runs_serve_as_a_notify_service_with_a_watchdog(unit: dict[str, list[str
 
 
 def test_stop_leaves_a_snapshot_time_to_finish_or_fail(unit: dict[str, list[str]]) -> None:
-    """SIGTERM to the main process alone, and time for the deadline plus the cancel grace."""
+    """SIGTERM to the main process alone, and time for the longest wait a stop gives a
+    snapshot (whatever checks.deadline_s says) plus the cancel grace."""
     assert one(unit, "KillMode") == "mixed"
-    needed = ChecksConfig().deadline_s + CANCEL_GRACE_S
+    assert ChecksConfig().deadline_s <= MAX_STOP_WAIT_S
+    needed = MAX_STOP_WAIT_S + CANCEL_GRACE_S + AFTER_CANCEL_S
     assert seconds(one(unit, "TimeoutStopSec")) > needed
 
 
