@@ -18,6 +18,8 @@ import os
 import socket
 import ssl
 import stat
+import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,10 @@ SOCKET_DIR_MODE = 0o750
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with its NUL
 PROBE_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 128  # per listener: beyond it, a new connection gets a 503 and is closed
+#: Per peer (a uid on the Unix socket, an address on TCP): a client that holds this many
+#: (slowloris, a leak) is turned away alone, and the others still get in.
+MAX_PER_PEER = 64
+_UCRED = struct.Struct("3i")  # struct ucred (SO_PEERCRED): pid, uid, gid
 LINGER_S = 2.0  # a turned-away client has this long to send its request and read the 503
 MAX_LINGERING = 128  # past this many turned-away connections lingering, close at once
 BACKLOG = 128
@@ -206,13 +212,35 @@ def tls_context(loaded: LoadedConfig) -> ssl.SSLContext:
 
 
 class Gate:
-    """At most `limit` connections at once on one listener."""
+    """At most `limit` connections at once on one listener, `per_peer` from one peer."""
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int = MAX_CONNECTIONS):
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        limit: int = MAX_CONNECTIONS,
+        per_peer: int = MAX_PER_PEER,
+    ):
         self.factory = factory
         self.limit = limit
+        self.per_peer = per_peer
         self.live = 0
+        self.peers: Counter[object] = Counter()
         self.lingering = 0
+
+    def admit(self, peer: object) -> bool:
+        """Count a new connection from `peer` in, if there is room for it."""
+        if self.live >= self.limit or self.peers[peer] >= self.per_peer:
+            return False
+        self.live += 1
+        self.peers[peer] += 1
+        return True
+
+    def release(self, peer: object) -> None:
+        """An admitted connection from `peer` ended."""
+        self.live -= 1
+        self.peers[peer] -= 1
+        if self.peers[peer] <= 0:
+            del self.peers[peer]
 
     def __call__(self) -> asyncio.Protocol:
         return _Counted(self)
@@ -232,22 +260,24 @@ class _Counted(asyncio.Protocol):
         self.gate = gate
         self.inner: asyncio.Protocol | None = None
         self.turned_away: asyncio.BaseTransport | None = None
+        self.peer: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.gate.live >= self.gate.limit:
+        self.peer = peer_of(transport)
+        if not self.gate.admit(self.peer):
             self._turn_away(transport)
             return
-        self.gate.live += 1
         self.inner = self.gate.factory()
         self.inner.connection_made(transport)
 
     def _turn_away(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(BUSY_RESPONSE)
-        if self.gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
+        if self.gate.lingering >= MAX_LINGERING:
             transport.close()
             return
-        transport.write_eof()
+        if transport.can_write_eof():  # not over TLS: there the close says it all
+            transport.write_eof()
         self.gate.lingering += 1
         self.turned_away = transport
         asyncio.get_running_loop().call_later(LINGER_S, transport.close)
@@ -258,7 +288,7 @@ class _Counted(asyncio.Protocol):
             self.gate.lingering -= 1
         inner, self.inner = self.inner, None
         if inner is not None:
-            self.gate.live -= 1
+            self.gate.release(self.peer)
             inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -278,3 +308,17 @@ class _Counted(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+
+def peer_of(transport: asyncio.BaseTransport) -> object:
+    """Who is connecting: ("uid", N) on a Unix socket (its peer credentials), ("ip", A)
+    on TCP; None when the kernel does not say (all such share one count)."""
+    peername = transport.get_extra_info("peername")
+    if isinstance(peername, tuple) and peername:
+        return ("ip", peername[0])
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            return ("uid", _UCRED.unpack(creds)[1])
+    return None

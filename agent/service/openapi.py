@@ -132,6 +132,14 @@ AUTH_PROBLEMS = {
     "401": _problem("No bearer token, or not one of api.tokens (TCP only)."),
     "403": _problem("The token's scope does not allow this (TCP only)."),
 }
+#: Any operation may answer this: the listener's or the peer's connection limit, or a
+#: records store another process holds.
+BUSY_PROBLEM = {
+    "503": _problem(
+        "Too many connections (at most 128 per listener, 64 per peer), or the records "
+        "store is busy; retry after Retry-After."
+    )
+}
 ID_PARAMETER = {
     "name": "id",
     "in": "path",
@@ -152,7 +160,7 @@ def _operation(
             more.get("description", "") + f" Needs scope `{scope}` on TCP."
         ).strip()
         responses = {**responses, **AUTH_PROBLEMS}
-    operation["responses"] = responses
+    operation["responses"] = {**BUSY_PROBLEM, **responses}  # an operation's own 503 first
     return operation
 
 
@@ -169,7 +177,9 @@ def document() -> dict[str, Any]:
                 "socket's file permissions are the authentication; on TCP (mutual TLS) every "
                 "request but /healthz and /openapi.json carries `Authorization: Bearer "
                 "<token>` with scope `read` (list, get, download, checks, metrics) or "
-                "`manage` (also create and delete). Errors are application/problem+json."
+                "`manage` (also create and delete). Errors are application/problem+json, "
+                "except a request the HTTP layer cannot read at all (not HTTP, a header "
+                "line or URL over 8 KiB): a 400 in text/plain, and that connection closed."
             ),
         },
         "servers": [{"url": "/"}],
@@ -218,6 +228,7 @@ def document() -> dict[str, Any]:
                         "202": _json("Started: the record, status processing.", _ref("Snapshot")),
                         "400": _problem("The body is not JSON."),
                         "409": _problem("A snapshot is in progress on this node."),
+                        "408": _problem("The body took over 10 s to arrive."),
                         "413": _problem("The body is too large."),
                         "422": _problem("Unknown fields, or values of the wrong type."),
                         "503": _problem("The agent is stopping, or cannot start a snapshot."),

@@ -3,19 +3,22 @@ and the service keeps serving; a slow client holds up no one else."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
+import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from snapshot_agent.service.listeners import MAX_CONNECTIONS
+from snapshot_agent.service.listeners import MAX_CONNECTIONS, MAX_PER_PEER
 from snapshot_agent.service.server import HEADER_TIMEOUT_S
 
-from .conftest import Server, UnixConnection, exchange
+from .conftest import Certs, Reply, Server, UnixConnection, exchange
 
 BAD_CREATES = [
     (b"{not json", 400, "malformed-body"),
@@ -161,20 +164,25 @@ def test_a_slowloris_holds_up_no_one_and_is_cut_off(server: Server) -> None:
     still_serving(server)
 
 
-def test_connections_past_the_limit_are_turned_away_then_let_in(server: Server) -> None:
+def turned_away(connect: Callable[[], Reply]) -> Reply:
+    """The first 503 `connect` gets: until the server has accepted the connections that
+    fill a limit, one more may still get in."""
+    deadline = time.monotonic() + 10
+    while (reply := connect()).status != 503:
+        assert time.monotonic() < deadline, "the connection past the limit was let in"
+        time.sleep(0.05)
+    assert reply.problem["status"] == 503 and reply.headers["retry-after"] == "5"
+    return reply
+
+
+def test_one_peer_past_its_share_is_turned_away_then_let_in(server: Server) -> None:
     idle = []
     try:
-        for _ in range(MAX_CONNECTIONS):
+        for _ in range(MAX_PER_PEER):  # all from this test's uid
             sock = socket.socket(socket.AF_UNIX)
             sock.connect(str(server.socket))
             idle.append(sock)
-        # Until the server has accepted all of them a new connection may still get in.
-        deadline = time.monotonic() + 10
-        while (reply := exchange(UnixConnection(server.socket), "GET", "/healthz")).status != 503:
-            assert time.monotonic() < deadline, "the connection past the limit was let in"
-            time.sleep(0.05)
-        assert reply.problem["status"] == 503
-        assert reply.headers["retry-after"] == "5"
+        turned_away(lambda: exchange(UnixConnection(server.socket), "GET", "/healthz"))
         # A client slow to send its request still reads why it was turned away.
         late = UnixConnection(server.socket)
         late.connect()
@@ -187,3 +195,39 @@ def test_connections_past_the_limit_are_turned_away_then_let_in(server: Server) 
     while server.get("/healthz").status != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_flood_from_one_address_leaves_room_for_the_others(serve: Any, certs: Certs) -> None:
+    # Over TCP the peer is the address: 127.0.0.2 and .3 are this machine's loopback too.
+    server: Server = serve(api=certs.api())
+    server.start()
+    assert server.port is not None
+    port, context = server.port, certs.client_context(certs.client_pem)
+
+    def request(source: str) -> Reply:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=context, timeout=30, source_address=(source, 0)
+        )
+        return exchange(conn, "GET", "/healthz")
+
+    def slow(source: str) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), 30, source_address=(source, 0))
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the end
+        return sock
+
+    flood: list[ssl.SSLSocket] = []
+    try:
+        flood += [slow("127.0.0.2") for _ in range(MAX_PER_PEER)]
+        turned_away(lambda: request("127.0.0.2"))
+        assert request("127.0.0.1").status == 200  # the others still get in
+        flood += [slow("127.0.0.3") for _ in range(MAX_CONNECTIONS - MAX_PER_PEER)]
+        turned_away(lambda: request("127.0.0.1"))  # and the listener's own limit holds
+    finally:
+        for sock in flood:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while request("127.0.0.1").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert server.stop() == 0
