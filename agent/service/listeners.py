@@ -82,6 +82,8 @@ def bind_unix(loaded: LoadedConfig) -> UnixListener:
     _socket_directory(loaded, path.parent)
     _clear_stale(loaded, path)
     gid = _group(loaded, api)
+    if gid is not None:
+        _directory_group(loaded, path.parent, gid)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(str(path))
@@ -94,6 +96,31 @@ def bind_unix(loaded: LoadedConfig) -> UnixListener:
         sock.close()
         raise loaded.error(where, f"{path}: cannot bind it ({exc.strerror or exc})") from None
     return UnixListener(sock, path, inode)
+
+
+def _directory_group(loaded: LoadedConfig, directory: Path, gid: int) -> None:
+    """Give the socket's own directory (0750, this process's) to api.group as well, so its
+    members can reach the socket in it; a shared directory (/run, /tmp) is left alone.
+
+    Without CAP_CHOWN a process can only give a file to a group it is in: under the unit
+    that means SupplementaryGroups= naming the group.
+    """
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWOTH | stat.S_ISVTX | stat.S_IWGRP):
+        return  # not ours alone
+    if st.st_gid == gid:
+        return
+    try:
+        os.chown(directory, -1, gid)
+    except OSError as exc:
+        raise loaded.error(
+            ("api", "group"),
+            f"cannot give {directory} and its socket to group {gid} ({exc.strerror or exc}); "
+            "the agent's user must be a member of it (in the unit: SupplementaryGroups=)",
+        ) from None
 
 
 def _socket_directory(loaded: LoadedConfig, directory: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -48,6 +49,30 @@ def test_a_live_server_on_the_socket_is_refused_a_stale_one_cleared(serve: Any) 
         refused(server, "api.unix_socket", "another server is listening")
     assert server.socket.exists()  # someone else's: left alone
     server.start()  # the listener is gone: its file is stale, and replaced
+    assert server.stop() == 0
+
+
+OTHER_GID = 65534  # nogroup: not the test's own group
+
+
+def test_api_group_gets_the_socket_and_its_own_directory(serve: Any, short_dir: Path) -> None:
+    if os.geteuid() != 0 and OTHER_GID not in os.getgroups():
+        pytest.skip("giving a file to a group needs membership or root")
+    server: Server = serve(api={"group": OTHER_GID})
+    server.start()
+    for path, mode in ((server.socket, 0o660), (server.socket.parent, 0o750)):
+        st = os.stat(path)
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (OTHER_GID, mode), path
+    assert server.stop() == 0
+    # A directory others share (sticky, world-writable) keeps its group.
+    shared = short_dir / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    before = os.stat(shared).st_gid
+    server.socket = shared / "agent.sock"
+    server.configure(api={"group": OTHER_GID})
+    server.start()
+    assert os.stat(server.socket).st_gid == OTHER_GID and os.stat(shared).st_gid == before
     assert server.stop() == 0
 
 
