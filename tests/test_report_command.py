@@ -221,3 +221,24 @@ def test_help_says_where_the_page_goes() -> None:
     text = " ".join(proc.stdout.split())
     assert "<archive stem>.report.html in the current directory" in text
     assert "--force" in text and "--identity" in text
+
+
+def test_help_says_the_raw_links_need_the_extracted_archive() -> None:
+    """A page written outside the extracted archive has dead raw/... links: --help says so."""
+    proc = run_cli("report", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "links to raw/... evidence are relative" in text
+    assert "only when the page sits beside the archive's extracted raw/ directory" in text
+    assert "its raw/... links resolve only beside the archive's extracted raw/ directory" in text
+
+
+def test_the_rerendered_page_says_where_its_raw_links_resolve(
+    tmp_path: Path, archive: Path
+) -> None:
+    """The note is in the archive's page and the re-rendered one alike (same bytes)."""
+    out = tmp_path / "elsewhere.html"
+    assert run_cli("report", archive, "-o", out).returncode == 0
+    page = out.read_text()
+    assert page == member(archive, "report.html").decode()
+    assert '<span id="raw-links-note">The <code>raw/…</code> links are relative' in page

@@ -2,11 +2,14 @@
 
 The page is made from the same data as at snapshot time: report.json and the heads of the
 raw/ members (only their first bytes are read). So a snapshot taken with an older agent
-gets the newer page. The output is written beside nothing it could harm: a new file
-(0600, like `decrypt`'s) in the current directory by default, through a hidden temporary
-file renamed once complete, never over an existing file unless --force, never over the
-archive. An encrypted archive (`.zip.enc`) is decrypted with --identity into a private
-temporary directory, removed when done.
+gets the newer page. Its links to raw/ members are relative, as in the archive's own page:
+they open when the page sits beside the archive's extracted raw/ directory (the command
+says so in --help; the page's footer says so too, in the archive's copy and this one
+alike, so the two stay byte for byte the same). The output is written beside nothing it
+could harm: a new file (0600, like `decrypt`'s) in the current directory by default,
+through a hidden temporary file renamed once complete, never over an existing file unless
+--force, never over the archive. An encrypted archive (`.zip.enc`) is decrypted with
+--identity into a private temporary directory, removed when done.
 """
 
 from __future__ import annotations
@@ -249,7 +252,11 @@ def add_parsers(
         "the snapshot was taken). Writes ./<archive stem>.report.html by default (e.g. "
         "snapshot-20261126-210025.report.html), or -o FILE (a directory: that name in it; "
         "- for stdout), as a new 0600 file: it is never written half, never over the "
-        "archive, and never over an existing file unless --force. Prints its path.",
+        "archive, and never over an existing file unless --force. Prints its path. The "
+        "page's links to raw/... evidence are relative, as in the archive's own page: "
+        "they open only when the page sits beside the archive's extracted raw/ "
+        "directory (unzip the archive and write -o into that directory, or move the "
+        "page there); the raw heads shown inline work anywhere.",
     )
     version(report)
     report.add_argument(
@@ -260,7 +267,8 @@ def add_parsers(
         "-o",
         type=Path,
         metavar="FILE",
-        help="where to write (default: <archive stem>.report.html in the current directory)",
+        help="where to write (default: <archive stem>.report.html in the current directory); "
+        "its raw/... links resolve only beside the archive's extracted raw/ directory",
     )
     report.add_argument("--force", "-f", action="store_true", help="replace an existing FILE")
     report.add_argument(

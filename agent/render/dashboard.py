@@ -94,6 +94,8 @@ class Dashboard:
     more_problems: int
     bars: list[Bar]
     wall_s: float | None
+    #: How long the whole snapshot took, in words ('< 1 s', '7 s', '3 min'); '' unknown.
+    took: str
 
 
 def dashboard_of(report: dict[str, Any], cards: list[Card]) -> Dashboard:
@@ -121,6 +123,7 @@ def dashboard_of(report: dict[str, Any], cards: list[Card]) -> Dashboard:
         more_problems=max(len(problems) - MAX_PROBLEMS, 0),
         bars=bars_of(cards),
         wall_s=wall,
+        took=took(wall),
     )
 
 
@@ -216,7 +219,7 @@ def _snapshot_facts(
     facts = [
         Fact("Snapshot", _text(snapshot.get("name"))),
         Fact("Started", _text(snapshot.get("created_at"))),
-        Fact("Took", _took(wall)),
+        Fact("Took", took(wall)),
         Fact("Agent", f"snapshot-agent {_text(report.get('agent_version'))}".strip()),
     ]
     return [f for f in facts if f.value]
@@ -245,11 +248,13 @@ def _detail(counts: Counter[str], total: int) -> str:
     return text + (f" ({counts['skipped']} skipped)" if counts["skipped"] else "")
 
 
-def _took(seconds: float | None) -> str:
-    """'1.4 s', '3 min'."""
+def took(seconds: float | None) -> str:
+    """'< 1 s', '7 s', '3 min'; '' for unknown. The snapshot's times are to the second, so
+    a snapshot that started and completed within one second took '< 1 s', not '0 s'."""
     if seconds is None:
         return ""
-    # The snapshot's times are to the second.
+    if seconds < 0.5:
+        return "< 1 s"
     return f"{seconds:.0f} s" if seconds < 60 else format_duration(seconds)
 
 

@@ -27,6 +27,7 @@ from snapshot_agent.render.iggy import iggy_overview
 from snapshot_agent.render.raw import RawHead
 from snapshot_agent.render.tables import columns, is_grid, is_inline, is_number, rows_of
 from snapshot_agent.render.viewer import RawBudget
+from snapshot_agent.render.words import check_seconds, counted, noun
 
 TEMPLATES = "snapshot_agent.templates"
 #: Element ids in a chart's SVG, and the attributes that name them.
@@ -81,7 +82,14 @@ def _environment() -> jinja2.Environment:
         finalize=visible,
     )
     env.filters.update(
-        columns=columns, split_data=rows_of, code=with_code, bytes=format_bytes, raw_text=raw_text
+        columns=columns,
+        split_data=rows_of,
+        code=with_code,
+        bytes=format_bytes,
+        raw_text=raw_text,
+        counted=counted,
+        noun=noun,
+        seconds=check_seconds,
     )
     env.tests.update(number=is_number, grid=is_grid, inline=is_inline)
     return env

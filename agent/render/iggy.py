@@ -11,12 +11,17 @@ from typing import Any
 
 from snapshot_agent.core.results import STATUS_ORDER
 from snapshot_agent.core.units import format_bytes, format_duration
+from snapshot_agent.render.words import noun
 
 CATEGORY = "iggy"
+#: What a fact counts, written beside it: the section's size (and the iggy.data_dir
+#: summary's) is the whole data directory; that check's chart counts each stream/topic.
+SCOPES = {"Data size": "whole data directory, logs included"}
 
 
 def iggy_overview(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """{'facts': [(label, text)], 'checks': [...]} when a broker was looked at; else None."""
+    """{'facts': [(label, text)], 'scopes': {label: what it counts}, 'checks': [...]} when
+    a broker was looked at; else None."""
     iggy = [c for c in checks if c.get("category") == CATEGORY]
     if not iggy or all(c.get("status") == "skipped" for c in iggy):
         return None
@@ -32,8 +37,10 @@ def iggy_overview(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
         ("Growth", _growth(data_dir.get("growth"))),
         ("Clients", _number(health.get("clients"))),
     ]
+    shown = [(label, text) for label, text in facts if text]
     return {
-        "facts": [(label, text) for label, text in facts if text],
+        "facts": shown,
+        "scopes": {label: SCOPES[label] for label, _ in shown if label in SCOPES},
         "checks": sorted(iggy, key=lambda c: (rank.get(c.get("status"), len(rank)), c.get("id"))),
     }
 
@@ -88,5 +95,5 @@ def _growth(growth: Any) -> str | None:
     text += f" over {window}" if window else ""
     days = growth.get("days_left")
     if isinstance(days, int | float) and not isinstance(days, bool):
-        text += f", {days:g} days until full"
+        text += f", {days:g} {noun(days, 'day')} until full"
     return text

@@ -23,13 +23,61 @@ RAW_BUDGET = 192 * 1024
 SMALL_HEAD = 2 * 1024
 #: Lines shown in one viewer (each becomes an element in the browser).
 MAX_LINES = 1000
-#: Words that make a line an error line (highlighted).
-ERROR_LINE = re.compile(
+#: Words that make a line an error line (highlighted), unless they are a setting's name or
+#: value rather than something that went wrong (see is_error_line).
+ERROR_WORD = re.compile(
     r"\b(errors?|fail(s|ed|ure|ing)?|fatal|panic(ked)?|oom|out of memory|segfault|"
-    r"segmentation fault|denied|refused|timed out|timeout|critical|emerg|killed|abort(ed)?|"
-    r"call trace)\b",
+    r"segmentation fault|denied|refused|timed out|timeout (waiting|expired|exceeded)|"
+    r"critical|emerg|killed|abort(ed)?|call trace)\b",
     re.IGNORECASE,
 )
+#: The kernel's own alarms, as it writes them ('kernel: BUG: unable to handle ...').
+KERNEL_ALARM = re.compile(r"\b(BUG|Oops):")
+#: Before a word: part of a dotted or hyphenated name (`kernel.panic`,
+#: `print-fatal-signals`, `libgpg-error-dev`), or a command-line option (`--fail-fast`).
+_NAME_BEFORE = re.compile(r"(\w[.\-]|(^|\s)--?)$")
+#: After a word: the name goes on (`error.log`, `fatal-signals`).
+_NAME_AFTER = re.compile(r"[.\-]\w")
+#: After a word: it is a setting's name (`panic=1`, `kernel.panic = 1`, `errors=remount-ro`).
+_SETTING = re.compile(r"\s*=(?!=)")
+#: After a word: a key with nothing wrong as its value (`"error": ""`, `errors: 0`).
+_EMPTY_KEY = re.compile(
+    r"[\"']?\s*[:=]\s*(\"\"|''|null|none|nil|0|false|off|\[\]|\{\})\s*([,;}\]]|$)",
+    re.IGNORECASE,
+)
+#: Before a word: a setting's value, the word all of it (`oops=panic`).
+_VALUE_BEFORE = re.compile(r"\w=$")
+_VALUE_AFTER = re.compile(r"[\s,;]|$")
+#: How far before a word the patterns above look (a level's name and its quotes fit).
+_LOOK_BEHIND = 40
+#: Before a word: a log level's value (`level=error`, `"severity":"FATAL"`): an error line.
+_LEVEL_BEFORE = re.compile(
+    r"\b(level|lvl|severity|priority|prio)[\"']?\s*[=:]\s*[\"']?$", re.IGNORECASE
+)
+
+
+def is_error_line(line: str) -> bool:
+    """Whether `line` reads as something that went wrong: an error word used as a word
+    (`Failed to start`, `I/O error`, `panicked at`, `Out of memory`) or a kernel alarm,
+    not as a name or a setting (`panic=1`, `kernel.panic = 1`, `"error": ""`)."""
+    if KERNEL_ALARM.search(line):
+        return True
+    for match in ERROR_WORD.finditer(line):
+        # Look around the word in place (no copies): a long line of error words stays linear.
+        start, end = match.start(), match.end()
+        near = max(0, start - _LOOK_BEHIND)
+        if _LEVEL_BEFORE.search(line, near, start):
+            return True
+        if (
+            _NAME_BEFORE.search(line, near, start)
+            or _NAME_AFTER.match(line, end)
+            or _SETTING.match(line, end)
+            or _EMPTY_KEY.match(line, end)
+            or (_VALUE_BEFORE.search(line, near, start) and _VALUE_AFTER.match(line, end))
+        ):
+            continue
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -77,6 +125,6 @@ class RawBudget:
         lines, complete = lines_of(text)
         shown = sum(len(line.encode()) + 1 for line in lines)
         self.left -= shown
-        errors = [n for n, line in enumerate(lines, 1) if ERROR_LINE.search(line)]
+        errors = [n for n, line in enumerate(lines, 1) if is_error_line(line)]
         whole = complete and not head.truncated and text is head.text
         return RawView(lines, errors, head.size if whole else min(shown, head.size), head.size)

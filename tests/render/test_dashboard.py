@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from snapshot_agent.render.cards import cards_of
-from snapshot_agent.render.dashboard import MAX_PROBLEMS, dashboard_of
+from snapshot_agent.render.dashboard import MAX_PROBLEMS, dashboard_of, took
+from snapshot_agent.render.html import render_html
 from snapshot_agent.render.viewer import RawBudget
 
 from .pages import check, finding, report
@@ -137,3 +142,44 @@ def test_waterfall_slowest_first_scaled_to_the_slowest() -> None:
 def test_an_empty_or_damaged_report_still_has_a_dashboard() -> None:
     dash = dashboard_of({"snapshot": "?", "checks": None}, [])
     assert dash.verdict == "skipped" and dash.tiles == [] and dash.node == "unknown node"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (None, ""),
+        (0, "< 1 s"),
+        (0.4, "< 1 s"),
+        (1, "1 s"),
+        (7, "7 s"),
+        (59, "59 s"),
+        (180, "3 min"),
+    ],
+)
+def test_took_in_words(seconds: float | None, words: str) -> None:
+    assert took(seconds) == words
+
+
+def test_a_snapshot_within_one_second_took_under_a_second_not_zero() -> None:
+    """Started and completed in the same second (the times are to the second): '< 1 s'."""
+    doc = report(CHECKS)
+    doc["snapshot"]["completed_at"] = doc["snapshot"]["created_at"]
+    dash = dashboard(doc)
+    assert dash.wall_s == 0 and dash.took == "< 1 s"
+    assert {f.label: f.value for f in dash.snapshot}["Took"] == "< 1 s"
+    html = render_html(doc)
+    assert "<dt>Took</dt><dd>&lt; 1 s</dd>" in html
+    assert "(the whole snapshot took &lt; 1 s)" in html
+    assert not re.search(r"(?<![\d.])0 s\b", html)  # no "Took 0 s" anywhere
+    doc["snapshot"]["completed_at"] = "2026-11-26T18:30:07Z"
+    assert "(the whole snapshot took 7 s)" in render_html(doc)
+
+
+def test_a_check_of_a_few_milliseconds_did_not_take_no_time() -> None:
+    """The waterfall and the card say '< 0.01 s' for what '%.2f' rounds to 0.00."""
+    doc = report([check("cpu.load", duration_ms=3), check("disk.io", duration_ms=250)])
+    html = render_html(doc)
+    assert "0.00 s" not in html
+    assert html.count('<span class="bar-value">&lt; 0.01 s') == 1
+    assert html.count('<span class="check-time">&lt; 0.01 s</span>') == 1
+    assert '<span class="bar-value">0.25 s' in html and '<span class="check-time">0.25 s' in html

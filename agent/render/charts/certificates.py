@@ -7,6 +7,7 @@ from typing import Any
 
 from snapshot_agent.render.charts import svg, timeline, values
 from snapshot_agent.render.charts.chart import Chart
+from snapshot_agent.render.words import counted, noun
 
 CHECK_ID = "tls.certificates"
 MAX_ROWS = 30
@@ -40,7 +41,8 @@ def windows(data: Mapping[str, Any], rows: list[tuple[float, str]]) -> tuple[flo
 
 def _value(days: float, not_after: str, level: str) -> str:
     """'in 20 days · 2026-12-16 · warn' or 'EXPIRED 12 days ago · 2026-11-14 · fail'."""
-    when = f"in {days:.0f} days" if days >= 0 else f"EXPIRED {-days:.0f} days ago"
+    shown = round(abs(days))
+    when = f"in {counted(shown, 'day')}" if days >= 0 else f"EXPIRED {counted(shown, 'day')} ago"
     parts = [when, svg.clean(not_after, 20) if not_after else ""]
     parts.append(level if level in ("warn", "fail") else "")
     return " · ".join(p for p in parts if p)
@@ -86,15 +88,15 @@ def charts(check: Mapping[str, Any], report: Mapping[str, Any], uid: str) -> lis
             timeline.Window(fail, warn, "window-warn"),
             timeline.Window(past, fail, "window-fail"),
         ]
-        footer.append(f"shaded: warn within {warn:g} days, fail within {fail:g}")
+        footer.append(f"shaded: warn within {warn:g} {noun(warn, 'day')}, fail within {fail:g}")
     more = len(certs) - len(shown)
     if more > 0:
-        footer.append(f"{more} more certificates in the table below")
+        footer.append(f"{counted(more, 'more certificate')} in the table below")
     expired = sum(1 for days in lows if days < 0)
     title = "Certificate expiry" + (f" ({expired} expired)" if expired else "")
     desc = "; ".join(said) + "."
     if graded:
-        desc += f" Warn at {graded[0]:g} days left, fail at {graded[1]:g}."
+        desc += f" Warn at {graded[0]:g} {noun(graded[0], 'day')} left, fail at {graded[1]:g}."
     chart = timeline.timeline_chart(
         uid, "expiry", title, desc, marks, shades, scale, "; ".join(footer)
     )

@@ -8,6 +8,7 @@ from typing import Any
 from snapshot_agent.render.charts import bars, grid, svg, values
 from snapshot_agent.render.charts.chart import Chart
 from snapshot_agent.render.charts.findings import worst_by_subject
+from snapshot_agent.render.words import counted
 
 CHECK_ID = "cpu.usage"
 #: Up to this many cores get a bar each; more get a heat grid.
@@ -51,7 +52,11 @@ def _desc(cores: list[Core], flagged: dict[str, str], window: str, overall: floa
         for n, b, w in listed
     )
     if len(cores) <= MAX_SAID:
-        desc = f"Busy share of each of {len(cores)} cores{window}: {said}."
+        desc = (
+            f"Busy share of each of {counted(len(cores), 'core')}{window}: {said}."
+            if len(cores) > 1
+            else f"Busy share of the one core{window}: {said}."
+        )
     else:
         hot = sum(1 for _, b, _ in cores if b >= 80)
         desc = f"{len(cores)} cores{window}, {hot} at 80% busy or more; the busiest: {said}."
@@ -85,8 +90,8 @@ def charts(check: Mapping[str, Any], report: Mapping[str, Any], uid: str) -> lis
         if hidden:
             name, busiest, _ = max(hidden, key=lambda c: c[1])
             footer.append(
-                f"{len(hidden)} more cores in the table below (busiest {svg.clean(name, 20)} "
-                f"{busiest:.0f}%)"
+                f"{counted(len(hidden), 'more core')} in the table below "
+                f"(busiest {svg.clean(name, 20)} {busiest:.0f}%)"
             )
         footer.append("! = named by a finding" if flagged else "")
         chart = grid.grid_chart(uid, "cpu", title, desc, cells, "; ".join(filter(None, footer)))

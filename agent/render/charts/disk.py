@@ -9,6 +9,7 @@ from snapshot_agent.core.units import GIB, format_bytes
 from snapshot_agent.render.charts import bars, svg, values
 from snapshot_agent.render.charts.chart import Chart
 from snapshot_agent.render.charts.findings import RANK, worst_by_subject
+from snapshot_agent.render.words import counted
 
 CHECK_ID = "disk.usage"
 MAX_BARS = 24
@@ -70,7 +71,7 @@ def charts(check: Mapping[str, Any], report: Mapping[str, Any], uid: str) -> lis
     found.sort(key=lambda br: (order.get(br[0].status, 3), -(br[0].fraction or 0.0)))
     shown = found[:MAX_BARS]
     more = len(found) - len(shown)
-    hidden = f"{more} more filesystems in the table below" if more > 0 else ""
+    hidden = f"{counted(more, 'more filesystem')} in the table below" if more > 0 else ""
     drawn = [bar for bar, _ in shown]
     ticks = (
         "the tick marks where a filesystem starts to warn" if any(b.limit for b in drawn) else ""

@@ -1,4 +1,10 @@
-"""iggy.data_dir: bytes on disk per stream/topic, largest first, the rest as 'other'."""
+"""iggy.data_dir: bytes on disk per stream/topic, largest first, the rest as 'other'.
+
+The chart counts each topic's directory (its partitions' segments, indexes and offsets):
+the message data. The data directory's total, which the Iggy section and the check's
+summary show, also counts the broker's state and logs; the chart says both, so the two
+sizes on the page never read as one that disagrees with itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 from snapshot_agent.core.units import format_bytes
 from snapshot_agent.render.charts import bars, svg, values
 from snapshot_agent.render.charts.chart import Chart
+from snapshot_agent.render.words import counted
 
 CHECK_ID = "iggy.data_dir"
 TOP = 12
@@ -37,7 +44,8 @@ def charts(check: Mapping[str, Any], report: Mapping[str, Any], uid: str) -> lis
         shown, rest = topics, []
     rows = [(name, size, "neutral") for name, size in shown]
     if rest:  # grey, so the sum of many small topics does not read as one big topic
-        rows.append((f"other ({len(rest)} topics)", sum(size for _, size in rest), "skipped"))
+        other = f"other ({counted(len(rest), 'topic')})"
+        rows.append((other, sum(size for _, size in rest), "skipped"))
     largest = max(size for _, size, _ in rows)
     drawn = [
         bars.Bar(
@@ -49,15 +57,30 @@ def charts(check: Mapping[str, Any], report: Mapping[str, Any], uid: str) -> lis
         )
         for name, size, colour in rows
     ]
-    unlisted = values.amount(data.get("topics_not_shown")) or 0
-    footer = f"{unlisted:.0f} more topics not listed in the data" if unlisted else ""
-    title = "Iggy data size per stream/topic"
+    unlisted = round(values.amount(data.get("topics_not_shown")) or 0)
+    whole = values.amount(values.mapping(data.get("totals")).get("bytes"))
+    scope = "per topic: its segments, indexes and offsets"
+    if whole is not None:
+        scope += f"; whole data directory (logs included): {format_bytes(whole)}"
+    more = f"{counted(unlisted, 'more topic')} not listed in the data" if unlisted else ""
+    title = "Iggy message data per stream/topic"
     said = [
         f"{svg.clean(name, 80)} {format_bytes(size)} ({100 * size / total:.1f}%)"
         for name, size, _ in rows
     ]
-    desc = f"{format_bytes(total)} in {len(topics)} topics, largest first: " + "; ".join(said)
-    desc += f". {footer}." if footer else "."
-    return [
-        Chart(CHECK_ID, title, bars.bar_chart(uid, "iggy", title, desc, drawn, footer), False, uid)
-    ]
+    desc = (
+        f"{format_bytes(total)} of message data in {counted(len(topics), 'topic')}, "
+        "largest first: " + "; ".join(said) + "."
+    )
+    if whole is not None:
+        desc += (
+            f" The whole data directory, with the broker's state and logs, is "
+            f"{format_bytes(whole)}."
+        )
+    desc += f" {more}." if more else ""
+    body, y = bars.bar_rows(drawn, 4)
+    for line in (scope, more):
+        tail, y = svg.note(y, line)
+        body += tail
+    chart = svg.document(uid, "iggy", title, desc, y + 4, body)
+    return [Chart(CHECK_ID, title, chart, False, uid)]
