@@ -29,16 +29,149 @@
   const clearButton = doc.getElementById("clear-filters");
   const bodyOf = (card) => card.querySelector("details.check-body");
 
-  // Search text of each card, lower-cased once, on first use.
-  const texts = new Map();
-  const textOf = (card) => {
-    let text = texts.get(card);
-    if (text === undefined) {
-      text = card.textContent.toLowerCase();
-      texts.set(card, text);
+  // -- search text: what each card shows, and what the page's report data holds --------
+  // Tables on the page are cut to a size budget ("300 of 1323 shown"), but #report-data
+  // holds each check's summary, findings and data: a value cut from a table still finds
+  // its card, which then says so. Where the data itself is cut (too large to embed, or a
+  // list or string longer than the page keeps: render/embed.py), the search says what it
+  // could not look at. Built once, on the first search (or focus of the box), lower-cased:
+  // each keystroke after that is a few substring searches.
+  let index = null;
+  // The marks render/embed.py and render/budget.py leave where they cut the data.
+  const DROPPED = "\u2026"; // the one key of a check's data left out of the page
+  const CUT_MARK = /^\u2026 [\d,]+ more items: see report\.json$| more characters: the whole value is in report\.json\]$/;
+  const MAX_DEPTH = 64;
+  // Keys (for data) and values of `value`, as strings into `out`; true if cut anywhere.
+  function flatten(value, keys, out, depth) {
+    if (value === null || value === undefined) return false;
+    if (typeof value !== "object") {
+      const text = String(value);
+      out.push(text);
+      return typeof value === "string" && /report\.json\]?$/.test(text) && CUT_MARK.test(text);
     }
-    return text;
+    if (depth > MAX_DEPTH) return true;
+    let cut = false;
+    if (Array.isArray(value)) {
+      for (const item of value) cut = flatten(item, keys, out, depth + 1) || cut;
+    } else {
+      for (const key in value) {
+        if (keys) out.push(key);
+        cut = flatten(value[key], keys, out, depth + 1) || cut;
+      }
+    }
+    return cut;
+  }
+  const dropped = (data) =>
+    data !== null && typeof data === "object" && !Array.isArray(data) &&
+    Object.keys(data).length === 1 && DROPPED in data;
+  function buildIndex() {
+    let report = null;
+    try {
+      report = JSON.parse(doc.getElementById("report-data").textContent);
+    } catch (_) {
+      report = null;
+    }
+    const checks = new Map();
+    for (const check of report && Array.isArray(report.checks) ? report.checks : []) {
+      if (!check || typeof check !== "object") continue;
+      const id = String(check.id ?? "?");
+      if (!checks.has(id)) checks.set(id, []);
+      checks.get(id).push(check);
+    }
+    const raw = report && report.raw && typeof report.raw === "object" ? report.raw : {};
+    const rawPaths = Object.keys(raw);
+    const built = new Map();
+    for (const card of cards) {
+      const parts = [];
+      let cut = false;
+      for (const check of checks.get(card.id) || []) {
+        flatten([check.title, check.summary, check.description], false, parts, 0);
+        flatten(check.findings, false, parts, 0);
+        cut = (dropped(check.data) || flatten(check.data, true, parts, 0)) || cut;
+      }
+      // Raw files cut or not shown, but commands.json: the card lists its commands.
+      const prefix = `raw/${card.id}/`;
+      const listed = card.querySelector("table.commands") !== null;
+      const rawCut = rawPaths.filter(
+        (path) =>
+          path.startsWith(prefix) &&
+          raw[path] &&
+          raw[path].truncated &&
+          !(listed && path === `${prefix}commands.json`),
+      ).length;
+      built.set(card, {
+        page: card.textContent.toLowerCase(),
+        data: parts.join("\n").toLowerCase(),
+        cut,
+        rawCut,
+      });
+    }
+    return built;
+  }
+  const entryOf = (card) => {
+    if (index === null) index = buildIndex();
+    return index.get(card);
   };
+  search.addEventListener("focus", () => setTimeout(() => entryOf(cards[0]), 0), { once: true });
+
+  // The words of the search a card holds only in its report data, not on the page (null:
+  // a word the card holds nowhere).
+  function offPage(card, words) {
+    const entry = entryOf(card);
+    const missing = [];
+    for (const word of words) {
+      if (entry.page.includes(word)) continue;
+      if (!entry.data.includes(word)) return null;
+      missing.push(word);
+    }
+    return missing;
+  }
+
+  // A card that matches through data the page does not show says so, in its body.
+  const notes = new Map();
+  function noteIn(card, missing) {
+    let note = notes.get(card);
+    if (!missing.length) {
+      if (note) note.hidden = true;
+      return;
+    }
+    if (!note) {
+      note = doc.createElement("p");
+      note.className = "note search-note needs-js";
+      (card.querySelector(".check-content") || card).prepend(note);
+      notes.set(card, note);
+    }
+    const quoted = missing.map((word) => `\u201c${word}\u201d`).join(", ");
+    note.textContent =
+      `Search: ${quoted} is in this check's data, but not in the part this page shows ` +
+      "(its tables are cut to keep it small): see report.json.";
+    note.hidden = false;
+  }
+
+  // What the search could not look at in the cards it hid: data cut from the page's
+  // report data (searched only as far as the tables show) and raw files past their head.
+  const limits = doc.createElement("p");
+  limits.id = "search-limits";
+  limits.className = "note needs-js";
+  limits.hidden = true;
+  (noMatch || search).after(limits);
+  const LIST = 5;
+  function sayLimits(hidden) {
+    const cut = hidden.filter((card) => entryOf(card).cut).map((card) => card.id);
+    const rawFiles = hidden.reduce((sum, card) => sum + entryOf(card).rawCut, 0);
+    const parts = [];
+    if (cut.length) {
+      const more = cut.length > LIST ? ` and ${cut.length - LIST} more` : "";
+      parts.push(`part of the data of ${cut.slice(0, LIST).join(", ")}${more} (too large for this page)`);
+    }
+    if (rawFiles) {
+      parts.push(`raw output past the part shown, in ${rawFiles} ${rawFiles === 1 ? "file" : "files"}`);
+    }
+    limits.hidden = !parts.length;
+    limits.textContent = parts.length
+      ? `Not searched: ${parts.join("; ")}. report.json and raw/ beside this page hold it all.`
+      : "";
+  }
 
   // -- filters: status chips, category chips (tiles), search ------------------------
   const FILTERS = ["data-filter-status", "data-filter-category"];
@@ -59,14 +192,19 @@
     const categories = pressed(FILTERS[1]);
     const words = terms();
     const shown = [];
+    const unmatched = [];
     for (const card of cards) {
-      const show =
+      const chosen =
         (!statuses.size || statuses.has(card.dataset.status)) &&
-        (!categories.size || categories.has(card.dataset.category)) &&
-        words.every((word) => textOf(card).includes(word));
+        (!categories.size || categories.has(card.dataset.category));
+      const missing = chosen && words.length ? offPage(card, words) : [];
+      const show = chosen && missing !== null;
       card.hidden = !show;
       if (show) shown.push(card);
+      else if (chosen) unmatched.push(card);
+      if (show || notes.has(card)) noteIn(card, show ? missing : []);
     }
+    sayLimits(unmatched);
     visibleCount.textContent = String(shown.length);
     noMatch.hidden = shown.length !== 0;
     const active = statuses.size + categories.size + (words.length ? 1 : 0);
