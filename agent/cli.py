@@ -48,7 +48,10 @@ DESCRIPTION = """\
 Diagnostic snapshots of an Apache Iggy node. `run` checks the OS, CPU, memory,
 disks, kernel settings and more in parallel (each check in its own process with a
 timeout), and writes one ZIP: report.html (open it in a browser), report.json,
-manifest.json and the raw evidence under raw/.
+manifest.json, manifest.sig (its signature, once installed), iggy-data.zip (the Iggy
+data directory) and the raw evidence under raw/. The ZIP goes to a directory, to
+object storage (storage.s3) or to a presigned URL, and is a .zip.enc when
+archive.encrypt_to is set (`decrypt` opens it).
 """
 
 MAX_URL_BYTES = 64 * 1024  # a presigned URL is a few hundred bytes; a file is read no further
@@ -88,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the checks and write a snapshot archive",
-        description="Run the checks and write snapshot-YYYYMMDD-HHMMSS.zip (UTC). "
-        "Prints the archive path on stdout; progress and the summary go to stderr.",
+        description="Run the checks and write snapshot-YYYYMMDD-HHMMSS.zip (UTC), or\n"
+        "snapshot-YYYYMMDD-HHMMSS.zip.enc when archive.encrypt_to is set: into --output DIR,\n"
+        "else to object storage when the config has storage.s3 (an s3:// object), else\n"
+        "into the current directory; or PUT to the presigned --upload-url. Prints where the\n"
+        "archive is on stdout; progress and the summary go to stderr.",
         epilog=STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -198,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check an archive against its manifest",
         description="Recompute the size and sha256 of every member of a snapshot archive "
-        "and compare them with manifest.json. Exit 0 when all match, 1 otherwise.",
+        "and compare them with manifest.json. Exit 0 when all match; 1 on a mismatch or "
+        "a bad signature (or none, when --public-key asks for one); 2 when the archive "
+        "or the key cannot be read or used (not a snapshot ZIP, a .zip.enc not yet "
+        "decrypted, not an Ed25519 public key).",
     )
     _version(verify)
     verify.add_argument("archive", type=Path, metavar="ARCHIVE", help="a snapshot-*.zip file")
@@ -212,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     url = sub.add_parser(
         "url",
         help="print a short-lived download URL for an archive in object storage",
-        description="Print a presigned HTTPS URL for NAME (as `run` printed it) under this "
+        description="Print a presigned URL for NAME (as `run` printed it) under this "
         "node's prefix in storage.s3. It expires after storage.s3.presign_ttl_s (default "
         "15 minutes) or --ttl. Credentials come from the standard AWS chain.",
     )

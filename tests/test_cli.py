@@ -532,3 +532,20 @@ def test_a_name_must_be_a_snapshot_name(tmp_path: Path, name: str) -> None:
     run = run_cli("run", "--name", name, "-o", tmp_path / "out")
     assert run.returncode == 2 and f"{name}: give a name like snapshot-" in run.stderr
     assert run.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_help_says_what_an_archive_holds_where_it_goes_and_what_verify_exits() -> None:
+    import argparse
+
+    from snapshot_agent.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {name: " ".join(p.format_help().split()) for name, p in sub.choices.items()}
+    top = " ".join(parser.format_help().split())
+    for member in ("report.html", "report.json", "manifest.json", "manifest.sig", "iggy-data"):
+        assert member in top, member
+    assert ".zip.enc" in helps["run"] and "storage.s3" in helps["run"]
+    assert "Exit 0 when all match; 1 on a mismatch" in helps["verify"]
+    assert "2 when the archive or the key cannot be read or used" in helps["verify"]
+    assert "presigned URL" in helps["url"] and "HTTPS" not in helps["url"]

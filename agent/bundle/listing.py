@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from snapshot_agent.bundle.names import escape_name
+from snapshot_agent.bundle.names import escape_name, escape_path
 from snapshot_agent.core.units import utc_iso
 from snapshot_agent.node.iggy_data import special_kind
 
@@ -84,7 +84,7 @@ def _cached(cache: dict[int, str], key: int, look_up: Callable[[], str]) -> str:
 def format_row(row: Row, owners: Owners) -> bytes:
     """One TSV line."""
     st = row.st
-    fields = [escape_name(row.rel) or ".", kind_of(st)]
+    fields = [escape_path(row.rel) or ".", kind_of(st)]  # as the member is named
     if st is None:
         fields += [""] * 7
     else:

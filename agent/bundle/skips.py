@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from snapshot_agent.bundle.listing import LISTING
-from snapshot_agent.bundle.names import escape_name
+from snapshot_agent.bundle.names import escape_path
 
 MAX_PER_KIND = 20
 
@@ -59,7 +59,7 @@ class Skips:
     def node_path(self, rel: bytes) -> str:
         """The path on the node, escaped."""
         root = self.node_dir.rstrip("/") or "/"
-        return f"{root}/{escape_name(rel)}" if rel else root
+        return f"{root}/{escape_path(rel)}" if rel else root
 
     def report(self) -> list[tuple[str, str]]:
         """(node path, reason) items, then one summary line per kind with more."""

@@ -2,7 +2,8 @@
 
 Each source is a lazy iterable of `Entry`s, so the archive writer pulls one member at a
 time: the raw evidence (through the filter), then the report built from the record. The
-Iggy data bundle will be one more source.
+Iggy data bundle, iggy-data.zip, is one more source (`iggy_entries` in iggy_bundle.py),
+streamed between the two; manifest.json (and manifest.sig) come last.
 """
 
 from __future__ import annotations

@@ -10,15 +10,16 @@ a longer pause. Any failure aborts the multipart upload: no partial object is ev
 visible under the archive's key.
 
 The object is `{prefix}/{deployment_id}/{node_id}/{name}.zip` (`unassigned` for an id
-the config does not give), with the store's server-side encryption when asked (AES256,
-or aws:kms with a key id) and `agent-version` in its metadata. The archive's sha256 is
-known only once its last byte is written, after the upload began, and S3 metadata cannot
-change without copying the object; so it goes in a sidecar, `<key>.sha256` (the
-`sha256sum -c` format, with the digest and size in its metadata too), written before the
-upload is completed: an archive is never visible without its digest. (S3's own per-part
-checksums do not give a whole-object sha256 for a multipart upload; botocore adds its
-CRC32 per part, and signs each part's sha256 over plain HTTP, which guards every part on
-the wire.)
+the config does not give; `.zip.enc`, application/octet-stream rather than
+application/zip, when the archive is encrypted to recipients), with the store's
+server-side encryption when asked (AES256, or aws:kms with a key id) and `agent-version`
+in its metadata. The archive's sha256 is known only once its last byte is written, after
+the upload began, and S3 metadata cannot change without copying the object; so it goes
+in a sidecar, `<key>.sha256` (the `sha256sum -c` format, with the digest and size in its
+metadata too), written before the upload is completed: an archive is never visible
+without its digest. (S3's own per-part checksums do not give a whole-object sha256 for a
+multipart upload; botocore adds its CRC32 per part, and signs each part's sha256 over
+plain HTTP, which guards every part on the wire.)
 
 Credentials come only from the standard AWS chain (instance role, AWS_* environment,
 shared files) and are never read, stored or logged here. The raw evidence spool is
@@ -128,6 +129,12 @@ def node_prefix(settings: S3Config, deployment_id: int | None, node_id: int | No
 
 def _id(value: int | None) -> str:
     return UNASSIGNED if value is None else str(value)
+
+
+def content_type(suffix: str) -> str:
+    """The archive object's Content-Type: a `.zip.enc` is no ZIP to a browser or a tool
+    that sniffs it, only bytes."""
+    return "application/zip" if suffix == ".zip" else "application/octet-stream"
 
 
 def sse_arguments(settings: S3Config) -> dict[str, str]:
@@ -247,7 +254,7 @@ class S3Sink:
         return f"s3://{self.settings.bucket}/{self.key or self.prefix}"
 
     def open(self, name: str) -> tuple[str, IO[bytes]]:
-        """Start the multipart upload of `<name>.zip` (a free variant of it) and the spool."""
+        """Start the multipart upload of `<name><suffix>` (a free variant of it) and the spool."""
         if self._client is None:
             self._client = s3_client(self.settings)
         ensure_spool_dir(self.spool_dir)
@@ -328,7 +335,7 @@ class S3Sink:
             created = self._client.create_multipart_upload(
                 Bucket=self.settings.bucket,
                 Key=key,
-                ContentType="application/zip",
+                ContentType=content_type(self.suffix),
                 Metadata={"agent-version": __version__},
                 **sse_arguments(self.settings),
                 **checksum_arguments(self._client),

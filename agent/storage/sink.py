@@ -1,9 +1,11 @@
 """Where a finished archive goes: a sink is opened, streamed into, then committed or aborted.
 
-Today there is one sink, the local directory (`LocalSink`); S3 multipart upload is the
-next one. A sink never exposes a half-written archive: until `commit()` returns, readers
-see nothing (a `.partial` file, an unfinished multipart upload), and `abort()` removes
-whatever was written.
+There are three: a local directory (`LocalSink`, storage/local.py), an S3 multipart
+upload (`S3Sink`, storage/s3.py) and a PUT to a presigned URL someone else signed
+(`PresignedPutSink`, storage/presign.py, which stages the archive locally first). A sink
+never exposes a half-written archive: until `commit()` returns, readers see nothing (a
+`.partial` file, an unfinished multipart upload, a staged file not yet sent), and
+`abort()` removes whatever was written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from snapshot_agent.pipeline.record import ArchiveLocation
 class Sink(Protocol):
     """A place one archive is written to, as a stream."""
 
-    #: Short name of the kind of sink, recorded with the archive ("local", "s3").
+    #: Short name of the kind of sink, recorded with the archive ("local", "s3",
+    #: "presigned-put").
     kind: str
     #: A local directory for the snapshot's bounded working files (the evidence spool).
     workdir: Path

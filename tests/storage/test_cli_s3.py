@@ -1,4 +1,5 @@
-"""The real CLI into object storage: run -> url -> download -> verify, encrypted and signed."""
+"""The real CLI into object storage: run -> url -> download -> verify, signed, with the
+store's server-side encryption, and encrypted to recipients (-> decrypt) as well."""
 
 from __future__ import annotations
 
@@ -158,3 +159,43 @@ def test_a_url_file_longer_than_a_url_is_bad_input(tmp_path: Path) -> None:
     run = run_cli("run", "--upload-url-file", long, "-o", tmp_path, "-q")
     assert run.returncode == 2 and "its first line is longer than 65536" in run.stderr
     assert list(tmp_path.iterdir()) == [long]
+
+
+def test_encrypted_run_to_s3_then_url_download_decrypt_and_verify(
+    tmp_path: Path, moto: MotoS3
+) -> None:
+    """archive.encrypt_to with storage.s3: the object is the sealed .zip.enc, served as
+    bytes (not application/zip); downloaded through `url`, `decrypt` gives back the
+    signed ZIP that `verify` accepts."""
+    keys = tmp_path / "keys"
+    keygen = run_cli("keygen", "--out", keys)
+    assert keygen.returncode == 0, keygen.stderr
+    bucket = moto.bucket()
+    (tmp_path / "state").mkdir()
+    recipient = keys / "snapshot-recipient.pub"
+    cfg = config(tmp_path, moto, bucket, f"archive: {{encrypt_to: ['{recipient}']}}\n")
+    run = run_cli("run", "-c", cfg, "--only", "system.info", "--json", "-q", env=env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    outline = json.loads(run.stdout)
+    key = f"snapshots/611298765432109056/610809900976570889/{outline['name']}.zip.enc"
+    assert outline["path"] == f"s3://{bucket}/{key}"
+    head = moto.client().head_object(Bucket=bucket, Key=key)
+    assert head["ContentType"] == "application/octet-stream"
+    assert head["ServerSideEncryption"] == "AES256"
+
+    url = run_cli("url", "-c", cfg, outline["name"], env=env(tmp_path))
+    assert url.returncode == 0, url.stderr
+    sealed = tmp_path / f"{outline['name']}.zip.enc"
+    with urllib.request.urlopen(url.stdout.strip(), timeout=30) as answer:
+        sealed.write_bytes(answer.read())
+    assert not sealed.read_bytes().startswith(b"PK")  # sealed: no ZIP to be read
+    refused = run_cli("verify", sealed)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    opened = run_cli("decrypt", sealed, "--key", keys / "snapshot-recipient.pem")
+    assert opened.returncode == 0, opened.stderr
+    archive = Path(opened.stdout.strip())
+    assert archive == tmp_path / f"{outline['name']}.zip"
+    public = tmp_path / "state/keys/node-ed25519.pub"
+    verify = run_cli("verify", archive, "--public-key", public)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "signature: valid" in verify.stdout

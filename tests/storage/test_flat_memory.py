@@ -1,13 +1,19 @@
 """A snapshot with the Iggy data bundle (full mode) streams to S3 and to a local directory
-with memory flat in the data's size: the same peak RSS for 32 MiB and 512 MiB of segments.
+with memory flat in the data's size: the same peak RSS (within SLACK) for SMALL and LARGE
+(8 times as much) of segments.
 
-Segments are sparse files (zeros), so the large tree costs no disk; the bytes still pass
-through the walk, the deflate threads, the outer archive and the multipart upload.
+The segments hold random bytes, which deflate cannot shrink: every byte of them passes
+through the walk, the deflate threads and the outer archive, and comes out the other side
+as about as many bytes for the multipart upload (LARGE makes about 50 parts of 5 MiB) or
+the local file. They are written a chunk at a time, so the test holds no more than a chunk.
+The S3 upload runs with `concurrency: 2`, so its part buffers (5 MiB x 3) are all in use
+with SMALL already: what could still grow with the data would show as the difference.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -17,14 +23,25 @@ from tests.iggy.fixture import Spec, build
 from . import MotoS3, aws_credentials, moto_fixture  # noqa: F401
 
 MIB = 1024 * 1024
-#: Allowed growth of peak RSS from the small tree to the 16 times larger one.
+#: The two data sizes: 8 segments of 4 MiB, then of 32 MiB.
+SMALL, LARGE = 32 * MIB, 256 * MIB
+#: Allowed growth of peak RSS from the SMALL tree to the LARGE one.
 SLACK = 24 * MIB
+#: Random bytes are written this much at a time.
+CHUNK = MIB
 
 
 def node_with(tmp_path: Path, total: int) -> Path:
-    """A 0.8 data dir whose 8 segments hold `total` bytes (sparse)."""
+    """A 0.8 data dir whose 8 segments hold `total` bytes of random (incompressible) data."""
     node = tmp_path / "node"
-    build(node, Spec(layout="0.8", partitions=2, segments=4, segment_bytes=total // 8))
+    built = build(node, Spec(layout="0.8", partitions=2, segments=4, segment_bytes=total // 8))
+    segments = sorted(built.data_dir.rglob("*.log"))
+    segments = [s for s in segments if s.stat().st_size == total // 8]
+    assert len(segments) == 8, segments
+    for segment in segments:  # the fixture's sparse zeros, overwritten in place
+        with segment.open("r+b") as file:
+            for _ in range(total // 8 // CHUNK):
+                file.write(os.urandom(CHUNK))
     return node
 
 
@@ -56,23 +73,24 @@ def test_memory_is_flat_in_data_size_to_s3(tmp_path: Path, moto: MotoS3) -> None
     storage = (
         f"storage:\n  local_dir: {tmp_path / 'spool'}\n"
         f"  s3: {{bucket: {bucket}, region: us-east-1, endpoint_url: '{moto.endpoint}', "
-        "part_size_mb: 5}\n"
+        "part_size_mb: 5, concurrency: 2}\n"
     )
-    small, _ = peak(tmp_path / "small", 32 * MIB, storage)
-    large, outline = peak(tmp_path / "large", 512 * MIB, storage)
+    small, _ = peak(tmp_path / "small", SMALL, storage)
+    large, outline = peak(tmp_path / "large", LARGE, storage)
     assert large <= small + SLACK, (small // MIB, large // MIB)
     key = outline["path"].removeprefix(f"s3://{bucket}/")
-    stored = moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     archive = tmp_path / "stored.zip"
-    archive.write_bytes(stored)
+    moto.client().download_file(bucket, key, str(archive))
+    # The upload carried the data, not a deflated trace of it.
+    assert archive.stat().st_size > LARGE
     with zipfile.ZipFile(archive) as outer:
-        assert "iggy-data.zip" in outer.namelist()
+        assert outer.getinfo("iggy-data.zip").compress_size > LARGE
 
 
 def test_memory_is_flat_in_data_size_to_a_local_dir(tmp_path: Path) -> None:
-    small, _ = peak(tmp_path / "small", 32 * MIB, "", "-o", str(tmp_path / "out-small"))
-    large, outline = peak(tmp_path / "large", 512 * MIB, "", "-o", str(tmp_path / "out-large"))
+    small, _ = peak(tmp_path / "small", SMALL, "", "-o", str(tmp_path / "out-small"))
+    large, outline = peak(tmp_path / "large", LARGE, "", "-o", str(tmp_path / "out-large"))
     assert large <= small + SLACK, (small // MIB, large // MIB)
+    assert Path(outline["path"]).stat().st_size > LARGE
     with zipfile.ZipFile(outline["path"]) as outer:
-        bundled = outer.getinfo("iggy-data.zip")
-        assert bundled.file_size > 0
+        assert outer.getinfo("iggy-data.zip").compress_size > LARGE
