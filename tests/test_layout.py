@@ -55,6 +55,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     "snapshot_agent.storage": ("snapshot_agent.storage", "snapshot_agent.pipeline.record"),
     "snapshot_agent.service": (
+        "snapshot_agent.core.units",  # the one ISO 8601 format its records share with runs
         "snapshot_agent.pipeline",
         "snapshot_agent.redact",
         "snapshot_agent.storage",
