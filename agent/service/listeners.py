@@ -79,11 +79,11 @@ def bind_unix(loaded: LoadedConfig) -> UnixListener:
         raise loaded.error(
             where, f"{path}: longer than {MAX_SOCKET_PATH} bytes, too long for a Unix socket"
         )
-    _socket_directory(loaded, path.parent)
+    made = _socket_directory(loaded, path.parent)
     _clear_stale(loaded, path)
     gid = _group(loaded, api)
     if gid is not None:
-        _directory_group(loaded, path.parent, gid)
+        _directory_group(loaded, path.parent, made, gid)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(str(path))
@@ -98,21 +98,29 @@ def bind_unix(loaded: LoadedConfig) -> UnixListener:
     return UnixListener(sock, path, inode)
 
 
-def _directory_group(loaded: LoadedConfig, directory: Path, gid: int) -> None:
-    """Give the socket's own directory (0750, this process's) to api.group as well, so its
-    members can reach the socket in it; a shared directory (/run, /tmp) is left alone.
+def _directory_group(loaded: LoadedConfig, directory: Path, made: bool, gid: int) -> None:
+    """Let api.group's members through the socket's directory.
 
-    Without CAP_CHOWN a process can only give a file to a group it is in: under the unit
-    that means SupplementaryGroups= naming the group.
+    A directory anyone may pass through (/run, /tmp) needs nothing. One that keeps others
+    out is given to the group only when it is the socket's own: made by this start, or
+    the unit's RuntimeDirectory ($RUNTIME_DIRECTORY); any other (a home, a state
+    directory) is never changed, and serve says what to do. Without CAP_CHOWN a process
+    can only give a file to a group it is in: under the unit, SupplementaryGroups=.
     """
     try:
         st = os.stat(directory)
     except OSError:
+        return  # binding says why
+    if st.st_mode & stat.S_IXOTH or (st.st_gid == gid and st.st_mode & stat.S_IXGRP):
         return
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWOTH | stat.S_ISVTX | stat.S_IWGRP):
-        return  # not ours alone
-    if st.st_gid == gid:
-        return
+    own = made or _runtime_directory() == directory.resolve()
+    if not own or st.st_uid != os.geteuid():
+        raise loaded.error(
+            ("api", "group"),
+            f"members of group {gid} cannot reach the socket: its directory {directory} keeps "
+            "them out; give the directory to that group (chgrp) or put the socket in a "
+            "directory of its own",
+        )
     try:
         os.chown(directory, -1, gid)
     except OSError as exc:
@@ -123,10 +131,17 @@ def _directory_group(loaded: LoadedConfig, directory: Path, gid: int) -> None:
         ) from None
 
 
-def _socket_directory(loaded: LoadedConfig, directory: Path) -> None:
-    """Create the socket's directory 0750 if missing (systemd's RuntimeDirectory makes it)."""
+def _runtime_directory() -> Path | None:
+    """The unit's RuntimeDirectory, as systemd tells the service ($RUNTIME_DIRECTORY)."""
+    value = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(value).resolve() if value else None
+
+
+def _socket_directory(loaded: LoadedConfig, directory: Path) -> bool:
+    """Create the socket's directory 0750 if missing (systemd's RuntimeDirectory makes it);
+    whether it was made here."""
     if directory.is_dir():
-        return
+        return False
     try:
         directory.mkdir(mode=SOCKET_DIR_MODE, parents=True)
         os.chmod(directory, SOCKET_DIR_MODE)  # exactly, whatever the umask
@@ -136,6 +151,7 @@ def _socket_directory(loaded: LoadedConfig, directory: Path) -> None:
             f"cannot create its directory {directory} ({exc.strerror or exc}); create it "
             "or choose another path",
         ) from None
+    return True
 
 
 def _clear_stale(loaded: LoadedConfig, path: Path) -> None:
@@ -287,6 +303,7 @@ class _Counted(asyncio.Protocol):
         self.gate = gate
         self.inner: asyncio.Protocol | None = None
         self.turned_away: asyncio.BaseTransport | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self.peer: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -307,12 +324,15 @@ class _Counted(asyncio.Protocol):
             transport.write_eof()
         self.gate.lingering += 1
         self.turned_away = transport
-        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.turned_away is not None:
             self.turned_away = None
             self.gate.lingering -= 1
+            if self._linger is not None:
+                self._linger.cancel()  # a client that left early frees its timer too
+                self._linger = None
         inner, self.inner = self.inner, None
         if inner is not None:
             self.gate.release(self.peer)

@@ -76,6 +76,26 @@ def test_api_group_gets_the_socket_and_its_own_directory(serve: Any, short_dir: 
     assert server.stop() == 0
 
 
+def test_api_group_never_changes_a_directory_that_is_not_the_sockets_own(
+    serve: Any, short_dir: Path
+) -> None:
+    if os.geteuid() != 0 and OTHER_GID not in os.getgroups():
+        pytest.skip("giving a file to a group needs membership or root")
+    private = short_dir / "private"  # a home or a state directory, say: 0750, not made by serve
+    private.mkdir(mode=0o750)
+    os.chmod(private, 0o750)
+    before = os.stat(private).st_gid
+    server: Server = serve(api={"group": OTHER_GID})
+    server.socket = private / "agent.sock"
+    server.configure(api={"group": OTHER_GID})
+    refused(server, "api.group", "keeps them out", "chgrp")
+    assert os.stat(private).st_gid == before and not server.socket.exists()
+    # The same directory as the unit's RuntimeDirectory is the socket's own: given over.
+    server.start(env={**ENV, "RUNTIME_DIRECTORY": str(private)})
+    assert os.stat(private).st_gid == OTHER_GID == os.stat(server.socket).st_gid
+    assert server.stop() == 0
+
+
 def test_a_file_in_the_way_of_the_socket_is_refused(serve: Any) -> None:
     server: Server = serve()
     server.socket.parent.mkdir()
