@@ -18,9 +18,6 @@ from collections.abc import Mapping
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: Pings per watchdog period: with three, one late ping is not yet a missed watchdog.
 PINGS_PER_PERIOD = 3
-#: A receiver whose queue is full is given this long before the message is dropped (with a
-#: warning): the event loop sends, and must not wait on it for ever.
-SEND_TIMEOUT_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +43,9 @@ class Notifier:
         message = "\n".join(f.replace("\n", " ") for f in fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.settimeout(SEND_TIMEOUT_S)
-                sock.sendto(message, self.address)
+                # Never waits: the event loop sends, and a manager whose queue is full (it
+                # stopped reading) costs a dropped message, not a wedged service.
+                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             log.warning("sd_notify to %s failed (%s)", self.address.lstrip("\0"), exc)
             return False
