@@ -461,7 +461,7 @@ class LogScan:
     first_at: float | None = None
     last_at: float | None = None
     errors: LevelCounts = field(default_factory=LevelCounts)  # the broker's own
-    error_minutes: Counter[str] = field(default_factory=Counter)  # window ERRORs per minute
+    error_minutes: Counter[int] = field(default_factory=Counter)  # window ERRORs per epoch minute
     client_errors: LevelCounts = field(default_factory=LevelCounts)  # failed commands by kind
     warnings: LevelCounts = field(default_factory=LevelCounts)
     panics: deque[Panic] = field(default_factory=lambda: deque(maxlen=MAX_PANICS_KEPT))
@@ -491,10 +491,7 @@ class LogScan:
         a burst across the top of an hour is counted whole."""
         if not self.error_minutes:
             return "", 0
-        minutes = sorted(
-            (int(datetime.strptime(key, "%Y-%m-%dT%H:%M").replace(tzinfo=UTC).timestamp()) // 60, n)
-            for key, n in self.error_minutes.items()
-        )
+        minutes = sorted(self.error_minutes.items())
         best, best_start, left, running = 0, minutes[0][0], 0, 0
         for minute, n in minutes:
             running += n
@@ -536,13 +533,6 @@ class _Scanner:
             return raw[:19] >= self.since_key
         when = stamp_seconds(raw)
         return when is not None and when >= self.scan.since
-
-    @staticmethod
-    def _minute(raw: bytes) -> str:
-        """The UTC minute of a timestamp, '2026-05-20T10:17'."""
-        if raw.endswith(b"Z"):
-            return raw[:16].decode("ascii", "replace")
-        return utc_iso(stamp_seconds(raw))[:16]
 
     def feed(self, state: _FileState, offset: int, block: bytes) -> None:
         """Count one block of whole lines of `state.file`."""
@@ -599,7 +589,9 @@ class _Scanner:
             return
         self.scan.errors.add(target_of(rest[:400].decode("utf-8", "replace")), in_window)
         if in_window:
-            self.scan.error_minutes[self._minute(stamp)] += 1
+            when = stamp_seconds(stamp)  # None for a date that does not exist (02-30)
+            if when is not None:
+                self.scan.error_minutes[int(when // 60)] += 1
 
     def _panics(self, state: _FileState, offset: int, block: bytes) -> None:
         """Record panics: Rust's hook (`panicked at`) and Iggy's `Shard N panicked:`."""

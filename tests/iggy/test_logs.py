@@ -263,15 +263,34 @@ def test_iggy_logs_a_burst_across_the_top_of_an_hour_is_counted_whole(
     assert result.data["errors_busiest_hour"] == {"from": f"{start}Z", "errors": 150}
 
 
+def test_iggy_logs_a_date_that_does_not_exist_is_not_counted(tmp_path: Path, node: Path) -> None:
+    # A line dated February 30th of the future sorts inside the window as text.
+    bad = "2099-02-30T10:00:00.000000Z ERROR shard-0 server::tcp::sender: Failed to send\n"
+    content = (
+        healthy(timedelta(minutes=50), timedelta(minutes=40))
+        + bad
+        + errors(timedelta(minutes=30), 3)
+    )
+    write_logs(node, {"iggy-server.log": content})
+    result = run(tmp_path, node)
+    assert result.status == Status.PASS, result.summary
+    assert result.data["errors_busiest_hour"]["errors"] == 3
+
+
 def test_busiest_hour_slides_by_the_minute() -> None:
     scan = LogScan(now=0, window_hours=24)
     assert scan.busiest_hour() == ("", 0)
+
+    def minute(hhmm: str) -> int:
+        when = datetime.fromisoformat(f"2026-05-20T{hhmm}:00+00:00")
+        return int(when.timestamp()) // 60
+
     scan.error_minutes.update(
-        {"2026-05-20T09:30": 5, "2026-05-20T10:10": 5, "2026-05-20T10:29": 5, "2026-05-20T10:30": 1}
+        {minute("09:30"): 5, minute("10:10"): 5, minute("10:29"): 5, minute("10:30"): 1}
     )
     # 09:30 to 10:29 holds 15; the clock hour 10:00 only 11.
     assert scan.busiest_hour() == ("2026-05-20T09:30Z", 15)
-    scan.error_minutes["2026-05-20T11:09"] = 5  # 10:10 to 11:09 holds 16: the later wins
+    scan.error_minutes[minute("11:09")] = 5  # 10:10 to 11:09 holds 16: the later wins
     assert scan.busiest_hour() == ("2026-05-20T10:10Z", 16)
 
 
