@@ -39,7 +39,7 @@
   let index = null;
   // The marks render/embed.py and render/budget.py leave where they cut the data.
   const DROPPED = "\u2026"; // the one key of a check's data left out of the page
-  const CUT_MARK = /^\u2026 [\d,]+ more items: see report\.json$| more characters: the whole value is in report\.json\]$/;
+  const CUT_MARK = /^\u2026 [\d,]+ more items: see report\.json$| more characters: the whole value is in report\.json\]$|^\[nested too deep to show: see report\.json\]$/;
   const MAX_DEPTH = 64;
   // Keys (for data) and values of `value`, as strings into `out`; true if cut anywhere.
   function flatten(value, keys, out, depth) {

@@ -31,8 +31,10 @@ SNAPSHOT_NAME = re.compile(r"snapshot-[0-9]{8}-[0-9]{6}")
 
 
 def snapshot_name(now: datetime) -> str:
-    """A snapshot's name from the time it started: snapshot-YYYYMMDD-HHMMSS in UTC."""
-    return now.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S")
+    """A snapshot's name from the time it started: snapshot-YYYYMMDD-HHMMSS in UTC (a
+    naive time taken as UTC, as utc_iso takes it)."""
+    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S")
 
 
 def commands_json(commands: list[dict[str, Any]]) -> bytes:

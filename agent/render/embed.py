@@ -21,8 +21,8 @@ MAX_STRING = 4096
 MAX_ITEMS = 2000
 #: Nesting below this depth is replaced by a note (no real check nests this deep).
 MAX_DEPTH = 16
-# The page's search (templates/report.js, CUT_MARK) knows a cut value by these two
-# endings: change them together.
+# The page's search (templates/report.js, CUT_MARK) knows a cut value by these three
+# marks: change them together.
 CUT = " … [{more:,} more characters: the whole value is in report.json]"
 MORE_ITEMS = "… {more:,} more items: see report.json"
 TOO_DEEP = "[nested too deep to show: see report.json]"

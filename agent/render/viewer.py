@@ -26,9 +26,9 @@ MAX_LINES = 1000
 #: Words that make a line an error line (highlighted), unless they are a setting's name or
 #: value rather than something that went wrong (see is_error_line).
 ERROR_WORD = re.compile(
-    r"\b(errors?|fail(s|ed|ure|ing)?|fatal|panic(ked)?|oom|out of memory|segfault|"
-    r"segmentation fault|denied|refused|timed out|timeout (waiting|expired|exceeded)|"
-    r"critical|emerg|killed|abort(ed)?|call trace)\b",
+    r"\b(errors?|fail(s|ed|ure|ing)?|fatal|panic(ked)?|oom-kill(er)?|oom|out of memory|"
+    r"segfault|segmentation fault|denied|refused|timed out|timeout|critical|emerg|killed|"
+    r"abort(ed)?|call trace)\b",
     re.IGNORECASE,
 )
 #: The kernel's own alarms, as it writes them ('kernel: BUG: unable to handle ...').
@@ -45,9 +45,14 @@ _EMPTY_KEY = re.compile(
     r"[\"']?\s*[:=]\s*(\"\"|''|null|none|nil|0|false|off|\[\]|\{\})\s*([,;}\]]|$)",
     re.IGNORECASE,
 )
-#: Before a word: a setting's value, the word all of it (`oops=panic`).
-_VALUE_BEFORE = re.compile(r"\w=$")
+#: Before a word: a setting's value, the word all of it (`oops=panic`); not the value of
+#: a state, a result or an exit code (`ActiveState=failed`, `Result=oom-kill`, `code=killed`).
+_VALUE_BEFORE = re.compile(r"(\w+)=$")
 _VALUE_AFTER = re.compile(r"[\s,;]|$")
+_OUTCOME_KEYS = ("state", "result", "status", "code", "reason", "signal")
+#: After `timeout`: a number or nothing (`timeout 30`, a process called `timeout` at the
+#: end of a ps line), a command or a setting rather than something that timed out.
+_TIMEOUT_SETTING = re.compile(r"\s*(:?\s*\d|$)")
 #: How far before a word the patterns above look (a level's name and its quotes fit).
 _LOOK_BEHIND = 40
 #: Before a word: a log level's value (`level=error`, `"severity":"FATAL"`): an error line.
@@ -73,11 +78,21 @@ def is_error_line(line: str) -> bool:
             or _NAME_AFTER.match(line, end)
             or _SETTING.match(line, end)
             or _EMPTY_KEY.match(line, end)
-            or (_VALUE_BEFORE.search(line, near, start) and _VALUE_AFTER.match(line, end))
+            or _setting_value(line, near, start, end)
+            or (match[0].lower() == "timeout" and _TIMEOUT_SETTING.match(line, end))
         ):
             continue
         return True
     return False
+
+
+def _setting_value(line: str, near: int, start: int, end: int) -> bool:
+    """Whether the word at [start, end) is all of a setting's value (`oops=panic`), not an
+    outcome's (`ActiveState=failed`)."""
+    key = _VALUE_BEFORE.search(line, near, start)
+    if key is None or not _VALUE_AFTER.match(line, end):
+        return False
+    return not key[1].lower().endswith(_OUTCOME_KEYS)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ end its script element; all fast on a 10 MB string."""
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 from markupsafe import Markup
 
@@ -12,6 +14,7 @@ from snapshot_agent.render.embed import (
     MAX_DEPTH,
     MAX_ITEMS,
     MAX_STRING,
+    TOO_DEEP,
     script_json,
     trimmed,
     visible,
@@ -83,3 +86,22 @@ def test_backticks_become_code_and_everything_is_escaped() -> None:
         "&lt;script&gt;x&lt;/script&gt;⟨U+202E⟩"
     )
     assert with_code("an odd ` tick") == Markup("an odd ` tick")
+
+
+def test_the_pages_search_knows_every_mark_of_a_cut() -> None:
+    # report.js names a card whose data was cut by these marks: they must change together.
+    script = (Path(__file__).parents[2] / "templates" / "report.js").read_text()
+    match = re.search(r"const CUT_MARK = /(.*)/;", script)
+    assert match, "CUT_MARK is gone from report.js"
+    mark = re.compile(match[1].replace("\\u2026", "\u2026"))
+    cut = trimmed({"long": "x" * (MAX_STRING + 10), "many": list(range(MAX_ITEMS + 3))})
+    deep: dict = {}
+    node = deep
+    for _ in range(MAX_DEPTH + 2):
+        node["x"] = {}
+        node = node["x"]
+    too_deep = json.dumps(trimmed({"deep": deep}))
+    for text in (cut["long"], cut["many"][-1], TOO_DEEP):
+        assert mark.search(text), text
+    assert TOO_DEEP in too_deep
+    assert not mark.search("an ordinary value that mentions report.json")

@@ -41,6 +41,8 @@ SETTINGS = [
     "log_file = /var/log/iggy/error.log",
     "iggy-bench --fail-fast",
     "   6234    6232 S    0.0       1656     1 timeout",
+    "   6240    6234 S    0.0       1200     1 timeout 30 sleep 5",
+    "Restart=on-failure",
 ]
 
 #: Log lines that do say something went wrong.
@@ -65,6 +67,14 @@ ERRORS = [
     "nfs: server 10.0.0.5 not responding, timed out",
     "sshd[1]: error: kex_exchange_identification: Connection closed by remote host",
     "panic = 1 but then: write error on /dev/vda",  # a setting, and an error after it
+    "kernel: java invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE), order=0",
+    "kernel: oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,task=java,pid=812",
+    "nvme nvme0: I/O 12 QID 3 timeout, aborting",
+    "ata1.00: failed command: READ DMA; Emask 0x4 (timeout)",
+    "Connection timeout after 10001 ms",
+    "systemd[1]: iggy.service: Main process exited, code=killed, status=9/KILL",
+    "ActiveState=failed",
+    "Result=oom-kill",
 ]
 
 
