@@ -33,26 +33,37 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**CREDENTIALS, "AWS_CONFIG_FILE": os.devnull, "HOME": str(tmp_path)}
 
 
+def run_to_s3(tmp_path: Path, cfg: Path, bucket: str, suffix: str) -> tuple[str, str]:
+    """`run` one quick check into the store; the archive's name and its object's key."""
+    run = run_cli("run", "-c", cfg, "--only", "system.info", "--json", "-q", env=env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    outline = json.loads(run.stdout)
+    key = f"snapshots/611298765432109056/610809900976570889/{outline['name']}{suffix}"
+    assert outline["path"] == f"s3://{bucket}/{key}"
+    return outline["name"], key
+
+
+def download(tmp_path: Path, cfg: Path, name: str, to: Path) -> None:
+    """Fetch archive `name` through the presigned URL `url` prints (no credentials)."""
+    url = run_cli("url", "-c", cfg, name, env=env(tmp_path))
+    assert url.returncode == 0, url.stderr
+    with urllib.request.urlopen(url.stdout.strip(), timeout=30) as answer:
+        to.write_bytes(answer.read())
+
+
 def test_run_to_s3_then_url_download_and_verify(tmp_path: Path, moto: MotoS3) -> None:
     bucket = moto.bucket()
     (tmp_path / "state").mkdir()  # an installed agent: its node key signs the manifest
     cfg = config(tmp_path, moto, bucket)
-    run = run_cli("run", "-c", cfg, "--only", "system.info", "--json", "-q", env=env(tmp_path))
-    assert run.returncode == 0, run.stderr
-    outline = json.loads(run.stdout)
-    key = f"snapshots/611298765432109056/610809900976570889/{outline['name']}.zip"
-    assert outline["path"] == f"s3://{bucket}/{key}"
+    name, key = run_to_s3(tmp_path, cfg, bucket, ".zip")
     head = moto.client().head_object(Bucket=bucket, Key=key)
     assert head["ServerSideEncryption"] == "AES256"
     assert not moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
     # Nothing but the spool's parent is left locally.
     assert not [p for p in (tmp_path / "spool").iterdir()]
 
-    url = run_cli("url", "-c", cfg, outline["name"], env=env(tmp_path))
-    assert url.returncode == 0, url.stderr
     archive = tmp_path / "downloaded.zip"
-    with urllib.request.urlopen(url.stdout.strip(), timeout=30) as answer:  # no credentials
-        archive.write_bytes(answer.read())
+    download(tmp_path, cfg, name, archive)
     public = tmp_path / "state/keys/node-ed25519.pub"
     verify = run_cli("verify", archive, "--public-key", public)
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -174,27 +185,20 @@ def test_encrypted_run_to_s3_then_url_download_decrypt_and_verify(
     (tmp_path / "state").mkdir()
     recipient = keys / "snapshot-recipient.pub"
     cfg = config(tmp_path, moto, bucket, f"archive: {{encrypt_to: ['{recipient}']}}\n")
-    run = run_cli("run", "-c", cfg, "--only", "system.info", "--json", "-q", env=env(tmp_path))
-    assert run.returncode == 0, run.stderr
-    outline = json.loads(run.stdout)
-    key = f"snapshots/611298765432109056/610809900976570889/{outline['name']}.zip.enc"
-    assert outline["path"] == f"s3://{bucket}/{key}"
+    name, key = run_to_s3(tmp_path, cfg, bucket, ".zip.enc")
     head = moto.client().head_object(Bucket=bucket, Key=key)
     assert head["ContentType"] == "application/octet-stream"
     assert head["ServerSideEncryption"] == "AES256"
 
-    url = run_cli("url", "-c", cfg, outline["name"], env=env(tmp_path))
-    assert url.returncode == 0, url.stderr
-    sealed = tmp_path / f"{outline['name']}.zip.enc"
-    with urllib.request.urlopen(url.stdout.strip(), timeout=30) as answer:
-        sealed.write_bytes(answer.read())
+    sealed = tmp_path / f"{name}.zip.enc"
+    download(tmp_path, cfg, name, sealed)
     assert not sealed.read_bytes().startswith(b"PK")  # sealed: no ZIP to be read
     refused = run_cli("verify", sealed)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     opened = run_cli("decrypt", sealed, "--key", keys / "snapshot-recipient.pem")
     assert opened.returncode == 0, opened.stderr
     archive = Path(opened.stdout.strip())
-    assert archive == tmp_path / f"{outline['name']}.zip"
+    assert archive == tmp_path / f"{name}.zip"
     public = tmp_path / "state/keys/node-ed25519.pub"
     verify = run_cli("verify", archive, "--public-key", public)
     assert verify.returncode == 0, verify.stdout + verify.stderr
