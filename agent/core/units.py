@@ -10,6 +10,11 @@ MIB = 1024**2
 ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 
 
+def as_utc(when: datetime) -> datetime:
+    """`when` in UTC; a naive time is taken as UTC already (never as local time)."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def utc_iso(when: datetime | float | None) -> str:
     """'2026-11-25T10:00:00Z' for a datetime (naive ones taken as UTC) or epoch seconds;
     '' for None or a time out of range."""
@@ -17,8 +22,7 @@ def utc_iso(when: datetime | float | None) -> str:
         return ""
     try:
         if isinstance(when, datetime):
-            aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-            return aware.astimezone(UTC).strftime(ISO_UTC)
+            return as_utc(when).strftime(ISO_UTC)
         return datetime.fromtimestamp(when, UTC).strftime(ISO_UTC)
     except (ValueError, OverflowError, OSError):
         return ""
@@ -48,3 +52,8 @@ def format_duration(seconds: float) -> str:
     if days:
         return f"{days} d {hours} h"
     return f"{hours} h {mins} min" if hours else f"{mins} min"
+
+
+def from_utc_iso(text: str) -> datetime:
+    """The aware datetime of a time utc_iso wrote ('2026-11-25T10:00:00Z')."""
+    return datetime.strptime(text, ISO_UTC).replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +21,7 @@ import msgspec
 from snapshot_agent import __version__
 from snapshot_agent.core.check import Check
 from snapshot_agent.core.results import ArtifactInfo, Finding, Result, Status, worst_status
+from snapshot_agent.core.units import as_utc
 from snapshot_agent.redact.audit import RedactionAudit
 
 SCHEMA_VERSION = 1
@@ -33,8 +34,7 @@ SNAPSHOT_NAME = re.compile(r"snapshot-[0-9]{8}-[0-9]{6}")
 def snapshot_name(now: datetime) -> str:
     """A snapshot's name from the time it started: snapshot-YYYYMMDD-HHMMSS in UTC (a
     naive time taken as UTC, as utc_iso takes it)."""
-    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("snapshot-%Y%m%d-%H%M%S")
+    return as_utc(now).strftime("snapshot-%Y%m%d-%H%M%S")
 
 
 def commands_json(commands: list[dict[str, Any]]) -> bytes:

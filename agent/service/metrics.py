@@ -4,7 +4,6 @@ the last success, and the service process itself (memory, CPU, open files)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from snapshot_agent.core.units import ISO_UTC
+from snapshot_agent.core.units import from_utc_iso
 from snapshot_agent.service.records import MAX_RESULTS, Record, RecordStore
 
 PREFIX = "snapshot_agent"
@@ -89,7 +88,7 @@ class Metrics:
     def succeeded(self, record: Record) -> None:
         """`record` completed: the last success is its end."""
         assert record.completed_at is not None
-        ended = datetime.strptime(record.completed_at, ISO_UTC).replace(tzinfo=UTC)
+        ended = from_utc_iso(record.completed_at)
         self.last_success.set(ended.timestamp())
 
     def timed_out(self, check_id: str) -> None:

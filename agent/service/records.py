@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from snapshot_agent.config import NodeConfig
-from snapshot_agent.core.units import ISO_UTC, utc_iso
+from snapshot_agent.core.units import from_utc_iso, utc_iso
 from snapshot_agent.errors import AgentError
 from snapshot_agent.pipeline.record import (
     ArchiveLocation,
@@ -136,7 +136,7 @@ class Record:
     @property
     def created(self) -> datetime:
         """created_at as an aware datetime."""
-        return datetime.strptime(self.created_at, ISO_UTC).replace(tzinfo=UTC)
+        return from_utc_iso(self.created_at)
 
     def to_json(self) -> dict[str, Any]:
         """The API's item: the reference's fields, then size_bytes, summary and error.
