@@ -20,8 +20,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -389,7 +391,7 @@ class RecordStore:
     def _setup(self) -> None:
         """WAL, synchronous=FULL, and the schema at SCHEMA_VERSION."""
         conn = self._conn
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._use_wal()
         if mode != "wal":
             raise StoreError(
                 f"records store {self.path}: SQLite cannot use WAL there ({mode}); "
@@ -404,6 +406,23 @@ class RecordStore:
                 for statement in statements:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _use_wal(self) -> str:
+        """Switch the file to WAL; the journal mode it is in after.
+
+        Processes opening a new file at once race to switch it. SQLite answers the loser
+        "locked" at once (a lock upgrade that would deadlock skips the busy handler), so
+        the switch is tried again, a few ms apart, for up to BUSY_TIMEOUT_S.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode: str = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return mode
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.002, 0.02))
 
     def _version(self) -> int:
         """The schema version in the file; StoreError when newer than this agent knows."""
