@@ -277,7 +277,7 @@ def _query_int(request: web.Request, name: str, low: int, high: int, default: in
 
 
 async def _create_body(request: web.Request) -> CreateSnapshot:
-    """The create's JSON body (none: the defaults); 400, 408, 413 or 422 when it is wrong."""
+    """The create's JSON body (none: the defaults); 400, 408, 413, 415 or 422 when wrong."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise Problem(
             413, f"a body of {request.content_length} bytes; at most {MAX_BODY_BYTES}", "too-large"
@@ -289,8 +289,15 @@ async def _create_body(request: web.Request) -> CreateSnapshot:
         raise Problem(408, f"the body took over {BODY_TIMEOUT_S:g} s to arrive", "slow") from None
     if not data.strip():
         return CreateSnapshot()
+    if not _is_json(request.content_type):
+        raise Problem(
+            415,
+            f"a body sent as {request.content_type}; send it as application/json "
+            "(curl: -H 'Content-Type: application/json')",
+            "unsupported-media-type",
+        )
     try:
-        return msgspec.json.decode(data, type=CreateSnapshot)
+        body = msgspec.json.decode(data, type=CreateSnapshot)
     except msgspec.ValidationError as exc:
         raise Problem(
             422,
@@ -299,6 +306,33 @@ async def _create_body(request: web.Request) -> CreateSnapshot:
         ) from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"the body is not JSON ({exc})", "malformed-body") from None
+    # Every value is a bool by now, so this second parse is flat and small. A repeated key
+    # is refused: a proxy that reads the first and this service the last would disagree.
+    repeated = _repeated_key(data)
+    if repeated is not None:
+        raise Problem(400, f"the body names {repeated!r} twice; name it once", "malformed-body")
+    return body
+
+
+def _is_json(media_type: str) -> bool:
+    """application/json, or a JSON-based type such as application/merge-patch+json."""
+    kind = media_type.lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _repeated_key(data: bytes) -> str | None:
+    """The first key a JSON object in `data` names twice, or None."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        repeated.extend(k for i, k in enumerate(keys) if k in keys[:i])
+        return dict(items)
+
+    json.loads(data, object_pairs_hook=pairs)
+    return repeated[0] if repeated else None
 
 
 # -- outputs ---------------------------------------------------------------------------

@@ -226,10 +226,11 @@ def document() -> dict[str, Any]:
                     "manage",
                     {
                         "202": _json("Started: the record, status processing.", _ref("Snapshot")),
-                        "400": _problem("The body is not JSON."),
+                        "400": _problem("The body is not JSON, or names a field twice."),
                         "409": _problem("A snapshot is in progress on this node."),
                         "408": _problem("The body took over 10 s to arrive."),
                         "413": _problem("The body is too large."),
+                        "415": _problem("The body is not sent as application/json."),
                         "422": _problem("Unknown fields, or values of the wrong type."),
                         "503": _problem("The agent is stopping, or cannot start a snapshot."),
                     },

@@ -29,6 +29,7 @@ BAD_CREATES = [
     (b"[true, true]", 422, "invalid-body"),
     (b'"redact_secrets"', 422, "invalid-body"),
     (b"\xff\xfe{}", 400, "malformed-body"),
+    (b'{"redact_secrets": false, "redact_secrets": true}', 400, "malformed-body"),
 ]
 BAD_PATHS = [
     ("/v1/snapshots/..%2F..%2Fetc", 400),
@@ -77,6 +78,16 @@ def test_bad_bodies_are_problems(server: Server, body: bytes, status: int, kind:
     problem = reply.problem
     assert problem["status"] == status and problem["type"].endswith(kind), problem
     assert "\n" not in problem["detail"]
+    still_serving(server)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_sent_as_json_is_refused(server: Server, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = server.request("POST", "/v1/snapshots", b'{"redact_secrets": false}', headers)
+    problem = reply.problem
+    assert problem["status"] == 415 and problem["type"].endswith("unsupported-media-type")
+    assert "application/json" in problem["detail"]
     still_serving(server)
 
 
