@@ -152,7 +152,7 @@ class SkippedItem:
 class ArchiveLocation:
     """Where the finished archive is, as the sink that stored it says."""
 
-    sink: str  # "local" (later "s3")
+    sink: str  # "local" or "s3"
     uri: str  # a path for local archives, s3://bucket/key for object storage
     size_bytes: int
     sha256: str

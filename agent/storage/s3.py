@@ -296,13 +296,17 @@ class S3Sink:
             **sse_arguments(self.settings),
         )
         self._sidecar = f"{self.key}{SIDECAR_SUFFIX}"
-        self._request(
-            "completing the upload",
-            self._client.complete_multipart_upload,
-            Key=self.key,
-            UploadId=self._stream.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
+        try:
+            self._request(
+                "completing the upload",
+                self._client.complete_multipart_upload,
+                Key=self.key,
+                UploadId=self._stream.upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except S3UploadError:
+            if not self._completed_anyway(size_bytes, len(parts)):
+                raise
         self._stream, self._sidecar = None, None  # it is the archive now: abort() keeps it
         return ArchiveLocation(
             self.kind, f"s3://{self.settings.bucket}/{self.key}", size_bytes, sha256
@@ -383,6 +387,24 @@ class S3Sink:
                 explain(exc, self.settings, "looking for the archive's name")
             ) from None
         return True
+
+    def _completed_anyway(self, size_bytes: int, part_count: int) -> bool:
+        """Whether the archive is at the key although completing it failed.
+
+        The store may complete the upload and lose its answer; the retry then finds no such
+        upload (some stores), or times out too. The key was free when the upload began, so
+        an object there of this many bytes, made of this many parts by this agent, is ours.
+        """
+        try:
+            head = self._client.head_object(Bucket=self.settings.bucket, Key=self.key)
+        except Exception:
+            return False
+        etag = str(head.get("ETag", "")).strip('"')
+        return (
+            head.get("ContentLength") == size_bytes
+            and etag.endswith(f"-{part_count}")
+            and head.get("Metadata", {}).get("agent-version") == __version__
+        )
 
     def _request(self, doing: str, call: Any, **kwargs: Any) -> Any:
         """One request on the bucket; a failure is an S3UploadError in one line."""

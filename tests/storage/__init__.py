@@ -31,6 +31,7 @@ ERROR_BODY = "<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}<
 ANSWERS = {
     "503": ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
     "403": ("403 Forbidden", "AccessDenied", "Request has expired"),
+    "no-such-upload": ("404 Not Found", "NoSuchUpload", "The specified upload does not exist."),
 }
 
 
@@ -80,7 +81,7 @@ class Rule:
     """Fail the next `times` requests whose request line `pattern` matches (re.search)."""
 
     pattern: str
-    fault: str  # reset | 503 | 403 | stall
+    fault: str  # reset | 503 | 403 | no-such-upload | stall | lost (done, answer dropped)
     times: int
 
 
@@ -150,6 +151,8 @@ class FaultProxy:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             elif fault == "stall":
                 self._drain(client, until_closed=True)
+            elif fault == "lost":
+                self._lose_answer(client, head)
             else:
                 self._answer(client, fault)
 
@@ -160,6 +163,19 @@ class FaultProxy:
             back.start()
             _pipe(client, upstream)
             back.join(30)
+
+    def _lose_answer(self, client: socket.socket, head: bytes) -> None:
+        """The store does the request; its answer is dropped and the client reset."""
+        with contextlib.closing(socket.create_connection(self.upstream)) as upstream:
+            upstream.sendall(head)
+            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # the store has answered: the request is done
+                more = upstream.recv(1 << 16)
+                if not more:
+                    break
+                answer += more
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _answer(self, client: socket.socket, fault: str) -> None:
         status, code, message = ANSWERS[fault]

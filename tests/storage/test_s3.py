@@ -202,6 +202,31 @@ def test_a_failed_completion_leaves_no_object_and_no_sidecar(
     assert pending_uploads(moto, bucket) == [] and keys(moto, bucket) == []
 
 
+@pytest.mark.parametrize("retry_answer", ["as-aws", "no-such-upload"])
+def test_a_completion_whose_answer_was_lost_is_kept(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path, retry_answer: str
+) -> None:
+    """The store completed the upload but its answer never came back. The retry is answered
+    200 (AWS, moto) or NoSuchUpload (stores that forget a completed upload at once); either
+    way the archive is there, and it is kept and reported, not called lost."""
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint), tmp_path)
+    _, stream = sink.open(f"snapshot-20260101-120009-{retry_answer}")
+    size, sha256 = write_archive(stream)
+    proxy.fail(COMPLETE, "lost")
+    if retry_answer != "as-aws":
+        proxy.fail(COMPLETE, retry_answer, times=1000)
+    location = sink.commit(size, sha256)
+    sink.abort()  # as the pipeline does in its finally: the committed archive stays
+
+    assert proxy.seen(COMPLETE, "lost") == 1 and proxy.seen(COMPLETE) >= 2
+    assert location.size_bytes == size and location.uri == f"s3://{bucket}/{sink.key}"
+    body = moto.client().get_object(Bucket=bucket, Key=sink.key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == sha256
+    assert sink.key is not None and f"{sink.key}.sha256" in keys(moto, bucket)
+    assert pending_uploads(moto, bucket) == []
+
+
 def test_memory_is_bounded_while_the_store_stalls(
     moto: MotoS3, proxy: FaultProxy, tmp_path: Path
 ) -> None:
