@@ -104,6 +104,8 @@ class RawView:
     errors: list[int]
     shown_bytes: int
     size: int
+    #: The last line shown stops where the head did, not at its end (a long line).
+    cut_line: bool = False
 
     @property
     def partial(self) -> bool:
@@ -142,4 +144,6 @@ class RawBudget:
         self.left -= shown
         errors = [n for n, line in enumerate(lines, 1) if is_error_line(line)]
         whole = complete and not head.truncated and text is head.text
-        return RawView(lines, errors, head.size if whole else min(shown, head.size), head.size)
+        cut_line = not whole and complete and not text.endswith("\n")
+        shown_bytes = head.size if whole else min(shown, head.size)
+        return RawView(lines, errors, shown_bytes, head.size, cut_line)

@@ -188,6 +188,14 @@ def test_a_long_raw_file_shows_its_head_and_says_so() -> None:
     assert 'href="raw/a.b/long%20log.txt"' in html
     shown = viewer_lines(html, "raw/a.b/long log.txt")
     assert len(shown) == 1000 and shown[-1] == "000999 fine"  # the line cap of one viewer
+    assert "cut short" not in html  # every line shown is whole
+
+
+def test_a_file_of_one_long_line_says_the_line_is_cut() -> None:
+    doc = report([check("a.b", "pass", artifacts=["one.txt"])])
+    html = render_html(doc, heads({"raw/a.b/one.txt": b"A" * (10 * 2**20)}))
+    assert "First 16.0 KiB of 10.0 MiB shown, the last line cut short" in html
+    assert len(viewer_lines(html, "raw/a.b/one.txt")) == 1
 
 
 def test_raw_text_is_escaped_but_keeps_its_quotes_and_lines() -> None:
