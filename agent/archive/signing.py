@@ -103,10 +103,11 @@ def _create(path: Path) -> None:
     """Make a new node key at `path`, its directory 0700; another process may win the race."""
     try:
         if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True)
-            path.parent.chmod(0o700)  # what a umask took off mkdir's mode: no more
+            with contextlib.suppress(FileExistsError):  # another run made it: go on
+                path.parent.mkdir(mode=0o700, parents=True)
+                path.parent.chmod(0o700)  # what a umask took off mkdir's mode: no more
         write_key_pair(Ed25519PrivateKey.generate(), path)
-    except FileExistsError:  # made meanwhile by another run: use that one
+    except FileExistsError:  # the key made meanwhile by another run: use that one
         pass
     except OSError as exc:
         raise UsageError(

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -379,3 +380,35 @@ def test_node_key_made_by_openssl_is_used_as_it_is(tmp_path: Path) -> None:
         ["openssl", "pkey", "-in", str(path), "-pubout"], capture_output=True, check=True
     ).stdout
     assert loaded.public_path.read_bytes() == pub
+
+
+FIRST_KEY = """
+import sys
+from pathlib import Path
+from snapshot_agent.archive.signing import load_node_key
+sys.stdin.readline()  # the start line: every process is up and waiting
+print(load_node_key(Path(sys.argv[1])).key_id, flush=True)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_runs_making_the_first_key_at_once_agree_on_one(tmp_path: Path, attempt: int) -> None:
+    path = tmp_path / "state" / "keys" / "node-ed25519.pem"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_KEY, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    answers = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in answers]
+    assert {out for out, _ in answers} == {f"{load_node_key(path).key_id}\n"}
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
