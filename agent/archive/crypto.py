@@ -57,6 +57,7 @@ import hmac
 import os
 import stat
 import struct
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, TypeVar
@@ -404,8 +405,9 @@ def write_key_pair(private: X25519PrivateKey | Ed25519PrivateKey, path: Path) ->
 
 def write_whole(path: Path, data: bytes, mode: int, replace: bool) -> None:
     """Write a file whole or not at all (a temporary beside it, then linked or renamed)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    # Its own temporary (O_EXCL, never through a symlink), whichever process or thread.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)  # whatever the umask took off

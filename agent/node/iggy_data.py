@@ -39,6 +39,7 @@ import os
 import posixpath
 import re
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -856,14 +857,18 @@ def save_record(path: Path, key: str, now: float, total: int) -> str:
     records[key] = [*rows, [now, total]]
     while len(records) > MAX_DIRS:
         records.pop(next(iter(records)))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp: str | None = None
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp.write_text(json.dumps({"version": 1, "records": records}))
+        # A temporary of its own (0600), should two runs ever write at once.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"version": 1, "records": records}))
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         return f"cannot write {path}: {exc.strerror or exc}"
     return ""
 

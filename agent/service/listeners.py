@@ -145,6 +145,12 @@ def _socket_directory(loaded: LoadedConfig, directory: Path) -> bool:
     try:
         directory.mkdir(mode=SOCKET_DIR_MODE, parents=True)
         os.chmod(directory, SOCKET_DIR_MODE)  # exactly, whatever the umask
+    except FileExistsError:
+        if directory.is_dir():
+            return False  # made meanwhile by another server: not ours to give a group
+        raise loaded.error(
+            ("api", "unix_socket"), f"{directory} is not a directory; choose another path"
+        ) from None
     except OSError as exc:
         raise loaded.error(
             ("api", "unix_socket"),

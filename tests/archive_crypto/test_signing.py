@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -384,6 +385,7 @@ def test_node_key_made_by_openssl_is_used_as_it_is(tmp_path: Path) -> None:
 
 FIRST_KEY = """
 import sys
+import threading
 from pathlib import Path
 from snapshot_agent.archive.signing import load_node_key
 sys.stdin.readline()  # the start line: every process is up and waiting
@@ -412,3 +414,27 @@ def test_runs_making_the_first_key_at_once_agree_on_one(tmp_path: Path, attempt:
     assert all(p.returncode == 0 for p in procs), [err for _, err in answers]
     assert {out for out, _ in answers} == {f"{load_node_key(path).key_id}\n"}
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_threads_making_the_first_key_at_once_agree_on_one(tmp_path: Path) -> None:
+    """Threads of one process (a caller taking snapshots in-process) each write their own
+    temporary: none mistakes another's for the key."""
+    path = tmp_path / "state" / "keys" / "node-ed25519.pem"
+    gate = threading.Barrier(8)
+    found: list[str] = []
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        gate.wait()
+        try:
+            found.append(load_node_key(path).key_id)
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failed and len(found) == 8 and len(set(found)) == 1, failed
+    assert sorted(p.name for p in path.parent.iterdir()) == ["node-ed25519.pem", "node-ed25519.pub"]
