@@ -76,7 +76,10 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 def get(conn: http.client.HTTPConnection, path: str, method: str = "GET") -> tuple[int, bytes]:
-    conn.request(method, path, body=b"{}" if method == "POST" else None)
+    if method == "POST":
+        conn.request(method, path, body=b"{}", headers={"Content-Type": "application/json"})
+    else:
+        conn.request(method, path)
     response = conn.getresponse()
     return response.status, response.read()
 
