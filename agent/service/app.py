@@ -290,10 +290,14 @@ async def _create_body(request: web.Request) -> CreateSnapshot:
     if not data.strip():
         return CreateSnapshot()
     if not _is_json(request.content_type):
+        sent = (
+            f"a body sent as {request.content_type}"
+            if "Content-Type" in request.headers
+            else "a body without a Content-Type"
+        )
         raise Problem(
             415,
-            f"a body sent as {request.content_type}; send it as application/json "
-            "(curl: -H 'Content-Type: application/json')",
+            f"{sent}; send it as application/json (curl: -H 'Content-Type: application/json')",
             "unsupported-media-type",
         )
     try:
@@ -304,7 +308,7 @@ async def _create_body(request: web.Request) -> CreateSnapshot:
             f'{exc}; send {{"redact_secrets": true|false, "include_iggy": true|false}}',
             "invalid-body",
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # a key of invalid UTF-8: the latter
         raise Problem(400, f"the body is not JSON ({exc})", "malformed-body") from None
     # Every value is a bool by now, so this second parse is flat and small. A repeated key
     # is refused: a proxy that reads the first and this service the last would disagree.

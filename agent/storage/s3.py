@@ -31,6 +31,7 @@ the next run if this one is killed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -305,7 +306,7 @@ class S3Sink:
                 MultipartUpload={"Parts": parts},
             )
         except S3UploadError:
-            if not self._completed_anyway(size_bytes, len(parts)):
+            if not self._completed_anyway(size_bytes, parts):
                 raise
         self._stream, self._sidecar = None, None  # it is the archive now: abort() keeps it
         return ArchiveLocation(
@@ -388,23 +389,24 @@ class S3Sink:
             ) from None
         return True
 
-    def _completed_anyway(self, size_bytes: int, part_count: int) -> bool:
+    def _completed_anyway(self, size_bytes: int, parts: list[dict[str, Any]]) -> bool:
         """Whether the archive is at the key although completing it failed.
 
         The store may complete the upload and lose its answer; the retry then finds no such
-        upload (some stores), or times out too. The key was free when the upload began, so
-        an object there of this many bytes, made of this many parts by this agent, is ours.
+        upload (some stores), or times out too. The object at the key is this upload only
+        if its ETag is the one a store gives a multipart object made of exactly these parts
+        (the MD5 of their ETags, then `-<count>`) and its size is the archive's. A store
+        whose ETags are otherwise made is not matched: the failure stands.
         """
+        expected = multipart_etag([str(p["ETag"]) for p in parts])
+        if expected is None:
+            return False
         try:
             head = self._client.head_object(Bucket=self.settings.bucket, Key=self.key)
         except Exception:
             return False
-        etag = str(head.get("ETag", "")).strip('"')
-        return (
-            head.get("ContentLength") == size_bytes
-            and etag.endswith(f"-{part_count}")
-            and head.get("Metadata", {}).get("agent-version") == __version__
-        )
+        etag = str(head.get("ETag", "")).strip('"').lower()
+        return etag == expected and head.get("ContentLength") == size_bytes
 
     def _request(self, doing: str, call: Any, **kwargs: Any) -> Any:
         """One request on the bucket; a failure is an S3UploadError in one line."""
@@ -575,6 +577,18 @@ class MultipartStream:
             ) from None
         if self._stop.is_set():
             raise S3UploadError(f"s3://{self.settings.bucket}/{self.key}: the upload was cancelled")
+
+
+def multipart_etag(part_etags: list[str]) -> str | None:
+    """The ETag S3 gives an object completed from parts with these ETags, or None when a
+    part's ETag is not an MD5 (then nothing can be said)."""
+    try:
+        digests = b"".join(bytes.fromhex(e.strip('"')) for e in part_etags)
+    except ValueError:
+        return None
+    if len(digests) != 16 * len(part_etags):
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
 
 
 def stale_uploads(uploads: list[dict[str, Any]], cutoff: float) -> list[dict[str, Any]]:

@@ -385,9 +385,9 @@ def test_node_key_made_by_openssl_is_used_as_it_is(tmp_path: Path) -> None:
 
 FIRST_KEY = """
 import sys
-import threading
 from pathlib import Path
 from snapshot_agent.archive.signing import load_node_key
+print("ready", flush=True)
 sys.stdin.readline()  # the start line: every process is up and waiting
 print(load_node_key(Path(sys.argv[1])).key_id, flush=True)
 """
@@ -406,11 +406,19 @@ def test_runs_making_the_first_key_at_once_agree_on_one(tmp_path: Path, attempt:
         )
         for _ in range(6)
     ]
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    answers = [p.communicate(timeout=60) for p in procs]
+    try:
+        for p in procs:  # every one imported and waiting before any is let go
+            assert p.stdout is not None
+            assert p.stdout.readline() == "ready\n", p.communicate()[1]
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        answers = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     assert all(p.returncode == 0 for p in procs), [err for _, err in answers]
     assert {out for out, _ in answers} == {f"{load_node_key(path).key_id}\n"}
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -420,7 +428,7 @@ def test_threads_making_the_first_key_at_once_agree_on_one(tmp_path: Path) -> No
     """Threads of one process (a caller taking snapshots in-process) each write their own
     temporary: none mistakes another's for the key."""
     path = tmp_path / "state" / "keys" / "node-ed25519.pem"
-    gate = threading.Barrier(8)
+    gate = threading.Barrier(8, timeout=30)
     found: list[str] = []
     failed: list[BaseException] = []
 
@@ -431,7 +439,7 @@ def test_threads_making_the_first_key_at_once_agree_on_one(tmp_path: Path) -> No
         except BaseException as exc:
             failed.append(exc)
 
-    threads = [threading.Thread(target=load) for _ in range(8)]
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

@@ -451,3 +451,24 @@ def test_cli_judges_a_fixture_node(tmp_path: Path, node: Path) -> None:
     assert record["status"] == "warn" and "layout main" not in record["summary"]
     assert "whole 24-byte entries" in record["summary"]
     assert record["data"]["layout"] == "main"
+
+
+def test_writers_of_the_growth_record_at_once_never_trip_on_each_other(tmp_path: Path) -> None:
+    """Each writer has its own temporary: none finds its file renamed away by another."""
+    path = Path(walk.growth_state_path(str(tmp_path)))
+    gate = threading.Barrier(8, timeout=30)
+    problems: list[str] = []
+
+    def save(n: int) -> None:
+        gate.wait()
+        for round_ in range(20):
+            problems.append(walk.save_record(path, f"/var/lib/iggy-{n}", 1e9 + round_, n))
+
+    threads = [threading.Thread(target=save, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(problems) == 160 and set(problems) == {""}
+    assert walk.load_records(path)  # whole JSON, whoever wrote last
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporaries left

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -10,11 +12,12 @@ from snapshot_agent.config import ApiConfig, Config, LoadedConfig
 from snapshot_agent.service.listeners import UnixListener, bind_unix
 
 
-def test_servers_starting_at_once_share_a_new_socket_directory(tmp_path: Path) -> None:
+def test_servers_starting_at_once_share_a_new_socket_directory() -> None:
     """Each of six servers (own sockets, one directory nobody has made yet) binds: the ones
     that lose the race to make the directory use it rather than fail."""
-    directory = tmp_path / "run" / "snapshot-agent"
-    gate = threading.Barrier(6)
+    root = Path(tempfile.mkdtemp(prefix="sa-", dir="/tmp"))  # a socket path is short
+    directory = root / "run" / "snapshot-agent"
+    gate = threading.Barrier(6, timeout=30)
     bound: list[UnixListener] = []
     failed: list[BaseException] = []
 
@@ -26,7 +29,7 @@ def test_servers_starting_at_once_share_a_new_socket_directory(tmp_path: Path) -
         except BaseException as exc:
             failed.append(exc)
 
-    threads = [threading.Thread(target=start, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -39,3 +42,4 @@ def test_servers_starting_at_once_share_a_new_socket_directory(tmp_path: Path) -
     finally:
         for listener in bound:
             listener.sock.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -236,12 +236,30 @@ def test_processes_create_at_once_and_exactly_one_succeeds(tmp_path: Path) -> No
     assert {a[1] for a in answers} == {"1"}
 
 
-@pytest.mark.parametrize("attempt", range(4))  # before the fix, 1 round in 25 lost the race
+OPEN_AND_CREATE = """
+import sys
+from pathlib import Path
+from snapshot_agent.config import NodeConfig
+from snapshot_agent.pipeline.record import SnapshotOptions
+from snapshot_agent.service.exclusive import Busy
+from snapshot_agent.service.records import RecordStore
+
+print("ready", flush=True)
+sys.stdin.readline()  # the start line: every process is up and waiting
+store = RecordStore(Path(sys.argv[1]))
+try:
+    print("created", store.create(SnapshotOptions(), NodeConfig()).id, flush=True)
+except Busy as exc:
+    print("busy", exc.record.id, flush=True)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(6))  # before the fix, 1 round in 15 to 45 lost the race
 def test_processes_opening_a_new_store_at_once_agree_on_one_schema(
     tmp_path: Path, attempt: int
 ) -> None:
     path = tmp_path / "state" / "records.sqlite3"
-    procs = [child(CREATE, str(path)) for _ in range(6)]
+    procs = [child(OPEN_AND_CREATE, str(path)) for _ in range(6)]
     try:
         for p in procs:
             assert p.stdout is not None

@@ -30,6 +30,7 @@ BAD_CREATES = [
     (b'"redact_secrets"', 422, "invalid-body"),
     (b"\xff\xfe{}", 400, "malformed-body"),
     (b'{"redact_secrets": false, "redact_secrets": true}', 400, "malformed-body"),
+    (b'{"redact_secrets": true, "\xff": true}', 400, "malformed-body"),
 ]
 BAD_PATHS = [
     ("/v1/snapshots/..%2F..%2Fetc", 400),
@@ -88,6 +89,8 @@ def test_a_body_not_sent_as_json_is_refused(server: Server, content_type: str | 
     problem = reply.problem
     assert problem["status"] == 415 and problem["type"].endswith("unsupported-media-type")
     assert "application/json" in problem["detail"]
+    said = f"a body sent as {content_type};" if content_type else "without a Content-Type;"
+    assert said in problem["detail"]
     still_serving(server)
 
 

@@ -166,9 +166,17 @@ class FaultProxy:
 
     def _lose_answer(self, client: socket.socket, head: bytes) -> None:
         """The store does the request; its answer is dropped and the client reset."""
+        _, _, sent = head.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+        missing = int(length[1]) - len(sent) if length else 0
+        while missing > 0:  # the rest of the body, read here: no thread left on the socket
+            more = client.recv(min(missing, 1 << 16))
+            if not more:
+                return
+            missing -= len(more)
+            head += more
         with contextlib.closing(socket.create_connection(self.upstream)) as upstream:
             upstream.sendall(head)
-            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
             answer = b""
             while b"\r\n\r\n" not in answer:  # the store has answered: the request is done
                 more = upstream.recv(1 << 16)

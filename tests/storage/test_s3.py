@@ -26,6 +26,7 @@ from snapshot_agent.storage.s3 import (
     UNASSIGNED,
     S3Sink,
     S3UploadError,
+    multipart_etag,
     s3_client,
     stale_uploads,
 )
@@ -225,6 +226,47 @@ def test_a_completion_whose_answer_was_lost_is_kept(
     assert hashlib.sha256(body).hexdigest() == sha256
     assert sink.key is not None and f"{sink.key}.sha256" in keys(moto, bucket)
     assert pending_uploads(moto, bucket) == []
+
+
+def test_another_archive_at_the_key_is_not_taken_for_this_one(
+    moto: MotoS3, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Completing fails and an object of the same size, made of as many parts by this
+    agent, is at the key: its ETag says it is not this upload, so the failure stands."""
+    bucket = moto.bucket()
+    sink = sink_for(settings(bucket, proxy.endpoint), tmp_path)
+    _, stream = sink.open("snapshot-20260101-120010")
+    size, sha256 = write_archive(stream)
+    direct = moto.client()
+    other = direct.create_multipart_upload(
+        Bucket=bucket, Key=sink.key, Metadata={"agent-version": __version__}
+    )
+    parts = []
+    for number, part_size in enumerate((5 * MIB, 5 * MIB, size - 10 * MIB), 1):
+        sent = direct.upload_part(
+            Bucket=bucket,
+            Key=sink.key,
+            UploadId=other["UploadId"],
+            PartNumber=number,
+            Body=os.urandom(part_size),
+        )
+        parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+    direct.complete_multipart_upload(
+        Bucket=bucket, Key=sink.key, UploadId=other["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    proxy.fail(COMPLETE, "403", times=1000)
+    with pytest.raises(S3UploadError, match="access denied while completing the upload"):
+        sink.commit(size, sha256)
+    sink.abort()
+    assert direct.head_object(Bucket=bucket, Key=sink.key)["ContentLength"] == size
+    assert pending_uploads(moto, bucket) == []
+
+
+def test_the_multipart_etag_is_computed_only_from_md5_part_etags() -> None:
+    a, b = hashlib.md5(b"a").hexdigest(), hashlib.md5(b"b").hexdigest()
+    joined = bytes.fromhex(a) + bytes.fromhex(b)
+    assert multipart_etag([f'"{a}"', b]) == f"{hashlib.md5(joined).hexdigest()}-2"
+    assert multipart_etag(['"not-an-md5"']) is None and multipart_etag(["abcd"]) is None
 
 
 def test_memory_is_bounded_while_the_store_stalls(
