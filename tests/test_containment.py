@@ -306,6 +306,41 @@ def test_ctrl_c_kills_a_fork_hopping_command_too(
     assert not escaped, f"{len(escaped)} escaped the interrupted run: {escaped[:3]}"
 
 
+#: A check's process as the runner makes it in subreaper mode: a subreaper, with the
+#: fork-hopping daemon (argv[1], told to touch argv[2] once it hops) below it.
+DYING_CHECK = f"""
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl({PR_SET_CHILD_SUBREAPER}, 1, 0, 0, 0)
+subprocess.Popen([sys.executable, "-I", "-S", sys.argv[1], sys.argv[2]])
+time.sleep(300)
+"""
+
+
+def test_closing_kills_what_a_check_not_yet_dead_still_holds(
+    tmp_path: Path, catcher: set[int], tag: str
+) -> None:
+    """The run closes while a check's process has not died yet (its SIGKILL not taken
+    effect, on a loaded node): what hopped onto it, its subreaper, reaches the agent only
+    once it is gone. Closing kills it and that daemon, and waits for both."""
+    hopper, _ = _escapers(tmp_path, tag)
+    hopping = tmp_path / "hopping"
+    contain = Containment("subreaper")
+    contain.open()
+    check = subprocess.Popen([sys.executable, "-c", DYING_CHECK, str(hopper), str(hopping)])
+    try:
+        deadline = time.monotonic() + 30
+        while not hopping.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hopping.exists(), "the daemon never started hopping"
+        contain.close([check.pid])
+        assert check.poll() is not None  # the check is dead (and reaped here, by Popen)
+        escaped = _escaped(catcher)
+        assert not escaped, f"{len(escaped)} outlived the run: {escaped[:3]}"
+    finally:
+        check.kill()
+        check.wait()
+
+
 def test_an_unknown_containment_mode_is_refused(tmp_path: Path) -> None:
     out, config = tmp_path / "out", tmp_path / "config.yaml"
     config.write_text("checks: {}\n")

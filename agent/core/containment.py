@@ -708,10 +708,14 @@ class Containment:
             _kill_group(self.run_group)
         end = time.monotonic() + CLOSE_S
         while True:
+            # A check not yet dead may hold what it started: what was reparented to it, its
+            # subreaper, after its tree was read. Killed again with it; what is left reaches
+            # the agent only once the check has exited, so wait for that too.
+            dying = {pid for pid in checks if kill_tree(pid) or not _zombie(pid)}
             self.sweep(checks)
             group_gone = self.run_group is None or _remove(self.run_group)
             strays = set(children(os.getpid())) - set(checks) - self._foreign
-            done = group_gone and not (strays or self._orphans or self._dead_cells)
+            done = group_gone and not (dying or strays or self._orphans or self._dead_cells)
             if done or time.monotonic() >= end:
                 break
             time.sleep(0.005)
