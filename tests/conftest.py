@@ -41,6 +41,38 @@ def run_cli(
     )
 
 
+def started_at_once(
+    script: str, *args: str, count: int, timeout: float = 60
+) -> list[tuple[int, str, str]]:
+    """`count` Python children running `script`, let go at the same moment: each prints
+    "ready" once set up and waits for a line on stdin, which all get only once all are
+    ready. Their (exit code, stdout, stderr); none is left running."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline() == "ready\n", p.communicate()[1]
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        answers = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, answers, strict=True)]
+
+
 def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
     """Create files under `root` (paths relative, e.g. 'proc/loadavg')."""
     for rel, content in files.items():

@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import zipfile
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from snapshot_agent.archive.verify import verify_archive
 from snapshot_agent.archive.writer import MANIFEST, MANIFEST_SIG, ArchiveWriter, Entry
 from snapshot_agent.config import ArchiveConfig, Config
 from snapshot_agent.errors import UsageError
+from tests.conftest import started_at_once
 
 from ..conftest import run_cli
 
@@ -396,31 +396,9 @@ print(load_node_key(Path(sys.argv[1])).key_id, flush=True)
 @pytest.mark.parametrize("attempt", range(3))
 def test_runs_making_the_first_key_at_once_agree_on_one(tmp_path: Path, attempt: int) -> None:
     path = tmp_path / "state" / "keys" / "node-ed25519.pem"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FIRST_KEY, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
-    try:
-        for p in procs:  # every one imported and waiting before any is let go
-            assert p.stdout is not None
-            assert p.stdout.readline() == "ready\n", p.communicate()[1]
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        answers = [p.communicate(timeout=60) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    assert all(p.returncode == 0 for p in procs), [err for _, err in answers]
-    assert {out for out, _ in answers} == {f"{load_node_key(path).key_id}\n"}
+    answers = started_at_once(FIRST_KEY, str(path), count=6)
+    assert all(code == 0 for code, _, _ in answers), [err for _, _, err in answers]
+    assert {out for _, out, _ in answers} == {f"{load_node_key(path).key_id}\n"}
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 

@@ -28,6 +28,7 @@ from snapshot_agent.service.records import (
     StoreError,
     Summary,
 )
+from tests.conftest import started_at_once
 
 NODE = NodeConfig(deployment_id=611298765432109056, node_id=2**63 - 1, name="events-prod-1")
 T0 = datetime(2026, 6, 1, 10, 30, 0, tzinfo=UTC)
@@ -218,20 +219,7 @@ except Busy as exc:
 def test_processes_create_at_once_and_exactly_one_succeeds(tmp_path: Path) -> None:
     path = tmp_path / "state" / "records.sqlite3"
     RecordStore(path).close()  # the schema exists: the race is over the record alone
-    procs = [child(CREATE, str(path)) for _ in range(8)]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline() == "ready\n", p.communicate()[1]
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        answers = [p.communicate(timeout=60)[0].split() for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    answers = [out.split() for _, out, _ in started_at_once(CREATE, str(path), count=8)]
     assert sorted(a[0] for a in answers) == ["busy"] * 7 + ["created"]
     assert {a[1] for a in answers} == {"1"}
 
@@ -259,19 +247,7 @@ def test_processes_opening_a_new_store_at_once_agree_on_one_schema(
     tmp_path: Path, attempt: int
 ) -> None:
     path = tmp_path / "state" / "records.sqlite3"
-    procs = [child(OPEN_AND_CREATE, str(path)) for _ in range(6)]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline() == "ready\n", p.communicate()[1]
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        answers = [p.communicate(timeout=60)[0].split()[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    answers = [out.split()[0] for _, out, _ in started_at_once(OPEN_AND_CREATE, str(path), count=6)]
     assert sorted(answers) == ["busy"] * 5 + ["created"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
