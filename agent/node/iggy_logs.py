@@ -53,12 +53,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from snapshot_agent.core.printable import printable
-from snapshot_agent.core.units import utc_iso
+from snapshot_agent.core.units import as_utc, utc_iso
 
 LOG_PREFIX = "iggy-server.log"
 CHUNK = 1024 * 1024  # bytes read at a time; also the longest line kept whole
@@ -252,7 +252,7 @@ def stamp_seconds(raw: bytes) -> float | None:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return as_utc(when).timestamp()  # a stamp without an offset is UTC
 
 
 def target_of(rest: str) -> str:
